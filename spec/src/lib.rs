@@ -1,0 +1,22 @@
+//! `dabba-spec` is dabba's written contract in code: the types that manifests, the API and
+//! the command line share, their validation, and the WIT worlds that guests build against.
+//!
+//! It does no I/O and links no runtime: the host, the controller, the CLI and tests all
+//! depend on it, so it stays small. Parsing and validation happen here; resolving a
+//! manifest against the filesystem (reading components, hashing them) happens at the
+//! edges that own the I/O.
+//!
+//! The prose contract lives beside this crate in `spec/*.md`; the WIT files the host
+//! implements and the SDK imports live in `spec/wit/`.
+
+pub mod capabilities;
+pub mod limits;
+pub mod units;
+
+pub use capabilities::{Capabilities, OutboundRule, OutboundRuleError};
+pub use limits::{LimitError, LimitKind, LimitOverrides, Limits, WorkloadKind};
+pub use units::{ByteSize, HumanDuration, UnitError};
+
+/// The directory holding the WIT packages dabba implements beyond the standard WASI
+/// 0.2 worlds (`wasi:keyvalue@0.2.0-draft2` and `wasi:config@0.2.0-rc.1`).
+pub const WIT_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/wit");
