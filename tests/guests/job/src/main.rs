@@ -1,0 +1,75 @@
+//! A `wasi:cli` command for testing `dabba run`. The first argument picks a behaviour:
+//!
+//! | args | behaviour |
+//! |---|---|
+//! | `echo A B…` | prints its arguments, one per line, and exits 0 |
+//! | `env` | prints the environment it sees |
+//! | `fail MSG` | prints MSG on stderr and exits 3 |
+//! | `spin` | loops forever |
+//! | `alloc N` | allocates N MiB |
+//! | `flood N` | writes N KiB to stdout |
+//! | `kv BUCKET` | increments `runs` in BUCKET and prints it |
+
+use std::io::Write as _;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let n = |i: usize| args.get(i).and_then(|a| a.parse::<u64>().ok()).unwrap_or(0);
+    match args.first().map(String::as_str) {
+        Some("echo") => {
+            for a in &args[1..] {
+                println!("{a}");
+            }
+        }
+        Some("env") => {
+            for (k, v) in std::env::vars() {
+                println!("{k}={v}");
+            }
+        }
+        Some("fail") => {
+            eprintln!("{}", args.get(1).cloned().unwrap_or_default());
+            return ExitCode::from(3);
+        }
+        Some("spin") => {
+            let mut x: u64 = 1;
+            loop {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+            }
+        }
+        Some("alloc") => {
+            let mut hoard = Vec::new();
+            for _ in 0..n(1) {
+                hoard.push(vec![1u8; 1 << 20]);
+            }
+            println!("allocated {} MiB", hoard.len());
+        }
+        Some("flood") => {
+            let chunk = [b'y'; 1024];
+            let mut out = std::io::stdout().lock();
+            for _ in 0..n(1) {
+                if out.write_all(&chunk).is_err() {
+                    return ExitCode::from(4);
+                }
+            }
+        }
+        Some("kv") => match dabba_sdk::kv::Bucket::open(args.get(1).map(String::as_str).unwrap_or("default")) {
+            Ok(b) => match b.increment("runs", 1) {
+                Ok(v) => println!("runs={v}"),
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(1);
+                }
+            },
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(1);
+            }
+        },
+        _ => {
+            eprintln!("usage: job (echo|env|fail|spin|alloc|flood|kv) ...");
+            return ExitCode::from(2);
+        }
+    }
+    ExitCode::SUCCESS
+}
