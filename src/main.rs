@@ -1,1 +1,63 @@
-fn main() {}
+//! `dabba`: the one binary. Library crates do the work; this is thin glue that parses
+//! flags, wires the roles into a process, and reports errors once, with their causes.
+
+mod commands;
+mod flags;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// dabba runs WebAssembly components as serverless workloads: HTTP functions with a
+/// fresh sandboxed instance per request, and jobs, under hard CPU, memory and time limits.
+#[derive(Debug, Parser)]
+#[command(name = "dabba", version, propagate_version = true)]
+struct Cli {
+    /// More log output (-v info, -vv debug). RUST_LOG overrides it.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve one HTTP component (wasi:http) on a local port.
+    Serve(commands::serve::ServeArgs),
+    /// Run one job component (wasi:cli) to completion; exits with its exit code.
+    Run(commands::run::RunArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let result = match cli.command {
+        Command::Serve(args) => commands::serve::serve(args).map(|()| ExitCode::SUCCESS),
+        Command::Run(args) => commands::run::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}

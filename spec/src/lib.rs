@@ -10,10 +10,12 @@
 //! implements and the SDK imports live in `spec/wit/`.
 
 pub mod capabilities;
+pub mod digest;
 pub mod limits;
 pub mod units;
 
 pub use capabilities::{Capabilities, OutboundRule, OutboundRuleError};
+pub use digest::{Digest, DigestError};
 pub use limits::{LimitError, LimitKind, LimitOverrides, Limits, WorkloadKind};
 pub use units::{ByteSize, HumanDuration, UnitError};
 

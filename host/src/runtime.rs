@@ -1,0 +1,163 @@
+//! The runtime of a host: engines, the artifact cache, linkers and metrics, shared by
+//! every app the host runs. Loading an app yields an [`HttpFunction`] or a [`Job`]
+//! holding a pre-instantiated component, ready to create a fresh instance per request.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use dabba_spec::{Capabilities, Digest, Limits, WorkloadKind};
+use wasmtime::component::{Component, Linker};
+
+use crate::cache::{ArtifactCache, LoadSource};
+use crate::component::{ComponentBytes, LoadError, check_world};
+use crate::engine::{EngineOptions, Engines, Metering};
+use crate::guest::GuestState;
+use crate::http::HttpFunction;
+use crate::job::Job;
+use crate::kv::KvBackend;
+use crate::logs::AppLog;
+use crate::metrics::Metrics;
+use crate::platform::{self, PlatformGrants};
+
+/// How a host runtime is set up.
+#[derive(Debug, Clone, Default)]
+pub struct RuntimeOptions {
+    pub engine: EngineOptions,
+    /// Where precompiled artifacts are kept; `None` compiles on every load.
+    pub cache_dir: Option<PathBuf>,
+    /// Echo guest stdout/stderr lines to this process's stderr.
+    pub echo_guest_output: bool,
+}
+
+/// Everything an app is, apart from its component.
+#[derive(Clone)]
+pub struct AppConfig {
+    /// The app's name, used in metrics, logs and error bodies.
+    pub name: String,
+    /// The namespace that scopes its key-value buckets.
+    pub scope: String,
+    pub limits: Limits,
+    pub capabilities: Capabilities,
+    /// Where its buckets live.
+    pub kv: Arc<dyn KvBackend>,
+}
+
+pub struct Runtime {
+    engines: Engines,
+    cache: ArtifactCache,
+    linkers: HashMap<Metering, Linker<GuestState>>,
+    components: Mutex<HashMap<(Digest, Metering), Component>>,
+    metrics: Arc<Metrics>,
+    echo: bool,
+}
+
+impl Runtime {
+    pub fn new(options: &RuntimeOptions) -> anyhow::Result<Arc<Runtime>> {
+        let engines = Engines::new(&options.engine)?;
+        let cache = match &options.cache_dir {
+            Some(dir) => ArtifactCache::on_disk(dir)?,
+            None => ArtifactCache::none(),
+        };
+        let mut linkers = HashMap::new();
+        for m in [Metering::Epoch, Metering::Fuel] {
+            let mut linker = Linker::new(engines.get(m));
+            // The whole of WASI 0.2 (Rust std guests import wasi:cli even when they
+            // serve HTTP), the HTTP interfaces, and the dabba platform interfaces.
+            wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+            wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+            platform::add_to_linker(&mut linker, GuestState::platform)?;
+            linkers.insert(m, linker);
+        }
+        Ok(Arc::new(Runtime {
+            engines,
+            cache,
+            linkers,
+            components: Mutex::new(HashMap::new()),
+            metrics: Arc::new(Metrics::new()),
+            echo: options.echo_guest_output,
+        }))
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    pub fn engines(&self) -> &Engines {
+        &self.engines
+    }
+
+    /// Loads `wasm` as an HTTP function.
+    pub fn load_http(
+        self: &Arc<Self>,
+        app: AppConfig,
+        wasm: &ComponentBytes,
+    ) -> Result<HttpFunction, LoadError> {
+        let prepared = self.prepare(&app, wasm, WorkloadKind::Http)?;
+        HttpFunction::new(self.clone(), app, prepared)
+    }
+
+    /// Loads `wasm` as a job.
+    pub fn load_job(self: &Arc<Self>, app: AppConfig, wasm: &ComponentBytes) -> Result<Job, LoadError> {
+        let prepared = self.prepare(&app, wasm, WorkloadKind::Job)?;
+        Job::new(self.clone(), app, prepared)
+    }
+
+    fn prepare(
+        &self,
+        app: &AppConfig,
+        wasm: &ComponentBytes,
+        kind: WorkloadKind,
+    ) -> Result<Prepared, LoadError> {
+        app.limits.validate().map_err(|e| LoadError::Invalid {
+            origin: wasm.origin.clone(),
+            detail: e.to_string(),
+        })?;
+        let metering = if app.limits.fuel.is_some() {
+            Metering::Fuel
+        } else {
+            Metering::Epoch
+        };
+        let engine = self.engines.get(metering);
+        let key = (wasm.digest, metering);
+        let cached = self.components.lock().expect("lock").get(&key).cloned();
+        let component = match cached {
+            Some(c) => c,
+            None => {
+                let (c, source) = self.cache.load(engine, metering, wasm)?;
+                self.metrics.component_loaded(source == LoadSource::Cached);
+                self.components.lock().expect("lock").insert(key, c.clone());
+                c
+            }
+        };
+        check_world(engine, &component, kind, &wasm.origin)?;
+        let instance_pre = self.linkers[&metering]
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::MissingImport {
+                origin: wasm.origin.clone(),
+                detail: format!("{e:#}"),
+            })?;
+        let grants = Arc::new(PlatformGrants {
+            backend: app.kv.clone(),
+            scope: app.scope.clone(),
+            buckets: app.capabilities.key_value_buckets.clone(),
+            config: app.capabilities.config.clone(),
+        });
+        Ok(Prepared {
+            engine: engine.clone(),
+            instance_pre,
+            digest: wasm.digest,
+            grants,
+            log: Arc::new(AppLog::new(&app.name, 1000, self.echo)),
+        })
+    }
+}
+
+/// A component ready to instantiate for one app.
+pub(crate) struct Prepared {
+    pub engine: wasmtime::Engine,
+    pub instance_pre: wasmtime::component::InstancePre<GuestState>,
+    pub digest: Digest,
+    pub grants: Arc<PlatformGrants>,
+    pub log: Arc<AppLog>,
+}
