@@ -38,9 +38,16 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e}");
+            // Print the error once, then each cause that adds something new (many
+            // errors already include their source in their own message).
+            let mut said = e.to_string();
+            eprintln!("error: {said}");
             for cause in e.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
+                let text = cause.to_string();
+                if !said.contains(&text) {
+                    eprintln!("  caused by: {text}");
+                    said.push_str(&text);
+                }
             }
             ExitCode::from(2)
         }

@@ -125,8 +125,47 @@ impl ComponentBytes {
                 version: version.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(" "),
             });
         }
-        Ok(())
+        check_sections(&b[8..]).map_err(|detail| LoadError::Truncated {
+            origin: origin(),
+            detail,
+        })
     }
+}
+
+/// Walks the top-level sections (an id byte, a LEB128 size, the contents) and reports a
+/// section that runs past the end of the file: the sure sign of a truncated download.
+fn check_sections(mut rest: &[u8]) -> Result<(), String> {
+    let mut offset = 8usize;
+    while !rest.is_empty() {
+        let id = rest[0];
+        let mut size: u64 = 0;
+        let mut shift = 0;
+        let mut i = 1;
+        loop {
+            let Some(&byte) = rest.get(i) else {
+                return Err(format!("section {id} at byte {offset} has an incomplete size"));
+            };
+            size |= u64::from(byte & 0x7f) << shift;
+            i += 1;
+            if byte & 0x80 == 0 {
+                break;
+            }
+            shift += 7;
+            if shift > 28 {
+                return Err(format!("section {id} at byte {offset} has a malformed size"));
+            }
+        }
+        let available = (rest.len() - i) as u64;
+        if size > available {
+            return Err(format!(
+                "section {id} at byte {offset} declares {size} bytes but only {available} remain"
+            ));
+        }
+        let end = i + size as usize;
+        rest = &rest[end..];
+        offset += end;
+    }
+    Ok(())
 }
 
 /// Turns a compilation failure into a load error, recognizing truncation.
@@ -218,6 +257,12 @@ mod tests {
         assert!(err.to_string().contains("wasm32-wasip2"), "{err}");
         let component = wat::parse_str("(component)").unwrap();
         assert!(bytes(&component).check_header().is_ok());
+        let with_section = wat::parse_str("(component (core module))").unwrap();
+        assert!(bytes(&with_section).check_header().is_ok());
+        let cut = &with_section[..with_section.len() - 1];
+        let err = bytes(cut).check_header().unwrap_err();
+        assert!(matches!(err, LoadError::Truncated { .. }), "{err}");
+        assert!(err.to_string().contains("declares"), "{err}");
         assert!(matches!(
             bytes(b"\0asm\x02\0\0\0").check_header(),
             Err(LoadError::UnknownVersion { .. })

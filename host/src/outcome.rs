@@ -76,11 +76,11 @@ pub fn describe(f: &Failure, limits: &dabba_spec::Limits) -> String {
             limits.timeout
         ),
         Failure::Limit(LimitKind::RequestBody) => format!(
-            "request body limit: the request body is larger than {}",
+            "request_body limit: the request body is larger than {}",
             limits.max_request_body
         ),
         Failure::Limit(LimitKind::ResponseBody) => format!(
-            "response body limit: the guest wrote more than {} and was stopped",
+            "response_body limit: the guest wrote more than {} and was stopped",
             limits.max_response_body
         ),
         Failure::Limit(LimitKind::QueueFull) => format!(

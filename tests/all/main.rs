@@ -1,1 +1,10 @@
+//! End-to-end tests of the `dabba` binary: real processes, real sockets on 127.0.0.1,
+//! real guest components built from this workspace. One test binary, one module per
+//! area, as wasmtime does it.
 
+mod support;
+
+mod bad_input;
+mod jobs;
+mod limits;
+mod samples;

@@ -1,5 +1,7 @@
 //! A component that does, on request, everything a host must survive or refuse:
 //!
+//! Any route takes `after_ms=N` to wait N ms (blocked in the host) before it starts.
+//!
 //! | route | behaviour |
 //! |---|---|
 //! | `/ok` | 200 `ok` |
@@ -21,6 +23,10 @@ use dabba_sdk::{HttpError, Method, Request, Response};
 pub fn handle(req: Request) -> Response {
     let param = |name: &str| req.query_param(name).unwrap_or_default();
     let num = |name: &str| param(name).parse::<u64>().unwrap_or(0);
+    // `after_ms` delays any route, so a test can have it in flight for a while first.
+    if num("after_ms") > 0 {
+        std::thread::sleep(std::time::Duration::from_millis(num("after_ms")));
+    }
     match (req.method.clone(), req.path.as_str()) {
         (_, "/ok") => Response::text(200, "ok"),
         (_, "/spin") => {
