@@ -8,7 +8,9 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use clap::Args;
 use dabba_host::kv::{KvBackend, MemoryKv, RedbKv};
-use dabba_spec::{ByteSize, Capabilities, HumanDuration, LimitOverrides, Limits, OutboundRule, WorkloadKind};
+use dabba_spec::{
+    ByteSize, Capabilities, HumanDuration, LimitOverrides, Limits, OutboundRule, WorkloadKind,
+};
 
 #[derive(Debug, Args)]
 pub struct LimitFlags {
@@ -103,8 +105,9 @@ impl CapabilityFlags {
     pub fn kv_backend(&self) -> anyhow::Result<Arc<dyn KvBackend>> {
         Ok(match &self.kv_dir {
             Some(dir) => {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("creating the key-value directory {}", dir.display()))?;
+                std::fs::create_dir_all(dir).with_context(|| {
+                    format!("creating the key-value directory {}", dir.display())
+                })?;
                 let path = dir.join("kv.redb");
                 Arc::new(RedbKv::open(&path).with_context(|| {
                     format!(

@@ -29,7 +29,11 @@ fn main() {
         // Title, brand and category are all searchable: "samsung phone" or "shoes".
         let terms = text::tokens(&format!("{} {} {}", p.title, p.brand, p.category));
         for t in &terms {
-            let tf = postings.entry(t.clone()).or_default().entry(i as u32).or_insert(0);
+            let tf = postings
+                .entry(t.clone())
+                .or_default()
+                .entry(i as u32)
+                .or_insert(0);
             *tf = tf.saturating_add(1);
         }
         docs.push(format::DocIn {

@@ -71,7 +71,8 @@ impl ArtifactCache {
     ) -> Result<(Component, LoadSource), LoadError> {
         wasm.check_header()?;
         let Some(dir) = &self.dir else {
-            let c = Component::new(engine, &wasm.bytes).map_err(|e| compile_error(&wasm.origin, &e))?;
+            let c =
+                Component::new(engine, &wasm.bytes).map_err(|e| compile_error(&wasm.origin, &e))?;
             return Ok((c, LoadSource::Compiled));
         };
         let path = dir.join(format!(
@@ -114,7 +115,10 @@ fn engine_key(engine: &Engine) -> String {
     format!("{:016x}", h.finish())
 }
 
-#[expect(unsafe_code, reason = "mapping a precompiled artifact is unsafe by contract")]
+#[expect(
+    unsafe_code,
+    reason = "mapping a precompiled artifact is unsafe by contract"
+)]
 fn map(engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
     // SAFETY: `Component::deserialize_file` trusts its input to be an artifact produced
     // by `precompile_component` of a compatible engine and not to change while mapped.

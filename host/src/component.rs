@@ -41,7 +41,9 @@ pub enum LoadError {
          `wasm-tools component new`"
     )]
     CoreModule { origin: String },
-    #[error("{origin} has an unknown WebAssembly version/layer {version}: expected a component (0d 00 01 00)")]
+    #[error(
+        "{origin} has an unknown WebAssembly version/layer {version}: expected a component (0d 00 01 00)"
+    )]
     UnknownVersion { origin: String, version: String },
     #[error("{origin} ends early: the file is truncated or incomplete ({detail})")]
     Truncated { origin: String, detail: String },
@@ -103,7 +105,12 @@ impl ComponentBytes {
         }
         let head_len = b.len().min(4);
         if b[..head_len] != WASM_MAGIC[..head_len] {
-            let head = b.iter().take(8).map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(" ");
+            let head = b
+                .iter()
+                .take(8)
+                .map(|x| format!("{x:02x}"))
+                .collect::<Vec<_>>()
+                .join(" ");
             return Err(LoadError::NotWasm {
                 origin: origin(),
                 head,
@@ -122,7 +129,11 @@ impl ComponentBytes {
         if version != COMPONENT_VERSION {
             return Err(LoadError::UnknownVersion {
                 origin: origin(),
-                version: version.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(" "),
+                version: version
+                    .iter()
+                    .map(|x| format!("{x:02x}"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
             });
         }
         check_sections(&b[8..]).map_err(|detail| LoadError::Truncated {
@@ -143,7 +154,9 @@ fn check_sections(mut rest: &[u8]) -> Result<(), String> {
         let mut i = 1;
         loop {
             let Some(&byte) = rest.get(i) else {
-                return Err(format!("section {id} at byte {offset} has an incomplete size"));
+                return Err(format!(
+                    "section {id} at byte {offset} has an incomplete size"
+                ));
             };
             size |= u64::from(byte & 0x7f) << shift;
             i += 1;
@@ -152,7 +165,9 @@ fn check_sections(mut rest: &[u8]) -> Result<(), String> {
             }
             shift += 7;
             if shift > 28 {
-                return Err(format!("section {id} at byte {offset} has a malformed size"));
+                return Err(format!(
+                    "section {id} at byte {offset} has a malformed size"
+                ));
             }
         }
         let available = (rest.len() - i) as u64;
@@ -247,10 +262,22 @@ mod tests {
 
     #[test]
     fn headers_are_classified() {
-        assert!(matches!(bytes(b"").check_header(), Err(LoadError::Empty { .. })));
-        assert!(matches!(bytes(b"hello world").check_header(), Err(LoadError::NotWasm { .. })));
-        assert!(matches!(bytes(b"\0as").check_header(), Err(LoadError::Truncated { .. })));
-        assert!(matches!(bytes(b"\0asm\x01\0").check_header(), Err(LoadError::Truncated { .. })));
+        assert!(matches!(
+            bytes(b"").check_header(),
+            Err(LoadError::Empty { .. })
+        ));
+        assert!(matches!(
+            bytes(b"hello world").check_header(),
+            Err(LoadError::NotWasm { .. })
+        ));
+        assert!(matches!(
+            bytes(b"\0as").check_header(),
+            Err(LoadError::Truncated { .. })
+        ));
+        assert!(matches!(
+            bytes(b"\0asm\x01\0").check_header(),
+            Err(LoadError::Truncated { .. })
+        ));
         let module = wat::parse_str("(module)").unwrap();
         let err = bytes(&module).check_header().unwrap_err();
         assert!(matches!(err, LoadError::CoreModule { .. }));

@@ -92,7 +92,11 @@ impl ResourceLimiter for MemoryLimiter {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(self.grow(desired.saturating_sub(current).saturating_mul(TABLE_ELEMENT_BYTES)))
+        Ok(self.grow(
+            desired
+                .saturating_sub(current)
+                .saturating_mul(TABLE_ELEMENT_BYTES),
+        ))
     }
 
     fn instances(&self) -> usize {
@@ -163,7 +167,11 @@ impl StdoutStream for CapturedOutput {
 }
 
 impl tokio::io::AsyncWrite for CapturedOutput {
-    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         self.push(buf);
         Poll::Ready(Ok(buf.len()))
     }
@@ -215,11 +223,20 @@ impl WasiHttpHooks for OutboundPolicy {
         drop(fut);
         let uri = request.uri();
         let scheme = uri.scheme_str().unwrap_or("https").to_string();
-        let host = uri.host().unwrap_or("").trim_start_matches('[').trim_end_matches(']').to_string();
-        let port = uri.port_u16().unwrap_or(if scheme == "http" { 80 } else { 443 });
+        let host = uri
+            .host()
+            .unwrap_or("")
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let port = uri
+            .port_u16()
+            .unwrap_or(if scheme == "http" { 80 } else { 443 });
         if !self.caps.allows_outbound(&scheme, &host, port) {
             tracing::info!(%scheme, %host, port, "outbound request denied: not in allowed_outbound_hosts");
-            return Box::new(std::future::ready(Err(wasmtime_wasi_http::Error::HttpRequestDenied)));
+            return Box::new(std::future::ready(Err(
+                wasmtime_wasi_http::Error::HttpRequestDenied,
+            )));
         }
         Box::new(async move {
             use http_body_util::BodyExt;
@@ -287,7 +304,10 @@ pub struct StoreSpec<'a> {
 }
 
 /// Builds a store for one request or run, with its limits installed.
-pub fn new_store(engine: &wasmtime::Engine, spec: StoreSpec<'_>) -> wasmtime::Result<Store<GuestState>> {
+pub fn new_store(
+    engine: &wasmtime::Engine,
+    spec: StoreSpec<'_>,
+) -> wasmtime::Result<Store<GuestState>> {
     let state = GuestState {
         wasi: spec.wasi,
         http: WasiHttpCtx::new(),

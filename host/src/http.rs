@@ -82,7 +82,11 @@ struct Finished {
 }
 
 impl HttpFunction {
-    pub(crate) fn new(runtime: Arc<Runtime>, app: AppConfig, p: Prepared) -> Result<Self, LoadError> {
+    pub(crate) fn new(
+        runtime: Arc<Runtime>,
+        app: AppConfig,
+        p: Prepared,
+    ) -> Result<Self, LoadError> {
         let pre = ProxyPre::new(p.instance_pre).map_err(|e| LoadError::Invalid {
             origin: app.name.clone(),
             detail: format!("{e:#}"),
@@ -90,7 +94,12 @@ impl HttpFunction {
         let limits = app.limits.clone();
         let metrics = runtime.metrics().app(&app.name);
         Ok(HttpFunction {
-            env: app.capabilities.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            env: app
+                .capabilities
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             caps: Arc::new(app.capabilities),
             name: app.name,
             digest: p.digest,
@@ -138,7 +147,9 @@ impl HttpFunction {
             Ok(_permit) => self.run(req, started).await,
         };
         self.metrics.request(resp.status().as_u16());
-        self.metrics.duration.observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .duration
+            .observe(started.elapsed().as_secs_f64());
         resp
     }
 
@@ -160,15 +171,26 @@ impl HttpFunction {
         let (mut parts, body) = req.into_parts();
         let body = match Limited::new(body, max_body).collect().await {
             Ok(collected) => collected.to_bytes(),
-            Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            Err(e)
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some() =>
+            {
                 return self.failure(&Failure::Limit(LimitKind::RequestBody));
             }
-            Err(e) => return error_response(400, "bad_request", &format!("reading the request body: {e}"), None),
+            Err(e) => {
+                return error_response(
+                    400,
+                    "bad_request",
+                    &format!("reading the request body: {e}"),
+                    None,
+                );
+            }
         };
         if !parts.headers.contains_key(http::header::HOST) && parts.uri.authority().is_none() {
-            parts
-                .headers
-                .insert(http::header::HOST, http::HeaderValue::from_static("localhost"));
+            parts.headers.insert(
+                http::header::HOST,
+                http::HeaderValue::from_static("localhost"),
+            );
         }
         let req = http::Request::from_parts(parts, Full::new(body));
 
@@ -255,11 +277,15 @@ impl HttpFunction {
         };
         let max_response = self.limits.max_response_body.as_usize();
         let collector = async move {
-            let resp = rx.await.map_err(|_| None)?.map_err(|code| Some(format!("{code:?}")))?;
+            let resp = rx
+                .await
+                .map_err(|_| None)?
+                .map_err(|code| Some(format!("{code:?}")))?;
             let (parts, mut body) = resp.into_parts();
             let mut bytes = BytesMut::new();
             while let Some(frame) = body.frame().await {
-                let frame = frame.map_err(|code| Some(format!("response body failed: {code:?}")))?;
+                let frame =
+                    frame.map_err(|code| Some(format!("response body failed: {code:?}")))?;
                 if let Ok(data) = frame.into_data() {
                     if bytes.len() + data.len() > max_response {
                         return Err(Some("response-body-limit".to_string()));
@@ -292,8 +318,12 @@ impl HttpFunction {
             Err(Some(reason)) if reason == "response-body-limit" => {
                 Err(Failure::Limit(LimitKind::ResponseBody))
             }
-            Err(Some(reason)) => Err(Failure::Trap(format!("the guest answered with an error: {reason}"))),
-            Err(None) => Err(Failure::Trap("the guest returned without sending a response".into())),
+            Err(Some(reason)) => Err(Failure::Trap(format!(
+                "the guest answered with an error: {reason}"
+            ))),
+            Err(None) => Err(Failure::Trap(
+                "the guest returned without sending a response".into(),
+            )),
         };
         (response, Some(finished))
     }
@@ -315,9 +345,14 @@ impl HttpFunction {
         let message = describe(f, &self.limits);
         tracing::info!(app = %self.name, %message, "request failed");
         let mut resp = error_response(f.status(), f.code(), &message, f.limit());
-        if matches!(f.limit(), Some(LimitKind::QueueFull | LimitKind::QueueTimeout)) {
-            resp.headers_mut()
-                .insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+        if matches!(
+            f.limit(),
+            Some(LimitKind::QueueFull | LimitKind::QueueTimeout)
+        ) {
+            resp.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from_static("1"),
+            );
         }
         resp
     }
@@ -325,7 +360,12 @@ impl HttpFunction {
 
 /// A JSON error body: `{"error": {"code", "message", "limit"?}}`, with the limit also in
 /// the `x-dabba-limit` header.
-pub fn error_response(status: u16, code: &str, message: &str, limit: Option<LimitKind>) -> HttpResponse {
+pub fn error_response(
+    status: u16,
+    code: &str,
+    message: &str,
+    limit: Option<LimitKind>,
+) -> HttpResponse {
     let body = serde_json::json!({
         "error": {
             "code": code,

@@ -57,7 +57,11 @@ pub struct RunReport {
 }
 
 impl Job {
-    pub(crate) fn new(runtime: Arc<Runtime>, app: AppConfig, p: Prepared) -> Result<Self, LoadError> {
+    pub(crate) fn new(
+        runtime: Arc<Runtime>,
+        app: AppConfig,
+        p: Prepared,
+    ) -> Result<Self, LoadError> {
         let pre = CommandPre::new(p.instance_pre).map_err(|e| LoadError::Invalid {
             origin: app.name.clone(),
             detail: format!("{e:#}"),
@@ -94,8 +98,12 @@ impl Job {
         let deadline = started + self.limits.timeout.get();
         let stdout = CapturedOutput::new(self.limits.max_output.as_usize());
         let stderr = CapturedOutput::new(self.limits.max_output.as_usize());
-        let mut env: Vec<(String, String)> =
-            self.caps.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut env: Vec<(String, String)> = self
+            .caps
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         for (k, v) in input.env {
             env.retain(|(existing, _)| *existing != k);
             env.push((k, v));
@@ -138,7 +146,11 @@ impl Job {
                         Some(exit) => (exit.0, None),
                         None => {
                             let f = Failure::classify(&e, memory_hit);
-                            let code = if f.limit().is_some() { EXIT_LIMIT } else { EXIT_TRAP };
+                            let code = if f.limit().is_some() {
+                                EXIT_LIMIT
+                            } else {
+                                EXIT_TRAP
+                            };
                             (code, Some(f))
                         }
                     },
@@ -159,7 +171,9 @@ impl Job {
         let (err, err_dropped) = stderr.take();
         self.log.record(Stream::Stdout, &out);
         self.log.record(Stream::Stderr, &err);
-        self.metrics.output_dropped.inc_by(out_dropped + err_dropped);
+        self.metrics
+            .output_dropped
+            .inc_by(out_dropped + err_dropped);
         RunReport {
             exit_code,
             stdout: out,

@@ -60,7 +60,11 @@ impl AppLog {
     /// The most recent `n` lines, oldest first.
     pub fn tail(&self, n: usize) -> Vec<LogLine> {
         let lines = self.lines.lock().expect("log lock poisoned");
-        lines.iter().skip(lines.len().saturating_sub(n)).cloned().collect()
+        lines
+            .iter()
+            .skip(lines.len().saturating_sub(n))
+            .cloned()
+            .collect()
     }
 }
 

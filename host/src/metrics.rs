@@ -64,7 +64,9 @@ impl Metrics {
         let registry = Registry::new();
         let counter = |name: &str, help: &str, labels: &[&str]| {
             let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-            registry.register(Box::new(c.clone())).expect("unique metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
             c
         };
         let requests = counter(
@@ -92,7 +94,11 @@ impl Metrics {
             "Guest stdout/stderr bytes dropped past the output cap.",
             &["app"],
         );
-        let job_runs = counter("dabba_job_runs_total", "Job runs, by app and result.", &["app", "result"]);
+        let job_runs = counter(
+            "dabba_job_runs_total",
+            "Job runs, by app and result.",
+            &["app", "result"],
+        );
         let loads = counter(
             "dabba_component_loads_total",
             "Components loaded, by whether the precompiled artifact was cached.",
@@ -104,13 +110,15 @@ impl Metrics {
                 "Time from a request reaching the function to its response being complete.",
             )
             .buckets(vec![
-                0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
-                0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05,
+                0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
             ]),
             &["app"],
         )
         .expect("valid metric");
-        registry.register(Box::new(duration.clone())).expect("unique metric");
+        registry
+            .register(Box::new(duration.clone()))
+            .expect("unique metric");
         Metrics {
             registry,
             requests,
@@ -179,7 +187,10 @@ mod tests {
         a.request(503);
         a.limit_hit(LimitKind::Fuel);
         let text = m.render();
-        assert!(text.contains(r#"dabba_requests_total{app="payment",code="2xx"} 1"#), "{text}");
+        assert!(
+            text.contains(r#"dabba_requests_total{app="payment",code="2xx"} 1"#),
+            "{text}"
+        );
         assert!(text.contains(r#"dabba_requests_total{app="payment",code="5xx"} 1"#));
         assert!(text.contains(r#"dabba_limit_hits_total{app="payment",limit="fuel"} 1"#));
     }

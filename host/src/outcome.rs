@@ -92,7 +92,10 @@ pub fn describe(f: &Failure, limits: &dabba_spec::Limits) -> String {
             limits.queue_timeout
         ),
         Failure::Limit(LimitKind::Output) => {
-            format!("output limit: the guest wrote more than {} of output", limits.max_output)
+            format!(
+                "output limit: the guest wrote more than {} of output",
+                limits.max_output
+            )
         }
         Failure::Trap(t) => format!("the guest trapped: {t}"),
         Failure::Host(e) => format!("host error: {e}"),

@@ -90,7 +90,7 @@ impl store::Host for PlatformView<'_> {
         &mut self,
         identifier: String,
     ) -> wasmtime::Result<Result<Resource<BucketHandle>, store::Error>> {
-        if !self.grants.buckets.iter().any(|b| *b == identifier) {
+        if !self.grants.buckets.contains(&identifier) {
             return Ok(Err(store::Error::AccessDenied));
         }
         let scoped = format!("{}/{}", self.grants.scope, identifier);
@@ -116,7 +116,13 @@ impl store::HostBucket for PlatformView<'_> {
     ) -> wasmtime::Result<Result<(), store::Error>> {
         let b = self.bucket(&bucket)?;
         let w = Write::Put(vec![(key, Some(value))]);
-        Ok(self.grants.backend.write(&b, w).await.map(|_| ()).map_err(kv_error))
+        Ok(self
+            .grants
+            .backend
+            .write(&b, w)
+            .await
+            .map(|_| ())
+            .map_err(kv_error))
     }
 
     async fn delete(
@@ -126,7 +132,13 @@ impl store::HostBucket for PlatformView<'_> {
     ) -> wasmtime::Result<Result<(), store::Error>> {
         let b = self.bucket(&bucket)?;
         let w = Write::Put(vec![(key, None)]);
-        Ok(self.grants.backend.write(&b, w).await.map(|_| ()).map_err(kv_error))
+        Ok(self
+            .grants
+            .backend
+            .write(&b, w)
+            .await
+            .map(|_| ())
+            .map_err(kv_error))
     }
 
     async fn exists(
@@ -171,11 +183,18 @@ impl atomics::Host for PlatformView<'_> {
         delta: i64,
     ) -> wasmtime::Result<Result<i64, store::Error>> {
         let b = self.bucket(&bucket)?;
-        Ok(match self.grants.backend.write(&b, Write::Increment { key, delta }).await {
-            Ok(Outcome::Counter(n)) => Ok(n),
-            Ok(other) => Err(store::Error::Other(format!("unexpected outcome {other:?}"))),
-            Err(e) => Err(kv_error(e)),
-        })
+        Ok(
+            match self
+                .grants
+                .backend
+                .write(&b, Write::Increment { key, delta })
+                .await
+            {
+                Ok(Outcome::Counter(n)) => Ok(n),
+                Ok(other) => Err(store::Error::Other(format!("unexpected outcome {other:?}"))),
+                Err(e) => Err(kv_error(e)),
+            },
+        )
     }
 
     async fn swap(
@@ -189,21 +208,23 @@ impl atomics::Host for PlatformView<'_> {
             expected: handle.seen.clone(),
             value,
         };
-        Ok(match self.grants.backend.write(&handle.scoped, write).await {
-            Ok(Outcome::Swapped(Ok(()))) => Ok(()),
-            Ok(Outcome::Swapped(Err(now))) => {
-                let newer = self.table.push(CasHandle {
-                    scoped: handle.scoped,
-                    key: handle.key,
-                    seen: now,
-                })?;
-                Err(atomics::CasError::CasFailed(newer))
-            }
-            Ok(other) => Err(atomics::CasError::StoreError(store::Error::Other(format!(
-                "unexpected outcome {other:?}"
-            )))),
-            Err(e) => Err(atomics::CasError::StoreError(kv_error(e))),
-        })
+        Ok(
+            match self.grants.backend.write(&handle.scoped, write).await {
+                Ok(Outcome::Swapped(Ok(()))) => Ok(()),
+                Ok(Outcome::Swapped(Err(now))) => {
+                    let newer = self.table.push(CasHandle {
+                        scoped: handle.scoped,
+                        key: handle.key,
+                        seen: now,
+                    })?;
+                    Err(atomics::CasError::CasFailed(newer))
+                }
+                Ok(other) => Err(atomics::CasError::StoreError(store::Error::Other(format!(
+                    "unexpected outcome {other:?}"
+                )))),
+                Err(e) => Err(atomics::CasError::StoreError(kv_error(e))),
+            },
+        )
     }
 }
 
@@ -256,7 +277,13 @@ impl batch::Host for PlatformView<'_> {
     ) -> wasmtime::Result<Result<(), store::Error>> {
         let b = self.bucket(&bucket)?;
         let w = Write::Put(key_values.into_iter().map(|(k, v)| (k, Some(v))).collect());
-        Ok(self.grants.backend.write(&b, w).await.map(|_| ()).map_err(kv_error))
+        Ok(self
+            .grants
+            .backend
+            .write(&b, w)
+            .await
+            .map(|_| ())
+            .map_err(kv_error))
     }
 
     async fn delete_many(
@@ -266,12 +293,21 @@ impl batch::Host for PlatformView<'_> {
     ) -> wasmtime::Result<Result<(), store::Error>> {
         let b = self.bucket(&bucket)?;
         let w = Write::Put(keys.into_iter().map(|k| (k, None)).collect());
-        Ok(self.grants.backend.write(&b, w).await.map(|_| ()).map_err(kv_error))
+        Ok(self
+            .grants
+            .backend
+            .write(&b, w)
+            .await
+            .map(|_| ())
+            .map_err(kv_error))
     }
 }
 
 impl config::Host for PlatformView<'_> {
-    async fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<String>, config::Error>> {
+    async fn get(
+        &mut self,
+        key: String,
+    ) -> wasmtime::Result<Result<Option<String>, config::Error>> {
         Ok(Ok(self.grants.config.get(&key).cloned()))
     }
 

@@ -98,7 +98,11 @@ impl Runtime {
     }
 
     /// Loads `wasm` as a job.
-    pub fn load_job(self: &Arc<Self>, app: AppConfig, wasm: &ComponentBytes) -> Result<Job, LoadError> {
+    pub fn load_job(
+        self: &Arc<Self>,
+        app: AppConfig,
+        wasm: &ComponentBytes,
+    ) -> Result<Job, LoadError> {
         let prepared = self.prepare(&app, wasm, WorkloadKind::Job)?;
         Job::new(self.clone(), app, prepared)
     }

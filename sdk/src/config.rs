@@ -75,7 +75,10 @@ mod imp {
 mod tests {
     #[test]
     fn native_names_are_upper_snake() {
-        assert_eq!(super::native_env_name("mdr_rules"), "DABBA_CONFIG_MDR_RULES");
+        assert_eq!(
+            super::native_env_name("mdr_rules"),
+            "DABBA_CONFIG_MDR_RULES"
+        );
         assert_eq!(super::native_env_name("a.b-c"), "DABBA_CONFIG_A_B_C");
     }
 }

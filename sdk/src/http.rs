@@ -73,7 +73,11 @@ impl Request {
         };
         Request {
             method,
-            path: if path.is_empty() { "/".into() } else { path.into() },
+            path: if path.is_empty() {
+                "/".into()
+            } else {
+                path.into()
+            },
             query: query.into(),
             headers: Vec::new(),
             body: Vec::new(),

@@ -26,6 +26,9 @@ pub enum KvError {
     Contention(String),
 }
 
+/// Keys with their values (`None` where a key holds nothing), as `get_many` answers.
+pub type Entries = Vec<(String, Option<Vec<u8>>)>;
+
 /// A handle to a named bucket.
 pub struct Bucket {
     name: String,
@@ -88,7 +91,7 @@ impl Bucket {
     }
 
     /// The value of each key, in order.
-    pub fn get_many(&self, keys: &[String]) -> Result<Vec<(String, Option<Vec<u8>>)>, KvError> {
+    pub fn get_many(&self, keys: &[String]) -> Result<Entries, KvError> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
@@ -170,7 +173,7 @@ mod imp {
     use std::collections::{BTreeMap, HashMap};
     use std::sync::{Arc, Mutex, OnceLock};
 
-    use super::{KvError, Swap};
+    use super::{Entries, KvError, Swap};
 
     type Map = Arc<Mutex<BTreeMap<String, Vec<u8>>>>;
 
@@ -250,7 +253,7 @@ mod imp {
             map.insert(key.to_string(), next.to_string().into_bytes());
             Ok(next)
         }
-        pub fn get_many(&self, keys: &[String]) -> Result<Vec<(String, Option<Vec<u8>>)>, KvError> {
+        pub fn get_many(&self, keys: &[String]) -> Result<Entries, KvError> {
             let map = self.map();
             Ok(keys
                 .iter()
@@ -288,7 +291,7 @@ mod imp {
 mod imp {
     //! The pod backend: `wasi:keyvalue@0.2.0-draft2` as imported from the host.
 
-    use super::{KvError, Swap};
+    use super::{Entries, KvError, Swap};
     use crate::bindings::wasi::keyvalue::{atomics, batch, store};
 
     pub struct Bucket(store::Bucket, String);
@@ -326,7 +329,7 @@ mod imp {
         pub fn increment(&self, key: &str, delta: i64) -> Result<i64, KvError> {
             atomics::increment(&self.0, key, delta).map_err(|e| self.err(e))
         }
-        pub fn get_many(&self, keys: &[String]) -> Result<Vec<(String, Option<Vec<u8>>)>, KvError> {
+        pub fn get_many(&self, keys: &[String]) -> Result<Entries, KvError> {
             batch::get_many(&self.0, keys).map_err(|e| self.err(e))
         }
         pub fn set_many(&self, pairs: &[(String, Vec<u8>)]) -> Result<(), KvError> {

@@ -59,10 +59,12 @@ impl<S> Router<S> {
     ) -> Self {
         assert!(pattern.starts_with('/'), "route pattern must start with /");
         let segments = split(pattern)
-            .map(|s| match s.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
-                Some(name) => Segment::Capture(name.to_string()),
-                None => Segment::Literal(s.to_string()),
-            })
+            .map(
+                |s| match s.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                    Some(name) => Segment::Capture(name.to_string()),
+                    None => Segment::Literal(s.to_string()),
+                },
+            )
             .collect();
         self.routes.push(Route {
             method,
@@ -119,7 +121,11 @@ impl<S> Router<S> {
             Response::from(HttpError::new(
                 405,
                 "method_not_allowed",
-                format!("{} is not allowed on {}; allowed: {allow}", req.method.as_str(), req.path),
+                format!(
+                    "{} is not allowed on {}; allowed: {allow}",
+                    req.method.as_str(),
+                    req.path
+                ),
             ))
             .with_header("allow", allow)
         }
@@ -155,9 +161,14 @@ mod tests {
         Router::new()
             .get("/health", |_, _, _| Ok(Response::text(200, "ok")))
             .get("/items/{id}", |n, _, p| {
-                Ok(Response::text(200, format!("{}:{}", n, p.get("id").unwrap())))
+                Ok(Response::text(
+                    200,
+                    format!("{}:{}", n, p.get("id").unwrap()),
+                ))
             })
-            .post("/items", |_, _, _| Err(HttpError::conflict("dup", "already there")))
+            .post("/items", |_, _, _| {
+                Err(HttpError::conflict("dup", "already there"))
+            })
     }
 
     #[test]
@@ -166,13 +177,19 @@ mod tests {
         let resp = r.handle(&7, &Request::new(Method::Get, "/items/abc?x=1"));
         assert_eq!(resp.status, 200);
         assert_eq!(resp.body, b"7:abc");
-        assert_eq!(r.handle(&7, &Request::new(Method::Get, "/health/")).status, 200);
+        assert_eq!(
+            r.handle(&7, &Request::new(Method::Get, "/health/")).status,
+            200
+        );
     }
 
     #[test]
     fn unknown_paths_are_404_and_wrong_methods_405() {
         let r = router();
-        assert_eq!(r.handle(&0, &Request::new(Method::Get, "/nope")).status, 404);
+        assert_eq!(
+            r.handle(&0, &Request::new(Method::Get, "/nope")).status,
+            404
+        );
         let resp = r.handle(&0, &Request::new(Method::Delete, "/items"));
         assert_eq!(resp.status, 405);
         assert_eq!(resp.header("allow"), Some("POST"));

@@ -27,8 +27,7 @@ impl Date {
         let year_of_era = y - era * 400;
         let month_from_march = (m + 9) % 12;
         let day_of_year = (153 * month_from_march + 2) / 5 + d - 1;
-        let day_of_era =
-            year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+        let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
         era * 146_097 + day_of_era - 719_468
     }
 
@@ -37,9 +36,8 @@ impl Date {
         let z = days + 719_468;
         let era = z.div_euclid(146_097);
         let day_of_era = z - era * 146_097;
-        let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524
-            - day_of_era / 146_096)
-            / 365;
+        let year_of_era =
+            (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
         let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
         let month_from_march = (5 * day_of_year + 2) / 153;
         let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
@@ -108,7 +106,9 @@ impl FromStr for Date {
             month: num(5..7)? as u8,
             day: num(8..10)? as u8,
         };
-        if !(1..=12).contains(&date.month) || date.day == 0 || Date::from_days(date.to_days()) != date
+        if !(1..=12).contains(&date.month)
+            || date.day == 0
+            || Date::from_days(date.to_days()) != date
         {
             return Err(err());
         }
@@ -198,7 +198,10 @@ pub fn parse_rfc3339(s: &str) -> Result<(i64, i32), TimeParseError> {
     let zone = &rest[i..];
     let offset: i32 = match zone {
         "Z" | "z" => 0,
-        _ if zone.len() == 6 && (zone.starts_with('+') || zone.starts_with('-')) && &zone[3..4] == ":" => {
+        _ if zone.len() == 6
+            && (zone.starts_with('+') || zone.starts_with('-'))
+            && &zone[3..4] == ":" =>
+        {
             let zh: i32 = zone[1..3].parse().map_err(|_| err())?;
             let zm: i32 = zone[4..6].parse().map_err(|_| err())?;
             if zh > 23 || zm > 59 {
@@ -228,7 +231,14 @@ mod tests {
 
     #[test]
     fn invalid_dates_are_rejected() {
-        for bad in ["2026-02-29", "2026-13-01", "2026-00-10", "26-01-01", "2026-1-01", "2026-01-32"] {
+        for bad in [
+            "2026-02-29",
+            "2026-13-01",
+            "2026-00-10",
+            "26-01-01",
+            "2026-1-01",
+            "2026-01-32",
+        ] {
             assert!(bad.parse::<Date>().is_err(), "{bad}");
         }
         assert!("2024-02-29".parse::<Date>().is_ok());
@@ -248,7 +258,10 @@ mod tests {
         // is the 26th in India.
         let (t, _) = parse_rfc3339("2026-11-25T18:29:59.999Z").unwrap();
         assert_eq!(Date::at(t, IST_OFFSET_MINUTES).to_string(), "2026-11-25");
-        assert_eq!(Date::at(t + 1, IST_OFFSET_MINUTES).to_string(), "2026-11-26");
+        assert_eq!(
+            Date::at(t + 1, IST_OFFSET_MINUTES).to_string(),
+            "2026-11-26"
+        );
     }
 
     #[test]
@@ -259,7 +272,12 @@ mod tests {
         assert_eq!(format_rfc3339(t, 330), "2026-11-26T01:00:00.000+05:30");
         let (t2, _) = parse_rfc3339("2026-11-25T19:30:00.5Z").unwrap();
         assert_eq!(t2 - t, 500);
-        for bad in ["2026-11-26", "2026-11-26T25:00:00Z", "2026-11-26T01:00:00", "2026-11-26T01:00:00+0530"] {
+        for bad in [
+            "2026-11-26",
+            "2026-11-26T25:00:00Z",
+            "2026-11-26T01:00:00",
+            "2026-11-26T01:00:00+0530",
+        ] {
             assert!(parse_rfc3339(bad).is_err(), "{bad}");
         }
     }

@@ -8,7 +8,9 @@ pub use wasip2;
 pub use wasip2::exports::http::incoming_handler;
 pub use wasip2::http::types::{IncomingRequest, ResponseOutparam};
 
-use wasip2::http::types::{ErrorCode, Fields, Method as WasiMethod, OutgoingBody, OutgoingResponse};
+use wasip2::http::types::{
+    ErrorCode, Fields, Method as WasiMethod, OutgoingBody, OutgoingResponse,
+};
 
 use crate::http::{Method, Request, Response};
 

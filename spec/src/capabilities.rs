@@ -299,7 +299,10 @@ mod tests {
             "https://".parse::<OutboundRule>(),
             Err(OutboundRuleError::NoHost(_))
         ));
-        let msg = "example.com".parse::<OutboundRule>().unwrap_err().to_string();
+        let msg = "example.com"
+            .parse::<OutboundRule>()
+            .unwrap_err()
+            .to_string();
         assert!(msg.contains("https://example.com"), "{msg}");
     }
 

@@ -89,7 +89,13 @@ mod tests {
         assert!(s.starts_with("sha256:abab"));
         assert_eq!(s.parse::<Digest>().unwrap(), d);
         assert_eq!(d.short().len(), 12);
-        for bad in ["abab", "sha256:ab", "md5:abab", &s.replace("sha256:ab", "sha256:zz"), &s.to_uppercase().replace("SHA256", "sha256")] {
+        for bad in [
+            "abab",
+            "sha256:ab",
+            "md5:abab",
+            &s.replace("sha256:ab", "sha256:zz"),
+            &s.to_uppercase().replace("SHA256", "sha256"),
+        ] {
             assert!(bad.parse::<Digest>().is_err(), "{bad}");
         }
     }

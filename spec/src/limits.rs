@@ -215,7 +215,8 @@ mod tests {
             assert!(d.memory.as_u64() > 0);
         }
         assert!(
-            Limits::defaults(WorkloadKind::Job).timeout > Limits::defaults(WorkloadKind::Http).timeout
+            Limits::defaults(WorkloadKind::Job).timeout
+                > Limits::defaults(WorkloadKind::Http).timeout
         );
     }
 

@@ -18,7 +18,9 @@ pub enum UnitError {
         what: &'static str,
         example: &'static str,
     },
-    #[error("`{text}` is not a {what}: expected a whole number followed by a unit, such as {example}")]
+    #[error(
+        "`{text}` is not a {what}: expected a whole number followed by a unit, such as {example}"
+    )]
     Malformed {
         text: String,
         what: &'static str,
@@ -122,7 +124,7 @@ impl fmt::Display for ByteSize {
         let n = self.0;
         for (shift, suffix) in [(40, "Ti"), (30, "Gi"), (20, "Mi"), (10, "Ki")] {
             let unit = 1u64 << shift;
-            if n != 0 && n % unit == 0 {
+            if n != 0 && n.is_multiple_of(unit) {
                 return write!(f, "{}{}", n / unit, suffix);
             }
         }
@@ -284,14 +286,20 @@ mod tests {
         assert_eq!("64Mi".parse::<ByteSize>().unwrap(), ByteSize::mib(64));
         assert_eq!("512Ki".parse::<ByteSize>().unwrap(), ByteSize::kib(512));
         assert_eq!("2Gi".parse::<ByteSize>().unwrap(), ByteSize::gib(2));
-        assert_eq!("1M".parse::<ByteSize>().unwrap(), ByteSize::bytes(1_000_000));
+        assert_eq!(
+            "1M".parse::<ByteSize>().unwrap(),
+            ByteSize::bytes(1_000_000)
+        );
         assert_eq!("4096".parse::<ByteSize>().unwrap(), ByteSize::bytes(4096));
         assert_eq!(" 10B ".parse::<ByteSize>().unwrap(), ByteSize::bytes(10));
     }
 
     #[test]
     fn size_errors_name_the_problem() {
-        assert!(matches!("".parse::<ByteSize>(), Err(UnitError::Empty { .. })));
+        assert!(matches!(
+            "".parse::<ByteSize>(),
+            Err(UnitError::Empty { .. })
+        ));
         assert!(matches!(
             "Mi".parse::<ByteSize>(),
             Err(UnitError::Malformed { .. })

@@ -8,10 +8,10 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
+use dabba_host::ComponentBytes;
 use dabba_host::http::{HttpFunction, HttpResponse};
 use dabba_host::runtime::{AppConfig, Runtime, RuntimeOptions};
 use dabba_host::server::{self, Handler};
-use dabba_host::ComponentBytes;
 use dabba_spec::WorkloadKind;
 use hyper::body::Incoming;
 
@@ -55,11 +55,18 @@ struct MetricsEndpoint(Arc<Runtime>);
 impl Handler for MetricsEndpoint {
     async fn call(&self, req: http::Request<Incoming>) -> HttpResponse {
         if req.uri().path() != "/metrics" {
-            return dabba_host::http::error_response(404, "not_found", "metrics are at /metrics", None);
+            return dabba_host::http::error_response(
+                404,
+                "not_found",
+                "metrics are at /metrics",
+                None,
+            );
         }
         http::Response::builder()
             .header("content-type", "text/plain; version=0.0.4")
-            .body(http_body_util::Full::new(bytes::Bytes::from(self.0.metrics().render())))
+            .body(http_body_util::Full::new(bytes::Bytes::from(
+                self.0.metrics().render(),
+            )))
             .expect("valid response")
     }
 }
@@ -74,7 +81,10 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             ..Default::default()
         })?;
         let wasm = ComponentBytes::read(&args.component)?;
-        let name = args.name.clone().unwrap_or_else(|| app_name(&args.component));
+        let name = args
+            .name
+            .clone()
+            .unwrap_or_else(|| app_name(&args.component));
         let app = AppConfig {
             name: name.clone(),
             scope: "default".into(),
@@ -95,7 +105,10 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             let endpoint = Arc::new(MetricsEndpoint(runtime.clone()));
             tokio::spawn(server::serve(ml, endpoint, std::future::pending()));
         }
-        println!("serving {name} ({}) on http://{addr}", function.digest().short());
+        println!(
+            "serving {name} ({}) on http://{addr}",
+            function.digest().short()
+        );
         std::io::stdout().flush()?;
         server::serve(listener, Arc::new(One(function)), super::shutdown_signal()).await?;
         Ok(())

@@ -8,10 +8,22 @@ use std::time::Duration;
 use crate::support::*;
 
 fn serve_fails(component: &Path, extra: &[&str]) -> String {
-    let mut args = vec!["serve", component.to_str().unwrap(), "--listen", "127.0.0.1:0", "--no-cache"];
+    let mut args = vec![
+        "serve",
+        component.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--no-cache",
+    ];
     args.extend_from_slice(extra);
     let out = run_dabba(&args, Duration::from_secs(60));
-    assert_eq!(out.status.code(), Some(2), "stdout: {}\nstderr: {}", stdout(&out), stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "stdout: {}\nstderr: {}",
+        stdout(&out),
+        stderr(&out)
+    );
     let err = stderr(&out);
     assert!(!err.contains("panicked"), "{err}");
     err
@@ -26,7 +38,9 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) -> std::path::PathBuf {
 #[test]
 fn random_bytes_are_not_webassembly() {
     let dir = tempfile::tempdir().unwrap();
-    let noise: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let noise: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     let err = serve_fails(&write(dir.path(), "noise.wasm", &noise), &[]);
     assert!(err.contains("noise.wasm is not WebAssembly"), "{err}");
     let err = serve_fails(&write(dir.path(), "empty.wasm", b""), &[]);
@@ -38,20 +52,33 @@ fn a_core_module_is_told_how_to_build_a_component() {
     let dir = tempfile::tempdir().unwrap();
     let module = wat::parse_str("(module (func (export \"_start\")))").unwrap();
     let err = serve_fails(&write(dir.path(), "module.wasm", &module), &[]);
-    assert!(err.contains("core WebAssembly module, not a component"), "{err}");
+    assert!(
+        err.contains("core WebAssembly module, not a component"),
+        "{err}"
+    );
     assert!(err.contains("cargo build --target wasm32-wasip2"), "{err}");
 }
 
 #[test]
 fn a_component_of_the_wrong_world_lists_its_exports() {
     let err = serve_fails(&guest("settlement"), &[]);
-    assert!(err.contains("does not export `wasi:http/incoming-handler@0.2"), "{err}");
+    assert!(
+        err.contains("does not export `wasi:http/incoming-handler@0.2"),
+        "{err}"
+    );
     assert!(err.contains("it exports: wasi:cli/run@0.2"), "{err}");
     assert!(err.contains("dabba run"), "{err}");
 
-    let out = run_dabba(&["run", guest("payment").to_str().unwrap(), "--no-cache"], Duration::from_secs(60));
+    let out = run_dabba(
+        &["run", guest("payment").to_str().unwrap(), "--no-cache"],
+        Duration::from_secs(60),
+    );
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("wasi:http/incoming-handler@0.2"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("wasi:http/incoming-handler@0.2"),
+        "{}",
+        stderr(&out)
+    );
     assert!(stderr(&out).contains("dabba serve"), "{}", stderr(&out));
 
     let dir = tempfile::tempdir().unwrap();
@@ -64,7 +91,10 @@ fn a_component_of_the_wrong_world_lists_its_exports() {
 fn a_truncated_component_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let whole = std::fs::read(guest("payment")).unwrap();
-    let err = serve_fails(&write(dir.path(), "half.wasm", &whole[..whole.len() / 2]), &[]);
+    let err = serve_fails(
+        &write(dir.path(), "half.wasm", &whole[..whole.len() / 2]),
+        &[],
+    );
     assert!(err.contains("half.wasm ends early"), "{err}");
     let err = serve_fails(&write(dir.path(), "header.wasm", &whole[..6]), &[]);
     assert!(err.contains("truncated"), "{err}");
@@ -87,21 +117,38 @@ fn a_component_needing_unknown_imports_is_refused_at_load() {
     )
     .unwrap();
     let err = serve_fails(&write(dir.path(), "needs-acme.wasm", &c), &[]);
-    assert!(err.contains("needs an import this host does not provide"), "{err}");
+    assert!(
+        err.contains("needs an import this host does not provide"),
+        "{err}"
+    );
     assert!(err.contains("acme:billing/ledger"), "{err}");
 }
 
 #[test]
 fn malformed_flags_are_explained() {
     let hello = guest("hello");
-    let out = run_dabba(&["serve", hello.to_str().unwrap(), "--memory", "64MB"], Duration::from_secs(30));
+    let out = run_dabba(
+        &["serve", hello.to_str().unwrap(), "--memory", "64MB"],
+        Duration::from_secs(30),
+    );
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("unknown unit `MB`"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("unknown unit `MB`"),
+        "{}",
+        stderr(&out)
+    );
     let err = serve_fails(&hello, &["--memory", "64Gi"]);
     assert!(err.contains("more than one instance may have"), "{err}");
     let err = serve_fails(&hello, &["--allow-outbound", "example.com"]);
     assert!(err.contains("https://example.com"), "{err}");
-    let out = run_dabba(&["serve", hello.to_str().unwrap(), "--timeout", "5"], Duration::from_secs(30));
+    let out = run_dabba(
+        &["serve", hello.to_str().unwrap(), "--timeout", "5"],
+        Duration::from_secs(30),
+    );
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("expected a whole number followed by a unit"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("expected a whole number followed by a unit"),
+        "{}",
+        stderr(&out)
+    );
 }

@@ -32,8 +32,16 @@ fn the_environment_is_only_what_was_granted() {
 fn a_failing_job_fails_dabba_with_its_stderr() {
     let out = run_job(&[], &["fail", "ledger unreadable"]);
     assert!(!out.status.success());
-    assert_ne!(out.status.code(), Some(2), "2 is reserved for dabba's own errors");
-    assert!(stderr(&out).contains("ledger unreadable"), "{}", stderr(&out));
+    assert_ne!(
+        out.status.code(),
+        Some(2),
+        "2 is reserved for dabba's own errors"
+    );
+    assert!(
+        stderr(&out).contains("ledger unreadable"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -60,7 +68,11 @@ fn output_past_the_cap_is_dropped_and_reported() {
     let out = run_job(&["--max-output", "64Ki"], &["flood", "1024"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(out.stdout.len(), 64 * 1024);
-    assert!(stderr(&out).contains("dropped 983040 bytes of stdout"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("dropped 983040 bytes of stdout"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -74,5 +86,9 @@ fn job_state_is_durable_across_runs() {
     }
     let denied = run_job(&["--kv-dir", dir], &["kv", "other"]);
     assert!(!denied.status.success());
-    assert!(stderr(&denied).contains("not granted"), "{}", stderr(&denied));
+    assert!(
+        stderr(&denied).contains("not granted"),
+        "{}",
+        stderr(&denied)
+    );
 }

@@ -39,7 +39,12 @@ fn assert_limit(r: &Reply, status: u16, limit: &str) {
     let v = r.json();
     assert_eq!(v["error"]["code"], "limit_exceeded");
     assert_eq!(v["error"]["limit"], limit);
-    assert!(v["error"]["message"].as_str().unwrap().contains(&format!("{limit} limit")));
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("{limit} limit"))
+    );
 }
 
 #[test]
@@ -51,10 +56,18 @@ fn an_infinite_loop_is_stopped_by_the_timeout() {
 
 #[test]
 fn an_infinite_loop_is_stopped_by_fuel() {
-    let s = Served::start(&guest("hostile"), &["--fuel", "2000000000", "--timeout", "60s"]);
+    let s = Served::start(
+        &guest("hostile"),
+        &["--fuel", "2000000000", "--timeout", "60s"],
+    );
     let r = while_in_flight(&s, "/spin");
     assert_limit(&r, 500, "fuel");
-    assert!(r.json()["error"]["message"].as_str().unwrap().contains("2000000000"));
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("2000000000")
+    );
 }
 
 #[test]
@@ -105,7 +118,16 @@ fn body_sizes_are_capped_both_ways() {
 fn excess_concurrency_is_queued_then_refused() {
     let s = Served::start(
         &guest("hostile"),
-        &["--max-concurrency", "1", "--queue-depth", "1", "--queue-timeout", "300ms", "--timeout", "3s"],
+        &[
+            "--max-concurrency",
+            "1",
+            "--queue-depth",
+            "1",
+            "--queue-timeout",
+            "300ms",
+            "--timeout",
+            "3s",
+        ],
     );
     let addr = s.addr;
     let spinner = std::thread::spawn(move || request(addr, "GET", "/spin", &[], b""));
@@ -130,7 +152,13 @@ fn limit_hits_are_counted_in_metrics() {
     );
     assert_limit(&s.get("/spin"), 500, "fuel");
     assert_eq!(s.get("/ok").status, 200);
-    let metrics = request(s.metrics.expect("a metrics address"), "GET", "/metrics", &[], b"");
+    let metrics = request(
+        s.metrics.expect("a metrics address"),
+        "GET",
+        "/metrics",
+        &[],
+        b"",
+    );
     assert_eq!(metrics.status, 200);
     let text = metrics.text();
     for line in [
@@ -149,7 +177,10 @@ fn capabilities_are_denied_by_default() {
     assert_eq!(s.get("/env").json(), serde_json::json!([]));
     let fs = s.get("/fs");
     assert_eq!(fs.status, 403, "{}", fs.text());
-    assert_eq!(s.get("/config?key=anything").json(), serde_json::Value::Null);
+    assert_eq!(
+        s.get("/config?key=anything").json(),
+        serde_json::Value::Null
+    );
     let kv = s.get("/kv?bucket=secret");
     assert_eq!(kv.status, 403);
     assert!(kv.text().contains("not granted"), "{}", kv.text());
@@ -165,9 +196,21 @@ fn granted_capabilities_are_visible() {
     let rule = format!("http://127.0.0.1:{}", upstream.addr.port());
     let s = Served::start(
         &guest("hostile"),
-        &["--env", "GREETING=namaste", "--config", "region=ap-south-1", "--allow-outbound", &rule, "--kv-bucket", "counters"],
+        &[
+            "--env",
+            "GREETING=namaste",
+            "--config",
+            "region=ap-south-1",
+            "--allow-outbound",
+            &rule,
+            "--kv-bucket",
+            "counters",
+        ],
     );
-    assert_eq!(s.get("/env").json(), serde_json::json!([["GREETING", "namaste"]]));
+    assert_eq!(
+        s.get("/env").json(),
+        serde_json::json!([["GREETING", "namaste"]])
+    );
     assert_eq!(s.get("/config?key=region").json(), "ap-south-1");
     let out = s.get(&format!("/outbound?url=http://{}/", upstream.addr));
     assert_eq!(out.status, 200, "{}", out.text());

@@ -2,6 +2,11 @@
 //! real guest components built from this workspace. One test binary, one module per
 //! area, as wasmtime does it.
 
+#![allow(
+    clippy::inconsistent_digit_grouping,
+    reason = "amounts are written rupees_paise: 2_000_00 is ₹2,000.00"
+)]
+
 mod support;
 
 mod bad_input;

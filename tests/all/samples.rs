@@ -7,13 +7,18 @@ use std::time::Duration;
 use crate::support::*;
 
 fn payment_body(merchant: &str, amount: u64) -> String {
-    format!(r#"{{"merchant_id":"{merchant}","payer_vpa":"asha.k@okhdfc","amount":{amount},"currency":"INR"}}"#)
+    format!(
+        r#"{{"merchant_id":"{merchant}","payer_vpa":"asha.k@okhdfc","amount":{amount},"currency":"INR"}}"#
+    )
 }
 
 fn pay(s: &Served, key: &str, body: &str) -> Reply {
     s.post(
         "/payments",
-        &[("content-type", "application/json"), ("idempotency-key", key)],
+        &[
+            ("content-type", "application/json"),
+            ("idempotency-key", key),
+        ],
         body.as_bytes(),
     )
 }
@@ -21,7 +26,10 @@ fn pay(s: &Served, key: &str, body: &str) -> Reply {
 #[test]
 fn payment_api_over_a_real_socket() {
     let kv = tempfile::tempdir().unwrap();
-    let s = Served::start(&guest("payment"), &["--kv-dir", kv.path().to_str().unwrap()]);
+    let s = Served::start(
+        &guest("payment"),
+        &["--kv-dir", kv.path().to_str().unwrap()],
+    );
     assert_eq!(s.get("/health").status, 200);
 
     let created = pay(&s, "order-1", &payment_body("m_chai", 250_050));
@@ -31,7 +39,10 @@ fn payment_api_over_a_real_socket() {
     assert_eq!(p["fee"], 2_751);
     assert_eq!(p["currency"], "INR");
     let id = p["id"].as_str().unwrap().to_string();
-    assert_eq!(created.header("location"), Some(format!("/payments/{id}").as_str()));
+    assert_eq!(
+        created.header("location"),
+        Some(format!("/payments/{id}").as_str())
+    );
 
     let replay = pay(&s, "order-1", &payment_body("m_chai", 250_050));
     assert_eq!(replay.status, 201);
@@ -49,7 +60,11 @@ fn payment_api_over_a_real_socket() {
 
     let missing_key = s.post("/payments", &[], payment_body("m", 100).as_bytes());
     assert_eq!(missing_key.status, 400);
-    let float = pay(&s, "order-2", &payment_body("m", 100).replace("100", "10.5"));
+    let float = pay(
+        &s,
+        "order-2",
+        &payment_body("m", 100).replace("100", "10.5"),
+    );
     assert_eq!(float.status, 400);
     let too_big = pay(&s, "order-3", &payment_body("m", 100_000_01));
     assert_eq!(too_big.status, 422);
@@ -57,7 +72,10 @@ fn payment_api_over_a_real_socket() {
 
     // The payment survives a restart of the server.
     s.stop();
-    let s = Served::start(&guest("payment"), &["--kv-dir", kv.path().to_str().unwrap()]);
+    let s = Served::start(
+        &guest("payment"),
+        &["--kv-dir", kv.path().to_str().unwrap()],
+    );
     assert_eq!(s.get(&format!("/payments/{id}")).json(), p);
 }
 
@@ -76,7 +94,10 @@ fn concurrent_duplicate_payments_make_one_ledger_entry() {
                     addr,
                     "POST",
                     "/payments",
-                    &[("content-type", "application/json"), ("idempotency-key", "same-key")],
+                    &[
+                        ("content-type", "application/json"),
+                        ("idempotency-key", "same-key"),
+                    ],
                     body.as_bytes(),
                 )
             })
@@ -91,18 +112,31 @@ fn concurrent_duplicate_payments_make_one_ledger_entry() {
         })
         .collect();
     assert!(ids.iter().all(|i| *i == ids[0]), "{ids:?}");
-    let date = replies[0].json()["ledger_date"].as_str().unwrap().to_string();
+    let date = replies[0].json()["ledger_date"]
+        .as_str()
+        .unwrap()
+        .to_string();
     s.stop();
 
     // The settlement of that day counts exactly one payment.
     let settlement = guest("settlement");
     let out = run_dabba(
-        &["run", settlement.to_str().unwrap(), "--kv-dir", &kv_dir, "--", "--date", &date],
+        &[
+            "run",
+            settlement.to_str().unwrap(),
+            "--kv-dir",
+            &kv_dir,
+            "--",
+            "--date",
+            &date,
+        ],
         Duration::from_secs(60),
     );
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
-        stdout(&out).contains(&format!("settlement for {date} (IST): 1 payments from 1 merchants")),
+        stdout(&out).contains(&format!(
+            "settlement for {date} (IST): 1 payments from 1 merchants"
+        )),
         "{}",
         stdout(&out)
     );
@@ -133,7 +167,15 @@ fn settlement_totals_match_an_independent_computation_and_rerun_changes_nothing(
     let settlement = guest("settlement");
     let run = || {
         run_dabba(
-            &["run", settlement.to_str().unwrap(), "--kv-dir", &kv_dir, "--", "--date", &date],
+            &[
+                "run",
+                settlement.to_str().unwrap(),
+                "--kv-dir",
+                &kv_dir,
+                "--",
+                "--date",
+                &date,
+            ],
             Duration::from_secs(60),
         )
     };
@@ -149,45 +191,96 @@ fn settlement_totals_match_an_independent_computation_and_rerun_changes_nothing(
             .find(|l| l.starts_with(merchant.as_str()))
             .unwrap_or_else(|| panic!("no line for {merchant} in\n{text}"));
         let cols: Vec<&str> = line.split_whitespace().collect();
-        assert_eq!(cols[1..], [n.to_string(), rupees(*g), rupees(*f), rupees(t), rupees(g - f - t)], "{line}");
+        assert_eq!(
+            cols[1..],
+            [
+                n.to_string(),
+                rupees(*g),
+                rupees(*f),
+                rupees(t),
+                rupees(g - f - t)
+            ],
+            "{line}"
+        );
         gross += g;
         fees += f;
         gst += t;
         net += g - f - t;
     }
-    let total: Vec<&str> = text.lines().find(|l| l.starts_with("TOTAL")).unwrap().split_whitespace().collect();
-    assert_eq!(total[1..], ["60".to_string(), rupees(gross), rupees(fees), rupees(gst), rupees(net)]);
+    let total: Vec<&str> = text
+        .lines()
+        .find(|l| l.starts_with("TOTAL"))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        total[1..],
+        [
+            "60".to_string(),
+            rupees(gross),
+            rupees(fees),
+            rupees(gst),
+            rupees(net)
+        ]
+    );
     assert!(text.contains("settled: wrote"), "{text}");
 
     let second = run();
     assert!(second.status.success(), "{}", stderr(&second));
     let again = stdout(&second);
     assert!(again.contains("already settled"), "{again}");
-    let table = |t: &str| t.lines().filter(|l| !l.starts_with("settled") && !l.starts_with("already")).collect::<Vec<_>>().join("\n");
-    assert_eq!(table(&again), table(&text), "a rerun prints the same totals");
+    let table = |t: &str| {
+        t.lines()
+            .filter(|l| !l.starts_with("settled") && !l.starts_with("already"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(
+        table(&again),
+        table(&text),
+        "a rerun prints the same totals"
+    );
 }
 
 #[test]
 fn settlement_without_a_date_fails_clearly() {
-    let out = run_dabba(&["run", guest("settlement").to_str().unwrap()], Duration::from_secs(60));
+    let out = run_dabba(
+        &["run", guest("settlement").to_str().unwrap()],
+        Duration::from_secs(60),
+    );
     assert!(!out.status.success());
     assert!(stdout(&out).is_empty());
-    assert!(stderr(&out).contains("no settlement date given"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no settlement date given"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
 fn search_api_over_a_real_socket() {
     let s = Served::start(&guest("search"), &[]);
-    let r = s.get("/search?q=samsng+phone&category=Mobiles&max_price=20000&sort=price_asc&page_size=5");
+    let r =
+        s.get("/search?q=samsng+phone&category=Mobiles&max_price=20000&sort=price_asc&page_size=5");
     assert_eq!(r.status, 200, "{}", r.text());
     let v = r.json();
-    assert_eq!(v["corrections"][0], serde_json::json!(["samsng", "samsung"]));
+    assert_eq!(
+        v["corrections"][0],
+        serde_json::json!(["samsng", "samsung"])
+    );
     let results = v["results"].as_array().unwrap();
     assert!(!results.is_empty());
-    let prices: Vec<u64> = results.iter().map(|h| h["price"].as_u64().unwrap()).collect();
+    let prices: Vec<u64> = results
+        .iter()
+        .map(|h| h["price"].as_u64().unwrap())
+        .collect();
     assert!(prices.windows(2).all(|w| w[0] <= w[1]));
     assert!(prices.iter().all(|p| *p <= 20_000_00));
-    assert!(results.iter().all(|h| h["brand"] == "Samsung" && h["category"] == "Mobiles"));
+    assert!(
+        results
+            .iter()
+            .all(|h| h["brand"] == "Samsung" && h["category"] == "Mobiles")
+    );
     assert_eq!(s.get("/search?page=0").status, 400);
     assert_eq!(s.get("/nope").status, 404);
 }

@@ -36,16 +36,26 @@ pub fn guest(name: &str) -> PathBuf {
     BUILT.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
-        cmd.current_dir(workspace())
-            .args(["build", "--profile", "guest", "--target", "wasm32-wasip2"]);
+        cmd.current_dir(workspace()).args([
+            "build",
+            "--profile",
+            "guest",
+            "--target",
+            "wasm32-wasip2",
+        ]);
         for (_, package) in GUESTS {
             cmd.args(["-p", package]);
         }
         let status = cmd.status().expect("running cargo to build the guests");
         assert!(status.success(), "building the guest components failed");
     });
-    assert!(GUESTS.iter().any(|(n, _)| *n == name), "unknown guest {name}");
-    target_dir().join("wasm32-wasip2/guest").join(format!("{name}.wasm"))
+    assert!(
+        GUESTS.iter().any(|(n, _)| *n == name),
+        "unknown guest {name}"
+    );
+    target_dir()
+        .join("wasm32-wasip2/guest")
+        .join(format!("{name}.wasm"))
 }
 
 pub fn dabba() -> Command {
@@ -83,7 +93,11 @@ impl Served {
                 if let Some(m) = line.strip_prefix("metrics on http://") {
                     metrics = m.strip_suffix("/metrics").map(str::to_string);
                 }
-                if let Some(addr) = line.rsplit("on http://").next().filter(|_| line.starts_with("serving ")) {
+                if let Some(addr) = line
+                    .rsplit("on http://")
+                    .next()
+                    .filter(|_| line.starts_with("serving "))
+                {
                     let _ = tx.send((addr.trim().to_string(), metrics.clone()));
                 }
             }
@@ -111,7 +125,9 @@ impl Served {
 
     /// Stops the server the way an operator does (SIGTERM), and waits for it.
     pub fn stop(mut self) {
-        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -156,7 +172,13 @@ impl Reply {
 }
 
 /// One HTTP/1.1 request on a fresh connection, with a 60 s bound.
-pub fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Reply {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connecting");
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     let mut head = format!(
@@ -191,7 +213,11 @@ fn parse(raw: &[u8]) -> Reply {
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
     let body = raw[split + 4..].to_vec();
-    Reply { status, headers, body }
+    Reply {
+        status,
+        headers,
+        body,
+    }
 }
 
 /// Runs `dabba ARGS...` to completion (bounded by `timeout`).

@@ -17,6 +17,11 @@
 //! or a crash leaves a gap; readers skip gaps. A payment is in the ledger once its index
 //! entry exists, and the API writes that entry before it answers 2xx.
 
+#![allow(
+    clippy::inconsistent_digit_grouping,
+    reason = "amounts are written rupees_paise: 2_000_00 is ₹2,000.00"
+)]
+
 use serde::{Deserialize, Serialize};
 
 pub mod money;
@@ -106,7 +111,10 @@ mod tests {
 
     #[test]
     fn index_keys_sort_by_sequence() {
-        let mut keys: Vec<String> = [10, 2, 1_000_000, 33].iter().map(|s| index_key("2026-11-25", *s)).collect();
+        let mut keys: Vec<String> = [10, 2, 1_000_000, 33]
+            .iter()
+            .map(|s| index_key("2026-11-25", *s))
+            .collect();
         keys.sort();
         assert_eq!(keys[0], "ledger/2026-11-25/0000000002");
         assert_eq!(keys[3], "ledger/2026-11-25/0001000000");

@@ -71,7 +71,10 @@ fn create_payment(app: &App, req: &Request, _: &Params) -> Result<Response, Http
         idempotency_key: key.to_string(),
         request_hash,
     };
-    match app.ledger.insert_if_absent(&record_key, &kv::encode(&payment)?)? {
+    match app
+        .ledger
+        .insert_if_absent(&record_key, &kv::encode(&payment)?)?
+    {
         None => {
             write_index(app, &payment)?;
             Ok(Response::json(201, &payment).with_header("location", format!("/payments/{id}")))
@@ -160,7 +163,8 @@ mod tests {
         r
     }
 
-    const BODY: &str = r#"{"merchant_id":"m1","payer_vpa":"asha@okhdfc","amount":250050,"currency":"INR"}"#;
+    const BODY: &str =
+        r#"{"merchant_id":"m1","payer_vpa":"asha@okhdfc","amount":250050,"currency":"INR"}"#;
 
     #[test]
     fn a_payment_is_created_with_its_fee_and_indexed() {
@@ -173,24 +177,39 @@ mod tests {
         assert_eq!(p.ledger_date, "2026-11-25");
         assert_eq!(p.created_at, "2026-11-25T10:00:00.000+05:30");
         assert_eq!(
-            app.ledger.get(&ledger::index_key("2026-11-25", p.ledger_seq)).unwrap().unwrap(),
+            app.ledger
+                .get(&ledger::index_key("2026-11-25", p.ledger_seq))
+                .unwrap()
+                .unwrap(),
             p.id.as_bytes()
         );
-        let got = router().handle(&app, &Request::new(Method::Get, &format!("/payments/{}", p.id)));
+        let got = router().handle(
+            &app,
+            &Request::new(Method::Get, &format!("/payments/{}", p.id)),
+        );
         assert_eq!(got.json_body::<Payment>().unwrap(), p);
     }
 
     #[test]
     fn same_key_same_body_replays_without_writing() {
         let app = app();
-        let first: Payment = router().handle(&app, &post(Some("k1"), BODY)).json_body().unwrap();
+        let first: Payment = router()
+            .handle(&app, &post(Some("k1"), BODY))
+            .json_body()
+            .unwrap();
         let reordered = r#"{ "currency":"INR", "amount":250050, "payer_vpa":"asha@okhdfc", "merchant_id":"m1" }"#;
         let second = router().handle(&app, &post(Some("k1"), reordered));
         assert_eq!(second.status, 201);
         assert_eq!(second.header("idempotent-replayed"), Some("true"));
         assert_eq!(second.json_body::<Payment>().unwrap(), first);
         // No second sequence number was taken.
-        assert_eq!(app.ledger.get(&ledger::seq_key("2026-11-25")).unwrap().unwrap(), b"1");
+        assert_eq!(
+            app.ledger
+                .get(&ledger::seq_key("2026-11-25"))
+                .unwrap()
+                .unwrap(),
+            b"1"
+        );
     }
 
     #[test]
@@ -207,7 +226,10 @@ mod tests {
     #[test]
     fn the_same_key_for_different_merchants_is_two_payments() {
         let app = app();
-        let a: Payment = router().handle(&app, &post(Some("k1"), BODY)).json_body().unwrap();
+        let a: Payment = router()
+            .handle(&app, &post(Some("k1"), BODY))
+            .json_body()
+            .unwrap();
         let b: Payment = router()
             .handle(&app, &post(Some("k1"), &BODY.replace("\"m1\"", "\"m2\"")))
             .json_body()
@@ -218,7 +240,10 @@ mod tests {
     #[test]
     fn a_lost_index_entry_is_repaired_by_the_retry() {
         let app = app();
-        let p: Payment = router().handle(&app, &post(Some("k1"), BODY)).json_body().unwrap();
+        let p: Payment = router()
+            .handle(&app, &post(Some("k1"), BODY))
+            .json_body()
+            .unwrap();
         let index = ledger::index_key(&p.ledger_date, p.ledger_seq);
         app.ledger.delete(&index).unwrap();
         assert_eq!(router().handle(&app, &post(Some("k1"), BODY)).status, 201);
@@ -231,14 +256,35 @@ mod tests {
         let cases = [
             (post(None, BODY), 400, "missing_idempotency_key"),
             (post(Some("k"), "{"), 400, "invalid_json"),
-            (post(Some("k"), &BODY.replace("250050", "2500.50")), 400, "invalid_json"),
-            (post(Some("k"), &BODY.replace("250050", "-5")), 400, "invalid_json"),
-            (post(Some("k"), &BODY.replace("}", r#","tip":1}"#)), 400, "invalid_json"),
-            (post(Some("k"), &BODY.replace("INR", "USD")), 422, "unsupported_currency"),
+            (
+                post(Some("k"), &BODY.replace("250050", "2500.50")),
+                400,
+                "invalid_json",
+            ),
+            (
+                post(Some("k"), &BODY.replace("250050", "-5")),
+                400,
+                "invalid_json",
+            ),
+            (
+                post(Some("k"), &BODY.replace("}", r#","tip":1}"#)),
+                400,
+                "invalid_json",
+            ),
+            (
+                post(Some("k"), &BODY.replace("INR", "USD")),
+                422,
+                "unsupported_currency",
+            ),
         ];
         for (req, status, code) in cases {
             let resp = router().handle(&app, &req);
-            assert_eq!(resp.status, status, "{}", String::from_utf8_lossy(&resp.body));
+            assert_eq!(
+                resp.status,
+                status,
+                "{}",
+                String::from_utf8_lossy(&resp.body)
+            );
             let v: serde_json::Value = resp.json_body().unwrap();
             assert_eq!(v["error"]["code"], code);
         }
@@ -264,9 +310,16 @@ mod tests {
             })
             .collect();
         let results: Vec<(u16, String)> = threads.into_iter().map(|t| t.join().unwrap()).collect();
-        assert!(results.iter().all(|(s, id)| *s == 201 && *id == results[0].1));
+        assert!(
+            results
+                .iter()
+                .all(|(s, id)| *s == 201 && *id == results[0].1)
+        );
         let (keys, _) = shared.ledger.list_keys(None).unwrap();
-        let index_entries = keys.iter().filter(|k| k.starts_with("ledger/") && !k.ends_with("/seq")).count();
+        let index_entries = keys
+            .iter()
+            .filter(|k| k.starts_with("ledger/") && !k.ends_with("/seq"))
+            .count();
         let payments = keys.iter().filter(|k| k.starts_with("payment/")).count();
         assert_eq!((index_entries, payments), (1, 1), "{keys:?}");
     }

@@ -92,7 +92,11 @@ mod tests {
 
     #[test]
     fn bad_schedules_are_rejected() {
-        let t = |up_to, bps| MdrTier { up_to, bps, fixed: 0 };
+        let t = |up_to, bps| MdrTier {
+            up_to,
+            bps,
+            fixed: 0,
+        };
         assert!(MdrRules::new(vec![]).is_err());
         assert!(MdrRules::new(vec![t(Some(100), 0)]).is_err());
         assert!(MdrRules::new(vec![t(None, 0), t(None, 1)]).is_err());

@@ -10,6 +10,11 @@
 //! serve: `dabba serve target/wasm32-wasip2/guest/payment.wasm --kv-dir .dabba/kv`.
 //! Configuration keys: `max_amount_paise`, `mdr_rules` (JSON tiers), `bucket`.
 
+#![allow(
+    clippy::inconsistent_digit_grouping,
+    reason = "amounts are written rupees_paise: 2_000_00 is ₹2,000.00"
+)]
+
 pub mod api;
 pub mod config;
 pub mod fee;

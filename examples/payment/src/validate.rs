@@ -33,11 +33,11 @@ pub enum Rejection {
     InvalidVpa(String),
     #[error("currency `{0}` is not supported: expected one of INR")]
     UnsupportedCurrency(String),
-    #[error(
-        "merchant_id `{0}` is not valid: expected 1-64 letters, digits, '-' or '_'"
-    )]
+    #[error("merchant_id `{0}` is not valid: expected 1-64 letters, digits, '-' or '_'")]
     InvalidMerchant(String),
-    #[error("the Idempotency-Key header is required: send a unique key (for example a UUID) per payment")]
+    #[error(
+        "the Idempotency-Key header is required: send a unique key (for example a UUID) per payment"
+    )]
     MissingIdempotencyKey,
     #[error("the Idempotency-Key header must be 1-255 visible ASCII characters")]
     InvalidIdempotencyKey,
@@ -134,14 +134,62 @@ mod tests {
     fn each_rule_rejects_with_its_own_code() {
         let cases: Vec<(NewPayment, &str)> = vec![
             (NewPayment { amount: 0, ..ok() }, "invalid_amount"),
-            (NewPayment { amount: 100_000_01, ..ok() }, "amount_too_large"),
-            (NewPayment { payer_vpa: "ravi".into(), ..ok() }, "invalid_vpa"),
-            (NewPayment { payer_vpa: "r@okaxis".into(), ..ok() }, "invalid_vpa"),
-            (NewPayment { payer_vpa: "ravi@ok axis".into(), ..ok() }, "invalid_vpa"),
-            (NewPayment { payer_vpa: "ravi@a@b".into(), ..ok() }, "invalid_vpa"),
-            (NewPayment { currency: "USD".into(), ..ok() }, "unsupported_currency"),
-            (NewPayment { merchant_id: "".into(), ..ok() }, "invalid_merchant"),
-            (NewPayment { merchant_id: "m/1".into(), ..ok() }, "invalid_merchant"),
+            (
+                NewPayment {
+                    amount: 100_000_01,
+                    ..ok()
+                },
+                "amount_too_large",
+            ),
+            (
+                NewPayment {
+                    payer_vpa: "ravi".into(),
+                    ..ok()
+                },
+                "invalid_vpa",
+            ),
+            (
+                NewPayment {
+                    payer_vpa: "r@okaxis".into(),
+                    ..ok()
+                },
+                "invalid_vpa",
+            ),
+            (
+                NewPayment {
+                    payer_vpa: "ravi@ok axis".into(),
+                    ..ok()
+                },
+                "invalid_vpa",
+            ),
+            (
+                NewPayment {
+                    payer_vpa: "ravi@a@b".into(),
+                    ..ok()
+                },
+                "invalid_vpa",
+            ),
+            (
+                NewPayment {
+                    currency: "USD".into(),
+                    ..ok()
+                },
+                "unsupported_currency",
+            ),
+            (
+                NewPayment {
+                    merchant_id: "".into(),
+                    ..ok()
+                },
+                "invalid_merchant",
+            ),
+            (
+                NewPayment {
+                    merchant_id: "m/1".into(),
+                    ..ok()
+                },
+                "invalid_merchant",
+            ),
         ];
         for (p, code) in cases {
             let err: HttpError = validate(&p, 100_000_00).unwrap_err().into();
@@ -152,9 +200,18 @@ mod tests {
 
     #[test]
     fn idempotency_keys_are_required_and_bounded() {
-        assert_eq!(validate_idempotency_key(None), Err(Rejection::MissingIdempotencyKey));
-        assert_eq!(validate_idempotency_key(Some("")), Err(Rejection::InvalidIdempotencyKey));
-        assert_eq!(validate_idempotency_key(Some("a b")), Err(Rejection::InvalidIdempotencyKey));
+        assert_eq!(
+            validate_idempotency_key(None),
+            Err(Rejection::MissingIdempotencyKey)
+        );
+        assert_eq!(
+            validate_idempotency_key(Some("")),
+            Err(Rejection::InvalidIdempotencyKey)
+        );
+        assert_eq!(
+            validate_idempotency_key(Some("a b")),
+            Err(Rejection::InvalidIdempotencyKey)
+        );
         let long = "k".repeat(256);
         assert!(validate_idempotency_key(Some(&long)).is_err());
         assert_eq!(validate_idempotency_key(Some("7f3c-11")), Ok("7f3c-11"));

@@ -17,7 +17,10 @@
 //! strings   UTF-8 text referred to by the offsets above
 //! ```
 
-#![allow(dead_code, reason = "build.rs uses the writer half, the component the reader half")]
+#![allow(
+    dead_code,
+    reason = "build.rs uses the writer half, the component the reader half"
+)]
 
 pub const MAGIC: u32 = 0x5853_4244; // "DBSX"
 pub const VERSION: u32 = 1;
@@ -86,7 +89,11 @@ pub fn write(
     };
     let brand_bytes = names(brands);
     let category_bytes = names(categories);
-    let avg = if docs.is_empty() { 0.0f32 } else { total_len as f32 / docs.len() as f32 };
+    let avg = if docs.is_empty() {
+        0.0f32
+    } else {
+        total_len as f32 / docs.len() as f32
+    };
     let header = [
         MAGIC,
         VERSION,
@@ -103,7 +110,14 @@ pub fn write(
     for h in header {
         out.extend_from_slice(&h.to_le_bytes());
     }
-    for section in [doc_bytes, term_bytes, postings, brand_bytes, category_bytes, strings] {
+    for section in [
+        doc_bytes,
+        term_bytes,
+        postings,
+        brand_bytes,
+        category_bytes,
+        strings,
+    ] {
         out.extend_from_slice(&section);
     }
     out
@@ -153,7 +167,8 @@ impl<'a> Index<'a> {
             return Err("not a search index of this version".into());
         }
         let h = |i: usize| u32_at(bytes, i * 4) as usize;
-        let (docs, terms, postings, brands, categories, strings) = (h(2), h(3), h(4), h(5), h(6), h(7));
+        let (docs, terms, postings, brands, categories, strings) =
+            (h(2), h(3), h(4), h(5), h(6), h(7));
         let docs_at = HEADER;
         let terms_at = docs_at + docs * DOC;
         let postings_at = terms_at + terms * TERM;

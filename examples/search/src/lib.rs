@@ -11,6 +11,11 @@
 //! the index sits in the component's data segment, so a fresh instance per request does
 //! no indexing work.
 
+#![allow(
+    clippy::inconsistent_digit_grouping,
+    reason = "amounts are written rupees_paise: 2_000_00 is ₹2,000.00"
+)]
+
 pub mod catalogue;
 pub mod format;
 pub mod search;
@@ -54,7 +59,9 @@ impl App {
 
 pub fn router() -> Router<App> {
     Router::new()
-        .get("/health", |_, _, _| Ok(Response::json(200, &serde_json::json!({"status": "ok"}))))
+        .get("/health", |_, _, _| {
+            Ok(Response::json(200, &serde_json::json!({"status": "ok"})))
+        })
         .get("/search", search_handler)
 }
 
@@ -68,13 +75,21 @@ struct Answer<'a> {
 fn search_handler(app: &App, req: &Request, _: &Params) -> Result<Response, HttpError> {
     let q = parse_query(req)?;
     let results = search::search(&index(), &q, app.ranking);
-    Ok(Response::json(200, &Answer { query: &q.text, results }))
+    Ok(Response::json(
+        200,
+        &Answer {
+            query: &q.text,
+            results,
+        },
+    ))
 }
 
 /// Reads the query parameters, rejecting unknown ones and bad values with a 400 that
 /// names the parameter.
 pub fn parse_query(req: &Request) -> Result<Query, HttpError> {
-    let bad = |name: &str, msg: String| HttpError::bad_request("invalid_parameter", format!("`{name}`: {msg}"));
+    let bad = |name: &str, msg: String| {
+        HttpError::bad_request("invalid_parameter", format!("`{name}`: {msg}"))
+    };
     let mut q = Query {
         text: String::new(),
         category: None,
@@ -86,7 +101,12 @@ pub fn parse_query(req: &Request) -> Result<Query, HttpError> {
         page_size: DEFAULT_PAGE_SIZE,
     };
     let price = |name: &str, v: &str| -> Result<u32, HttpError> {
-        ledger_price(v).ok_or_else(|| bad(name, format!("`{v}` is not a price in rupees such as 499 or 499.50")))
+        ledger_price(v).ok_or_else(|| {
+            bad(
+                name,
+                format!("`{v}` is not a price in rupees such as 499 or 499.50"),
+            )
+        })
     };
     for (k, v) in req.query_pairs() {
         match k.as_str() {
@@ -105,7 +125,9 @@ pub fn parse_query(req: &Request) -> Result<Query, HttpError> {
                     other => {
                         return Err(bad(
                             "sort",
-                            format!("`{other}` is not one of relevance, price_asc, price_desc, rating"),
+                            format!(
+                                "`{other}` is not one of relevance, price_asc, price_desc, rating"
+                            ),
                         ));
                     }
                 }
@@ -115,14 +137,24 @@ pub fn parse_query(req: &Request) -> Result<Query, HttpError> {
                     .parse()
                     .ok()
                     .filter(|p: &usize| *p >= 1 && *p <= 10_000)
-                    .ok_or_else(|| bad("page", format!("`{v}` is not a page number from 1 to 10000")))?
+                    .ok_or_else(|| {
+                        bad(
+                            "page",
+                            format!("`{v}` is not a page number from 1 to 10000"),
+                        )
+                    })?
             }
             "page_size" => {
                 q.page_size = v
                     .parse()
                     .ok()
                     .filter(|p: &usize| (1..=MAX_PAGE_SIZE).contains(p))
-                    .ok_or_else(|| bad("page_size", format!("`{v}` is not from 1 to {MAX_PAGE_SIZE}")))?
+                    .ok_or_else(|| {
+                        bad(
+                            "page_size",
+                            format!("`{v}` is not from 1 to {MAX_PAGE_SIZE}"),
+                        )
+                    })?
             }
             other => {
                 return Err(bad(
@@ -143,7 +175,13 @@ pub fn parse_query(req: &Request) -> Result<Query, HttpError> {
 /// Rupees as text (`499`, `499.5`, `499.50`) to paise.
 fn ledger_price(s: &str) -> Option<u32> {
     let (whole, frac) = s.trim().split_once('.').unwrap_or((s.trim(), ""));
-    if whole.is_empty() || frac.len() > 2 || !whole.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit()) {
+    if whole.is_empty()
+        || frac.len() > 2
+        || !whole
+            .bytes()
+            .chain(frac.bytes())
+            .all(|b| b.is_ascii_digit())
+    {
         return None;
     }
     let frac: u32 = match frac.len() {
@@ -151,7 +189,11 @@ fn ledger_price(s: &str) -> Option<u32> {
         1 => frac.parse::<u32>().ok()? * 10,
         _ => frac.parse().ok()?,
     };
-    whole.parse::<u32>().ok()?.checked_mul(100)?.checked_add(frac)
+    whole
+        .parse::<u32>()
+        .ok()?
+        .checked_mul(100)?
+        .checked_add(frac)
 }
 
 /// The component's entry point.

@@ -158,7 +158,11 @@ pub fn search(index: &Index<'_>, q: &Query, ranking: Ranking) -> Results {
     } else {
         let mut scores = vec![0f32; n];
         let mut matched = vec![0u8; n];
-        let all: u8 = if groups.len() == 8 { 0xff } else { (1u8 << groups.len()) - 1 };
+        let all: u8 = if groups.len() == 8 {
+            0xff
+        } else {
+            (1u8 << groups.len()) - 1
+        };
         let avg = index.avg_len().max(1.0);
         for (g, group) in groups.iter().enumerate() {
             for &(t, weight) in &group.alternatives {
@@ -187,14 +191,22 @@ pub fn search(index: &Index<'_>, q: &Query, ranking: Ranking) -> Results {
 
     let doc = |id: u32| index.doc(id as usize);
     match q.sort {
-        Sort::Relevance if !groups.is_empty() => hits.sort_by(|a, b| {
-            b.1.total_cmp(&a.1).then(a.0.cmp(&b.0))
-        }),
+        Sort::Relevance if !groups.is_empty() => {
+            hits.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)))
+        }
         Sort::Relevance | Sort::Rating => hits.sort_by(|a, b| {
-            doc(b.0).rating.cmp(&doc(a.0).rating).then(b.1.total_cmp(&a.1)).then(a.0.cmp(&b.0))
+            doc(b.0)
+                .rating
+                .cmp(&doc(a.0).rating)
+                .then(b.1.total_cmp(&a.1))
+                .then(a.0.cmp(&b.0))
         }),
-        Sort::PriceAsc => hits.sort_by(|a, b| doc(a.0).price.cmp(&doc(b.0).price).then(a.0.cmp(&b.0))),
-        Sort::PriceDesc => hits.sort_by(|a, b| doc(b.0).price.cmp(&doc(a.0).price).then(a.0.cmp(&b.0))),
+        Sort::PriceAsc => {
+            hits.sort_by(|a, b| doc(a.0).price.cmp(&doc(b.0).price).then(a.0.cmp(&b.0)))
+        }
+        Sort::PriceDesc => {
+            hits.sort_by(|a, b| doc(b.0).price.cmp(&doc(a.0).price).then(a.0.cmp(&b.0)))
+        }
     }
 
     let total = hits.len();

@@ -50,7 +50,10 @@ fn every_query_word_must_match() {
     assert!(expected > 0);
     for hit in v["results"].as_array().unwrap() {
         let title = hit["title"].as_str().unwrap().to_ascii_lowercase();
-        assert!(title.contains("samsung") && title.contains("phone"), "{title}");
+        assert!(
+            title.contains("samsung") && title.contains("phone"),
+            "{title}"
+        );
     }
 }
 
@@ -58,7 +61,10 @@ fn every_query_word_must_match() {
 fn typos_are_corrected() {
     let exact = body("/search?q=headphones&page_size=5");
     let typo = body("/search?q=headphnes&page_size=5");
-    assert_eq!(typo["corrections"][0], serde_json::json!(["headphnes", "headphones"]));
+    assert_eq!(
+        typo["corrections"][0],
+        serde_json::json!(["headphnes", "headphones"])
+    );
     assert_eq!(exact["total"], typo["total"]);
     assert_eq!(exact["results"][0]["id"], typo["results"][0]["id"]);
     let nothing = body("/search?q=zzzzqqqq");
@@ -91,7 +97,10 @@ fn bm25_scores_match_an_independent_computation() {
     let n = products.len() as f32;
     let lens: Vec<f32> = products.iter().map(|p| words(p).len() as f32).collect();
     let avg = lens.iter().sum::<f32>() / n;
-    let df = products.iter().filter(|p| words(p).contains(&"kettle".into())).count() as f32;
+    let df = products
+        .iter()
+        .filter(|p| words(p).contains(&"kettle".into()))
+        .count() as f32;
     let idf = (1.0 + (n - df + 0.5) / (df + 0.5)).ln();
     let mut best = 0f32;
     for (p, dl) in products.iter().zip(&lens) {
@@ -103,7 +112,10 @@ fn bm25_scores_match_an_independent_computation() {
     }
     let v = body("/search?q=kettle&page_size=1");
     let top = v["results"][0]["score"].as_f64().unwrap() as f32;
-    assert!((top - best).abs() < 0.01, "index {top} vs brute force {best}");
+    assert!(
+        (top - best).abs() < 0.01,
+        "index {top} vs brute force {best}"
+    );
 }
 
 #[test]
@@ -112,7 +124,12 @@ fn pages_do_not_overlap_and_add_up() {
     let p1 = body("/search?q=watch&page_size=20&page=1");
     let p2 = body("/search?q=watch&page_size=20&page=2");
     let ids = |v: &serde_json::Value| -> Vec<u64> {
-        v["results"].as_array().unwrap().iter().map(|h| h["id"].as_u64().unwrap()).collect()
+        v["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["id"].as_u64().unwrap())
+            .collect()
     };
     let mut joined = ids(&p1);
     joined.extend(ids(&p2));
@@ -123,14 +140,23 @@ fn pages_do_not_overlap_and_add_up() {
 
 #[test]
 fn ranking_v2_prefers_better_rated_products() {
-    let v1: serde_json::Value = get("/search?q=laptop&page_size=10", Ranking::V1).json_body().unwrap();
-    let v2: serde_json::Value = get("/search?q=laptop&page_size=10", Ranking::V2).json_body().unwrap();
+    let v1: serde_json::Value = get("/search?q=laptop&page_size=10", Ranking::V1)
+        .json_body()
+        .unwrap();
+    let v2: serde_json::Value = get("/search?q=laptop&page_size=10", Ranking::V2)
+        .json_body()
+        .unwrap();
     let avg_rating = |v: &serde_json::Value| -> f64 {
         let r = v["results"].as_array().unwrap();
         r.iter().map(|h| h["rating"].as_f64().unwrap()).sum::<f64>() / r.len() as f64
     };
     assert_eq!(v1["total"], v2["total"]);
-    assert!(avg_rating(&v2) > avg_rating(&v1), "{} vs {}", avg_rating(&v2), avg_rating(&v1));
+    assert!(
+        avg_rating(&v2) > avg_rating(&v1),
+        "{} vs {}",
+        avg_rating(&v2),
+        avg_rating(&v1)
+    );
     assert_eq!(v2["ranking"], "v2");
 }
 
@@ -148,7 +174,13 @@ fn bad_parameters_are_named() {
         let resp = get(path, Ranking::V1);
         assert_eq!(resp.status, 400, "{path}");
         let v: serde_json::Value = resp.json_body().unwrap();
-        assert!(v["error"]["message"].as_str().unwrap().contains(&format!("`{name}`")), "{path}: {v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("`{name}`")),
+            "{path}: {v}"
+        );
     }
     assert!(App::from_config(Some("v3")).is_err());
 }

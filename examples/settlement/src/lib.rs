@@ -9,6 +9,11 @@
 //! date was settled (a late payment), the run refuses to overwrite the report and fails,
 //! because money already paid out must be reconciled by a person, not silently redone.
 
+#![allow(
+    clippy::inconsistent_digit_grouping,
+    reason = "amounts are written rupees_paise: 2_000_00 is ₹2,000.00"
+)]
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
@@ -193,7 +198,15 @@ pub fn summary(report: &SettlementReport) -> String {
         );
     };
     for m in &report.merchants {
-        line(&mut s, &m.merchant_id, m.payments, m.gross, m.fees, m.gst, m.net);
+        line(
+            &mut s,
+            &m.merchant_id,
+            m.payments,
+            m.gross,
+            m.fees,
+            m.gst,
+            m.net,
+        );
     }
     line(
         &mut s,
@@ -228,7 +241,8 @@ mod tests {
             request_hash: "h".into(),
         };
         b.set_json(&ledger::payment_key(&p.id), &p).unwrap();
-        b.set(&ledger::index_key(date, seq), p.id.as_bytes()).unwrap();
+        b.set(&ledger::index_key(date, seq), p.id.as_bytes())
+            .unwrap();
         let n = b.increment(&ledger::seq_key(date), 0).unwrap();
         if (n as u64) < seq {
             b.increment(&ledger::seq_key(date), seq as i64 - n).unwrap();
@@ -251,14 +265,20 @@ mod tests {
         };
         assert_eq!(r.payments, 3);
         let a = &r.merchants[0];
-        assert_eq!((a.merchant_id.as_str(), a.payments, a.gross, a.fees), ("m_a", 2, 400_000, 3_300));
+        assert_eq!(
+            (a.merchant_id.as_str(), a.payments, a.gross, a.fees),
+            ("m_a", 2, 400_000, 3_300)
+        );
         assert_eq!(a.gst, 594); // 18% of 33.00 = 5.94
         assert_eq!(a.net, 400_000 - 3_300 - 594);
         let m_b = &r.merchants[1];
         assert_eq!(m_b.gst, 495); // 18% of 27.51 = 4.9518 → 4.95
         assert_eq!(r.net, a.net + m_b.net);
         assert_eq!(r.gross, 650_050);
-        let stored: SettlementReport = b.get_json(&ledger::report_key("2026-11-25")).unwrap().unwrap();
+        let stored: SettlementReport = b
+            .get_json(&ledger::report_key("2026-11-25"))
+            .unwrap()
+            .unwrap();
         assert_eq!(stored, r);
         let ms: MerchantSettlement = b
             .get_json(&ledger::merchant_settlement_key("2026-11-25", "m_b"))
@@ -271,7 +291,9 @@ mod tests {
     fn a_second_run_changes_nothing() {
         let b = Bucket::in_memory();
         pay(&b, "2026-11-25", 1, "m_a", 100_000, 1_100);
-        let Outcome::Settled(first) = settle(&b, d("2026-11-25")).unwrap() else { panic!() };
+        let Outcome::Settled(first) = settle(&b, d("2026-11-25")).unwrap() else {
+            panic!()
+        };
         let before = b.list_keys(None).unwrap().0;
         let again = settle(&b, d("2026-11-25")).unwrap();
         assert_eq!(again, Outcome::AlreadySettled(first));
@@ -291,14 +313,17 @@ mod tests {
     #[test]
     fn an_empty_day_settles_to_zero() {
         let b = Bucket::in_memory();
-        let Outcome::Settled(r) = settle(&b, d("2026-01-01")).unwrap() else { panic!() };
+        let Outcome::Settled(r) = settle(&b, d("2026-01-01")).unwrap() else {
+            panic!()
+        };
         assert_eq!((r.payments, r.net, r.merchants.len()), (0, 0, 0));
     }
 
     #[test]
     fn a_dangling_index_entry_is_reported() {
         let b = Bucket::in_memory();
-        b.set(&ledger::index_key("2026-11-25", 1), b"pay_missing").unwrap();
+        b.set(&ledger::index_key("2026-11-25", 1), b"pay_missing")
+            .unwrap();
         b.increment(&ledger::seq_key("2026-11-25"), 1).unwrap();
         let err = compute(&b, "2026-11-25").unwrap_err();
         assert!(err.to_string().contains("payment/pay_missing"), "{err}");
@@ -306,10 +331,19 @@ mod tests {
 
     #[test]
     fn scheduled_time_settles_the_previous_ist_day() {
-        assert_eq!(date_for_schedule("2026-11-26T01:00:00+05:30").unwrap(), d("2026-11-25"));
+        assert_eq!(
+            date_for_schedule("2026-11-26T01:00:00+05:30").unwrap(),
+            d("2026-11-25")
+        );
         // 19:30Z on the 25th is 01:00 IST on the 26th.
-        assert_eq!(date_for_schedule("2026-11-25T19:30:00Z").unwrap(), d("2026-11-25"));
-        assert_eq!(date_for_schedule("2026-03-01T01:00:00+05:30").unwrap(), d("2026-02-28"));
+        assert_eq!(
+            date_for_schedule("2026-11-25T19:30:00Z").unwrap(),
+            d("2026-11-25")
+        );
+        assert_eq!(
+            date_for_schedule("2026-03-01T01:00:00+05:30").unwrap(),
+            d("2026-02-28")
+        );
         assert!(date_for_schedule("yesterday").is_err());
     }
 
@@ -338,7 +372,10 @@ mod tests {
             expected_fees += resp.json_body::<Payment>().unwrap().fee;
         }
         let r = compute(&app.ledger, "2026-11-25").unwrap();
-        assert_eq!((r.payments, r.gross, r.fees), (50, expected_gross, expected_fees));
+        assert_eq!(
+            (r.payments, r.gross, r.fees),
+            (50, expected_gross, expected_fees)
+        );
         assert_eq!(r.merchants.len(), 3);
     }
 }

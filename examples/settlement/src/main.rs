@@ -32,7 +32,10 @@ fn main() -> ExitCode {
             match arg.as_str() {
                 "--date" => {
                     let v = value("--date")?;
-                    date = Some(v.parse().map_err(|e| JobError::usage(format!("--date: {e}")))?);
+                    date = Some(
+                        v.parse()
+                            .map_err(|e| JobError::usage(format!("--date: {e}")))?,
+                    );
                 }
                 "--scheduled-time" => {
                     let v = value("--scheduled-time")?;
@@ -46,7 +49,11 @@ fn main() -> ExitCode {
                     println!("{USAGE}");
                     return Ok(());
                 }
-                other => return Err(JobError::usage(format!("unknown argument `{other}`\n{USAGE}"))),
+                other => {
+                    return Err(JobError::usage(format!(
+                        "unknown argument `{other}`\n{USAGE}"
+                    )));
+                }
             }
         }
         let date = match date {
@@ -54,7 +61,11 @@ fn main() -> ExitCode {
             None => match std::env::var("DABBA_SCHEDULED_TIME") {
                 Ok(t) => date_for_schedule(&t)
                     .map_err(|e| JobError::usage(format!("DABBA_SCHEDULED_TIME: {e}")))?,
-                Err(_) => return Err(JobError::usage(format!("no settlement date given\n{USAGE}"))),
+                Err(_) => {
+                    return Err(JobError::usage(format!(
+                        "no settlement date given\n{USAGE}"
+                    )));
+                }
             },
         };
         let bucket_name = match bucket_name {
@@ -65,11 +76,16 @@ fn main() -> ExitCode {
         match settle(&bucket, date).map_err(|e| JobError::new(e.to_string()))? {
             Outcome::Settled(report) => {
                 print!("{}", summary(&report));
-                println!("settled: wrote settlement/{date}/report and {} merchant records", report.merchants.len());
+                println!(
+                    "settled: wrote settlement/{date}/report and {} merchant records",
+                    report.merchants.len()
+                );
             }
             Outcome::AlreadySettled(report) => {
                 print!("{}", summary(&report));
-                println!("already settled: {date} was settled before with these same totals; nothing written");
+                println!(
+                    "already settled: {date} was settled before with these same totals; nothing written"
+                );
             }
         }
         Ok(())

@@ -164,7 +164,11 @@ pub(crate) mod conformance {
             .await
             .unwrap();
         assert_eq!(kv.get(b, "a").unwrap(), Some(b"1".to_vec()));
-        assert_eq!(kv.get("ns/other", "a").unwrap(), None, "buckets are separate");
+        assert_eq!(
+            kv.get("ns/other", "a").unwrap(),
+            None,
+            "buckets are separate"
+        );
 
         // Counters.
         let inc = |d| Write::Increment {
@@ -174,21 +178,45 @@ pub(crate) mod conformance {
         assert_eq!(kv.write(b, inc(5)).await.unwrap(), Outcome::Counter(5));
         assert_eq!(kv.write(b, inc(-7)).await.unwrap(), Outcome::Counter(-2));
         assert_eq!(kv.get(b, "n").unwrap(), Some(b"-2".to_vec()));
-        kv.write(b, Write::Put(vec![("big".into(), Some(i64::MAX.to_string().into_bytes()))]))
-            .await
-            .unwrap();
+        kv.write(
+            b,
+            Write::Put(vec![(
+                "big".into(),
+                Some(i64::MAX.to_string().into_bytes()),
+            )]),
+        )
+        .await
+        .unwrap();
         assert!(matches!(
-            kv.write(b, Write::Increment { key: "big".into(), delta: 1 }).await,
+            kv.write(
+                b,
+                Write::Increment {
+                    key: "big".into(),
+                    delta: 1
+                }
+            )
+            .await,
             Err(KvError::Overflow { .. })
         ));
         kv.write(b, Write::Put(vec![("word".into(), Some(b"one".to_vec()))]))
             .await
             .unwrap();
         assert!(matches!(
-            kv.write(b, Write::Increment { key: "word".into(), delta: 1 }).await,
+            kv.write(
+                b,
+                Write::Increment {
+                    key: "word".into(),
+                    delta: 1
+                }
+            )
+            .await,
             Err(KvError::NotACounter { .. })
         ));
-        assert_eq!(kv.get(b, "word").unwrap(), Some(b"one".to_vec()), "a failed write changes nothing");
+        assert_eq!(
+            kv.get(b, "word").unwrap(),
+            Some(b"one".to_vec()),
+            "a failed write changes nothing"
+        );
 
         // Compare-and-swap.
         let swap = |expected: Option<&[u8]>, value: &[u8]| Write::Swap {
@@ -196,12 +224,18 @@ pub(crate) mod conformance {
             expected: expected.map(<[u8]>::to_vec),
             value: value.to_vec(),
         };
-        assert_eq!(kv.write(b, swap(None, b"x")).await.unwrap(), Outcome::Swapped(Ok(())));
+        assert_eq!(
+            kv.write(b, swap(None, b"x")).await.unwrap(),
+            Outcome::Swapped(Ok(()))
+        );
         assert_eq!(
             kv.write(b, swap(None, b"y")).await.unwrap(),
             Outcome::Swapped(Err(Some(b"x".to_vec())))
         );
-        assert_eq!(kv.write(b, swap(Some(b"x"), b"z")).await.unwrap(), Outcome::Swapped(Ok(())));
+        assert_eq!(
+            kv.write(b, swap(Some(b"x"), b"z")).await.unwrap(),
+            Outcome::Swapped(Ok(()))
+        );
         assert_eq!(kv.get(b, "c").unwrap(), Some(b"z".to_vec()));
 
         // Batches and deletes.
@@ -216,7 +250,8 @@ pub(crate) mod conformance {
         .await
         .unwrap();
         assert_eq!(
-            kv.get_many(b, &["k1".into(), "zz".into(), "a".into(), "k2".into()]).unwrap(),
+            kv.get_many(b, &["k1".into(), "zz".into(), "a".into(), "k2".into()])
+                .unwrap(),
             vec![Some(b"v1".to_vec()), None, None, Some(b"v2".to_vec())]
         );
 
@@ -225,7 +260,9 @@ pub(crate) mod conformance {
             .map(|i| (format!("p{i:03}"), Some(vec![0])))
             .collect();
         kv.write("ns/list", Write::Put(many)).await.unwrap();
-        kv.write("ns/lisu", Write::Put(vec![("zzz".into(), Some(vec![1]))])).await.unwrap();
+        kv.write("ns/lisu", Write::Put(vec![("zzz".into(), Some(vec![1]))]))
+            .await
+            .unwrap();
         let mut seen = Vec::new();
         let mut cursor: Option<String> = None;
         loop {
@@ -246,7 +283,10 @@ pub(crate) mod conformance {
     fn oversized_keys_and_values_are_refused() {
         let long_key = "k".repeat(MAX_KEY_BYTES + 1);
         assert!(matches!(
-            check_write(&Write::Increment { key: long_key, delta: 1 }),
+            check_write(&Write::Increment {
+                key: long_key,
+                delta: 1
+            }),
             Err(KvError::KeyTooLong { .. })
         ));
         let big = vec![0u8; MAX_VALUE_BYTES + 1];

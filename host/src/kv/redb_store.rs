@@ -116,7 +116,9 @@ fn apply(
             for (k, v) in pairs {
                 match v {
                     Some(v) => {
-                        table.insert((bucket, k.as_str()), v.as_slice()).map_err(storage)?;
+                        table
+                            .insert((bucket, k.as_str()), v.as_slice())
+                            .map_err(storage)?;
                     }
                     None => {
                         table.remove((bucket, k.as_str())).map_err(storage)?;
@@ -220,9 +222,9 @@ impl KvBackend for RedbKv {
             if sent.is_err() {
                 return Err(KvError::Storage("the key-value writer has stopped".into()));
             }
-            answer
-                .await
-                .unwrap_or_else(|_| Err(KvError::Storage("the key-value writer has stopped".into())))
+            answer.await.unwrap_or_else(|_| {
+                Err(KvError::Storage("the key-value writer has stopped".into()))
+            })
         })
     }
 }
@@ -245,7 +247,15 @@ mod tests {
         {
             let kv = RedbKv::open(&path).unwrap();
             let writes: Vec<_> = (0..200)
-                .map(|i| kv.write("b", Write::Increment { key: format!("n{}", i % 7), delta: 1 }))
+                .map(|i| {
+                    kv.write(
+                        "b",
+                        Write::Increment {
+                            key: format!("n{}", i % 7),
+                            delta: 1,
+                        },
+                    )
+                })
                 .collect();
             for w in writes {
                 w.await.unwrap();

@@ -13,11 +13,9 @@ mod component {
 
     impl wasip2::exports::http::incoming_handler::Guest for Hello {
         fn handle(_request: IncomingRequest, out: ResponseOutparam) {
-            let headers = Fields::from_list(&[(
-                "content-type".to_string(),
-                b"text/plain".to_vec(),
-            )])
-            .expect("valid header");
+            let headers =
+                Fields::from_list(&[("content-type".to_string(), b"text/plain".to_vec())])
+                    .expect("valid header");
             let response = OutgoingResponse::new(headers);
             let body = response.body().expect("first call");
             ResponseOutparam::set(out, Ok(response));

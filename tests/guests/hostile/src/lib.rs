@@ -77,7 +77,10 @@ pub fn handle(req: Request) -> Response {
     }
 }
 
-#[allow(unconditional_recursion, reason = "deep recursion is the point: the host must trap it")]
+#[allow(
+    unconditional_recursion,
+    reason = "deep recursion is the point: the host must trap it"
+)]
 fn recurse(n: u64) -> u64 {
     let pad = std::hint::black_box([n; 64]);
     recurse(pad[3] + 1) + pad[7]
@@ -95,7 +98,11 @@ fn outbound(url: &str) -> Response {
         None => (rest, "/"),
     };
     let req = OutgoingRequest::new(Fields::new());
-    let _ = req.set_scheme(Some(&if scheme == "https" { Scheme::Https } else { Scheme::Http }));
+    let _ = req.set_scheme(Some(&if scheme == "https" {
+        Scheme::Https
+    } else {
+        Scheme::Http
+    }));
     let _ = req.set_authority(Some(authority));
     let _ = req.set_path_with_query(Some(path));
     match outgoing_handler::handle(req, None) {
@@ -103,7 +110,9 @@ fn outbound(url: &str) -> Response {
         Ok(future) => {
             future.subscribe().block();
             match future.get() {
-                Some(Ok(Ok(resp))) => Response::text(200, format!("upstream answered {}", resp.status())),
+                Some(Ok(Ok(resp))) => {
+                    Response::text(200, format!("upstream answered {}", resp.status()))
+                }
                 Some(Ok(Err(e))) => Response::text(502, format!("outbound refused: {e:?}")),
                 other => Response::text(502, format!("outbound failed: {other:?}")),
             }

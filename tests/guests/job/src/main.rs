@@ -53,19 +53,22 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Some("kv") => match dabba_sdk::kv::Bucket::open(args.get(1).map(String::as_str).unwrap_or("default")) {
-            Ok(b) => match b.increment("runs", 1) {
-                Ok(v) => println!("runs={v}"),
+        Some("kv") => {
+            match dabba_sdk::kv::Bucket::open(args.get(1).map(String::as_str).unwrap_or("default"))
+            {
+                Ok(b) => match b.increment("runs", 1) {
+                    Ok(v) => println!("runs={v}"),
+                    Err(e) => {
+                        eprintln!("{e}");
+                        return ExitCode::from(1);
+                    }
+                },
                 Err(e) => {
                     eprintln!("{e}");
                     return ExitCode::from(1);
                 }
-            },
-            Err(e) => {
-                eprintln!("{e}");
-                return ExitCode::from(1);
             }
-        },
+        }
         _ => {
             eprintln!("usage: job (echo|env|fail|spin|alloc|flood|kv) ...");
             return ExitCode::from(2);
