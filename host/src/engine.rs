@@ -16,7 +16,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use dabba_spec::limits::MAX_MEMORY;
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// Bytes of each linear memory kept resident between instances when dirty pages can be
+/// found with PAGEMAP_SCAN.
+const RESIDENT_WITH_PAGEMAP: usize = 64 << 10;
 
 /// How a host sizes its engines.
 #[derive(Debug, Clone)]
@@ -139,11 +143,20 @@ fn config(fuel: bool, pooling: Option<&EngineOptions>) -> Config {
             .total_memories(n.saturating_mul(2))
             .total_tables(n.saturating_mul(4))
             .total_stacks(n)
-            .max_memory_size(MAX_MEMORY.as_usize())
-            // Reset small memories by writing zeros rather than with madvise, which
-            // costs cross-core TLB shootdowns under load.
-            .linear_memory_keep_resident(64 * 1024)
-            .table_keep_resident(16 * 1024);
+            .max_memory_size(MAX_MEMORY.as_usize());
+        // Resetting a slot with madvise and refaulting its pages on the next request
+        // costs cross-core TLB shootdowns under load. Where Linux can report which pages
+        // were written (PAGEMAP_SCAN, kernel 6.7+), keep a few MiB of each memory
+        // resident and restore only the dirty pages; elsewhere keep only a little, since
+        // the whole resident part is rewritten on every reset.
+        if PoolingAllocationConfig::is_pagemap_scan_available() {
+            p.pagemap_scan(Enabled::Yes)
+                .linear_memory_keep_resident(RESIDENT_WITH_PAGEMAP)
+                .table_keep_resident(64 * 1024);
+        } else {
+            p.linear_memory_keep_resident(64 * 1024)
+                .table_keep_resident(16 * 1024);
+        }
         c.allocation_strategy(InstanceAllocationStrategy::Pooling(p));
     }
     c
