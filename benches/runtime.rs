@@ -59,7 +59,10 @@ const PAYMENT: &[u8] =
     br#"{"merchant_id":"m_bench","payer_vpa":"asha@okhdfc","amount":250050,"currency":"INR"}"#;
 
 fn benches(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let runtime = Runtime::new(&RuntimeOptions::default()).unwrap();
 
     let hello = load(&runtime, "hello", None);
@@ -75,7 +78,12 @@ fn benches(c: &mut Criterion) {
         // The same idempotent payment every time: validation, hashing, a KV read and the
         // JSON replay — the path most production traffic (retries) takes.
         ("payment", "POST", "/payments", PAYMENT),
-        ("search", "GET", "/search?q=samsung+phone&sort=relevance&page_size=20", &b""[..]),
+        (
+            "search",
+            "GET",
+            "/search?q=samsung+phone&sort=relevance&page_size=20",
+            &b""[..],
+        ),
     ] {
         for (engine, fuel) in [("epoch", None), ("fuel", Some(10_000_000_000u64))] {
             let f = load(&runtime, guest, fuel);
@@ -108,7 +116,10 @@ fn report_ratios() {
         v["median"]["point_estimate"].as_f64()
     };
     if let Some(ns) = median("instantiate_call_hello") {
-        println!("instantiate+call hello: median {:.2} µs per request (goal ≤ 10 µs)", ns / 1000.0);
+        println!(
+            "instantiate+call hello: median {:.2} µs per request (goal ≤ 10 µs)",
+            ns / 1000.0
+        );
     }
     for guest in ["payment", "search"] {
         let (Some(e), Some(f)) = (

@@ -1,6 +1,7 @@
 //! `dabba`: the one binary. Library crates do the work; this is thin glue that parses
 //! flags, wires the roles into a process, and reports errors once, with their causes.
 
+mod bench;
 mod commands;
 mod flags;
 
@@ -26,6 +27,8 @@ enum Command {
     Serve(commands::serve::ServeArgs),
     /// Run one job component (wasi:cli) to completion; exits with its exit code.
     Run(commands::run::RunArgs),
+    /// Measure dabba against a native server and `wasmtime serve` on this machine.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +37,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => commands::serve::serve(args).map(|()| ExitCode::SUCCESS),
         Command::Run(args) => commands::run::run(args),
+        Command::Bench(args) => bench::bench(args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,238 @@
+//! `dabba bench`: dabba against baselines on the same machine, in one run, reported as
+//! ratios next to absolute values.
+//!
+//! Today it measures hello-world throughput and latency through `dabba serve` (a fresh
+//! instance per request) against a native hyper server answering the same way and against
+//! `wasmtime serve` on the same component. Each server runs alone, one after another,
+//! with the same closed-loop load from this process. Results go to stdout as Markdown and
+//! to `--out` as JSON and Markdown.
+
+mod load;
+mod stats;
+mod targets;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use dabba_spec::HumanDuration;
+use serde::Serialize;
+
+use load::{Load, LoadResult};
+use stats::{format_ratio, ratio, thousands};
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// A short run (1 s per measurement, concurrency 32) that checks every measurement can
+    /// be taken.
+    #[arg(long)]
+    pub quick: bool,
+    /// Concurrent connections to measure at, comma-separated. Default: 1,32,128.
+    #[arg(long, value_delimiter = ',', value_name = "N,...")]
+    pub concurrency: Vec<usize>,
+    /// How long each measurement runs, after a 1 s warm-up. Default: 5s (1s with --quick).
+    #[arg(long, value_name = "DURATION")]
+    pub duration: Option<HumanDuration>,
+    /// Where the guest components are. Default: target/wasm32-wasip2/guest.
+    #[arg(long, value_name = "DIR", default_value = "target/wasm32-wasip2/guest")]
+    pub guests: PathBuf,
+    /// The wasmtime CLI to compare with. Default: `wasmtime` on PATH.
+    #[arg(long, value_name = "PATH")]
+    pub wasmtime: Option<PathBuf>,
+    /// Directory for the JSON and Markdown results.
+    #[arg(long, value_name = "DIR", default_value = "bench-results")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Serialize)]
+struct Machine {
+    cores: usize,
+    memory_kib: Option<u64>,
+    kernel: Option<String>,
+    when_unix: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct ThroughputRow {
+    concurrency: usize,
+    dabba: LoadResult,
+    native: LoadResult,
+    wasmtime: LoadResult,
+    dabba_over_native: Option<f64>,
+    dabba_over_wasmtime: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    machine: Machine,
+    workload: &'static str,
+    throughput: Vec<ThroughputRow>,
+}
+
+pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    let concurrency = match (&args.concurrency[..], args.quick) {
+        ([], true) => vec![32],
+        ([], false) => vec![1, 32, 128],
+        (c, _) => c.to_vec(),
+    };
+    let duration = args
+        .duration
+        .map(HumanDuration::get)
+        .unwrap_or(if args.quick {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_secs(5)
+        });
+    let hello = args.guests.join("hello.wasm");
+    if !hello.is_file() {
+        bail!(
+            "{} not found: build the guests with `cargo guests`",
+            hello.display()
+        );
+    }
+    let dabba = std::env::current_exe()?;
+    let native = targets::sibling("baseline-hello")?;
+    let wasmtime = match &args.wasmtime {
+        Some(p) => p.clone(),
+        None => targets::which("wasmtime").context(
+            "wasmtime not found on PATH: install it with `cargo install --locked wasmtime-cli@48.0.8` or pass --wasmtime",
+        )?,
+    };
+
+    // One load-generator thread, so the servers keep the rest of the machine.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let measure = |target: &targets::Target, c: usize| -> anyhow::Result<LoadResult> {
+        let load = Load {
+            addr: target.addr,
+            method: http::Method::GET,
+            path: "/".into(),
+            headers: Vec::new(),
+            body: bytes::Bytes::new(),
+            concurrency: c,
+            warmup: Duration::from_secs(1),
+            duration,
+            max_requests: u64::MAX,
+        };
+        let r = rt.block_on(load::run(&load))?;
+        if r.requests == 0 {
+            bail!(
+                "no successful request to {} at concurrency {c} ({} errors)",
+                target.addr,
+                r.errors
+            );
+        }
+        Ok(r)
+    };
+    let mut per_target: Vec<Vec<LoadResult>> = Vec::new();
+    for (name, start) in [
+        (
+            "dabba serve",
+            Box::new(|| targets::dabba_serve(&dabba, &hello, &[]))
+                as Box<dyn Fn() -> anyhow::Result<targets::Target>>,
+        ),
+        ("native hyper", Box::new(|| targets::native(&native))),
+        (
+            "wasmtime serve",
+            Box::new(|| targets::wasmtime_serve(&wasmtime, &hello)),
+        ),
+    ] {
+        eprintln!("measuring {name} ...");
+        let target = start()?;
+        let results = concurrency
+            .iter()
+            .map(|&c| measure(&target, c).with_context(|| format!("measuring {name}")))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        per_target.push(results);
+    }
+    let rows: Vec<ThroughputRow> = concurrency
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| {
+            let (d, n, w) = (
+                per_target[0][i].clone(),
+                per_target[1][i].clone(),
+                per_target[2][i].clone(),
+            );
+            ThroughputRow {
+                concurrency: c,
+                dabba_over_native: ratio(d.rps, Some(n.rps)),
+                dabba_over_wasmtime: ratio(d.rps, Some(w.rps)),
+                dabba: d,
+                native: n,
+                wasmtime: w,
+            }
+        })
+        .collect();
+    let report = Report {
+        machine: machine(),
+        workload: "hello (tests/guests/hello): a fresh instance per request",
+        throughput: rows,
+    };
+    let markdown = render(&report);
+    print!("{markdown}");
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    std::fs::write(
+        args.out.join("throughput.json"),
+        serde_json::to_vec_pretty(&report)?,
+    )?;
+    std::fs::write(args.out.join("throughput.md"), &markdown)?;
+    eprintln!("results written to {}", args.out.display());
+    Ok(())
+}
+
+fn render(r: &Report) -> String {
+    let m = &r.machine;
+    let mut s = format!(
+        "## Hello-world throughput\n\nMachine: {} cores, {} MiB, kernel {}. Workload: {}.\n\n",
+        m.cores,
+        m.memory_kib
+            .map(|k| (k / 1024).to_string())
+            .unwrap_or_else(|| "?".into()),
+        m.kernel.as_deref().unwrap_or("?"),
+        r.workload
+    );
+    s.push_str("| concurrency | dabba req/s | native req/s | wasmtime serve req/s | dabba ÷ native | dabba ÷ wasmtime serve | p50 / p99 µs: dabba | native | wasmtime serve |\n");
+    s.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    for row in &r.throughput {
+        let lat = |l: &LoadResult| format!("{:.0} / {:.0}", l.latency.p50_us, l.latency.p99_us);
+        s.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            row.concurrency,
+            thousands(row.dabba.rps),
+            thousands(row.native.rps),
+            thousands(row.wasmtime.rps),
+            format_ratio(row.dabba_over_native),
+            format_ratio(row.dabba_over_wasmtime),
+            lat(&row.dabba),
+            lat(&row.native),
+            lat(&row.wasmtime),
+        ));
+    }
+    s
+}
+
+fn machine() -> Machine {
+    let memory_kib = std::fs::read_to_string("/proc/meminfo").ok().and_then(|t| {
+        t.lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    });
+    Machine {
+        cores: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        memory_kib,
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .ok()
+            .map(|s| s.trim().to_string()),
+        when_unix: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    }
+}
