@@ -75,6 +75,8 @@ impl Gate {
 /// What the guest's instance reported when it finished.
 struct Finished {
     result: wasmtime::Result<()>,
+    /// The instance's store, still holding its memory slot until it is dropped.
+    store: Option<wasmtime::Store<GuestState>>,
     memory_hit: bool,
     fuel_used: Option<u64>,
     stdout: CapturedOutput,
@@ -255,8 +257,7 @@ impl HttpFunction {
         self.metrics.instantiations.inc();
         let fuel_budget = self.limits.fuel;
 
-        // The guest owns the store and drops it when it returns, which ends the
-        // response body stream even if the guest left it unfinished.
+        // The guest owns the store and hands it back when it returns.
         let guest = async move {
             let result = async {
                 let proxy = self.pre.instantiate_async(&mut store).await?;
@@ -271,6 +272,7 @@ impl HttpFunction {
                 result,
                 memory_hit: store.data().limiter().hit(),
                 fuel_used,
+                store: Some(store),
                 stdout,
                 stderr,
             }
@@ -299,19 +301,30 @@ impl HttpFunction {
         let mut guest = pin!(guest);
         let mut collector = pin!(collector);
         let mut collected = None;
-        let finished = loop {
+        let mut finished = loop {
             tokio::select! {
                 f = &mut guest => break f,
                 r = &mut collector, if collected.is_none() => collected = Some(r),
             }
         };
+        let store = finished.store.take();
         if let Err(e) = &finished.result {
             let failure = Failure::classify(e, finished.memory_hit);
             return (Err(failure), Some(finished));
         }
         let collected = match collected {
-            Some(r) => r,
-            None => collector.await,
+            Some(r) => {
+                // Resetting the instance's memory slot takes a few microseconds; do it
+                // after this response is on its way rather than before.
+                tokio::spawn(async move { drop(store) });
+                r
+            }
+            None => {
+                // The guest returned with its response body still open: dropping the
+                // store ends the body, so the collector can finish.
+                drop(store);
+                collector.await
+            }
         };
         let response = match collected {
             Ok(resp) => Ok(resp),

@@ -82,7 +82,7 @@ fn a_memory_bomb_hits_the_cap() {
 #[test]
 fn deep_recursion_traps() {
     let s = Served::start(&guest("hostile"), &[]);
-    let r = s.get("/recurse");
+    let r = while_in_flight(&s, "/recurse");
     assert_eq!(r.status, 500);
     assert_eq!(r.json()["error"]["code"], "guest_trapped");
     let p = s.get("/panic");

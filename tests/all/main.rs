@@ -12,4 +12,5 @@ mod support;
 mod bad_input;
 mod jobs;
 mod limits;
+mod runtime;
 mod samples;
