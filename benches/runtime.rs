@@ -66,7 +66,11 @@ fn benches(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let runtime = Runtime::new(&RuntimeOptions::default()).unwrap();
+    let runtime = Runtime::new(&RuntimeOptions {
+        cache_dir: Some(support::workspace().join("target/bench-artifacts")),
+        ..Default::default()
+    })
+    .unwrap();
 
     let hello = load(&runtime, "hello", None);
     // Latency: from the request reaching the function to the complete response, as a
