@@ -13,18 +13,17 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use dabba_spec::{Capabilities, Digest, LimitKind, Limits};
+use dabba_spec::{Digest, LimitKind, Limits};
 use http_body_util::{BodyExt, Full, Limited};
 use tokio::sync::{Semaphore, SemaphorePermit, oneshot};
-use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 
 use crate::component::LoadError;
-use crate::guest::{CapturedOutput, GuestState, StoreSpec, new_store};
-use crate::logs::{AppLog, Stream};
-use crate::metrics::AppMetrics;
+use crate::guest::{CapturedOutput, GuestState};
+use crate::loaded::{Fresh, LoadedApp};
+use crate::logs::AppLog;
 use crate::outcome::{Failure, describe};
 use crate::runtime::{AppConfig, Prepared, Runtime};
 
@@ -32,18 +31,9 @@ use crate::runtime::{AppConfig, Prepared, Runtime};
 pub type HttpResponse = http::Response<Full<Bytes>>;
 
 pub struct HttpFunction {
-    name: String,
-    digest: Digest,
-    engine: wasmtime::Engine,
+    app: LoadedApp,
     pre: ProxyPre<GuestState>,
-    limits: Limits,
-    caps: Arc<Capabilities>,
-    grants: Arc<crate::platform::PlatformGrants>,
-    env: Vec<(String, String)>,
     gate: Gate,
-    metrics: AppMetrics,
-    log: Arc<AppLog>,
-    _runtime: Arc<Runtime>,
 }
 
 /// Bounds how many instances run at once and how many requests wait for one.
@@ -89,52 +79,35 @@ impl HttpFunction {
         app: AppConfig,
         p: Prepared,
     ) -> Result<Self, LoadError> {
-        let pre = ProxyPre::new(p.instance_pre).map_err(|e| LoadError::Invalid {
+        let (app, instance_pre) = LoadedApp::new(runtime, app, p);
+        let pre = ProxyPre::new(instance_pre).map_err(|e| LoadError::Invalid {
             origin: app.name.clone(),
             detail: format!("{e:#}"),
         })?;
-        let limits = app.limits.clone();
-        let metrics = runtime.metrics().app(&app.name);
-        Ok(HttpFunction {
-            env: app
-                .capabilities
-                .env
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            caps: Arc::new(app.capabilities),
-            name: app.name,
-            digest: p.digest,
-            engine: p.engine,
-            pre,
-            gate: Gate {
-                slots: Semaphore::new(limits.max_concurrency as usize),
-                waiting: AtomicU32::new(0),
-                depth: limits.queue_depth,
-                patience: limits.queue_timeout.get(),
-            },
-            limits,
-            grants: p.grants,
-            metrics,
-            log: p.log,
-            _runtime: runtime,
-        })
+        let limits = &app.limits;
+        let gate = Gate {
+            slots: Semaphore::new(limits.max_concurrency as usize),
+            waiting: AtomicU32::new(0),
+            depth: limits.queue_depth,
+            patience: limits.queue_timeout.get(),
+        };
+        Ok(HttpFunction { app, pre, gate })
     }
 
     pub fn name(&self) -> &str {
-        &self.name
+        &self.app.name
     }
 
     pub fn digest(&self) -> Digest {
-        self.digest
+        self.app.digest
     }
 
     pub fn limits(&self) -> &Limits {
-        &self.limits
+        &self.app.limits
     }
 
     pub fn log(&self) -> &Arc<AppLog> {
-        &self.log
+        &self.app.log
     }
 
     /// Answers one request with a fresh instance.
@@ -148,8 +121,9 @@ impl HttpFunction {
             Err(kind) => self.failure(&Failure::Limit(kind)),
             Ok(_permit) => self.run(req, started).await,
         };
-        self.metrics.request(resp.status().as_u16());
-        self.metrics
+        self.app.metrics.request(resp.status().as_u16());
+        self.app
+            .metrics
             .duration
             .observe(started.elapsed().as_secs_f64());
         resp
@@ -160,7 +134,7 @@ impl HttpFunction {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let max_body = self.limits.max_request_body.as_usize();
+        let max_body = self.app.limits.max_request_body.as_usize();
         let too_large = req
             .headers()
             .get(http::header::CONTENT_LENGTH)
@@ -196,17 +170,14 @@ impl HttpFunction {
         }
         let req = http::Request::from_parts(parts, Full::new(body));
 
-        let deadline = started + self.limits.timeout.get();
+        let deadline = started + self.app.limits.timeout.get();
         let outcome = tokio::time::timeout_at(deadline.into(), self.call(req, deadline)).await;
         let (response, finished) = match outcome {
             Ok(r) => r,
             Err(_elapsed) => (Err(Failure::Limit(LimitKind::Timeout)), None),
         };
         if let Some(f) = &finished {
-            self.record_output(f);
-            if let Some(fuel) = f.fuel_used {
-                self.metrics.fuel.inc_by(fuel);
-            }
+            self.app.settle(f.fuel_used, &f.stdout, &f.stderr);
         }
         match response {
             Ok(resp) => resp,
@@ -221,26 +192,12 @@ impl HttpFunction {
         req: http::Request<Full<Bytes>>,
         deadline: Instant,
     ) -> (Result<HttpResponse, Failure>, Option<Finished>) {
-        let stdout = CapturedOutput::new(self.limits.max_output.as_usize());
-        let stderr = CapturedOutput::new(self.limits.max_output.as_usize());
-        let wasi = WasiCtxBuilder::new()
-            .envs(&self.env)
-            .stdout(stdout.clone())
-            .stderr(stderr.clone())
-            .build();
-        let store = new_store(
-            &self.engine,
-            StoreSpec {
-                caps: &self.caps,
-                grants: &self.grants,
-                wasi,
-                memory_cap: self.limits.memory.as_usize(),
-                fuel: self.limits.fuel,
-                deadline,
-            },
-        );
-        let mut store = match store {
-            Ok(s) => s,
+        let Fresh {
+            mut store,
+            stdout,
+            stderr,
+        } = match self.app.fresh(&[], &[], deadline) {
+            Ok(f) => f,
             Err(e) => return (Err(Failure::Host(format!("{e:#}"))), None),
         };
         let (tx, rx) = oneshot::channel();
@@ -254,8 +211,7 @@ impl HttpFunction {
             Ok(r) => r,
             Err(e) => return (Err(Failure::Host(format!("{e:#}"))), None),
         };
-        self.metrics.instantiations.inc();
-        let fuel_budget = self.limits.fuel;
+        let app = &self.app;
 
         // The guest owns the store and hands it back when it returns.
         let guest = async move {
@@ -267,7 +223,7 @@ impl HttpFunction {
                     .await
             }
             .await;
-            let fuel_used = fuel_budget.map(|b| b.saturating_sub(store.get_fuel().unwrap_or(0)));
+            let fuel_used = app.fuel_used(&store);
             Finished {
                 result,
                 memory_hit: store.data().limiter().hit(),
@@ -277,7 +233,7 @@ impl HttpFunction {
                 stderr,
             }
         };
-        let max_response = self.limits.max_response_body.as_usize();
+        let max_response = self.app.limits.max_response_body.as_usize();
         let collector = async move {
             let resp = rx
                 .await
@@ -341,22 +297,12 @@ impl HttpFunction {
         (response, Some(finished))
     }
 
-    fn record_output(&self, f: &Finished) {
-        for (stream, out) in [(Stream::Stdout, &f.stdout), (Stream::Stderr, &f.stderr)] {
-            let (bytes, dropped) = out.take();
-            self.log.record(stream, &bytes);
-            if dropped > 0 {
-                self.metrics.output_dropped.inc_by(dropped);
-            }
-        }
-    }
-
     fn failure(&self, f: &Failure) -> HttpResponse {
         if let Some(kind) = f.limit() {
-            self.metrics.limit_hit(kind);
+            self.app.metrics.limit_hit(kind);
         }
-        let message = describe(f, &self.limits);
-        tracing::info!(app = %self.name, %message, "request failed");
+        let message = describe(f, &self.app.limits);
+        tracing::info!(app = %self.app.name, %message, "request failed");
         let mut resp = error_response(f.status(), f.code(), &message, f.limit());
         if matches!(
             f.limit(),

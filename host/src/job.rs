@@ -4,14 +4,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dabba_spec::{Capabilities, Digest, LimitKind, Limits};
-use wasmtime_wasi::WasiCtxBuilder;
+use dabba_spec::{Digest, LimitKind};
 use wasmtime_wasi::p2::bindings::CommandPre;
 
 use crate::component::LoadError;
-use crate::guest::{CapturedOutput, GuestState, StoreSpec, new_store};
-use crate::logs::{AppLog, Stream};
-use crate::metrics::AppMetrics;
+use crate::guest::GuestState;
+use crate::loaded::{Fresh, LoadedApp};
+use crate::logs::AppLog;
 use crate::outcome::{Failure, describe};
 use crate::runtime::{AppConfig, Prepared, Runtime};
 
@@ -21,16 +20,8 @@ pub const EXIT_LIMIT: i32 = 124;
 pub const EXIT_TRAP: i32 = 125;
 
 pub struct Job {
-    name: String,
-    digest: Digest,
-    engine: wasmtime::Engine,
+    app: LoadedApp,
     pre: CommandPre<GuestState>,
-    limits: Limits,
-    caps: Arc<Capabilities>,
-    grants: Arc<crate::platform::PlatformGrants>,
-    metrics: AppMetrics,
-    log: Arc<AppLog>,
-    _runtime: Arc<Runtime>,
 }
 
 /// What one run is given beyond the app's configuration.
@@ -62,127 +53,99 @@ impl Job {
         app: AppConfig,
         p: Prepared,
     ) -> Result<Self, LoadError> {
-        let pre = CommandPre::new(p.instance_pre).map_err(|e| LoadError::Invalid {
+        let (app, instance_pre) = LoadedApp::new(runtime, app, p);
+        let pre = CommandPre::new(instance_pre).map_err(|e| LoadError::Invalid {
             origin: app.name.clone(),
             detail: format!("{e:#}"),
         })?;
-        Ok(Job {
-            metrics: runtime.metrics().app(&app.name),
-            caps: Arc::new(app.capabilities),
-            name: app.name,
-            digest: p.digest,
-            engine: p.engine,
-            pre,
-            limits: app.limits,
-            grants: p.grants,
-            log: p.log,
-            _runtime: runtime,
-        })
+        Ok(Job { app, pre })
     }
 
     pub fn name(&self) -> &str {
-        &self.name
+        &self.app.name
     }
 
     pub fn digest(&self) -> Digest {
-        self.digest
+        self.app.digest
     }
 
     pub fn log(&self) -> &Arc<AppLog> {
-        &self.log
+        &self.app.log
     }
 
     /// Runs the job once, to completion or to a limit.
     pub async fn run(&self, input: RunInput) -> RunReport {
         let started = Instant::now();
-        let deadline = started + self.limits.timeout.get();
-        let stdout = CapturedOutput::new(self.limits.max_output.as_usize());
-        let stderr = CapturedOutput::new(self.limits.max_output.as_usize());
-        let mut env: Vec<(String, String)> = self
-            .caps
-            .env
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        for (k, v) in input.env {
-            env.retain(|(existing, _)| *existing != k);
-            env.push((k, v));
-        }
-        let mut argv = vec![self.name.clone()];
+        let deadline = started + self.app.limits.timeout.get();
+        let mut argv = vec![self.app.name.clone()];
         argv.extend(input.args);
-        let wasi = WasiCtxBuilder::new()
-            .args(&argv)
-            .envs(&env)
-            .stdout(stdout.clone())
-            .stderr(stderr.clone())
-            .build();
-        let spec = StoreSpec {
-            caps: &self.caps,
-            grants: &self.grants,
-            wasi,
-            memory_cap: self.limits.memory.as_usize(),
-            fuel: self.limits.fuel,
-            deadline,
-        };
-        self.metrics.instantiations.inc();
-        let (exit_code, failure, fuel_used) = match new_store(&self.engine, spec) {
-            Err(e) => (EXIT_TRAP, Some(Failure::Host(format!("{e:#}"))), None),
-            Ok(mut store) => {
-                let call = async {
-                    let command = self.pre.instantiate_async(&mut store).await?;
-                    command.wasi_cli_run().call_run(&mut store).await
-                };
-                let result = tokio::time::timeout_at(deadline.into(), call).await;
-                let fuel_used = self
-                    .limits
-                    .fuel
-                    .map(|b| b.saturating_sub(store.get_fuel().unwrap_or(0)));
-                let memory_hit = store.data().limiter().hit();
-                let (code, failure) = match result {
-                    Err(_elapsed) => (EXIT_LIMIT, Some(Failure::Limit(LimitKind::Timeout))),
-                    Ok(Ok(Ok(()))) => (0, None),
-                    Ok(Ok(Err(()))) => (1, None),
-                    Ok(Err(e)) => match e.downcast_ref::<wasmtime_wasi::I32Exit>() {
-                        Some(exit) => (exit.0, None),
-                        None => {
-                            let f = Failure::classify(&e, memory_hit);
-                            let code = if f.limit().is_some() {
-                                EXIT_LIMIT
-                            } else {
-                                EXIT_TRAP
-                            };
-                            (code, Some(f))
-                        }
-                    },
-                };
-                (code, failure, fuel_used)
+        let fresh = match self.app.fresh(&argv, &input.env, deadline) {
+            Ok(f) => f,
+            Err(e) => {
+                return self.report(
+                    started,
+                    EXIT_TRAP,
+                    Some(Failure::Host(format!("{e:#}"))),
+                    None,
+                    (Vec::new(), Vec::new(), (0, 0)),
+                );
             }
         };
-        if let Some(f) = &failure
-            && let Some(kind) = f.limit()
-        {
-            self.metrics.limit_hit(kind);
+        let Fresh {
+            mut store,
+            stdout,
+            stderr,
+        } = fresh;
+        let call = async {
+            let command = self.pre.instantiate_async(&mut store).await?;
+            command.wasi_cli_run().call_run(&mut store).await
+        };
+        let result = tokio::time::timeout_at(deadline.into(), call).await;
+        let fuel_used = self.app.fuel_used(&store);
+        let memory_hit = store.data().limiter().hit();
+        drop(store);
+        let (exit_code, failure) = match result {
+            Err(_elapsed) => (EXIT_LIMIT, Some(Failure::Limit(LimitKind::Timeout))),
+            Ok(Ok(Ok(()))) => (0, None),
+            Ok(Ok(Err(()))) => (1, None),
+            Ok(Err(e)) => match e.downcast_ref::<wasmtime_wasi::I32Exit>() {
+                Some(exit) => (exit.0, None),
+                None => {
+                    let f = Failure::classify(&e, memory_hit);
+                    let code = if f.limit().is_some() {
+                        EXIT_LIMIT
+                    } else {
+                        EXIT_TRAP
+                    };
+                    (code, Some(f))
+                }
+            },
+        };
+        let output = self.app.settle(fuel_used, &stdout, &stderr);
+        self.report(started, exit_code, failure, fuel_used, output)
+    }
+
+    fn report(
+        &self,
+        started: Instant,
+        exit_code: i32,
+        failure: Option<Failure>,
+        fuel_used: Option<u64>,
+        (stdout, stderr, dropped): (Vec<u8>, Vec<u8>, (u64, u64)),
+    ) -> RunReport {
+        if let Some(kind) = failure.as_ref().and_then(Failure::limit) {
+            self.app.metrics.limit_hit(kind);
         }
-        if let Some(fuel) = fuel_used {
-            self.metrics.fuel.inc_by(fuel);
-        }
-        self.metrics.job_run(exit_code == 0);
-        let (out, out_dropped) = stdout.take();
-        let (err, err_dropped) = stderr.take();
-        self.log.record(Stream::Stdout, &out);
-        self.log.record(Stream::Stderr, &err);
-        self.metrics
-            .output_dropped
-            .inc_by(out_dropped + err_dropped);
+        self.app.metrics.job_run(exit_code == 0);
         RunReport {
             exit_code,
-            stdout: out,
-            stderr: err,
-            dropped: (out_dropped, err_dropped),
+            stdout,
+            stderr,
+            dropped,
             fuel_used,
             duration: started.elapsed(),
             failure: failure.map(|f| {
-                let text = describe(&f, &self.limits);
+                let text = describe(&f, &self.app.limits);
                 (f, text)
             }),
         }

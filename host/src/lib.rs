@@ -23,6 +23,7 @@ pub mod guest;
 pub mod http;
 pub mod job;
 pub mod kv;
+mod loaded;
 pub mod logs;
 pub mod metrics;
 pub mod outcome;

@@ -83,6 +83,22 @@ impl PlatformView<'_> {
     fn bucket(&self, b: &Resource<BucketHandle>) -> wasmtime::Result<String> {
         Ok(self.table.get(b)?.scoped.clone())
     }
+
+    /// Sets (`Some`) or deletes (`None`) keys of a bucket in one atomic write.
+    async fn put(
+        &mut self,
+        bucket: &Resource<BucketHandle>,
+        pairs: Vec<(String, Option<Vec<u8>>)>,
+    ) -> wasmtime::Result<Result<(), store::Error>> {
+        let b = self.bucket(bucket)?;
+        Ok(self
+            .grants
+            .backend
+            .write(&b, Write::Put(pairs))
+            .await
+            .map(|_| ())
+            .map_err(kv_error))
+    }
 }
 
 impl store::Host for PlatformView<'_> {
@@ -114,15 +130,7 @@ impl store::HostBucket for PlatformView<'_> {
         key: String,
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), store::Error>> {
-        let b = self.bucket(&bucket)?;
-        let w = Write::Put(vec![(key, Some(value))]);
-        Ok(self
-            .grants
-            .backend
-            .write(&b, w)
-            .await
-            .map(|_| ())
-            .map_err(kv_error))
+        self.put(&bucket, vec![(key, Some(value))]).await
     }
 
     async fn delete(
@@ -130,15 +138,7 @@ impl store::HostBucket for PlatformView<'_> {
         bucket: Resource<BucketHandle>,
         key: String,
     ) -> wasmtime::Result<Result<(), store::Error>> {
-        let b = self.bucket(&bucket)?;
-        let w = Write::Put(vec![(key, None)]);
-        Ok(self
-            .grants
-            .backend
-            .write(&b, w)
-            .await
-            .map(|_| ())
-            .map_err(kv_error))
+        self.put(&bucket, vec![(key, None)]).await
     }
 
     async fn exists(
@@ -275,15 +275,8 @@ impl batch::Host for PlatformView<'_> {
         bucket: Resource<BucketHandle>,
         key_values: Vec<(String, Vec<u8>)>,
     ) -> wasmtime::Result<Result<(), store::Error>> {
-        let b = self.bucket(&bucket)?;
-        let w = Write::Put(key_values.into_iter().map(|(k, v)| (k, Some(v))).collect());
-        Ok(self
-            .grants
-            .backend
-            .write(&b, w)
-            .await
-            .map(|_| ())
-            .map_err(kv_error))
+        let pairs = key_values.into_iter().map(|(k, v)| (k, Some(v))).collect();
+        self.put(&bucket, pairs).await
     }
 
     async fn delete_many(
@@ -291,15 +284,8 @@ impl batch::Host for PlatformView<'_> {
         bucket: Resource<BucketHandle>,
         keys: Vec<String>,
     ) -> wasmtime::Result<Result<(), store::Error>> {
-        let b = self.bucket(&bucket)?;
-        let w = Write::Put(keys.into_iter().map(|k| (k, None)).collect());
-        Ok(self
-            .grants
-            .backend
-            .write(&b, w)
-            .await
-            .map(|_| ())
-            .map_err(kv_error))
+        let pairs = keys.into_iter().map(|k| (k, None)).collect();
+        self.put(&bucket, pairs).await
     }
 }
 

@@ -97,10 +97,7 @@ impl Request {
 
     /// The first value of a header, if it is valid UTF-8. Names match case-insensitively.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+        find_header(&self.headers, name).and_then(|v| std::str::from_utf8(v).ok())
     }
 
     /// The decoded query parameters, in order.
@@ -194,16 +191,21 @@ impl Response {
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        find_header(&self.headers, name).map(String::as_str)
     }
 
     /// Decodes a JSON body; for tests and clients.
     pub fn json_body<T: DeserializeOwned>(&self) -> serde_json::Result<T> {
         serde_json::from_slice(&self.body)
     }
+}
+
+/// The first value of header `name`, compared case-insensitively.
+fn find_header<'a, V>(headers: &'a [(String, V)], name: &str) -> Option<&'a V> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v)
 }
 
 /// Decodes `%XX` escapes and `+` (as a space) in a query component. Malformed escapes

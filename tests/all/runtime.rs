@@ -111,4 +111,3 @@ async fn many_apps_share_one_runtime_with_their_own_limits_and_state() {
         "{metrics}"
     );
 }
-

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::Mutex;
 
-use super::{KvBackend, KvError, Outcome, Write, WriteFuture, check_write, incremented};
+use super::{KvBackend, KvError, Outcome, Write, WriteFuture, check_write, incremented, page};
 
 #[derive(Default)]
 pub struct MemoryKv {
@@ -69,18 +69,12 @@ impl KvBackend for MemoryKv {
             return Ok((Vec::new(), None));
         };
         let start = cursor.map_or(Bound::Unbounded, |c| Bound::Excluded(c.to_string()));
-        let mut keys: Vec<String> = map
+        let keys: Vec<String> = map
             .range((start, Bound::Unbounded))
             .take(limit + 1)
             .map(|(k, _)| k.clone())
             .collect();
-        let next = if keys.len() > limit {
-            keys.truncate(limit);
-            keys.last().cloned()
-        } else {
-            None
-        };
-        Ok((keys, next))
+        Ok(page(keys, limit))
     }
 
     fn write(&self, bucket: &str, write: Write) -> WriteFuture {

@@ -129,6 +129,18 @@ pub fn check_write(write: &Write) -> Result<(), KvError> {
     }
 }
 
+/// Cuts a listing of up to `limit + 1` keys into a page of `limit` and the cursor of the
+/// next page (the page's last key), or `None` when nothing follows.
+fn page(mut keys: Vec<String>, limit: usize) -> (Vec<String>, Option<String>) {
+    if keys.len() > limit {
+        keys.truncate(limit);
+        let next = keys.last().cloned();
+        (keys, next)
+    } else {
+        (keys, None)
+    }
+}
+
 /// Parses a stored counter.
 fn counter(key: &str, stored: Option<&[u8]>) -> Result<i64, KvError> {
     match stored {

@@ -17,7 +17,7 @@ use std::sync::{Arc, mpsc};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::oneshot;
 
-use super::{KvBackend, KvError, Outcome, Write, WriteFuture, check_write, incremented};
+use super::{KvBackend, KvError, Outcome, Write, WriteFuture, check_write, incremented, page};
 
 const ENTRIES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("entries");
 
@@ -199,13 +199,7 @@ impl KvBackend for RedbKv {
             }
             keys.push(key.to_string());
         }
-        let next = if keys.len() > limit {
-            keys.truncate(limit);
-            keys.last().cloned()
-        } else {
-            None
-        };
-        Ok((keys, next))
+        Ok(page(keys, limit))
     }
 
     fn write(&self, bucket: &str, write: Write) -> WriteFuture {
