@@ -210,8 +210,8 @@ impl atomics::Host for PlatformView<'_> {
         };
         Ok(
             match self.grants.backend.write(&handle.scoped, write).await {
-                Ok(Outcome::Swapped(Ok(()))) => Ok(()),
-                Ok(Outcome::Swapped(Err(now))) => {
+                Ok(Outcome::Swapped) => Ok(()),
+                Ok(Outcome::Conflict(now)) => {
                     let newer = self.table.push(CasHandle {
                         scoped: handle.scoped,
                         key: handle.key,

@@ -11,6 +11,7 @@
 
 pub mod capabilities;
 pub mod digest;
+pub mod kv;
 pub mod limits;
 pub mod units;
 

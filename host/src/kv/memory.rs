@@ -4,51 +4,33 @@ use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::Mutex;
 
-use super::{KvBackend, KvError, Outcome, Write, WriteFuture, check_write, incremented, page};
+use dabba_spec::kv::{Bucket, apply, page};
+
+use super::{KvBackend, KvError, Write, WriteFuture};
 
 #[derive(Default)]
 pub struct MemoryKv {
     buckets: Mutex<HashMap<String, BTreeMap<String, Vec<u8>>>>,
 }
 
+struct MapBucket<'a>(&'a mut BTreeMap<String, Vec<u8>>);
+
+impl Bucket for MapBucket<'_> {
+    fn read(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
+        Ok(self.0.get(key).cloned())
+    }
+    fn store(&mut self, key: &str, value: Option<&[u8]>) -> Result<(), KvError> {
+        match value {
+            Some(v) => self.0.insert(key.to_string(), v.to_vec()),
+            None => self.0.remove(key),
+        };
+        Ok(())
+    }
+}
+
 impl MemoryKv {
     pub fn new() -> Self {
         Self::default()
-    }
-
-    fn apply(&self, bucket: &str, write: Write) -> Result<Outcome, KvError> {
-        check_write(&write)?;
-        let mut all = self.buckets.lock().expect("kv lock poisoned");
-        let map = all.entry(bucket.to_string()).or_default();
-        Ok(match write {
-            Write::Put(pairs) => {
-                for (k, v) in pairs {
-                    match v {
-                        Some(v) => map.insert(k, v),
-                        None => map.remove(&k),
-                    };
-                }
-                Outcome::Done
-            }
-            Write::Increment { key, delta } => {
-                let next = incremented(&key, map.get(&key).map(Vec::as_slice), delta)?;
-                map.insert(key, next.to_string().into_bytes());
-                Outcome::Counter(next)
-            }
-            Write::Swap {
-                key,
-                expected,
-                value,
-            } => {
-                let current = map.get(&key);
-                if current == expected.as_ref() {
-                    map.insert(key, value);
-                    Outcome::Swapped(Ok(()))
-                } else {
-                    Outcome::Swapped(Err(current.cloned()))
-                }
-            }
-        })
     }
 }
 
@@ -78,7 +60,9 @@ impl KvBackend for MemoryKv {
     }
 
     fn write(&self, bucket: &str, write: Write) -> WriteFuture {
-        let result = self.apply(bucket, write);
+        let mut all = self.buckets.lock().expect("kv lock poisoned");
+        let map = all.entry(bucket.to_string()).or_default();
+        let result = apply(&mut MapBucket(map), &write);
         Box::pin(std::future::ready(result))
     }
 }

@@ -17,7 +17,9 @@ use std::sync::{Arc, mpsc};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::oneshot;
 
-use super::{KvBackend, KvError, Outcome, Write, WriteFuture, check_write, incremented, page};
+use dabba_spec::kv::{Bucket, apply, check_write, page};
+
+use super::{KvBackend, KvError, Outcome, Write, WriteFuture};
 
 const ENTRIES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("entries");
 
@@ -36,14 +38,14 @@ pub struct RedbKv {
 }
 
 fn storage(e: impl std::fmt::Display) -> KvError {
-    KvError::Storage(e.to_string())
+    KvError::storage(e)
 }
 
 impl RedbKv {
     /// Opens (or creates) the store at `path`, a file.
     pub fn open(path: &Path) -> Result<RedbKv, KvError> {
         let db = Database::create(path)
-            .map_err(|e| KvError::Storage(format!("opening {}: {e}", path.display())))?;
+            .map_err(|e| KvError::storage(format!("opening {}: {e}", path.display())))?;
         let tx = db.begin_write().map_err(storage)?;
         tx.open_table(ENTRIES).map_err(storage)?;
         tx.commit().map_err(storage)?;
@@ -78,7 +80,11 @@ fn commit_group(db: &Database, group: Vec<Pending>) {
         {
             let mut table = tx.open_table(ENTRIES).map_err(storage)?;
             for p in &group {
-                outcomes.push(apply(&mut table, &p.bucket, &p.write));
+                let mut bucket = TableBucket {
+                    table: &mut table,
+                    bucket: &p.bucket,
+                };
+                outcomes.push(apply(&mut bucket, &p.write));
             }
         }
         tx.commit().map_err(storage)
@@ -98,58 +104,25 @@ fn commit_group(db: &Database, group: Vec<Pending>) {
     }
 }
 
-/// Applies one write inside the open transaction. It checks everything that can fail
-/// before it changes anything, so a failed write leaves no trace.
-fn apply(
-    table: &mut redb::Table<'_, (&str, &str), &[u8]>,
-    bucket: &str,
-    write: &Write,
-) -> Result<Outcome, KvError> {
-    let read = |table: &redb::Table<'_, (&str, &str), &[u8]>, key: &str| {
-        table
-            .get((bucket, key))
+/// One bucket inside an open write transaction.
+struct TableBucket<'t, 'txn> {
+    table: &'t mut redb::Table<'txn, (&'static str, &'static str), &'static [u8]>,
+    bucket: &'t str,
+}
+
+impl Bucket for TableBucket<'_, '_> {
+    fn read(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
+        self.table
+            .get((self.bucket, key))
             .map(|v| v.map(|g| g.value().to_vec()))
-            .map_err(storage)
-    };
-    match write {
-        Write::Put(pairs) => {
-            for (k, v) in pairs {
-                match v {
-                    Some(v) => {
-                        table
-                            .insert((bucket, k.as_str()), v.as_slice())
-                            .map_err(storage)?;
-                    }
-                    None => {
-                        table.remove((bucket, k.as_str())).map_err(storage)?;
-                    }
-                }
-            }
-            Ok(Outcome::Done)
+            .map_err(KvError::storage)
+    }
+    fn store(&mut self, key: &str, value: Option<&[u8]>) -> Result<(), KvError> {
+        match value {
+            Some(v) => self.table.insert((self.bucket, key), v).map(drop),
+            None => self.table.remove((self.bucket, key)).map(drop),
         }
-        Write::Increment { key, delta } => {
-            let current = read(table, key)?;
-            let next = incremented(key, current.as_deref(), *delta)?;
-            table
-                .insert((bucket, key.as_str()), next.to_string().as_bytes())
-                .map_err(storage)?;
-            Ok(Outcome::Counter(next))
-        }
-        Write::Swap {
-            key,
-            expected,
-            value,
-        } => {
-            let current = read(table, key)?;
-            if current == *expected {
-                table
-                    .insert((bucket, key.as_str()), value.as_slice())
-                    .map_err(storage)?;
-                Ok(Outcome::Swapped(Ok(())))
-            } else {
-                Ok(Outcome::Swapped(Err(current)))
-            }
-        }
+        .map_err(KvError::storage)
     }
 }
 
@@ -214,11 +187,11 @@ impl KvBackend for RedbKv {
         });
         Box::pin(async move {
             if sent.is_err() {
-                return Err(KvError::Storage("the key-value writer has stopped".into()));
+                return Err(KvError::storage("the key-value writer has stopped"));
             }
-            answer.await.unwrap_or_else(|_| {
-                Err(KvError::Storage("the key-value writer has stopped".into()))
-            })
+            answer
+                .await
+                .unwrap_or_else(|_| Err(KvError::storage("the key-value writer has stopped")))
         })
     }
 }
@@ -290,7 +263,7 @@ mod tests {
             .collect();
         let mut wins = 0;
         for r in racers {
-            if r.await.unwrap() == Outcome::Swapped(Ok(())) {
+            if r.await.unwrap() == Outcome::Swapped {
                 wins += 1;
             }
         }
