@@ -37,12 +37,15 @@ impl KvError {
     }
 }
 
+/// Keys with a value to set (`Some`) or nothing, to delete (`None`).
+pub type Pairs = Vec<(String, Option<Vec<u8>>)>;
+
 /// One atomic write to one bucket.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Write {
     /// Set (`Some`) or delete (`None`) each key, all or none.
-    Put(#[serde(with = "b64::pairs")] Vec<(String, Option<Vec<u8>>)>),
+    Put(#[serde(with = "b64::pairs")] Pairs),
     /// Add `delta` to the decimal counter under `key` (missing counts as 0).
     Increment { key: String, delta: i64 },
     /// Store `value` if `key` currently holds exactly `expected` (`None`: absent).
@@ -235,7 +238,7 @@ pub mod b64 {
 
         pub fn deserialize<'de, D: Deserializer<'de>>(
             d: D,
-        ) -> Result<Vec<(String, Option<Vec<u8>>)>, D::Error> {
+        ) -> Result<super::super::Pairs, D::Error> {
             Vec::<(String, Option<String>)>::deserialize(d)?
                 .into_iter()
                 .map(|(k, v)| {
