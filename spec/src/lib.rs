@@ -13,11 +13,14 @@ pub mod capabilities;
 pub mod digest;
 pub mod kv;
 pub mod limits;
+pub mod manifest;
+pub mod resources;
 pub mod units;
 
 pub use capabilities::{Capabilities, OutboundRule, OutboundRuleError};
 pub use digest::{Digest, DigestError};
 pub use limits::{LimitError, LimitKind, LimitOverrides, Limits, WorkloadKind};
+pub use manifest::{Manifest, ManifestError};
 pub use units::{ByteSize, HumanDuration, UnitError};
 
 /// The directory holding the WIT packages dabba implements beyond the standard WASI

@@ -1,0 +1,420 @@
+//! App manifests: the TOML an operator writes and `dabba apply -f` sends.
+//!
+//! ```toml
+//! [app]
+//! name = "payment"
+//! namespace = "default"          # optional
+//! component = "payment.wasm"     # relative to this file
+//! route = "/payments"            # path prefix served by this app
+//! host = "pay.example.com"       # optional host name
+//! replicas = 2                   # optional, default 1
+//!
+//! [limits]                       # optional; see spec/limits.md
+//! memory = "64Mi"
+//! timeout = "5s"
+//!
+//! [env]                          # optional
+//! MODE = "live"
+//!
+//! [config]                       # optional, served by wasi:config
+//! mdr_rules = '[{"up_to": null, "bps": 110}]'
+//!
+//! [capabilities]                 # optional
+//! allowed_outbound_hosts = ["https://api.example.com"]
+//! key_value_buckets = ["default"]
+//!
+//! [placement]                    # optional
+//! node_selector = { region = "ap-south-1" }
+//! ```
+//!
+//! Parsing does no I/O: the caller reads the file, and resolves `component` (reading the
+//! bytes and hashing them) at its edge. Every error names the file, the line and the
+//! field, and says what was expected.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Deserialize;
+
+use crate::resources::{AppSpec, Route, valid_name};
+use crate::{Capabilities, Digest, LimitOverrides, OutboundRule, WorkloadKind};
+
+/// The most replicas one app may ask for.
+pub const MAX_REPLICAS: u32 = 1000;
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub app: AppSection,
+    #[serde(default)]
+    pub limits: LimitOverrides,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+    #[serde(default)]
+    pub capabilities: CapabilitySection,
+    #[serde(default)]
+    pub placement: Placement,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppSection {
+    pub name: String,
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    /// Path of the component, relative to the manifest.
+    pub component: String,
+    pub route: String,
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default = "one")]
+    pub replicas: u32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CapabilitySection {
+    #[serde(default)]
+    pub allowed_outbound_hosts: Vec<OutboundRule>,
+    #[serde(default)]
+    pub key_value_buckets: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Placement {
+    #[serde(default)]
+    pub node_selector: BTreeMap<String, String>,
+}
+
+fn default_namespace() -> String {
+    "default".into()
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// What was wrong with a manifest, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestError {
+    pub file: String,
+    /// 1-based; 0 when the position is unknown.
+    pub line: usize,
+    pub column: usize,
+    /// The field, as a dotted path (`limits.memory`), when known.
+    pub field: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for ManifestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if self.line > 0 {
+            write!(f, ":{}:{}", self.line, self.column)?;
+        }
+        if let Some(field) = &self.field {
+            write!(f, ": `{field}`")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ManifestError {}
+
+impl Manifest {
+    /// Parses and validates a manifest. `file` is used only in errors.
+    pub fn parse(file: &str, text: &str) -> Result<Manifest, ManifestError> {
+        let de = toml::Deserializer::parse(text).map_err(|e| toml_error(file, text, &e, None))?;
+        let manifest: Manifest = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let field = (path != "." && !path.is_empty()).then_some(path);
+            toml_error(file, text, e.inner(), field)
+        })?;
+        manifest.validate(file, text)?;
+        Ok(manifest)
+    }
+
+    fn validate(&self, file: &str, text: &str) -> Result<(), ManifestError> {
+        let err = |section: &str, key: &str, message: String| {
+            let (line, column) = locate(text, section, key);
+            ManifestError {
+                file: file.to_string(),
+                line,
+                column,
+                field: Some(format!("{section}.{key}")),
+                message,
+            }
+        };
+        let a = &self.app;
+        if !valid_name(&a.name) {
+            return Err(err(
+                "app",
+                "name",
+                format!(
+                    "`{}` is not a valid name: use 1-63 lower-case letters, digits and '-', starting with a letter",
+                    a.name
+                ),
+            ));
+        }
+        if !valid_name(&a.namespace) {
+            return Err(err(
+                "app",
+                "namespace",
+                format!(
+                    "`{}` is not a valid namespace: use 1-63 lower-case letters, digits and '-', starting with a letter",
+                    a.namespace
+                ),
+            ));
+        }
+        if a.component.trim().is_empty() {
+            return Err(err(
+                "app",
+                "component",
+                "must name a .wasm file, relative to this manifest".into(),
+            ));
+        }
+        if !a.route.starts_with('/') || a.route.contains(['?', '#', ' ']) {
+            return Err(err(
+                "app",
+                "route",
+                format!(
+                    "`{}` is not a path prefix: it must start with '/' and contain no '?', '#' or spaces",
+                    a.route
+                ),
+            ));
+        }
+        if let Some(h) = &a.host
+            && (h.is_empty() || h.contains(['/', ':', ' ']))
+        {
+            return Err(err("app", "host", format!("`{h}` is not a host name")));
+        }
+        if a.replicas > MAX_REPLICAS {
+            return Err(err(
+                "app",
+                "replicas",
+                format!("{} is more than the maximum of {MAX_REPLICAS}", a.replicas),
+            ));
+        }
+        if let Err(e) = self.limits.resolve(WorkloadKind::Http) {
+            let key = match &e {
+                crate::LimitError::Zero { field } => field,
+                crate::LimitError::MemoryTooLarge { .. } => "memory",
+            };
+            return Err(err("limits", key, e.to_string()));
+        }
+        for k in self.env.keys() {
+            if k.is_empty() || k.contains('=') {
+                return Err(err(
+                    "env",
+                    k,
+                    format!("`{k}` is not an environment variable name"),
+                ));
+            }
+        }
+        for b in &self.capabilities.key_value_buckets {
+            if !valid_name(b) {
+                return Err(err(
+                    "capabilities",
+                    "key_value_buckets",
+                    format!("`{b}` is not a valid bucket name"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The spec to apply, with the component resolved to `component`.
+    pub fn to_spec(&self, component: Digest) -> AppSpec {
+        AppSpec {
+            name: self.app.name.clone(),
+            namespace: self.app.namespace.clone(),
+            component,
+            route: Route {
+                prefix: self.app.route.clone(),
+                host: self.app.host.clone(),
+            },
+            replicas: self.app.replicas,
+            limits: self.limits.clone(),
+            capabilities: Capabilities {
+                env: self.env.clone(),
+                config: self.config.clone(),
+                allowed_outbound_hosts: self.capabilities.allowed_outbound_hosts.clone(),
+                key_value_buckets: self.capabilities.key_value_buckets.clone(),
+            },
+            node_selector: self.placement.node_selector.clone(),
+        }
+    }
+}
+
+fn toml_error(file: &str, text: &str, e: &toml::de::Error, field: Option<String>) -> ManifestError {
+    let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
+    ManifestError {
+        file: file.to_string(),
+        line,
+        column,
+        field,
+        message: e.message().trim().to_string(),
+    }
+}
+
+/// 1-based line and column of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// Where `key` is written in `[section]`, or the section header, or (0, 0).
+fn locate(text: &str, section: &str, key: &str) -> (usize, usize) {
+    let mut in_section = false;
+    let mut header = (0, 0);
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if t.starts_with('[') {
+            in_section = t.trim_start_matches('[').trim_end_matches(']').trim() == section;
+            if in_section {
+                header = (i + 1, 1);
+            }
+            continue;
+        }
+        if in_section
+            && let Some((k, _)) = t.split_once('=')
+            && k.trim().trim_matches('"') == key
+        {
+            return (i + 1, line.len() - line.trim_start().len() + 1);
+        }
+    }
+    header
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[app]
+name = "payment"
+component = "payment.wasm"
+route = "/payments"
+replicas = 2
+
+[limits]
+memory = "64Mi"
+timeout = "5s"
+
+[env]
+MODE = "live"
+
+[config]
+bucket = "default"
+
+[capabilities]
+allowed_outbound_hosts = ["https://api.example.com"]
+key_value_buckets = ["default"]
+
+[placement]
+node_selector = { region = "ap-south-1" }
+"#;
+
+    fn fails(text: &str) -> ManifestError {
+        Manifest::parse("app.toml", text).unwrap_err()
+    }
+
+    #[test]
+    fn a_full_manifest_becomes_a_spec() {
+        let m = Manifest::parse("app.toml", GOOD).unwrap();
+        assert_eq!(m.app.namespace, "default");
+        let spec = m.to_spec(Digest::from_bytes([1; 32]));
+        assert_eq!(spec.replicas, 2);
+        assert_eq!(spec.route.prefix, "/payments");
+        assert_eq!(spec.limits.memory, Some(crate::ByteSize::mib(64)));
+        assert_eq!(spec.capabilities.env["MODE"], "live");
+        assert_eq!(spec.node_selector["region"], "ap-south-1");
+        assert!(
+            spec.capabilities
+                .allows_outbound("https", "api.example.com", 443)
+        );
+    }
+
+    #[test]
+    fn bad_toml_names_the_line() {
+        let e = fails("[app]\nname = \"x\nroute = 1\n");
+        assert_eq!(e.line, 2, "{e}");
+        assert!(e.to_string().starts_with("app.toml:2:"), "{e}");
+    }
+
+    #[test]
+    fn an_unknown_field_names_the_field_and_the_line() {
+        let text = GOOD.replace("memory = \"64Mi\"", "memroy = \"64Mi\"");
+        let e = fails(&text);
+        assert_eq!(e.line, 9, "{e}");
+        assert!(e.message.contains("memroy"), "{e}");
+        assert!(e.message.contains("memory"), "lists what is expected: {e}");
+    }
+
+    #[test]
+    fn a_bad_size_names_the_field() {
+        let text = GOOD.replace("\"64Mi\"", "\"64MB\"");
+        let e = fails(&text);
+        assert_eq!(e.field.as_deref(), Some("limits.memory"), "{e}");
+        assert_eq!(e.line, 9);
+        assert!(e.message.contains("unknown unit `MB`"), "{e}");
+    }
+
+    #[test]
+    fn semantic_errors_point_at_their_key() {
+        let cases = [
+            (
+                GOOD.replace("name = \"payment\"", "name = \"Payment\""),
+                "app.name",
+                3,
+            ),
+            (
+                GOOD.replace("route = \"/payments\"", "route = \"payments\""),
+                "app.route",
+                5,
+            ),
+            (
+                GOOD.replace("replicas = 2", "replicas = 5000"),
+                "app.replicas",
+                6,
+            ),
+            (
+                GOOD.replace("timeout = \"5s\"", "timeout = \"0s\""),
+                "limits.timeout",
+                10,
+            ),
+        ];
+        for (text, field, line) in cases {
+            let e = fails(&text);
+            assert_eq!(e.field.as_deref(), Some(field), "{e}");
+            assert_eq!(e.line, line, "{e}");
+        }
+    }
+
+    #[test]
+    fn missing_required_fields_are_named() {
+        let e = fails("[app]\nname = \"x\"\nroute = \"/\"\n");
+        assert!(e.message.contains("component"), "{e}");
+        let e = fails("[limits]\nmemory = \"1Mi\"\n");
+        assert!(e.message.contains("app"), "{e}");
+    }
+
+    #[test]
+    fn bad_outbound_rules_are_explained() {
+        let text = GOOD.replace("https://api.example.com", "api.example.com");
+        let e = fails(&text);
+        assert!(e.message.contains("https://api.example.com"), "{e}");
+        assert!(
+            e.field
+                .as_deref()
+                .unwrap_or("")
+                .starts_with("capabilities.allowed_outbound_hosts"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,282 @@
+//! The resources the control plane holds and the API serves: apps and their immutable
+//! revisions, replica sets, pods, hosts, and access grants.
+//!
+//! Times are milliseconds since the Unix epoch, stamped by the leader when it proposes a
+//! change, so that applying the Raft log is deterministic on every replica.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Capabilities, Digest, LimitOverrides};
+
+/// Milliseconds since the Unix epoch.
+pub type Millis = u64;
+
+/// What an operator asks for: an app's desired state, with its component resolved to a
+/// digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppSpec {
+    pub name: String,
+    pub namespace: String,
+    /// The component, by content.
+    pub component: Digest,
+    pub route: Route,
+    /// Pods to run.
+    pub replicas: u32,
+    #[serde(default)]
+    pub limits: LimitOverrides,
+    #[serde(default)]
+    pub capabilities: Capabilities,
+    /// Labels a host must have to run this app's pods.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+}
+
+impl AppSpec {
+    /// Whether two specs are the same revision: everything but the replica count.
+    pub fn same_revision(&self, other: &AppSpec) -> bool {
+        AppSpec {
+            replicas: 0,
+            ..self.clone()
+        } == AppSpec {
+            replicas: 0,
+            ..other.clone()
+        }
+    }
+
+    /// `namespace/name`.
+    pub fn key(&self) -> String {
+        app_key(&self.namespace, &self.name)
+    }
+}
+
+/// `namespace/name`, the key of an app everywhere.
+pub fn app_key(namespace: &str, name: &str) -> String {
+    format!("{namespace}/{name}")
+}
+
+/// Where an app receives requests: a path prefix (matched on whole segments) and,
+/// optionally, a host name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    pub prefix: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+}
+
+impl Route {
+    /// Whether this route serves `path` on `host`. `/payments` serves `/payments` and
+    /// `/payments/x`, not `/paymentsx`; `/` serves everything.
+    pub fn matches(&self, host: Option<&str>, path: &str) -> bool {
+        if let Some(h) = &self.host {
+            let req = host.map(|h| h.split(':').next().unwrap_or(h));
+            if !req.is_some_and(|r| r.eq_ignore_ascii_case(h)) {
+                return false;
+            }
+        }
+        let prefix = self.prefix.trim_end_matches('/');
+        if prefix.is_empty() {
+            return true;
+        }
+        path == prefix
+            || path
+                .strip_prefix(prefix)
+                .is_some_and(|rest| rest.starts_with('/'))
+    }
+
+    /// Two routes conflict when they would serve exactly the same requests.
+    pub fn conflicts_with(&self, other: &Route) -> bool {
+        self.prefix.trim_end_matches('/') == other.prefix.trim_end_matches('/')
+            && self.host.as_deref().map(str::to_ascii_lowercase)
+                == other.host.as_deref().map(str::to_ascii_lowercase)
+    }
+
+    /// How specific the route is: longer prefixes and named hosts win.
+    pub fn specificity(&self) -> (bool, usize) {
+        (self.host.is_some(), self.prefix.trim_end_matches('/').len())
+    }
+}
+
+/// An app as the control plane holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct App {
+    pub spec: AppSpec,
+    /// The revision now serving.
+    pub revision: u64,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+/// An immutable snapshot of an app's spec; every change except scaling makes a new one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revision {
+    pub number: u64,
+    pub spec: AppSpec,
+    pub created_at: Millis,
+}
+
+/// How many pods of one revision should run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaSet {
+    pub namespace: String,
+    pub app: String,
+    pub revision: u64,
+    pub replicas: u32,
+}
+
+/// Where a pod is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PodPhase {
+    /// Not placed on a host yet (see `reason`).
+    Pending,
+    /// Placed; the host has not reported it running.
+    Scheduled,
+    /// The host runs it.
+    Running,
+    /// The host could not run it (see `reason`).
+    Failed,
+}
+
+/// One replica of one revision, assigned to (at most) one host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pod {
+    /// `app-r<revision>-<n>`, unique within the namespace.
+    pub name: String,
+    pub namespace: String,
+    pub app: String,
+    pub revision: u64,
+    pub host: Option<String>,
+    pub phase: PodPhase,
+    /// Why it is Pending or Failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub created_at: Millis,
+}
+
+impl Pod {
+    pub fn key(&self) -> String {
+        app_key(&self.namespace, &self.name)
+    }
+}
+
+/// What a host offers, as it registers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostInfo {
+    /// Unique host name.
+    pub name: String,
+    /// The host's ingress, e.g. `http://10.0.0.5:8080`.
+    pub address: String,
+    pub region: String,
+    pub zone: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    pub capacity: Capacity,
+}
+
+/// Resources a host offers or a pod reserves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Capacity {
+    /// Bytes of guest memory.
+    pub memory: u64,
+    /// Instance slots.
+    pub instances: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub enum HostState {
+    Ready,
+    NotReady,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Host {
+    pub info: HostInfo,
+    pub state: HostState,
+    /// When `state` last changed.
+    pub since: Millis,
+}
+
+/// What a token allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Read anything in its scope.
+    Viewer,
+    /// Read, and create, change and delete apps in its scope.
+    Deployer,
+    /// Everything, including tokens and cluster membership.
+    Admin,
+    /// A host: register, heartbeat, read its assignments and blobs, use buckets.
+    Host,
+}
+
+/// A token's role, for one namespace or (`None`) all of them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    pub role: Role,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// A name for people (`ci-deployer`), never the secret.
+    pub label: String,
+}
+
+/// Checks a DNS-label-like name: 1–63 lower-case letters, digits and `-`, starting with a
+/// letter, not ending with `-`.
+pub fn valid_name(s: &str) -> bool {
+    let b = s.as_bytes();
+    (1..=63).contains(&b.len())
+        && b[0].is_ascii_lowercase()
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && !s.ends_with('-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(prefix: &str, host: Option<&str>) -> Route {
+        Route {
+            prefix: prefix.into(),
+            host: host.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn routes_match_whole_segments() {
+        let r = route("/payments", None);
+        assert!(r.matches(None, "/payments"));
+        assert!(r.matches(None, "/payments/pay_1"));
+        assert!(!r.matches(None, "/paymentsx"));
+        assert!(!r.matches(None, "/"));
+        assert!(route("/", None).matches(None, "/anything"));
+        let h = route("/", Some("shop.example.com"));
+        assert!(h.matches(Some("SHOP.example.com:8080"), "/x"));
+        assert!(!h.matches(Some("other.com"), "/x"));
+        assert!(!h.matches(None, "/x"));
+    }
+
+    #[test]
+    fn conflicts_are_identical_prefix_and_host() {
+        assert!(route("/a", None).conflicts_with(&route("/a/", None)));
+        assert!(!route("/a", None).conflicts_with(&route("/a/b", None)));
+        assert!(!route("/a", Some("x.com")).conflicts_with(&route("/a", None)));
+        assert!(route("/a", Some("X.com")).conflicts_with(&route("/a", Some("x.com"))));
+    }
+
+    #[test]
+    fn names_are_dns_labels() {
+        for ok in ["payment", "a", "search-v2", "x1"] {
+            assert!(valid_name(ok), "{ok}");
+        }
+        for bad in ["", "Payment", "1app", "app-", "a_b", &"a".repeat(64)] {
+            assert!(!valid_name(bad), "{bad}");
+        }
+    }
+}
