@@ -1,0 +1,132 @@
+//! Raft log entries: every change to the cluster's state is one [`Command`], applied in
+//! log order by every replica, and answered with one [`Reply`].
+//!
+//! Commands carry everything their effect depends on (times are stamped by the leader
+//! when it proposes them), so applying the log is deterministic.
+
+use dabba_spec::Digest;
+use dabba_spec::kv::{KvError, Outcome, Write};
+use dabba_spec::resources::{App, AppSpec, Grant, HostInfo, HostState, Millis, Pod, PodPhase};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Command {
+    /// The first entry of a new cluster: its initial tokens, by SHA-256 of the secret.
+    Init {
+        tokens: Vec<(String, Grant)>,
+    },
+    CreateToken {
+        hash: String,
+        grant: Grant,
+    },
+    RevokeToken {
+        hash: String,
+    },
+    /// A component, by content.
+    PutBlob {
+        digest: Digest,
+        #[serde(with = "dabba_spec::kv::b64::bytes")]
+        bytes: Vec<u8>,
+    },
+    /// Create or change an app; a change of anything but `replicas` is a new revision.
+    ApplyApp {
+        spec: AppSpec,
+        at: Millis,
+    },
+    DeleteApp {
+        namespace: String,
+        name: String,
+        at: Millis,
+    },
+    ScaleApp {
+        namespace: String,
+        name: String,
+        replicas: u32,
+        at: Millis,
+    },
+    RegisterHost {
+        info: HostInfo,
+        at: Millis,
+    },
+    SetHostState {
+        name: String,
+        state: HostState,
+        at: Millis,
+    },
+    /// Pod changes decided by the reconcilers or reported by hosts.
+    Pods {
+        changes: Vec<PodChange>,
+        at: Millis,
+    },
+    /// A write to a workload's key-value bucket.
+    Kv {
+        bucket: String,
+        write: Write,
+    },
+}
+
+/// One change to one pod. Changes to pods that no longer exist are ignored, so a
+/// reconciler acting on a slightly old view cannot resurrect anything.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "change", rename_all = "snake_case")]
+pub enum PodChange {
+    Create {
+        pod: Pod,
+    },
+    Delete {
+        key: String,
+    },
+    /// Place a Pending pod on a host (it becomes Scheduled), or record why it cannot be.
+    Place {
+        key: String,
+        host: Option<String>,
+        reason: Option<String>,
+    },
+    /// A host reports how its pod is doing.
+    Phase {
+        key: String,
+        phase: PodPhase,
+        reason: Option<String>,
+    },
+}
+
+/// The answer to one command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "reply", rename_all = "snake_case")]
+pub enum Reply {
+    Ok,
+    App {
+        app: App,
+    },
+    Kv {
+        result: Result<Outcome, KvError>,
+    },
+    /// Nothing changed, for this reason.
+    Rejected {
+        code: Rejection,
+        message: String,
+    },
+}
+
+/// Why a command was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rejection {
+    AlreadyInitialized,
+    NotFound,
+    RouteConflict,
+    MissingComponent,
+    Invalid,
+}
+
+impl Rejection {
+    /// The HTTP status the API answers with.
+    pub fn status(self) -> u16 {
+        match self {
+            Rejection::NotFound => 404,
+            Rejection::RouteConflict | Rejection::AlreadyInitialized => 409,
+            Rejection::MissingComponent | Rejection::Invalid => 422,
+        }
+    }
+}

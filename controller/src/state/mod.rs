@@ -1,0 +1,472 @@
+//! The replicated state: everything the cluster knows that must survive the loss of any
+//! minority of controllers. [`State::apply`] is the state machine: a pure, deterministic
+//! function of the state and one command.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use dabba_spec::Digest;
+use dabba_spec::kv::{self, Bucket, KvError};
+use dabba_spec::resources::{
+    App, AppSpec, Grant, Host, HostState, Millis, Pod, PodPhase, ReplicaSet, Revision, app_key,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::command::{Command, PodChange, Rejection, Reply};
+
+/// Revisions kept per app, the serving one included.
+pub const REVISION_HISTORY: usize = 10;
+/// Events kept for `describe`.
+pub const EVENT_HISTORY: usize = 200;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    /// Bumped by every command that changes what clients can see; watches wait on it.
+    pub version: u64,
+    pub initialized: bool,
+    /// Grants by SHA-256 (hex) of the token secret.
+    pub tokens: BTreeMap<String, Grant>,
+    /// Components by digest.
+    #[serde(with = "bytes_map")]
+    pub blobs: BTreeMap<String, Vec<u8>>,
+    /// Apps by `namespace/name`.
+    pub apps: BTreeMap<String, App>,
+    /// Revisions by `namespace/name`, oldest first.
+    pub revisions: BTreeMap<String, Vec<Revision>>,
+    /// Replica sets by `namespace/name/revision`.
+    pub replica_sets: BTreeMap<String, ReplicaSet>,
+    /// Pods by `namespace/pod`.
+    pub pods: BTreeMap<String, Pod>,
+    pub hosts: BTreeMap<String, Host>,
+    /// Workload buckets by scoped bucket name, then key.
+    #[serde(with = "kv_map")]
+    pub kv: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
+    /// Numbers pod names, so no name is used twice.
+    pub pod_seq: u64,
+    pub events: VecDeque<Event>,
+}
+
+/// Something that happened to an object, for `dabba describe`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub at: Millis,
+    /// `app/default/payment`, `host/h1`, `pod/default/payment-r1-3`.
+    pub object: String,
+    pub reason: String,
+    pub message: String,
+}
+
+pub fn replica_set_key(namespace: &str, app: &str, revision: u64) -> String {
+    format!("{namespace}/{app}/{revision}")
+}
+
+struct MapBucket<'a>(&'a mut BTreeMap<String, Vec<u8>>);
+
+impl Bucket for MapBucket<'_> {
+    fn read(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
+        Ok(self.0.get(key).cloned())
+    }
+    fn store(&mut self, key: &str, value: Option<&[u8]>) -> Result<(), KvError> {
+        match value {
+            Some(v) => self.0.insert(key.to_string(), v.to_vec()),
+            None => self.0.remove(key),
+        };
+        Ok(())
+    }
+}
+
+fn rejected(code: Rejection, message: impl Into<String>) -> Reply {
+    Reply::Rejected {
+        code,
+        message: message.into(),
+    }
+}
+
+impl State {
+    /// Applies one command. A rejected command changes nothing.
+    pub fn apply(&mut self, command: &Command) -> Reply {
+        match command {
+            Command::Init { tokens } => {
+                if self.initialized {
+                    return rejected(
+                        Rejection::AlreadyInitialized,
+                        "the cluster is already initialized",
+                    );
+                }
+                self.initialized = true;
+                for (hash, grant) in tokens {
+                    self.tokens.insert(hash.clone(), grant.clone());
+                }
+                self.version += 1;
+                Reply::Ok
+            }
+            Command::CreateToken { hash, grant } => {
+                self.tokens.insert(hash.clone(), grant.clone());
+                self.version += 1;
+                Reply::Ok
+            }
+            Command::RevokeToken { hash } => {
+                if self.tokens.remove(hash).is_none() {
+                    return rejected(Rejection::NotFound, "no such token");
+                }
+                self.version += 1;
+                Reply::Ok
+            }
+            Command::PutBlob { digest, bytes } => {
+                self.blobs
+                    .entry(digest.to_string())
+                    .or_insert_with(|| bytes.clone());
+                Reply::Ok
+            }
+            Command::ApplyApp { spec, at } => self.apply_app(spec, *at),
+            Command::DeleteApp {
+                namespace,
+                name,
+                at,
+            } => {
+                let key = app_key(namespace, name);
+                if self.apps.remove(&key).is_none() {
+                    return rejected(Rejection::NotFound, format!("no app {key}"));
+                }
+                self.revisions.remove(&key);
+                self.replica_sets
+                    .retain(|_, rs| !(rs.namespace == *namespace && rs.app == *name));
+                self.pods
+                    .retain(|_, p| !(p.namespace == *namespace && p.app == *name));
+                self.event(
+                    *at,
+                    format!("app/{key}"),
+                    "Deleted",
+                    "app deleted with its pods",
+                );
+                self.version += 1;
+                Reply::Ok
+            }
+            Command::ScaleApp {
+                namespace,
+                name,
+                replicas,
+                at,
+            } => {
+                let key = app_key(namespace, name);
+                let Some(app) = self.apps.get_mut(&key) else {
+                    return rejected(Rejection::NotFound, format!("no app {key}"));
+                };
+                let from = app.spec.replicas;
+                app.spec.replicas = *replicas;
+                app.updated_at = *at;
+                let revision = app.revision;
+                let app = app.clone();
+                if let Some(rs) = self
+                    .replica_sets
+                    .get_mut(&replica_set_key(namespace, name, revision))
+                {
+                    rs.replicas = *replicas;
+                }
+                self.event(
+                    *at,
+                    format!("app/{key}"),
+                    "Scaled",
+                    format!("replicas {from} → {replicas}"),
+                );
+                self.version += 1;
+                Reply::App { app }
+            }
+            Command::RegisterHost { info, at } => {
+                let name = info.name.clone();
+                let known = self.hosts.contains_key(&name);
+                self.hosts.insert(
+                    name.clone(),
+                    Host {
+                        info: info.clone(),
+                        state: HostState::Ready,
+                        since: *at,
+                    },
+                );
+                let what = if known { "re-registered" } else { "registered" };
+                self.event(
+                    *at,
+                    format!("host/{name}"),
+                    "Registered",
+                    format!("host {what} at {}", info.address),
+                );
+                self.version += 1;
+                Reply::Ok
+            }
+            Command::SetHostState { name, state, at } => {
+                let Some(host) = self.hosts.get_mut(name) else {
+                    return rejected(Rejection::NotFound, format!("no host {name}"));
+                };
+                if host.state == *state {
+                    return Reply::Ok;
+                }
+                host.state = *state;
+                host.since = *at;
+                self.event(
+                    *at,
+                    format!("host/{name}"),
+                    "StateChanged",
+                    format!("host is {state:?}"),
+                );
+                self.version += 1;
+                Reply::Ok
+            }
+            Command::Pods { changes, at } => {
+                let mut changed = false;
+                for change in changes {
+                    changed |= self.apply_pod_change(change, *at);
+                }
+                if changed {
+                    self.version += 1;
+                }
+                Reply::Ok
+            }
+            Command::Kv { bucket, write } => {
+                let map = self.kv.entry(bucket.clone()).or_default();
+                let result = kv::apply(&mut MapBucket(map), write);
+                if self.kv.get(bucket).is_some_and(BTreeMap::is_empty) {
+                    self.kv.remove(bucket);
+                }
+                Reply::Kv { result }
+            }
+        }
+    }
+
+    fn apply_app(&mut self, spec: &AppSpec, at: Millis) -> Reply {
+        let key = spec.key();
+        if !self.blobs.contains_key(&spec.component.to_string()) {
+            return rejected(
+                Rejection::MissingComponent,
+                format!("component {} has not been uploaded", spec.component),
+            );
+        }
+        if let Some((other, _)) = self
+            .apps
+            .iter()
+            .find(|(k, a)| **k != key && a.spec.route.conflicts_with(&spec.route))
+        {
+            let host = spec
+                .route
+                .host
+                .as_deref()
+                .map(|h| format!(" on host {h}"))
+                .unwrap_or_default();
+            return rejected(
+                Rejection::RouteConflict,
+                format!(
+                    "route {}{host} is already served by {other}",
+                    spec.route.prefix
+                ),
+            );
+        }
+        let revisions = self.revisions.entry(key.clone()).or_default();
+        let existing = self.apps.get(&key).cloned();
+        let app = match existing {
+            Some(mut app) if app.spec.same_revision(spec) => {
+                // Only the replica count may differ: no new revision.
+                app.spec.replicas = spec.replicas;
+                app.updated_at = at;
+                if let Some(rs) = self.replica_sets.get_mut(&replica_set_key(
+                    &spec.namespace,
+                    &spec.name,
+                    app.revision,
+                )) {
+                    rs.replicas = spec.replicas;
+                }
+                app
+            }
+            existing => {
+                let number = revisions.last().map_or(1, |r| r.number + 1);
+                revisions.push(Revision {
+                    number,
+                    spec: spec.clone(),
+                    created_at: at,
+                });
+                if revisions.len() > REVISION_HISTORY {
+                    let drop = revisions.len() - REVISION_HISTORY;
+                    revisions.drain(..drop);
+                }
+                // The new revision's replica set takes all replicas; older ones go to
+                // zero (their pods stop once the new ones run: see the replica-set
+                // reconciler).
+                for rs in self.replica_sets.values_mut() {
+                    if rs.namespace == spec.namespace && rs.app == spec.name {
+                        rs.replicas = 0;
+                    }
+                }
+                self.replica_sets.insert(
+                    replica_set_key(&spec.namespace, &spec.name, number),
+                    ReplicaSet {
+                        namespace: spec.namespace.clone(),
+                        app: spec.name.clone(),
+                        revision: number,
+                        replicas: spec.replicas,
+                    },
+                );
+                let created_at = existing.as_ref().map_or(at, |a| a.created_at);
+                self.event(
+                    at,
+                    format!("app/{key}"),
+                    "NewRevision",
+                    format!("revision {number} ({})", spec.component.short()),
+                );
+                App {
+                    spec: spec.clone(),
+                    revision: number,
+                    created_at,
+                    updated_at: at,
+                }
+            }
+        };
+        self.apps.insert(key, app.clone());
+        self.version += 1;
+        Reply::App { app }
+    }
+
+    /// Applies one pod change; returns whether anything changed.
+    fn apply_pod_change(&mut self, change: &PodChange, at: Millis) -> bool {
+        match change {
+            PodChange::Create { pod } => {
+                let key = pod.key();
+                let rs = replica_set_key(&pod.namespace, &pod.app, pod.revision);
+                if self.pods.contains_key(&key) || !self.replica_sets.contains_key(&rs) {
+                    return false;
+                }
+                self.pod_seq += 1;
+                self.pods.insert(key, pod.clone());
+                true
+            }
+            PodChange::Delete { key } => {
+                let removed = self.pods.remove(key).is_some();
+                if removed {
+                    self.event(at, format!("pod/{key}"), "Deleted", "pod removed");
+                }
+                removed
+            }
+            PodChange::Place { key, host, reason } => {
+                let Some(pod) = self.pods.get_mut(key) else {
+                    return false;
+                };
+                let (phase, reason) = match host {
+                    Some(_) => (PodPhase::Scheduled, None),
+                    None => (PodPhase::Pending, reason.clone()),
+                };
+                if pod.host == *host && pod.phase == phase && pod.reason == reason {
+                    return false;
+                }
+                pod.host = host.clone();
+                pod.phase = phase;
+                pod.reason = reason;
+                let message = match host {
+                    Some(h) => format!("scheduled on {h}"),
+                    None => format!("pending: {}", pod.reason.as_deref().unwrap_or("no host")),
+                };
+                self.event(at, format!("pod/{key}"), "Scheduling", message);
+                true
+            }
+            PodChange::Phase { key, phase, reason } => {
+                let Some(pod) = self.pods.get_mut(key) else {
+                    return false;
+                };
+                if pod.phase == *phase && pod.reason == *reason {
+                    return false;
+                }
+                pod.phase = *phase;
+                pod.reason = reason.clone();
+                let message = format!(
+                    "{phase:?}{}",
+                    reason
+                        .as_deref()
+                        .map(|r| format!(": {r}"))
+                        .unwrap_or_default()
+                );
+                self.event(at, format!("pod/{key}"), "Phase", message);
+                true
+            }
+        }
+    }
+
+    fn event(&mut self, at: Millis, object: String, reason: &str, message: impl Into<String>) {
+        if self.events.len() == EVENT_HISTORY {
+            self.events.pop_front();
+        }
+        self.events.push_back(Event {
+            at,
+            object,
+            reason: reason.to_string(),
+            message: message.into(),
+        });
+    }
+
+    /// The component bytes for a digest.
+    pub fn blob(&self, digest: &Digest) -> Option<&[u8]> {
+        self.blobs.get(&digest.to_string()).map(Vec::as_slice)
+    }
+
+    /// The revision `number` of an app.
+    pub fn revision(&self, namespace: &str, app: &str, number: u64) -> Option<&Revision> {
+        self.revisions
+            .get(&app_key(namespace, app))?
+            .iter()
+            .find(|r| r.number == number)
+    }
+}
+
+/// A map of byte strings, serialized with base64 values.
+mod bytes_map {
+    use std::collections::BTreeMap;
+
+    use dabba_spec::kv::b64;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        m: &BTreeMap<String, Vec<u8>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        let encoded: BTreeMap<&String, String> =
+            m.iter().map(|(k, v)| (k, b64::encode(v))).collect();
+        encoded.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<String, Vec<u8>>, D::Error> {
+        BTreeMap::<String, String>::deserialize(d)?
+            .into_iter()
+            .map(|(k, v)| Ok((k, b64::decode(&v).map_err(serde::de::Error::custom)?)))
+            .collect()
+    }
+}
+
+/// Buckets of byte strings, serialized with base64 values.
+mod kv_map {
+    use std::collections::BTreeMap;
+
+    use dabba_spec::kv::b64;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    type Buckets = BTreeMap<String, BTreeMap<String, Vec<u8>>>;
+
+    pub fn serialize<S: Serializer>(m: &Buckets, s: S) -> Result<S::Ok, S::Error> {
+        let encoded: BTreeMap<&String, BTreeMap<&String, String>> = m
+            .iter()
+            .map(|(b, keys)| (b, keys.iter().map(|(k, v)| (k, b64::encode(v))).collect()))
+            .collect();
+        encoded.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Buckets, D::Error> {
+        BTreeMap::<String, BTreeMap<String, String>>::deserialize(d)?
+            .into_iter()
+            .map(|(b, keys)| {
+                let keys = keys
+                    .into_iter()
+                    .map(|(k, v)| Ok((k, b64::decode(&v).map_err(serde::de::Error::custom)?)))
+                    .collect::<Result<_, D::Error>>()?;
+                Ok((b, keys))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests;

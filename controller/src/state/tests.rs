@@ -1,0 +1,379 @@
+use dabba_spec::kv::{Outcome, Write};
+use dabba_spec::resources::{Capacity, HostInfo, Role, Route};
+use dabba_spec::{Digest, LimitOverrides};
+
+use super::*;
+
+pub(crate) fn digest(n: u8) -> Digest {
+    Digest::from_bytes([n; 32])
+}
+
+pub(crate) fn spec(name: &str, prefix: &str, replicas: u32) -> AppSpec {
+    AppSpec {
+        name: name.into(),
+        namespace: "default".into(),
+        component: digest(1),
+        route: Route {
+            prefix: prefix.into(),
+            host: None,
+        },
+        replicas,
+        limits: LimitOverrides::default(),
+        capabilities: Default::default(),
+        node_selector: Default::default(),
+    }
+}
+
+pub(crate) fn with_blobs() -> State {
+    let mut s = State::default();
+    for n in 1..=3 {
+        s.apply(&Command::PutBlob {
+            digest: digest(n),
+            bytes: vec![n; 4],
+        });
+    }
+    s
+}
+
+fn app_reply(r: Reply) -> App {
+    match r {
+        Reply::App { app } => app,
+        other => panic!("expected an app, got {other:?}"),
+    }
+}
+
+#[test]
+fn init_happens_once() {
+    let mut s = State::default();
+    let grant = Grant {
+        role: Role::Admin,
+        namespace: None,
+        label: "admin".into(),
+    };
+    let init = Command::Init {
+        tokens: vec![("h".into(), grant)],
+    };
+    assert_eq!(s.apply(&init), Reply::Ok);
+    assert!(s.initialized);
+    let again = s.apply(&init);
+    assert!(matches!(
+        again,
+        Reply::Rejected {
+            code: Rejection::AlreadyInitialized,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn applying_a_changed_spec_makes_a_new_revision_but_scaling_does_not() {
+    let mut s = with_blobs();
+    let a = app_reply(s.apply(&Command::ApplyApp {
+        spec: spec("pay", "/pay", 2),
+        at: 1,
+    }));
+    assert_eq!(a.revision, 1);
+    // Same spec, other replica count: same revision, replica set follows.
+    let a = app_reply(s.apply(&Command::ApplyApp {
+        spec: spec("pay", "/pay", 5),
+        at: 2,
+    }));
+    assert_eq!(a.revision, 1);
+    assert_eq!(
+        s.replica_sets[&replica_set_key("default", "pay", 1)].replicas,
+        5
+    );
+    // A new component: revision 2 takes the replicas, revision 1 goes to zero.
+    let mut changed = spec("pay", "/pay", 5);
+    changed.component = digest(2);
+    let a = app_reply(s.apply(&Command::ApplyApp {
+        spec: changed,
+        at: 3,
+    }));
+    assert_eq!(a.revision, 2);
+    assert_eq!(a.created_at, 1);
+    assert_eq!(
+        s.replica_sets[&replica_set_key("default", "pay", 1)].replicas,
+        0
+    );
+    assert_eq!(
+        s.replica_sets[&replica_set_key("default", "pay", 2)].replicas,
+        5
+    );
+    assert_eq!(s.revisions["default/pay"].len(), 2);
+    let a = app_reply(s.apply(&Command::ScaleApp {
+        namespace: "default".into(),
+        name: "pay".into(),
+        replicas: 1,
+        at: 4,
+    }));
+    assert_eq!((a.revision, a.spec.replicas), (2, 1));
+    assert_eq!(
+        s.replica_sets[&replica_set_key("default", "pay", 2)].replicas,
+        1
+    );
+}
+
+#[test]
+fn revision_history_is_bounded() {
+    let mut s = with_blobs();
+    for i in 0..25u32 {
+        let mut sp = spec("pay", "/pay", 1);
+        sp.capabilities.env.insert("N".into(), i.to_string());
+        s.apply(&Command::ApplyApp {
+            spec: sp,
+            at: u64::from(i),
+        });
+    }
+    let revs = &s.revisions["default/pay"];
+    assert_eq!(revs.len(), REVISION_HISTORY);
+    assert_eq!(revs.last().unwrap().number, 25);
+    assert_eq!(revs.first().unwrap().number, 16);
+}
+
+#[test]
+fn rejected_applies_change_nothing() {
+    let mut s = with_blobs();
+    s.apply(&Command::ApplyApp {
+        spec: spec("pay", "/pay", 1),
+        at: 1,
+    });
+    let before = s.clone();
+    let conflict = s.apply(&Command::ApplyApp {
+        spec: spec("other", "/pay/", 1),
+        at: 2,
+    });
+    match conflict {
+        Reply::Rejected { code, message } => {
+            assert_eq!(code, Rejection::RouteConflict);
+            assert!(message.contains("default/pay"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let mut missing = spec("ghost", "/ghost", 1);
+    missing.component = digest(9);
+    assert!(matches!(
+        s.apply(&Command::ApplyApp {
+            spec: missing,
+            at: 3
+        }),
+        Reply::Rejected {
+            code: Rejection::MissingComponent,
+            ..
+        }
+    ));
+    assert!(matches!(
+        s.apply(&Command::DeleteApp {
+            namespace: "default".into(),
+            name: "nope".into(),
+            at: 4
+        }),
+        Reply::Rejected {
+            code: Rejection::NotFound,
+            ..
+        }
+    ));
+    assert_eq!(s, before);
+}
+
+#[test]
+fn deleting_an_app_removes_its_pods_and_revisions() {
+    let mut s = with_blobs();
+    s.apply(&Command::ApplyApp {
+        spec: spec("pay", "/pay", 1),
+        at: 1,
+    });
+    let pod = Pod {
+        name: "pay-r1-1".into(),
+        namespace: "default".into(),
+        app: "pay".into(),
+        revision: 1,
+        host: None,
+        phase: PodPhase::Pending,
+        reason: None,
+        created_at: 1,
+    };
+    s.apply(&Command::Pods {
+        changes: vec![PodChange::Create { pod }],
+        at: 1,
+    });
+    assert_eq!(s.pods.len(), 1);
+    assert_eq!(
+        s.apply(&Command::DeleteApp {
+            namespace: "default".into(),
+            name: "pay".into(),
+            at: 2
+        }),
+        Reply::Ok
+    );
+    assert!(
+        s.pods.is_empty()
+            && s.revisions.is_empty()
+            && s.replica_sets.is_empty()
+            && s.apps.is_empty()
+    );
+}
+
+#[test]
+fn pod_changes_for_vanished_pods_are_ignored() {
+    let mut s = with_blobs();
+    s.apply(&Command::ApplyApp {
+        spec: spec("pay", "/pay", 1),
+        at: 1,
+    });
+    let v = s.version;
+    s.apply(&Command::Pods {
+        changes: vec![
+            PodChange::Place {
+                key: "default/ghost".into(),
+                host: Some("h1".into()),
+                reason: None,
+            },
+            PodChange::Delete {
+                key: "default/ghost".into(),
+            },
+        ],
+        at: 2,
+    });
+    assert_eq!(s.version, v, "nothing visible changed");
+    // A pod of a revision without a replica set is not created.
+    let stray = Pod {
+        name: "pay-r7-1".into(),
+        namespace: "default".into(),
+        app: "pay".into(),
+        revision: 7,
+        host: None,
+        phase: PodPhase::Pending,
+        reason: None,
+        created_at: 1,
+    };
+    s.apply(&Command::Pods {
+        changes: vec![PodChange::Create { pod: stray }],
+        at: 3,
+    });
+    assert!(s.pods.is_empty());
+}
+
+#[test]
+fn hosts_register_and_change_state() {
+    let mut s = State::default();
+    let info = HostInfo {
+        name: "h1".into(),
+        address: "http://127.0.0.1:1".into(),
+        region: "r".into(),
+        zone: "z".into(),
+        labels: Default::default(),
+        capacity: Capacity {
+            memory: 1 << 30,
+            instances: 100,
+        },
+    };
+    s.apply(&Command::RegisterHost { info, at: 1 });
+    assert_eq!(s.hosts["h1"].state, HostState::Ready);
+    s.apply(&Command::SetHostState {
+        name: "h1".into(),
+        state: HostState::NotReady,
+        at: 5,
+    });
+    assert_eq!(
+        (s.hosts["h1"].state, s.hosts["h1"].since),
+        (HostState::NotReady, 5)
+    );
+}
+
+#[test]
+fn key_value_writes_apply_the_shared_semantics() {
+    let mut s = State::default();
+    let inc = Command::Kv {
+        bucket: "default/default".into(),
+        write: Write::Increment {
+            key: "n".into(),
+            delta: 2,
+        },
+    };
+    assert_eq!(
+        s.apply(&inc),
+        Reply::Kv {
+            result: Ok(Outcome::Counter(2))
+        }
+    );
+    assert_eq!(
+        s.apply(&inc),
+        Reply::Kv {
+            result: Ok(Outcome::Counter(4))
+        }
+    );
+    let swap = Command::Kv {
+        bucket: "default/default".into(),
+        write: Write::Swap {
+            key: "claim".into(),
+            expected: None,
+            value: b"a".to_vec(),
+        },
+    };
+    assert_eq!(
+        s.apply(&swap),
+        Reply::Kv {
+            result: Ok(Outcome::Swapped)
+        }
+    );
+    assert_eq!(
+        s.apply(&swap),
+        Reply::Kv {
+            result: Ok(Outcome::Conflict(Some(b"a".to_vec())))
+        }
+    );
+}
+
+#[test]
+fn state_round_trips_through_json_for_snapshots() {
+    let mut s = with_blobs();
+    s.apply(&Command::ApplyApp {
+        spec: spec("pay", "/pay", 2),
+        at: 1,
+    });
+    s.apply(&Command::Kv {
+        bucket: "default/default".into(),
+        write: Write::Put(vec![("k".into(), Some(vec![0, 159, 255]))]),
+    });
+    let json = serde_json::to_vec(&s).unwrap();
+    let back: State = serde_json::from_slice(&json).unwrap();
+    assert_eq!(back, s);
+}
+
+#[test]
+fn applying_the_same_log_gives_the_same_state() {
+    let log = vec![
+        Command::PutBlob {
+            digest: digest(1),
+            bytes: vec![1],
+        },
+        Command::ApplyApp {
+            spec: spec("a", "/a", 2),
+            at: 10,
+        },
+        Command::ApplyApp {
+            spec: spec("b", "/a", 1),
+            at: 11,
+        },
+        Command::ScaleApp {
+            namespace: "default".into(),
+            name: "a".into(),
+            replicas: 3,
+            at: 12,
+        },
+        Command::Kv {
+            bucket: "x".into(),
+            write: Write::Increment {
+                key: "n".into(),
+                delta: 1,
+            },
+        },
+    ];
+    let run = || {
+        let mut s = State::default();
+        let replies: Vec<Reply> = log.iter().map(|c| s.apply(c)).collect();
+        (s, replies)
+    };
+    assert_eq!(run(), run());
+}
