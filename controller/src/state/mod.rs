@@ -169,7 +169,7 @@ impl State {
                     format!("replicas {from} → {replicas}"),
                 );
                 self.version += 1;
-                Reply::App { app }
+                Reply::App { app: Box::new(app) }
             }
             Command::RegisterHost { info, at } => {
                 let name = info.name.clone();
@@ -319,7 +319,7 @@ impl State {
         };
         self.apps.insert(key, app.clone());
         self.version += 1;
-        Reply::App { app }
+        Reply::App { app: Box::new(app) }
     }
 
     /// Applies one pod change; returns whether anything changed.

@@ -37,7 +37,7 @@ pub(crate) fn with_blobs() -> State {
 
 fn app_reply(r: Reply) -> App {
     match r {
-        Reply::App { app } => app,
+        Reply::App { app } => *app,
         other => panic!("expected an app, got {other:?}"),
     }
 }
