@@ -31,7 +31,7 @@ pub enum Command {
     },
     /// Create or change an app; a change of anything but `replicas` is a new revision.
     ApplyApp {
-        spec: AppSpec,
+        spec: Box<AppSpec>,
         at: Millis,
     },
     DeleteApp {
@@ -97,7 +97,7 @@ pub enum PodChange {
 pub enum Reply {
     Ok,
     App {
-        app: App,
+        app: Box<App>,
     },
     Kv {
         result: Result<Outcome, KvError>,
