@@ -69,13 +69,13 @@ fn init_happens_once() {
 fn applying_a_changed_spec_makes_a_new_revision_but_scaling_does_not() {
     let mut s = with_blobs();
     let a = app_reply(s.apply(&Command::ApplyApp {
-        spec: spec("pay", "/pay", 2),
+        spec: Box::new(spec("pay", "/pay", 2)),
         at: 1,
     }));
     assert_eq!(a.revision, 1);
     // Same spec, other replica count: same revision, replica set follows.
     let a = app_reply(s.apply(&Command::ApplyApp {
-        spec: spec("pay", "/pay", 5),
+        spec: Box::new(spec("pay", "/pay", 5)),
         at: 2,
     }));
     assert_eq!(a.revision, 1);
@@ -87,7 +87,7 @@ fn applying_a_changed_spec_makes_a_new_revision_but_scaling_does_not() {
     let mut changed = spec("pay", "/pay", 5);
     changed.component = digest(2);
     let a = app_reply(s.apply(&Command::ApplyApp {
-        spec: changed,
+        spec: Box::new(changed),
         at: 3,
     }));
     assert_eq!(a.revision, 2);
@@ -121,7 +121,7 @@ fn revision_history_is_bounded() {
         let mut sp = spec("pay", "/pay", 1);
         sp.capabilities.env.insert("N".into(), i.to_string());
         s.apply(&Command::ApplyApp {
-            spec: sp,
+            spec: Box::new(sp),
             at: u64::from(i),
         });
     }
@@ -135,12 +135,12 @@ fn revision_history_is_bounded() {
 fn rejected_applies_change_nothing() {
     let mut s = with_blobs();
     s.apply(&Command::ApplyApp {
-        spec: spec("pay", "/pay", 1),
+        spec: Box::new(spec("pay", "/pay", 1)),
         at: 1,
     });
     let before = s.clone();
     let conflict = s.apply(&Command::ApplyApp {
-        spec: spec("other", "/pay/", 1),
+        spec: Box::new(spec("other", "/pay/", 1)),
         at: 2,
     });
     match conflict {
@@ -154,7 +154,7 @@ fn rejected_applies_change_nothing() {
     missing.component = digest(9);
     assert!(matches!(
         s.apply(&Command::ApplyApp {
-            spec: missing,
+            spec: Box::new(missing),
             at: 3
         }),
         Reply::Rejected {
@@ -180,7 +180,7 @@ fn rejected_applies_change_nothing() {
 fn deleting_an_app_removes_its_pods_and_revisions() {
     let mut s = with_blobs();
     s.apply(&Command::ApplyApp {
-        spec: spec("pay", "/pay", 1),
+        spec: Box::new(spec("pay", "/pay", 1)),
         at: 1,
     });
     let pod = Pod {
@@ -218,7 +218,7 @@ fn deleting_an_app_removes_its_pods_and_revisions() {
 fn pod_changes_for_vanished_pods_are_ignored() {
     let mut s = with_blobs();
     s.apply(&Command::ApplyApp {
-        spec: spec("pay", "/pay", 1),
+        spec: Box::new(spec("pay", "/pay", 1)),
         at: 1,
     });
     let v = s.version;
@@ -329,7 +329,7 @@ fn key_value_writes_apply_the_shared_semantics() {
 fn state_round_trips_through_json_for_snapshots() {
     let mut s = with_blobs();
     s.apply(&Command::ApplyApp {
-        spec: spec("pay", "/pay", 2),
+        spec: Box::new(spec("pay", "/pay", 2)),
         at: 1,
     });
     s.apply(&Command::Kv {
@@ -349,11 +349,11 @@ fn applying_the_same_log_gives_the_same_state() {
             bytes: vec![1],
         },
         Command::ApplyApp {
-            spec: spec("a", "/a", 2),
+            spec: Box::new(spec("a", "/a", 2)),
             at: 10,
         },
         Command::ApplyApp {
-            spec: spec("b", "/a", 1),
+            spec: Box::new(spec("b", "/a", 1)),
             at: 11,
         },
         Command::ScaleApp {
