@@ -343,7 +343,7 @@ fn state_round_trips_through_json_for_snapshots() {
 
 #[test]
 fn applying_the_same_log_gives_the_same_state() {
-    let log = vec![
+    let log = [
         Command::PutBlob {
             digest: digest(1),
             bytes: vec![1],
