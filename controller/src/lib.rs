@@ -3,4 +3,5 @@
 //! thin drivers.
 
 pub mod command;
+pub mod reconcile;
 pub mod state;

@@ -326,12 +326,22 @@ impl State {
     fn apply_pod_change(&mut self, change: &PodChange, at: Millis) -> bool {
         match change {
             PodChange::Create { pod } => {
+                // Pod names end in a sequence number proposed from `pod_seq`; keeping
+                // the highest one seen means the next proposal never reuses a name,
+                // even after a stale proposal was skipped.
+                if let Some(n) = pod
+                    .name
+                    .rsplit('-')
+                    .next()
+                    .and_then(|s| s.parse::<u64>().ok())
+                {
+                    self.pod_seq = self.pod_seq.max(n);
+                }
                 let key = pod.key();
                 let rs = replica_set_key(&pod.namespace, &pod.app, pod.revision);
                 if self.pods.contains_key(&key) || !self.replica_sets.contains_key(&rs) {
                     return false;
                 }
-                self.pod_seq += 1;
                 self.pods.insert(key, pod.clone());
                 true
             }
@@ -469,4 +479,4 @@ mod kv_map {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -1,0 +1,79 @@
+//! Reconcilers: pure functions from (desired state, observed state, now) to the commands
+//! that move the cluster toward the desired state.
+//!
+//! Contract, as in kube-rs and the Kubernetes controllers: a reconciler is level-
+//! triggered and idempotent. It is not told why it runs; it looks at everything and
+//! proposes what is missing. Run twice on the same input it proposes the same commands;
+//! run on a converged cluster it proposes none. It never awaits and does no I/O: the
+//! driver on the leader feeds it the committed state and the leader's soft state
+//! (heartbeats), and commits what it returns through Raft.
+
+pub mod hosts;
+pub mod replicas;
+pub mod scheduler;
+
+use std::collections::{BTreeSet, HashMap};
+
+use dabba_spec::resources::{HostState, Millis};
+
+use crate::command::Command;
+use crate::state::State;
+
+/// Soft state the leader keeps in memory and never commits.
+#[derive(Debug, Clone, Default)]
+pub struct Observed {
+    /// Last heartbeat received from each host.
+    pub heartbeats: HashMap<String, Millis>,
+    /// When this controller became leader: every host gets a full failure timeout from
+    /// then before it can be judged, whatever the previous leader saw.
+    pub leader_since: Millis,
+}
+
+/// Knobs of the reconcilers.
+#[derive(Debug, Clone, Copy)]
+pub struct Tuning {
+    /// A host that has not sent a heartbeat for this long is NotReady and its pods are
+    /// replaced elsewhere. By default: 3 s.
+    pub failure_timeout: Millis,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            failure_timeout: 3_000,
+        }
+    }
+}
+
+/// Everything the reconcilers want done now.
+pub fn reconcile(state: &State, observed: &Observed, now: Millis, tuning: &Tuning) -> Vec<Command> {
+    let mut commands = Vec::new();
+    let verdicts = hosts::judge(state, observed, now, tuning);
+    let ready: BTreeSet<&str> = state
+        .hosts
+        .iter()
+        .filter(|(name, host)| {
+            let state = verdicts
+                .iter()
+                .find(|(n, _)| n == *name)
+                .map_or(host.state, |(_, s)| *s);
+            state == HostState::Ready
+        })
+        .map(|(name, _)| name.as_str())
+        .collect();
+    for (name, host_state) in verdicts {
+        commands.push(Command::SetHostState {
+            name,
+            state: host_state,
+            at: now,
+        });
+    }
+    let changes = replicas::reconcile(state, &ready, now);
+    if !changes.is_empty() {
+        commands.push(Command::Pods { changes, at: now });
+    }
+    commands
+}
+
+#[cfg(test)]
+mod tests;

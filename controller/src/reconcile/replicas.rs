@@ -1,0 +1,159 @@
+//! Replica sets: keep the desired number of pods of each revision, replace pods of lost
+//! hosts, and roll an app from one revision to the next without a gap.
+//!
+//! Lifecycle of a pod, as this reconciler sees it:
+//!
+//! | pod | on a lost host | surplus in its replica set | otherwise |
+//! |---|---|---|---|
+//! | Pending (no host) | — | deleted first | placed when a host fits, else its reason is kept current |
+//! | Scheduled / Running / Failed | deleted (and so replaced) | deleted, newest first | left alone |
+//!
+//! Rolling forward: the new revision's replica set gets all replicas at once; the old
+//! revision's pods stay until the new revision has as many Running pods as it wants, so
+//! an app keeps answering during an update.
+
+use std::collections::BTreeSet;
+
+use dabba_spec::resources::{Millis, Pod, PodPhase, app_key};
+
+use super::scheduler::{self, Usage};
+use crate::command::PodChange;
+use crate::state::State;
+
+pub fn reconcile(state: &State, ready: &BTreeSet<&str>, now: Millis) -> Vec<PodChange> {
+    let mut changes = Vec::new();
+    let mut usage = Usage::of(state, ready);
+    let mut next_seq = state.pod_seq + 1;
+    let lost = |p: &Pod| p.host.as_deref().is_some_and(|h| !ready.contains(h));
+
+    // Pods on hosts that are gone are deleted; their replica sets replace them below.
+    for pod in state.pods.values().filter(|p| lost(p)) {
+        changes.push(PodChange::Delete { key: pod.key() });
+    }
+
+    for rs in state.replica_sets.values() {
+        let app_id = app_key(&rs.namespace, &rs.app);
+        let (Some(app), Some(revision)) = (
+            state.apps.get(&app_id),
+            state.revision(&rs.namespace, &rs.app, rs.revision),
+        ) else {
+            continue;
+        };
+        let mut live: Vec<&Pod> = state
+            .pods
+            .values()
+            .filter(|p| p.namespace == rs.namespace && p.app == rs.app && p.revision == rs.revision)
+            .filter(|p| !lost(p))
+            .collect();
+        let desired = if rs.revision == app.revision {
+            rs.replicas as usize
+        } else if serving_revision_ready(
+            state,
+            &rs.namespace,
+            &rs.app,
+            app.revision,
+            app.spec.replicas,
+        ) {
+            0
+        } else {
+            live.len()
+        };
+
+        if live.len() > desired {
+            // Surplus: unplaced pods first, then the newest.
+            live.sort_by_key(|p| {
+                (
+                    phase_rank(p.phase),
+                    std::cmp::Reverse(p.created_at),
+                    p.name.clone(),
+                )
+            });
+            for pod in &live[desired..] {
+                changes.push(PodChange::Delete { key: pod.key() });
+                if let Some(h) = &pod.host {
+                    usage.remove(state, &revision.spec, h);
+                }
+            }
+            continue;
+        }
+
+        for _ in live.len()..desired {
+            let name = format!("{}-r{}-{}", rs.app, rs.revision, next_seq);
+            next_seq += 1;
+            let placed = scheduler::place(state, ready, &usage, &revision.spec);
+            if let Ok(h) = &placed {
+                usage.add(state, &revision.spec, h);
+            }
+            let (host, phase, reason) = match placed {
+                Ok(h) => (Some(h), PodPhase::Scheduled, None),
+                Err(reason) => (None, PodPhase::Pending, Some(reason)),
+            };
+            changes.push(PodChange::Create {
+                pod: Pod {
+                    name,
+                    namespace: rs.namespace.clone(),
+                    app: rs.app.clone(),
+                    revision: rs.revision,
+                    host,
+                    phase,
+                    reason,
+                    created_at: now,
+                },
+            });
+        }
+
+        // Pods still waiting for a host get one if it now fits.
+        for pod in live.iter().filter(|p| p.host.is_none()) {
+            match scheduler::place(state, ready, &usage, &revision.spec) {
+                Ok(h) => {
+                    usage.add(state, &revision.spec, &h);
+                    changes.push(PodChange::Place {
+                        key: pod.key(),
+                        host: Some(h),
+                        reason: None,
+                    });
+                }
+                Err(reason) if pod.reason.as_deref() != Some(reason.as_str()) => {
+                    changes.push(PodChange::Place {
+                        key: pod.key(),
+                        host: None,
+                        reason: Some(reason),
+                    });
+                }
+                Err(_) => {}
+            }
+        }
+    }
+    changes
+}
+
+/// Whether the serving revision has all the Running pods it wants.
+fn serving_revision_ready(
+    state: &State,
+    namespace: &str,
+    app: &str,
+    revision: u64,
+    wanted: u32,
+) -> bool {
+    let running = state
+        .pods
+        .values()
+        .filter(|p| {
+            p.namespace == namespace
+                && p.app == app
+                && p.revision == revision
+                && p.phase == PodPhase::Running
+        })
+        .count();
+    running >= wanted as usize
+}
+
+/// Which pods go first when a replica set shrinks.
+fn phase_rank(phase: PodPhase) -> u8 {
+    match phase {
+        PodPhase::Pending => 0,
+        PodPhase::Failed => 1,
+        PodPhase::Scheduled => 2,
+        PodPhase::Running => 3,
+    }
+}

@@ -1,0 +1,159 @@
+//! Placement: which Ready host runs a new pod.
+//!
+//! A pod reserves one instance slot and its app's per-instance memory cap. A host is a
+//! candidate if it is Ready, has every label of the app's node selector, and has that
+//! much memory and a slot free. Among candidates the scheduler spreads an app across
+//! zones first, then across hosts, then prefers the host with the most free memory;
+//! ties go to the lexically first host name, so placement is deterministic.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use dabba_spec::resources::{AppSpec, Capacity, app_key};
+use dabba_spec::{ByteSize, WorkloadKind};
+
+use crate::state::State;
+
+/// What one pod of `spec` reserves on its host.
+pub fn request(spec: &AppSpec) -> Capacity {
+    let memory = spec
+        .limits
+        .resolve(WorkloadKind::Http)
+        .map(|l| l.memory)
+        .unwrap_or(ByteSize::mib(128));
+    Capacity {
+        memory: memory.as_u64(),
+        instances: 1,
+    }
+}
+
+/// What is already reserved, kept up to date as the reconciler places pods in one pass.
+#[derive(Debug, Clone, Default)]
+pub struct Usage {
+    used: BTreeMap<String, Capacity>,
+    /// Pods per (app, zone) and per (app, host).
+    per_zone: BTreeMap<(String, String), u32>,
+    per_host: BTreeMap<(String, String), u32>,
+}
+
+impl Usage {
+    /// The reservations of every pod placed on a host in `ready`.
+    pub fn of(state: &State, ready: &BTreeSet<&str>) -> Usage {
+        let mut usage = Usage::default();
+        for pod in state.pods.values() {
+            let Some(host) = pod.host.as_deref().filter(|h| ready.contains(h)) else {
+                continue;
+            };
+            let Some(rev) = state.revision(&pod.namespace, &pod.app, pod.revision) else {
+                continue;
+            };
+            usage.add(state, &rev.spec, host);
+        }
+        usage
+    }
+
+    pub fn add(&mut self, state: &State, spec: &AppSpec, host: &str) {
+        let r = request(spec);
+        let u = self.used.entry(host.to_string()).or_default();
+        u.memory += r.memory;
+        u.instances += r.instances;
+        let app = app_key(&spec.namespace, &spec.name);
+        if let Some(h) = state.hosts.get(host) {
+            *self
+                .per_zone
+                .entry((app.clone(), h.info.zone.clone()))
+                .or_default() += 1;
+        }
+        *self.per_host.entry((app, host.to_string())).or_default() += 1;
+    }
+
+    pub fn remove(&mut self, state: &State, spec: &AppSpec, host: &str) {
+        let r = request(spec);
+        if let Some(u) = self.used.get_mut(host) {
+            u.memory = u.memory.saturating_sub(r.memory);
+            u.instances = u.instances.saturating_sub(r.instances);
+        }
+        let app = app_key(&spec.namespace, &spec.name);
+        if let Some(h) = state.hosts.get(host)
+            && let Some(n) = self.per_zone.get_mut(&(app.clone(), h.info.zone.clone()))
+        {
+            *n = n.saturating_sub(1);
+        }
+        if let Some(n) = self.per_host.get_mut(&(app, host.to_string())) {
+            *n = n.saturating_sub(1);
+        }
+    }
+}
+
+/// The host for a new pod of `spec`, or why there is none.
+pub fn place(
+    state: &State,
+    ready: &BTreeSet<&str>,
+    usage: &Usage,
+    spec: &AppSpec,
+) -> Result<String, String> {
+    let want = request(spec);
+    let app = app_key(&spec.namespace, &spec.name);
+    let selected: Vec<_> = state
+        .hosts
+        .values()
+        .filter(|h| ready.contains(h.info.name.as_str()))
+        .filter(|h| {
+            spec.node_selector
+                .iter()
+                .all(|(k, v)| h.info.labels.get(k) == Some(v))
+        })
+        .collect();
+    if selected.is_empty() {
+        return Err(if spec.node_selector.is_empty() {
+            "no Ready host".to_string()
+        } else {
+            let labels: Vec<String> = spec
+                .node_selector
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            format!("no Ready host has labels {}", labels.join(", "))
+        });
+    }
+    let free = |name: &str, cap: Capacity| {
+        let used = usage.used.get(name).copied().unwrap_or_default();
+        Capacity {
+            memory: cap.memory.saturating_sub(used.memory),
+            instances: cap.instances.saturating_sub(used.instances),
+        }
+    };
+    let best = selected
+        .iter()
+        .filter(|h| {
+            let f = free(&h.info.name, h.info.capacity);
+            f.memory >= want.memory && f.instances >= want.instances
+        })
+        .min_by_key(|h| {
+            let zone = usage
+                .per_zone
+                .get(&(app.clone(), h.info.zone.clone()))
+                .copied()
+                .unwrap_or(0);
+            let on_host = usage
+                .per_host
+                .get(&(app.clone(), h.info.name.clone()))
+                .copied()
+                .unwrap_or(0);
+            let f = free(&h.info.name, h.info.capacity);
+            (
+                zone,
+                on_host,
+                std::cmp::Reverse(f.memory),
+                h.info.name.clone(),
+            )
+        });
+    match best {
+        Some(h) => Ok(h.info.name.clone()),
+        None => Err(format!(
+            "no host has {} of memory and an instance slot free ({} Ready host{} match)",
+            ByteSize::bytes(want.memory),
+            selected.len(),
+            if selected.len() == 1 { "" } else { "s" }
+        )),
+    }
+}

@@ -1,0 +1,284 @@
+//! The reconcilers against hand-built cluster states, and a small simulation that applies
+//! their commands until the cluster converges.
+
+use dabba_spec::resources::{Capacity, HostInfo, HostState, PodPhase};
+
+use super::*;
+use crate::command::{Command, PodChange};
+use crate::state::tests::{spec, with_blobs};
+
+const GIB: u64 = 1 << 30;
+
+fn host(name: &str, zone: &str, memory: u64, labels: &[(&str, &str)]) -> Command {
+    Command::RegisterHost {
+        info: HostInfo {
+            name: name.into(),
+            address: format!("http://{name}"),
+            region: "ap-south-1".into(),
+            zone: zone.into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            capacity: Capacity {
+                memory,
+                instances: 1000,
+            },
+        },
+        at: 0,
+    }
+}
+
+fn alive(state: &State, now: Millis) -> Observed {
+    Observed {
+        heartbeats: state.hosts.keys().map(|h| (h.clone(), now)).collect(),
+        leader_since: 0,
+    }
+}
+
+/// Applies reconciler commands (and marks scheduled pods Running, as hosts would) until
+/// nothing more is proposed; returns the number of rounds.
+fn converge(state: &mut State, observed: &Observed, now: Millis) -> usize {
+    for round in 0..20 {
+        let commands = reconcile(state, observed, now, &Tuning::default());
+        let running: Vec<PodChange> = state
+            .pods
+            .values()
+            .filter(|p| p.phase == PodPhase::Scheduled)
+            .map(|p| PodChange::Phase {
+                key: p.key(),
+                phase: PodPhase::Running,
+                reason: None,
+            })
+            .collect();
+        if commands.is_empty() && running.is_empty() {
+            return round;
+        }
+        for c in &commands {
+            state.apply(c);
+        }
+        state.apply(&Command::Pods {
+            changes: running,
+            at: now,
+        });
+    }
+    panic!("the cluster did not converge in 20 rounds");
+}
+
+/// `converge` with every host sending heartbeats at `now`.
+fn converge_alive(state: &mut State, now: Millis) -> usize {
+    let observed = alive(state, now);
+    converge(state, &observed, now)
+}
+
+fn pods_on(state: &State, host: &str) -> usize {
+    state
+        .pods
+        .values()
+        .filter(|p| p.host.as_deref() == Some(host))
+        .count()
+}
+
+#[test]
+fn a_replica_set_gets_its_pods_spread_across_zones() {
+    let mut s = with_blobs();
+    for c in [
+        host("h1", "a", 8 * GIB, &[]),
+        host("h2", "a", 8 * GIB, &[]),
+        host("h3", "b", 8 * GIB, &[]),
+    ] {
+        s.apply(&c);
+    }
+    s.apply(&Command::ApplyApp {
+        spec: Box::new(spec("pay", "/pay", 4)),
+        at: 1,
+    });
+    converge_alive(&mut s, 10);
+    assert_eq!(s.pods.len(), 4);
+    assert!(s.pods.values().all(|p| p.phase == PodPhase::Running));
+    // Two per zone: zone b's only host takes two, zone a's hosts one each.
+    assert_eq!(pods_on(&s, "h3"), 2);
+    assert_eq!(pods_on(&s, "h1") + pods_on(&s, "h2"), 2);
+    assert_eq!(pods_on(&s, "h1"), 1);
+    // Converged: nothing more to do.
+    assert!(reconcile(&s, &alive(&s, 11), 11, &Tuning::default()).is_empty());
+}
+
+#[test]
+fn a_pod_that_fits_nowhere_stays_pending_with_a_reason_then_runs() {
+    let mut s = with_blobs();
+    s.apply(&host("small", "a", 64 << 20, &[]));
+    s.apply(&Command::ApplyApp {
+        spec: Box::new(spec("pay", "/pay", 1)),
+        at: 1,
+    });
+    converge_alive(&mut s, 5);
+    let pod = s.pods.values().next().unwrap();
+    assert_eq!(pod.phase, PodPhase::Pending);
+    assert!(
+        pod.reason.as_deref().unwrap().contains("128Mi of memory"),
+        "{:?}",
+        pod.reason
+    );
+    s.apply(&host("big", "a", 4 * GIB, &[]));
+    converge_alive(&mut s, 6);
+    let pod = s.pods.values().next().unwrap();
+    assert_eq!(
+        (pod.phase, pod.host.as_deref()),
+        (PodPhase::Running, Some("big"))
+    );
+}
+
+#[test]
+fn node_selectors_are_honoured() {
+    let mut s = with_blobs();
+    s.apply(&host("plain", "a", 8 * GIB, &[]));
+    s.apply(&host("gpu", "a", 8 * GIB, &[("accel", "yes")]));
+    let mut sp = spec("pay", "/pay", 3);
+    sp.node_selector.insert("accel".into(), "yes".into());
+    s.apply(&Command::ApplyApp {
+        spec: Box::new(sp),
+        at: 1,
+    });
+    converge_alive(&mut s, 5);
+    assert_eq!(pods_on(&s, "gpu"), 3);
+    let mut sp = spec("other", "/other", 1);
+    sp.node_selector.insert("region".into(), "mars".into());
+    s.apply(&Command::ApplyApp {
+        spec: Box::new(sp),
+        at: 6,
+    });
+    converge_alive(&mut s, 7);
+    let pending = s.pods.values().find(|p| p.app == "other").unwrap();
+    assert_eq!(
+        pending.reason.as_deref(),
+        Some("no Ready host has labels region=mars")
+    );
+}
+
+#[test]
+fn a_silent_host_is_judged_after_the_timeout_and_its_pods_move() {
+    let mut s = with_blobs();
+    s.apply(&host("h1", "a", 8 * GIB, &[]));
+    s.apply(&host("h2", "b", 8 * GIB, &[]));
+    s.apply(&Command::ApplyApp {
+        spec: Box::new(spec("pay", "/pay", 2)),
+        at: 1,
+    });
+    converge_alive(&mut s, 10);
+    assert_eq!((pods_on(&s, "h1"), pods_on(&s, "h2")), (1, 1));
+
+    // h2 stops sending heartbeats at t=10.
+    let mut observed = alive(&s, 10);
+    observed.heartbeats.insert("h1".into(), 3_000);
+    assert!(
+        reconcile(&s, &observed, 3_000, &Tuning::default()).is_empty(),
+        "within the timeout"
+    );
+    observed.heartbeats.insert("h1".into(), 3_011);
+    let commands = reconcile(&s, &observed, 3_011, &Tuning::default());
+    assert!(commands.contains(&Command::SetHostState {
+        name: "h2".into(),
+        state: HostState::NotReady,
+        at: 3_011
+    }));
+    converge(&mut s, &observed, 3_011);
+    assert_eq!((pods_on(&s, "h1"), pods_on(&s, "h2")), (2, 0));
+    assert_eq!(s.hosts["h2"].state, HostState::NotReady);
+
+    // It comes back: Ready again, and takes new work only as new pods need it.
+    observed.heartbeats.insert("h2".into(), 3_100);
+    converge(&mut s, &observed, 3_100);
+    assert_eq!(s.hosts["h2"].state, HostState::Ready);
+    assert_eq!(s.pods.len(), 2);
+}
+
+#[test]
+fn a_new_leader_gives_hosts_a_grace_period() {
+    let mut s = with_blobs();
+    s.apply(&host("h1", "a", 8 * GIB, &[]));
+    // A new leader elected at t=100_000 has no heartbeats at all.
+    let observed = Observed {
+        heartbeats: Default::default(),
+        leader_since: 100_000,
+    };
+    assert!(hosts::judge(&s, &observed, 102_000, &Tuning::default()).is_empty());
+    assert_eq!(
+        hosts::judge(&s, &observed, 103_001, &Tuning::default()),
+        vec![("h1".to_string(), HostState::NotReady)]
+    );
+}
+
+#[test]
+fn scaling_down_removes_pending_pods_first() {
+    let mut s = with_blobs();
+    s.apply(&host("h1", "a", 300 << 20, &[]));
+    s.apply(&Command::ApplyApp {
+        spec: Box::new(spec("pay", "/pay", 4)),
+        at: 1,
+    });
+    converge_alive(&mut s, 5);
+    let pending = s
+        .pods
+        .values()
+        .filter(|p| p.phase == PodPhase::Pending)
+        .count();
+    assert_eq!(pending, 2, "only two 128Mi pods fit in 300Mi");
+    s.apply(&Command::ScaleApp {
+        namespace: "default".into(),
+        name: "pay".into(),
+        replicas: 2,
+        at: 6,
+    });
+    converge_alive(&mut s, 7);
+    assert_eq!(s.pods.len(), 2);
+    assert!(s.pods.values().all(|p| p.phase == PodPhase::Running));
+}
+
+#[test]
+fn a_new_revision_replaces_the_old_one_without_a_gap() {
+    let mut s = with_blobs();
+    s.apply(&host("h1", "a", 8 * GIB, &[]));
+    s.apply(&Command::ApplyApp {
+        spec: Box::new(spec("pay", "/pay", 2)),
+        at: 1,
+    });
+    converge_alive(&mut s, 5);
+    let mut v2 = spec("pay", "/pay", 2);
+    v2.component = crate::state::tests::digest(2);
+    s.apply(&Command::ApplyApp {
+        spec: Box::new(v2),
+        at: 6,
+    });
+
+    // First pass: new pods are created, old ones stay while the new ones start.
+    let commands = reconcile(&s, &alive(&s, 7), 7, &Tuning::default());
+    for c in &commands {
+        s.apply(c);
+    }
+    let by_rev = |s: &State, r: u64| s.pods.values().filter(|p| p.revision == r).count();
+    assert_eq!((by_rev(&s, 1), by_rev(&s, 2)), (2, 2));
+    // Once the new pods run, the old ones go.
+    converge_alive(&mut s, 8);
+    assert_eq!((by_rev(&s, 1), by_rev(&s, 2)), (0, 2));
+}
+
+#[test]
+fn reconciling_is_idempotent_and_deterministic() {
+    let mut s = with_blobs();
+    s.apply(&host("h1", "a", 8 * GIB, &[]));
+    s.apply(&host("h2", "b", 8 * GIB, &[]));
+    s.apply(&Command::ApplyApp {
+        spec: Box::new(spec("pay", "/pay", 3)),
+        at: 1,
+    });
+    let observed = alive(&s, 5);
+    let a = reconcile(&s, &observed, 5, &Tuning::default());
+    let b = reconcile(&s, &observed, 5, &Tuning::default());
+    assert_eq!(a, b);
+    // Applying the same proposals twice (a stale second pass) creates nothing extra.
+    for c in a.iter().chain(b.iter()) {
+        s.apply(c);
+    }
+    assert_eq!(s.pods.len(), 3);
+}
