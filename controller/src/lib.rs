@@ -3,5 +3,6 @@
 //! thin drivers.
 
 pub mod command;
+pub mod raft;
 pub mod reconcile;
 pub mod state;

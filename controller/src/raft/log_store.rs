@@ -1,0 +1,223 @@
+//! The Raft log, vote and commit index, durable in one redb file.
+//!
+//! Why redb: pure Rust, transactional, and every commit is fsync'd by default — the
+//! acknowledgment rule Raft needs (an append or a vote is reported done only once it is
+//! on disk). Entries are stored as JSON by index; the vote, the committed log id and the
+//! last purged log id live in a small metadata table. Blocking file I/O runs on tokio's
+//! blocking pool, never on the Raft core task.
+
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+use std::path::Path;
+use std::sync::Arc;
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{RaftLogReader, StorageIOError, Vote};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use super::{Entry, LogId, NodeId, StorageError, TypeConfig};
+
+const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+const VOTE: &str = "vote";
+const COMMITTED: &str = "committed";
+const LAST_PURGED: &str = "last_purged";
+
+#[derive(Clone)]
+pub struct LogStore {
+    db: Arc<Database>,
+}
+
+fn io_read(e: impl std::error::Error + 'static) -> StorageError {
+    StorageIOError::read_logs(&e).into()
+}
+
+fn io_write(e: impl std::error::Error + 'static) -> StorageError {
+    StorageIOError::write_logs(&e).into()
+}
+
+/// Runs blocking storage work off the async runtime.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
+) -> Result<T, StorageError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StorageIOError::write_logs(&e).into())
+        .and_then(|r| r)
+}
+
+impl LogStore {
+    pub fn open(path: &Path) -> Result<LogStore, StorageError> {
+        let db = Database::create(path).map_err(io_write)?;
+        let tx = db.begin_write().map_err(io_write)?;
+        tx.open_table(LOG).map_err(io_write)?;
+        tx.open_table(META).map_err(io_write)?;
+        tx.commit().map_err(io_write)?;
+        Ok(LogStore { db: Arc::new(db) })
+    }
+
+    fn meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StorageError> {
+        let tx = self.db.begin_read().map_err(io_read)?;
+        let table = tx.open_table(META).map_err(io_read)?;
+        match table.get(key).map_err(io_read)? {
+            None => Ok(None),
+            Some(v) => serde_json::from_slice(v.value()).map(Some).map_err(io_read),
+        }
+    }
+
+    fn put_meta<T: serde::Serialize>(
+        db: &Database,
+        key: &str,
+        value: &T,
+    ) -> Result<(), StorageError> {
+        let bytes = serde_json::to_vec(value).map_err(io_write)?;
+        let tx = db.begin_write().map_err(io_write)?;
+        tx.open_table(META)
+            .map_err(io_write)?
+            .insert(key, bytes.as_slice())
+            .map_err(io_write)?;
+        tx.commit().map_err(io_write)
+    }
+
+    fn read_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<Vec<Entry>, StorageError> {
+        let tx = self.db.begin_read().map_err(io_read)?;
+        let table = tx.open_table(LOG).map_err(io_read)?;
+        let mut out = Vec::new();
+        for item in table.range::<u64>((start, end)).map_err(io_read)? {
+            let (_, v) = item.map_err(io_read)?;
+            out.push(serde_json::from_slice(v.value()).map_err(io_read)?);
+        }
+        Ok(out)
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let store = self.clone();
+        let (start, end) = (range.start_bound().cloned(), range.end_bound().cloned());
+        blocking(move || store.read_range(start, end)).await
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let store = self.clone();
+        blocking(move || {
+            let last_purged: Option<LogId> = store.meta(LAST_PURGED)?;
+            let tx = store.db.begin_read().map_err(io_read)?;
+            let table = tx.open_table(LOG).map_err(io_read)?;
+            let last = match table.last().map_err(io_read)? {
+                Some((_, v)) => {
+                    let e: Entry = serde_json::from_slice(v.value()).map_err(io_read)?;
+                    Some(e.log_id)
+                }
+                None => last_purged,
+            };
+            Ok(LogState {
+                last_purged_log_id: last_purged,
+                last_log_id: last,
+            })
+        })
+        .await
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
+        let db = self.db.clone();
+        let vote = *vote;
+        blocking(move || Self::put_meta(&db, VOTE, &vote)).await
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
+        let store = self.clone();
+        blocking(move || store.meta(VOTE)).await
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        let db = self.db.clone();
+        blocking(move || Self::put_meta(&db, COMMITTED, &committed)).await
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        let store = self.clone();
+        blocking(move || Ok(store.meta::<Option<LogId>>(COMMITTED)?.flatten())).await
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let encoded: Vec<(u64, Vec<u8>)> = entries
+            .into_iter()
+            .map(|e| Ok((e.log_id.index, serde_json::to_vec(&e).map_err(io_write)?)))
+            .collect::<Result<_, StorageError>>()?;
+        let db = self.db.clone();
+        let written = blocking(move || {
+            let tx = db.begin_write().map_err(io_write)?;
+            {
+                let mut table = tx.open_table(LOG).map_err(io_write)?;
+                for (index, bytes) in &encoded {
+                    table.insert(*index, bytes.as_slice()).map_err(io_write)?;
+                }
+            }
+            // The commit is the fsync: only after it may openraft count these entries.
+            tx.commit().map_err(io_write)
+        })
+        .await;
+        match written {
+            Ok(()) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
+                Err(e)
+            }
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let db = self.db.clone();
+        blocking(move || {
+            let tx = db.begin_write().map_err(io_write)?;
+            tx.open_table(LOG)
+                .map_err(io_write)?
+                .retain_in(log_id.index.., |_, _| false)
+                .map_err(io_write)?;
+            tx.commit().map_err(io_write)
+        })
+        .await
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let db = self.db.clone();
+        blocking(move || {
+            let bytes = serde_json::to_vec(&Some(log_id)).map_err(io_write)?;
+            let tx = db.begin_write().map_err(io_write)?;
+            tx.open_table(META)
+                .map_err(io_write)?
+                .insert(LAST_PURGED, bytes.as_slice())
+                .map_err(io_write)?;
+            tx.open_table(LOG)
+                .map_err(io_write)?
+                .retain_in(..=log_id.index, |_, _| false)
+                .map_err(io_write)?;
+            tx.commit().map_err(io_write)
+        })
+        .await
+    }
+}
