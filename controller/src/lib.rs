@@ -3,6 +3,10 @@
 //! thin drivers.
 
 pub mod command;
+#[allow(
+    clippy::result_large_err,
+    reason = "openraft's StorageError is the error type its storage traits require"
+)]
 pub mod raft;
 pub mod reconcile;
 pub mod state;
