@@ -3,6 +3,8 @@
 //! thin drivers.
 
 pub mod command;
+pub mod http_client;
+pub mod node;
 #[allow(
     clippy::result_large_err,
     reason = "openraft's StorageError is the error type its storage traits require"

@@ -9,6 +9,7 @@
 //! The prose contract lives beside this crate in `spec/*.md`; the WIT files the host
 //! implements and the SDK imports live in `spec/wit/`.
 
+pub mod api;
 pub mod capabilities;
 pub mod digest;
 pub mod kv;

@@ -1,0 +1,415 @@
+//! A controller node: the Raft instance with its storage and network, the leader's soft
+//! state (heartbeats, recent guest output), and the reconcile driver.
+//!
+//! Every node serves the API, but only the leader acts: the API layer forwards requests
+//! it receives on a follower to the leader, so writes are proposed once and reads are
+//! linearizable (the leader confirms it still leads before answering).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dabba_spec::api::{ClusterStatus, LogLine, Member, PodReport};
+use dabba_spec::resources::{Grant, Millis, PodPhase, Role};
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, ChangeMembers, SnapshotPolicy};
+use sha2::{Digest as _, Sha256};
+
+use crate::command::{Command, PodChange, Reply};
+use crate::http_client::{self, HttpClient};
+use crate::raft::log_store::LogStore;
+use crate::raft::network::Network;
+use crate::raft::state_machine::{Shared, StateMachine};
+use crate::raft::{NodeId, Raft};
+use crate::reconcile::{self, Observed, Tuning};
+
+/// Lines of recent guest output kept per app on the leader.
+const LOG_LINES: usize = 1000;
+
+#[derive(Debug, Clone)]
+pub struct ControllerOptions {
+    pub id: NodeId,
+    /// This node's API address as peers and hosts reach it, e.g. `http://127.0.0.1:7070`.
+    pub address: String,
+    pub data_dir: PathBuf,
+    pub tuning: Tuning,
+    /// The cluster's peer token, for a node joining an existing cluster.
+    pub peer_token: Option<String>,
+}
+
+/// Secrets created when a cluster is initialized.
+#[derive(Debug, Clone)]
+pub struct Secrets {
+    pub admin_token: String,
+    pub join_token: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProposeError {
+    #[error("this controller is not the leader")]
+    NotLeader { leader: Option<String> },
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+#[derive(Default)]
+struct Soft {
+    heartbeats: HashMap<String, Millis>,
+    /// When this node last became leader; `None` while it follows.
+    leader_since: Option<Millis>,
+    logs: HashMap<String, VecDeque<LogLine>>,
+}
+
+pub struct Controller {
+    pub id: NodeId,
+    pub address: String,
+    pub raft: Raft,
+    pub shared: Shared,
+    pub client: HttpClient,
+    peer_token: String,
+    data_dir: PathBuf,
+    tuning: Tuning,
+    soft: Mutex<Soft>,
+}
+
+pub fn now_millis() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as Millis)
+        .unwrap_or(0)
+}
+
+/// SHA-256 of a token, as stored in the state.
+pub fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// A new random token: 32 bytes, hex.
+pub fn new_token() -> String {
+    let bytes: [u8; 32] = rand::random();
+    hex::encode(bytes)
+}
+
+/// Writes a secret readable only by this user.
+pub fn write_secret(path: &Path, secret: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path)?;
+    f.write_all(secret.as_bytes())?;
+    f.write_all(b"\n")?;
+    f.sync_all()
+}
+
+impl Controller {
+    /// Opens the node's storage in `data_dir` and starts Raft. A node that was part of a
+    /// cluster rejoins it from its own log; a new node waits to be initialized or added.
+    pub async fn open(opts: ControllerOptions) -> anyhow::Result<Arc<Controller>> {
+        std::fs::create_dir_all(&opts.data_dir)?;
+        let peer_path = opts.data_dir.join("peer.token");
+        let peer_token = match std::fs::read_to_string(&peer_path) {
+            Ok(t) => t.trim().to_string(),
+            Err(_) => {
+                let t = opts.peer_token.clone().unwrap_or_else(new_token);
+                write_secret(&peer_path, &t)?;
+                t
+            }
+        };
+        let log = LogStore::open(&opts.data_dir.join("raft.redb"))
+            .map_err(|e| anyhow::anyhow!("opening the raft log: {e}"))?;
+        let sm = StateMachine::open(&opts.data_dir.join("snapshots"))
+            .map_err(|e| anyhow::anyhow!("opening the state machine: {e}"))?;
+        let shared = sm.shared();
+        let client = http_client::client();
+        let config = openraft::Config {
+            cluster_name: "dabba".into(),
+            heartbeat_interval: 50,
+            election_timeout_min: 200,
+            election_timeout_max: 400,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(5000),
+            max_in_snapshot_log_to_keep: 1000,
+            ..Default::default()
+        }
+        .validate()?;
+        let network = Network {
+            client: client.clone(),
+            peer_token: peer_token.clone(),
+        };
+        let raft = Raft::new(opts.id, Arc::new(config), network, log, sm).await?;
+        let node = Arc::new(Controller {
+            id: opts.id,
+            address: opts.address.trim_end_matches('/').to_string(),
+            raft,
+            shared,
+            client,
+            peer_token,
+            data_dir: opts.data_dir,
+            tuning: opts.tuning,
+            soft: Mutex::new(Soft::default()),
+        });
+        node.clone().spawn_driver();
+        Ok(node)
+    }
+
+    pub fn peer_token(&self) -> &str {
+        &self.peer_token
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// Makes this node a one-member cluster if it belongs to none, and creates the admin
+    /// and host-join tokens (written to `admin.token` and `join.token` in the data
+    /// directory, mode 0600). Returns them when they were created now.
+    pub async fn initialize(&self) -> anyhow::Result<Option<Secrets>> {
+        if !self.raft.is_initialized().await? {
+            let mut members = BTreeMap::new();
+            members.insert(self.id, BasicNode::new(&self.address));
+            self.raft.initialize(members).await?;
+        }
+        self.wait_for_leader(Duration::from_secs(10)).await?;
+        if self.shared.read(|s| s.initialized) {
+            return Ok(None);
+        }
+        let secrets = Secrets {
+            admin_token: new_token(),
+            join_token: new_token(),
+        };
+        let grant = |role, label: &str| Grant {
+            role,
+            namespace: None,
+            label: label.into(),
+        };
+        let init = Command::Init {
+            tokens: vec![
+                (token_hash(&secrets.admin_token), grant(Role::Admin, "admin")),
+                (token_hash(&secrets.join_token), grant(Role::Host, "hosts")),
+            ],
+        };
+        match self.propose(init).await? {
+            Reply::Ok => {}
+            other => anyhow::bail!("initializing the cluster: {other:?}"),
+        }
+        write_secret(&self.data_dir.join("admin.token"), &secrets.admin_token)?;
+        write_secret(&self.data_dir.join("join.token"), &secrets.join_token)?;
+        Ok(Some(secrets))
+    }
+
+    /// Waits until some node leads the cluster.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> anyhow::Result<NodeId> {
+        let mut metrics = self.raft.metrics();
+        let wait = async {
+            loop {
+                if let Some(l) = metrics.borrow().current_leader {
+                    return l;
+                }
+                if metrics.changed().await.is_err() {
+                    return u64::MAX;
+                }
+            }
+        };
+        match tokio::time::timeout(timeout, wait).await {
+            Ok(u64::MAX) | Err(_) => anyhow::bail!("no leader was elected within {timeout:?}"),
+            Ok(l) => Ok(l),
+        }
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().current_leader == Some(self.id)
+    }
+
+    /// The API address of the current leader, if known.
+    pub fn leader_address(&self) -> Option<String> {
+        let m = self.raft.metrics().borrow().clone();
+        let leader = m.current_leader?;
+        m.membership_config
+            .membership()
+            .get_node(&leader)
+            .map(|n| n.addr.clone())
+    }
+
+    /// Proposes a command on this node, which must be the leader, and waits until it is
+    /// committed by a quorum and applied.
+    pub async fn propose(&self, command: Command) -> Result<Reply, ProposeError> {
+        match self.raft.client_write(command).await {
+            Ok(resp) => Ok(resp.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(ProposeError::NotLeader {
+                leader: f.leader_node.map(|n| n.addr),
+            }),
+            Err(e) => Err(ProposeError::Raft(e.to_string())),
+        }
+    }
+
+    /// Confirms this node still leads, so a read of its state sees every committed write.
+    pub async fn linearize(&self) -> Result<(), ProposeError> {
+        match self.raft.ensure_linearizable().await {
+            Ok(_) => Ok(()),
+            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
+                Err(ProposeError::NotLeader {
+                    leader: f.leader_node.map(|n| n.addr),
+                })
+            }
+            Err(e) => Err(ProposeError::Raft(e.to_string())),
+        }
+    }
+
+    /// Adds a controller: first as a learner that catches up, then as a voter.
+    pub async fn add_member(&self, id: NodeId, address: &str) -> Result<(), ProposeError> {
+        let raft_err = |e: &dyn std::fmt::Display| ProposeError::Raft(e.to_string());
+        self.raft
+            .add_learner(id, BasicNode::new(address), true)
+            .await
+            .map_err(|e| raft_err(&e))?;
+        let voters: BTreeSet<NodeId> = self.voters().into_iter().chain([id]).collect();
+        self.raft
+            .change_membership(ChangeMembers::ReplaceAllVoters(voters), false)
+            .await
+            .map_err(|e| raft_err(&e))?;
+        Ok(())
+    }
+
+    /// Removes a controller from the voters and the cluster.
+    pub async fn remove_member(&self, id: NodeId) -> Result<(), ProposeError> {
+        let voters: BTreeSet<NodeId> = self.voters().into_iter().filter(|v| *v != id).collect();
+        if voters.is_empty() {
+            return Err(ProposeError::Raft("cannot remove the last voter".into()));
+        }
+        self.raft
+            .change_membership(ChangeMembers::ReplaceAllVoters(voters), false)
+            .await
+            .map_err(|e| ProposeError::Raft(e.to_string()))?;
+        Ok(())
+    }
+
+    fn voters(&self) -> Vec<NodeId> {
+        self.raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect()
+    }
+
+    /// What `dabba cluster status` shows.
+    pub fn status(&self) -> ClusterStatus {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let last = m.last_log_index.unwrap_or(0);
+        let members = membership
+            .nodes()
+            .map(|(id, node)| Member {
+                id: *id,
+                address: node.addr.clone(),
+                voter: voters.contains(id),
+                lag: m.replication.as_ref().map(|r| {
+                    let matched = r.get(id).and_then(|l| l.as_ref()).map_or(0, |l| l.index);
+                    last.saturating_sub(matched)
+                }),
+            })
+            .collect();
+        ClusterStatus {
+            node: self.id,
+            leader: m.current_leader,
+            term: m.current_term,
+            commit_index: m.last_applied.map(|l| l.index),
+            applied_index: self.shared.last_applied().map(|l| l.index),
+            members,
+            version: self.shared.read(|s| s.version),
+        }
+    }
+
+    /// Records a host's heartbeat (leader only), and proposes the pod phases that changed.
+    pub async fn heartbeat(&self, host: &str, reports: &[PodReport], logs: Vec<(String, Vec<LogLine>)>) {
+        {
+            let mut soft = self.soft.lock().expect("soft state lock");
+            soft.heartbeats.insert(host.to_string(), now_millis());
+            for (app, lines) in logs {
+                let ring = soft.logs.entry(app).or_default();
+                for l in lines {
+                    if ring.len() == LOG_LINES {
+                        ring.pop_front();
+                    }
+                    ring.push_back(l);
+                }
+            }
+        }
+        let changes: Vec<PodChange> = self.shared.read(|s| {
+            reports
+                .iter()
+                .filter_map(|r| {
+                    let pod = s.pods.get(&r.key)?;
+                    let moved = pod.host.as_deref() == Some(host)
+                        && (pod.phase != r.phase || pod.reason != r.reason)
+                        && !(pod.phase == PodPhase::Pending);
+                    moved.then(|| PodChange::Phase {
+                        key: r.key.clone(),
+                        phase: r.phase,
+                        reason: r.reason.clone(),
+                    })
+                })
+                .collect()
+        });
+        if !changes.is_empty() {
+            let _ = self
+                .propose(Command::Pods {
+                    changes,
+                    at: now_millis(),
+                })
+                .await;
+        }
+    }
+
+    /// Recent output lines of an app's instances, from every host.
+    pub fn logs(&self, app_key: &str, tail: usize) -> Vec<LogLine> {
+        let soft = self.soft.lock().expect("soft state lock");
+        soft.logs
+            .get(app_key)
+            .map(|r| r.iter().skip(r.len().saturating_sub(tail)).cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Runs the reconcilers on the leader, a few times a second and whenever the state
+    /// changes, and commits what they propose.
+    fn spawn_driver(self: Arc<Self>) {
+        let mut changed = self.shared.watch();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                    r = changed.changed() => if r.is_err() { return },
+                }
+                if !self.is_leader() {
+                    self.soft.lock().expect("soft state lock").leader_since = None;
+                    continue;
+                }
+                let now = now_millis();
+                let observed = {
+                    let mut soft = self.soft.lock().expect("soft state lock");
+                    let since = *soft.leader_since.get_or_insert(now);
+                    Observed {
+                        heartbeats: soft.heartbeats.clone(),
+                        leader_since: since,
+                    }
+                };
+                let commands = self
+                    .shared
+                    .read(|s| reconcile::reconcile(s, &observed, now, &self.tuning));
+                for command in commands {
+                    if let Err(e) = self.propose(command).await {
+                        tracing::debug!(error = %e, "reconcile proposal not committed");
+                        break;
+                    }
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,229 @@
+//! Request and response bodies of the controller's `/v1` API, shared by the controller,
+//! the hosts' agents and the CLI. The endpoints are documented in `spec/api.md`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::kv::{KvError, Outcome, Write};
+use crate::resources::{App, AppSpec, Host, HostInfo, Pod, PodPhase, ReplicaSet, Revision, Role, Route};
+
+/// Every error the API answers with: `{"error": {"code", "message"}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    pub code: String,
+    pub message: String,
+}
+
+/// `GET /v1/apps/{ns}/{name}`: an app and everything about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppDetail {
+    pub app: App,
+    pub revisions: Vec<Revision>,
+    pub replica_sets: Vec<ReplicaSet>,
+    pub pods: Vec<Pod>,
+    pub events: Vec<EventView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventView {
+    pub at: u64,
+    pub object: String,
+    pub reason: String,
+    pub message: String,
+}
+
+/// An app in a listing, with how many of its pods run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppSummary {
+    pub namespace: String,
+    pub name: String,
+    pub route: Route,
+    pub revision: u64,
+    pub desired: u32,
+    pub ready: u32,
+    pub component: String,
+    pub updated_at: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScaleRequest {
+    pub replicas: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRequest {
+    pub role: Role,
+    #[serde(default)]
+    pub namespace: Option<String>,
+    pub label: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenResponse {
+    pub token: String,
+}
+
+/// `GET /v1/cluster`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    /// The node that answered.
+    pub node: u64,
+    pub leader: Option<u64>,
+    pub term: u64,
+    pub commit_index: Option<u64>,
+    pub applied_index: Option<u64>,
+    pub members: Vec<Member>,
+    /// The state version (bumped by every visible change).
+    pub version: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub id: u64,
+    pub address: String,
+    /// A voter, or a learner still catching up.
+    pub voter: bool,
+    /// Entries this member is behind the leader, as the leader sees it.
+    pub lag: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddMember {
+    pub id: u64,
+    /// The member's controller URL, e.g. `http://10.0.0.2:7070`.
+    pub address: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerToken {
+    pub token: String,
+}
+
+/// `GET /v1/watch?since=V`: the version once it is past `since` (or the wait ended).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchResponse {
+    pub version: u64,
+}
+
+/// `POST /v1/hosts/{name}/heartbeat`: what the host is running, and recent guest output.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub pods: Vec<PodReport>,
+    #[serde(default)]
+    pub logs: Vec<AppLogLines>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodReport {
+    /// `namespace/pod`.
+    pub key: String,
+    pub phase: PodPhase,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// New output lines of one app's instances on one host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppLogLines {
+    pub namespace: String,
+    pub app: String,
+    pub lines: Vec<LogLine>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    pub host: String,
+    pub stream: String,
+    pub line: String,
+}
+
+/// `GET /v1/hosts/{name}/assignments`: everything a host needs to converge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostView {
+    pub version: u64,
+    /// The host as the controller sees it (absent before it registered).
+    pub host: Option<Host>,
+    pub pods: Vec<Assignment>,
+    pub routes: Vec<RouteEntry>,
+}
+
+/// One pod this host should run, with the spec of its revision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignment {
+    pub pod: Pod,
+    pub spec: AppSpec,
+}
+
+/// Where requests for one app go: the hosts running its pods.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteEntry {
+    pub namespace: String,
+    pub app: String,
+    pub route: Route,
+    /// Ingress addresses of hosts with a Running pod of the app.
+    pub endpoints: Vec<String>,
+}
+
+/// `POST /v1/kv/write`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvWrite {
+    pub bucket: String,
+    pub write: Write,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvWriteResult {
+    pub result: Result<Outcome, KvError>,
+}
+
+/// `POST /v1/kv/read`: linearizable reads of several keys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvRead {
+    pub bucket: String,
+    pub keys: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvValues {
+    #[serde(with = "opt_values")]
+    pub values: Vec<Option<Vec<u8>>>,
+}
+
+/// `POST /v1/kv/list`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvList {
+    pub bucket: String,
+    pub cursor: Option<String>,
+    pub limit: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvKeys {
+    pub keys: Vec<String>,
+    pub cursor: Option<String>,
+}
+
+/// `POST /v1/hosts/register` answers with the host's name as registered.
+pub type RegisterRequest = HostInfo;
+
+mod opt_values {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use crate::kv::b64;
+
+    pub fn serialize<S: Serializer>(v: &[Option<Vec<u8>>], s: S) -> Result<S::Ok, S::Error> {
+        let encoded: Vec<Option<String>> = v.iter().map(|o| o.as_deref().map(b64::encode)).collect();
+        encoded.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Option<Vec<u8>>>, D::Error> {
+        Vec::<Option<String>>::deserialize(d)?
+            .into_iter()
+            .map(|o| o.map(|t| b64::decode(&t)).transpose().map_err(serde::de::Error::custom))
+            .collect()
+    }
+}
