@@ -37,10 +37,13 @@ pub async fn send(
 ) -> Result<http::Response<Bytes>, SendError> {
     let url = req.uri().to_string();
     let call = async {
-        let resp = client.request(req).await.map_err(|e| SendError::Unreachable {
-            url: url.clone(),
-            message: e.to_string(),
-        })?;
+        let resp = client
+            .request(req)
+            .await
+            .map_err(|e| SendError::Unreachable {
+                url: url.clone(),
+                message: e.to_string(),
+            })?;
         let (parts, body) = resp.into_parts();
         let bytes = body
             .collect()

@@ -2,6 +2,7 @@
 //! all desired state, the `/v1` API server, and the reconcilers as pure functions with
 //! thin drivers.
 
+pub mod api;
 pub mod command;
 pub mod http_client;
 pub mod node;

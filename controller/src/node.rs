@@ -189,7 +189,10 @@ impl Controller {
         };
         let init = Command::Init {
             tokens: vec![
-                (token_hash(&secrets.admin_token), grant(Role::Admin, "admin")),
+                (
+                    token_hash(&secrets.admin_token),
+                    grant(Role::Admin, "admin"),
+                ),
                 (token_hash(&secrets.join_token), grant(Role::Host, "hosts")),
             ],
         };
@@ -240,9 +243,11 @@ impl Controller {
     pub async fn propose(&self, command: Command) -> Result<Reply, ProposeError> {
         match self.raft.client_write(command).await {
             Ok(resp) => Ok(resp.data),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(ProposeError::NotLeader {
-                leader: f.leader_node.map(|n| n.addr),
-            }),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(ProposeError::NotLeader {
+                    leader: f.leader_node.map(|n| n.addr),
+                })
+            }
             Err(e) => Err(ProposeError::Raft(e.to_string())),
         }
     }
@@ -328,7 +333,12 @@ impl Controller {
     }
 
     /// Records a host's heartbeat (leader only), and proposes the pod phases that changed.
-    pub async fn heartbeat(&self, host: &str, reports: &[PodReport], logs: Vec<(String, Vec<LogLine>)>) {
+    pub async fn heartbeat(
+        &self,
+        host: &str,
+        reports: &[PodReport],
+        logs: Vec<(String, Vec<LogLine>)>,
+    ) {
         {
             let mut soft = self.soft.lock().expect("soft state lock");
             soft.heartbeats.insert(host.to_string(), now_millis());
@@ -373,7 +383,12 @@ impl Controller {
         let soft = self.soft.lock().expect("soft state lock");
         soft.logs
             .get(app_key)
-            .map(|r| r.iter().skip(r.len().saturating_sub(tail)).cloned().collect())
+            .map(|r| {
+                r.iter()
+                    .skip(r.len().saturating_sub(tail))
+                    .cloned()
+                    .collect()
+            })
             .unwrap_or_default()
     }
 

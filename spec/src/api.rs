@@ -4,7 +4,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::kv::{KvError, Outcome, Write};
-use crate::resources::{App, AppSpec, Host, HostInfo, Pod, PodPhase, ReplicaSet, Revision, Role, Route};
+use crate::resources::{
+    App, AppSpec, Host, HostInfo, Pod, PodPhase, ReplicaSet, Revision, Role, Route,
+};
 
 /// Every error the API answers with: `{"error": {"code", "message"}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -216,14 +218,19 @@ mod opt_values {
     use crate::kv::b64;
 
     pub fn serialize<S: Serializer>(v: &[Option<Vec<u8>>], s: S) -> Result<S::Ok, S::Error> {
-        let encoded: Vec<Option<String>> = v.iter().map(|o| o.as_deref().map(b64::encode)).collect();
+        let encoded: Vec<Option<String>> =
+            v.iter().map(|o| o.as_deref().map(b64::encode)).collect();
         encoded.serialize(s)
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Option<Vec<u8>>>, D::Error> {
         Vec::<Option<String>>::deserialize(d)?
             .into_iter()
-            .map(|o| o.map(|t| b64::decode(&t)).transpose().map_err(serde::de::Error::custom))
+            .map(|o| {
+                o.map(|t| b64::decode(&t))
+                    .transpose()
+                    .map_err(serde::de::Error::custom)
+            })
             .collect()
     }
 }

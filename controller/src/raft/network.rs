@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
+use openraft::BasicNode;
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
@@ -16,7 +17,6 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::BasicNode;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -55,7 +55,12 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 type RpcResult<T, E> = Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
 
 impl Peer {
-    async fn call<Req, Resp, E>(&self, path: &str, rpc: &Req, timeout: Duration) -> RpcResult<Resp, E>
+    async fn call<Req, Resp, E>(
+        &self,
+        path: &str,
+        rpc: &Req,
+        timeout: Duration,
+    ) -> RpcResult<Resp, E>
     where
         Req: Serialize,
         Resp: DeserializeOwned,
@@ -67,10 +72,12 @@ impl Peer {
             .header(PEER_TOKEN_HEADER, &self.peer_token)
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let resp = send(&self.client, req, timeout).await.map_err(|e| match e {
-            SendError::Unreachable { .. } => RPCError::Unreachable(Unreachable::new(&e)),
-            SendError::Timeout { .. } => RPCError::Network(NetworkError::new(&e)),
-        })?;
+        let resp = send(&self.client, req, timeout)
+            .await
+            .map_err(|e| match e {
+                SendError::Unreachable { .. } => RPCError::Unreachable(Unreachable::new(&e)),
+                SendError::Timeout { .. } => RPCError::Network(NetworkError::new(&e)),
+            })?;
         if !resp.status().is_success() {
             let e = std::io::Error::other(format!(
                 "peer {} answered {}: {}",
@@ -80,8 +87,8 @@ impl Peer {
             ));
             return Err(RPCError::Network(NetworkError::new(&e)));
         }
-        let result: Result<Resp, RaftError<NodeId, E>> =
-            serde_json::from_slice(resp.body()).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let result: Result<Resp, RaftError<NodeId, E>> = serde_json::from_slice(resp.body())
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }

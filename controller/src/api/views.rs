@@ -1,0 +1,187 @@
+//! Read-only views of the state for API answers: pure functions, tested without a
+//! server.
+
+use std::collections::BTreeSet;
+
+use dabba_spec::api::{AppDetail, AppSummary, Assignment, EventView, HostView, RouteEntry};
+use dabba_spec::resources::{PodPhase, app_key};
+
+use crate::state::State;
+
+/// The apps visible in `namespace` (`None`: all), as listed by `dabba get apps`.
+pub fn app_summaries(state: &State, namespace: Option<&str>) -> Vec<AppSummary> {
+    state
+        .apps
+        .values()
+        .filter(|a| namespace.is_none_or(|ns| a.spec.namespace == ns))
+        .map(|a| {
+            let ready = state
+                .pods
+                .values()
+                .filter(|p| {
+                    p.namespace == a.spec.namespace
+                        && p.app == a.spec.name
+                        && p.revision == a.revision
+                        && p.phase == PodPhase::Running
+                })
+                .count() as u32;
+            AppSummary {
+                namespace: a.spec.namespace.clone(),
+                name: a.spec.name.clone(),
+                route: a.spec.route.clone(),
+                revision: a.revision,
+                desired: a.spec.replicas,
+                ready,
+                component: a.spec.component.to_string(),
+                updated_at: a.updated_at,
+            }
+        })
+        .collect()
+}
+
+/// Everything about one app, for `dabba describe app`.
+pub fn app_detail(state: &State, namespace: &str, name: &str) -> Option<AppDetail> {
+    let key = app_key(namespace, name);
+    let app = state.apps.get(&key)?.clone();
+    let pod_prefix = format!("pod/{namespace}/{name}-r");
+    Some(AppDetail {
+        app,
+        revisions: state.revisions.get(&key).cloned().unwrap_or_default(),
+        replica_sets: state
+            .replica_sets
+            .values()
+            .filter(|rs| rs.namespace == namespace && rs.app == name)
+            .cloned()
+            .collect(),
+        pods: state
+            .pods
+            .values()
+            .filter(|p| p.namespace == namespace && p.app == name)
+            .cloned()
+            .collect(),
+        events: state
+            .events
+            .iter()
+            .filter(|e| e.object == format!("app/{key}") || e.object.starts_with(&pod_prefix))
+            .map(|e| EventView {
+                at: e.at,
+                object: e.object.clone(),
+                reason: e.reason.clone(),
+                message: e.message.clone(),
+            })
+            .collect(),
+    })
+}
+
+/// What host `name` should run, and where every app's requests go.
+pub fn host_view(state: &State, name: &str) -> HostView {
+    let pods = state
+        .pods
+        .values()
+        .filter(|p| p.host.as_deref() == Some(name))
+        .filter_map(|p| {
+            let rev = state.revision(&p.namespace, &p.app, p.revision)?;
+            Some(Assignment {
+                pod: p.clone(),
+                spec: rev.spec.clone(),
+            })
+        })
+        .collect();
+    HostView {
+        version: state.version,
+        host: state.hosts.get(name).cloned(),
+        pods,
+        routes: routes(state),
+    }
+}
+
+/// Every app's route and the ingress addresses of the hosts running it.
+pub fn routes(state: &State) -> Vec<RouteEntry> {
+    state
+        .apps
+        .values()
+        .map(|a| {
+            let endpoints: BTreeSet<String> = state
+                .pods
+                .values()
+                .filter(|p| p.namespace == a.spec.namespace && p.app == a.spec.name)
+                .filter(|p| p.phase == PodPhase::Running)
+                .filter_map(|p| p.host.as_ref())
+                .filter_map(|h| state.hosts.get(h))
+                .map(|h| h.info.address.clone())
+                .collect();
+            RouteEntry {
+                namespace: a.spec.namespace.clone(),
+                app: a.spec.name.clone(),
+                route: a.spec.route.clone(),
+                endpoints: endpoints.into_iter().collect(),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use dabba_spec::resources::{Capacity, HostInfo, Pod};
+
+    use super::*;
+    use crate::command::{Command, PodChange};
+    use crate::state::tests::{spec, with_blobs};
+
+    #[test]
+    fn a_host_sees_its_pods_and_every_route() {
+        let mut s = with_blobs();
+        for h in ["h1", "h2"] {
+            s.apply(&Command::RegisterHost {
+                info: HostInfo {
+                    name: h.into(),
+                    address: format!("http://{h}:8080"),
+                    region: "r".into(),
+                    zone: "z".into(),
+                    labels: Default::default(),
+                    capacity: Capacity {
+                        memory: 1 << 30,
+                        instances: 10,
+                    },
+                },
+                at: 0,
+            });
+        }
+        s.apply(&Command::ApplyApp {
+            spec: Box::new(spec("pay", "/pay", 2)),
+            at: 1,
+        });
+        let pod = |n: &str, host: &str, phase| Pod {
+            name: n.into(),
+            namespace: "default".into(),
+            app: "pay".into(),
+            revision: 1,
+            host: Some(host.into()),
+            phase,
+            reason: None,
+            created_at: 1,
+        };
+        s.apply(&Command::Pods {
+            changes: vec![
+                PodChange::Create {
+                    pod: pod("pay-r1-1", "h1", PodPhase::Running),
+                },
+                PodChange::Create {
+                    pod: pod("pay-r1-2", "h2", PodPhase::Scheduled),
+                },
+            ],
+            at: 2,
+        });
+        let v = host_view(&s, "h2");
+        assert_eq!(v.pods.len(), 1);
+        assert_eq!(v.pods[0].spec.route.prefix, "/pay");
+        // Only hosts with a Running pod receive traffic.
+        assert_eq!(v.routes[0].endpoints, vec!["http://h1:8080".to_string()]);
+        let summary = &app_summaries(&s, None)[0];
+        assert_eq!((summary.desired, summary.ready), (2, 1));
+        assert!(app_summaries(&s, Some("other")).is_empty());
+        let d = app_detail(&s, "default", "pay").unwrap();
+        assert_eq!(d.pods.len(), 2);
+        assert!(d.events.iter().any(|e| e.reason == "NewRevision"));
+    }
+}
