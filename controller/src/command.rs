@@ -59,10 +59,14 @@ pub enum Command {
         changes: Vec<PodChange>,
         at: Millis,
     },
-    /// A write to a workload's key-value bucket.
+    /// A write to a workload's key-value bucket. A write with an `id` is applied at
+    /// most once: a retry with the same id (after an answer was lost in a leader change)
+    /// gets the first outcome back instead of applying again.
     Kv {
         bucket: String,
         write: Write,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
     },
 }
 

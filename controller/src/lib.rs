@@ -4,7 +4,6 @@
 
 pub mod api;
 pub mod command;
-pub mod http_client;
 pub mod node;
 #[allow(
     clippy::result_large_err,

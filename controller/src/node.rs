@@ -17,7 +17,7 @@ use openraft::{BasicNode, ChangeMembers, SnapshotPolicy};
 use sha2::{Digest as _, Sha256};
 
 use crate::command::{Command, PodChange, Reply};
-use crate::http_client::{self, HttpClient};
+use dabba_spec::client::{self as http_client, HttpClient};
 use crate::raft::log_store::LogStore;
 use crate::raft::network::Network;
 use crate::raft::state_machine::{Shared, StateMachine};

@@ -175,6 +175,9 @@ pub struct RouteEntry {
 pub struct KvWrite {
     pub bucket: String,
     pub write: Write,
+    /// A unique id: a retry with the same id is applied at most once.
+    #[serde(default)]
+    pub id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

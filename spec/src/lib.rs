@@ -11,6 +11,8 @@
 
 pub mod api;
 pub mod capabilities;
+#[cfg(feature = "client")]
+pub mod client;
 pub mod digest;
 pub mod kv;
 pub mod limits;

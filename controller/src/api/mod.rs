@@ -30,7 +30,7 @@ use serde::de::DeserializeOwned;
 use sha2::{Digest as _, Sha256};
 
 use crate::command::{Command, Reply};
-use crate::http_client;
+use dabba_spec::client as http_client;
 use crate::node::{Controller, ProposeError, new_token, now_millis, token_hash};
 use crate::raft::network::PEER_TOKEN_HEADER;
 
@@ -252,7 +252,14 @@ impl Api {
             .map_err(|e| fail(500, "internal", e.to_string()))?;
         let resp = http_client::send(&self.node.client, req, MAX_WAIT + Duration::from_secs(5))
             .await
-            .map_err(|e| fail(503, "no_leader", format!("forwarding to the leader: {e}")))?;
+            .map_err(|e| {
+                if e.never_sent() {
+                    fail(503, "no_leader", format!("forwarding to the leader: {e}"))
+                } else {
+                    // The leader may have committed the request before it went away.
+                    fail(504, "outcome_unknown", format!("forwarding to the leader: {e}"))
+                }
+            })?;
         let (parts, bytes) = resp.into_parts();
         Ok(http::Response::from_parts(parts, Full::new(bytes)))
     }
@@ -576,6 +583,7 @@ impl Api {
                     .propose(Command::Kv {
                         bucket: w.bucket,
                         write: w.write,
+                        id: w.id,
                     })
                     .await?
                 {

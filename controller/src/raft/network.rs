@@ -21,7 +21,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{NodeId, TypeConfig};
-use crate::http_client::{HttpClient, SendError, send};
+use dabba_spec::client::{HttpClient, SendError, send};
 
 /// The header carrying the peer token on Raft RPCs.
 pub const PEER_TOKEN_HEADER: &str = "x-dabba-peer-token";
@@ -76,7 +76,9 @@ impl Peer {
             .await
             .map_err(|e| match e {
                 SendError::Unreachable { .. } => RPCError::Unreachable(Unreachable::new(&e)),
-                SendError::Timeout { .. } => RPCError::Network(NetworkError::new(&e)),
+                SendError::Broken { .. } | SendError::Timeout { .. } => {
+                    RPCError::Network(NetworkError::new(&e))
+                }
             })?;
         if !resp.status().is_success() {
             let e = std::io::Error::other(format!(

@@ -43,7 +43,15 @@ pub struct State {
     /// Numbers pod names, so no name is used twice.
     pub pod_seq: u64,
     pub events: VecDeque<Event>,
+    /// Outcomes of the most recent identified KV writes, oldest first, so a retried
+    /// write is answered instead of applied twice.
+    #[serde(default)]
+    pub kv_writes: VecDeque<(String, Result<kv::Outcome, KvError>)>,
 }
+
+/// How many identified KV writes are remembered for deduplication. A retry comes within
+/// seconds; at 10,000 writes/s this covers the last ten.
+pub const KV_WRITE_MEMORY: usize = 100_000;
 
 /// Something that happened to an object, for `dabba describe`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -220,11 +228,24 @@ impl State {
                 }
                 Reply::Ok
             }
-            Command::Kv { bucket, write } => {
+            Command::Kv { bucket, write, id } => {
+                if let Some(id) = id
+                    && let Some((_, first)) = self.kv_writes.iter().rev().find(|(w, _)| w == id)
+                {
+                    return Reply::Kv {
+                        result: first.clone(),
+                    };
+                }
                 let map = self.kv.entry(bucket.clone()).or_default();
                 let result = kv::apply(&mut MapBucket(map), write);
                 if self.kv.get(bucket).is_some_and(BTreeMap::is_empty) {
                     self.kv.remove(bucket);
+                }
+                if let Some(id) = id {
+                    if self.kv_writes.len() == KV_WRITE_MEMORY {
+                        self.kv_writes.pop_front();
+                    }
+                    self.kv_writes.push_back((id.clone(), result.clone()));
                 }
                 Reply::Kv { result }
             }

@@ -290,6 +290,7 @@ fn key_value_writes_apply_the_shared_semantics() {
             key: "n".into(),
             delta: 2,
         },
+        id: None,
     };
     assert_eq!(
         s.apply(&inc),
@@ -310,6 +311,7 @@ fn key_value_writes_apply_the_shared_semantics() {
             expected: None,
             value: b"a".to_vec(),
         },
+        id: None,
     };
     assert_eq!(
         s.apply(&swap),
@@ -335,6 +337,7 @@ fn state_round_trips_through_json_for_snapshots() {
     s.apply(&Command::Kv {
         bucket: "default/default".into(),
         write: Write::Put(vec![("k".into(), Some(vec![0, 159, 255]))]),
+        id: None,
     });
     let json = serde_json::to_vec(&s).unwrap();
     let back: State = serde_json::from_slice(&json).unwrap();
@@ -368,6 +371,7 @@ fn applying_the_same_log_gives_the_same_state() {
                 key: "n".into(),
                 delta: 1,
             },
+            id: Some("w1".into()),
         },
     ];
     let run = || {
@@ -376,4 +380,28 @@ fn applying_the_same_log_gives_the_same_state() {
         (s, replies)
     };
     assert_eq!(run(), run());
+}
+
+#[test]
+fn an_identified_write_is_applied_once_however_often_it_is_retried() {
+    let mut s = State::default();
+    let inc = |id: &str| Command::Kv {
+        bucket: "b".into(),
+        write: Write::Increment {
+            key: "n".into(),
+            delta: 5,
+        },
+        id: Some(id.into()),
+    };
+    let counter = |r: Reply| match r {
+        Reply::Kv { result: Ok(Outcome::Counter(n)) } => n,
+        other => panic!("unexpected {other:?}"),
+    };
+    assert_eq!(counter(s.apply(&inc("a"))), 5);
+    assert_eq!(counter(s.apply(&inc("a"))), 5, "the retry gets the first answer");
+    assert_eq!(counter(s.apply(&inc("b"))), 10, "another write applies");
+    let json = serde_json::to_vec(&s).unwrap();
+    let mut back: State = serde_json::from_slice(&json).unwrap();
+    assert_eq!(counter(back.apply(&inc("a"))), 5, "remembered across snapshots");
+    assert_eq!(back.kv["b"]["n"], b"10".to_vec());
 }
