@@ -36,6 +36,7 @@ fn load(runtime: &Arc<Runtime>, guest: &str, fuel: Option<u64>) -> HttpFunction 
     .unwrap();
     let app = AppConfig {
         name: guest.into(),
+        revision: None,
         scope: "bench".into(),
         limits,
         capabilities: Capabilities {

@@ -71,8 +71,8 @@ impl Metrics {
         };
         let requests = counter(
             "dabba_requests_total",
-            "HTTP requests answered, by app and status class.",
-            &["app", "code"],
+            "HTTP requests answered, by app, revision and status class.",
+            &["app", "revision", "code"],
         );
         let limit_hits = counter(
             "dabba_limit_hits_total",
@@ -113,7 +113,7 @@ impl Metrics {
                 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05,
                 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
             ]),
-            &["app"],
+            &["app", "revision"],
         )
         .expect("valid metric");
         registry
@@ -132,10 +132,11 @@ impl Metrics {
         }
     }
 
-    pub fn app(&self, app: &str) -> AppMetrics {
+    /// The series of one app (and revision: empty outside a cluster).
+    pub fn app(&self, app: &str, revision: &str) -> AppMetrics {
         AppMetrics {
-            requests: CODE_CLASSES.map(|c| self.requests.with_label_values(&[app, c])),
-            duration: self.duration.with_label_values(&[app]),
+            requests: CODE_CLASSES.map(|c| self.requests.with_label_values(&[app, revision, c])),
+            duration: self.duration.with_label_values(&[app, revision]),
             limit_hits: LimitKind::ALL
                 .iter()
                 .map(|k| (*k, self.limit_hits.with_label_values(&[app, k.as_str()])))
@@ -182,16 +183,16 @@ mod tests {
     #[test]
     fn app_series_show_up_in_the_text_format() {
         let m = Metrics::new();
-        let a = m.app("payment");
+        let a = m.app("payment", "3");
         a.request(201);
         a.request(503);
         a.limit_hit(LimitKind::Fuel);
         let text = m.render();
         assert!(
-            text.contains(r#"dabba_requests_total{app="payment",code="2xx"} 1"#),
+            text.contains(r#"dabba_requests_total{app="payment",code="2xx",revision="3"} 1"#),
             "{text}"
         );
-        assert!(text.contains(r#"dabba_requests_total{app="payment",code="5xx"} 1"#));
+        assert!(text.contains(r#"dabba_requests_total{app="payment",code="5xx",revision="3"} 1"#));
         assert!(text.contains(r#"dabba_limit_hits_total{app="payment",limit="fuel"} 1"#));
     }
 }

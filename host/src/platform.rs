@@ -121,7 +121,7 @@ impl store::HostBucket for PlatformView<'_> {
         key: String,
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, store::Error>> {
         let b = self.bucket(&bucket)?;
-        Ok(self.grants.backend.get(&b, &key).map_err(kv_error))
+        Ok(self.grants.backend.get(&b, &key).await.map_err(kv_error))
     }
 
     async fn set(
@@ -151,6 +151,7 @@ impl store::HostBucket for PlatformView<'_> {
             .grants
             .backend
             .get(&b, &key)
+            .await
             .map(|v| v.is_some())
             .map_err(kv_error))
     }
@@ -165,6 +166,7 @@ impl store::HostBucket for PlatformView<'_> {
             .grants
             .backend
             .list_keys(&b, cursor.as_deref(), LIST_PAGE)
+            .await
             .map(|(keys, cursor)| store::KeyResponse { keys, cursor })
             .map_err(kv_error))
     }
@@ -235,7 +237,7 @@ impl atomics::HostCas for PlatformView<'_> {
         key: String,
     ) -> wasmtime::Result<Result<Resource<CasHandle>, store::Error>> {
         let scoped = self.bucket(&bucket)?;
-        let seen = match self.grants.backend.get(&scoped, &key) {
+        let seen = match self.grants.backend.get(&scoped, &key).await {
             Ok(v) => v,
             Err(e) => return Ok(Err(kv_error(e))),
         };
@@ -266,6 +268,7 @@ impl batch::Host for PlatformView<'_> {
             .grants
             .backend
             .get_many(&b, &keys)
+            .await
             .map(|values| keys.into_iter().zip(values).collect())
             .map_err(kv_error))
     }

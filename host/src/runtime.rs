@@ -37,6 +37,8 @@ pub struct AppConfig {
     pub name: String,
     /// The namespace that scopes its key-value buckets.
     pub scope: String,
+    /// The revision it runs, when it runs as a pod of a cluster (a metrics label).
+    pub revision: Option<u64>,
     pub limits: Limits,
     pub capabilities: Capabilities,
     /// Where its buckets live.

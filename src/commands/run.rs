@@ -43,6 +43,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         let wasm = ComponentBytes::read(&args.component)?;
         let app = AppConfig {
             name: args.name.clone().unwrap_or_else(|| app_name(&args.component)),
+            revision: None,
             scope: "default".into(),
             limits,
             capabilities: args.capabilities.capabilities(),

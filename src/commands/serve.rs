@@ -87,6 +87,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .unwrap_or_else(|| app_name(&args.component));
         let app = AppConfig {
             name: name.clone(),
+            revision: None,
             scope: "default".into(),
             limits,
             capabilities: args.capabilities.capabilities(),

@@ -15,6 +15,7 @@ use crate::support::guest;
 fn app(name: &str, scope: &str, kv: &Arc<MemoryKv>, fuel: Option<u64>) -> AppConfig {
     AppConfig {
         name: name.into(),
+        revision: None,
         scope: scope.into(),
         limits: LimitOverrides {
             fuel,
@@ -87,11 +88,11 @@ async fn many_apps_share_one_runtime_with_their_own_limits_and_state() {
 
     // Each namespace counted only its own ten hits.
     assert_eq!(
-        kv.get("shop/default", "hits").unwrap(),
+        kv.get("shop/default", "hits").await.unwrap(),
         Some(b"10".to_vec())
     );
     assert_eq!(
-        kv.get("bank/default", "hits").unwrap(),
+        kv.get("bank/default", "hits").await.unwrap(),
         Some(b"10".to_vec())
     );
 

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use dabba_spec::api::{AppDetail, AppSummary, Assignment, EventView, HostView, RouteEntry};
-use dabba_spec::resources::{PodPhase, app_key};
+use dabba_spec::resources::{HostState, PodPhase, app_key};
 
 use crate::state::State;
 
@@ -108,6 +108,7 @@ pub fn routes(state: &State) -> Vec<RouteEntry> {
                 .filter(|p| p.phase == PodPhase::Running)
                 .filter_map(|p| p.host.as_ref())
                 .filter_map(|h| state.hosts.get(h))
+                .filter(|h| h.state == HostState::Ready)
                 .map(|h| h.info.address.clone())
                 .collect();
             RouteEntry {

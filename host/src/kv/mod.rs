@@ -3,8 +3,8 @@
 //! Guests see buckets of key-value pairs. The host keeps them in a [`KvBackend`]:
 //! [`MemoryKv`] (lost on exit, for tests and `dabba serve` without `--kv-dir`) or
 //! [`RedbKv`] (an embedded store on local disk; a write is acknowledged only after the
-//! transaction holding it is fsync'd). The controller will add a replicated backend
-//! whose writes are committed through Raft.
+//! transaction holding it is fsync'd) for a single host, and [`ReplicatedKv`] (buckets in
+//! the controllers' Raft state machine) for hosts that belong to a cluster.
 //!
 //! Reads are answered directly. Writes go through [`KvBackend::write`]; a [`Write`] is
 //! applied atomically, and a backend may commit many concurrent writes in one
@@ -12,25 +12,28 @@
 
 mod memory;
 mod redb_store;
+mod replicated;
 
 use std::future::Future;
 use std::pin::Pin;
 
 pub use memory::MemoryKv;
 pub use redb_store::RedbKv;
+pub use replicated::ReplicatedKv;
 
 pub use dabba_spec::kv::{KvError, LIST_PAGE, MAX_KEY_BYTES, MAX_VALUE_BYTES, Outcome, Write};
 
-pub type WriteFuture = Pin<Box<dyn Future<Output = Result<Outcome, KvError>> + Send>>;
+/// The answer of a backend call, once it is ready (a replicated backend asks the
+/// controller over the network).
+pub type KvFuture<T> = Pin<Box<dyn Future<Output = Result<T, KvError>> + Send>>;
+pub type WriteFuture = KvFuture<Outcome>;
 
 /// A store of buckets. Bucket names are chosen by the host (already scoped to the app's
 /// namespace); keys and values by the guest.
 pub trait KvBackend: Send + Sync + 'static {
-    fn get(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, KvError>;
+    fn get(&self, bucket: &str, key: &str) -> KvFuture<Option<Vec<u8>>>;
 
-    fn get_many(&self, bucket: &str, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, KvError> {
-        keys.iter().map(|k| self.get(bucket, k)).collect()
-    }
+    fn get_many(&self, bucket: &str, keys: &[String]) -> KvFuture<Vec<Option<Vec<u8>>>>;
 
     /// Up to `limit` keys after `cursor`, in byte order, and the cursor of the next page.
     fn list_keys(
@@ -38,10 +41,15 @@ pub trait KvBackend: Send + Sync + 'static {
         bucket: &str,
         cursor: Option<&str>,
         limit: usize,
-    ) -> Result<(Vec<String>, Option<String>), KvError>;
+    ) -> KvFuture<(Vec<String>, Option<String>)>;
 
     /// Applies `write` atomically. The future resolves once the write is durable.
     fn write(&self, bucket: &str, write: Write) -> WriteFuture;
+}
+
+/// A future already resolved, for backends that answer from local memory or disk.
+pub fn ready<T: Send + 'static>(r: Result<T, KvError>) -> KvFuture<T> {
+    Box::pin(std::future::ready(r))
 }
 
 #[cfg(test)]
@@ -52,13 +60,13 @@ pub(crate) mod conformance {
 
     pub async fn check(kv: &dyn KvBackend) {
         let b = "ns/app";
-        assert_eq!(kv.get(b, "a").unwrap(), None);
+        assert_eq!(kv.get(b, "a").await.unwrap(), None);
         kv.write(b, Write::Put(vec![("a".into(), Some(b"1".to_vec()))]))
             .await
             .unwrap();
-        assert_eq!(kv.get(b, "a").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(kv.get(b, "a").await.unwrap(), Some(b"1".to_vec()));
         assert_eq!(
-            kv.get("ns/other", "a").unwrap(),
+            kv.get("ns/other", "a").await.unwrap(),
             None,
             "buckets are separate"
         );
@@ -70,7 +78,7 @@ pub(crate) mod conformance {
         };
         assert_eq!(kv.write(b, inc(5)).await.unwrap(), Outcome::Counter(5));
         assert_eq!(kv.write(b, inc(-7)).await.unwrap(), Outcome::Counter(-2));
-        assert_eq!(kv.get(b, "n").unwrap(), Some(b"-2".to_vec()));
+        assert_eq!(kv.get(b, "n").await.unwrap(), Some(b"-2".to_vec()));
         kv.write(
             b,
             Write::Put(vec![(
@@ -106,7 +114,7 @@ pub(crate) mod conformance {
             Err(KvError::NotACounter { .. })
         ));
         assert_eq!(
-            kv.get(b, "word").unwrap(),
+            kv.get(b, "word").await.unwrap(),
             Some(b"one".to_vec()),
             "a failed write changes nothing"
         );
@@ -129,7 +137,7 @@ pub(crate) mod conformance {
             kv.write(b, swap(Some(b"x"), b"z")).await.unwrap(),
             Outcome::Swapped
         );
-        assert_eq!(kv.get(b, "c").unwrap(), Some(b"z".to_vec()));
+        assert_eq!(kv.get(b, "c").await.unwrap(), Some(b"z".to_vec()));
 
         // Batches and deletes.
         kv.write(
@@ -144,6 +152,7 @@ pub(crate) mod conformance {
         .unwrap();
         assert_eq!(
             kv.get_many(b, &["k1".into(), "zz".into(), "a".into(), "k2".into()])
+                .await
                 .unwrap(),
             vec![Some(b"v1".to_vec()), None, None, Some(b"v2".to_vec())]
         );
@@ -159,7 +168,7 @@ pub(crate) mod conformance {
         let mut seen = Vec::new();
         let mut cursor: Option<String> = None;
         loop {
-            let (keys, next) = kv.list_keys("ns/list", cursor.as_deref(), 10).unwrap();
+            let (keys, next) = kv.list_keys("ns/list", cursor.as_deref(), 10).await.unwrap();
             assert!(keys.len() <= 10);
             seen.extend(keys);
             match next {

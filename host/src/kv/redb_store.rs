@@ -19,7 +19,7 @@ use tokio::sync::oneshot;
 
 use dabba_spec::kv::{Bucket, apply, check_write, page};
 
-use super::{KvBackend, KvError, Outcome, Write, WriteFuture};
+use super::{KvBackend, KvError, KvFuture, Outcome, Write, WriteFuture, ready};
 
 const ENTRIES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("entries");
 
@@ -126,15 +126,15 @@ impl Bucket for TableBucket<'_, '_> {
     }
 }
 
-impl KvBackend for RedbKv {
-    fn get(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, KvError> {
+impl RedbKv {
+    fn read_one(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, KvError> {
         let tx = self.db.begin_read().map_err(storage)?;
         let table = tx.open_table(ENTRIES).map_err(storage)?;
         let value = table.get((bucket, key)).map_err(storage)?;
         Ok(value.map(|v| v.value().to_vec()))
     }
 
-    fn get_many(&self, bucket: &str, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, KvError> {
+    fn read_many(&self, bucket: &str, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, KvError> {
         let tx = self.db.begin_read().map_err(storage)?;
         let table = tx.open_table(ENTRIES).map_err(storage)?;
         keys.iter()
@@ -147,7 +147,7 @@ impl KvBackend for RedbKv {
             .collect()
     }
 
-    fn list_keys(
+    fn read_keys(
         &self,
         bucket: &str,
         cursor: Option<&str>,
@@ -173,6 +173,26 @@ impl KvBackend for RedbKv {
             keys.push(key.to_string());
         }
         Ok(page(keys, limit))
+    }
+
+}
+
+impl KvBackend for RedbKv {
+    fn get(&self, bucket: &str, key: &str) -> KvFuture<Option<Vec<u8>>> {
+        ready(self.read_one(bucket, key))
+    }
+
+    fn get_many(&self, bucket: &str, keys: &[String]) -> KvFuture<Vec<Option<Vec<u8>>>> {
+        ready(self.read_many(bucket, keys))
+    }
+
+    fn list_keys(
+        &self,
+        bucket: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> KvFuture<(Vec<String>, Option<String>)> {
+        ready(self.read_keys(bucket, cursor, limit))
     }
 
     fn write(&self, bucket: &str, write: Write) -> WriteFuture {
@@ -238,7 +258,7 @@ mod tests {
         };
         let total: i64 = (0..7)
             .map(|i| {
-                let v = kv.get("b", &format!("n{i}")).unwrap().unwrap();
+                let v = kv.read_one("b", &format!("n{i}")).unwrap().unwrap();
                 String::from_utf8(v).unwrap().parse::<i64>().unwrap()
             })
             .sum();

@@ -1,0 +1,116 @@
+//! The replicated backend: buckets live in the controllers' state machine, so an
+//! acknowledged write is on a quorum of controllers' disks and survives the loss of any
+//! minority of them.
+//!
+//! Reads are linearizable reads answered by the leader. Every write carries an id unique
+//! to this host process; when the answer to a write is lost (the leader died after
+//! receiving it) the write is sent again with the same id, and the state machine answers
+//! the retry with the first outcome instead of applying it twice. So an increment is
+//! applied exactly once even across a leader failover.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use dabba_spec::api::{KvKeys, KvList, KvRead, KvValues, KvWrite, KvWriteResult};
+use dabba_spec::client::{ApiClient, ApiError};
+use http::Method;
+
+use super::{KvBackend, KvError, KvFuture, Write, WriteFuture};
+
+/// How long a write keeps being retried while its outcome is unknown.
+const WRITE_RETRY: Duration = Duration::from_secs(15);
+
+pub struct ReplicatedKv {
+    api: Arc<ApiClient>,
+    /// Makes write ids unique to this process.
+    prefix: String,
+    next: AtomicU64,
+}
+
+impl ReplicatedKv {
+    pub fn new(api: Arc<ApiClient>, host: &str) -> ReplicatedKv {
+        let boot: u64 = rand::random();
+        ReplicatedKv {
+            api,
+            prefix: format!("{host}-{boot:016x}"),
+            next: AtomicU64::new(0),
+        }
+    }
+}
+
+fn storage(e: ApiError) -> KvError {
+    KvError::storage(format!("the controllers: {e}"))
+}
+
+impl KvBackend for ReplicatedKv {
+    fn get(&self, bucket: &str, key: &str) -> KvFuture<Option<Vec<u8>>> {
+        let fut = self.get_many(bucket, &[key.to_string()]);
+        Box::pin(async move { Ok(fut.await?.into_iter().next().flatten()) })
+    }
+
+    fn get_many(&self, bucket: &str, keys: &[String]) -> KvFuture<Vec<Option<Vec<u8>>>> {
+        let api = self.api.clone();
+        let body = KvRead {
+            bucket: bucket.to_string(),
+            keys: keys.to_vec(),
+        };
+        Box::pin(async move {
+            let v: KvValues = api
+                .send_json(Method::POST, "/v1/kv/read", &body)
+                .await
+                .map_err(storage)?;
+            Ok(v.values)
+        })
+    }
+
+    fn list_keys(
+        &self,
+        bucket: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> KvFuture<(Vec<String>, Option<String>)> {
+        let api = self.api.clone();
+        let body = KvList {
+            bucket: bucket.to_string(),
+            cursor: cursor.map(str::to_string),
+            limit,
+        };
+        Box::pin(async move {
+            let k: KvKeys = api
+                .send_json(Method::POST, "/v1/kv/list", &body)
+                .await
+                .map_err(storage)?;
+            Ok((k.keys, k.cursor))
+        })
+    }
+
+    fn write(&self, bucket: &str, write: Write) -> WriteFuture {
+        if let Err(e) = dabba_spec::kv::check_write(&write) {
+            return super::ready(Err(e));
+        }
+        let api = self.api.clone();
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let body = KvWrite {
+            bucket: bucket.to_string(),
+            write,
+            id: Some(format!("{}-{n}", self.prefix)),
+        };
+        Box::pin(async move {
+            let deadline = tokio::time::Instant::now() + WRITE_RETRY;
+            loop {
+                match api
+                    .send_json::<_, KvWriteResult>(Method::POST, "/v1/kv/write", &body)
+                    .await
+                {
+                    Ok(r) => return r.result,
+                    Err(ApiError::Unknown(e)) if tokio::time::Instant::now() < deadline => {
+                        tracing::debug!(error = %e, "a write's answer was lost; sending it again");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    Err(e) => return Err(storage(e)),
+                }
+            }
+        })
+    }
+}
