@@ -27,6 +27,29 @@ enum Command {
     Serve(commands::serve::ServeArgs),
     /// Run one job component (wasi:cli) to completion; exits with its exit code.
     Run(commands::run::RunArgs),
+    /// Run a one-node platform in this process: controller, host and ingress.
+    Up(commands::platform::UpArgs),
+    /// Run a controller (one member of the replicated control plane).
+    Controller(commands::platform::ControllerArgs),
+    /// Run a host: it registers with the controllers and runs the pods they assign.
+    Host(commands::platform::HostArgs),
+    /// Create or update an app from a manifest (uploading its component).
+    Apply(commands::client::ApplyArgs),
+    /// List apps, revisions, pods or hosts.
+    Get(commands::client::GetArgs),
+    /// Show everything about an app.
+    Describe(commands::client::DescribeArgs),
+    /// Delete an app and its pods.
+    Delete(commands::client::AppArgs),
+    /// Set an app's replica count.
+    Scale(commands::client::ScaleArgs),
+    /// Show recent output of an app's instances.
+    Logs(commands::client::LogsArgs),
+    /// Inspect and change the controller cluster.
+    #[command(subcommand)]
+    Cluster(commands::client::ClusterCommand),
+    /// Create an API token (admin only); prints it once.
+    Token(commands::client::TokenArgs),
     /// Measure dabba against a native server and `wasmtime serve` on this machine.
     Bench(bench::BenchArgs),
 }
@@ -38,6 +61,19 @@ fn main() -> ExitCode {
         Command::Serve(args) => commands::serve::serve(args).map(|()| ExitCode::SUCCESS),
         Command::Run(args) => commands::run::run(args),
         Command::Bench(args) => bench::bench(args).map(|()| ExitCode::SUCCESS),
+        Command::Up(args) => commands::platform::up(args).map(|()| ExitCode::SUCCESS),
+        Command::Controller(args) => {
+            commands::platform::controller(args).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Host(args) => commands::platform::host(args).map(|()| ExitCode::SUCCESS),
+        Command::Apply(args) => commands::client::apply(args).map(|()| ExitCode::SUCCESS),
+        Command::Get(args) => commands::client::get(args).map(|()| ExitCode::SUCCESS),
+        Command::Describe(args) => commands::client::describe(args).map(|()| ExitCode::SUCCESS),
+        Command::Delete(args) => commands::client::delete(args).map(|()| ExitCode::SUCCESS),
+        Command::Scale(args) => commands::client::scale(args).map(|()| ExitCode::SUCCESS),
+        Command::Logs(args) => commands::client::logs(args).map(|()| ExitCode::SUCCESS),
+        Command::Cluster(cmd) => commands::client::cluster(cmd).map(|()| ExitCode::SUCCESS),
+        Command::Token(args) => commands::client::token(args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

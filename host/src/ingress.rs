@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use bytes::Bytes;
 use dabba_spec::api::RouteEntry;
 use dabba_spec::client::{HttpClient, send};
 use http_body_util::{BodyExt, Full, Limited};

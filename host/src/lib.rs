@@ -8,19 +8,22 @@
 //! [`dabba_spec::Limits`] and granting only its [`dabba_spec::Capabilities`].
 //!
 //! What it is not: a scheduler or a store of desired state. Which apps run where is
-//! decided by the controller; a host converges to what it is told. Until the
-//! controller lands, `dabba serve` and `dabba run` drive a host runtime directly.
+//! decided by the controller; the [`agent`] converges the host to what it is told and
+//! the [`ingress`] routes requests to local pods or to other hosts. `dabba serve` and
+//! `dabba run` drive a host runtime directly, without a controller.
 //!
 //! Invariants:
 //! - only this crate links wasmtime;
 //! - a guest instance never outlives its request or run;
 //! - every guest runs under finite limits (see `spec/limits.md`).
 
+pub mod agent;
 pub mod cache;
 pub mod component;
 pub mod engine;
 pub mod guest;
 pub mod http;
+pub mod ingress;
 pub mod job;
 pub mod kv;
 mod loaded;

@@ -1,5 +1,7 @@
 //! One module per subcommand.
 
+pub mod client;
+pub mod platform;
 pub mod run;
 pub mod serve;
 

@@ -1,0 +1,369 @@
+//! The agent: what makes a host part of a cluster.
+//!
+//! It registers the host with the controllers (authenticated by the join token), then
+//! runs two loops. The watch loop long-polls the host's assignments and converges: it
+//! fetches each assigned component by digest (from a local cache, or from any
+//! controller, verifying the SHA-256), loads it as a pod, drops pods no longer
+//! assigned, and swaps the ingress's routing table. The heartbeat loop reports, every
+//! interval and right after each change, the phase of every pod and the new lines of
+//! guest output. The controller decides; the agent only converges and reports.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use dabba_spec::api::{AppLogLines, Assignment, Heartbeat, HostView, LogLine, PodReport};
+use dabba_spec::client::{ApiClient, ApiError};
+use dabba_spec::resources::{HostInfo, PodPhase};
+use dabba_spec::{Digest, WorkloadKind};
+use prometheus::{IntCounterVec, IntGaugeVec, Opts};
+use sha2::{Digest as _, Sha256};
+use tokio::sync::Notify;
+
+use crate::component::ComponentBytes;
+use crate::ingress::{Ingress, LocalPod, RoutingTable};
+use crate::kv::KvBackend;
+use crate::runtime::{AppConfig, Runtime};
+
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    pub info: HostInfo,
+    /// Where fetched components are cached, by digest.
+    pub data_dir: PathBuf,
+    pub heartbeat: Duration,
+}
+
+/// One pod as the agent knows it.
+enum Local {
+    Running(Arc<LocalPod>),
+    Failed(String),
+}
+
+struct Tracked {
+    /// `namespace/app`.
+    app: String,
+    namespace: String,
+    name: String,
+    state: Local,
+    /// Guest output lines already reported.
+    log_seen: u64,
+}
+
+pub struct Agent {
+    opts: AgentOptions,
+    api: Arc<ApiClient>,
+    runtime: Arc<Runtime>,
+    kv: Arc<dyn KvBackend>,
+    ingress: Arc<Ingress>,
+    pods: Mutex<HashMap<String, Tracked>>,
+    report_now: Notify,
+    pod_gauge: IntGaugeVec,
+    pod_starts: IntCounterVec,
+}
+
+impl Agent {
+    pub fn new(
+        opts: AgentOptions,
+        api: Arc<ApiClient>,
+        runtime: Arc<Runtime>,
+        kv: Arc<dyn KvBackend>,
+        ingress: Arc<Ingress>,
+    ) -> anyhow::Result<Arc<Agent>> {
+        std::fs::create_dir_all(opts.data_dir.join("components"))?;
+        let registry = runtime.metrics().registry();
+        let pod_gauge = IntGaugeVec::new(
+            Opts::new("dabba_pods", "Pods on this host, by phase."),
+            &["phase"],
+        )?;
+        let pod_starts = IntCounterVec::new(
+            Opts::new(
+                "dabba_pod_starts_total",
+                "Pods started on this host (cold starts), by result.",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(pod_gauge.clone()))?;
+        registry.register(Box::new(pod_starts.clone()))?;
+        Ok(Arc::new(Agent {
+            opts,
+            api,
+            runtime,
+            kv,
+            ingress,
+            pods: Mutex::new(HashMap::new()),
+            report_now: Notify::new(),
+            pod_gauge,
+            pod_starts,
+        }))
+    }
+
+    pub fn name(&self) -> &str {
+        &self.opts.info.name
+    }
+
+    /// Registers, then watches and heartbeats until the process ends.
+    pub async fn run(self: Arc<Self>) {
+        self.register().await;
+        let beat = self.clone();
+        tokio::spawn(async move { beat.heartbeat_loop().await });
+        self.watch_loop().await;
+    }
+
+    async fn register(&self) {
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match self
+                .api
+                .send_json::<_, serde_json::Value>(
+                    http::Method::POST,
+                    "/v1/hosts/register",
+                    &self.opts.info,
+                )
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(host = %self.name(), "registered with the controllers");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "registering with the controllers failed; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+
+    async fn watch_loop(&self) {
+        let mut since = 0;
+        loop {
+            let path = format!(
+                "/v1/hosts/{}/assignments?since={since}&wait_ms=10000",
+                self.name()
+            );
+            match self.api.get::<HostView>(&path).await {
+                Ok(view) => {
+                    since = view.version;
+                    if view.host.is_none() {
+                        // The controllers forgot this host (a restored cluster): register
+                        // again.
+                        self.register().await;
+                    }
+                    self.converge(view).await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "watching assignments failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+
+    /// Makes the pods on this host what `view` says, and rebuilds the routing table.
+    async fn converge(&self, view: HostView) {
+        let wanted: HashMap<String, &Assignment> = view
+            .pods
+            .iter()
+            .filter(|a| a.pod.phase != PodPhase::Pending)
+            .map(|a| (a.pod.key(), a))
+            .collect();
+        let to_start: Vec<&Assignment> = {
+            let mut pods = self.pods.lock().expect("pods lock");
+            pods.retain(|key, _| wanted.contains_key(key));
+            wanted
+                .iter()
+                .filter(|(key, _)| !pods.contains_key(*key))
+                .map(|(_, a)| *a)
+                .collect()
+        };
+        for a in to_start {
+            let state = match self.start(a).await {
+                Ok(pod) => {
+                    self.pod_starts.with_label_values(&["ok"]).inc();
+                    Local::Running(Arc::new(pod))
+                }
+                Err(reason) => {
+                    self.pod_starts.with_label_values(&["failed"]).inc();
+                    tracing::warn!(pod = %a.pod.key(), %reason, "pod failed to start");
+                    Local::Failed(reason)
+                }
+            };
+            self.pods.lock().expect("pods lock").insert(
+                a.pod.key(),
+                Tracked {
+                    app: format!("{}/{}", a.pod.namespace, a.pod.app),
+                    namespace: a.pod.namespace.clone(),
+                    name: a.pod.app.clone(),
+                    state,
+                    log_seen: 0,
+                },
+            );
+        }
+        let local: Vec<(String, Arc<LocalPod>)> = {
+            let pods = self.pods.lock().expect("pods lock");
+            let (mut running, mut failed) = (0, 0);
+            let list = pods
+                .values()
+                .filter_map(|t| match &t.state {
+                    Local::Running(p) => {
+                        running += 1;
+                        Some((t.app.clone(), p.clone()))
+                    }
+                    Local::Failed(_) => {
+                        failed += 1;
+                        None
+                    }
+                })
+                .collect();
+            self.pod_gauge.with_label_values(&["running"]).set(running);
+            self.pod_gauge.with_label_values(&["failed"]).set(failed);
+            list
+        };
+        self.ingress
+            .replace_table(RoutingTable::new(view.routes, local));
+        self.report_now.notify_one();
+    }
+
+    /// Fetches an assignment's component and loads it as a pod.
+    async fn start(&self, a: &Assignment) -> Result<LocalPod, String> {
+        let digest = a.spec.component;
+        let bytes = self.component(&digest).await?;
+        let limits = a
+            .spec
+            .limits
+            .resolve(WorkloadKind::Http)
+            .map_err(|e| format!("limits: {e}"))?;
+        let config = AppConfig {
+            name: format!("{}/{}", a.spec.namespace, a.spec.name),
+            scope: a.spec.namespace.clone(),
+            revision: Some(a.pod.revision),
+            limits,
+            capabilities: a.spec.capabilities.clone(),
+            kv: self.kv.clone(),
+        };
+        let runtime = self.runtime.clone();
+        let origin = format!("{} ({})", a.spec.name, digest.short());
+        // Compiling can take a while: keep it off the threads that answer requests.
+        let function = tokio::task::spawn_blocking(move || {
+            let wasm = ComponentBytes::new(bytes.to_vec(), origin);
+            runtime.load_http(config, &wasm)
+        })
+        .await
+        .map_err(|e| format!("loading panicked: {e}"))?
+        .map_err(|e| e.to_string())?;
+        Ok(LocalPod {
+            key: a.pod.key(),
+            revision: a.pod.revision,
+            function,
+        })
+    }
+
+    /// A component by digest: from the local cache, or fetched from the controllers and
+    /// verified before it is cached.
+    async fn component(&self, digest: &Digest) -> Result<Bytes, String> {
+        let path = self
+            .opts
+            .data_dir
+            .join("components")
+            .join(format!("{}.wasm", digest.hex()));
+        if let Ok(bytes) = tokio::fs::read(&path).await
+            && hash(&bytes) == *digest
+        {
+            return Ok(Bytes::from(bytes));
+        }
+        let bytes = self
+            .api
+            .request(
+                http::Method::GET,
+                &format!("/v1/blobs/{digest}"),
+                Bytes::new(),
+                "application/json",
+            )
+            .await
+            .map_err(|e: ApiError| format!("fetching component {}: {e}", digest.short()))?;
+        let actual = hash(&bytes);
+        if actual != *digest {
+            return Err(format!(
+                "component {} arrived corrupted (it hashes to {})",
+                digest.short(),
+                actual.short()
+            ));
+        }
+        let tmp = path.with_extension("tmp");
+        if let Err(e) = tokio::fs::write(&tmp, &bytes).await {
+            tracing::warn!(error = %e, "cannot cache component");
+        } else if let Err(e) = tokio::fs::rename(&tmp, &path).await {
+            tracing::warn!(error = %e, "cannot cache component");
+        }
+        Ok(bytes)
+    }
+
+    async fn heartbeat_loop(&self) {
+        loop {
+            let beat = self.heartbeat();
+            let path = format!("/v1/hosts/{}/heartbeat", self.name());
+            if let Err(e) = self
+                .api
+                .send_json::<_, serde_json::Value>(http::Method::POST, &path, &beat)
+                .await
+            {
+                tracing::warn!(error = %e, "heartbeat failed");
+            }
+            tokio::select! {
+                () = tokio::time::sleep(self.opts.heartbeat) => {}
+                () = self.report_now.notified() => {}
+            }
+        }
+    }
+
+    /// The phase of every pod, and the guest output since the last heartbeat.
+    fn heartbeat(&self) -> Heartbeat {
+        let mut pods = self.pods.lock().expect("pods lock");
+        let mut reports = Vec::with_capacity(pods.len());
+        let mut logs: HashMap<String, AppLogLines> = HashMap::new();
+        for (key, t) in pods.iter_mut() {
+            match &t.state {
+                Local::Running(p) => {
+                    reports.push(PodReport {
+                        key: key.clone(),
+                        phase: PodPhase::Running,
+                        reason: None,
+                    });
+                    // Each pod keeps its own ring of output lines.
+                    let (lines, seen) = p.function.log().since(t.log_seen);
+                    t.log_seen = seen;
+                    if !lines.is_empty() {
+                        let entry = logs.entry(t.app.clone()).or_insert_with(|| AppLogLines {
+                            namespace: t.namespace.clone(),
+                            app: t.name.clone(),
+                            lines: Vec::new(),
+                        });
+                        entry.lines.extend(lines.into_iter().map(|l| LogLine {
+                            host: self.opts.info.name.clone(),
+                            stream: match l.stream {
+                                crate::logs::Stream::Stdout => "stdout".into(),
+                                crate::logs::Stream::Stderr => "stderr".into(),
+                            },
+                            line: l.line,
+                        }));
+                    }
+                }
+                Local::Failed(reason) => reports.push(PodReport {
+                    key: key.clone(),
+                    phase: PodPhase::Failed,
+                    reason: Some(reason.clone()),
+                }),
+            }
+        }
+        Heartbeat {
+            pods: reports,
+            logs: logs.into_values().collect(),
+        }
+    }
+}
+
+fn hash(bytes: &[u8]) -> Digest {
+    Digest::from_bytes(Sha256::digest(bytes).into())
+}
