@@ -10,6 +10,7 @@
 mod support;
 
 mod bad_input;
+mod cluster;
 mod jobs;
 mod limits;
 mod runtime;

@@ -179,8 +179,19 @@ pub fn request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Reply {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connecting");
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    try_request(addr, method, path, headers, body).expect("an HTTP exchange")
+}
+
+/// Like [`request`], but a failed connection or exchange is an error, not a panic.
+pub fn try_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<Reply> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(60)))?;
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n",
         body.len()
@@ -189,11 +200,14 @@ pub fn request(
         head.push_str(&format!("{k}: {v}\r\n"));
     }
     head.push_str("\r\n");
-    s.write_all(head.as_bytes()).unwrap();
-    s.write_all(body).unwrap();
+    s.write_all(head.as_bytes())?;
+    s.write_all(body)?;
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw).expect("reading the response");
-    parse(&raw)
+    s.read_to_end(&mut raw)?;
+    if !raw.windows(4).any(|w| w == b"\r\n\r\n") {
+        return Err(std::io::Error::other("the connection closed before a response"));
+    }
+    Ok(parse(&raw))
 }
 
 fn parse(raw: &[u8]) -> Reply {
@@ -248,4 +262,108 @@ pub fn stdout(o: &Output) -> String {
 
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A free port on 127.0.0.1 (bound and released; good enough for tests on loopback).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A long-running `dabba` process (controller, host or `up`), killed when dropped; it
+/// can be killed and started again with the same arguments.
+pub struct Proc {
+    pub name: String,
+    args: Vec<String>,
+    envs: Vec<(String, String)>,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Proc {
+    pub fn start(name: &str, args: &[String], envs: &[(&str, &str)], log_dir: &Path) -> Proc {
+        let mut p = Proc {
+            name: name.to_string(),
+            args: args.to_vec(),
+            envs: envs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            child: None,
+            log: log_dir.join(format!("{name}.log")),
+        };
+        p.restart();
+        p
+    }
+
+    /// Starts the process (again), appending its output to its log file.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "{} is already running", self.name);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("opening a log file");
+        let child = dabba()
+            .args(&self.args)
+            .envs(self.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log)
+            .spawn()
+            .expect("starting dabba");
+        self.child = Some(child);
+    }
+
+    /// Kills the process at once (SIGKILL: no chance to clean up).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Asks the process to stop (SIGTERM) and waits up to 15 s, then kills it.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, for at most `timeout`.
+pub fn eventually<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -1,0 +1,390 @@
+//! A real cluster: three `dabba controller` processes and two `dabba host` processes on
+//! loopback, driven through the CLI and the ingress. Controllers are killed with SIGKILL
+//! (no clean shutdown), hosts too.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::{Proc, eventually, free_port, guest, run_dabba, stderr, stdout, try_request};
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub controllers: Vec<Proc>,
+    pub controller_addrs: Vec<SocketAddr>,
+    pub hosts: Vec<Proc>,
+    pub host_addrs: Vec<SocketAddr>,
+    pub admin: String,
+}
+
+impl Cluster {
+    /// Starts `n_controllers` controllers (the first starts the cluster, the others
+    /// join it) and `n_hosts` hosts in zones a, b, ...
+    pub fn start(n_controllers: usize, n_hosts: usize) -> Cluster {
+        guest("payment");
+        let dir = tempfile::tempdir().unwrap();
+        let controller_addrs: Vec<SocketAddr> = (0..n_controllers)
+            .map(|_| SocketAddr::from(([127, 0, 0, 1], free_port())))
+            .collect();
+        let mut controllers = Vec::new();
+        for (i, addr) in controller_addrs.iter().enumerate() {
+            let id = i + 1;
+            let mut args: Vec<String> = vec![
+                "controller".into(),
+                "--id".into(),
+                id.to_string(),
+                "--listen".into(),
+                addr.to_string(),
+                "--data-dir".into(),
+                dir.path().join(format!("c{id}")).display().to_string(),
+                "--failure-timeout".into(),
+                "2s".into(),
+            ];
+            let admin = if i > 0 {
+                args.extend(["--join".into(), format!("http://{}", controller_addrs[0])]);
+                read_token(&dir.path().join("c1/admin.token"))
+            } else {
+                String::new()
+            };
+            let envs: Vec<(&str, &str)> = if i > 0 {
+                vec![("DABBA_TOKEN", admin.as_str())]
+            } else {
+                vec![]
+            };
+            controllers.push(Proc::start(&format!("c{id}"), &args, &envs, dir.path()));
+            if i == 0 {
+                eventually("the first controller to start the cluster", Duration::from_secs(30), || {
+                    dir.path().join("c1/join.token").exists().then_some(())
+                });
+            } else {
+                // Members join one at a time: Raft changes membership one step at once.
+                let first = controller_addrs[0];
+                eventually("the new controller to join", Duration::from_secs(60), || {
+                    let auth = format!("Bearer {admin}");
+                    let r = try_request(first, "GET", "/v1/cluster", &[("authorization", &auth)], b"").ok()?;
+                    let s = r.json();
+                    let voters = s["members"].as_array()?.iter().filter(|m| m["voter"] == true).count();
+                    (voters == i + 1).then_some(())
+                });
+            }
+        }
+        let admin = read_token(&dir.path().join("c1/admin.token"));
+        let join = read_token(&dir.path().join("c1/join.token"));
+        let mut c = Cluster {
+            dir,
+            controllers,
+            controller_addrs,
+            hosts: Vec::new(),
+            host_addrs: Vec::new(),
+            admin,
+        };
+        eventually("every controller to be a voter", Duration::from_secs(60), || {
+            let s = c.status()?;
+            let voters = s["members"]
+                .as_array()?
+                .iter()
+                .filter(|m| m["voter"] == true)
+                .count();
+            (voters == n_controllers).then_some(())
+        });
+        let urls = c.controller_urls();
+        for i in 0..n_hosts {
+            let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+            let name = format!("h{}", i + 1);
+            let zone = format!("zone-{}", (b'a' + i as u8) as char);
+            let args: Vec<String> = vec![
+                "host".into(),
+                "--controller".into(),
+                urls.clone(),
+                "--name".into(),
+                name.clone(),
+                "--zone".into(),
+                zone,
+                "--listen".into(),
+                addr.to_string(),
+                "--data-dir".into(),
+                c.dir.path().join(&name).display().to_string(),
+            ];
+            c.hosts.push(Proc::start(
+                &name,
+                &args,
+                &[("DABBA_JOIN_TOKEN", join.as_str())],
+                c.dir.path(),
+            ));
+            c.host_addrs.push(addr);
+        }
+        eventually("every host to be Ready", Duration::from_secs(60), || {
+            let hosts = c.api_get("/v1/hosts")?;
+            let ready = hosts
+                .as_array()?
+                .iter()
+                .filter(|h| h["state"] == "Ready")
+                .count();
+            (ready == n_hosts).then_some(())
+        });
+        c
+    }
+
+    pub fn controller_urls(&self) -> String {
+        self.controller_addrs
+            .iter()
+            .map(|a| format!("http://{a}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// `dabba ARGS...` against this cluster with the admin token.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        let mut all: Vec<&str> = args.to_vec();
+        let urls = self.controller_urls();
+        all.extend(["--server", &urls, "--token", &self.admin]);
+        run_dabba(&all, Duration::from_secs(120))
+    }
+
+    /// A GET of the API from any live controller.
+    pub fn api_get(&self, path: &str) -> Option<Value> {
+        let auth = format!("Bearer {}", self.admin);
+        self.controller_addrs.iter().find_map(|a| {
+            let r = try_request(*a, "GET", path, &[("authorization", &auth)], b"").ok()?;
+            (r.status == 200).then(|| r.json())
+        })
+    }
+
+    pub fn status(&self) -> Option<Value> {
+        self.api_get("/v1/cluster")
+    }
+
+    /// The index (0-based) of the current leader.
+    pub fn leader(&self) -> Option<usize> {
+        let s = self.status()?;
+        let id = s["leader"].as_u64()?;
+        Some(id as usize - 1)
+    }
+
+    pub fn deploy_payment(&self, replicas: u32) -> std::path::PathBuf {
+        let manifest = self.dir.path().join("payment.toml");
+        std::fs::write(
+            &manifest,
+            format!(
+                "[app]\nname = \"payment\"\ncomponent = \"{}\"\nroute = \"/payments\"\nreplicas = {replicas}\n\n[capabilities]\nkey_value_buckets = [\"default\"]\n",
+                guest("payment").display()
+            ),
+        )
+        .unwrap();
+        let out = self.cli(&["apply", "-f", manifest.to_str().unwrap(), "--wait"]);
+        assert!(
+            out.status.success(),
+            "apply failed: {}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+        manifest
+    }
+
+    pub fn pods(&self) -> Vec<Value> {
+        self.api_get("/v1/pods")
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
+    }
+
+    pub fn logs(&self) -> String {
+        self.controllers
+            .iter()
+            .chain(&self.hosts)
+            .map(|p| format!("--- {} ---\n{}", p.name, p.log()))
+            .collect()
+    }
+}
+
+fn read_token(path: &Path) -> String {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+        .trim()
+        .to_string()
+}
+
+const PAYMENT: &[u8] =
+    br#"{"merchant_id":"m_1","payer_vpa":"alice@upi","amount":125000,"currency":"INR"}"#;
+
+/// Sends one payment with `key` through `ingress`, retrying (with the same key) until it
+/// gets a 2xx or `deadline` passes. Returns the payment's id.
+fn pay(ingress: SocketAddr, key: &str, deadline: Instant) -> Option<String> {
+    while Instant::now() < deadline {
+        if let Ok(r) = try_request(
+            ingress,
+            "POST",
+            "/payments",
+            &[
+                ("idempotency-key", key),
+                ("content-type", "application/json"),
+            ],
+            PAYMENT,
+        ) && (200..300).contains(&r.status)
+        {
+            return r.json()["id"].as_str().map(str::to_string);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+#[test]
+fn payments_survive_losing_the_leader_and_a_full_restart() {
+    let mut c = Cluster::start(3, 2);
+    c.deploy_payment(2);
+
+    // Load from four clients, alternating the two hosts' ingresses, while the leader is
+    // killed.
+    let accepted: Arc<Mutex<BTreeMap<String, String>>> = Arc::default();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let clients: Vec<_> = (0..4)
+        .map(|t| {
+            let ingress = c.host_addrs[t % 2];
+            let accepted = accepted.clone();
+            std::thread::spawn(move || {
+                for i in 0..40 {
+                    let key = format!("key-{t}-{i}");
+                    if let Some(id) = pay(ingress, &key, deadline) {
+                        accepted.lock().unwrap().insert(key, id);
+                    }
+                }
+            })
+        })
+        .collect();
+    eventually("some payments to land", Duration::from_secs(30), || {
+        (accepted.lock().unwrap().len() >= 20).then_some(())
+    });
+    let old_leader = c.leader().expect("a leader");
+    let killed_at = Instant::now();
+    c.controllers[old_leader].kill();
+    for t in clients {
+        t.join().unwrap();
+    }
+    let accepted = accepted.lock().unwrap().clone();
+    assert_eq!(accepted.len(), 160, "every payment was eventually accepted\n{}", c.logs());
+    let new_leader = eventually("a new leader", Duration::from_secs(10), || {
+        c.leader().filter(|l| *l != old_leader)
+    });
+    eprintln!(
+        "leader {} killed; {} leads; load finished {:?} later",
+        old_leader + 1,
+        new_leader + 1,
+        killed_at.elapsed()
+    );
+
+    // Every accepted payment is in the ledger, once: distinct ids, distinct sequence
+    // numbers, readable from either host.
+    let check_ledger = |c: &Cluster| {
+        let mut seqs = BTreeSet::new();
+        for (n, (key, id)) in accepted.iter().enumerate() {
+            let ingress = c.host_addrs[n % 2];
+            let r = try_request(ingress, "GET", &format!("/payments/{id}"), &[], b"")
+                .expect("reading a payment");
+            assert_eq!(r.status, 200, "payment {id} ({key}) is missing: {}", r.text());
+            let p = r.json();
+            assert_eq!(p["idempotency_key"], key.as_str());
+            let seq = (
+                p["ledger_date"].as_str().unwrap().to_string(),
+                p["ledger_seq"].as_u64().unwrap(),
+            );
+            assert!(seqs.insert(seq), "two payments share a ledger slot: {p}");
+        }
+        let ids: BTreeSet<&String> = accepted.values().collect();
+        assert_eq!(ids.len(), accepted.len(), "each key made its own payment");
+    };
+    check_ledger(&c);
+
+    // A retried key replays the same payment rather than making a second.
+    let (key, id) = accepted.iter().next().unwrap();
+    let again = pay(c.host_addrs[1], key, Instant::now() + Duration::from_secs(10));
+    assert_eq!(again.as_ref(), Some(id));
+
+    // The killed controller comes back and catches up.
+    c.controllers[old_leader].restart();
+    eventually("the old leader to catch up", Duration::from_secs(30), || {
+        let s = c.status()?;
+        let members = s["members"].as_array()?;
+        let all_caught_up = members.len() == 3
+            && members.iter().all(|m| m["lag"].as_u64().is_some_and(|l| l < 5));
+        all_caught_up.then_some(())
+    });
+
+    // Stop and restart every process: everything is back.
+    let apps_before = c.api_get("/v1/apps").unwrap();
+    for p in c.hosts.iter_mut().chain(c.controllers.iter_mut()) {
+        p.stop();
+    }
+    for p in c.controllers.iter_mut().chain(c.hosts.iter_mut()) {
+        p.restart();
+    }
+    eventually("the app to run again after a full restart", Duration::from_secs(60), || {
+        let pods = c.pods();
+        let running = pods.iter().filter(|p| p["phase"] == "running").count();
+        (running == 2).then_some(())
+    });
+    assert_eq!(c.api_get("/v1/apps").unwrap(), apps_before);
+    eventually("both ingresses to route again", Duration::from_secs(30), || {
+        c.host_addrs
+            .iter()
+            .all(|h| {
+                try_request(*h, "GET", &format!("/payments/{id}"), &[], b"")
+                    .is_ok_and(|r| r.status == 200)
+            })
+            .then_some(())
+    });
+    check_ledger(&c);
+}
+
+#[test]
+fn a_lost_host_has_its_pods_rescheduled_and_the_app_keeps_answering() {
+    let mut c = Cluster::start(3, 2);
+    c.deploy_payment(2);
+    let on = |c: &Cluster, host: &str| {
+        c.pods()
+            .iter()
+            .filter(|p| p["host"] == host && p["phase"] == "running")
+            .count()
+    };
+    // The scheduler spreads the two pods across the two zones.
+    assert_eq!((on(&c, "h1"), on(&c, "h2")), (1, 1), "{:?}", c.pods());
+
+    c.hosts[1].kill();
+    eventually("h2 to be NotReady", Duration::from_secs(15), || {
+        let hosts = c.api_get("/v1/hosts")?;
+        hosts
+            .as_array()?
+            .iter()
+            .any(|h| h["info"]["name"] == "h2" && h["state"] == "NotReady")
+            .then_some(())
+    });
+    eventually("both pods to run on h1", Duration::from_secs(30), || {
+        (on(&c, "h1") == 2 && c.pods().len() == 2).then_some(())
+    });
+    let id = pay(c.host_addrs[0], "after-loss", Instant::now() + Duration::from_secs(20))
+        .expect("h1 answers after h2 is lost");
+    let r = try_request(c.host_addrs[0], "GET", &format!("/payments/{id}"), &[], b"").unwrap();
+    assert_eq!(r.status, 200);
+
+    // A host that comes back is Ready again, and takes new pods.
+    c.hosts[1].restart();
+    eventually("h2 to be Ready again", Duration::from_secs(30), || {
+        let hosts = c.api_get("/v1/hosts")?;
+        hosts
+            .as_array()?
+            .iter()
+            .any(|h| h["info"]["name"] == "h2" && h["state"] == "Ready")
+            .then_some(())
+    });
+    let out = c.cli(&["scale", "app", "payment", "--replicas", "4"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    eventually("pods on h2 again", Duration::from_secs(30), || {
+        (on(&c, "h2") >= 1 && on(&c, "h1") + on(&c, "h2") == 4).then_some(())
+    });
+    // h2's ingress proxies or serves: either way the payment is found.
+    let r = try_request(c.host_addrs[1], "GET", &format!("/payments/{id}"), &[], b"").unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+}
