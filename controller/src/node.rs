@@ -17,12 +17,12 @@ use openraft::{BasicNode, ChangeMembers, SnapshotPolicy};
 use sha2::{Digest as _, Sha256};
 
 use crate::command::{Command, PodChange, Reply};
-use dabba_spec::client::{self as http_client, HttpClient};
 use crate::raft::log_store::LogStore;
 use crate::raft::network::Network;
 use crate::raft::state_machine::{Shared, StateMachine};
 use crate::raft::{NodeId, Raft};
 use crate::reconcile::{self, Observed, Tuning};
+use dabba_spec::client::{self as http_client, HttpClient};
 
 /// Lines of recent guest output kept per app on the leader.
 const LOG_LINES: usize = 1000;

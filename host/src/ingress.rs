@@ -46,7 +46,7 @@ pub struct RoutingTable {
 
 impl RoutingTable {
     pub fn new(mut routes: Vec<RouteEntry>, pods: Vec<(String, Arc<LocalPod>)>) -> RoutingTable {
-        routes.sort_by(|a, b| b.route.specificity().cmp(&a.route.specificity()));
+        routes.sort_by_key(|r| std::cmp::Reverse(r.route.specificity()));
         let mut local: HashMap<String, Vec<Arc<LocalPod>>> = HashMap::new();
         for (app, pod) in pods {
             let list = local.entry(app).or_default();
@@ -113,7 +113,9 @@ impl Ingress {
                 return error_response(
                     413,
                     "body_too_large",
-                    &format!("request body: {e} (the ingress proxies at most {MAX_PROXIED_BODY} bytes)"),
+                    &format!(
+                        "request body: {e} (the ingress proxies at most {MAX_PROXIED_BODY} bytes)"
+                    ),
                     None,
                 );
             }
@@ -152,8 +154,10 @@ fn unavailable(app: &str) -> HttpResponse {
         &format!("app {app} has no running pod right now; retry shortly"),
         None,
     );
-    resp.headers_mut()
-        .insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+    resp.headers_mut().insert(
+        http::header::RETRY_AFTER,
+        http::HeaderValue::from_static("1"),
+    );
     resp
 }
 

@@ -44,9 +44,10 @@ impl LoadedApp {
         p: Prepared,
     ) -> (LoadedApp, wasmtime::component::InstancePre<GuestState>) {
         let loaded = LoadedApp {
-            metrics: runtime
-                .metrics()
-                .app(&app.name, &app.revision.map(|r| r.to_string()).unwrap_or_default()),
+            metrics: runtime.metrics().app(
+                &app.name,
+                &app.revision.map(|r| r.to_string()).unwrap_or_default(),
+            ),
             env: app
                 .capabilities
                 .env

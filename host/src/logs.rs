@@ -80,7 +80,12 @@ impl AppLog {
     pub fn since(&self, seen: u64) -> (Vec<LogLine>, u64) {
         let ring = self.lines.lock().expect("log lock poisoned");
         let new = (ring.recorded.saturating_sub(seen) as usize).min(ring.lines.len());
-        let lines = ring.lines.iter().skip(ring.lines.len() - new).cloned().collect();
+        let lines = ring
+            .lines
+            .iter()
+            .skip(ring.lines.len() - new)
+            .cloned()
+            .collect();
         (lines, ring.recorded)
     }
 }
@@ -109,7 +114,11 @@ mod tests {
         log.record(Stream::Stdout, b"three\nfour\nfive\nsix\n");
         let (next, seen) = log.since(seen);
         let text: Vec<String> = next.into_iter().map(|l| l.line).collect();
-        assert_eq!(text, ["four", "five", "six"], "older new lines were already dropped");
+        assert_eq!(
+            text,
+            ["four", "five", "six"],
+            "older new lines were already dropped"
+        );
         assert_eq!(seen, 6);
         assert!(log.since(seen).0.is_empty());
     }

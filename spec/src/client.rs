@@ -180,7 +180,10 @@ impl ApiClient {
                 let req = http::Request::builder()
                     .method(method.clone())
                     .uri(&url)
-                    .header(http::header::AUTHORIZATION, format!("Bearer {}", self.token))
+                    .header(
+                        http::header::AUTHORIZATION,
+                        format!("Bearer {}", self.token),
+                    )
                     .header(http::header::CONTENT_TYPE, content_type)
                     .body(Full::new(body.clone()))
                     .map_err(|e| ApiError::Decode(e.to_string()))?;

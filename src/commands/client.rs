@@ -506,7 +506,9 @@ pub fn get(args: GetArgs) -> anyhow::Result<()> {
                     return print_json(&hosts);
                 }
                 table(
-                    &["NAME", "STATE", "ADDRESS", "REGION", "ZONE", "MEMORY", "SLOTS", "LABELS"],
+                    &[
+                        "NAME", "STATE", "ADDRESS", "REGION", "ZONE", "MEMORY", "SLOTS", "LABELS",
+                    ],
                     hosts
                         .iter()
                         .map(|h| {
@@ -644,7 +646,10 @@ pub fn logs(args: LogsArgs) -> anyhow::Result<()> {
     let ns = args.target.namespace.clone();
     block_on(async move {
         let lines: Vec<LogLine> = api
-            .get(&format!("/v1/apps/{ns}/{}/logs?tail={}", args.name, args.tail))
+            .get(&format!(
+                "/v1/apps/{ns}/{}/logs?tail={}",
+                args.name, args.tail
+            ))
             .await?;
         for l in lines {
             println!("[{}] {}: {}", l.host, l.stream, l.line);

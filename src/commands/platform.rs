@@ -207,7 +207,6 @@ pub fn controller(args: ControllerArgs) -> anyhow::Result<()> {
         let advertise = args.advertise.unwrap_or_else(|| url_of(args.listen));
         let tuning = Tuning {
             failure_timeout: args.failure_timeout.get().as_millis() as u64,
-            ..Tuning::default()
         };
         let fresh = !args.data_dir.join("raft.redb").exists();
         let peer_token = match (&args.join, fresh) {
@@ -321,7 +320,10 @@ pub fn host(args: HostArgs) -> anyhow::Result<()> {
     let rt = super::tokio_runtime()?;
     rt.block_on(async move {
         let listener = bind(args.listen, "ingress").await?;
-        let address = args.advertise.clone().unwrap_or_else(|| url_of(args.listen));
+        let address = args
+            .advertise
+            .clone()
+            .unwrap_or_else(|| url_of(args.listen));
         let name = match &args.name {
             Some(n) => n.clone(),
             None => format!("host-{}", args.listen.port()),

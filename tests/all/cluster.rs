@@ -57,19 +57,36 @@ impl Cluster {
             };
             controllers.push(Proc::start(&format!("c{id}"), &args, &envs, dir.path()));
             if i == 0 {
-                eventually("the first controller to start the cluster", Duration::from_secs(30), || {
-                    dir.path().join("c1/join.token").exists().then_some(())
-                });
+                eventually(
+                    "the first controller to start the cluster",
+                    Duration::from_secs(30),
+                    || dir.path().join("c1/join.token").exists().then_some(()),
+                );
             } else {
                 // Members join one at a time: Raft changes membership one step at once.
                 let first = controller_addrs[0];
-                eventually("the new controller to join", Duration::from_secs(60), || {
-                    let auth = format!("Bearer {admin}");
-                    let r = try_request(first, "GET", "/v1/cluster", &[("authorization", &auth)], b"").ok()?;
-                    let s = r.json();
-                    let voters = s["members"].as_array()?.iter().filter(|m| m["voter"] == true).count();
-                    (voters == i + 1).then_some(())
-                });
+                eventually(
+                    "the new controller to join",
+                    Duration::from_secs(60),
+                    || {
+                        let auth = format!("Bearer {admin}");
+                        let r = try_request(
+                            first,
+                            "GET",
+                            "/v1/cluster",
+                            &[("authorization", &auth)],
+                            b"",
+                        )
+                        .ok()?;
+                        let s = r.json();
+                        let voters = s["members"]
+                            .as_array()?
+                            .iter()
+                            .filter(|m| m["voter"] == true)
+                            .count();
+                        (voters == i + 1).then_some(())
+                    },
+                );
             }
         }
         let admin = read_token(&dir.path().join("c1/admin.token"));
@@ -82,15 +99,19 @@ impl Cluster {
             host_addrs: Vec::new(),
             admin,
         };
-        eventually("every controller to be a voter", Duration::from_secs(60), || {
-            let s = c.status()?;
-            let voters = s["members"]
-                .as_array()?
-                .iter()
-                .filter(|m| m["voter"] == true)
-                .count();
-            (voters == n_controllers).then_some(())
-        });
+        eventually(
+            "every controller to be a voter",
+            Duration::from_secs(60),
+            || {
+                let s = c.status()?;
+                let voters = s["members"]
+                    .as_array()?
+                    .iter()
+                    .filter(|m| m["voter"] == true)
+                    .count();
+                (voters == n_controllers).then_some(())
+            },
+        );
         let urls = c.controller_urls();
         for i in 0..n_hosts {
             let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
@@ -265,7 +286,12 @@ fn payments_survive_losing_the_leader_and_a_full_restart() {
         t.join().unwrap();
     }
     let accepted = accepted.lock().unwrap().clone();
-    assert_eq!(accepted.len(), 160, "every payment was eventually accepted\n{}", c.logs());
+    assert_eq!(
+        accepted.len(),
+        160,
+        "every payment was eventually accepted\n{}",
+        c.logs()
+    );
     let new_leader = eventually("a new leader", Duration::from_secs(10), || {
         c.leader().filter(|l| *l != old_leader)
     });
@@ -284,7 +310,12 @@ fn payments_survive_losing_the_leader_and_a_full_restart() {
             let ingress = c.host_addrs[n % 2];
             let r = try_request(ingress, "GET", &format!("/payments/{id}"), &[], b"")
                 .expect("reading a payment");
-            assert_eq!(r.status, 200, "payment {id} ({key}) is missing: {}", r.text());
+            assert_eq!(
+                r.status,
+                200,
+                "payment {id} ({key}) is missing: {}",
+                r.text()
+            );
             let p = r.json();
             assert_eq!(p["idempotency_key"], key.as_str());
             let seq = (
@@ -300,18 +331,28 @@ fn payments_survive_losing_the_leader_and_a_full_restart() {
 
     // A retried key replays the same payment rather than making a second.
     let (key, id) = accepted.iter().next().unwrap();
-    let again = pay(c.host_addrs[1], key, Instant::now() + Duration::from_secs(10));
+    let again = pay(
+        c.host_addrs[1],
+        key,
+        Instant::now() + Duration::from_secs(10),
+    );
     assert_eq!(again.as_ref(), Some(id));
 
     // The killed controller comes back and catches up.
     c.controllers[old_leader].restart();
-    eventually("the old leader to catch up", Duration::from_secs(30), || {
-        let s = c.status()?;
-        let members = s["members"].as_array()?;
-        let all_caught_up = members.len() == 3
-            && members.iter().all(|m| m["lag"].as_u64().is_some_and(|l| l < 5));
-        all_caught_up.then_some(())
-    });
+    eventually(
+        "the old leader to catch up",
+        Duration::from_secs(30),
+        || {
+            let s = c.status()?;
+            let members = s["members"].as_array()?;
+            let all_caught_up = members.len() == 3
+                && members
+                    .iter()
+                    .all(|m| m["lag"].as_u64().is_some_and(|l| l < 5));
+            all_caught_up.then_some(())
+        },
+    );
 
     // Stop and restart every process: everything is back.
     let apps_before = c.api_get("/v1/apps").unwrap();
@@ -321,21 +362,29 @@ fn payments_survive_losing_the_leader_and_a_full_restart() {
     for p in c.controllers.iter_mut().chain(c.hosts.iter_mut()) {
         p.restart();
     }
-    eventually("the app to run again after a full restart", Duration::from_secs(60), || {
-        let pods = c.pods();
-        let running = pods.iter().filter(|p| p["phase"] == "running").count();
-        (running == 2).then_some(())
-    });
+    eventually(
+        "the app to run again after a full restart",
+        Duration::from_secs(60),
+        || {
+            let pods = c.pods();
+            let running = pods.iter().filter(|p| p["phase"] == "running").count();
+            (running == 2).then_some(())
+        },
+    );
     assert_eq!(c.api_get("/v1/apps").unwrap(), apps_before);
-    eventually("both ingresses to route again", Duration::from_secs(30), || {
-        c.host_addrs
-            .iter()
-            .all(|h| {
-                try_request(*h, "GET", &format!("/payments/{id}"), &[], b"")
-                    .is_ok_and(|r| r.status == 200)
-            })
-            .then_some(())
-    });
+    eventually(
+        "both ingresses to route again",
+        Duration::from_secs(30),
+        || {
+            c.host_addrs
+                .iter()
+                .all(|h| {
+                    try_request(*h, "GET", &format!("/payments/{id}"), &[], b"")
+                        .is_ok_and(|r| r.status == 200)
+                })
+                .then_some(())
+        },
+    );
     check_ledger(&c);
 }
 
@@ -364,8 +413,12 @@ fn a_lost_host_has_its_pods_rescheduled_and_the_app_keeps_answering() {
     eventually("both pods to run on h1", Duration::from_secs(30), || {
         (on(&c, "h1") == 2 && c.pods().len() == 2).then_some(())
     });
-    let id = pay(c.host_addrs[0], "after-loss", Instant::now() + Duration::from_secs(20))
-        .expect("h1 answers after h2 is lost");
+    let id = pay(
+        c.host_addrs[0],
+        "after-loss",
+        Instant::now() + Duration::from_secs(20),
+    )
+    .expect("h1 answers after h2 is lost");
     let r = try_request(c.host_addrs[0], "GET", &format!("/payments/{id}"), &[], b"").unwrap();
     assert_eq!(r.status, 200);
 

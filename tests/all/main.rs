@@ -13,5 +13,6 @@ mod bad_input;
 mod cluster;
 mod jobs;
 mod limits;
+mod platform;
 mod runtime;
 mod samples;

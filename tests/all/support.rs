@@ -205,7 +205,9 @@ pub fn try_request(
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
     if !raw.windows(4).any(|w| w == b"\r\n\r\n") {
-        return Err(std::io::Error::other("the connection closed before a response"));
+        return Err(std::io::Error::other(
+            "the connection closed before a response",
+        ));
     }
     Ok(parse(&raw))
 }
@@ -306,7 +308,10 @@ impl Proc {
             .append(true)
             .open(&self.log)
             .expect("opening a log file");
+        // Run from the workspace, as a user in a checkout would (`dabba up --demo` finds
+        // the sample manifests relative to it).
         let child = dabba()
+            .current_dir(workspace())
             .args(&self.args)
             .envs(self.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(log.try_clone().expect("log handle"))

@@ -30,9 +30,9 @@ use serde::de::DeserializeOwned;
 use sha2::{Digest as _, Sha256};
 
 use crate::command::{Command, Reply};
-use dabba_spec::client as http_client;
 use crate::node::{Controller, ProposeError, new_token, now_millis, token_hash};
 use crate::raft::network::PEER_TOKEN_HEADER;
+use dabba_spec::client as http_client;
 
 pub type Response = http::Response<Full<Bytes>>;
 
@@ -257,7 +257,11 @@ impl Api {
                     fail(503, "no_leader", format!("forwarding to the leader: {e}"))
                 } else {
                     // The leader may have committed the request before it went away.
-                    fail(504, "outcome_unknown", format!("forwarding to the leader: {e}"))
+                    fail(
+                        504,
+                        "outcome_unknown",
+                        format!("forwarding to the leader: {e}"),
+                    )
                 }
             })?;
         let (parts, bytes) = resp.into_parts();
@@ -336,6 +340,13 @@ impl Api {
                         400,
                         "digest_mismatch",
                         format!("the body hashes to {actual}, not {digest}"),
+                    ));
+                }
+                if !dabba_spec::looks_like_component(&body) {
+                    return Err(fail(
+                        422,
+                        "not_a_component",
+                        "the body is not a WebAssembly component (it must start with \\0asm and version 0d 00 01 00)",
                     ));
                 }
                 if node.shared.read(|s| s.blob(&digest).is_some()) {

@@ -394,14 +394,24 @@ fn an_identified_write_is_applied_once_however_often_it_is_retried() {
         id: Some(id.into()),
     };
     let counter = |r: Reply| match r {
-        Reply::Kv { result: Ok(Outcome::Counter(n)) } => n,
+        Reply::Kv {
+            result: Ok(Outcome::Counter(n)),
+        } => n,
         other => panic!("unexpected {other:?}"),
     };
     assert_eq!(counter(s.apply(&inc("a"))), 5);
-    assert_eq!(counter(s.apply(&inc("a"))), 5, "the retry gets the first answer");
+    assert_eq!(
+        counter(s.apply(&inc("a"))),
+        5,
+        "the retry gets the first answer"
+    );
     assert_eq!(counter(s.apply(&inc("b"))), 10, "another write applies");
     let json = serde_json::to_vec(&s).unwrap();
     let mut back: State = serde_json::from_slice(&json).unwrap();
-    assert_eq!(counter(back.apply(&inc("a"))), 5, "remembered across snapshots");
+    assert_eq!(
+        counter(back.apply(&inc("a"))),
+        5,
+        "remembered across snapshots"
+    );
     assert_eq!(back.kv["b"]["n"], b"10".to_vec());
 }

@@ -168,7 +168,10 @@ pub(crate) mod conformance {
         let mut seen = Vec::new();
         let mut cursor: Option<String> = None;
         loop {
-            let (keys, next) = kv.list_keys("ns/list", cursor.as_deref(), 10).await.unwrap();
+            let (keys, next) = kv
+                .list_keys("ns/list", cursor.as_deref(), 10)
+                .await
+                .unwrap();
             assert!(keys.len() <= 10);
             seen.extend(keys);
             match next {

@@ -174,7 +174,6 @@ impl RedbKv {
         }
         Ok(page(keys, limit))
     }
-
 }
 
 impl KvBackend for RedbKv {

@@ -1,0 +1,325 @@
+//! The embedded default, `dabba up`: the samples deployed with `--demo`, state kept
+//! across restarts, manifests rejected with clear errors, and the API's authorization.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::{Proc, eventually, free_port, guest, run_dabba, stderr, stdout, try_request};
+
+struct Up {
+    dir: tempfile::TempDir,
+    proc: Proc,
+    api: SocketAddr,
+    ingress: SocketAddr,
+}
+
+impl Up {
+    fn start(demo: bool) -> Up {
+        guest("payment");
+        let dir = tempfile::tempdir().unwrap();
+        let api = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let ingress = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let mut args: Vec<String> = vec![
+            "up".into(),
+            "--data-dir".into(),
+            dir.path().join("state").display().to_string(),
+            "--api".into(),
+            api.to_string(),
+            "--listen".into(),
+            ingress.to_string(),
+            "--config".into(),
+            dir.path().join("config.json").display().to_string(),
+        ];
+        if demo {
+            args.push("--demo".into());
+        }
+        let proc = Proc::start("up", &args, &[], dir.path());
+        let up = Up {
+            dir,
+            proc,
+            api,
+            ingress,
+        };
+        up.wait_ready(demo);
+        up
+    }
+
+    fn wait_ready(&self, demo: bool) {
+        let marker = if demo { "try:" } else { "press Ctrl-C" };
+        eventually("dabba up to be ready", Duration::from_secs(90), || {
+            self.proc.log().contains(marker).then_some(())
+        });
+    }
+
+    fn admin(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("state/controller/admin.token"))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    /// `dabba ARGS...` using the CLI config `dabba up` wrote.
+    fn cli(&self, args: &[&str]) -> std::process::Output {
+        let config = self.dir.path().join("config.json");
+        let mut all = args.to_vec();
+        all.extend(["--config", config.to_str().unwrap()]);
+        run_dabba(&all, Duration::from_secs(60))
+    }
+
+    fn apps(&self) -> Value {
+        let out = self.cli(&["get", "apps", "-o", "json"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_str(&stdout(&out)).unwrap()
+    }
+
+    fn call(&self, method: &str, path: &str, token: Option<&str>, body: &[u8]) -> (u16, Value) {
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let mut headers = vec![("content-type", "application/json")];
+        if let Some(a) = &auth {
+            headers.push(("authorization", a));
+        }
+        let r = try_request(self.api, method, path, &headers, body).expect("an API answer");
+        let v = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+        (r.status, v)
+    }
+}
+
+const PAYMENT: &[u8] =
+    br#"{"merchant_id":"m_9","payer_vpa":"bob@upi","amount":5000,"currency":"INR"}"#;
+
+#[test]
+fn up_with_the_demo_serves_the_samples_and_keeps_everything_across_a_restart() {
+    let mut up = Up::start(true);
+    let r = try_request(
+        up.ingress,
+        "POST",
+        "/payments",
+        &[
+            ("idempotency-key", "demo-1"),
+            ("content-type", "application/json"),
+        ],
+        PAYMENT,
+    )
+    .unwrap();
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    let s = try_request(up.ingress, "GET", "/search?q=phone", &[], b"").unwrap();
+    assert_eq!(s.status, 200, "{}", s.text());
+    assert!(s.json()["total"].as_u64().unwrap() > 0);
+    let none = try_request(up.ingress, "GET", "/nothing-here", &[], b"").unwrap();
+    assert_eq!(none.status, 404);
+    assert_eq!(none.json()["error"]["code"], "no_route");
+
+    let apps = up.apps();
+    let names: Vec<&str> = apps
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["payment", "search"]);
+    let revisions_before = stdout(&up.cli(&["get", "revisions", "-o", "json"]));
+
+    up.proc.stop();
+    up.proc.restart();
+    up.wait_ready(false);
+    eventually(
+        "the payment to be served again",
+        Duration::from_secs(30),
+        || {
+            let r = try_request(up.ingress, "GET", &format!("/payments/{id}"), &[], b"").ok()?;
+            (r.status == 200).then_some(())
+        },
+    );
+    assert_eq!(up.apps().as_array().unwrap().len(), 2);
+    assert_eq!(
+        stdout(&up.cli(&["get", "revisions", "-o", "json"])),
+        revisions_before
+    );
+    let describe = up.cli(&["describe", "app", "payment"]);
+    assert!(
+        stdout(&describe).contains("Running"),
+        "{}",
+        stdout(&describe)
+    );
+}
+
+#[test]
+fn invalid_manifests_get_clear_errors_and_change_nothing() {
+    let up = Up::start(false);
+    let dir = up.dir.path();
+    let payment = guest("payment");
+    let good = format!(
+        "[app]\nname = \"pay\"\ncomponent = \"{}\"\nroute = \"/pay\"\n",
+        payment.display()
+    );
+    std::fs::write(dir.join("good.toml"), &good).unwrap();
+    let out = up.cli(&["apply", "-f", dir.join("good.toml").to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let before = up.apps();
+
+    let core = wat::parse_str("(module)").unwrap();
+    std::fs::write(dir.join("core.wasm"), core).unwrap();
+    let cases: Vec<(&str, String, &[&str])> = vec![
+        (
+            "bad-toml.toml",
+            "[app\nname = \"x\"\n".into(),
+            &["bad-toml.toml:1"],
+        ),
+        (
+            "unknown.toml",
+            format!("{good}colour = \"blue\"\n"),
+            &["unknown.toml:5", "colour"],
+        ),
+        (
+            "size.toml",
+            format!("{good}\n[limits]\nmemory = \"lots\"\n"),
+            &["size.toml:7", "limits.memory"],
+        ),
+        (
+            "conflict.toml",
+            good.replace("name = \"pay\"", "name = \"other\""),
+            &["conflict.toml", "route", "/pay"],
+        ),
+        (
+            "missing.toml",
+            "[app]\nname = \"m\"\ncomponent = \"nope.wasm\"\nroute = \"/m\"\n".into(),
+            &["missing.toml", "app.component", "nope.wasm"],
+        ),
+        (
+            "core.toml",
+            "[app]\nname = \"c\"\ncomponent = \"core.wasm\"\nroute = \"/c\"\n".into(),
+            &["core.toml", "app.component", "core WebAssembly module"],
+        ),
+    ];
+    for (file, text, expect) in cases {
+        std::fs::write(dir.join(file), text).unwrap();
+        let out = up.cli(&["apply", "-f", dir.join(file).to_str().unwrap()]);
+        let err = stderr(&out);
+        assert!(!out.status.success(), "{file} was accepted");
+        for e in expect {
+            assert!(
+                err.contains(e),
+                "{file}: the error should mention `{e}`:\n{err}"
+            );
+        }
+        assert_eq!(up.apps(), before, "{file} changed something");
+    }
+
+    // The API itself refuses a core module, whoever sends it.
+    let core = wat::parse_str("(module)").unwrap();
+    let digest = {
+        use sha2::Digest as _;
+        format!("sha256:{}", hex::encode(sha2::Sha256::digest(&core)))
+    };
+    let auth = format!("Bearer {}", up.admin());
+    let r = try_request(
+        up.api,
+        "PUT",
+        &format!("/v1/blobs/{digest}"),
+        &[("authorization", &auth)],
+        &core,
+    )
+    .unwrap();
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "not_a_component");
+}
+
+#[test]
+fn every_mutating_endpoint_checks_the_token_and_its_role() {
+    let up = Up::start(false);
+    let admin = up.admin();
+    let join = std::fs::read_to_string(up.dir.path().join("state/controller/join.token"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let token = |role: &str, ns: Option<&str>| -> String {
+        let body =
+            serde_json::json!({"role": role, "namespace": ns, "label": format!("{role}-test")});
+        let (status, v) = up.call(
+            "POST",
+            "/v1/tokens",
+            Some(&admin),
+            body.to_string().as_bytes(),
+        );
+        assert_eq!(status, 201, "{v}");
+        v["token"].as_str().unwrap().to_string()
+    };
+    let viewer = token("viewer", None);
+    let other_ns = token("deployer", Some("other"));
+
+    let spec = serde_json::json!({
+        "name": "a", "namespace": "default",
+        "component": format!("sha256:{}", "0".repeat(64)),
+        "route": {"prefix": "/a"}, "replicas": 1
+    })
+    .to_string();
+    let digest = format!("sha256:{}", "1".repeat(64));
+    let endpoints: Vec<(&str, String, String)> = vec![
+        ("PUT", format!("/v1/blobs/{digest}"), "x".into()),
+        ("PUT", "/v1/apps/default/a".into(), spec.clone()),
+        ("DELETE", "/v1/apps/default/a".into(), String::new()),
+        (
+            "POST",
+            "/v1/apps/default/a/scale".into(),
+            r#"{"replicas":2}"#.into(),
+        ),
+        (
+            "POST",
+            "/v1/tokens".into(),
+            r#"{"role":"admin","label":"x"}"#.into(),
+        ),
+        (
+            "POST",
+            "/v1/cluster/members".into(),
+            r#"{"id":9,"address":"http://127.0.0.1:1"}"#.into(),
+        ),
+        ("DELETE", "/v1/cluster/members/9".into(), String::new()),
+        ("POST", "/v1/hosts/register".into(), "{}".into()),
+        (
+            "POST",
+            "/v1/hosts/x/heartbeat".into(),
+            r#"{"pods":[]}"#.into(),
+        ),
+        (
+            "POST",
+            "/v1/kv/write".into(),
+            r#"{"bucket":"b","write":{"put":[]}}"#.into(),
+        ),
+    ];
+    for (method, path, body) in &endpoints {
+        let (status, v) = up.call(method, path, None, body.as_bytes());
+        assert_eq!(status, 401, "{method} {path} without a token: {v}");
+        let (status, v) = up.call(method, path, Some("not-a-token"), body.as_bytes());
+        assert_eq!(status, 401, "{method} {path} with a bad token: {v}");
+        let (status, v) = up.call(method, path, Some(&viewer), body.as_bytes());
+        assert_eq!(status, 403, "{method} {path} as a viewer: {v}");
+        assert_eq!(v["error"]["code"], "forbidden");
+    }
+    // A deployer of another namespace may not touch `default`, nor administer.
+    for (method, path, body) in &endpoints[1..7] {
+        let (status, v) = up.call(method, path, Some(&other_ns), body.as_bytes());
+        assert_eq!(status, 403, "{method} {path} as a deployer of `other`: {v}");
+    }
+    // Hosts (the join token) may not deploy or administer; deployers may not act as hosts.
+    for (method, path, body) in &endpoints[..7] {
+        let (status, v) = up.call(method, path, Some(&join), body.as_bytes());
+        assert_eq!(status, 403, "{method} {path} with the join token: {v}");
+    }
+    for (method, path, body) in &endpoints[7..] {
+        let (status, v) = up.call(method, path, Some(&other_ns), body.as_bytes());
+        assert_eq!(status, 403, "{method} {path} as a deployer: {v}");
+    }
+    // None of it changed anything.
+    assert_eq!(up.apps(), serde_json::json!([]));
+    // And the admin may: the same scale on a missing app is a 404, not a 403.
+    let (status, _) = up.call(
+        "POST",
+        "/v1/apps/default/a/scale",
+        Some(&admin),
+        br#"{"replicas":2}"#,
+    );
+    assert_eq!(status, 404);
+}
