@@ -25,6 +25,9 @@ pub struct Load {
     pub method: http::Method,
     pub path: String,
     pub headers: Vec<(String, String)>,
+    /// A header given a value unique to each request (e.g. `idempotency-key`, so every
+    /// payment is a new one).
+    pub unique_header: Option<String>,
     pub body: Bytes,
     pub concurrency: usize,
     /// Requests sent but not recorded first, to warm caches and pools.
@@ -50,11 +53,11 @@ pub async fn run(load: &Load) -> anyhow::Result<LoadResult> {
     let measure_from = start + load.warmup;
     let deadline = measure_from + load.duration;
     let mut tasks = Vec::with_capacity(load.concurrency);
-    for _ in 0..load.concurrency {
+    for n in 0..load.concurrency {
         let load = load.clone();
         let recorded = recorded.clone();
         tasks.push(tokio::spawn(async move {
-            connection(&load, measure_from, deadline, &recorded).await
+            connection(&load, n, measure_from, deadline, &recorded).await
         }));
     }
     let mut hist = stats::histogram();
@@ -81,6 +84,7 @@ pub async fn run(load: &Load) -> anyhow::Result<LoadResult> {
 
 async fn connection(
     load: &Load,
+    number: usize,
     measure_from: Instant,
     deadline: Instant,
     recorded: &AtomicU64,
@@ -88,6 +92,8 @@ async fn connection(
     let mut hist = stats::histogram();
     let mut errors = 0u64;
     let mut sender = None;
+    let mut sent_count = 0u64;
+    let run = std::process::id();
     while Instant::now() < deadline && recorded.load(Ordering::Relaxed) < load.max_requests {
         if sender.is_none() {
             let stream = tokio::net::TcpStream::connect(load.addr).await?;
@@ -103,6 +109,10 @@ async fn connection(
             .header(http::header::HOST, load.addr.to_string());
         for (k, v) in &load.headers {
             req = req.header(k, v);
+        }
+        if let Some(h) = &load.unique_header {
+            sent_count += 1;
+            req = req.header(h, format!("bench-{run}-{number}-{sent_count}"));
         }
         let req = req.body(Full::new(load.body.clone()))?;
         let sent = Instant::now();

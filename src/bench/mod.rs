@@ -7,6 +7,7 @@
 //! with the same closed-loop load from this process. Results go to stdout as Markdown and
 //! to `--out` as JSON and Markdown.
 
+mod cluster;
 mod load;
 mod stats;
 mod targets;
@@ -22,8 +23,24 @@ use serde::Serialize;
 use load::{Load, LoadResult};
 use stats::{format_ratio, ratio, thousands};
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Suite {
+    /// Hello-world throughput: dabba serve vs native hyper vs wasmtime serve.
+    Runtime,
+    /// The control plane: Raft writes, durable payments through the ingress, failover.
+    Cluster,
+    /// Both.
+    All,
+}
+
 #[derive(Debug, Args)]
 pub struct BenchArgs {
+    /// What to measure.
+    #[arg(long, value_enum, default_value = "runtime")]
+    pub suite: Suite,
+    /// Leader failovers to measure in the cluster suite. Default: 5 (2 with --quick).
+    #[arg(long, value_name = "N")]
+    pub failovers: Option<usize>,
     /// A short run (1 s per measurement, concurrency 32) that checks every measurement can
     /// be taken.
     #[arg(long)]
@@ -71,6 +88,39 @@ struct Report {
 }
 
 pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    if matches!(args.suite, Suite::Cluster | Suite::All) {
+        bench_cluster(&args)?;
+    }
+    if matches!(args.suite, Suite::Runtime | Suite::All) {
+        bench_runtime(&args)?;
+    }
+    Ok(())
+}
+
+fn bench_cluster(args: &BenchArgs) -> anyhow::Result<()> {
+    let duration = args
+        .duration
+        .map(HumanDuration::get)
+        .unwrap_or(Duration::from_secs(if args.quick { 2 } else { 10 }));
+    let failovers = args.failovers.unwrap_or(if args.quick { 2 } else { 5 });
+    let dabba = std::env::current_exe()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let report = rt.block_on(cluster::run(&dabba, &args.guests, duration, failovers))?;
+    let markdown = cluster::render(&report);
+    print!("{markdown}");
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let json = serde_json::json!({"machine": machine(), "cluster": report});
+    std::fs::write(args.out.join("cluster.json"), serde_json::to_vec_pretty(&json)?)?;
+    std::fs::write(args.out.join("cluster.md"), &markdown)?;
+    eprintln!("results written to {}", args.out.display());
+    Ok(())
+}
+
+fn bench_runtime(args: &BenchArgs) -> anyhow::Result<()> {
     let concurrency = match (&args.concurrency[..], args.quick) {
         ([], true) => vec![32],
         ([], false) => vec![1, 32, 128],
@@ -111,6 +161,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
             method: http::Method::GET,
             path: "/".into(),
             headers: Vec::new(),
+            unique_header: None,
             body: bytes::Bytes::new(),
             concurrency: c,
             warmup: Duration::from_secs(1),

@@ -23,7 +23,7 @@ impl Drop for Target {
 }
 
 /// A server process that prints `... on http://ADDR` when it is listening.
-fn spawn_announcing(mut cmd: Command, what: &str) -> anyhow::Result<Target> {
+pub fn spawn_announcing(mut cmd: Command, what: &str) -> anyhow::Result<Target> {
     let mut child = cmd
         .env_remove("RUST_BACKTRACE")
         .env_remove("RUST_LIB_BACKTRACE")
@@ -92,7 +92,7 @@ pub fn wasmtime_serve(wasmtime: &Path, component: &Path) -> anyhow::Result<Targe
     Ok(target)
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 

@@ -70,9 +70,13 @@ impl LogStore {
         db: &Database,
         key: &str,
         value: &T,
+        durable: bool,
     ) -> Result<(), StorageError> {
         let bytes = serde_json::to_vec(value).map_err(io_write)?;
-        let tx = db.begin_write().map_err(io_write)?;
+        let mut tx = db.begin_write().map_err(io_write)?;
+        if !durable {
+            tx.set_durability(redb::Durability::None).map_err(io_write)?;
+        }
         tx.open_table(META)
             .map_err(io_write)?
             .insert(key, bytes.as_slice())
@@ -134,7 +138,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
         let db = self.db.clone();
         let vote = *vote;
-        blocking(move || Self::put_meta(&db, VOTE, &vote)).await
+        blocking(move || Self::put_meta(&db, VOTE, &vote, true)).await
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
@@ -144,7 +148,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         let db = self.db.clone();
-        blocking(move || Self::put_meta(&db, COMMITTED, &committed)).await
+        // The committed index only saves re-applying entries after a restart: Raft
+        // learns it again from a quorum, so it need not be fsync'd (the next durable
+        // commit of the log persists it anyway).
+        blocking(move || Self::put_meta(&db, COMMITTED, &committed, false)).await
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
