@@ -207,7 +207,7 @@ impl ApiClient {
                 return Err(ApiError::Unavailable(last));
             }
             tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(500));
+            pause = (pause * 2).min(Duration::from_millis(100));
         }
     }
 

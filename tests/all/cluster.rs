@@ -12,6 +12,9 @@ use serde_json::Value;
 
 use crate::support::{Proc, eventually, free_port, guest, run_dabba, stderr, stdout, try_request};
 
+/// Cluster tests start five processes each: on a 2-core machine they run one at a time.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
 pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub controllers: Vec<Proc>,
@@ -19,12 +22,15 @@ pub struct Cluster {
     pub hosts: Vec<Proc>,
     pub host_addrs: Vec<SocketAddr>,
     pub admin: String,
+    /// Held while this cluster runs (declared last: released after the processes stop).
+    _turn: std::sync::MutexGuard<'static, ()>,
 }
 
 impl Cluster {
     /// Starts `n_controllers` controllers (the first starts the cluster, the others
     /// join it) and `n_hosts` hosts in zones a, b, ...
     pub fn start(n_controllers: usize, n_hosts: usize) -> Cluster {
+        let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         guest("payment");
         let dir = tempfile::tempdir().unwrap();
         let controller_addrs: Vec<SocketAddr> = (0..n_controllers)
@@ -92,6 +98,7 @@ impl Cluster {
         let admin = read_token(&dir.path().join("c1/admin.token"));
         let join = read_token(&dir.path().join("c1/join.token"));
         let mut c = Cluster {
+            _turn: turn,
             dir,
             controllers,
             controller_addrs,

@@ -163,8 +163,8 @@ fn limit_hits_are_counted_in_metrics() {
     let text = metrics.text();
     for line in [
         r#"dabba_limit_hits_total{app="hostile",limit="fuel"} 1"#,
-        r#"dabba_requests_total{app="hostile",code="2xx"} 1"#,
-        r#"dabba_requests_total{app="hostile",code="5xx"} 1"#,
+        r#"dabba_requests_total{app="hostile",code="2xx",revision=""} 1"#,
+        r#"dabba_requests_total{app="hostile",code="5xx",revision=""} 1"#,
         r#"dabba_instantiations_total{app="hostile"} 2"#,
     ] {
         assert!(text.contains(line), "missing `{line}` in\n{text}");

@@ -226,8 +226,8 @@ impl Api {
         let leader = match self.node.leader_address() {
             Some(l) => l,
             None => {
-                // An election may be under way: give it a moment.
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                // An election may be under way: wait for it, briefly.
+                let _ = self.node.wait_for_leader(Duration::from_secs(1)).await;
                 self.node.leader_address().ok_or_else(|| {
                     fail(
                         503,

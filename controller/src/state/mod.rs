@@ -43,10 +43,12 @@ pub struct State {
     /// Numbers pod names, so no name is used twice.
     pub pod_seq: u64,
     pub events: VecDeque<Event>,
-    /// Outcomes of the most recent identified KV writes, oldest first, so a retried
-    /// write is answered instead of applied twice.
+    /// Outcomes of the most recent identified KV writes by id, so a retried write is
+    /// answered instead of applied twice; `kv_write_order` says which to forget first.
     #[serde(default)]
-    pub kv_writes: VecDeque<(String, Result<kv::Outcome, KvError>)>,
+    pub kv_writes: BTreeMap<String, Result<kv::Outcome, KvError>>,
+    #[serde(default)]
+    pub kv_write_order: VecDeque<String>,
 }
 
 /// How many identified KV writes are remembered for deduplication. A retry comes within
@@ -230,7 +232,7 @@ impl State {
             }
             Command::Kv { bucket, write, id } => {
                 if let Some(id) = id
-                    && let Some((_, first)) = self.kv_writes.iter().rev().find(|(w, _)| w == id)
+                    && let Some(first) = self.kv_writes.get(id)
                 {
                     return Reply::Kv {
                         result: first.clone(),
@@ -242,10 +244,13 @@ impl State {
                     self.kv.remove(bucket);
                 }
                 if let Some(id) = id {
-                    if self.kv_writes.len() == KV_WRITE_MEMORY {
-                        self.kv_writes.pop_front();
+                    if self.kv_write_order.len() == KV_WRITE_MEMORY
+                        && let Some(oldest) = self.kv_write_order.pop_front()
+                    {
+                        self.kv_writes.remove(&oldest);
                     }
-                    self.kv_writes.push_back((id.clone(), result.clone()));
+                    self.kv_write_order.push_back(id.clone());
+                    self.kv_writes.insert(id.clone(), result.clone());
                 }
                 Reply::Kv { result }
             }
