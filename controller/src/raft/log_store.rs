@@ -3,13 +3,21 @@
 //! Why redb: pure Rust, transactional, and every commit is fsync'd by default — the
 //! acknowledgment rule Raft needs (an append or a vote is reported done only once it is
 //! on disk). Entries are stored as JSON by index; the vote, the committed log id and the
-//! last purged log id live in a small metadata table. Blocking file I/O runs on tokio's
-//! blocking pool, never on the Raft core task.
+//! last purged log id live in a small metadata table.
+//!
+//! Appends are group-committed: `append` keeps the entries in memory (readable at
+//! once, as openraft requires) and queues them for a writer thread, which writes every
+//! queued batch in one transaction, commits (fsync) and only then tells openraft the
+//! entries are flushed. openraft hands the store one append per client write, so under
+//! load many writes share one fsync, and the Raft core never waits on the disk. Other
+//! blocking I/O runs on tokio's blocking pool; operations that must see every earlier
+//! append on disk (truncate, purge, reading the log state) first drain the queue.
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, mpsc};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{RaftLogReader, StorageIOError, Vote};
@@ -27,6 +35,75 @@ const LAST_PURGED: &str = "last_purged";
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<Database>,
+    /// Entries appended but not yet committed to the file, by index.
+    pending: Arc<Mutex<BTreeMap<u64, Entry>>>,
+    writer: mpsc::Sender<Queued>,
+}
+
+/// Work for the writer thread, in the order openraft asked for it.
+enum Queued {
+    Append {
+        entries: Vec<(LogId, Vec<u8>)>,
+        callback: LogFlushed<TypeConfig>,
+    },
+    /// Answered once everything queued before it is on disk.
+    Barrier(tokio::sync::oneshot::Sender<()>),
+}
+
+/// Writes queued appends, many per transaction, until every sender is gone.
+fn writer_loop(
+    db: &Database,
+    pending: &Mutex<BTreeMap<u64, Entry>>,
+    inbox: &mpsc::Receiver<Queued>,
+) {
+    while let Ok(first) = inbox.recv() {
+        let mut batch = vec![first];
+        while let Ok(more) = inbox.try_recv() {
+            batch.push(more);
+        }
+        let mut appends = Vec::new();
+        let mut barriers = Vec::new();
+        for q in batch {
+            match q {
+                Queued::Append { entries, callback } => appends.push((entries, callback)),
+                Queued::Barrier(done) => barriers.push(done),
+            }
+        }
+        if !appends.is_empty() {
+            let written = (|| -> Result<(), StorageError> {
+                let tx = db.begin_write().map_err(io_write)?;
+                {
+                    let mut table = tx.open_table(LOG).map_err(io_write)?;
+                    for (entries, _) in &appends {
+                        for (log_id, bytes) in entries {
+                            table
+                                .insert(log_id.index, bytes.as_slice())
+                                .map_err(io_write)?;
+                        }
+                    }
+                }
+                // The commit is the fsync: only after it may openraft count these entries.
+                tx.commit().map_err(io_write)
+            })();
+            let mut mem = pending.lock().expect("pending log lock");
+            for (entries, callback) in appends {
+                match &written {
+                    Ok(()) => {
+                        for (log_id, _) in &entries {
+                            if mem.get(&log_id.index).is_some_and(|e| e.log_id == *log_id) {
+                                mem.remove(&log_id.index);
+                            }
+                        }
+                        callback.log_io_completed(Ok(()));
+                    }
+                    Err(e) => callback.log_io_completed(Err(std::io::Error::other(e.to_string()))),
+                }
+            }
+        }
+        for done in barriers {
+            let _ = done.send(());
+        }
+    }
 }
 
 fn io_read(e: impl std::error::Error + 'static) -> StorageError {
@@ -54,7 +131,31 @@ impl LogStore {
         tx.open_table(LOG).map_err(io_write)?;
         tx.open_table(META).map_err(io_write)?;
         tx.commit().map_err(io_write)?;
-        Ok(LogStore { db: Arc::new(db) })
+        let db = Arc::new(db);
+        let pending = Arc::new(Mutex::new(BTreeMap::new()));
+        let (writer, inbox) = mpsc::channel();
+        {
+            let (db, pending) = (db.clone(), pending.clone());
+            std::thread::Builder::new()
+                .name("dabba-raft-log".into())
+                .spawn(move || writer_loop(&db, &pending, &inbox))
+                .map_err(io_write)?;
+        }
+        Ok(LogStore {
+            db,
+            pending,
+            writer,
+        })
+    }
+
+    /// Waits until every append queued so far is on disk.
+    async fn drain(&self) -> Result<(), StorageError> {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        self.writer
+            .send(Queued::Barrier(done))
+            .map_err(|e| io_write(std::io::Error::other(e.to_string())))?;
+        wait.await
+            .map_err(|e| io_write(std::io::Error::other(e.to_string())))
     }
 
     fn meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StorageError> {
@@ -103,7 +204,21 @@ impl RaftLogReader<TypeConfig> for LogStore {
     ) -> Result<Vec<Entry>, StorageError> {
         let store = self.clone();
         let (start, end) = (range.start_bound().cloned(), range.end_bound().cloned());
-        blocking(move || store.read_range(start, end)).await
+        // Pending first: an entry leaves `pending` only after it is in the file, so
+        // whatever is not in this copy is in the file by the time it is read.
+        let unflushed: Vec<Entry> = {
+            let mem = self.pending.lock().expect("pending log lock");
+            mem.range((start, end)).map(|(_, e)| e.clone()).collect()
+        };
+        let mut entries: BTreeMap<u64, Entry> = blocking(move || store.read_range(start, end))
+            .await?
+            .into_iter()
+            .map(|e| (e.log_id.index, e))
+            .collect();
+        for e in unflushed {
+            entries.insert(e.log_id.index, e);
+        }
+        Ok(entries.into_values().collect())
     }
 }
 
@@ -111,6 +226,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        self.drain().await?;
         let store = self.clone();
         blocking(move || {
             let last_purged: Option<LogId> = store.meta(LAST_PURGED)?;
@@ -168,36 +284,31 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        let encoded: Vec<(u64, Vec<u8>)> = entries
-            .into_iter()
-            .map(|e| Ok((e.log_id.index, serde_json::to_vec(&e).map_err(io_write)?)))
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let encoded: Vec<(LogId, Vec<u8>)> = entries
+            .iter()
+            .map(|e| Ok((e.log_id, serde_json::to_vec(e).map_err(io_write)?)))
             .collect::<Result<_, StorageError>>()?;
-        let db = self.db.clone();
-        let written = blocking(move || {
-            let tx = db.begin_write().map_err(io_write)?;
-            {
-                let mut table = tx.open_table(LOG).map_err(io_write)?;
-                for (index, bytes) in &encoded {
-                    table.insert(*index, bytes.as_slice()).map_err(io_write)?;
-                }
-            }
-            // The commit is the fsync: only after it may openraft count these entries.
-            tx.commit().map_err(io_write)
-        })
-        .await;
-        match written {
-            Ok(()) => {
-                callback.log_io_completed(Ok(()));
-                Ok(())
-            }
-            Err(e) => {
-                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
-                Err(e)
+        {
+            let mut mem = self.pending.lock().expect("pending log lock");
+            for e in entries {
+                mem.insert(e.log_id.index, e);
             }
         }
+        self.writer
+            .send(Queued::Append {
+                entries: encoded,
+                callback,
+            })
+            .map_err(|e| io_write(std::io::Error::other(e.to_string())))
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        self.drain().await?;
+        self.pending
+            .lock()
+            .expect("pending log lock")
+            .retain(|i, _| *i < log_id.index);
         let db = self.db.clone();
         blocking(move || {
             let tx = db.begin_write().map_err(io_write)?;
@@ -211,6 +322,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        self.drain().await?;
         let db = self.db.clone();
         blocking(move || {
             let bytes = serde_json::to_vec(&Some(log_id)).map_err(io_write)?;
