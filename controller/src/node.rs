@@ -130,8 +130,8 @@ impl Controller {
         let config = openraft::Config {
             cluster_name: "dabba".into(),
             heartbeat_interval: 50,
-            election_timeout_min: 200,
-            election_timeout_max: 400,
+            election_timeout_min: 150,
+            election_timeout_max: 300,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(5000),
             max_in_snapshot_log_to_keep: 1000,
             ..Default::default()
