@@ -59,6 +59,11 @@ pub enum Command {
         changes: Vec<PodChange>,
         at: Millis,
     },
+    /// Several commands proposed together, applied in order as if one by one (the leader
+    /// batches concurrent proposals so that many share one log entry and one fsync).
+    Batch {
+        commands: Vec<Command>,
+    },
     /// A write to a workload's key-value bucket. A write with an `id` is applied at
     /// most once: a retry with the same id (after an answer was lost in a leader change)
     /// gets the first outcome back instead of applying again.
@@ -100,6 +105,10 @@ pub enum PodChange {
 #[serde(tag = "reply", rename_all = "snake_case")]
 pub enum Reply {
     Ok,
+    /// The replies of a [`Command::Batch`], in order.
+    Batch {
+        replies: Vec<Reply>,
+    },
     App {
         app: Box<App>,
     },

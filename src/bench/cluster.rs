@@ -173,9 +173,7 @@ fn kv_write(addr: SocketAddr, token: &str, concurrency: usize, duration: Duratio
             ("content-type".into(), "application/json".into()),
         ],
         unique_header: None,
-        body: Bytes::from_static(
-            br#"{"bucket":"bench/raft","write":{"put":[["k","dmFsdWU="]]}}"#,
-        ),
+        body: Bytes::from_static(br#"{"bucket":"bench/raft","write":{"put":[["k","dmFsdWU="]]}}"#),
         concurrency,
         warmup: Duration::from_millis(500),
         duration,
@@ -215,11 +213,18 @@ pub async fn run(
     let raft_write_serial = load::run(&kv_write(leader_addr, &c.join, 1, duration)).await?;
     let raft_write_concurrency = 64;
     eprintln!("measuring raft writes ({raft_write_concurrency} clients) ...");
-    let raft_write_concurrent =
-        load::run(&kv_write(leader_addr, &c.join, raft_write_concurrency, duration)).await?;
+    let raft_write_concurrent = load::run(&kv_write(
+        leader_addr,
+        &c.join,
+        raft_write_concurrency,
+        duration,
+    ))
+    .await?;
 
     let payments_concurrency = 32;
-    eprintln!("measuring durable payments through the ingress ({payments_concurrency} clients) ...");
+    eprintln!(
+        "measuring durable payments through the ingress ({payments_concurrency} clients) ..."
+    );
     let host_addr = c.host.as_ref().context("host")?.addr;
     let payments = load::run(&Load {
         addr: host_addr,
@@ -290,7 +295,10 @@ pub fn render(r: &ClusterReport) -> String {
     };
     let mut failovers = r.failover_ms.clone();
     failovers.sort_by(f64::total_cmp);
-    let median = failovers.get(failovers.len() / 2).copied().unwrap_or(f64::NAN);
+    let median = failovers
+        .get(failovers.len() / 2)
+        .copied()
+        .unwrap_or(f64::NAN);
     let worst = failovers.last().copied().unwrap_or(f64::NAN);
     format!(
         "## Control plane (3 controllers, 1 host, loopback)\n\n\

@@ -114,7 +114,10 @@ fn bench_cluster(args: &BenchArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     let json = serde_json::json!({"machine": machine(), "cluster": report});
-    std::fs::write(args.out.join("cluster.json"), serde_json::to_vec_pretty(&json)?)?;
+    std::fs::write(
+        args.out.join("cluster.json"),
+        serde_json::to_vec_pretty(&json)?,
+    )?;
     std::fs::write(args.out.join("cluster.md"), &markdown)?;
     eprintln!("results written to {}", args.out.display());
     Ok(())

@@ -651,6 +651,7 @@ impl Api {
             Reply::Ok => json(200, &serde_json::json!({})),
             Reply::App { app } => json(200, &app),
             Reply::Kv { result } => json(200, &KvWriteResult { result }),
+            Reply::Batch { .. } => Err(fail(500, "internal", "unexpected batch reply")),
             Reply::Rejected { code, message } => {
                 let name = match code {
                     crate::command::Rejection::AlreadyInitialized => "already_initialized",

@@ -176,7 +176,8 @@ impl LogStore {
         let bytes = serde_json::to_vec(value).map_err(io_write)?;
         let mut tx = db.begin_write().map_err(io_write)?;
         if !durable {
-            tx.set_durability(redb::Durability::None).map_err(io_write)?;
+            tx.set_durability(redb::Durability::None)
+                .map_err(io_write)?;
         }
         tx.open_table(META)
             .map_err(io_write)?

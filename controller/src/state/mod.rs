@@ -95,6 +95,9 @@ impl State {
     /// Applies one command. A rejected command changes nothing.
     pub fn apply(&mut self, command: &Command) -> Reply {
         match command {
+            Command::Batch { commands } => Reply::Batch {
+                replies: commands.iter().map(|c| self.apply(c)).collect(),
+            },
             Command::Init { tokens } => {
                 if self.initialized {
                     return rejected(

@@ -415,3 +415,50 @@ fn an_identified_write_is_applied_once_however_often_it_is_retried() {
     );
     assert_eq!(back.kv["b"]["n"], b"10".to_vec());
 }
+
+#[test]
+fn a_batch_applies_its_commands_in_order_with_one_reply_each() {
+    let mut s = State::default();
+    let inc = |delta| Command::Kv {
+        bucket: "b".into(),
+        write: Write::Increment {
+            key: "n".into(),
+            delta,
+        },
+        id: None,
+    };
+    let batch = Command::Batch {
+        commands: vec![
+            inc(1),
+            inc(10),
+            Command::DeleteApp {
+                namespace: "default".into(),
+                name: "nope".into(),
+                at: 1,
+            },
+        ],
+    };
+    match s.apply(&batch) {
+        Reply::Batch { replies } => {
+            assert_eq!(replies.len(), 3);
+            assert_eq!(
+                replies[0],
+                Reply::Kv {
+                    result: Ok(Outcome::Counter(1))
+                }
+            );
+            assert_eq!(
+                replies[1],
+                Reply::Kv {
+                    result: Ok(Outcome::Counter(11))
+                }
+            );
+            assert!(
+                matches!(replies[2], Reply::Rejected { .. }),
+                "{:?}",
+                replies[2]
+            );
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
