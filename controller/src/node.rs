@@ -84,6 +84,7 @@ pub struct Controller {
     tuning: Tuning,
     soft: Mutex<Soft>,
     proposals: tokio::sync::mpsc::UnboundedSender<Proposal>,
+    reads: tokio::sync::mpsc::UnboundedSender<tokio::sync::oneshot::Sender<Result<(), ProposeError>>>,
 }
 
 pub fn now_millis() -> Millis {
@@ -157,6 +158,8 @@ impl Controller {
         let raft = Raft::new(opts.id, Arc::new(config), network, log, sm).await?;
         let (proposals, inbox) = tokio::sync::mpsc::unbounded_channel();
         spawn_batcher(raft.clone(), inbox);
+        let (reads, read_inbox) = tokio::sync::mpsc::unbounded_channel();
+        spawn_read_batcher(raft.clone(), read_inbox);
         let node = Arc::new(Controller {
             id: opts.id,
             address: opts.address.trim_end_matches('/').to_string(),
@@ -168,6 +171,7 @@ impl Controller {
             tuning: opts.tuning,
             soft: Mutex::new(Soft::default()),
             proposals,
+            reads,
         });
         node.clone().spawn_driver();
         Ok(node)
@@ -267,16 +271,15 @@ impl Controller {
     }
 
     /// Confirms this node still leads, so a read of its state sees every committed write.
+    /// Concurrent reads share one confirmation (one round of heartbeats), started after
+    /// they all arrived.
     pub async fn linearize(&self) -> Result<(), ProposeError> {
-        match self.raft.ensure_linearizable().await {
-            Ok(_) => Ok(()),
-            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
-                Err(ProposeError::NotLeader {
-                    leader: f.leader_node.map(|n| n.addr),
-                })
-            }
-            Err(e) => Err(ProposeError::Raft(e.to_string())),
-        }
+        let (done, wait) = tokio::sync::oneshot::channel();
+        self.reads
+            .send(done)
+            .map_err(|_| ProposeError::Raft("the controller is shutting down".into()))?;
+        wait.await
+            .map_err(|_| ProposeError::Raft("the read was dropped".into()))?
     }
 
     /// Adds a controller: first as a learner that catches up, then as a voter.
@@ -504,6 +507,35 @@ fn spawn_batcher(raft: Raft, mut inbox: tokio::sync::mpsc::UnboundedReceiver<Pro
                 }
                 drop(permit);
             });
+        }
+    });
+}
+
+/// Confirms leadership once for every read waiting when the confirmation starts.
+fn spawn_read_batcher(
+    raft: Raft,
+    mut inbox: tokio::sync::mpsc::UnboundedReceiver<
+        tokio::sync::oneshot::Sender<Result<(), ProposeError>>,
+    >,
+) {
+    tokio::spawn(async move {
+        while let Some(first) = inbox.recv().await {
+            let mut waiting = vec![first];
+            while let Ok(more) = inbox.try_recv() {
+                waiting.push(more);
+            }
+            let result = match raft.ensure_linearizable().await {
+                Ok(_) => Ok(()),
+                Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(
+                    f,
+                ))) => Err(ProposeError::NotLeader {
+                    leader: f.leader_node.map(|n| n.addr),
+                }),
+                Err(e) => Err(ProposeError::Raft(e.to_string())),
+            };
+            for w in waiting {
+                let _ = w.send(result.clone());
+            }
         }
     });
 }

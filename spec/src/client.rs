@@ -23,6 +23,9 @@ use crate::api::ErrorBody;
 
 pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
+/// Set by a follower on an answer it relayed from the leader: the leader's URL.
+pub const LEADER_HEADER: &str = "x-dabba-leader";
+
 pub fn client() -> HttpClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
@@ -192,7 +195,15 @@ impl ApiClient {
                         last = describe_error(resp.status().as_u16(), resp.body());
                     }
                     Ok(resp) => {
-                        self.preferred.store(idx, Ordering::Relaxed);
+                        let leader = resp
+                            .headers()
+                            .get(LEADER_HEADER)
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|l| {
+                                let l = l.trim_end_matches('/');
+                                self.servers.iter().position(|s| s == l)
+                            });
+                        self.preferred.store(leader.unwrap_or(idx), Ordering::Relaxed);
                         let status = resp.status().as_u16();
                         if resp.status().is_success() {
                             return Ok(resp.into_body());

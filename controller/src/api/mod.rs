@@ -264,7 +264,11 @@ impl Api {
                     )
                 }
             })?;
-        let (parts, bytes) = resp.into_parts();
+        let (mut parts, bytes) = resp.into_parts();
+        // Tell the client who leads, so its next request can go there directly.
+        if let Ok(v) = http::HeaderValue::from_str(&leader) {
+            parts.headers.insert(dabba_spec::client::LEADER_HEADER, v);
+        }
         Ok(http::Response::from_parts(parts, Full::new(bytes)))
     }
 
