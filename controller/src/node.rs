@@ -84,7 +84,8 @@ pub struct Controller {
     tuning: Tuning,
     soft: Mutex<Soft>,
     proposals: tokio::sync::mpsc::UnboundedSender<Proposal>,
-    reads: tokio::sync::mpsc::UnboundedSender<tokio::sync::oneshot::Sender<Result<(), ProposeError>>>,
+    reads:
+        tokio::sync::mpsc::UnboundedSender<tokio::sync::oneshot::Sender<Result<(), ProposeError>>>,
 }
 
 pub fn now_millis() -> Millis {
@@ -143,9 +144,9 @@ impl Controller {
         let client = http_client::client();
         let config = openraft::Config {
             cluster_name: "dabba".into(),
-            heartbeat_interval: 50,
-            election_timeout_min: 150,
-            election_timeout_max: 300,
+            heartbeat_interval: 30,
+            election_timeout_min: 100,
+            election_timeout_max: 200,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(5000),
             max_in_snapshot_log_to_keep: 1000,
             ..Default::default()

@@ -173,7 +173,7 @@ impl ApiClient {
         content_type: &str,
     ) -> Result<Bytes, ApiError> {
         let deadline = tokio::time::Instant::now() + self.retry_for;
-        let mut pause = Duration::from_millis(20);
+        let mut pause = Duration::from_millis(10);
         let mut last = String::from("no controller URL configured");
         loop {
             let first = self.preferred.load(Ordering::Relaxed);
@@ -203,7 +203,8 @@ impl ApiClient {
                                 let l = l.trim_end_matches('/');
                                 self.servers.iter().position(|s| s == l)
                             });
-                        self.preferred.store(leader.unwrap_or(idx), Ordering::Relaxed);
+                        self.preferred
+                            .store(leader.unwrap_or(idx), Ordering::Relaxed);
                         let status = resp.status().as_u16();
                         if resp.status().is_success() {
                             return Ok(resp.into_body());
@@ -218,7 +219,7 @@ impl ApiClient {
                 return Err(ApiError::Unavailable(last));
             }
             tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(100));
+            pause = (pause * 2).min(Duration::from_millis(50));
         }
     }
 
