@@ -301,11 +301,16 @@ impl Agent {
     }
 
     async fn heartbeat_loop(&self) {
+        // A heartbeat that cannot be delivered soon is worthless: the next one replaces
+        // it. Never let one stall the loop past the controllers' failure timeout.
+        let every = self.opts.heartbeat;
+        let api = self
+            .api
+            .with_bounds(every, every.max(Duration::from_millis(500)));
         loop {
             let beat = self.heartbeat();
             let path = format!("/v1/hosts/{}/heartbeat", self.name());
-            if let Err(e) = self
-                .api
+            if let Err(e) = api
                 .send_json::<_, serde_json::Value>(http::Method::POST, &path, &beat)
                 .await
             {

@@ -160,6 +160,19 @@ impl ApiClient {
         }
     }
 
+    /// A client of the same cluster with other retry and timeout bounds (sharing the
+    /// connection pool), e.g. for periodic calls where the next call replaces a retry.
+    pub fn with_bounds(&self, retry_for: Duration, timeout: Duration) -> ApiClient {
+        ApiClient {
+            http: self.http.clone(),
+            servers: self.servers.clone(),
+            token: self.token.clone(),
+            preferred: AtomicUsize::new(self.preferred.load(Ordering::Relaxed)),
+            retry_for,
+            timeout,
+        }
+    }
+
     pub fn servers(&self) -> &[String] {
         &self.servers
     }

@@ -12,7 +12,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use dabba_host::ComponentBytes;
 use dabba_spec::api::{
     AddMember, AppDetail, AppSummary, ClusterStatus, LogLine, ScaleRequest, TokenRequest,
-    TokenResponse,
+    TokenResponse, WatchResponse,
 };
 use dabba_spec::client::{ApiClient, ApiError};
 use dabba_spec::resources::{App, Host, Pod, Revision, Role};
@@ -362,6 +362,7 @@ async fn wait_ready(
 ) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
     let mut last = String::new();
+    let mut version = 0;
     loop {
         let d: AppDetail = api
             .get(&format!("/v1/apps/{namespace}/{name}"))
@@ -414,7 +415,12 @@ async fn wait_ready(
                 }
             );
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Long-poll until the state changes, instead of polling on a timer.
+        let w: WatchResponse = api
+            .get(&format!("/v1/watch?since={version}&wait_ms=1000"))
+            .await
+            .context("watching the rollout")?;
+        version = w.version;
     }
 }
 

@@ -228,6 +228,14 @@ impl Cluster {
     }
 }
 
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.logs());
+        }
+    }
+}
+
 fn read_token(path: &Path) -> String {
     std::fs::read_to_string(path)
         .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
@@ -447,4 +455,22 @@ fn a_lost_host_has_its_pods_rescheduled_and_the_app_keeps_answering() {
     // h2's ingress proxies or serves: either way the payment is found.
     let r = try_request(c.host_addrs[1], "GET", &format!("/payments/{id}"), &[], b"").unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
+
+    // Membership by hand: remove a follower, then add it back.
+    let leader = c.leader().unwrap();
+    let follower = (leader + 1) % 3;
+    let id = (follower + 1).to_string();
+    let out = c.cli(&["cluster", "remove", &id]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    eventually("two members", Duration::from_secs(15), || {
+        (c.status()?["members"].as_array()?.len() == 2).then_some(())
+    });
+    let address = format!("http://{}", c.controller_addrs[follower]);
+    let out = c.cli(&["cluster", "add", "--id", &id, "--address", &address]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = c.cli(&["cluster", "status"]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(text.matches("follower").count(), 2, "{text}");
+    assert!(text.contains("leader: "), "{text}");
 }

@@ -24,6 +24,11 @@ use super::{NodeId, TypeConfig};
 use dabba_spec::client::{HttpClient, SendError, send};
 
 /// The header carrying the peer token on Raft RPCs.
+/// openraft bounds an RPC by the heartbeat interval (30 ms here), which a busy machine
+/// or a large batch can exceed without anything being wrong; a timed-out append is
+/// simply sent again, so waiting a little longer costs nothing and avoids churn.
+const RPC_TIMEOUT_FLOOR: Duration = Duration::from_millis(500);
+
 pub const PEER_TOKEN_HEADER: &str = "x-dabba-peer-token";
 
 #[derive(Clone)]
@@ -101,7 +106,8 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>, openraft::error::Infallible> {
-        self.call("append", &rpc, option.hard_ttl()).await
+        self.call("append", &rpc, option.hard_ttl().max(RPC_TIMEOUT_FLOOR))
+            .await
     }
 
     async fn install_snapshot(
@@ -109,7 +115,8 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
-        self.call("snapshot", &rpc, option.hard_ttl()).await
+        self.call("snapshot", &rpc, option.hard_ttl().max(RPC_TIMEOUT_FLOOR))
+            .await
     }
 
     async fn vote(
@@ -117,6 +124,7 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> RpcResult<VoteResponse<NodeId>, openraft::error::Infallible> {
-        self.call("vote", &rpc, option.hard_ttl()).await
+        self.call("vote", &rpc, option.hard_ttl().max(RPC_TIMEOUT_FLOOR))
+            .await
     }
 }
