@@ -474,3 +474,40 @@ fn a_lost_host_has_its_pods_rescheduled_and_the_app_keeps_answering() {
     assert_eq!(text.matches("follower").count(), 2, "{text}");
     assert!(text.contains("leader: "), "{text}");
 }
+
+#[test]
+fn the_cluster_benchmark_takes_every_measurement() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let guests = guest("payment").parent().unwrap().to_path_buf();
+    let out = tempfile::tempdir().unwrap();
+    let run = run_dabba(
+        &[
+            "bench",
+            "--suite",
+            "cluster",
+            "--quick",
+            "--duration",
+            "1s",
+            "--failovers",
+            "1",
+            "--guests",
+            guests.to_str().unwrap(),
+            "--out",
+            out.path().to_str().unwrap(),
+        ],
+        Duration::from_secs(300),
+    );
+    assert!(run.status.success(), "{}{}", stdout(&run), stderr(&run));
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("cluster.json")).unwrap()).unwrap();
+    let c = &report["cluster"];
+    for m in ["raft_write_serial", "raft_write_concurrent", "payments"] {
+        assert!(c[m]["requests"].as_u64().unwrap() > 0, "{m}: {c}");
+        assert!(
+            c[m]["latency"]["p99_us"].as_f64().unwrap() > 0.0,
+            "{m}: {c}"
+        );
+    }
+    assert_eq!(c["failover_ms"].as_array().unwrap().len(), 1, "{c}");
+    assert!(stdout(&run).contains("Leader failover"));
+}

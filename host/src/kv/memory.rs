@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use dabba_spec::kv::{Bucket, apply, page};
 
-use super::{KvBackend, KvError, KvFuture, Write, WriteFuture, ready};
+use super::{KvError, LocalKv, Write, WriteFuture};
 
 #[derive(Default)]
 pub struct MemoryKv {
@@ -34,7 +34,7 @@ impl MemoryKv {
     }
 }
 
-impl MemoryKv {
+impl LocalKv for MemoryKv {
     fn read_one(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, KvError> {
         let all = self.buckets.lock().expect("kv lock poisoned");
         Ok(all.get(bucket).and_then(|m| m.get(key)).cloned())
@@ -59,30 +59,7 @@ impl MemoryKv {
         Ok(page(keys, limit))
     }
 
-    fn read_many(&self, bucket: &str, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, KvError> {
-        keys.iter().map(|k| self.read_one(bucket, k)).collect()
-    }
-}
-
-impl KvBackend for MemoryKv {
-    fn get(&self, bucket: &str, key: &str) -> KvFuture<Option<Vec<u8>>> {
-        ready(self.read_one(bucket, key))
-    }
-
-    fn get_many(&self, bucket: &str, keys: &[String]) -> KvFuture<Vec<Option<Vec<u8>>>> {
-        ready(self.read_many(bucket, keys))
-    }
-
-    fn list_keys(
-        &self,
-        bucket: &str,
-        cursor: Option<&str>,
-        limit: usize,
-    ) -> KvFuture<(Vec<String>, Option<String>)> {
-        ready(self.read_keys(bucket, cursor, limit))
-    }
-
-    fn write(&self, bucket: &str, write: Write) -> WriteFuture {
+    fn write_local(&self, bucket: &str, write: Write) -> WriteFuture {
         let mut all = self.buckets.lock().expect("kv lock poisoned");
         let map = all.entry(bucket.to_string()).or_default();
         let result = apply(&mut MapBucket(map), &write);

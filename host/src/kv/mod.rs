@@ -47,6 +47,49 @@ pub trait KvBackend: Send + Sync + 'static {
     fn write(&self, bucket: &str, write: Write) -> WriteFuture;
 }
 
+/// A backend on this host (memory or local disk) that answers reads at once. Every
+/// such backend is a [`KvBackend`] whose read futures are already resolved.
+pub trait LocalKv: Send + Sync + 'static {
+    fn read_one(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, KvError>;
+
+    fn read_many(&self, bucket: &str, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, KvError> {
+        keys.iter().map(|k| self.read_one(bucket, k)).collect()
+    }
+
+    fn read_keys(
+        &self,
+        bucket: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<String>, Option<String>), KvError>;
+
+    /// Applies `write` atomically; the future resolves once it is durable.
+    fn write_local(&self, bucket: &str, write: Write) -> WriteFuture;
+}
+
+impl<T: LocalKv> KvBackend for T {
+    fn get(&self, bucket: &str, key: &str) -> KvFuture<Option<Vec<u8>>> {
+        ready(self.read_one(bucket, key))
+    }
+
+    fn get_many(&self, bucket: &str, keys: &[String]) -> KvFuture<Vec<Option<Vec<u8>>>> {
+        ready(self.read_many(bucket, keys))
+    }
+
+    fn list_keys(
+        &self,
+        bucket: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> KvFuture<(Vec<String>, Option<String>)> {
+        ready(self.read_keys(bucket, cursor, limit))
+    }
+
+    fn write(&self, bucket: &str, write: Write) -> WriteFuture {
+        self.write_local(bucket, write)
+    }
+}
+
 /// A future already resolved, for backends that answer from local memory or disk.
 pub fn ready<T: Send + 'static>(r: Result<T, KvError>) -> KvFuture<T> {
     Box::pin(std::future::ready(r))

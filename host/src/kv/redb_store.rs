@@ -19,7 +19,7 @@ use tokio::sync::oneshot;
 
 use dabba_spec::kv::{Bucket, apply, check_write, page};
 
-use super::{KvBackend, KvError, KvFuture, Outcome, Write, WriteFuture, ready};
+use super::{KvError, LocalKv, Outcome, Write, WriteFuture};
 
 const ENTRIES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("entries");
 
@@ -126,7 +126,7 @@ impl Bucket for TableBucket<'_, '_> {
     }
 }
 
-impl RedbKv {
+impl LocalKv for RedbKv {
     fn read_one(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, KvError> {
         let tx = self.db.begin_read().map_err(storage)?;
         let table = tx.open_table(ENTRIES).map_err(storage)?;
@@ -174,27 +174,7 @@ impl RedbKv {
         }
         Ok(page(keys, limit))
     }
-}
-
-impl KvBackend for RedbKv {
-    fn get(&self, bucket: &str, key: &str) -> KvFuture<Option<Vec<u8>>> {
-        ready(self.read_one(bucket, key))
-    }
-
-    fn get_many(&self, bucket: &str, keys: &[String]) -> KvFuture<Vec<Option<Vec<u8>>>> {
-        ready(self.read_many(bucket, keys))
-    }
-
-    fn list_keys(
-        &self,
-        bucket: &str,
-        cursor: Option<&str>,
-        limit: usize,
-    ) -> KvFuture<(Vec<String>, Option<String>)> {
-        ready(self.read_keys(bucket, cursor, limit))
-    }
-
-    fn write(&self, bucket: &str, write: Write) -> WriteFuture {
+    fn write_local(&self, bucket: &str, write: Write) -> WriteFuture {
         if let Err(e) = check_write(&write) {
             return Box::pin(std::future::ready(Err(e)));
         }
@@ -218,6 +198,7 @@ impl KvBackend for RedbKv {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kv::KvBackend as _;
 
     #[tokio::test]
     async fn conforms() {
