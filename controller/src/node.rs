@@ -149,6 +149,9 @@ impl Controller {
             election_timeout_max: 200,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(5000),
             max_in_snapshot_log_to_keep: 1000,
+            // openraft bounds an AppendEntries RPC by the heartbeat interval: keep each
+            // one small enough to fit, also when a follower catches up.
+            max_payload_entries: 32,
             ..Default::default()
         }
         .validate()?;

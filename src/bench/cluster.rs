@@ -21,7 +21,7 @@ use dabba_spec::client::ApiClient;
 use serde::Serialize;
 
 use super::load::{self, Load, LoadResult};
-use super::targets::{Target, free_port, spawn_announcing};
+use super::targets::{Target, free_port, spawn_announcing, spawn_logged};
 
 #[derive(Debug, Serialize)]
 pub struct ClusterReport {
@@ -64,7 +64,12 @@ impl Cluster {
         let mut cmd = Command::new(&self.dabba);
         cmd.args(self.controller_args(i))
             .env("DABBA_TOKEN", &self.admin);
-        self.controllers[i] = Some(spawn_announcing(cmd, &format!("controller {}", i + 1))?);
+        let log = self.dir.join(format!("c{}.log", i + 1));
+        self.controllers[i] = Some(spawn_logged(
+            cmd,
+            &format!("controller {}", i + 1),
+            Some(&log),
+        )?);
         Ok(())
     }
 

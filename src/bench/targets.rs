@@ -23,12 +23,27 @@ impl Drop for Target {
 }
 
 /// A server process that prints `... on http://ADDR` when it is listening.
-pub fn spawn_announcing(mut cmd: Command, what: &str) -> anyhow::Result<Target> {
+pub fn spawn_announcing(cmd: Command, what: &str) -> anyhow::Result<Target> {
+    spawn_logged(cmd, what, None)
+}
+
+/// Like [`spawn_announcing`], appending the process's stderr to `log`.
+pub fn spawn_logged(mut cmd: Command, what: &str, log: Option<&Path>) -> anyhow::Result<Target> {
+    let stderr = match log {
+        Some(p) => Stdio::from(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .with_context(|| format!("opening {}", p.display()))?,
+        ),
+        None => Stdio::null(),
+    };
     let mut child = cmd
         .env_remove("RUST_BACKTRACE")
         .env_remove("RUST_LIB_BACKTRACE")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .with_context(|| format!("starting {what}"))?;
     let stdout = child.stdout.take().expect("piped");

@@ -25,9 +25,12 @@ use dabba_spec::client::{HttpClient, SendError, send};
 
 /// The header carrying the peer token on Raft RPCs.
 /// openraft bounds an RPC by the heartbeat interval (30 ms here), which a busy machine
-/// or a large batch can exceed without anything being wrong; a timed-out append is
-/// simply sent again, so waiting a little longer costs nothing and avoids churn.
-const RPC_TIMEOUT_FLOOR: Duration = Duration::from_millis(500);
+/// or a large entry (a component upload) can exceed without anything being wrong. An
+/// append that timed out is sent again whole, so a bound shorter than the time to send
+/// and store the largest entry would keep a follower from ever catching up.
+const APPEND_TIMEOUT_FLOOR: Duration = Duration::from_secs(5);
+const VOTE_TIMEOUT_FLOOR: Duration = Duration::from_millis(500);
+const SNAPSHOT_TIMEOUT_FLOOR: Duration = Duration::from_secs(30);
 
 pub const PEER_TOKEN_HEADER: &str = "x-dabba-peer-token";
 
@@ -106,7 +109,7 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>, openraft::error::Infallible> {
-        self.call("append", &rpc, option.hard_ttl().max(RPC_TIMEOUT_FLOOR))
+        self.call("append", &rpc, option.hard_ttl().max(APPEND_TIMEOUT_FLOOR))
             .await
     }
 
@@ -115,8 +118,12 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
-        self.call("snapshot", &rpc, option.hard_ttl().max(RPC_TIMEOUT_FLOOR))
-            .await
+        self.call(
+            "snapshot",
+            &rpc,
+            option.hard_ttl().max(SNAPSHOT_TIMEOUT_FLOOR),
+        )
+        .await
     }
 
     async fn vote(
@@ -124,7 +131,7 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> RpcResult<VoteResponse<NodeId>, openraft::error::Infallible> {
-        self.call("vote", &rpc, option.hard_ttl().max(RPC_TIMEOUT_FLOOR))
+        self.call("vote", &rpc, option.hard_ttl().max(VOTE_TIMEOUT_FLOOR))
             .await
     }
 }
