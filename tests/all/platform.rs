@@ -225,6 +225,25 @@ fn invalid_manifests_get_clear_errors_and_change_nothing() {
     .unwrap();
     assert_eq!(r.status, 422, "{}", r.text());
     assert_eq!(r.json()["error"]["code"], "not_a_component");
+
+    // And a component too large to replicate in one Raft entry.
+    let mut big = b"\0asm\x0d\x00\x01\x00".to_vec();
+    big.resize(5 << 20, 0);
+    let digest = {
+        use sha2::Digest as _;
+        format!("sha256:{}", hex::encode(sha2::Sha256::digest(&big)))
+    };
+    let r = try_request(
+        up.api,
+        "PUT",
+        &format!("/v1/blobs/{digest}"),
+        &[("authorization", &auth)],
+        &big,
+    )
+    .unwrap();
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert!(r.text().contains("4 MiB"), "{}", r.text());
+    assert_eq!(up.apps(), before);
 }
 
 #[test]

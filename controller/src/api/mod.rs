@@ -36,8 +36,13 @@ use dabba_spec::client as http_client;
 
 pub type Response = http::Response<Full<Bytes>>;
 
-/// The largest request body accepted (a component upload).
+/// The largest request body accepted.
 pub const MAX_BODY: usize = 64 << 20;
+/// The largest component the cluster stores. A component travels in one Raft entry, and
+/// openraft 0.9 bounds each AppendEntries RPC by the heartbeat interval; larger entries
+/// than this cannot be replicated reliably (8 MiB lost the leader on a 2-core machine).
+/// Raising it means replicating blobs outside the log (see spec/controller.md).
+pub const MAX_COMPONENT: usize = 4 << 20;
 /// The longest a watch or an assignments long-poll waits.
 pub const MAX_WAIT: Duration = Duration::from_secs(30);
 /// Marks a request already forwarded once, so it is never forwarded in circles.
@@ -344,6 +349,17 @@ impl Api {
                         400,
                         "digest_mismatch",
                         format!("the body hashes to {actual}, not {digest}"),
+                    ));
+                }
+                if body.len() > MAX_COMPONENT {
+                    return Err(fail(
+                        413,
+                        "too_large",
+                        format!(
+                            "the component is {} bytes; the cluster stores components of at most {} MiB",
+                            body.len(),
+                            MAX_COMPONENT >> 20
+                        ),
                     ));
                 }
                 if !dabba_spec::looks_like_component(&body) {
