@@ -283,20 +283,25 @@ fn parse_labels(labels: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
         .collect()
 }
 
-/// Starts a host: its runtime, agent and ingress. Returns the runtime (for metrics).
+/// A host's runtime, caching compiled components under its data directory.
+fn host_runtime(data_dir: &Path) -> anyhow::Result<Arc<Runtime>> {
+    Runtime::new(&RuntimeOptions {
+        cache_dir: Some(data_dir.join("artifacts")),
+        echo_guest_output: false,
+        ..Default::default()
+    })
+}
+
+/// Starts a host's agent and ingress on `runtime`.
 async fn start_host(
+    runtime: Arc<Runtime>,
     info: HostInfo,
     listener: tokio::net::TcpListener,
     controllers: Vec<String>,
     join_token: String,
     data_dir: &Path,
     heartbeat: Duration,
-) -> anyhow::Result<Arc<Runtime>> {
-    let runtime = Runtime::new(&RuntimeOptions {
-        cache_dir: Some(data_dir.join("artifacts")),
-        echo_guest_output: false,
-        ..Default::default()
-    })?;
+) -> anyhow::Result<()> {
     let api = Arc::new(ApiClient::new(controllers, join_token));
     let kv = Arc::new(ReplicatedKv::new(api.clone(), &info.name));
     let ingress = Arc::new(Ingress::new(&info.address));
@@ -313,7 +318,7 @@ async fn start_host(
     )?;
     tokio::spawn(agent.run());
     tokio::spawn(server::serve(listener, ingress, super::shutdown_signal()));
-    Ok(runtime)
+    Ok(())
 }
 
 pub fn host(args: HostArgs) -> anyhow::Result<()> {
@@ -339,7 +344,9 @@ pub fn host(args: HostArgs) -> anyhow::Result<()> {
                 instances: args.instances,
             },
         };
-        let runtime = start_host(
+        let runtime = host_runtime(&args.data_dir)?;
+        start_host(
+            runtime.clone(),
             info,
             listener,
             args.controller.clone(),
@@ -372,6 +379,7 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
         let ingress_listener = bind(args.listen, "ingress").await?;
         let api_url = url_of(api_listener.local_addr()?);
         let ingress_url = url_of(ingress_listener.local_addr()?);
+        let runtime = host_runtime(&args.data_dir.join("host"))?;
         let node = start_controller(
             1,
             api_listener,
@@ -379,7 +387,7 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
             args.data_dir.join("controller"),
             Tuning::default(),
             None,
-            None,
+            Some(runtime.clone()),
         )
         .await?;
         node.initialize().await?;
@@ -397,6 +405,7 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
             },
         };
         start_host(
+            runtime,
             info,
             ingress_listener,
             vec![api_url.clone()],

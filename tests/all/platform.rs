@@ -108,6 +108,18 @@ fn up_with_the_demo_serves_the_samples_and_keeps_everything_across_a_restart() {
     let s = try_request(up.ingress, "GET", "/search?q=phone", &[], b"").unwrap();
     assert_eq!(s.status, 200, "{}", s.text());
     assert!(s.json()["total"].as_u64().unwrap() > 0);
+    // One /metrics for the whole process: the host's per-app series and Raft's.
+    let metrics = try_request(up.api, "GET", "/metrics", &[], b"")
+        .unwrap()
+        .text();
+    for series in [
+        r#"dabba_requests_total{app="default/payment",code="2xx",revision="1"} 1"#,
+        r#"dabba_pods{phase="running"} 3"#,
+        r#"dabba_raft_state{field="is_leader"} 1"#,
+        "dabba_api_requests_total",
+    ] {
+        assert!(metrics.contains(series), "missing {series} in\n{metrics}");
+    }
     let none = try_request(up.ingress, "GET", "/nothing-here", &[], b"").unwrap();
     assert_eq!(none.status, 404);
     assert_eq!(none.json()["error"]["code"], "no_route");
