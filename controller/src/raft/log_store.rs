@@ -35,10 +35,15 @@ const LAST_PURGED: &str = "last_purged";
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<Database>,
-    /// Entries appended but not yet committed to the file, by index.
+    /// Entries appended but not yet committed to the file, and the most recent
+    /// [`RECENT`] committed ones, by index: a contiguous tail of the log, so the
+    /// replication of new entries to followers reads memory, not the file.
     pending: Arc<Mutex<BTreeMap<u64, Entry>>>,
     writer: mpsc::Sender<Queued>,
 }
+
+/// Committed entries kept in memory behind the unflushed ones.
+const RECENT: usize = 4096;
 
 /// Work for the writer thread, in the order openraft asked for it.
 enum Queued {
@@ -85,17 +90,24 @@ fn writer_loop(
                 // The commit is the fsync: only after it may openraft count these entries.
                 tx.commit().map_err(io_write)
             })();
-            let mut mem = pending.lock().expect("pending log lock");
-            for (entries, callback) in appends {
+            let flushed = appends
+                .iter()
+                .flat_map(|(entries, _)| entries.iter().map(|(id, _)| id.index))
+                .max();
+            {
+                // Keep a bounded tail in memory; never drop an entry not yet on disk.
+                let mut mem = pending.lock().expect("pending log lock");
+                while mem.len() > RECENT
+                    && let Some((&first, _)) = mem.first_key_value()
+                    && flushed.is_some_and(|f| first <= f)
+                    && written.is_ok()
+                {
+                    mem.remove(&first);
+                }
+            }
+            for (_, callback) in appends {
                 match &written {
-                    Ok(()) => {
-                        for (log_id, _) in &entries {
-                            if mem.get(&log_id.index).is_some_and(|e| e.log_id == *log_id) {
-                                mem.remove(&log_id.index);
-                            }
-                        }
-                        callback.log_io_completed(Ok(()));
-                    }
+                    Ok(()) => callback.log_io_completed(Ok(())),
                     Err(e) => callback.log_io_completed(Err(std::io::Error::other(e.to_string()))),
                 }
             }
@@ -205,12 +217,27 @@ impl RaftLogReader<TypeConfig> for LogStore {
     ) -> Result<Vec<Entry>, StorageError> {
         let store = self.clone();
         let (start, end) = (range.start_bound().cloned(), range.end_bound().cloned());
-        // Pending first: an entry leaves `pending` only after it is in the file, so
-        // whatever is not in this copy is in the file by the time it is read.
-        let unflushed: Vec<Entry> = {
-            let mem = self.pending.lock().expect("pending log lock");
-            mem.range((start, end)).map(|(_, e)| e.clone()).collect()
+        // Memory first: an entry leaves it only after it is in the file, so whatever
+        // is not in this copy is in the file by the time it is read. When memory holds
+        // the start of the range it holds all of it (it is a contiguous tail).
+        let first_wanted = match start {
+            Bound::Included(i) => i,
+            Bound::Excluded(i) => i + 1,
+            Bound::Unbounded => 0,
         };
+        let (unflushed, covered): (Vec<Entry>, bool) = {
+            let mem = self.pending.lock().expect("pending log lock");
+            let covered = mem
+                .first_key_value()
+                .is_some_and(|(f, _)| *f <= first_wanted);
+            (
+                mem.range((start, end)).map(|(_, e)| e.clone()).collect(),
+                covered,
+            )
+        };
+        if covered {
+            return Ok(unflushed);
+        }
         let mut entries: BTreeMap<u64, Entry> = blocking(move || store.read_range(start, end))
             .await?
             .into_iter()
@@ -324,6 +351,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         self.drain().await?;
+        self.pending
+            .lock()
+            .expect("pending log lock")
+            .retain(|i, _| *i > log_id.index);
         let db = self.db.clone();
         blocking(move || {
             let bytes = serde_json::to_vec(&Some(log_id)).map_err(io_write)?;
