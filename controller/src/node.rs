@@ -36,6 +36,28 @@ pub struct ControllerOptions {
     pub tuning: Tuning,
     /// The cluster's peer token, for a node joining an existing cluster.
     pub peer_token: Option<String>,
+    pub timing: RaftTiming,
+}
+
+/// How fast Raft notices a lost leader. openraft 0.9 also bounds every AppendEntries
+/// RPC by the heartbeat interval, so the interval must exceed the slowest append (a
+/// 4 MiB component entry on a busy machine): slow machines and debug builds need more.
+#[derive(Debug, Clone, Copy)]
+pub struct RaftTiming {
+    pub heartbeat_ms: u64,
+    /// Elections start after a random timeout in [this, 2 × this); followers refuse
+    /// votes for 2 × this after the last heartbeat (the leader lease).
+    pub election_ms: u64,
+}
+
+impl Default for RaftTiming {
+    /// Failover in about 400 ms on release builds (see spec/benchmarks.md).
+    fn default() -> Self {
+        RaftTiming {
+            heartbeat_ms: 30,
+            election_ms: 100,
+        }
+    }
 }
 
 /// Secrets created when a cluster is initialized.
@@ -144,9 +166,9 @@ impl Controller {
         let client = http_client::client();
         let config = openraft::Config {
             cluster_name: "dabba".into(),
-            heartbeat_interval: 30,
-            election_timeout_min: 100,
-            election_timeout_max: 200,
+            heartbeat_interval: opts.timing.heartbeat_ms,
+            election_timeout_min: opts.timing.election_ms,
+            election_timeout_max: 2 * opts.timing.election_ms,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(5000),
             max_in_snapshot_log_to_keep: 1000,
             // openraft bounds an AppendEntries RPC by the heartbeat interval: keep each

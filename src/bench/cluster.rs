@@ -35,6 +35,8 @@ pub struct ClusterReport {
 
 struct Cluster {
     dabba: PathBuf,
+    /// Extra flags for every controller (Raft timing).
+    raft_flags: Vec<String>,
     dir: PathBuf,
     controllers: Vec<Option<Target>>,
     addrs: Vec<SocketAddr>,
@@ -57,6 +59,7 @@ impl Cluster {
         if i > 0 {
             args.extend(["--join".into(), format!("http://{}", self.addrs[0])]);
         }
+        args.extend(self.raft_flags.iter().cloned());
         args
     }
 
@@ -117,12 +120,18 @@ fn read_secret(path: &Path) -> anyhow::Result<String> {
 }
 
 /// Starts the cluster and a host, and deploys the payment sample.
-async fn start(dabba: &Path, guests: &Path, dir: &Path) -> anyhow::Result<Cluster> {
+async fn start(
+    dabba: &Path,
+    guests: &Path,
+    dir: &Path,
+    raft_flags: &[String],
+) -> anyhow::Result<Cluster> {
     let addrs = (0..3)
         .map(|_| Ok(SocketAddr::from(([127, 0, 0, 1], free_port()?))))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mut c = Cluster {
         dabba: dabba.to_path_buf(),
+        raft_flags: raft_flags.to_vec(),
         dir: dir.to_path_buf(),
         controllers: vec![None, None, None],
         addrs,
@@ -208,9 +217,10 @@ pub async fn run(
     guests: &Path,
     duration: Duration,
     failovers: usize,
+    raft_flags: &[String],
 ) -> anyhow::Result<ClusterReport> {
     let dir = tempfile_dir()?;
-    let mut c = start(dabba, guests, &dir).await?;
+    let mut c = start(dabba, guests, &dir, raft_flags).await?;
     let leader = c.leader().await?;
     let leader_addr = c.addrs[leader];
 

@@ -41,6 +41,12 @@ pub struct BenchArgs {
     /// Leader failovers to measure in the cluster suite. Default: 5 (2 with --quick).
     #[arg(long, value_name = "N")]
     pub failovers: Option<usize>,
+    /// Raft heartbeat interval for the cluster suite's controllers. Default: theirs.
+    #[arg(long, value_name = "DURATION")]
+    pub heartbeat_interval: Option<HumanDuration>,
+    /// Raft election timeout for the cluster suite's controllers. Default: theirs.
+    #[arg(long, value_name = "DURATION")]
+    pub election_timeout: Option<HumanDuration>,
     /// A short run (1 s per measurement, concurrency 32) that checks every measurement can
     /// be taken.
     #[arg(long)]
@@ -108,7 +114,26 @@ fn bench_cluster(args: &BenchArgs) -> anyhow::Result<()> {
         .worker_threads(1)
         .enable_all()
         .build()?;
-    let report = rt.block_on(cluster::run(&dabba, &args.guests, duration, failovers))?;
+    let mut raft_flags = Vec::new();
+    if let Some(h) = args.heartbeat_interval {
+        raft_flags.extend([
+            "--heartbeat-interval".to_string(),
+            format!("{}ms", h.get().as_millis()),
+        ]);
+    }
+    if let Some(e) = args.election_timeout {
+        raft_flags.extend([
+            "--election-timeout".to_string(),
+            format!("{}ms", e.get().as_millis()),
+        ]);
+    }
+    let report = rt.block_on(cluster::run(
+        &dabba,
+        &args.guests,
+        duration,
+        failovers,
+        &raft_flags,
+    ))?;
     let markdown = cluster::render(&report);
     print!("{markdown}");
     std::fs::create_dir_all(&args.out)

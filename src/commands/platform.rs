@@ -11,7 +11,7 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use clap::Args;
 use dabba_controller::api::Api;
-use dabba_controller::node::{Controller, ControllerOptions};
+use dabba_controller::node::{Controller, ControllerOptions, RaftTiming};
 use dabba_controller::reconcile::Tuning;
 use dabba_host::agent::{Agent, AgentOptions};
 use dabba_host::http::HttpResponse;
@@ -52,6 +52,38 @@ pub struct ControllerArgs {
     /// How long a host may miss heartbeats before it is NotReady, e.g. 3s.
     #[arg(long, default_value = "3s", value_name = "DURATION")]
     pub failure_timeout: HumanDuration,
+    #[command(flatten)]
+    pub raft: RaftFlags,
+}
+
+/// Raft timing. The defaults fail over in about 400 ms on a release build; slower
+/// machines (or debug builds) need a longer heartbeat, since it also bounds how long one
+/// replication RPC may take.
+#[derive(Debug, Args)]
+pub struct RaftFlags {
+    /// Leader heartbeat interval (also the bound on one replication RPC).
+    #[arg(long, default_value = "30ms", value_name = "DURATION")]
+    pub heartbeat_interval: HumanDuration,
+    /// Minimum election timeout; the maximum (and the leader lease) is twice this.
+    #[arg(long, default_value = "100ms", value_name = "DURATION")]
+    pub election_timeout: HumanDuration,
+}
+
+impl RaftFlags {
+    fn timing(&self) -> anyhow::Result<RaftTiming> {
+        let t = RaftTiming {
+            heartbeat_ms: self.heartbeat_interval.get().as_millis() as u64,
+            election_ms: self.election_timeout.get().as_millis() as u64,
+        };
+        if t.heartbeat_ms == 0 || t.election_ms <= t.heartbeat_ms {
+            bail!(
+                "--election-timeout ({} ms) must be longer than --heartbeat-interval ({} ms)",
+                t.election_ms,
+                t.heartbeat_ms
+            );
+        }
+        Ok(t)
+    }
 }
 
 #[derive(Debug, Args)]
@@ -115,6 +147,8 @@ pub struct UpArgs {
     /// $DABBA_CONFIG, else ~/.config/dabba/config.json.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub raft: RaftFlags,
 }
 
 /// Serves the controller API (and Raft) on one listener.
@@ -176,22 +210,11 @@ fn read_secret(path: &Path) -> anyhow::Result<String> {
 
 /// Opens a controller and serves its API; returns it once it serves.
 async fn start_controller(
-    id: u64,
+    opts: ControllerOptions,
     listener: tokio::net::TcpListener,
-    advertise: String,
-    data_dir: PathBuf,
-    tuning: Tuning,
-    peer_token: Option<String>,
     host_metrics: Option<Arc<Runtime>>,
 ) -> anyhow::Result<Arc<Controller>> {
-    let node = Controller::open(ControllerOptions {
-        id,
-        address: advertise,
-        data_dir,
-        tuning,
-        peer_token,
-    })
-    .await?;
+    let node = Controller::open(opts).await?;
     let handler = Arc::new(ApiHandler {
         api: Api::new(node.clone()),
         host_metrics,
@@ -224,16 +247,15 @@ pub fn controller(args: ControllerArgs) -> anyhow::Result<()> {
             }
             _ => None,
         };
-        let node = start_controller(
-            args.id,
-            listener,
-            advertise.clone(),
-            args.data_dir.clone(),
+        let opts = ControllerOptions {
+            id: args.id,
+            address: advertise.clone(),
+            data_dir: args.data_dir.clone(),
             tuning,
             peer_token,
-            None,
-        )
-        .await?;
+            timing: args.raft.timing()?,
+        };
+        let node = start_controller(opts, listener, None).await?;
         match (&args.join, fresh) {
             (Some(url), true) => {
                 let api = ApiClient::new(
@@ -380,16 +402,15 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
         let api_url = url_of(api_listener.local_addr()?);
         let ingress_url = url_of(ingress_listener.local_addr()?);
         let runtime = host_runtime(&args.data_dir.join("host"))?;
-        let node = start_controller(
-            1,
-            api_listener,
-            api_url.clone(),
-            args.data_dir.join("controller"),
-            Tuning::default(),
-            None,
-            Some(runtime.clone()),
-        )
-        .await?;
+        let opts = ControllerOptions {
+            id: 1,
+            address: api_url.clone(),
+            data_dir: args.data_dir.join("controller"),
+            tuning: Tuning::default(),
+            peer_token: None,
+            timing: args.raft.timing()?,
+        };
+        let node = start_controller(opts, api_listener, Some(runtime.clone())).await?;
         node.initialize().await?;
         let admin = read_secret(&args.data_dir.join("controller/admin.token"))?;
         let join = read_secret(&args.data_dir.join("controller/join.token"))?;

@@ -49,6 +49,12 @@ impl Cluster {
                 dir.path().join(format!("c{id}")).display().to_string(),
                 "--failure-timeout".into(),
                 "2s".into(),
+                // Tests run debug builds, many times slower than release: give each
+                // replication RPC room (failover speed is the benchmark's business).
+                "--heartbeat-interval".into(),
+                "100ms".into(),
+                "--election-timeout".into(),
+                "400ms".into(),
             ];
             let admin = if i > 0 {
                 args.extend(["--join".into(), format!("http://{}", controller_addrs[0])]);
@@ -490,6 +496,10 @@ fn the_cluster_benchmark_takes_every_measurement() {
             "1s",
             "--failovers",
             "1",
+            "--heartbeat-interval",
+            "100ms",
+            "--election-timeout",
+            "400ms",
             "--guests",
             guests.to_str().unwrap(),
             "--out",
