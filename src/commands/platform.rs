@@ -230,6 +230,7 @@ pub fn controller(args: ControllerArgs) -> anyhow::Result<()> {
         let advertise = args.advertise.unwrap_or_else(|| url_of(args.listen));
         let tuning = Tuning {
             failure_timeout: args.failure_timeout.get().as_millis() as u64,
+            ..Tuning::default()
         };
         let fresh = !args.data_dir.join("raft.redb").exists();
         let peer_token = match (&args.join, fresh) {

@@ -35,12 +35,16 @@ pub struct Tuning {
     /// A host that has not sent a heartbeat for this long is NotReady and its pods are
     /// replaced elsewhere. By default: 3 s.
     pub failure_timeout: Millis,
+    /// A pod its host could not run (Failed) is replaced this long after it was
+    /// created, so a bad start is retried without a tight loop. By default: 10 s.
+    pub restart_failed_after: Millis,
 }
 
 impl Default for Tuning {
     fn default() -> Self {
         Tuning {
             failure_timeout: 3_000,
+            restart_failed_after: 10_000,
         }
     }
 }
@@ -68,7 +72,7 @@ pub fn reconcile(state: &State, observed: &Observed, now: Millis, tuning: &Tunin
             at: now,
         });
     }
-    let changes = replicas::reconcile(state, &ready, now);
+    let changes = replicas::reconcile(state, &ready, now, tuning);
     if !changes.is_empty() {
         commands.push(Command::Pods { changes, at: now });
     }

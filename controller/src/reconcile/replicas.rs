@@ -6,7 +6,8 @@
 //! | pod | on a lost host | surplus in its replica set | otherwise |
 //! |---|---|---|---|
 //! | Pending (no host) | — | deleted first | placed when a host fits, else its reason is kept current |
-//! | Scheduled / Running / Failed | deleted (and so replaced) | deleted, newest first | left alone |
+//! | Scheduled / Running | deleted (and so replaced) | deleted, newest first | left alone |
+//! | Failed | deleted (and so replaced) | deleted first | replaced once it is `restart_failed_after` old |
 //!
 //! Rolling forward: the new revision's replica set gets all replicas at once; the old
 //! revision's pods stay until the new revision has as many Running pods as it wants, so
@@ -16,17 +17,27 @@ use std::collections::BTreeSet;
 
 use dabba_spec::resources::{Millis, Pod, PodPhase, app_key};
 
+use super::Tuning;
 use super::scheduler::{self, Usage};
 use crate::command::PodChange;
 use crate::state::State;
 
-pub fn reconcile(state: &State, ready: &BTreeSet<&str>, now: Millis) -> Vec<PodChange> {
+pub fn reconcile(
+    state: &State,
+    ready: &BTreeSet<&str>,
+    now: Millis,
+    tuning: &Tuning,
+) -> Vec<PodChange> {
     let mut changes = Vec::new();
     let mut usage = Usage::of(state, ready);
     let mut next_seq = state.pod_seq + 1;
-    let lost = |p: &Pod| p.host.as_deref().is_some_and(|h| !ready.contains(h));
-
-    // Pods on hosts that are gone are deleted; their replica sets replace them below.
+    // Pods on hosts that are gone, and Failed pods past their restart delay, are
+    // deleted; their replica sets replace them below.
+    let lost = |p: &Pod| {
+        p.host.as_deref().is_some_and(|h| !ready.contains(h))
+            || (p.phase == PodPhase::Failed
+                && now.saturating_sub(p.created_at) >= tuning.restart_failed_after)
+    };
     for pod in state.pods.values().filter(|p| lost(p)) {
         changes.push(PodChange::Delete { key: pod.key() });
     }

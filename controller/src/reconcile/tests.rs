@@ -282,3 +282,40 @@ fn reconciling_is_idempotent_and_deterministic() {
     }
     assert_eq!(s.pods.len(), 3);
 }
+
+#[test]
+fn a_failed_pod_is_replaced_after_the_restart_delay_not_before() {
+    let mut s = with_blobs();
+    s.apply(&host("h1", "a", 4 * GIB, &[]));
+    s.apply(&Command::ApplyApp {
+        spec: Box::new(spec("pay", "/pay", 1)),
+        at: 0,
+    });
+    let t0 = 1_000;
+    let observed = alive(&s, t0);
+    converge(&mut s, &observed, t0);
+    let pod = s.pods.values().next().unwrap().key();
+    s.apply(&Command::Pods {
+        changes: vec![PodChange::Phase {
+            key: pod.clone(),
+            phase: PodPhase::Failed,
+            reason: Some("component failed to load".into()),
+        }],
+        at: t0,
+    });
+    let tuning = Tuning::default();
+    let soon = t0 + tuning.restart_failed_after - 1;
+    assert!(
+        reconcile(&s, &alive(&s, soon), soon, &tuning).is_empty(),
+        "a Failed pod is left alone during its restart delay"
+    );
+    let later = t0 + tuning.restart_failed_after;
+    for c in reconcile(&s, &alive(&s, later), later, &tuning) {
+        s.apply(&c);
+    }
+    assert!(!s.pods.contains_key(&pod), "the Failed pod is gone");
+    assert_eq!(s.pods.len(), 1, "and replaced");
+    let replacement = s.pods.values().next().unwrap();
+    assert_ne!(replacement.key(), pod);
+    assert_eq!(replacement.phase, PodPhase::Scheduled);
+}
