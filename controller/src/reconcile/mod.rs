@@ -8,7 +8,8 @@
 //! driver on the leader feeds it the committed state and the leader's soft state
 //! (heartbeats), and commits what it returns through Raft.
 
-pub mod hosts;
+pub mod autoscale;
+mod hosts;
 pub mod replicas;
 pub mod scheduler;
 
