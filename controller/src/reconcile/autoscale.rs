@@ -617,4 +617,70 @@ mod tests {
             "−10% a minute, kept count truncated"
         );
     }
+
+    /// A day in the life: ramp, hold, spike, back, then idle, with pods ready at once.
+    #[test]
+    fn a_synthetic_load_curve_gives_the_expected_trajectory() {
+        let s = ScaleSpec {
+            target: Target::Concurrency(10.0), // 7 per pod at 70%
+            max: 200,
+            ..ScaleSpec::default()
+        };
+        let demand = |t: Millis| -> f64 {
+            match t {
+                0..120_000 => 200.0 * t as f64 / 120_000.0, // ramp to 200 over 2 min
+                120_000..300_000 => 200.0,                  // hold 3 min
+                300_000..330_000 => 1000.0,                 // a 30 s spike
+                330_000..450_000 => 200.0,                  // back for 2 min
+                _ => 0.0,                                   // then idle
+            }
+        };
+        let step = 2000;
+        let mut samples = Vec::new();
+        let mut m = Memory::default();
+        let mut n = 0u32;
+        let mut trajectory = Vec::new();
+        for t in (step..=1_500_000).step_by(step as usize) {
+            samples.push(Sample {
+                at: t,
+                concurrency: demand(t),
+                rps: 0.0,
+            });
+            let d = decide(&s, &samples, n, &mut m, t);
+            n = d.desired;
+            trajectory.push((t, n, d.mode));
+        }
+        let at = |t: Millis| trajectory.iter().find(|(at, ..)| *at >= t).unwrap();
+
+        // Ramp: never down while demand rises.
+        let ramp: Vec<u32> = trajectory
+            .iter()
+            .filter(|(t, ..)| *t < 120_000)
+            .map(|(_, n, _)| *n)
+            .collect();
+        assert!(ramp.windows(2).all(|w| w[1] >= w[0]), "{ramp:?}");
+        // Hold: 200 / 7 → 29 pods, or a count the 10% tolerance accepts (≥ 200/7/1.1).
+        let hold = at(290_000).1;
+        assert!((26..=29).contains(&hold), "{:?}", at(290_000));
+        // Spike: panic, and well over the stable count within the spike.
+        let spike = at(328_000);
+        assert_eq!(spike.2, Mode::Panic, "{spike:?}");
+        assert!(spike.1 >= 100, "{spike:?}");
+        // After the spike: panic holds the count for a stable window.
+        assert!(at(380_000).1 >= spike.1, "{:?}", at(380_000));
+        // Idle: not before the grace period, but eventually zero.
+        let first_zero = trajectory
+            .iter()
+            .filter(|(t, ..)| *t > 450_000)
+            .find(|(_, n, _)| *n == 0)
+            .expect("scaled to zero by the end");
+        assert!(
+            first_zero.0 >= 450_000 + s.scale_to_zero_after,
+            "zero only after the grace period: {first_zero:?}"
+        );
+        assert_eq!(trajectory.last().unwrap().1, 0);
+        assert_eq!(trajectory.last().unwrap().2, Mode::ScaledToZero);
+        // And the count never exceeded max.
+        assert!(trajectory.iter().all(|(_, n, _)| *n <= s.max));
+    }
 }
