@@ -76,6 +76,20 @@ pub trait Bucket {
     fn store(&mut self, key: &str, value: Option<&[u8]>) -> Result<(), KvError>;
 }
 
+/// A bucket held in memory (the controllers' state machine, `MemoryKv`).
+impl Bucket for std::collections::BTreeMap<String, Vec<u8>> {
+    fn read(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
+        Ok(self.get(key).cloned())
+    }
+    fn store(&mut self, key: &str, value: Option<&[u8]>) -> Result<(), KvError> {
+        match value {
+            Some(v) => self.insert(key.to_string(), v.to_vec()),
+            None => self.remove(key),
+        };
+        Ok(())
+    }
+}
+
 /// Applies `write` to `bucket`. Everything that can fail is checked before anything is
 /// changed, so a failed write leaves the bucket as it was.
 pub fn apply(bucket: &mut impl Bucket, write: &Write) -> Result<Outcome, KvError> {
@@ -259,32 +273,16 @@ mod tests {
 
     use super::*;
 
-    #[derive(Default)]
-    struct Map(BTreeMap<String, Vec<u8>>);
-
-    impl Bucket for Map {
-        fn read(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
-            Ok(self.0.get(key).cloned())
-        }
-        fn store(&mut self, key: &str, value: Option<&[u8]>) -> Result<(), KvError> {
-            match value {
-                Some(v) => self.0.insert(key.to_string(), v.to_vec()),
-                None => self.0.remove(key),
-            };
-            Ok(())
-        }
-    }
-
     #[test]
     fn counters_swaps_and_puts() {
-        let mut m = Map::default();
+        let mut m = BTreeMap::<String, Vec<u8>>::new();
         let inc = |d| Write::Increment {
             key: "n".into(),
             delta: d,
         };
         assert_eq!(apply(&mut m, &inc(5)).unwrap(), Outcome::Counter(5));
         assert_eq!(apply(&mut m, &inc(-7)).unwrap(), Outcome::Counter(-2));
-        assert_eq!(m.0["n"], b"-2");
+        assert_eq!(m["n"], b"-2");
         let swap = |exp: Option<&[u8]>, v: &[u8]| Write::Swap {
             key: "c".into(),
             expected: exp.map(<[u8]>::to_vec),
@@ -295,7 +293,7 @@ mod tests {
             apply(&mut m, &swap(None, b"y")).unwrap(),
             Outcome::Conflict(Some(b"x".to_vec()))
         );
-        m.0.insert("word".into(), b"one".to_vec());
+        m.insert("word".into(), b"one".to_vec());
         assert!(matches!(
             apply(
                 &mut m,
@@ -306,7 +304,7 @@ mod tests {
             ),
             Err(KvError::NotACounter { .. })
         ));
-        m.0.insert("big".into(), i64::MAX.to_string().into_bytes());
+        m.insert("big".into(), i64::MAX.to_string().into_bytes());
         assert!(matches!(
             apply(
                 &mut m,
@@ -318,7 +316,7 @@ mod tests {
             Err(KvError::Overflow { .. })
         ));
         assert_eq!(
-            m.0["big"],
+            m["big"],
             i64::MAX.to_string().into_bytes(),
             "a failed write changes nothing"
         );

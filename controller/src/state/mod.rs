@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use dabba_spec::Digest;
-use dabba_spec::kv::{self, Bucket, KvError};
+use dabba_spec::kv::{self, KvError};
 use dabba_spec::resources::{
     App, AppSpec, Grant, Host, HostState, Millis, Pod, PodPhase, ReplicaSet, Revision, app_key,
 };
@@ -67,21 +67,6 @@ pub struct Event {
 
 pub fn replica_set_key(namespace: &str, app: &str, revision: u64) -> String {
     format!("{namespace}/{app}/{revision}")
-}
-
-struct MapBucket<'a>(&'a mut BTreeMap<String, Vec<u8>>);
-
-impl Bucket for MapBucket<'_> {
-    fn read(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
-        Ok(self.0.get(key).cloned())
-    }
-    fn store(&mut self, key: &str, value: Option<&[u8]>) -> Result<(), KvError> {
-        match value {
-            Some(v) => self.0.insert(key.to_string(), v.to_vec()),
-            None => self.0.remove(key),
-        };
-        Ok(())
-    }
 }
 
 fn rejected(code: Rejection, message: impl Into<String>) -> Reply {
@@ -242,7 +227,7 @@ impl State {
                     };
                 }
                 let map = self.kv.entry(bucket.clone()).or_default();
-                let result = kv::apply(&mut MapBucket(map), write);
+                let result = kv::apply(map, write);
                 if self.kv.get(bucket).is_some_and(BTreeMap::is_empty) {
                     self.kv.remove(bucket);
                 }

@@ -4,28 +4,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::Mutex;
 
-use dabba_spec::kv::{Bucket, apply, page};
+use dabba_spec::kv::{apply, page};
 
 use super::{KvError, LocalKv, Write, WriteFuture};
 
 #[derive(Default)]
 pub struct MemoryKv {
     buckets: Mutex<HashMap<String, BTreeMap<String, Vec<u8>>>>,
-}
-
-struct MapBucket<'a>(&'a mut BTreeMap<String, Vec<u8>>);
-
-impl Bucket for MapBucket<'_> {
-    fn read(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
-        Ok(self.0.get(key).cloned())
-    }
-    fn store(&mut self, key: &str, value: Option<&[u8]>) -> Result<(), KvError> {
-        match value {
-            Some(v) => self.0.insert(key.to_string(), v.to_vec()),
-            None => self.0.remove(key),
-        };
-        Ok(())
-    }
 }
 
 impl MemoryKv {
@@ -62,7 +47,7 @@ impl LocalKv for MemoryKv {
     fn write_local(&self, bucket: &str, write: Write) -> WriteFuture {
         let mut all = self.buckets.lock().expect("kv lock poisoned");
         let map = all.entry(bucket.to_string()).or_default();
-        let result = apply(&mut MapBucket(map), &write);
+        let result = apply(map, &write);
         Box::pin(std::future::ready(result))
     }
 }
