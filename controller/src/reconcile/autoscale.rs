@@ -161,10 +161,15 @@ fn average(samples: &[Sample], now: Millis, window: Millis, target: Target) -> O
     (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
 }
 
-fn pods_for(demand: f64, spec: &ScaleSpec) -> u32 {
-    let per_pod = match spec.target {
+/// The demand one pod should carry: the target at the utilization.
+fn per_pod(spec: &ScaleSpec) -> f64 {
+    match spec.target {
         Target::Concurrency(c) | Target::Rps(c) => c * spec.utilization,
-    };
+    }
+}
+
+fn pods_for(demand: f64, spec: &ScaleSpec) -> u32 {
+    let per_pod = per_pod(spec);
     if demand <= 0.0 || per_pod <= 0.0 {
         return 0;
     }
@@ -219,17 +224,12 @@ pub fn decide(
 ) -> Decision {
     let stable = average(samples, now, spec.stable_window, spec.target).unwrap_or(0.0);
     let panic = average(samples, now, spec.panic_window, spec.target).unwrap_or(0.0);
-    if samples
+    let latest_demand = samples
         .iter()
-        .any(|s| s.at <= now && (s.concurrency > 0.0 || s.rps > 0.0))
-    {
-        let latest = samples
-            .iter()
-            .filter(|s| s.at <= now && (s.concurrency > 0.0 || s.rps > 0.0))
-            .map(|s| s.at)
-            .max();
-        memory.last_demand = memory.last_demand.max(latest);
-    }
+        .filter(|s| s.at <= now && (s.concurrency > 0.0 || s.rps > 0.0))
+        .map(|s| s.at)
+        .max();
+    memory.last_demand = memory.last_demand.max(latest_demand);
     let want_stable = pods_for(stable, spec);
     let want_panic = pods_for(panic, spec);
 
@@ -257,10 +257,7 @@ pub fn decide(
 
     // Tolerance (HPA): when demand per pod is within 10% of the target, keep the count.
     if current > 0 && !panicking {
-        let per_pod = match spec.target {
-            Target::Concurrency(c) | Target::Rps(c) => c * spec.utilization,
-        };
-        let ratio = stable / (f64::from(current) * per_pod);
+        let ratio = stable / (f64::from(current) * per_pod(spec));
         if (ratio - 1.0).abs() <= TOLERANCE + 1e-9 {
             recommendation = current;
         }
@@ -380,6 +377,19 @@ mod tests {
             .collect()
     }
 
+    /// One Percent policy per period, no stabilization, select Max.
+    fn percent_per(value: u32, period: Millis) -> Rules {
+        Rules {
+            stabilization_window: 0,
+            policies: vec![Policy {
+                kind: PolicyKind::Percent,
+                value,
+                period,
+            }],
+            select: Select::Max,
+        }
+    }
+
     fn spec(target: f64) -> ScaleSpec {
         ScaleSpec {
             target: Target::Concurrency(target),
@@ -446,15 +456,7 @@ mod tests {
     #[test]
     fn panic_mode_scales_up_fast_and_never_down() {
         let s = ScaleSpec {
-            up: Rules {
-                stabilization_window: 0,
-                policies: vec![Policy {
-                    kind: PolicyKind::Percent,
-                    value: 1000,
-                    period: 1000,
-                }],
-                select: Select::Max,
-            },
+            up: percent_per(1000, 1000),
             ..spec(10.0)
         };
         let mut samples = flat(20.0, 1000, 54_000);
@@ -474,15 +476,7 @@ mod tests {
     #[test]
     fn scales_to_zero_only_after_the_grace_period() {
         let s = ScaleSpec {
-            down: Rules {
-                stabilization_window: 0,
-                policies: vec![Policy {
-                    kind: PolicyKind::Percent,
-                    value: 100,
-                    period: 1000,
-                }],
-                select: Select::Max,
-            },
+            down: percent_per(100, 1000),
             ..spec(10.0)
         };
         let mut samples = flat(5.0, 1000, 10_000);
@@ -519,24 +513,8 @@ mod tests {
         ScaleSpec {
             min: 1,
             max: 1000,
-            up: Rules {
-                stabilization_window: 0,
-                policies: vec![Policy {
-                    kind: PolicyKind::Percent,
-                    value: 200,
-                    period: 30_000,
-                }],
-                select: Select::Max,
-            },
-            down: Rules {
-                stabilization_window: 0,
-                policies: vec![Policy {
-                    kind: PolicyKind::Percent,
-                    value: 5,
-                    period: 600_000,
-                }],
-                select: Select::Max,
-            },
+            up: percent_per(200, 30_000),
+            down: percent_per(5, 600_000),
             ..spec(10.0)
         }
     }
@@ -574,24 +552,8 @@ mod tests {
             panic_threshold: f64::INFINITY,
             min: 1,
             max: 1000,
-            up: Rules {
-                stabilization_window: 0,
-                policies: vec![Policy {
-                    kind: PolicyKind::Percent,
-                    value: 100,
-                    period: 60_000,
-                }],
-                select: Select::Max,
-            },
-            down: Rules {
-                stabilization_window: 0,
-                policies: vec![Policy {
-                    kind: PolicyKind::Percent,
-                    value: 10,
-                    period: 60_000,
-                }],
-                select: Select::Max,
-            },
+            up: percent_per(100, 60_000),
+            down: percent_per(10, 60_000),
             ..spec(10.0)
         };
         let rush = flat(2_000.0, 0, 1_000_000); // wants 200
