@@ -156,6 +156,49 @@ fn up_with_the_demo_serves_the_samples_and_keeps_everything_across_a_restart() {
         "{}",
         stdout(&describe)
     );
+
+    // An app with no pod anywhere: the ingress says so and when to retry, and a request
+    // that already hopped from another host is not proxied again.
+    let out = up.cli(&["scale", "app", "search", "--replicas", "0"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for hop in [false, true] {
+        let headers: &[(&str, &str)] = if hop { &[("x-dabba-hop", "1")] } else { &[] };
+        let r = eventually("search to have no pod", Duration::from_secs(30), || {
+            let r = try_request(up.ingress, "GET", "/search?q=phone", headers, b"").ok()?;
+            (r.status == 503).then_some(r)
+        });
+        assert_eq!(r.json()["error"]["code"], "no_ready_pod");
+        assert_eq!(r.header("retry-after"), Some("1"));
+    }
+}
+
+#[test]
+fn raft_timing_flags_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_dabba(
+        &[
+            "controller",
+            "--id",
+            "1",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--heartbeat-interval",
+            "100ms",
+            "--election-timeout",
+            "50ms",
+        ],
+        Duration::from_secs(30),
+    );
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains(
+            "--election-timeout (50 ms) must be longer than --heartbeat-interval (100 ms)"
+        ),
+        "{err}"
+    );
 }
 
 #[test]
@@ -237,6 +280,18 @@ fn invalid_manifests_get_clear_errors_and_change_nothing() {
     .unwrap();
     assert_eq!(r.status, 422, "{}", r.text());
     assert_eq!(r.json()["error"]["code"], "not_a_component");
+
+    // A body that does not hash to the digest it is stored under.
+    let r = try_request(
+        up.api,
+        "PUT",
+        &format!("/v1/blobs/sha256:{}", "0".repeat(64)),
+        &[("authorization", &auth)],
+        &std::fs::read(&payment).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "digest_mismatch");
 
     // And a component too large to replicate in one Raft entry.
     let mut big = b"\0asm\x0d\x00\x01\x00".to_vec();
