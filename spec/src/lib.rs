@@ -18,6 +18,7 @@ pub mod kv;
 pub mod limits;
 pub mod manifest;
 pub mod resources;
+pub mod scale;
 pub mod units;
 
 pub use capabilities::{Capabilities, OutboundRule, OutboundRuleError};

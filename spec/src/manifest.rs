@@ -25,6 +25,11 @@
 //!
 //! [placement]                    # optional
 //! node_selector = { region = "ap-south-1" }
+//!
+//! [scale]                        # optional: autoscaling, see crate::scale
+//! min = 0
+//! max = 20
+//! target_concurrency = 10
 //! ```
 //!
 //! Parsing does no I/O: the caller reads the file, and resolves `component` (reading the
@@ -37,6 +42,7 @@ use std::fmt;
 use serde::Deserialize;
 
 use crate::resources::{AppSpec, Route, valid_name};
+use crate::scale::Scale;
 use crate::{Capabilities, Digest, LimitOverrides, OutboundRule, WorkloadKind};
 
 /// The most replicas one app may ask for.
@@ -56,6 +62,9 @@ pub struct Manifest {
     pub capabilities: CapabilitySection,
     #[serde(default)]
     pub placement: Placement,
+    /// Autoscaling; see `crate::scale`.
+    #[serde(default)]
+    pub scale: Option<Scale>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -214,6 +223,19 @@ impl Manifest {
                 ));
             }
         }
+        if let Some(scale) = &self.scale
+            && let Err(e) = scale.validate()
+        {
+            // Behavior errors are about a rules table's policies.
+            let (section, key) = if e.field.contains('.') {
+                (format!("scale.{}", e.field), "policies")
+            } else {
+                ("scale".to_string(), e.field)
+            };
+            let mut error = err(&section, key, e.message);
+            error.field = Some(format!("scale.{}", e.field));
+            return Err(error);
+        }
         for b in &self.capabilities.key_value_buckets {
             if !valid_name(b) {
                 return Err(err(
@@ -236,7 +258,10 @@ impl Manifest {
                 prefix: self.app.route.clone(),
                 host: self.app.host.clone(),
             },
-            replicas: self.app.replicas,
+            replicas: match &self.scale {
+                Some(scale) => scale.clamp(self.app.replicas),
+                None => self.app.replicas,
+            },
             limits: self.limits.clone(),
             capabilities: Capabilities {
                 env: self.env.clone(),
@@ -245,6 +270,7 @@ impl Manifest {
                 key_value_buckets: self.capabilities.key_value_buckets.clone(),
             },
             node_selector: self.placement.node_selector.clone(),
+            scale: self.scale.clone(),
         }
     }
 }
@@ -402,6 +428,29 @@ node_selector = { region = "ap-south-1" }
         assert!(e.message.contains("component"), "{e}");
         let e = fails("[limits]\nmemory = \"1Mi\"\n");
         assert!(e.message.contains("app"), "{e}");
+    }
+
+    #[test]
+    fn a_scale_section_bounds_the_replicas_and_errors_name_their_line() {
+        let text = format!("{GOOD}\n[scale]\nmin = 0\nmax = 1\ntarget_concurrency = 5\n");
+        let spec = Manifest::parse("app.toml", &text)
+            .unwrap()
+            .to_spec(Digest::from_bytes([1; 32]));
+        assert_eq!(spec.replicas, 1, "replicas = 2 clamped to max = 1");
+        assert_eq!(spec.scale.unwrap().target_concurrency, Some(5));
+
+        let text = format!("{GOOD}\n[scale]\nmin = 3\nmax = 2\n");
+        let e = fails(&text);
+        assert_eq!(e.field.as_deref(), Some("scale.min"), "{e}");
+        assert_eq!(e.line, 26, "{e}");
+        let text = format!(
+            "{GOOD}\n[scale]\n[scale.behavior.down]\npolicies = [{{ type = \"Pods\", value = 0, period = \"1m\" }}]\n"
+        );
+        let e = fails(&text);
+        assert_eq!(e.field.as_deref(), Some("scale.behavior.down"), "{e}");
+        assert_eq!(e.line, 27, "{e}");
+        let e = fails(&format!("{GOOD}\n[scale]\ntarget = 5\n"));
+        assert!(e.message.contains("target_concurrency"), "{e}");
     }
 
     #[test]

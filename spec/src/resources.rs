@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::scale::Scale;
 use crate::{Capabilities, Digest, LimitOverrides};
 
 /// Milliseconds since the Unix epoch.
@@ -32,16 +33,22 @@ pub struct AppSpec {
     /// Labels a host must have to run this app's pods.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub node_selector: BTreeMap<String, String>,
+    /// How the autoscaler sizes the app; without it `replicas` stays as set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale: Option<Scale>,
 }
 
 impl AppSpec {
-    /// Whether two specs are the same revision: everything but the replica count.
+    /// Whether two specs are the same revision: everything but the replica count and
+    /// the scaling rules (which change how many pods run, not what they run).
     pub fn same_revision(&self, other: &AppSpec) -> bool {
         AppSpec {
             replicas: 0,
+            scale: None,
             ..self.clone()
         } == AppSpec {
             replicas: 0,
+            scale: None,
             ..other.clone()
         }
     }

@@ -11,6 +11,7 @@
 use std::collections::VecDeque;
 
 use dabba_spec::resources::Millis;
+use dabba_spec::scale::{self, Scale};
 
 /// What the autoscaler measures demand by.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -110,6 +111,57 @@ impl Default for ScaleSpec {
     }
 }
 
+impl From<&Scale> for ScaleSpec {
+    /// The `[scale]` section as the autoscaler computes with it; rules left out take the
+    /// defaults of their direction.
+    fn from(s: &Scale) -> Self {
+        let defaults = ScaleSpec::default();
+        let ms = |d: dabba_spec::HumanDuration| d.get().as_millis() as Millis;
+        let rules = |given: &Option<scale::Rules>, default: Rules| {
+            let Some(given) = given else { return default };
+            Rules {
+                stabilization_window: given
+                    .stabilization_window
+                    .map_or(default.stabilization_window, ms),
+                policies: given.policies.as_ref().map_or(default.policies, |ps| {
+                    ps.iter()
+                        .map(|p| Policy {
+                            kind: match p.kind {
+                                scale::PolicyKind::Pods => PolicyKind::Pods,
+                                scale::PolicyKind::Percent => PolicyKind::Percent,
+                            },
+                            value: p.value,
+                            period: ms(p.period),
+                        })
+                        .collect()
+                }),
+                select: given.select.map_or(default.select, |sel| match sel {
+                    scale::Select::Max => Select::Max,
+                    scale::Select::Min => Select::Min,
+                    scale::Select::Disabled => Select::Disabled,
+                }),
+            }
+        };
+        ScaleSpec {
+            min: s.min,
+            max: s.max,
+            target: match (s.target_rps, s.target_concurrency) {
+                (Some(rps), _) => Target::Rps(f64::from(rps)),
+                (None, c) => Target::Concurrency(f64::from(
+                    c.unwrap_or(scale::DEFAULT_TARGET_CONCURRENCY),
+                )),
+            },
+            utilization: f64::from(s.target_utilization) / 100.0,
+            stable_window: ms(s.stable_window),
+            panic_window: ms(s.panic_window),
+            panic_threshold: f64::from(s.panic_threshold) / 100.0,
+            scale_to_zero_after: ms(s.scale_to_zero_after),
+            up: rules(&s.behavior.up, defaults.up),
+            down: rules(&s.behavior.down, defaults.down),
+        }
+    }
+}
+
 /// Demand observed at one moment, summed over the app's pods.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Sample {
@@ -195,7 +247,9 @@ fn limit(
             .map(|(_, d)| *d)
             .filter(|d| if up { *d > 0 } else { *d < 0 })
             .sum();
-        let start = (i64::from(current) - moved).max(0) as f64;
+        // Scaling up counts from at least one pod, so an app at zero can leave it and
+        // percent policies have a base.
+        let start = (i64::from(current) - moved).max(i64::from(up)) as f64;
         let v = f64::from(p.value);
         let proposed = match (p.kind, up) {
             (PolicyKind::Pods, true) => start + v,

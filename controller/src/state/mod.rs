@@ -65,6 +65,15 @@ pub struct Event {
     pub message: String,
 }
 
+/// The replica count an applied spec runs with: as given, or for an autoscaled app that
+/// already runs, the count it has now within the new `[min, max]`.
+fn autoscaled_replicas(spec: &AppSpec, running: Option<&AppSpec>) -> u32 {
+    match (&spec.scale, running) {
+        (Some(scale), Some(old)) if old.scale.is_some() => scale.clamp(old.replicas),
+        _ => spec.replicas,
+    }
+}
+
 pub fn replica_set_key(namespace: &str, app: &str, revision: u64) -> String {
     format!("{namespace}/{app}/{revision}")
 }
@@ -276,19 +285,26 @@ impl State {
         let existing = self.apps.get(&key).cloned();
         let app = match existing {
             Some(mut app) if app.spec.same_revision(spec) => {
-                // Only the replica count may differ: no new revision.
-                app.spec.replicas = spec.replicas;
+                // Only the replica count or the scaling rules differ: no new revision.
+                // An autoscaled app keeps the count the autoscaler chose, within the
+                // new bounds.
+                let replicas = autoscaled_replicas(spec, Some(&app.spec));
+                app.spec = spec.clone();
+                app.spec.replicas = replicas;
                 app.updated_at = at;
                 if let Some(rs) = self.replica_sets.get_mut(&replica_set_key(
                     &spec.namespace,
                     &spec.name,
                     app.revision,
                 )) {
-                    rs.replicas = spec.replicas;
+                    rs.replicas = replicas;
                 }
                 app
             }
             existing => {
+                let mut spec = spec.clone();
+                spec.replicas = autoscaled_replicas(&spec, existing.as_ref().map(|a| &a.spec));
+                let spec = &spec;
                 let number = revisions.last().map_or(1, |r| r.number + 1);
                 revisions.push(Revision {
                     number,

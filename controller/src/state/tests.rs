@@ -21,6 +21,7 @@ pub(crate) fn spec(name: &str, prefix: &str, replicas: u32) -> AppSpec {
         limits: LimitOverrides::default(),
         capabilities: Default::default(),
         node_selector: Default::default(),
+        scale: None,
     }
 }
 
