@@ -44,6 +44,18 @@ pub enum Command {
         name: String,
         replicas: u32,
         at: Millis,
+        /// Why (the autoscaler's reason), for the event.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// Scale an autoscaled app from zero to one pod because requests wait for it, the
+    /// pod on `host` (the one holding the requests) when the leader found that it fits.
+    /// Nothing happens if the app already has replicas.
+    Activate {
+        namespace: String,
+        name: String,
+        host: Option<String>,
+        at: Millis,
     },
     RegisterHost {
         info: HostInfo,
@@ -114,6 +126,12 @@ pub enum Reply {
     },
     Kv {
         result: Result<Outcome, KvError>,
+    },
+    /// The answer to [`Command::Activate`]: the replica count now, and the pod it
+    /// created (none if the app already had replicas).
+    Activated {
+        replicas: u32,
+        pod: Option<Box<Pod>>,
     },
     /// Nothing changed, for this reason.
     Rejected {

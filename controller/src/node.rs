@@ -10,7 +10,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dabba_spec::api::{ClusterStatus, LogLine, Member, PodReport};
+use dabba_spec::api::{
+    ActivateResponse, Assignment, AutoscalerStatus, ClusterStatus, HeldRequests, LogLine, Member,
+    PodReport,
+};
 use dabba_spec::resources::{Grant, Millis, PodPhase, Role};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ChangeMembers, SnapshotPolicy};
@@ -21,6 +24,7 @@ use crate::raft::log_store::LogStore;
 use crate::raft::network::Network;
 use crate::raft::state_machine::{Shared, StateMachine};
 use crate::raft::{NodeId, Raft};
+use crate::reconcile::autoscale::{self, AppScaler, LoadReports};
 use crate::reconcile::{self, Observed, Tuning};
 use dabba_spec::client::{self as http_client, HttpClient};
 
@@ -78,6 +82,11 @@ pub enum ProposeError {
 #[derive(Default)]
 struct Soft {
     heartbeats: HashMap<String, Millis>,
+    /// Pod load and held requests from the heartbeats, for the autoscaler.
+    load: LoadReports,
+    /// What each autoscaled app's autoscaler remembers.
+    scalers: HashMap<String, AppScaler>,
+    last_autoscale: Millis,
     /// When this node last became leader; `None` while it follows.
     leader_since: Option<Millis>,
     logs: HashMap<String, VecDeque<LogLine>>,
@@ -380,11 +389,28 @@ impl Controller {
         &self,
         host: &str,
         reports: &[PodReport],
+        held: &[HeldRequests],
         logs: Vec<(String, Vec<LogLine>)>,
     ) {
         {
+            let now = now_millis();
             let mut soft = self.soft.lock().expect("soft state lock");
-            soft.heartbeats.insert(host.to_string(), now_millis());
+            soft.heartbeats.insert(host.to_string(), now);
+            for r in reports {
+                match r.load {
+                    Some(load) => soft.load.pods.insert(r.key.clone(), (now, load)),
+                    None => soft.load.pods.remove(&r.key),
+                };
+            }
+            soft.load.held.retain(|(h, _), _| h != host);
+            for h in held {
+                soft.load.held.insert(
+                    (host.to_string(), format!("{}/{}", h.namespace, h.app)),
+                    (now, h.requests),
+                );
+            }
+            let stale = now.saturating_sub(10 * autoscale::REPORT_FRESHNESS);
+            soft.load.pods.retain(|_, (at, _)| *at >= stale);
             for (app, lines) in logs {
                 let ring = soft.logs.entry(app).or_default();
                 for l in lines {
@@ -421,6 +447,71 @@ impl Controller {
         }
     }
 
+    /// Scales an autoscaled app from zero because `host` holds `held` requests for it,
+    /// placing the first pod on that host if it fits. Answers with the pod's assignment
+    /// when one was placed there, so the host can start it at once.
+    pub async fn activate(
+        &self,
+        namespace: &str,
+        name: &str,
+        host: &str,
+        held: u32,
+    ) -> Result<ActivateResponse, ProposeError> {
+        let key = dabba_spec::resources::app_key(namespace, name);
+        let now = now_millis();
+        {
+            let mut soft = self.soft.lock().expect("soft state lock");
+            soft.load
+                .held
+                .insert((host.to_string(), key.clone()), (now, held));
+            if let Some(scaler) = soft.scalers.get_mut(&key) {
+                scaler.memory.last_demand = Some(now);
+            }
+        }
+        let on = self.shared.read(|s| {
+            let spec = &s.apps.get(&key)?.spec;
+            let ready: BTreeSet<&str> = s
+                .hosts
+                .iter()
+                .filter(|(_, h)| h.state == dabba_spec::resources::HostState::Ready)
+                .map(|(n, _)| n.as_str())
+                .collect();
+            let usage = reconcile::scheduler::Usage::of(s, &ready);
+            reconcile::scheduler::fits(s, &ready, &usage, spec, host).then(|| host.to_string())
+        });
+        let reply = self
+            .propose(Command::Activate {
+                namespace: namespace.into(),
+                name: name.into(),
+                host: on,
+                at: now,
+            })
+            .await?;
+        let Reply::Activated { replicas, pod } = reply else {
+            return Err(ProposeError::Raft(format!("activation: {reply:?}")));
+        };
+        let (assignment, version) = self.shared.read(|s| {
+            let assignment = pod
+                .filter(|p| p.host.as_deref() == Some(host))
+                .and_then(|p| {
+                    let spec = s.revision(&p.namespace, &p.app, p.revision)?.spec.clone();
+                    Some(Assignment { pod: *p, spec })
+                });
+            (assignment, s.version)
+        });
+        Ok(ActivateResponse {
+            replicas,
+            version,
+            assignment,
+        })
+    }
+
+    /// What the autoscaler last decided for an app (on the leader).
+    pub fn autoscaler(&self, app_key: &str) -> Option<AutoscalerStatus> {
+        let soft = self.soft.lock().expect("soft state lock");
+        soft.scalers.get(app_key)?.status.clone()
+    }
+
     /// Recent output lines of an app's instances, from every host.
     pub fn logs(&self, app_key: &str, tail: usize) -> Vec<LogLine> {
         let soft = self.soft.lock().expect("soft state lock");
@@ -446,7 +537,11 @@ impl Controller {
                     r = changed.changed() => if r.is_err() { return },
                 }
                 if !self.is_leader() {
-                    self.soft.lock().expect("soft state lock").leader_since = None;
+                    let mut soft = self.soft.lock().expect("soft state lock");
+                    soft.leader_since = None;
+                    // A leader again later starts its autoscalers afresh (with a grace
+                    // period), not from what it knew before.
+                    soft.scalers.clear();
                     continue;
                 }
                 let now = now_millis();
@@ -458,9 +553,10 @@ impl Controller {
                         leader_since: since,
                     }
                 };
-                let commands = self
+                let mut commands = self
                     .shared
                     .read(|s| reconcile::reconcile(s, &observed, now, &self.tuning));
+                commands.extend(self.autoscale(now));
                 for command in commands {
                     if let Err(e) = self.propose(command).await {
                         tracing::debug!(error = %e, "reconcile proposal not committed");
@@ -471,6 +567,23 @@ impl Controller {
         });
     }
 }
+
+impl Controller {
+    /// Runs the autoscaler, at most every [`AUTOSCALE_EVERY`] ms.
+    fn autoscale(&self, now: Millis) -> Vec<Command> {
+        let mut soft = self.soft.lock().expect("soft state lock");
+        if now.saturating_sub(soft.last_autoscale) < AUTOSCALE_EVERY {
+            return Vec::new();
+        }
+        soft.last_autoscale = now;
+        let Soft { load, scalers, .. } = &mut *soft;
+        self.shared
+            .read(|s| autoscale::drive(s, load, scalers, now))
+    }
+}
+
+/// How often the autoscaler decides.
+const AUTOSCALE_EVERY: Millis = 200;
 
 /// Writes one command (or a batch of them) through Raft.
 async fn client_write(raft: &Raft, command: Command) -> Result<Reply, ProposeError> {

@@ -5,25 +5,31 @@
 //! fetches each assigned component by digest (from a local cache, or from any
 //! controller, verifying the SHA-256), loads it as a pod, drops pods no longer
 //! assigned, and swaps the ingress's routing table. The heartbeat loop reports, every
-//! interval and right after each change, the phase of every pod and the new lines of
-//! guest output. The controller decides; the agent only converges and reports.
+//! interval and right after each change, the phase and load of every pod, the requests
+//! the activator holds, and the new lines of guest output. The activation loop turns
+//! the activator's demand for an app with no pod into an activation at the leader and,
+//! when the leader places the first pod here, starts it without waiting for the next
+//! assignments. The controller decides; the agent only converges and reports.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use dabba_spec::api::{AppLogLines, Assignment, Heartbeat, HostView, LogLine, PodReport};
+use dabba_spec::api::{
+    ActivateRequest, ActivateResponse, AppLogLines, Assignment, Heartbeat, HeldRequests, HostView,
+    LogLine, PodReport, RouteEntry,
+};
 use dabba_spec::client::{ApiClient, ApiError};
 use dabba_spec::resources::{HostInfo, PodPhase};
 use dabba_spec::{Digest, WorkloadKind};
 use prometheus::{IntCounterVec, IntGaugeVec, Opts};
 use sha2::{Digest as _, Sha256};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
 
 use crate::component::ComponentBytes;
-use crate::ingress::{Ingress, LocalPod, RoutingTable};
+use crate::ingress::{Demand, Ingress, LocalPod, RoutingTable};
 use crate::kv::KvBackend;
 use crate::runtime::{AppConfig, Runtime};
 
@@ -49,6 +55,9 @@ struct Tracked {
     state: Local,
     /// Guest output lines already reported.
     log_seen: u64,
+    /// The state version it was assigned at: a view older than that does not know it
+    /// yet and must not stop it.
+    assigned_at: u64,
 }
 
 pub struct Agent {
@@ -58,6 +67,12 @@ pub struct Agent {
     kv: Arc<dyn KvBackend>,
     ingress: Arc<Ingress>,
     pods: Mutex<HashMap<String, Tracked>>,
+    /// The routes of the last view, for rebuilding the table when a pod starts.
+    routes: Mutex<Vec<RouteEntry>>,
+    /// Verified components by digest, so a pod start neither reads nor hashes them.
+    components: Mutex<HashMap<Digest, Arc<ComponentBytes>>>,
+    demands: Mutex<Option<mpsc::UnboundedReceiver<Demand>>>,
+    last_report: Mutex<Instant>,
     report_now: Notify,
     pod_gauge: IntGaugeVec,
     pod_starts: IntCounterVec,
@@ -70,6 +85,7 @@ impl Agent {
         runtime: Arc<Runtime>,
         kv: Arc<dyn KvBackend>,
         ingress: Arc<Ingress>,
+        demands: mpsc::UnboundedReceiver<Demand>,
     ) -> anyhow::Result<Arc<Agent>> {
         std::fs::create_dir_all(opts.data_dir.join("components"))?;
         let registry = runtime.metrics().registry();
@@ -93,6 +109,10 @@ impl Agent {
             kv,
             ingress,
             pods: Mutex::new(HashMap::new()),
+            routes: Mutex::new(Vec::new()),
+            components: Mutex::new(HashMap::new()),
+            demands: Mutex::new(Some(demands)),
+            last_report: Mutex::new(Instant::now()),
             report_now: Notify::new(),
             pod_gauge,
             pod_starts,
@@ -108,6 +128,11 @@ impl Agent {
         self.register().await;
         let beat = self.clone();
         tokio::spawn(async move { beat.heartbeat_loop().await });
+        let demands = self.demands.lock().expect("demands lock").take();
+        if let Some(demands) = demands {
+            let activator = self.clone();
+            tokio::spawn(async move { activator.activation_loop(demands).await });
+        }
         self.watch_loop().await;
     }
 
@@ -171,36 +196,49 @@ impl Agent {
             .collect();
         let to_start: Vec<&Assignment> = {
             let mut pods = self.pods.lock().expect("pods lock");
-            pods.retain(|key, _| wanted.contains_key(key));
+            pods.retain(|key, t| wanted.contains_key(key) || t.assigned_at > view.version);
             wanted
                 .iter()
                 .filter(|(key, _)| !pods.contains_key(*key))
                 .map(|(_, a)| *a)
                 .collect()
         };
+        *self.routes.lock().expect("routes lock") = view.routes.clone();
         for a in to_start {
-            let state = match self.start(a).await {
-                Ok(pod) => {
-                    self.pod_starts.with_label_values(&["ok"]).inc();
-                    Local::Running(Arc::new(pod))
-                }
-                Err(reason) => {
-                    self.pod_starts.with_label_values(&["failed"]).inc();
-                    tracing::warn!(pod = %a.pod.key(), %reason, "pod failed to start");
-                    Local::Failed(reason)
-                }
-            };
-            self.pods.lock().expect("pods lock").insert(
-                a.pod.key(),
-                Tracked {
-                    app: format!("{}/{}", a.pod.namespace, a.pod.app),
-                    namespace: a.pod.namespace.clone(),
-                    name: a.pod.app.clone(),
-                    state,
-                    log_seen: 0,
-                },
-            );
+            self.install(a, view.version).await;
         }
+        self.publish();
+    }
+
+    /// Starts an assigned pod and tracks it (unless it already is).
+    async fn install(&self, a: &Assignment, version: u64) {
+        let state = match self.start(a).await {
+            Ok(pod) => {
+                self.pod_starts.with_label_values(&["ok"]).inc();
+                Local::Running(Arc::new(pod))
+            }
+            Err(reason) => {
+                self.pod_starts.with_label_values(&["failed"]).inc();
+                tracing::warn!(pod = %a.pod.key(), %reason, "pod failed to start");
+                Local::Failed(reason)
+            }
+        };
+        self.pods
+            .lock()
+            .expect("pods lock")
+            .entry(a.pod.key())
+            .or_insert(Tracked {
+                app: format!("{}/{}", a.pod.namespace, a.pod.app),
+                namespace: a.pod.namespace.clone(),
+                name: a.pod.app.clone(),
+                state,
+                log_seen: 0,
+                assigned_at: version,
+            });
+    }
+
+    /// Swaps in a routing table of the last routes and the pods running here.
+    fn publish(&self) {
         let local: Vec<(String, Arc<LocalPod>)> = {
             let pods = self.pods.lock().expect("pods lock");
             let (mut running, mut failed) = (0, 0);
@@ -221,9 +259,45 @@ impl Agent {
             self.pod_gauge.with_label_values(&["failed"]).set(failed);
             list
         };
-        self.ingress
-            .replace_table(RoutingTable::new(view.routes, local));
+        let routes = self.routes.lock().expect("routes lock").clone();
+        self.ingress.replace_table(RoutingTable::new(routes, local));
         self.report_now.notify_one();
+    }
+
+    /// Asks the leader to scale each app the activator holds requests for, and starts
+    /// the first pod at once when the leader places it here.
+    async fn activation_loop(self: Arc<Self>, mut demands: mpsc::UnboundedReceiver<Demand>) {
+        let api = Arc::new(
+            self.api
+                .with_bounds(Duration::from_secs(2), Duration::from_secs(5)),
+        );
+        while let Some(d) = demands.recv().await {
+            let agent = self.clone();
+            let api = api.clone();
+            tokio::spawn(async move {
+                let path = format!("/v1/apps/{}/{}/activate", d.namespace, d.app);
+                let req = ActivateRequest {
+                    host: agent.name().to_string(),
+                    held: d.held,
+                };
+                match api
+                    .send_json::<_, ActivateResponse>(http::Method::POST, &path, &req)
+                    .await
+                {
+                    Ok(answer) => {
+                        if let Some(a) = answer.assignment {
+                            agent.install(&a, answer.version).await;
+                            agent.publish();
+                        }
+                    }
+                    Err(e) => {
+                        // The held requests still count in the next heartbeat, so the
+                        // autoscaler scales the app from zero anyway.
+                        tracing::warn!(app = %format!("{}/{}", d.namespace, d.app), error = %e, "activation failed");
+                    }
+                }
+            });
+        }
     }
 
     /// Fetches an assignment's component and loads it as a pod.
@@ -244,15 +318,11 @@ impl Agent {
             kv: self.kv.clone(),
         };
         let runtime = self.runtime.clone();
-        let origin = format!("{} ({})", a.spec.name, digest.short());
         // Compiling can take a while: keep it off the threads that answer requests.
-        let function = tokio::task::spawn_blocking(move || {
-            let wasm = ComponentBytes::new(bytes.to_vec(), origin);
-            runtime.load_http(config, &wasm)
-        })
-        .await
-        .map_err(|e| format!("loading panicked: {e}"))?
-        .map_err(|e| e.to_string())?;
+        let function = tokio::task::spawn_blocking(move || runtime.load_http(config, &bytes))
+            .await
+            .map_err(|e| format!("loading panicked: {e}"))?
+            .map_err(|e| e.to_string())?;
         Ok(LocalPod {
             key: a.pod.key(),
             revision: a.pod.revision,
@@ -260,9 +330,26 @@ impl Agent {
         })
     }
 
-    /// A component by digest: from the local cache, or fetched from the controllers and
-    /// verified before it is cached.
-    async fn component(&self, digest: &Digest) -> Result<Bytes, String> {
+    /// A component by digest: from memory, from the local cache, or fetched from the
+    /// controllers and verified before it is cached.
+    async fn component(&self, digest: &Digest) -> Result<Arc<ComponentBytes>, String> {
+        if let Some(c) = self.components.lock().expect("components lock").get(digest) {
+            return Ok(c.clone());
+        }
+        let bytes = self.component_bytes(digest).await?;
+        let c = Arc::new(ComponentBytes::verified(
+            bytes.to_vec(),
+            *digest,
+            format!("component {}", digest.short()),
+        ));
+        self.components
+            .lock()
+            .expect("components lock")
+            .insert(*digest, c.clone());
+        Ok(c)
+    }
+
+    async fn component_bytes(&self, digest: &Digest) -> Result<Bytes, String> {
         let path = self
             .opts
             .data_dir
@@ -323,8 +410,14 @@ impl Agent {
         }
     }
 
-    /// The phase of every pod, and the guest output since the last heartbeat.
+    /// The phase and load of every pod, the held requests, and the guest output since
+    /// the last heartbeat.
     fn heartbeat(&self) -> Heartbeat {
+        let interval = {
+            let mut last = self.last_report.lock().expect("report lock");
+            let now = Instant::now();
+            now - std::mem::replace(&mut *last, now)
+        };
         let mut pods = self.pods.lock().expect("pods lock");
         let mut reports = Vec::with_capacity(pods.len());
         let mut logs: HashMap<String, AppLogLines> = HashMap::new();
@@ -335,6 +428,7 @@ impl Agent {
                         key: key.clone(),
                         phase: PodPhase::Running,
                         reason: None,
+                        load: Some(p.function.load().take(interval)),
                     });
                     // Each pod keeps its own ring of output lines.
                     let (lines, seen) = p.function.log().since(t.log_seen);
@@ -359,12 +453,23 @@ impl Agent {
                     key: key.clone(),
                     phase: PodPhase::Failed,
                     reason: Some(reason.clone()),
+                    load: None,
                 }),
             }
         }
         Heartbeat {
             pods: reports,
             logs: logs.into_values().collect(),
+            held: self
+                .ingress
+                .held()
+                .into_iter()
+                .map(|d| HeldRequests {
+                    namespace: d.namespace,
+                    app: d.app,
+                    requests: d.held,
+                })
+                .collect(),
         }
     }
 }

@@ -96,6 +96,16 @@ impl ComponentBytes {
         }
     }
 
+    /// Bytes whose digest the caller has already verified (a component fetched by
+    /// digest and checked), so they are not hashed again.
+    pub fn verified(bytes: Vec<u8>, digest: Digest, origin: String) -> ComponentBytes {
+        ComponentBytes {
+            bytes,
+            digest,
+            origin,
+        }
+    }
+
     /// Checks the header: wasm at all, and a component rather than a core module.
     pub fn check_header(&self) -> Result<(), LoadError> {
         let origin = || self.origin.clone();

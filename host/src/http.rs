@@ -22,6 +22,7 @@ use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 
 use crate::component::LoadError;
 use crate::guest::{CapturedOutput, GuestState};
+use crate::load::Load;
 use crate::loaded::{Fresh, LoadedApp};
 use crate::logs::AppLog;
 use crate::outcome::{Failure, describe};
@@ -34,6 +35,7 @@ pub struct HttpFunction {
     app: LoadedApp,
     pre: ProxyPre<GuestState>,
     gate: Gate,
+    load: Load,
 }
 
 /// Bounds how many instances run at once and how many requests wait for one.
@@ -68,6 +70,8 @@ struct Finished {
     /// The instance's store, still holding its memory slot until it is dropped.
     store: Option<wasmtime::Store<GuestState>>,
     memory_hit: bool,
+    /// Bytes of memory (and tables) the instance held at its peak.
+    memory_used: usize,
     fuel_used: Option<u64>,
     stdout: CapturedOutput,
     stderr: CapturedOutput,
@@ -91,7 +95,12 @@ impl HttpFunction {
             depth: limits.queue_depth,
             patience: limits.queue_timeout.get(),
         };
-        Ok(HttpFunction { app, pre, gate })
+        Ok(HttpFunction {
+            app,
+            pre,
+            gate,
+            load: Load::default(),
+        })
     }
 
     pub fn name(&self) -> &str {
@@ -110,6 +119,11 @@ impl HttpFunction {
         &self.app.log
     }
 
+    /// The load on this function, for the autoscaler.
+    pub fn load(&self) -> &Load {
+        &self.load
+    }
+
     /// Answers one request with a fresh instance.
     pub async fn handle<B>(&self, req: http::Request<B>) -> HttpResponse
     where
@@ -117,10 +131,12 @@ impl HttpFunction {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let started = Instant::now();
+        let flight = self.load.begin();
         let resp = match self.gate.enter().await {
             Err(kind) => self.failure(&Failure::Limit(kind)),
             Ok(_permit) => self.run(req, started).await,
         };
+        flight.finish(resp.status().as_u16());
         self.app.metrics.request(resp.status().as_u16());
         self.app
             .metrics
@@ -178,6 +194,7 @@ impl HttpFunction {
         };
         if let Some(f) = &finished {
             self.app.settle(f.fuel_used, &f.stdout, &f.stderr);
+            self.load.instance(f.fuel_used, f.memory_used);
         }
         match response {
             Ok(resp) => resp,
@@ -227,6 +244,7 @@ impl HttpFunction {
             Finished {
                 result,
                 memory_hit: store.data().limiter().hit(),
+                memory_used: store.data().limiter().used(),
                 fuel_used,
                 store: Some(store),
                 stdout,

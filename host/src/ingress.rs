@@ -6,11 +6,20 @@
 //! changes, and swapped in; requests read it without waiting on the agent. A proxied
 //! request carries [`HOP`], and a request that already hopped is never proxied again,
 //! so stale tables on two hosts cannot bounce a request between them.
+//!
+//! The activator: a request for an app with no running pod anywhere (scaled to zero, or
+//! not started yet) is held in a bounded per-app queue, the agent is told at once (it
+//! asks the controller to scale the app from zero, with the first pod here), and every
+//! held request goes on the moment a new table has a pod for it. A request that waits
+//! longer than the activator's patience, or finds the queue full, gets 503 with
+//! `Retry-After`; none is dropped silently.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
 
 use dabba_spec::api::RouteEntry;
 use dabba_spec::client::{HttpClient, send};
@@ -75,8 +84,63 @@ impl RoutingTable {
     }
 }
 
+/// An app the activator holds requests for, reported to the agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Demand {
+    pub namespace: String,
+    pub app: String,
+    /// Requests held for it when the demand was sent.
+    pub held: u32,
+}
+
+/// How the activator holds requests.
+#[derive(Debug, Clone, Copy)]
+pub struct ActivatorOptions {
+    /// Requests held per app; more get 503 at once.
+    pub queue_depth: u32,
+    /// How long a request is held before it gets 503.
+    pub patience: Duration,
+}
+
+impl Default for ActivatorOptions {
+    fn default() -> Self {
+        ActivatorOptions {
+            queue_depth: 1000,
+            patience: Duration::from_secs(10),
+        }
+    }
+}
+
+struct Activator {
+    options: ActivatorOptions,
+    /// Requests held, by `namespace/app`.
+    held: Mutex<HashMap<String, u32>>,
+    demand: mpsc::UnboundedSender<Demand>,
+}
+
+/// One held request; leaving the queue (any way) releases its place.
+struct Place<'a> {
+    activator: &'a Activator,
+    app: String,
+}
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        let mut held = self.activator.held.lock().expect("activator lock");
+        if let Some(n) = held.get_mut(&self.app) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&self.app);
+            }
+        }
+    }
+}
+
 pub struct Ingress {
     table: RwLock<Arc<RoutingTable>>,
+    /// Bumped with every new table, for held requests to wait on.
+    generation: watch::Sender<u64>,
+    activator: Activator,
     /// This host's own ingress address, never proxied to.
     own_address: String,
     client: HttpClient,
@@ -84,17 +148,110 @@ pub struct Ingress {
 }
 
 impl Ingress {
-    pub fn new(own_address: &str) -> Ingress {
-        Ingress {
+    /// An ingress, and the stream of demand its activator reports (for the agent).
+    pub fn new(
+        own_address: &str,
+        activator: ActivatorOptions,
+    ) -> (Ingress, mpsc::UnboundedReceiver<Demand>) {
+        let (demand, demands) = mpsc::unbounded_channel();
+        let ingress = Ingress {
             table: RwLock::new(Arc::new(RoutingTable::default())),
+            generation: watch::Sender::new(0),
+            activator: Activator {
+                options: activator,
+                held: Mutex::new(HashMap::new()),
+                demand,
+            },
             own_address: own_address.trim_end_matches('/').to_string(),
             client: dabba_spec::client::client(),
             turn: AtomicUsize::new(0),
-        }
+        };
+        (ingress, demands)
     }
 
     pub fn replace_table(&self, table: RoutingTable) {
         *self.table.write().expect("routing table lock") = Arc::new(table);
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Requests held now, by app.
+    pub fn held(&self) -> Vec<Demand> {
+        let held = self.activator.held.lock().expect("activator lock");
+        held.iter()
+            .filter_map(|(key, n)| {
+                let (namespace, app) = key.split_once('/')?;
+                Some(Demand {
+                    namespace: namespace.into(),
+                    app: app.into(),
+                    held: *n,
+                })
+            })
+            .collect()
+    }
+
+    /// Holds a request for an app with no pod until a table has one, or the patience
+    /// runs out. Returns the table to serve it from, or the answer to give.
+    async fn hold(&self, namespace: &str, app: &str) -> Result<Arc<RoutingTable>, HttpResponse> {
+        let key = format!("{namespace}/{app}");
+        let mut generation = self.generation.subscribe();
+        let first = {
+            let mut held = self.activator.held.lock().expect("activator lock");
+            let n = held.entry(key.clone()).or_insert(0);
+            if *n >= self.activator.options.queue_depth {
+                return Err(unavailable(
+                    &key,
+                    "no_ready_pod",
+                    "is starting and its activation queue is full",
+                ));
+            }
+            *n += 1;
+            *n == 1
+        };
+        let _place = Place {
+            activator: &self.activator,
+            app: key.clone(),
+        };
+        if first {
+            let _ = self.activator.demand.send(Demand {
+                namespace: namespace.into(),
+                app: app.into(),
+                held: 1,
+            });
+        }
+        let deadline = tokio::time::Instant::now() + self.activator.options.patience;
+        loop {
+            let table = self.table();
+            if !table.local_pods(namespace, app).is_empty() || self.remote(&table, namespace, app) {
+                return Ok(table);
+            }
+            match tokio::time::timeout_at(deadline, generation.changed()).await {
+                Ok(Ok(())) => {}
+                _ => {
+                    return Err(unavailable(
+                        &key,
+                        "no_ready_pod",
+                        "did not get a running pod in time",
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Whether another host runs a pod of the app.
+    fn remote(&self, table: &RoutingTable, namespace: &str, app: &str) -> bool {
+        table
+            .routes
+            .iter()
+            .find(|r| r.namespace == namespace && r.app == app)
+            .is_some_and(|r| !self.others(r).is_empty())
+    }
+
+    fn others<'a>(&self, route: &'a RouteEntry) -> Vec<&'a String> {
+        route
+            .endpoints
+            .iter()
+            .filter(|e| e.trim_end_matches('/') != self.own_address)
+            .collect()
     }
 
     pub fn table(&self) -> Arc<RoutingTable> {
@@ -147,13 +304,8 @@ impl Ingress {
     }
 }
 
-fn unavailable(app: &str) -> HttpResponse {
-    let mut resp = error_response(
-        503,
-        "no_ready_pod",
-        &format!("app {app} has no running pod right now; retry shortly"),
-        None,
-    );
+fn unavailable(app: &str, code: &str, why: &str) -> HttpResponse {
+    let mut resp = error_response(503, code, &format!("app {app} {why}; retry shortly"), None);
     resp.headers_mut().insert(
         http::header::RETRY_AFTER,
         http::HeaderValue::from_static("1"),
@@ -177,22 +329,44 @@ impl Handler for Ingress {
                 None,
             );
         };
-        let pods = table.local_pods(&route.namespace, &route.app);
+        let (namespace, app) = (route.namespace.clone(), route.app.clone());
+        let hopped = req.headers().contains_key(HOP);
+        let mut table = table.clone();
+        let no_pod = table.local_pods(&namespace, &app).is_empty()
+            && (hopped || !self.remote(&table, &namespace, &app));
+        if no_pod {
+            if hopped || !route.autoscaled {
+                // The other host thought a pod runs here; it does not (any more).
+                return unavailable(
+                    &format!("{namespace}/{app}"),
+                    "no_ready_pod",
+                    "has no running pod here",
+                );
+            }
+            table = match self.hold(&namespace, &app).await {
+                Ok(t) => t,
+                Err(resp) => return resp,
+            };
+        }
+        let pods = table.local_pods(&namespace, &app);
         if !pods.is_empty() {
             let pod = pods[self.next_turn() % pods.len()].clone();
             return pod.function.handle(req).await;
         }
-        let app = format!("{}/{}", route.namespace, route.app);
-        if req.headers().contains_key(HOP) {
-            return unavailable(&app);
-        }
-        let others: Vec<&String> = route
-            .endpoints
+        let Some(route) = table
+            .routes
             .iter()
-            .filter(|e| e.trim_end_matches('/') != self.own_address)
-            .collect();
+            .find(|r| r.namespace == namespace && r.app == app)
+        else {
+            return unavailable(&format!("{namespace}/{app}"), "no_route", "was removed");
+        };
+        let others = self.others(route);
         if others.is_empty() {
-            return unavailable(&app);
+            return unavailable(
+                &format!("{namespace}/{app}"),
+                "no_ready_pod",
+                "has no running pod",
+            );
         }
         let endpoint = others[self.next_turn() % others.len()].clone();
         self.proxy(&endpoint, req).await
@@ -213,6 +387,7 @@ mod tests {
                 host: host.map(str::to_string),
             },
             endpoints: vec![],
+            autoscaled: false,
         }
     }
 

@@ -26,6 +26,7 @@ pub mod http;
 pub mod ingress;
 pub mod job;
 pub mod kv;
+pub mod load;
 mod loaded;
 pub mod logs;
 pub mod metrics;

@@ -21,13 +21,15 @@ pub struct ErrorDetail {
 }
 
 /// `GET /v1/apps/{ns}/{name}`: an app and everything about it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AppDetail {
     pub app: App,
     pub revisions: Vec<Revision>,
     pub replica_sets: Vec<ReplicaSet>,
     pub pods: Vec<Pod>,
     pub events: Vec<EventView>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaler: Option<AutoscalerStatus>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,7 +41,7 @@ pub struct EventView {
 }
 
 /// An app in a listing, with how many of its pods run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AppSummary {
     pub namespace: String,
     pub name: String,
@@ -49,6 +51,9 @@ pub struct AppSummary {
     pub ready: u32,
     pub component: String,
     pub updated_at: u64,
+    /// Present for autoscaled apps, when the leader has decided for them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaler: Option<AutoscalerStatus>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -111,21 +116,86 @@ pub struct WatchResponse {
     pub version: u64,
 }
 
-/// `POST /v1/hosts/{name}/heartbeat`: what the host is running, and recent guest output.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// `POST /v1/hosts/{name}/heartbeat`: what the host is running, the load on it, and
+/// recent guest output.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Heartbeat {
     pub pods: Vec<PodReport>,
     #[serde(default)]
     pub logs: Vec<AppLogLines>,
+    /// Requests the host's activator holds for apps with no ready pod.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held: Vec<HeldRequests>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PodReport {
     /// `namespace/pod`.
     pub key: String,
     pub phase: PodPhase,
     #[serde(default)]
     pub reason: Option<String>,
+    /// The load since the previous heartbeat (Running pods).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<PodLoad>,
+}
+
+/// What one pod carried over one heartbeat interval.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct PodLoad {
+    /// Average requests in flight over the interval (or in flight now, if more).
+    pub concurrency: f64,
+    /// Requests in flight when the report was made.
+    pub in_flight: u32,
+    pub rps: f64,
+    pub requests: u64,
+    /// Responses with a 5xx status, and abandoned requests.
+    pub errors: u64,
+    /// 95th percentile latency, as the upper bound of its power-of-two bucket.
+    pub p95_ms: f64,
+    /// Fuel the pod's instances used.
+    pub fuel: u64,
+    /// The most linear memory one instance used, in bytes.
+    pub peak_memory: u64,
+}
+
+/// Requests an activator holds for one app.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldRequests {
+    pub namespace: String,
+    pub app: String,
+    pub requests: u32,
+}
+
+/// `POST /v1/apps/{ns}/{name}/activate`: a host holds requests for an app with no ready
+/// pod. The leader scales it from zero at once, with the first pod on that host when it
+/// fits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActivateRequest {
+    pub host: String,
+    pub held: u32,
+}
+
+/// The answer: the pod placed on the asking host, if one was, so the host can start it
+/// without waiting for its assignments to change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActivateResponse {
+    pub replicas: u32,
+    /// The state version that includes the activation.
+    pub version: u64,
+    pub assignment: Option<Assignment>,
+}
+
+/// The autoscaler's view of an app (kept by the leader, not replicated).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AutoscalerStatus {
+    /// `stable`, `panic` or `scaled-to-zero`.
+    pub mode: String,
+    pub desired: u32,
+    pub reason: String,
+    /// Total demand the last decision saw: in flight (or requests/s for an rps target).
+    pub demand: f64,
+    pub at: u64,
 }
 
 /// New output lines of one app's instances on one host.
@@ -168,6 +238,9 @@ pub struct RouteEntry {
     pub route: Route,
     /// Ingress addresses of hosts with a Running pod of the app.
     pub endpoints: Vec<String>,
+    /// Whether the app scales from zero: requests are held while it has no pod.
+    #[serde(default)]
+    pub autoscaled: bool,
 }
 
 /// `POST /v1/kv/write`.

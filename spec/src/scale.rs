@@ -177,7 +177,10 @@ impl Scale {
             _ => {}
         }
         if !(1..=100).contains(&self.target_utilization) {
-            return err("target_utilization", "must be a percentage, 1 to 100".into());
+            return err(
+                "target_utilization",
+                "must be a percentage, 1 to 100".into(),
+            );
         }
         if self.panic_threshold < 110 {
             return err(
@@ -204,10 +207,16 @@ impl Scale {
             };
             let disabled = rules.as_ref().and_then(|r| r.select) == Some(Select::Disabled);
             if policies.is_empty() && !disabled {
-                return err(field, "needs at least one policy unless select = \"Disabled\"".into());
+                return err(
+                    field,
+                    "needs at least one policy unless select = \"Disabled\"".into(),
+                );
             }
             if policies.iter().any(|p| p.value == 0 || ms(p.period) == 0) {
-                return err(field, "a policy needs a value and a period above zero".into());
+                return err(
+                    field,
+                    "a policy needs a value and a period above zero".into(),
+                );
             }
         }
         Ok(())

@@ -445,16 +445,31 @@ pub fn get(args: GetArgs) -> anyhow::Result<()> {
                     return print_json(&apps);
                 }
                 table(
-                    &["NAME", "ROUTE", "REVISION", "READY", "COMPONENT", "AGE"],
+                    &[
+                        "NAME",
+                        "ROUTE",
+                        "REVISION",
+                        "READY",
+                        "DESIRED",
+                        "AUTOSCALER",
+                        "AGE",
+                        "LAST DECISION",
+                    ],
                     apps.iter()
                         .map(|a| {
+                            let (mode, reason) = match &a.autoscaler {
+                                Some(s) => (s.mode.clone(), s.reason.clone()),
+                                None => ("-".into(), String::new()),
+                            };
                             vec![
                                 a.name.clone(),
                                 a.route.prefix.clone(),
                                 a.revision.to_string(),
-                                format!("{}/{}", a.ready, a.desired),
-                                a.component.chars().take(19).collect(),
+                                a.ready.to_string(),
+                                a.desired.to_string(),
+                                mode,
                                 age(a.updated_at),
+                                reason,
                             ]
                         })
                         .collect(),
@@ -572,6 +587,25 @@ pub fn describe(args: DescribeArgs) -> anyhow::Result<()> {
         if !s.node_selector.is_empty() {
             println!("Selector:    {:?}", s.node_selector);
         }
+        if let Some(scale) = &s.scale {
+            let target = match (scale.target_rps, scale.target_concurrency) {
+                (Some(r), _) => format!("{r} requests/s per pod"),
+                (None, c) => format!(
+                    "{} in flight per pod",
+                    c.unwrap_or(dabba_spec::scale::DEFAULT_TARGET_CONCURRENCY)
+                ),
+            };
+            println!(
+                "Scale:       {}..{} pods, target {target} at {}%, to zero after {}",
+                scale.min, scale.max, scale.target_utilization, scale.scale_to_zero_after
+            );
+        }
+        if let Some(a) = &d.autoscaler {
+            println!(
+                "Autoscaler:  {} (desired {}, demand {:.1}): {}",
+                a.mode, a.desired, a.demand, a.reason
+            );
+        }
         println!("\nRevisions:");
         for r in &d.revisions {
             println!(
@@ -595,6 +629,10 @@ pub fn describe(args: DescribeArgs) -> anyhow::Result<()> {
                     .map(|r| format!("  ({r})"))
                     .unwrap_or_default()
             );
+        }
+        println!("\nScaling events:");
+        for e in d.events.iter().filter(|e| e.reason == "Scaled") {
+            println!("  {:>5} ago  {}", age(e.at), e.message);
         }
         println!("\nEvents:");
         for e in &d.events {

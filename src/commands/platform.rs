@@ -15,7 +15,7 @@ use dabba_controller::node::{Controller, ControllerOptions, RaftTiming};
 use dabba_controller::reconcile::Tuning;
 use dabba_host::agent::{Agent, AgentOptions};
 use dabba_host::http::HttpResponse;
-use dabba_host::ingress::Ingress;
+use dabba_host::ingress::{ActivatorOptions, Ingress};
 use dabba_host::kv::ReplicatedKv;
 use dabba_host::runtime::{Runtime, RuntimeOptions};
 use dabba_host::server::{self, Handler};
@@ -327,7 +327,8 @@ async fn start_host(
 ) -> anyhow::Result<()> {
     let api = Arc::new(ApiClient::new(controllers, join_token));
     let kv = Arc::new(ReplicatedKv::new(api.clone(), &info.name));
-    let ingress = Arc::new(Ingress::new(&info.address));
+    let (ingress, demands) = Ingress::new(&info.address, ActivatorOptions::default());
+    let ingress = Arc::new(ingress);
     let agent = Agent::new(
         AgentOptions {
             info,
@@ -338,6 +339,7 @@ async fn start_host(
         runtime.clone(),
         kv,
         ingress.clone(),
+        demands,
     )?;
     tokio::spawn(agent.run());
     tokio::spawn(server::serve(listener, ingress, super::shutdown_signal()));

@@ -17,8 +17,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use dabba_spec::api::{
-    AddMember, ErrorBody, ErrorDetail, Heartbeat, KvKeys, KvList, KvRead, KvValues, KvWrite,
-    KvWriteResult, PeerToken, ScaleRequest, TokenRequest, TokenResponse, WatchResponse,
+    ActivateRequest, AddMember, ErrorBody, ErrorDetail, Heartbeat, KvKeys, KvList, KvRead,
+    KvValues, KvWrite, KvWriteResult, PeerToken, ScaleRequest, TokenRequest, TokenResponse,
+    WatchResponse,
 };
 use dabba_spec::resources::{AppSpec, Grant, HostInfo, Role, valid_name};
 use dabba_spec::{Digest, WorkloadKind};
@@ -412,10 +413,11 @@ impl Api {
                     self.authorize(&parts, Need::View(q.get("namespace").map(String::as_str)))?;
                 node.linearize().await?;
                 let ns = q.get("namespace").cloned().or(g.namespace);
-                json(
-                    200,
-                    &node.shared.read(|s| views::app_summaries(s, ns.as_deref())),
-                )
+                let mut apps = node.shared.read(|s| views::app_summaries(s, ns.as_deref()));
+                for a in &mut apps {
+                    a.autoscaler = node.autoscaler(&format!("{}/{}", a.namespace, a.name));
+                }
+                json(200, &apps)
             }
             (&Method::PUT, ["v1", "apps", ns, name]) => {
                 self.authorize(&parts, Need::Deploy(ns))?;
@@ -432,10 +434,11 @@ impl Api {
             (&Method::GET, ["v1", "apps", ns, name]) => {
                 self.authorize(&parts, Need::View(Some(ns)))?;
                 node.linearize().await?;
-                let detail = node
+                let mut detail = node
                     .shared
                     .read(|s| views::app_detail(s, ns, name))
                     .ok_or_else(|| fail(404, "not_found", format!("no app {ns}/{name}")))?;
+                detail.autoscaler = node.autoscaler(&format!("{ns}/{name}"));
                 json(200, &detail)
             }
             (&Method::DELETE, ["v1", "apps", ns, name]) => {
@@ -465,9 +468,16 @@ impl Api {
                         name: name.to_string(),
                         replicas: req.replicas,
                         at: now_millis(),
+                        reason: None,
                     })
                     .await?,
                 )
+            }
+            (&Method::POST, ["v1", "apps", ns, name, "activate"]) => {
+                self.authorize(&parts, Need::Host)?;
+                let req: ActivateRequest = parse(&body)?;
+                let answer = node.activate(ns, name, &req.host, req.held).await?;
+                json(200, &answer)
             }
             (&Method::GET, ["v1", "apps", ns, name, "logs"]) => {
                 self.authorize(&parts, Need::View(Some(ns)))?;
@@ -579,7 +589,7 @@ impl Api {
                         format!("`{}` is not a valid host name", info.name),
                     ));
                 }
-                node.heartbeat(&info.name, &[], Vec::new()).await;
+                node.heartbeat(&info.name, &[], &[], Vec::new()).await;
                 self.reply(
                     node.propose(Command::RegisterHost {
                         info,
@@ -596,7 +606,7 @@ impl Api {
                     .into_iter()
                     .map(|l| (format!("{}/{}", l.namespace, l.app), l.lines))
                     .collect();
-                node.heartbeat(name, &hb.pods, logs).await;
+                node.heartbeat(name, &hb.pods, &hb.held, logs).await;
                 json(200, &serde_json::json!({}))
             }
             (&Method::GET, ["v1", "hosts", name, "assignments"]) => {
@@ -671,7 +681,9 @@ impl Api {
             Reply::Ok => json(200, &serde_json::json!({})),
             Reply::App { app } => json(200, &app),
             Reply::Kv { result } => json(200, &KvWriteResult { result }),
-            Reply::Batch { .. } => Err(fail(500, "internal", "unexpected batch reply")),
+            Reply::Batch { .. } | Reply::Activated { .. } => {
+                Err(fail(500, "internal", "unexpected reply"))
+            }
             Reply::Rejected { code, message } => {
                 let name = match code {
                     crate::command::Rejection::AlreadyInitialized => "already_initialized",

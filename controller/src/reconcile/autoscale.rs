@@ -8,7 +8,13 @@
 //! Pods or Percent per period with a Max/Min/Disabled selection). Nothing here does I/O
 //! or reads a clock; the driver feeds it samples and `now`.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+
+use dabba_spec::api::{AutoscalerStatus, PodLoad};
+use dabba_spec::resources::app_key;
+
+use crate::command::Command;
+use crate::state::State;
 
 use dabba_spec::resources::Millis;
 use dabba_spec::scale::{self, Scale};
@@ -147,9 +153,9 @@ impl From<&Scale> for ScaleSpec {
             max: s.max,
             target: match (s.target_rps, s.target_concurrency) {
                 (Some(rps), _) => Target::Rps(f64::from(rps)),
-                (None, c) => Target::Concurrency(f64::from(
-                    c.unwrap_or(scale::DEFAULT_TARGET_CONCURRENCY),
-                )),
+                (None, c) => {
+                    Target::Concurrency(f64::from(c.unwrap_or(scale::DEFAULT_TARGET_CONCURRENCY)))
+                }
             },
             utilization: f64::from(s.target_utilization) / 100.0,
             stable_window: ms(s.stable_window),
@@ -414,6 +420,108 @@ pub fn decide(
         mode,
         reason,
     }
+}
+
+/// The leader's memory of one autoscaled app.
+#[derive(Debug, Clone, Default)]
+pub struct AppScaler {
+    pub memory: Memory,
+    pub samples: VecDeque<Sample>,
+    pub status: Option<AutoscalerStatus>,
+}
+
+/// The load the leader has heard of from the hosts' heartbeats (soft state).
+#[derive(Debug, Clone, Default)]
+pub struct LoadReports {
+    /// By pod key: when it was reported, and the load.
+    pub pods: HashMap<String, (Millis, PodLoad)>,
+    /// Requests held by activators, by (host, `namespace/app`).
+    pub held: HashMap<(String, String), (Millis, u32)>,
+}
+
+/// Reports older than this are not counted.
+pub const REPORT_FRESHNESS: Millis = 2_000;
+
+/// One round of autoscaling: samples every autoscaled app's demand from `reports`,
+/// decides, and returns the scale commands for the apps whose count should change.
+/// `scalers` keeps what each app's autoscaler remembers; an app seen for the first
+/// time starts with a full grace period, so a new leader never scales to zero at once.
+pub fn drive(
+    state: &State,
+    reports: &LoadReports,
+    scalers: &mut HashMap<String, AppScaler>,
+    now: Millis,
+) -> Vec<Command> {
+    let fresh = |at: Millis| now.saturating_sub(at) <= REPORT_FRESHNESS;
+    let mut demand: HashMap<String, (f64, f64)> = HashMap::new();
+    for (key, (at, load)) in &reports.pods {
+        if let Some(pod) = state.pods.get(key).filter(|_| fresh(*at)) {
+            let d = demand.entry(app_key(&pod.namespace, &pod.app)).or_default();
+            d.0 += load.concurrency;
+            d.1 += load.rps;
+        }
+    }
+    for ((_, app), (at, held)) in &reports.held {
+        if fresh(*at) {
+            demand.entry(app.clone()).or_default().0 += f64::from(*held);
+        }
+    }
+    scalers.retain(|key, _| state.apps.get(key).is_some_and(|a| a.spec.scale.is_some()));
+    let mut commands = Vec::new();
+    for (key, app) in &state.apps {
+        let Some(scale) = &app.spec.scale else {
+            continue;
+        };
+        let spec = ScaleSpec::from(scale);
+        let scaler = scalers.entry(key.clone()).or_insert_with(|| AppScaler {
+            memory: Memory {
+                last_demand: Some(now),
+                ..Memory::default()
+            },
+            ..AppScaler::default()
+        });
+        let (concurrency, rps) = demand.get(key).copied().unwrap_or_default();
+        scaler.samples.push_back(Sample {
+            at: now,
+            concurrency,
+            rps,
+        });
+        while scaler
+            .samples
+            .front()
+            .is_some_and(|s| s.at + spec.stable_window < now)
+        {
+            scaler.samples.pop_front();
+        }
+        let current = app.spec.replicas;
+        let samples: Vec<Sample> = scaler.samples.iter().copied().collect();
+        let decision = decide(&spec, &samples, current, &mut scaler.memory, now);
+        scaler.status = Some(AutoscalerStatus {
+            mode: match decision.mode {
+                Mode::Stable => "stable",
+                Mode::Panic => "panic",
+                Mode::ScaledToZero => "scaled-to-zero",
+            }
+            .into(),
+            desired: decision.desired,
+            reason: decision.reason.clone(),
+            demand: match spec.target {
+                Target::Concurrency(_) => concurrency,
+                Target::Rps(_) => rps,
+            },
+            at: now,
+        });
+        if decision.desired != current {
+            commands.push(Command::ScaleApp {
+                namespace: app.spec.namespace.clone(),
+                name: app.spec.name.clone(),
+                replicas: decision.desired,
+                at: now,
+                reason: Some(format!("autoscaler, {}", decision.reason)),
+            });
+        }
+    }
+    commands
 }
 
 #[cfg(test)]

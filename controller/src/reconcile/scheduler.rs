@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use dabba_spec::resources::{AppSpec, Capacity, app_key};
+use dabba_spec::resources::{AppSpec, Capacity, Host, app_key};
 use dabba_spec::{ByteSize, WorkloadKind};
 
 use crate::state::State;
@@ -51,6 +51,15 @@ impl Usage {
         usage
     }
 
+    /// What `h` has left.
+    pub fn free(&self, h: &Host) -> Capacity {
+        let used = self.used.get(&h.info.name).copied().unwrap_or_default();
+        Capacity {
+            memory: h.info.capacity.memory.saturating_sub(used.memory),
+            instances: h.info.capacity.instances.saturating_sub(used.instances),
+        }
+    }
+
     pub fn add(&mut self, state: &State, spec: &AppSpec, host: &str) {
         let r = request(spec);
         let u = self.used.entry(host.to_string()).or_default();
@@ -84,6 +93,31 @@ impl Usage {
     }
 }
 
+/// Whether host `name` is Ready, has the labels `spec` selects, and has room for one
+/// more of its pods.
+pub fn fits(
+    state: &State,
+    ready: &BTreeSet<&str>,
+    usage: &Usage,
+    spec: &AppSpec,
+    name: &str,
+) -> bool {
+    state.hosts.get(name).is_some_and(|h| {
+        ready.contains(name) && selects(spec, h) && has_room(usage, h, request(spec))
+    })
+}
+
+fn selects(spec: &AppSpec, h: &Host) -> bool {
+    spec.node_selector
+        .iter()
+        .all(|(k, v)| h.info.labels.get(k) == Some(v))
+}
+
+fn has_room(usage: &Usage, h: &Host, want: Capacity) -> bool {
+    let f = usage.free(h);
+    f.memory >= want.memory && f.instances >= want.instances
+}
+
 /// The host for a new pod of `spec`, or why there is none.
 pub fn place(
     state: &State,
@@ -96,12 +130,7 @@ pub fn place(
     let selected: Vec<_> = state
         .hosts
         .values()
-        .filter(|h| ready.contains(h.info.name.as_str()))
-        .filter(|h| {
-            spec.node_selector
-                .iter()
-                .all(|(k, v)| h.info.labels.get(k) == Some(v))
-        })
+        .filter(|h| ready.contains(h.info.name.as_str()) && selects(spec, h))
         .collect();
     if selected.is_empty() {
         return Err(if spec.node_selector.is_empty() {
@@ -115,19 +144,10 @@ pub fn place(
             format!("no Ready host has labels {}", labels.join(", "))
         });
     }
-    let free = |name: &str, cap: Capacity| {
-        let used = usage.used.get(name).copied().unwrap_or_default();
-        Capacity {
-            memory: cap.memory.saturating_sub(used.memory),
-            instances: cap.instances.saturating_sub(used.instances),
-        }
-    };
+    let free = |h: &Host| usage.free(h);
     let best = selected
         .iter()
-        .filter(|h| {
-            let f = free(&h.info.name, h.info.capacity);
-            f.memory >= want.memory && f.instances >= want.instances
-        })
+        .filter(|h| has_room(usage, h, want))
         .min_by_key(|h| {
             let zone = usage
                 .per_zone
@@ -139,7 +159,7 @@ pub fn place(
                 .get(&(app.clone(), h.info.name.clone()))
                 .copied()
                 .unwrap_or(0);
-            let f = free(&h.info.name, h.info.capacity);
+            let f = free(h);
             (
                 zone,
                 on_host,

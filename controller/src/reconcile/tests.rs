@@ -4,7 +4,7 @@
 use dabba_spec::resources::{Capacity, HostInfo, HostState, PodPhase};
 
 use super::*;
-use crate::command::{Command, PodChange};
+use crate::command::{Command, PodChange, Reply};
 use crate::state::tests::{spec, with_blobs};
 
 const GIB: u64 = 1 << 30;
@@ -229,6 +229,7 @@ fn scaling_down_removes_pending_pods_first() {
         name: "pay".into(),
         replicas: 2,
         at: 6,
+        reason: None,
     });
     converge_alive(&mut s, 7);
     assert_eq!(s.pods.len(), 2);
@@ -318,4 +319,141 @@ fn a_failed_pod_is_replaced_after_the_restart_delay_not_before() {
     let replacement = s.pods.values().next().unwrap();
     assert_ne!(replacement.key(), pod);
     assert_eq!(replacement.phase, PodPhase::Scheduled);
+}
+
+fn autoscaled(name: &str, prefix: &str, replicas: u32) -> Command {
+    let mut s = spec(name, prefix, replicas);
+    s.scale = Some(dabba_spec::scale::Scale {
+        target_concurrency: Some(10),
+        target_utilization: 100,
+        scale_to_zero_after: dabba_spec::HumanDuration::from_secs(30),
+        ..Default::default()
+    });
+    Command::ApplyApp {
+        spec: Box::new(s),
+        at: 1,
+    }
+}
+
+#[test]
+fn activation_scales_from_zero_once_with_the_pod_on_the_asking_host() {
+    let mut s = with_blobs();
+    s.apply(&host("h1", "a", GIB, &[]));
+    s.apply(&autoscaled("pay", "/pay", 0));
+    s.apply(&Command::ApplyApp {
+        spec: Box::new(spec("fixed", "/fixed", 0)),
+        at: 1,
+    });
+    let activate = |app: &str| Command::Activate {
+        namespace: "default".into(),
+        name: app.into(),
+        host: Some("h1".into()),
+        at: 5,
+    };
+    let Reply::Activated { replicas, pod } = s.apply(&activate("pay")) else {
+        panic!("not an activation reply");
+    };
+    let pod = pod.expect("a pod");
+    assert_eq!((replicas, pod.host.as_deref()), (1, Some("h1")));
+    assert_eq!(pod.phase, PodPhase::Scheduled);
+    assert!(s.events.iter().any(|e| e.message.contains("0 → 1")));
+    // Already activated: nothing more.
+    let again = s.apply(&activate("pay"));
+    assert_eq!(
+        again,
+        Reply::Activated {
+            replicas: 1,
+            pod: None
+        }
+    );
+    assert_eq!(pods_on(&s, "h1"), 1);
+    // The replica reconciler sees the activation as satisfied.
+    assert!(replicas::reconcile(&s, &["h1"].into(), 6, &Tuning::default()).is_empty());
+    // An app without [scale] is never activated.
+    let Reply::Activated { replicas, pod } = s.apply(&activate("fixed")) else {
+        panic!("not an activation reply");
+    };
+    assert_eq!((replicas, pod), (0, None));
+}
+
+#[test]
+fn the_autoscaler_follows_reported_load_and_returns_to_zero_after_the_grace() {
+    use crate::reconcile::autoscale::{LoadReports, drive};
+    use dabba_spec::api::PodLoad;
+    use std::collections::HashMap;
+
+    let mut s = with_blobs();
+    s.apply(&host("h1", "a", GIB, &[]));
+    s.apply(&autoscaled("pay", "/pay", 1));
+    converge_alive(&mut s, 2);
+    let pod = s.pods.keys().next().unwrap().clone();
+    let mut scalers = HashMap::new();
+    let mut reports = LoadReports::default();
+    // A leader that has never seen the app does not scale it to zero at once.
+    assert!(drive(&s, &reports, &mut scalers, 1_000).is_empty());
+
+    // 45 in flight at 10 per pod, averaged with the idle second before over the panic
+    // window: 22.5, so panic, and 3 pods.
+    reports.pods.insert(
+        pod.clone(),
+        (
+            2_000,
+            PodLoad {
+                concurrency: 45.0,
+                in_flight: 45,
+                ..PodLoad::default()
+            },
+        ),
+    );
+    let commands = drive(&s, &reports, &mut scalers, 2_000);
+    let [
+        Command::ScaleApp {
+            replicas, reason, ..
+        },
+    ] = commands.as_slice()
+    else {
+        panic!("expected one scale command, got {commands:?}");
+    };
+    assert_eq!(*replicas, 3);
+    assert!(reason.as_deref().unwrap().contains("panic"), "{reason:?}");
+    assert_eq!(
+        scalers["default/pay"].status.as_ref().unwrap().mode,
+        "panic"
+    );
+    for c in &commands {
+        s.apply(c);
+    }
+    converge_alive(&mut s, 2_100);
+
+    // Requests held by an activator count as demand too: (0 + 45 + 100) / 3 → 5 pods,
+    // which the default up policy (+4 pods per 15 s from 1) allows.
+    reports.pods.clear();
+    reports
+        .held
+        .insert(("h1".into(), "default/pay".into()), (2_500, 100));
+    let commands = drive(&s, &reports, &mut scalers, 2_500);
+    assert!(
+        matches!(commands.as_slice(), [Command::ScaleApp { replicas, .. }] if *replicas == 5),
+        "{commands:?}"
+    );
+
+    // Idle, past the panic, the stabilization window and the grace: zero.
+    reports.held.clear();
+    let mut last = None;
+    let mut now = 3_000;
+    while now < 800_000 {
+        for c in drive(&s, &reports, &mut scalers, now) {
+            if let Command::ScaleApp { replicas, .. } = &c {
+                last = Some(*replicas);
+            }
+            s.apply(&c);
+        }
+        now += 1_000;
+    }
+    assert_eq!(last, Some(0));
+    assert_eq!(s.apps["default/pay"].spec.replicas, 0);
+    assert_eq!(
+        scalers["default/pay"].status.as_ref().unwrap().mode,
+        "scaled-to-zero"
+    );
 }

@@ -16,7 +16,7 @@ use crate::command::{Command, PodChange, Rejection, Reply};
 /// Revisions kept per app, the serving one included.
 pub const REVISION_HISTORY: usize = 10;
 /// Events kept for `describe`.
-pub const EVENT_HISTORY: usize = 200;
+pub const EVENT_HISTORY: usize = 1000;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
@@ -125,6 +125,12 @@ impl State {
                 Reply::Ok
             }
             Command::ApplyApp { spec, at } => self.apply_app(spec, *at),
+            Command::Activate {
+                namespace,
+                name,
+                host,
+                at,
+            } => self.activate(namespace, name, host.as_deref(), *at),
             Command::DeleteApp {
                 namespace,
                 name,
@@ -153,6 +159,7 @@ impl State {
                 name,
                 replicas,
                 at,
+                reason,
             } => {
                 let key = app_key(namespace, name);
                 let Some(app) = self.apps.get_mut(&key) else {
@@ -169,11 +176,15 @@ impl State {
                 {
                     rs.replicas = *replicas;
                 }
+                let why = reason
+                    .as_deref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default();
                 self.event(
                     *at,
                     format!("app/{key}"),
                     "Scaled",
-                    format!("replicas {from} → {replicas}"),
+                    format!("replicas {from} → {replicas}{why}"),
                 );
                 self.version += 1;
                 Reply::App { app: Box::new(app) }
@@ -350,6 +361,57 @@ impl State {
         self.apps.insert(key, app.clone());
         self.version += 1;
         Reply::App { app: Box::new(app) }
+    }
+
+    fn activate(&mut self, namespace: &str, name: &str, host: Option<&str>, at: Millis) -> Reply {
+        let key = app_key(namespace, name);
+        let Some(app) = self.apps.get_mut(&key) else {
+            return rejected(Rejection::NotFound, format!("no app {key}"));
+        };
+        if app.spec.scale.is_none() || app.spec.replicas > 0 {
+            return Reply::Activated {
+                replicas: app.spec.replicas,
+                pod: None,
+            };
+        }
+        app.spec.replicas = 1;
+        app.updated_at = at;
+        let revision = app.revision;
+        let Some(rs) = self
+            .replica_sets
+            .get_mut(&replica_set_key(namespace, name, revision))
+        else {
+            return rejected(Rejection::NotFound, format!("no replica set for {key}"));
+        };
+        rs.replicas = 1;
+        self.pod_seq += 1;
+        let pod = Pod {
+            name: format!("{name}-r{revision}-{}", self.pod_seq),
+            namespace: namespace.into(),
+            app: name.into(),
+            revision,
+            host: host.map(Into::into),
+            phase: if host.is_some() {
+                PodPhase::Scheduled
+            } else {
+                PodPhase::Pending
+            },
+            reason: None,
+            created_at: at,
+        };
+        self.pods.insert(pod.key(), pod.clone());
+        let on = host.map(|h| format!(" on {h}")).unwrap_or_default();
+        self.event(
+            at,
+            format!("app/{key}"),
+            "Scaled",
+            format!("replicas 0 → 1 (activated: requests are waiting{on})"),
+        );
+        self.version += 1;
+        Reply::Activated {
+            replicas: 1,
+            pod: Some(Box::new(pod)),
+        }
     }
 
     /// Applies one pod change; returns whether anything changed.

@@ -107,6 +107,7 @@ fn applying_a_changed_spec_makes_a_new_revision_but_scaling_does_not() {
         name: "pay".into(),
         replicas: 1,
         at: 4,
+        reason: None,
     }));
     assert_eq!((a.revision, a.spec.replicas), (2, 1));
     assert_eq!(
@@ -365,6 +366,7 @@ fn applying_the_same_log_gives_the_same_state() {
             name: "a".into(),
             replicas: 3,
             at: 12,
+            reason: None,
         },
         Command::Kv {
             bucket: "x".into(),

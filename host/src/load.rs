@@ -1,0 +1,170 @@
+//! The load one pod carries, as the autoscaler needs it: requests in flight, requests,
+//! errors, a latency distribution, fuel and memory, counted with atomics on the request
+//! path and taken (and reset) once per heartbeat.
+//!
+//! Concurrency follows Knative's queue-proxy: the average number of requests in flight
+//! over the interval (the time requests spent in the pod divided by the interval), or
+//! the number in flight right now if that is more, so a burst of long requests shows
+//! before any of them finishes.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use dabba_spec::api::PodLoad;
+
+/// Latency buckets: bucket `i` counts requests that took under 2^i microseconds
+/// (the last one everything slower, from about 34 s).
+const BUCKETS: usize = 26;
+
+#[derive(Default)]
+pub struct Load {
+    in_flight: AtomicU32,
+    requests: AtomicU64,
+    errors: AtomicU64,
+    busy_micros: AtomicU64,
+    fuel: AtomicU64,
+    peak_memory: AtomicU64,
+    latency: [AtomicU64; BUCKETS],
+}
+
+/// A request in the pod; dropping it without [`InFlight::finish`] counts as an error.
+pub struct InFlight<'a> {
+    load: &'a Load,
+    started: Instant,
+    done: bool,
+}
+
+impl Load {
+    pub fn begin(&self) -> InFlight<'_> {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight {
+            load: self,
+            started: Instant::now(),
+            done: false,
+        }
+    }
+
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Fuel and peak memory of a finished instance.
+    pub fn instance(&self, fuel: Option<u64>, memory: usize) {
+        if let Some(f) = fuel {
+            self.fuel.fetch_add(f, Ordering::Relaxed);
+        }
+        self.peak_memory.fetch_max(memory as u64, Ordering::Relaxed);
+    }
+
+    /// What happened since the last call, which was `interval` ago.
+    pub fn take(&self, interval: Duration) -> PodLoad {
+        let secs = interval.as_secs_f64().max(1e-3);
+        let requests = self.requests.swap(0, Ordering::Relaxed);
+        let counts: Vec<u64> = self
+            .latency
+            .iter()
+            .map(|b| b.swap(0, Ordering::Relaxed))
+            .collect();
+        let busy = self.busy_micros.swap(0, Ordering::Relaxed) as f64 / 1e6;
+        let in_flight = f64::from(self.in_flight());
+        PodLoad {
+            concurrency: (busy / secs).max(in_flight),
+            in_flight: self.in_flight(),
+            rps: requests as f64 / secs,
+            requests,
+            errors: self.errors.swap(0, Ordering::Relaxed),
+            p95_ms: quantile_ms(&counts, 0.95),
+            fuel: self.fuel.swap(0, Ordering::Relaxed),
+            peak_memory: self.peak_memory.swap(0, Ordering::Relaxed),
+        }
+    }
+}
+
+impl InFlight<'_> {
+    pub fn finish(mut self, status: u16) {
+        self.done = true;
+        self.record(status >= 500);
+    }
+
+    fn record(&self, error: bool) {
+        let l = self.load;
+        let took = self.started.elapsed().as_micros() as u64;
+        l.in_flight.fetch_sub(1, Ordering::Relaxed);
+        l.requests.fetch_add(1, Ordering::Relaxed);
+        l.busy_micros.fetch_add(took, Ordering::Relaxed);
+        if error {
+            l.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        let bucket = (u64::BITS - took.leading_zeros()) as usize;
+        l.latency[bucket.min(BUCKETS - 1)].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            // The request was abandoned (the client went away): it still left.
+            self.record(true);
+        }
+    }
+}
+
+/// The upper bound of the bucket holding quantile `q`, in milliseconds.
+fn quantile_ms(counts: &[u64], q: f64) -> f64 {
+    let total: u64 = counts.iter().sum();
+    if total == 0 {
+        return 0.0;
+    }
+    let rank = (q * total as f64).ceil() as u64;
+    let mut seen = 0;
+    for (i, c) in counts.iter().enumerate() {
+        seen += c;
+        if seen >= rank {
+            return (1u64 << i) as f64 / 1000.0;
+        }
+    }
+    (1u64 << (counts.len() - 1)) as f64 / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_take_reports_the_interval_and_resets() {
+        let load = Load::default();
+        let a = load.begin();
+        let b = load.begin();
+        assert_eq!(load.in_flight(), 2);
+        a.finish(200);
+        drop(b); // abandoned: an error
+        load.instance(Some(1000), 65536);
+        load.instance(None, 4096);
+        let r = load.take(Duration::from_secs(2));
+        assert_eq!((r.requests, r.errors, r.in_flight), (2, 1, 0));
+        assert!((r.rps - 1.0).abs() < 1e-9, "{}", r.rps);
+        assert_eq!((r.fuel, r.peak_memory), (1000, 65536));
+        let again = load.take(Duration::from_secs(1));
+        assert_eq!((again.requests, again.fuel, again.peak_memory), (0, 0, 0));
+    }
+
+    #[test]
+    fn requests_still_running_count_as_concurrency() {
+        let load = Load::default();
+        let _held: Vec<_> = (0..5).map(|_| load.begin()).collect();
+        let r = load.take(Duration::from_secs(1));
+        assert_eq!(r.concurrency, 5.0);
+    }
+
+    #[test]
+    fn the_p95_is_the_bucket_bound_it_falls_in() {
+        let mut counts = [0u64; BUCKETS];
+        counts[10] = 95; // < 1.024 ms
+        counts[14] = 5; // < 16.384 ms
+        assert_eq!(quantile_ms(&counts, 0.95), 1.024);
+        counts[10] = 94;
+        counts[14] = 6;
+        assert_eq!(quantile_ms(&counts, 0.95), 16.384);
+        assert_eq!(quantile_ms(&[0; BUCKETS], 0.95), 0.0);
+    }
+}
