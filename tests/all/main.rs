@@ -9,6 +9,7 @@
 
 mod support;
 
+mod autoscale;
 mod bad_input;
 mod cluster;
 mod jobs;

@@ -8,15 +8,15 @@ use serde_json::Value;
 
 use crate::support::{Proc, eventually, free_port, guest, run_dabba, stderr, stdout, try_request};
 
-struct Up {
-    dir: tempfile::TempDir,
+pub struct Up {
+    pub dir: tempfile::TempDir,
     proc: Proc,
     api: SocketAddr,
-    ingress: SocketAddr,
+    pub ingress: SocketAddr,
 }
 
 impl Up {
-    fn start(demo: bool) -> Up {
+    pub fn start(demo: bool) -> Up {
         guest("payment");
         let dir = tempfile::tempdir().unwrap();
         let api = SocketAddr::from(([127, 0, 0, 1], free_port()));
@@ -61,14 +61,14 @@ impl Up {
     }
 
     /// `dabba ARGS...` using the CLI config `dabba up` wrote.
-    fn cli(&self, args: &[&str]) -> std::process::Output {
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
         let config = self.dir.path().join("config.json");
         let mut all = args.to_vec();
         all.extend(["--config", config.to_str().unwrap()]);
         run_dabba(&all, Duration::from_secs(60))
     }
 
-    fn apps(&self) -> Value {
+    pub fn apps(&self) -> Value {
         let out = self.cli(&["get", "apps", "-o", "json"]);
         assert!(out.status.success(), "{}", stderr(&out));
         serde_json::from_str(&stdout(&out)).unwrap()

@@ -481,6 +481,25 @@ pub fn drive(
             ..AppScaler::default()
         });
         let (concurrency, rps) = demand.get(key).copied().unwrap_or_default();
+        if app.spec.replicas == 0 && concurrency == 0.0 && rps == 0.0 && spec.min == 0 {
+            // At zero with no demand there is nothing to decide: ten thousand idle apps
+            // cost no samples.
+            scaler.samples.clear();
+            if scaler
+                .status
+                .as_ref()
+                .is_none_or(|s| s.mode != "scaled-to-zero")
+            {
+                scaler.status = Some(AutoscalerStatus {
+                    mode: "scaled-to-zero".into(),
+                    desired: 0,
+                    reason: "no demand".into(),
+                    demand: 0.0,
+                    at: now,
+                });
+            }
+            continue;
+        }
         scaler.samples.push_back(Sample {
             at: now,
             concurrency,

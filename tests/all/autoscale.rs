@@ -1,0 +1,152 @@
+//! Autoscaling end to end, on the embedded default and on a 3-controller cluster: an
+//! idle app goes to zero pods; a bounded burst of concurrent requests against it is
+//! answered in full (held by the activator while the first pod starts, then spread as
+//! the autoscaler adds pods); then the app goes back to zero.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::cluster::Cluster;
+use crate::platform::Up;
+use crate::support::{eventually, guest, stderr, stdout, try_request};
+
+/// An app of the hostile guest whose `/sleep` holds a request without computing, scaled
+/// on two in flight per pod, with windows short enough for a test.
+fn manifest(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("sleeper.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"[app]
+name = "sleeper"
+component = "{}"
+route = "/sleep"
+
+[scale]
+min = 0
+max = 6
+target_concurrency = 2
+target_utilization = 100
+stable_window = "4s"
+panic_window = "1s"
+scale_to_zero_after = "2s"
+
+[scale.behavior.down]
+stabilization_window = "1s"
+"#,
+            guest("hostile").display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn sleeper(apps: &Value) -> Option<Value> {
+    apps.as_array()?
+        .iter()
+        .find(|a| a["name"] == "sleeper")
+        .cloned()
+}
+
+/// Runs the whole scenario against a platform reachable through `cli` (the CLI with its
+/// credentials) and `ingresses`.
+fn scale_from_zero_and_back(
+    dir: &Path,
+    cli: &dyn Fn(&[&str]) -> std::process::Output,
+    ingresses: &[SocketAddr],
+) {
+    let apps = || {
+        let out = cli(&["get", "apps", "-o", "json"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_str::<Value>(&stdout(&out)).unwrap()
+    };
+    let m = manifest(dir);
+    let out = cli(&["apply", "-f", m.to_str().unwrap(), "--wait"]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+
+    // Idle: down to zero after the grace period.
+    eventually(
+        "the idle app to reach zero",
+        Duration::from_secs(60),
+        || {
+            let a = sleeper(&apps())?;
+            (a["desired"] == 0 && a["ready"] == 0 && a["autoscaler"]["mode"] == "scaled-to-zero")
+                .then_some(())
+        },
+    );
+    let table = stdout(&cli(&["get", "apps"]));
+    assert!(table.contains("scaled-to-zero"), "{table}");
+
+    // A burst: 16 clients, each sending requests that take 300 ms one after another
+    // for 4 s (at most 20 each), across every ingress.
+    let started = Instant::now();
+    let clients: Vec<_> = (0..16)
+        .map(|i| {
+            let ingress = ingresses[i % ingresses.len()];
+            std::thread::spawn(move || {
+                let mut statuses = Vec::new();
+                let began = Instant::now();
+                while began.elapsed() < Duration::from_secs(4) && statuses.len() < 20 {
+                    let r = try_request(ingress, "GET", "/sleep?ms=300", &[], b"");
+                    statuses.push(match r {
+                        Ok(r) => (r.status, r.text()),
+                        Err(e) => (0, e.to_string()),
+                    });
+                }
+                statuses
+            })
+        })
+        .collect();
+    // While the burst runs, see how far the app scales.
+    let mut peak = 0;
+    while started.elapsed() < Duration::from_secs(5) {
+        if let Some(a) = sleeper(&apps()) {
+            peak = peak.max(a["desired"].as_u64().unwrap_or(0));
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let mut answered = 0;
+    for c in clients {
+        for (status, body) in c.join().unwrap() {
+            assert_eq!(status, 200, "a request of the burst failed: {body}");
+            answered += 1;
+        }
+    }
+    eprintln!("burst: {answered} requests answered, peak {peak} pods");
+    assert!(answered >= 16, "only {answered} requests were made");
+    assert!(
+        peak >= 3,
+        "the burst should scale the app to several pods; peak {peak}"
+    );
+
+    // Back to zero once the burst is over.
+    eventually("the app to return to zero", Duration::from_secs(60), || {
+        let a = sleeper(&apps())?;
+        (a["desired"] == 0 && a["ready"] == 0).then_some(())
+    });
+    let described = stdout(&cli(&["describe", "app", "sleeper"]));
+    assert!(described.contains("Scaling events:"), "{described}");
+    assert!(
+        described.contains("activated: requests are waiting"),
+        "{described}"
+    );
+    assert!(described.contains("autoscaler, panic"), "{described}");
+}
+
+#[test]
+fn an_idle_app_scales_to_zero_and_back_on_the_embedded_default() {
+    let up = Up::start(false);
+    let dir = up.dir.path().to_path_buf();
+    scale_from_zero_and_back(&dir, &|args| up.cli(args), &[up.ingress]);
+}
+
+#[test]
+fn an_idle_app_scales_to_zero_and_back_on_a_three_controller_cluster() {
+    let c = Cluster::start(3, 2);
+    let ingresses = c.host_addrs.clone();
+    let dir = c.dir.path().to_path_buf();
+    scale_from_zero_and_back(&dir, &|args| c.cli(args), &ingresses);
+}
