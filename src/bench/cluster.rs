@@ -21,7 +21,7 @@ use dabba_spec::client::ApiClient;
 use serde::Serialize;
 
 use super::load::{self, Load, LoadResult};
-use super::targets::{Target, free_port, spawn_announcing, spawn_logged};
+use super::targets::{Target, free_port, spawn_logged};
 
 #[derive(Debug, Serialize)]
 pub struct ClusterReport {
@@ -33,7 +33,7 @@ pub struct ClusterReport {
     pub failover_ms: Vec<f64>,
 }
 
-struct Cluster {
+pub(super) struct Cluster {
     dabba: PathBuf,
     /// Extra flags for every controller (Raft timing).
     raft_flags: Vec<String>,
@@ -42,7 +42,7 @@ struct Cluster {
     addrs: Vec<SocketAddr>,
     admin: String,
     join: String,
-    host: Option<Target>,
+    pub(super) hosts: Vec<Target>,
 }
 
 impl Cluster {
@@ -80,7 +80,7 @@ impl Cluster {
         self.addrs.iter().map(|a| format!("http://{a}")).collect()
     }
 
-    fn admin_api(&self) -> ApiClient {
+    pub(super) fn admin_api(&self) -> ApiClient {
         ApiClient::new(self.urls(), self.admin.clone())
     }
 
@@ -119,12 +119,13 @@ fn read_secret(path: &Path) -> anyhow::Result<String> {
         .to_string())
 }
 
-/// Starts the cluster and a host, and deploys the payment sample.
-async fn start(
+/// Starts 3 controllers and `hosts` hosts (`bench-host-N` in zone `zone-N`, with the
+/// extra flags given per host).
+pub(super) async fn start_cluster(
     dabba: &Path,
-    guests: &Path,
     dir: &Path,
     raft_flags: &[String],
+    hosts: &[&[&str]],
 ) -> anyhow::Result<Cluster> {
     let addrs = (0..3)
         .map(|_| Ok(SocketAddr::from(([127, 0, 0, 1], free_port()?))))
@@ -137,7 +138,7 @@ async fn start(
         addrs,
         admin: String::new(),
         join: String::new(),
-        host: None,
+        hosts: Vec::new(),
     };
     c.start_controller(0)?;
     c.admin = read_secret(&dir.join("c1/admin.token"))?;
@@ -146,22 +147,38 @@ async fn start(
         c.start_controller(i)?;
         c.wait_voters(i + 1, false).await?;
     }
-    let ingress = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-    let mut cmd = Command::new(dabba);
-    cmd.args([
-        "host",
-        "--name",
-        "bench-host",
-        "--listen",
-        &ingress.to_string(),
-        "--controller",
-        &c.urls().join(","),
-        "--data-dir",
-        &dir.join("host").display().to_string(),
-    ])
-    .env("DABBA_JOIN_TOKEN", &c.join);
-    c.host = Some(spawn_announcing(cmd, "host")?);
+    for (i, extra) in hosts.iter().enumerate() {
+        let ingress = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        let mut cmd = Command::new(dabba);
+        cmd.args([
+            "host",
+            "--name",
+            &format!("bench-host-{}", i + 1),
+            "--zone",
+            &format!("zone-{}", i + 1),
+            "--listen",
+            &ingress.to_string(),
+            "--controller",
+            &c.urls().join(","),
+            "--data-dir",
+            &dir.join(format!("host{}", i + 1)).display().to_string(),
+        ])
+        .args(*extra)
+        .env("DABBA_JOIN_TOKEN", &c.join);
+        let log = dir.join(format!("host{}.log", i + 1));
+        c.hosts.push(spawn_logged(cmd, "host", Some(&log))?);
+    }
+    Ok(c)
+}
 
+/// Starts the cluster and a host, and deploys the payment sample.
+async fn start(
+    dabba: &Path,
+    guests: &Path,
+    dir: &Path,
+    raft_flags: &[String],
+) -> anyhow::Result<Cluster> {
+    let c = start_cluster(dabba, dir, raft_flags, &[&[]]).await?;
     let manifest = dir.join("payment.toml");
     std::fs::write(
         &manifest,
@@ -240,7 +257,7 @@ pub async fn run(
     eprintln!(
         "measuring durable payments through the ingress ({payments_concurrency} clients) ..."
     );
-    let host_addr = c.host.as_ref().context("host")?.addr;
+    let host_addr = c.hosts.first().context("host")?.addr;
     let payments = load::run(&Load {
         addr: host_addr,
         method: http::Method::POST,
@@ -293,7 +310,7 @@ pub async fn run(
     })
 }
 
-fn tempfile_dir() -> anyhow::Result<PathBuf> {
+pub(super) fn tempfile_dir() -> anyhow::Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!("dabba-bench-cluster-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;

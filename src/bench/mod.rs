@@ -7,6 +7,7 @@
 //! with the same closed-loop load from this process. Results go to stdout as Markdown and
 //! to `--out` as JSON and Markdown.
 
+mod autoscale;
 mod cluster;
 mod load;
 mod stats;
@@ -29,7 +30,9 @@ pub enum Suite {
     Runtime,
     /// The control plane: Raft writes, durable payments through the ingress, failover.
     Cluster,
-    /// Both.
+    /// Autoscaling: cold starts from zero, scale-out to 100 pods, density.
+    Autoscale,
+    /// All of them.
     All,
 }
 
@@ -97,9 +100,47 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     if matches!(args.suite, Suite::Cluster | Suite::All) {
         bench_cluster(&args)?;
     }
+    if matches!(args.suite, Suite::Autoscale | Suite::All) {
+        bench_autoscale(&args)?;
+    }
     if matches!(args.suite, Suite::Runtime | Suite::All) {
         bench_runtime(&args)?;
     }
+    Ok(())
+}
+
+fn bench_autoscale(args: &BenchArgs) -> anyhow::Result<()> {
+    let sizes = if args.quick {
+        autoscale::Sizes::quick()
+    } else {
+        autoscale::Sizes::full()
+    };
+    let dabba = std::env::current_exe()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let report = rt.block_on(autoscale::run(&dabba, &args.guests, sizes))?;
+    write_results(args, "autoscale", &report, &autoscale::render(&report))
+}
+
+/// Prints the Markdown and writes `NAME.json` (with the machine) and `NAME.md` to `--out`.
+fn write_results<T: Serialize>(
+    args: &BenchArgs,
+    name: &str,
+    report: &T,
+    markdown: &str,
+) -> anyhow::Result<()> {
+    print!("{markdown}");
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let json = serde_json::json!({"machine": machine(), name: report});
+    std::fs::write(
+        args.out.join(format!("{name}.json")),
+        serde_json::to_vec_pretty(&json)?,
+    )?;
+    std::fs::write(args.out.join(format!("{name}.md")), markdown)?;
+    eprintln!("results written to {}", args.out.display());
     Ok(())
 }
 
@@ -134,18 +175,7 @@ fn bench_cluster(args: &BenchArgs) -> anyhow::Result<()> {
         failovers,
         &raft_flags,
     ))?;
-    let markdown = cluster::render(&report);
-    print!("{markdown}");
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating {}", args.out.display()))?;
-    let json = serde_json::json!({"machine": machine(), "cluster": report});
-    std::fs::write(
-        args.out.join("cluster.json"),
-        serde_json::to_vec_pretty(&json)?,
-    )?;
-    std::fs::write(args.out.join("cluster.md"), &markdown)?;
-    eprintln!("results written to {}", args.out.display());
-    Ok(())
+    write_results(args, "cluster", &report, &cluster::render(&report))
 }
 
 fn bench_runtime(args: &BenchArgs) -> anyhow::Result<()> {

@@ -11,7 +11,7 @@ use anyhow::{Context, bail};
 
 /// A running server.
 pub struct Target {
-    child: Child,
+    pub child: Child,
     pub addr: SocketAddr,
 }
 

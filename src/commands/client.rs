@@ -316,7 +316,12 @@ pub async fn apply_file(
     Ok(())
 }
 
-async fn upload(api: &ApiClient, path: &Path, bytes: &[u8], digest: Digest) -> anyhow::Result<()> {
+pub async fn upload(
+    api: &ApiClient,
+    path: &Path,
+    bytes: &[u8],
+    digest: Digest,
+) -> anyhow::Result<()> {
     let blob = format!("/v1/blobs/{digest}");
     match api
         .request(Method::HEAD, &blob, Bytes::new(), "application/wasm")

@@ -443,7 +443,7 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
             token: admin,
         };
         let path = config.save(args.config.as_deref())?;
-        println!("dabba is up");
+        println!("dabba is up: apps on {ingress_url}");
         println!("  API      {api_url}   (CLI config written to {})", path.display());
         println!("  ingress  {ingress_url}");
         println!("  state    {}", args.data_dir.display());

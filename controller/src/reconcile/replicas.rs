@@ -13,7 +13,7 @@
 //! revision's pods stay until the new revision has as many Running pods as it wants, so
 //! an app keeps answering during an update.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use dabba_spec::resources::{Millis, Pod, PodPhase, app_key};
 
@@ -42,6 +42,20 @@ pub fn reconcile(
         changes.push(PodChange::Delete { key: pod.key() });
     }
 
+    // Pods by replica set, in one pass: ten thousand apps at zero must not cost ten
+    // thousand scans of every pod.
+    let mut by_set: HashMap<(&str, &str, u64), Vec<&Pod>> = HashMap::new();
+    for p in state.pods.values() {
+        by_set
+            .entry((p.namespace.as_str(), p.app.as_str(), p.revision))
+            .or_default()
+            .push(p);
+    }
+    let running = |namespace: &str, app: &str, revision: u64| {
+        by_set.get(&(namespace, app, revision)).map_or(0, |ps| {
+            ps.iter().filter(|p| p.phase == PodPhase::Running).count()
+        })
+    };
     for rs in state.replica_sets.values() {
         let app_id = app_key(&rs.namespace, &rs.app);
         let (Some(app), Some(revision)) = (
@@ -50,21 +64,14 @@ pub fn reconcile(
         ) else {
             continue;
         };
-        let mut live: Vec<&Pod> = state
-            .pods
-            .values()
-            .filter(|p| p.namespace == rs.namespace && p.app == rs.app && p.revision == rs.revision)
-            .filter(|p| !lost(p))
-            .collect();
+        let mut live: Vec<&Pod> = by_set
+            .get(&(rs.namespace.as_str(), rs.app.as_str(), rs.revision))
+            .map(|ps| ps.iter().copied().filter(|p| !lost(p)).collect())
+            .unwrap_or_default();
         let desired = if rs.revision == app.revision {
             rs.replicas as usize
-        } else if serving_revision_ready(
-            state,
-            &rs.namespace,
-            &rs.app,
-            app.revision,
-            app.spec.replicas,
-        ) {
+        } else if running(&rs.namespace, &rs.app, app.revision) >= app.spec.replicas as usize {
+            // The serving revision has all the Running pods it wants.
             0
         } else {
             live.len()
@@ -136,27 +143,6 @@ pub fn reconcile(
         }
     }
     changes
-}
-
-/// Whether the serving revision has all the Running pods it wants.
-fn serving_revision_ready(
-    state: &State,
-    namespace: &str,
-    app: &str,
-    revision: u64,
-    wanted: u32,
-) -> bool {
-    let running = state
-        .pods
-        .values()
-        .filter(|p| {
-            p.namespace == namespace
-                && p.app == app
-                && p.revision == revision
-                && p.phase == PodPhase::Running
-        })
-        .count();
-    running >= wanted as usize
 }
 
 /// Which pods go first when a replica set shrinks.
