@@ -303,7 +303,13 @@ fn rss_kib(pid: u32) -> anyhow::Result<u64> {
 }
 
 /// The embedded default: `dabba up` in its own process.
-async fn embedded(dabba: &Path, dir: &Path, c: &Component, n: usize) -> anyhow::Result<ColdStarts> {
+async fn embedded(
+    dabba: &Path,
+    dir: &Path,
+    c: &Component,
+    n: usize,
+    raft_flags: &[String],
+) -> anyhow::Result<ColdStarts> {
     let api_addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
     let mut cmd = Command::new(dabba);
     cmd.args([
@@ -316,7 +322,8 @@ async fn embedded(dabba: &Path, dir: &Path, c: &Component, n: usize) -> anyhow::
         "127.0.0.1:0",
         "--config",
         &dir.join("up-config.json").display().to_string(),
-    ]);
+    ])
+    .args(raft_flags);
     let up = spawn_logged(cmd, "dabba up", Some(&dir.join("up.log")))?;
     let admin = std::fs::read_to_string(dir.join("up/controller/admin.token"))?;
     let api = Arc::new(ApiClient::new(
@@ -328,7 +335,12 @@ async fn embedded(dabba: &Path, dir: &Path, c: &Component, n: usize) -> anyhow::
     result
 }
 
-pub async fn run(dabba: &Path, guests: &Path, sizes: Sizes) -> anyhow::Result<AutoscaleReport> {
+pub async fn run(
+    dabba: &Path,
+    guests: &Path,
+    sizes: Sizes,
+    raft_flags: &[String],
+) -> anyhow::Result<AutoscaleReport> {
     let c = hello(guests)?;
     let dir = tempfile_dir()?;
 
@@ -336,13 +348,13 @@ pub async fn run(dabba: &Path, guests: &Path, sizes: Sizes) -> anyhow::Result<Au
         "measuring {} cold starts from zero on dabba up ...",
         sizes.cold_starts
     );
-    let cold_start_embedded = embedded(dabba, &dir, &c, sizes.cold_starts).await?;
+    let cold_start_embedded = embedded(dabba, &dir, &c, sizes.cold_starts, raft_flags).await?;
 
     eprintln!("starting 3 controllers and 2 hosts ...");
     let cluster = start_cluster(
         dabba,
         &dir,
-        &[],
+        raft_flags,
         &[
             &["--memory", "64Gi", "--instances", "20000"],
             &[

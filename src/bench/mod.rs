@@ -44,10 +44,10 @@ pub struct BenchArgs {
     /// Leader failovers to measure in the cluster suite. Default: 5 (2 with --quick).
     #[arg(long, value_name = "N")]
     pub failovers: Option<usize>,
-    /// Raft heartbeat interval for the cluster suite's controllers. Default: theirs.
+    /// Raft heartbeat interval for the benchmarks' controllers. Default: theirs.
     #[arg(long, value_name = "DURATION")]
     pub heartbeat_interval: Option<HumanDuration>,
-    /// Raft election timeout for the cluster suite's controllers. Default: theirs.
+    /// Raft election timeout for the benchmarks' controllers. Default: theirs.
     #[arg(long, value_name = "DURATION")]
     pub election_timeout: Option<HumanDuration>,
     /// A short run (1 s per measurement, concurrency 32) that checks every measurement can
@@ -109,6 +109,24 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The Raft timing flags to pass to every controller, if given.
+fn raft_flags(args: &BenchArgs) -> Vec<String> {
+    let mut flags = Vec::new();
+    if let Some(h) = args.heartbeat_interval {
+        flags.extend([
+            "--heartbeat-interval".to_string(),
+            format!("{}ms", h.get().as_millis()),
+        ]);
+    }
+    if let Some(e) = args.election_timeout {
+        flags.extend([
+            "--election-timeout".to_string(),
+            format!("{}ms", e.get().as_millis()),
+        ]);
+    }
+    flags
+}
+
 fn bench_autoscale(args: &BenchArgs) -> anyhow::Result<()> {
     let sizes = if args.quick {
         autoscale::Sizes::quick()
@@ -120,7 +138,12 @@ fn bench_autoscale(args: &BenchArgs) -> anyhow::Result<()> {
         .worker_threads(1)
         .enable_all()
         .build()?;
-    let report = rt.block_on(autoscale::run(&dabba, &args.guests, sizes))?;
+    let report = rt.block_on(autoscale::run(
+        &dabba,
+        &args.guests,
+        sizes,
+        &raft_flags(args),
+    ))?;
     write_results(args, "autoscale", &report, &autoscale::render(&report))
 }
 
@@ -155,19 +178,7 @@ fn bench_cluster(args: &BenchArgs) -> anyhow::Result<()> {
         .worker_threads(1)
         .enable_all()
         .build()?;
-    let mut raft_flags = Vec::new();
-    if let Some(h) = args.heartbeat_interval {
-        raft_flags.extend([
-            "--heartbeat-interval".to_string(),
-            format!("{}ms", h.get().as_millis()),
-        ]);
-    }
-    if let Some(e) = args.election_timeout {
-        raft_flags.extend([
-            "--election-timeout".to_string(),
-            format!("{}ms", e.get().as_millis()),
-        ]);
-    }
+    let raft_flags = raft_flags(args);
     let report = rt.block_on(cluster::run(
         &dabba,
         &args.guests,

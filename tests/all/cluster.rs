@@ -521,3 +521,42 @@ fn the_cluster_benchmark_takes_every_measurement() {
     assert_eq!(c["failover_ms"].as_array().unwrap().len(), 1, "{c}");
     assert!(stdout(&run).contains("Leader failover"));
 }
+
+#[test]
+fn the_autoscale_benchmark_takes_every_measurement() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let guests = guest("hello").parent().unwrap().to_path_buf();
+    let out = tempfile::tempdir().unwrap();
+    let run = run_dabba(
+        &[
+            "bench",
+            "--suite",
+            "autoscale",
+            "--quick",
+            "--heartbeat-interval",
+            "100ms",
+            "--election-timeout",
+            "400ms",
+            "--guests",
+            guests.to_str().unwrap(),
+            "--out",
+            out.path().to_str().unwrap(),
+        ],
+        Duration::from_secs(300),
+    );
+    assert!(run.status.success(), "{}{}", stdout(&run), stderr(&run));
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("autoscale.json")).unwrap()).unwrap();
+    let a = &report["autoscale"];
+    for cold in ["cold_start_embedded", "cold_start_cluster"] {
+        assert_eq!(a[cold]["samples"], 20, "{a}");
+        assert!(a[cold]["p99_ms"].as_f64().unwrap() > 0.0, "{a}");
+    }
+    assert_eq!(a["scale_out_ms"].as_array().unwrap().len(), 1, "{a}");
+    assert_eq!(a["density"]["apps"], 200, "{a}");
+    assert!(
+        a["density"]["host_rss_with_pods_kib"].as_u64().unwrap() > 0,
+        "{a}"
+    );
+    assert!(stdout(&run).contains("Idle pods on one host"));
+}
