@@ -157,19 +157,32 @@ fn up_with_the_demo_serves_the_samples_and_keeps_everything_across_a_restart() {
         stdout(&describe)
     );
 
-    // An app with no pod anywhere: the ingress says so and when to retry, and a request
-    // that already hopped from another host is not proxied again.
-    let out = up.cli(&["scale", "app", "search", "--replicas", "0"]);
+    // An app with no pod anywhere and no [scale]: the ingress says so at once and when
+    // to retry, and a request that already hopped from another host is not proxied
+    // again. (An autoscaled app would be activated instead: see tests/all/autoscale.rs.)
+    let fixed = up.dir.path().join("fixed.toml");
+    std::fs::write(
+        &fixed,
+        format!(
+            "[app]\nname = \"fixed\"\ncomponent = \"{}\"\nroute = \"/fixed\"\nreplicas = 0\n",
+            guest("hello").display()
+        ),
+    )
+    .unwrap();
+    let out = up.cli(&["apply", "-f", fixed.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
     for hop in [false, true] {
         let headers: &[(&str, &str)] = if hop { &[("x-dabba-hop", "1")] } else { &[] };
-        let r = eventually("search to have no pod", Duration::from_secs(30), || {
-            let r = try_request(up.ingress, "GET", "/search?q=phone", headers, b"").ok()?;
+        let r = eventually("the fixed app's route", Duration::from_secs(30), || {
+            let r = try_request(up.ingress, "GET", "/fixed", headers, b"").ok()?;
             (r.status == 503).then_some(r)
         });
         assert_eq!(r.json()["error"]["code"], "no_ready_pod");
         assert_eq!(r.header("retry-after"), Some("1"));
     }
+    // The demo's search is autoscaled: its route shows in `get apps` with the mode.
+    let table = stdout(&up.cli(&["get", "apps"]));
+    assert!(table.contains("AUTOSCALER"), "{table}");
 }
 
 #[test]
@@ -244,6 +257,11 @@ fn invalid_manifests_get_clear_errors_and_change_nothing() {
             &["missing.toml", "app.component", "nope.wasm"],
         ),
         (
+            "scale.toml",
+            format!("{good}\n[scale]\nmin = 5\nmax = 2\n"),
+            &["scale.toml:7", "scale.min", "more than max"],
+        ),
+        (
             "core.toml",
             "[app]\nname = \"c\"\ncomponent = \"core.wasm\"\nroute = \"/c\"\n".into(),
             &["core.toml", "app.component", "core WebAssembly module"],
@@ -263,13 +281,34 @@ fn invalid_manifests_get_clear_errors_and_change_nothing() {
         assert_eq!(up.apps(), before, "{file} changed something");
     }
 
+    // The API checks a spec's [scale] as apply does.
+    let auth = format!("Bearer {}", up.admin());
+    let (status, detail) = up.call("GET", "/v1/apps/default/pay", Some(&up.admin()), b"");
+    assert_eq!(status, 200);
+    let mut spec = detail["app"]["spec"].clone();
+    spec["scale"] =
+        serde_json::json!({"min": 0, "max": 3, "target_concurrency": 2, "target_rps": 5});
+    let r = try_request(
+        up.api,
+        "PUT",
+        "/v1/apps/default/pay",
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/json"),
+        ],
+        spec.to_string().as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert!(r.text().contains("scale.target_rps"), "{}", r.text());
+    assert_eq!(up.apps(), before, "an invalid scale changed something");
+
     // The API itself refuses a core module, whoever sends it.
     let core = wat::parse_str("(module)").unwrap();
     let digest = {
         use sha2::Digest as _;
         format!("sha256:{}", hex::encode(sha2::Sha256::digest(&core)))
     };
-    let auth = format!("Bearer {}", up.admin());
     let r = try_request(
         up.api,
         "PUT",

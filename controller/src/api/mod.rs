@@ -800,5 +800,17 @@ fn validate_spec(spec: &AppSpec, ns: &str, name: &str) -> Result<(), Failure> {
     spec.limits
         .resolve(WorkloadKind::Http)
         .map_err(|e| fail(422, "invalid", format!("limits: {e}")))?;
+    if let Some(scale) = &spec.scale {
+        scale
+            .validate()
+            .map_err(|e| fail(422, "invalid", format!("scale.{}: {}", e.field, e.message)))?;
+    }
+    if spec.replicas > dabba_spec::manifest::MAX_REPLICAS {
+        return Err(fail(
+            422,
+            "invalid",
+            format!("at most {} replicas", dabba_spec::manifest::MAX_REPLICAS),
+        ));
+    }
     Ok(())
 }
