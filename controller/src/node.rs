@@ -490,6 +490,18 @@ impl Controller {
         let Reply::Activated { replicas, pod } = reply else {
             return Err(ProposeError::Raft(format!("activation: {reply:?}")));
         };
+        if pod.is_some() {
+            let mut soft = self.soft.lock().expect("soft state lock");
+            if let Some(scaler) = soft.scalers.get_mut(&key) {
+                scaler.status = Some(AutoscalerStatus {
+                    mode: "stable".into(),
+                    desired: 1,
+                    reason: format!("activated: {held} request(s) held on {host}"),
+                    demand: f64::from(held),
+                    at: now,
+                });
+            }
+        }
         let (assignment, version) = self.shared.read(|s| {
             let assignment = pod
                 .filter(|p| p.host.as_deref() == Some(host))

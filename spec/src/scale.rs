@@ -24,8 +24,8 @@
 //!
 //! Defaults follow Knative's KPA (target 100 in flight, 70%, 60 s / 6 s windows, 200%
 //! panic threshold, 30 s grace) and Kubernetes HPA's default behaviour (up: no
-//! stabilization, max of +100% and +4 pods per 15 s; down: 300 s stabilization, −100%
-//! per 15 s). Fields are whole numbers, so specs compare exactly.
+//! stabilization, max of +100% and +4 pods per 15 s; down: −100% per 15 s, no stabilization, as Knative's
+//! `scale-down-delay` of 0). Fields are whole numbers, so specs compare exactly.
 
 use serde::{Deserialize, Serialize};
 

@@ -77,7 +77,10 @@ pub struct ScaleSpec {
 }
 
 impl Default for ScaleSpec {
-    /// Knative's KPA defaults with Kubernetes HPA's default behaviour.
+    /// Knative's KPA defaults with Kubernetes HPA's default policies. Scaling down is
+    /// not stabilized by default (Knative's `scale-down-delay` of 0): the 60 s stable
+    /// window already smooths demand, and HPA's 300 s would keep an idle app from
+    /// reaching zero for five minutes more than its grace period.
     fn default() -> Self {
         ScaleSpec {
             min: 0,
@@ -105,7 +108,7 @@ impl Default for ScaleSpec {
                 select: Select::Max,
             },
             down: Rules {
-                stabilization_window: 300_000,
+                stabilization_window: 0,
                 policies: vec![Policy {
                     kind: PolicyKind::Percent,
                     value: 100,
@@ -324,13 +327,18 @@ pub fn decide(
     }
 
     // Scale to zero only after the grace period without demand.
-    if recommendation == 0 && spec.min == 0 {
+    if recommendation == 0 && spec.min == 0 && current > 0 {
         let idle_since = memory.last_demand.unwrap_or(0);
-        if current > 0 && now.saturating_sub(idle_since) < spec.scale_to_zero_after {
+        if now.saturating_sub(idle_since) < spec.scale_to_zero_after {
             recommendation = 1;
             reason = format!(
                 "idle; scale to zero after {} s without requests",
                 spec.scale_to_zero_after / 1000
+            );
+        } else {
+            reason = format!(
+                "no requests in the last {} s: scale to zero",
+                now.saturating_sub(idle_since) / 1000
             );
         }
     }
@@ -616,7 +624,8 @@ mod tests {
 
     #[test]
     fn scale_down_is_stabilized_as_a_rolling_max() {
-        let s = spec(10.0); // down stabilization 300 s
+        let mut s = spec(10.0);
+        s.down.stabilization_window = 300_000; // HPA's default
         let mut m = Memory::default();
         // High demand a minute ago, low now: the earlier recommendation holds.
         decide(&s, &flat(100.0, 1000, 60_000), 10, &mut m, 60_000);
@@ -762,13 +771,17 @@ mod tests {
     }
 
     /// A day in the life: ramp, hold, spike, back, then idle, with pods ready at once.
+    /// Scaling down is stabilized over HPA's 300 s: without it, the end of the panic a
+    /// steep ramp triggers drops the count to the (lagging) stable window's answer, as
+    /// Knative's KPA does.
     #[test]
     fn a_synthetic_load_curve_gives_the_expected_trajectory() {
-        let s = ScaleSpec {
+        let mut s = ScaleSpec {
             target: Target::Concurrency(10.0), // 7 per pod at 70%
             max: 200,
             ..ScaleSpec::default()
         };
+        s.down.stabilization_window = 300_000;
         let demand = |t: Millis| -> f64 {
             match t {
                 0..120_000 => 200.0 * t as f64 / 120_000.0, // ramp to 200 over 2 min
