@@ -33,12 +33,31 @@ use crate::ingress::{Demand, Ingress, LocalPod, RoutingTable};
 use crate::kv::KvBackend;
 use crate::runtime::{AppConfig, Runtime};
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AgentOptions {
     pub info: HostInfo,
     /// Where fetched components are cached, by digest.
     pub data_dir: PathBuf,
     pub heartbeat: Duration,
+    /// A shorter way to the leader for activations, when it runs in this process (the
+    /// embedded default); otherwise they go over the API.
+    pub local_leader: Option<Arc<dyn LocalLeader>>,
+}
+
+/// The leader, reached without the network: `dabba up` runs the controller and the host
+/// in one process, and an activation is the one call where the hops of an HTTP exchange
+/// show in a user's latency.
+pub trait LocalLeader: Send + Sync {
+    /// Activates `namespace/app` for `req`; `None` when this process does not lead (the
+    /// agent then asks over the API).
+    fn activate<'a>(
+        &'a self,
+        namespace: &'a str,
+        app: &'a str,
+        req: &'a ActivateRequest,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Option<Result<ActivateResponse, String>>> + Send + 'a>,
+    >;
 }
 
 /// One pod as the agent knows it.
@@ -275,20 +294,37 @@ impl Agent {
             let agent = self.clone();
             let api = api.clone();
             tokio::spawn(async move {
-                let path = format!("/v1/apps/{}/{}/activate", d.namespace, d.app);
+                let asked = Instant::now();
                 let req = ActivateRequest {
                     host: agent.name().to_string(),
                     held: d.held,
                 };
-                match api
-                    .send_json::<_, ActivateResponse>(http::Method::POST, &path, &req)
-                    .await
-                {
+                let local = match &agent.opts.local_leader {
+                    Some(leader) => leader.activate(&d.namespace, &d.app, &req).await,
+                    None => None,
+                };
+                let answer = match local {
+                    Some(answer) => answer,
+                    None => {
+                        let path = format!("/v1/apps/{}/{}/activate", d.namespace, d.app);
+                        api.send_json::<_, ActivateResponse>(http::Method::POST, &path, &req)
+                            .await
+                            .map_err(|e| e.to_string())
+                    }
+                };
+                match answer {
                     Ok(answer) => {
+                        let answered = asked.elapsed();
                         if let Some(a) = answer.assignment {
                             agent.install(&a, answer.version).await;
                             agent.publish();
                         }
+                        tracing::debug!(
+                            app = %d.app,
+                            answered_us = answered.as_micros() as u64,
+                            started_us = asked.elapsed().as_micros() as u64,
+                            "activated"
+                        );
                     }
                     Err(e) => {
                         // The held requests still count in the next heartbeat, so the
@@ -318,11 +354,16 @@ impl Agent {
             kv: self.kv.clone(),
         };
         let runtime = self.runtime.clone();
-        // Compiling can take a while: keep it off the threads that answer requests.
-        let function = tokio::task::spawn_blocking(move || runtime.load_http(config, &bytes))
-            .await
-            .map_err(|e| format!("loading panicked: {e}"))?
-            .map_err(|e| e.to_string())?;
+        let function = if runtime.is_linked(&digest, &config.limits, WorkloadKind::Http) {
+            // Linked before: microseconds, so no hop to the blocking pool.
+            runtime.load_http(config, &bytes)
+        } else {
+            // Compiling can take a while: keep it off the threads that answer requests.
+            tokio::task::spawn_blocking(move || runtime.load_http(config, &bytes))
+                .await
+                .map_err(|e| format!("loading panicked: {e}"))?
+        }
+        .map_err(|e| e.to_string())?;
         Ok(LocalPod {
             key: a.pod.key(),
             revision: a.pod.revision,
@@ -428,7 +469,7 @@ impl Agent {
                         key: key.clone(),
                         phase: PodPhase::Running,
                         reason: None,
-                        load: Some(p.function.load().take(interval)),
+                        load: p.function.load().take(interval),
                     });
                     // Each pod keeps its own ring of output lines.
                     let (lines, seen) = p.function.log().since(t.log_seen);

@@ -329,6 +329,11 @@ impl Handler for Ingress {
                 None,
             );
         };
+        let pods = table.local_pods(&route.namespace, &route.app);
+        if !pods.is_empty() {
+            let pod = pods[self.next_turn() % pods.len()].clone();
+            return pod.function.handle(req).await;
+        }
         let (namespace, app) = (route.namespace.clone(), route.app.clone());
         let hopped = req.headers().contains_key(HOP);
         let mut table = table.clone();

@@ -56,8 +56,13 @@ impl Load {
         self.peak_memory.fetch_max(memory as u64, Ordering::Relaxed);
     }
 
-    /// What happened since the last call, which was `interval` ago.
-    pub fn take(&self, interval: Duration) -> PodLoad {
+    /// What happened since the last call, which was `interval` ago; `None` for a pod
+    /// that was idle throughout (most of them, on a dense host: their heartbeats stay
+    /// small).
+    pub fn take(&self, interval: Duration) -> Option<PodLoad> {
+        if self.requests.load(Ordering::Relaxed) == 0 && self.in_flight() == 0 {
+            return None;
+        }
         let secs = interval.as_secs_f64().max(1e-3);
         let requests = self.requests.swap(0, Ordering::Relaxed);
         let counts: Vec<u64> = self
@@ -67,7 +72,7 @@ impl Load {
             .collect();
         let busy = self.busy_micros.swap(0, Ordering::Relaxed) as f64 / 1e6;
         let in_flight = f64::from(self.in_flight());
-        PodLoad {
+        Some(PodLoad {
             concurrency: (busy / secs).max(in_flight),
             in_flight: self.in_flight(),
             rps: requests as f64 / secs,
@@ -76,7 +81,7 @@ impl Load {
             p95_ms: quantile_ms(&counts, 0.95),
             fuel: self.fuel.swap(0, Ordering::Relaxed),
             peak_memory: self.peak_memory.swap(0, Ordering::Relaxed),
-        }
+        })
     }
 }
 
@@ -140,19 +145,18 @@ mod tests {
         drop(b); // abandoned: an error
         load.instance(Some(1000), 65536);
         load.instance(None, 4096);
-        let r = load.take(Duration::from_secs(2));
+        let r = load.take(Duration::from_secs(2)).unwrap();
         assert_eq!((r.requests, r.errors, r.in_flight), (2, 1, 0));
         assert!((r.rps - 1.0).abs() < 1e-9, "{}", r.rps);
         assert_eq!((r.fuel, r.peak_memory), (1000, 65536));
-        let again = load.take(Duration::from_secs(1));
-        assert_eq!((again.requests, again.fuel, again.peak_memory), (0, 0, 0));
+        assert_eq!(load.take(Duration::from_secs(1)), None, "idle since");
     }
 
     #[test]
     fn requests_still_running_count_as_concurrency() {
         let load = Load::default();
         let _held: Vec<_> = (0..5).map(|_| load.begin()).collect();
-        let r = load.take(Duration::from_secs(1));
+        let r = load.take(Duration::from_secs(1)).unwrap();
         assert_eq!(r.concurrency, 5.0);
     }
 

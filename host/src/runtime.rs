@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use dabba_spec::{Capabilities, Digest, Limits, WorkloadKind};
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::{InstancePre, Linker};
 
 use crate::cache::{ArtifactCache, LoadSource};
 use crate::component::{ComponentBytes, LoadError, check_world};
@@ -49,7 +49,8 @@ pub struct Runtime {
     engines: Engines,
     cache: ArtifactCache,
     linkers: HashMap<Metering, Linker<GuestState>>,
-    components: Mutex<HashMap<(Digest, Metering), Component>>,
+    /// Components linked and ready to instantiate, by digest, engine and kind.
+    linked: Mutex<HashMap<(Digest, Metering, WorkloadKind), InstancePre<GuestState>>>,
     metrics: Arc<Metrics>,
     echo: bool,
 }
@@ -75,7 +76,7 @@ impl Runtime {
             engines,
             cache,
             linkers,
-            components: Mutex::new(HashMap::new()),
+            linked: Mutex::new(HashMap::new()),
             metrics: Arc::new(Metrics::new()),
             echo: options.echo_guest_output,
         }))
@@ -99,6 +100,14 @@ impl Runtime {
         HttpFunction::new(self.clone(), app, prepared)
     }
 
+    /// Whether loading `digest` for an app with these limits needs no compiling or
+    /// linking (it was loaded before): then loading takes microseconds and need not
+    /// leave the calling thread.
+    pub fn is_linked(&self, digest: &Digest, limits: &Limits, kind: WorkloadKind) -> bool {
+        let key = (*digest, metering_for(limits), kind);
+        self.linked.lock().expect("lock").contains_key(&key)
+    }
+
     /// Loads `wasm` as a job.
     pub fn load_job(
         self: &Arc<Self>,
@@ -119,30 +128,28 @@ impl Runtime {
             origin: wasm.origin.clone(),
             detail: e.to_string(),
         })?;
-        let metering = if app.limits.fuel.is_some() {
-            Metering::Fuel
-        } else {
-            Metering::Epoch
-        };
+        let metering = metering_for(&app.limits);
         let engine = self.engines.get(metering);
-        let key = (wasm.digest, metering);
-        let cached = self.components.lock().expect("lock").get(&key).cloned();
-        let component = match cached {
-            Some(c) => c,
+        let key = (wasm.digest, metering, kind);
+        // A component is compiled (or mapped), checked and linked once per digest; every
+        // later pod of it on this host starts from the same `InstancePre`.
+        let cached = self.linked.lock().expect("lock").get(&key).cloned();
+        let instance_pre = match cached {
+            Some(pre) => pre,
             None => {
-                let (c, source) = self.cache.load(engine, metering, wasm)?;
+                let (component, source) = self.cache.load(engine, metering, wasm)?;
                 self.metrics.component_loaded(source == LoadSource::Cached);
-                self.components.lock().expect("lock").insert(key, c.clone());
-                c
+                check_world(engine, &component, kind, &wasm.origin)?;
+                let pre = self.linkers[&metering]
+                    .instantiate_pre(&component)
+                    .map_err(|e| LoadError::MissingImport {
+                        origin: wasm.origin.clone(),
+                        detail: format!("{e:#}"),
+                    })?;
+                self.linked.lock().expect("lock").insert(key, pre.clone());
+                pre
             }
         };
-        check_world(engine, &component, kind, &wasm.origin)?;
-        let instance_pre = self.linkers[&metering]
-            .instantiate_pre(&component)
-            .map_err(|e| LoadError::MissingImport {
-                origin: wasm.origin.clone(),
-                detail: format!("{e:#}"),
-            })?;
         let grants = Arc::new(PlatformGrants {
             backend: app.kv.clone(),
             scope: app.scope.clone(),
@@ -159,10 +166,19 @@ impl Runtime {
     }
 }
 
+/// Fuel metering needs code compiled for it; everything else uses epochs.
+fn metering_for(limits: &Limits) -> Metering {
+    if limits.fuel.is_some() {
+        Metering::Fuel
+    } else {
+        Metering::Epoch
+    }
+}
+
 /// A component ready to instantiate for one app.
 pub(crate) struct Prepared {
     pub engine: wasmtime::Engine,
-    pub instance_pre: wasmtime::component::InstancePre<GuestState>,
+    pub instance_pre: InstancePre<GuestState>,
     pub digest: Digest,
     pub grants: Arc<PlatformGrants>,
     pub log: Arc<AppLog>,

@@ -13,13 +13,13 @@ use clap::Args;
 use dabba_controller::api::Api;
 use dabba_controller::node::{Controller, ControllerOptions, RaftTiming};
 use dabba_controller::reconcile::Tuning;
-use dabba_host::agent::{Agent, AgentOptions};
+use dabba_host::agent::{Agent, AgentOptions, LocalLeader};
 use dabba_host::http::HttpResponse;
 use dabba_host::ingress::{ActivatorOptions, Ingress};
 use dabba_host::kv::ReplicatedKv;
 use dabba_host::runtime::{Runtime, RuntimeOptions};
 use dabba_host::server::{self, Handler};
-use dabba_spec::api::{AddMember, PeerToken};
+use dabba_spec::api::{ActivateRequest, ActivateResponse, AddMember, PeerToken};
 use dabba_spec::client::ApiClient;
 use dabba_spec::resources::{Capacity, HostInfo};
 use dabba_spec::{ByteSize, HumanDuration};
@@ -316,6 +316,33 @@ fn host_runtime(data_dir: &Path) -> anyhow::Result<Arc<Runtime>> {
 }
 
 /// Starts a host's agent and ingress on `runtime`.
+/// The embedded controller, as the agent's shortcut for activations.
+struct EmbeddedLeader(Arc<Controller>);
+
+impl LocalLeader for EmbeddedLeader {
+    fn activate<'a>(
+        &'a self,
+        namespace: &'a str,
+        app: &'a str,
+        req: &'a ActivateRequest,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Option<Result<ActivateResponse, String>>> + Send + 'a>,
+    > {
+        Box::pin(async move {
+            if !self.0.is_leader() {
+                return None;
+            }
+            Some(
+                self.0
+                    .activate(namespace, app, &req.host, req.held)
+                    .await
+                    .map_err(|e| e.to_string()),
+            )
+        })
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn start_host(
     runtime: Arc<Runtime>,
     info: HostInfo,
@@ -324,6 +351,7 @@ async fn start_host(
     join_token: String,
     data_dir: &Path,
     heartbeat: Duration,
+    local_leader: Option<Arc<dyn LocalLeader>>,
 ) -> anyhow::Result<()> {
     let api = Arc::new(ApiClient::new(controllers, join_token));
     let kv = Arc::new(ReplicatedKv::new(api.clone(), &info.name));
@@ -334,6 +362,7 @@ async fn start_host(
             info,
             data_dir: data_dir.to_path_buf(),
             heartbeat,
+            local_leader,
         },
         api,
         runtime.clone(),
@@ -378,6 +407,7 @@ pub fn host(args: HostArgs) -> anyhow::Result<()> {
             args.token.clone(),
             &args.data_dir,
             args.heartbeat.get(),
+            None,
         )
         .await?;
         if let Some(addr) = args.metrics_listen {
@@ -436,6 +466,7 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
             join,
             &args.data_dir.join("host"),
             Duration::from_millis(500),
+            Some(Arc::new(EmbeddedLeader(node.clone()))),
         )
         .await?;
         let config = ClientConfig {

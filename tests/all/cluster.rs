@@ -549,8 +549,10 @@ fn the_autoscale_benchmark_takes_every_measurement() {
         serde_json::from_slice(&std::fs::read(out.path().join("autoscale.json")).unwrap()).unwrap();
     let a = &report["autoscale"];
     for cold in ["cold_start_embedded", "cold_start_cluster"] {
-        assert_eq!(a[cold]["samples"], 20, "{a}");
-        assert!(a[cold]["p99_ms"].as_f64().unwrap() > 0.0, "{a}");
+        for run in ["stream", "isolated"] {
+            assert_eq!(a[cold][run]["samples"], 20, "{a}");
+            assert!(a[cold][run]["p99_ms"].as_f64().unwrap() > 0.0, "{a}");
+        }
     }
     assert_eq!(a["scale_out_ms"].as_array().unwrap().len(), 1, "{a}");
     assert_eq!(a["density"]["apps"], 200, "{a}");

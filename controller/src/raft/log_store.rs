@@ -53,13 +53,18 @@ enum Queued {
     },
     /// Answered once everything queued before it is on disk.
     Barrier(tokio::sync::oneshot::Sender<()>),
+    /// The latest committed log id, written with the next transaction.
+    Committed(Option<LogId>),
 }
 
-/// Writes queued appends, many per transaction, until every sender is gone.
+/// Writes queued appends, many per transaction, until every sender is gone. The
+/// committed log id rides along in the same transaction, never ahead of the entries on
+/// disk; alone, it is written without an fsync.
 fn writer_loop(
     db: &Database,
     pending: &Mutex<BTreeMap<u64, Entry>>,
     inbox: &mpsc::Receiver<Queued>,
+    mut on_disk: Option<u64>,
 ) {
     while let Ok(first) = inbox.recv() {
         let mut batch = vec![first];
@@ -68,13 +73,27 @@ fn writer_loop(
         }
         let mut appends = Vec::new();
         let mut barriers = Vec::new();
+        let mut committed = None;
         for q in batch {
             match q {
                 Queued::Append { entries, callback } => appends.push((entries, callback)),
                 Queued::Barrier(done) => barriers.push(done),
+                Queued::Committed(c) => committed = Some(c),
             }
         }
-        if !appends.is_empty() {
+        let flushed = appends
+            .iter()
+            .flat_map(|(entries, _)| entries.iter().map(|(id, _)| id.index))
+            .max()
+            .max(on_disk);
+        let committed = committed.map(|c| c.filter(|id| flushed.is_some_and(|f| id.index <= f)));
+        if appends.is_empty() {
+            if let Some(c) = committed
+                && let Err(e) = LogStore::put_meta(db, COMMITTED, &c, false)
+            {
+                tracing::warn!(error = %e, "saving the committed index failed");
+            }
+        } else {
             let written = (|| -> Result<(), StorageError> {
                 let tx = db.begin_write().map_err(io_write)?;
                 {
@@ -87,13 +106,19 @@ fn writer_loop(
                         }
                     }
                 }
+                if let Some(c) = committed {
+                    let bytes = serde_json::to_vec(&c).map_err(io_write)?;
+                    tx.open_table(META)
+                        .map_err(io_write)?
+                        .insert(COMMITTED, bytes.as_slice())
+                        .map_err(io_write)?;
+                }
                 // The commit is the fsync: only after it may openraft count these entries.
                 tx.commit().map_err(io_write)
             })();
-            let flushed = appends
-                .iter()
-                .flat_map(|(entries, _)| entries.iter().map(|(id, _)| id.index))
-                .max();
+            if written.is_ok() {
+                on_disk = flushed;
+            }
             {
                 // Keep a bounded tail in memory; never drop an entry not yet on disk.
                 let mut mem = pending.lock().expect("pending log lock");
@@ -143,6 +168,11 @@ impl LogStore {
         tx.open_table(LOG).map_err(io_write)?;
         tx.open_table(META).map_err(io_write)?;
         tx.commit().map_err(io_write)?;
+        let last_on_disk = {
+            let tx = db.begin_read().map_err(io_read)?;
+            let table = tx.open_table(LOG).map_err(io_read)?;
+            table.last().map_err(io_read)?.map(|(k, _)| k.value())
+        };
         let db = Arc::new(db);
         let pending = Arc::new(Mutex::new(BTreeMap::new()));
         let (writer, inbox) = mpsc::channel();
@@ -150,7 +180,7 @@ impl LogStore {
             let (db, pending) = (db.clone(), pending.clone());
             std::thread::Builder::new()
                 .name("dabba-raft-log".into())
-                .spawn(move || writer_loop(&db, &pending, &inbox))
+                .spawn(move || writer_loop(&db, &pending, &inbox, last_on_disk))
                 .map_err(io_write)?;
         }
         Ok(LogStore {
@@ -291,11 +321,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        let db = self.db.clone();
         // The committed index only saves re-applying entries after a restart: Raft
-        // learns it again from a quorum, so it need not be fsync'd (the next durable
-        // commit of the log persists it anyway).
-        blocking(move || Self::put_meta(&db, COMMITTED, &committed, false)).await
+        // learns it again from a quorum, so it need not be fsync'd, nor waited for. The
+        // writer thread stores it with its next transaction (the next durable commit of
+        // the log persists it), so a commit costs the Raft core no extra disk write.
+        self.writer
+            .send(Queued::Committed(committed))
+            .map_err(|e| io_write(std::io::Error::other(e.to_string())))
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
