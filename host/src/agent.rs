@@ -55,10 +55,13 @@ pub trait LocalLeader: Send + Sync {
         namespace: &'a str,
         app: &'a str,
         req: &'a ActivateRequest,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Option<Result<ActivateResponse, String>>> + Send + 'a>,
-    >;
+    ) -> Activation<'a>;
 }
+
+/// The answer of a [`LocalLeader`], to come.
+pub type Activation<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Option<Result<ActivateResponse, String>>> + Send + 'a>,
+>;
 
 /// One pod as the agent knows it.
 enum Local {

@@ -13,13 +13,13 @@ use clap::Args;
 use dabba_controller::api::Api;
 use dabba_controller::node::{Controller, ControllerOptions, RaftTiming};
 use dabba_controller::reconcile::Tuning;
-use dabba_host::agent::{Agent, AgentOptions, LocalLeader};
+use dabba_host::agent::{Activation, Agent, AgentOptions, LocalLeader};
 use dabba_host::http::HttpResponse;
 use dabba_host::ingress::{ActivatorOptions, Ingress};
 use dabba_host::kv::ReplicatedKv;
 use dabba_host::runtime::{Runtime, RuntimeOptions};
 use dabba_host::server::{self, Handler};
-use dabba_spec::api::{ActivateRequest, ActivateResponse, AddMember, PeerToken};
+use dabba_spec::api::{ActivateRequest, AddMember, PeerToken};
 use dabba_spec::client::ApiClient;
 use dabba_spec::resources::{Capacity, HostInfo};
 use dabba_spec::{ByteSize, HumanDuration};
@@ -325,9 +325,7 @@ impl LocalLeader for EmbeddedLeader {
         namespace: &'a str,
         app: &'a str,
         req: &'a ActivateRequest,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Option<Result<ActivateResponse, String>>> + Send + 'a>,
-    > {
+    ) -> Activation<'a> {
         Box::pin(async move {
             if !self.0.is_leader() {
                 return None;
