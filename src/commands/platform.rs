@@ -340,7 +340,10 @@ impl LocalLeader for EmbeddedLeader {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the two callers (dabba host, dabba up) differ in every one"
+)]
 async fn start_host(
     runtime: Arc<Runtime>,
     info: HostInfo,
