@@ -226,10 +226,15 @@ impl Agent {
                 .collect()
         };
         *self.routes.lock().expect("routes lock") = view.routes.clone();
-        for a in to_start {
-            self.install(a, view.version).await;
-        }
+        // New routes and stopped pods take effect now, not after new pods start (a
+        // first compile can take seconds).
         self.publish();
+        if !to_start.is_empty() {
+            for a in to_start {
+                self.install(a, view.version).await;
+            }
+            self.publish();
+        }
     }
 
     /// Starts an assigned pod and tracks it (unless it already is).

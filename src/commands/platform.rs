@@ -126,6 +126,29 @@ pub struct HostArgs {
     /// Heartbeat interval.
     #[arg(long, default_value = "500ms", value_name = "DURATION")]
     pub heartbeat: HumanDuration,
+    #[command(flatten)]
+    pub activator: ActivatorFlags,
+}
+
+/// How the ingress holds requests for an app with no running pod (see
+/// spec/autoscaling.md).
+#[derive(Debug, Args)]
+pub struct ActivatorFlags {
+    /// Requests held per app while it scales from zero; more get 503 at once.
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    pub activator_queue: u32,
+    /// How long a held request waits for a pod before it gets 503.
+    #[arg(long, default_value = "10s", value_name = "DURATION")]
+    pub activator_timeout: HumanDuration,
+}
+
+impl ActivatorFlags {
+    fn options(&self) -> ActivatorOptions {
+        ActivatorOptions {
+            queue_depth: self.activator_queue,
+            patience: self.activator_timeout.get(),
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -149,6 +172,8 @@ pub struct UpArgs {
     pub config: Option<PathBuf>,
     #[command(flatten)]
     pub raft: RaftFlags,
+    #[command(flatten)]
+    pub activator: ActivatorFlags,
 }
 
 /// Serves the controller API (and Raft) on one listener.
@@ -353,10 +378,11 @@ async fn start_host(
     data_dir: &Path,
     heartbeat: Duration,
     local_leader: Option<Arc<dyn LocalLeader>>,
+    activator: ActivatorOptions,
 ) -> anyhow::Result<()> {
     let api = Arc::new(ApiClient::new(controllers, join_token));
     let kv = Arc::new(ReplicatedKv::new(api.clone(), &info.name));
-    let (ingress, demands) = Ingress::new(&info.address, ActivatorOptions::default());
+    let (ingress, demands) = Ingress::new(&info.address, activator);
     let ingress = Arc::new(ingress);
     let agent = Agent::new(
         AgentOptions {
@@ -409,6 +435,7 @@ pub fn host(args: HostArgs) -> anyhow::Result<()> {
             &args.data_dir,
             args.heartbeat.get(),
             None,
+            args.activator.options(),
         )
         .await?;
         if let Some(addr) = args.metrics_listen {
@@ -468,6 +495,7 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
             &args.data_dir.join("host"),
             Duration::from_millis(500),
             Some(Arc::new(EmbeddedLeader(node.clone()))),
+            args.activator.options(),
         )
         .await?;
         let config = ClientConfig {

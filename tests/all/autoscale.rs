@@ -56,7 +56,7 @@ fn sleeper(apps: &Value) -> Option<Value> {
 fn scale_from_zero_and_back(
     dir: &Path,
     cli: &dyn Fn(&[&str]) -> std::process::Output,
-    ingresses: &[SocketAddr],
+    ingresses: &[(SocketAddr, &str)],
 ) {
     let apps = || {
         let out = cli(&["get", "apps", "-o", "json"]);
@@ -85,7 +85,7 @@ fn scale_from_zero_and_back(
     let started = Instant::now();
     let clients: Vec<_> = (0..16)
         .map(|i| {
-            let ingress = ingresses[i % ingresses.len()];
+            let ingress = ingresses[i % ingresses.len()].0;
             std::thread::spawn(move || {
                 let mut statuses = Vec::new();
                 let began = Instant::now();
@@ -134,19 +134,94 @@ fn scale_from_zero_and_back(
         "{described}"
     );
     assert!(described.contains("autoscaler, panic"), "{described}");
+
+    // From zero again, one request at the last host's ingress: the first pod starts on
+    // the host that holds the request.
+    let (ingress, host) = *ingresses.last().unwrap();
+    let r = try_request(ingress, "GET", "/sleep?ms=1", &[], b"").unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let out = cli(&["get", "pods", "sleeper", "-o", "json"]);
+    let pods: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let pods = pods.as_array().unwrap();
+    assert_eq!(pods.len(), 1, "{pods:?}");
+    assert_eq!(pods[0]["host"], host, "{pods:?}");
 }
 
 #[test]
 fn an_idle_app_scales_to_zero_and_back_on_the_embedded_default() {
     let up = Up::start(false);
     let dir = up.dir.path().to_path_buf();
-    scale_from_zero_and_back(&dir, &|args| up.cli(args), &[up.ingress]);
+    scale_from_zero_and_back(&dir, &|args| up.cli(args), &[(up.ingress, "local")]);
+}
+
+/// The activator's queue and wait are bounded: an app whose pod can never be placed
+/// (no host has the label it selects) holds two requests at most, answers a third at
+/// once, and answers the two after the timeout — all with 503 and `Retry-After`.
+#[test]
+fn held_requests_are_bounded_in_number_and_in_time() {
+    let up = Up::start_with(
+        false,
+        &["--activator-queue", "2", "--activator-timeout", "1500ms"],
+    );
+    let manifest = up.dir.path().join("stuck.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "[app]\nname = \"stuck\"\ncomponent = \"{}\"\nroute = \"/stuck\"\nreplicas = 0\n\n[placement]\nnode_selector = {{ disk = \"nvme\" }}\n\n[scale]\nmin = 0\nmax = 2\n",
+            guest("hello").display()
+        ),
+    )
+    .unwrap();
+    let out = up.cli(&["apply", "-f", manifest.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The route reaches the host's table (a request is held, not a 404).
+    let ingress = up.ingress;
+    eventually("the stuck route", Duration::from_secs(30), || {
+        let r = try_request(ingress, "GET", "/stuck", &[], b"").ok()?;
+        (r.json()["error"]["code"] == "no_ready_pod").then_some(())
+    });
+    let held: Vec<_> = (0..2)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                let r = try_request(ingress, "GET", "/stuck", &[], b"").unwrap();
+                (r, started.elapsed())
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(400));
+    let started = Instant::now();
+    let third = try_request(ingress, "GET", "/stuck", &[], b"").unwrap();
+    assert!(
+        started.elapsed() < Duration::from_millis(1000),
+        "not at once"
+    );
+    assert_eq!(third.status, 503, "{}", third.text());
+    assert!(third.text().contains("queue is full"), "{}", third.text());
+    assert_eq!(third.header("retry-after"), Some("1"));
+    for h in held {
+        let (r, took) = h.join().unwrap();
+        assert_eq!(r.status, 503, "{}", r.text());
+        assert!(
+            r.text().contains("did not get a running pod in time"),
+            "{}",
+            r.text()
+        );
+        assert_eq!(r.header("retry-after"), Some("1"));
+        assert!(took >= Duration::from_millis(1400), "held for {took:?}");
+    }
+    // The activation asked for a pod; it waits for a host with the label.
+    let pods = stdout(&up.cli(&["get", "pods", "stuck"]));
+    assert!(
+        pods.contains("Pending") && pods.contains("disk=nvme"),
+        "{pods}"
+    );
 }
 
 #[test]
 fn an_idle_app_scales_to_zero_and_back_on_a_three_controller_cluster() {
     let c = Cluster::start(3, 2);
-    let ingresses = c.host_addrs.clone();
+    let ingresses = [(c.host_addrs[0], "h1"), (c.host_addrs[1], "h2")];
     let dir = c.dir.path().to_path_buf();
     scale_from_zero_and_back(&dir, &|args| c.cli(args), &ingresses);
 }

@@ -17,6 +17,11 @@ pub struct Up {
 
 impl Up {
     pub fn start(demo: bool) -> Up {
+        Up::start_with(demo, &[])
+    }
+
+    /// `dabba up` with extra flags.
+    pub fn start_with(demo: bool, extra: &[&str]) -> Up {
         guest("payment");
         let dir = tempfile::tempdir().unwrap();
         let api = SocketAddr::from(([127, 0, 0, 1], free_port()));
@@ -35,6 +40,7 @@ impl Up {
         if demo {
             args.push("--demo".into());
         }
+        args.extend(extra.iter().map(|a| a.to_string()));
         let proc = Proc::start("up", &args, &[], dir.path());
         let up = Up {
             dir,
