@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::cluster::Cluster;
 use crate::platform::Up;
-use crate::support::{eventually, guest, stderr, stdout, try_request};
+use crate::support::{apply_manifest, eventually, guest, stderr, stdout, try_request};
 
 /// An app of the hostile guest whose `/sleep` holds a request without computing, scaled
 /// on two in flight per pod, with windows short enough for a test.
@@ -163,17 +163,14 @@ fn held_requests_are_bounded_in_number_and_in_time() {
         false,
         &["--activator-queue", "2", "--activator-timeout", "1500ms"],
     );
-    let manifest = up.dir.path().join("stuck.toml");
-    std::fs::write(
-        &manifest,
-        format!(
+    apply_manifest(
+        &|args| up.cli(args),
+        &up.dir.path().join("stuck.toml"),
+        &format!(
             "[app]\nname = \"stuck\"\ncomponent = \"{}\"\nroute = \"/stuck\"\nreplicas = 0\n\n[placement]\nnode_selector = {{ disk = \"nvme\" }}\n\n[scale]\nmin = 0\nmax = 2\n",
             guest("hello").display()
         ),
-    )
-    .unwrap();
-    let out = up.cli(&["apply", "-f", manifest.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    );
     // The route reaches the host's table (a request is held, not a 404).
     let ingress = up.ingress;
     eventually("the stuck route", Duration::from_secs(30), || {

@@ -484,32 +484,11 @@ fn a_lost_host_has_its_pods_rescheduled_and_the_app_keeps_answering() {
 #[test]
 fn the_cluster_benchmark_takes_every_measurement() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let guests = guest("payment").parent().unwrap().to_path_buf();
-    let out = tempfile::tempdir().unwrap();
-    let run = run_dabba(
-        &[
-            "bench",
-            "--suite",
-            "cluster",
-            "--quick",
-            "--duration",
-            "1s",
-            "--failovers",
-            "1",
-            "--heartbeat-interval",
-            "100ms",
-            "--election-timeout",
-            "400ms",
-            "--guests",
-            guests.to_str().unwrap(),
-            "--out",
-            out.path().to_str().unwrap(),
-        ],
-        Duration::from_secs(300),
+    let (run, report) = quick_bench(
+        "cluster",
+        "payment",
+        &["--duration", "1s", "--failovers", "1"],
     );
-    assert!(run.status.success(), "{}{}", stdout(&run), stderr(&run));
-    let report: Value =
-        serde_json::from_slice(&std::fs::read(out.path().join("cluster.json")).unwrap()).unwrap();
     let c = &report["cluster"];
     for m in ["raft_write_serial", "raft_write_concurrent", "payments"] {
         assert!(c[m]["requests"].as_u64().unwrap() > 0, "{m}: {c}");
@@ -525,28 +504,7 @@ fn the_cluster_benchmark_takes_every_measurement() {
 #[test]
 fn the_autoscale_benchmark_takes_every_measurement() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let guests = guest("hello").parent().unwrap().to_path_buf();
-    let out = tempfile::tempdir().unwrap();
-    let run = run_dabba(
-        &[
-            "bench",
-            "--suite",
-            "autoscale",
-            "--quick",
-            "--heartbeat-interval",
-            "100ms",
-            "--election-timeout",
-            "400ms",
-            "--guests",
-            guests.to_str().unwrap(),
-            "--out",
-            out.path().to_str().unwrap(),
-        ],
-        Duration::from_secs(300),
-    );
-    assert!(run.status.success(), "{}{}", stdout(&run), stderr(&run));
-    let report: Value =
-        serde_json::from_slice(&std::fs::read(out.path().join("autoscale.json")).unwrap()).unwrap();
+    let (run, report) = quick_bench("autoscale", "hello", &[]);
     let a = &report["autoscale"];
     for cold in ["cold_start_embedded", "cold_start_cluster"] {
         for run in ["stream", "isolated"] {
@@ -561,4 +519,31 @@ fn the_autoscale_benchmark_takes_every_measurement() {
         "{a}"
     );
     assert!(stdout(&run).contains("Idle pods on one host"));
+}
+
+/// Runs `dabba bench --suite SUITE --quick` (with the test clusters' Raft timing and the
+/// guests next to `guest`), which must succeed; its output and its JSON report.
+fn quick_bench(suite: &str, guest_name: &str, extra: &[&str]) -> (std::process::Output, Value) {
+    let guests = guest(guest_name).parent().unwrap().to_path_buf();
+    let out = tempfile::tempdir().unwrap();
+    let mut args = vec![
+        "bench",
+        "--suite",
+        suite,
+        "--quick",
+        "--heartbeat-interval",
+        "100ms",
+        "--election-timeout",
+        "400ms",
+        "--guests",
+        guests.to_str().unwrap(),
+        "--out",
+        out.path().to_str().unwrap(),
+    ];
+    args.extend(extra);
+    let run = run_dabba(&args, Duration::from_secs(300));
+    assert!(run.status.success(), "{}{}", stdout(&run), stderr(&run));
+    let file = out.path().join(format!("{suite}.json"));
+    let report = serde_json::from_slice(&std::fs::read(file).unwrap()).unwrap();
+    (run, report)
 }

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{Proc, eventually, free_port, guest, run_dabba, stderr, stdout, try_request};
+use crate::support::{
+    Proc, apply_manifest, eventually, free_port, guest, run_dabba, stderr, stdout, try_request,
+};
 
 pub struct Up {
     pub dir: tempfile::TempDir,
@@ -166,17 +168,14 @@ fn up_with_the_demo_serves_the_samples_and_keeps_everything_across_a_restart() {
     // An app with no pod anywhere and no [scale]: the ingress says so at once and when
     // to retry, and a request that already hopped from another host is not proxied
     // again. (An autoscaled app would be activated instead: see tests/all/autoscale.rs.)
-    let fixed = up.dir.path().join("fixed.toml");
-    std::fs::write(
-        &fixed,
-        format!(
+    apply_manifest(
+        &|args| up.cli(args),
+        &up.dir.path().join("fixed.toml"),
+        &format!(
             "[app]\nname = \"fixed\"\ncomponent = \"{}\"\nroute = \"/fixed\"\nreplicas = 0\n",
             guest("hello").display()
         ),
-    )
-    .unwrap();
-    let out = up.cli(&["apply", "-f", fixed.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    );
     for hop in [false, true] {
         let headers: &[(&str, &str)] = if hop { &[("x-dabba-hop", "1")] } else { &[] };
         let r = eventually("the fixed app's route", Duration::from_secs(30), || {

@@ -372,3 +372,11 @@ pub fn eventually<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> O
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Writes a manifest to `path` and applies it with `cli` (a platform's CLI with its
+/// credentials), which must succeed.
+pub fn apply_manifest(cli: &dyn Fn(&[&str]) -> Output, path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+    let out = cli(&["apply", "-f", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+}
