@@ -13,6 +13,7 @@ pub mod api;
 pub mod capabilities;
 #[cfg(feature = "client")]
 pub mod client;
+pub mod cron;
 pub mod digest;
 pub mod kv;
 pub mod limits;
