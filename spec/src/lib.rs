@@ -14,6 +14,7 @@ pub mod capabilities;
 #[cfg(feature = "client")]
 pub mod client;
 pub mod cron;
+pub mod cronjob;
 pub mod digest;
 pub mod kv;
 pub mod limits;

@@ -275,7 +275,12 @@ impl Manifest {
     }
 }
 
-fn toml_error(file: &str, text: &str, e: &toml::de::Error, field: Option<String>) -> ManifestError {
+pub(crate) fn toml_error(
+    file: &str,
+    text: &str,
+    e: &toml::de::Error,
+    field: Option<String>,
+) -> ManifestError {
     let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
     ManifestError {
         file: file.to_string(),
@@ -295,7 +300,7 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 }
 
 /// Where `key` is written in `[section]`, or the section header, or (0, 0).
-fn locate(text: &str, section: &str, key: &str) -> (usize, usize) {
+pub(crate) fn locate(text: &str, section: &str, key: &str) -> (usize, usize) {
     let mut in_section = false;
     let mut header = (0, 0);
     for (i, line) in text.lines().enumerate() {

@@ -1,0 +1,372 @@
+//! Cron jobs as an operator writes them: `[[cron]]` tables in a manifest of their own
+//! (`dabba apply -f settlement-cron.toml`), with Kubernetes CronJob semantics.
+//!
+//! ```toml
+//! [[cron]]
+//! name = "settlement"
+//! schedule = "0 1 * * *"             # see crate::cron; 5 fields, no seconds
+//! timezone = "Asia/Kolkata"          # IANA; default UTC; unknown zones are refused
+//! component = "settlement.wasm"      # relative to this file
+//! args = []                          # argv after the program name
+//! env = { MODE = "live" }
+//! config = { bucket = "ledger" }
+//! key_value_buckets = ["ledger"]
+//! limits = { fuel = 5_000_000_000, memory = "256Mi", timeout = "20m" }
+//! concurrency_policy = "forbid"      # allow (default) | forbid | replace
+//! starting_deadline = "10m"          # optional: a run later than this is missed
+//! suspend = false
+//! successful_history = 5             # default 3
+//! failed_history = 3                 # default 1
+//! backoff_limit = 2                  # retries of a failed run; default 6
+//! active_deadline = "30m"            # optional: a run (all attempts) longer fails
+//! ```
+//!
+//! Parsing does no I/O, like `crate::manifest`: errors name the file, line and field.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::cron::{Schedule, time_zone};
+use crate::manifest::{ManifestError, locate, toml_error};
+use crate::resources::valid_name;
+use crate::{HumanDuration, LimitOverrides, WorkloadKind};
+
+/// What happens when a run is due while the previous one still runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConcurrencyPolicy {
+    /// Start it anyway.
+    #[default]
+    Allow,
+    /// Skip it (recorded as skipped).
+    Forbid,
+    /// Stop the running one and start it.
+    Replace,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CronSection {
+    pub name: String,
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    pub schedule: String,
+    #[serde(default = "utc")]
+    pub timezone: String,
+    /// Path of the component, relative to the manifest.
+    pub component: String,
+    #[serde(default)]
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+    #[serde(default)]
+    pub key_value_buckets: Vec<String>,
+    #[serde(default)]
+    pub limits: LimitOverrides,
+    #[serde(default)]
+    pub concurrency_policy: ConcurrencyPolicy,
+    #[serde(default)]
+    pub starting_deadline: Option<HumanDuration>,
+    #[serde(default)]
+    pub suspend: bool,
+    #[serde(default = "three")]
+    pub successful_history: u32,
+    #[serde(default = "one")]
+    pub failed_history: u32,
+    #[serde(default = "six")]
+    pub backoff_limit: u32,
+    #[serde(default)]
+    pub active_deadline: Option<HumanDuration>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CronManifest {
+    pub cron: Vec<CronSection>,
+}
+
+fn default_namespace() -> String {
+    "default".into()
+}
+fn utc() -> String {
+    "UTC".into()
+}
+fn one() -> u32 {
+    1
+}
+fn three() -> u32 {
+    3
+}
+fn six() -> u32 {
+    6
+}
+
+/// Runs kept per job and outcome, at most.
+pub const MAX_HISTORY: u32 = 100;
+/// The first retry of a failed run waits this long; each later one twice as long …
+pub const FIRST_RETRY: Duration = Duration::from_secs(10);
+/// … up to this (Kubernetes' cap for job back-off).
+pub const MAX_RETRY: Duration = Duration::from_secs(6 * 60);
+
+/// How long to wait before retry number `retry` (1-based) of a failed run.
+pub fn retry_delay(retry: u32) -> Duration {
+    let doublings = retry.saturating_sub(1).min(16);
+    (FIRST_RETRY * 2u32.pow(doublings)).min(MAX_RETRY)
+}
+
+impl CronManifest {
+    /// Parses and validates a cron manifest. `file` is used only in errors.
+    pub fn parse(file: &str, text: &str) -> Result<CronManifest, ManifestError> {
+        let de = toml::Deserializer::parse(text).map_err(|e| toml_error(file, text, &e, None))?;
+        let manifest: CronManifest = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let field = (path != "." && !path.is_empty()).then_some(path);
+            toml_error(file, text, e.inner(), field)
+        })?;
+        for (i, job) in manifest.cron.iter().enumerate() {
+            job.validate().map_err(|(key, message)| {
+                let (line, column) = locate_in_nth(text, i, key);
+                ManifestError {
+                    file: file.to_string(),
+                    line,
+                    column,
+                    field: Some(format!("cron[{i}].{key}")),
+                    message,
+                }
+            })?;
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, job) in manifest.cron.iter().enumerate() {
+            if !names.insert((&job.namespace, &job.name)) {
+                let (line, column) = locate_in_nth(text, i, "name");
+                return Err(ManifestError {
+                    file: file.to_string(),
+                    line,
+                    column,
+                    field: Some(format!("cron[{i}].name")),
+                    message: format!("a second cron job named `{}`", job.name),
+                });
+            }
+        }
+        Ok(manifest)
+    }
+}
+
+impl CronSection {
+    /// Checks one job; the error names its key.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if !valid_name(&self.name) {
+            return Err((
+                "name",
+                format!(
+                    "`{}` is not a valid name: use 1-63 lower-case letters, digits and '-', starting with a letter",
+                    self.name
+                ),
+            ));
+        }
+        if !valid_name(&self.namespace) {
+            return Err((
+                "namespace",
+                format!("`{}` is not a valid namespace", self.namespace),
+            ));
+        }
+        self.schedule
+            .parse::<Schedule>()
+            .map_err(|e| ("schedule", e.to_string()))?;
+        time_zone(&self.timezone).map_err(|e| ("timezone", e))?;
+        if self.component.trim().is_empty() {
+            return Err((
+                "component",
+                "must name a .wasm file, relative to this manifest".into(),
+            ));
+        }
+        if let Err(e) = self.limits.resolve(WorkloadKind::Job) {
+            return Err(("limits", e.to_string()));
+        }
+        for (key, n) in [
+            ("successful_history", self.successful_history),
+            ("failed_history", self.failed_history),
+        ] {
+            if n > MAX_HISTORY {
+                return Err((key, format!("{n} is more than {MAX_HISTORY}")));
+            }
+        }
+        if self.backoff_limit > 20 {
+            return Err((
+                "backoff_limit",
+                format!("{} retries is more than 20", self.backoff_limit),
+            ));
+        }
+        for (key, d) in [
+            ("starting_deadline", self.starting_deadline),
+            ("active_deadline", self.active_deadline),
+        ] {
+            if d.is_some_and(|d| d.get() < Duration::from_secs(1)) {
+                return Err((key, "must be at least 1s".into()));
+            }
+        }
+        for b in &self.key_value_buckets {
+            if !valid_name(b) {
+                return Err((
+                    "key_value_buckets",
+                    format!("`{b}` is not a valid bucket name"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where `key` is written in the `n`th `[[cron]]` table, or that table's header.
+fn locate_in_nth(text: &str, n: usize, key: &str) -> (usize, usize) {
+    // Cut the text at the nth header, so `locate` finds the key in that table.
+    let mut seen = 0;
+    let mut offset_lines = 0;
+    for (i, line) in text.lines().enumerate() {
+        if line.trim() == "[[cron]]" {
+            if seen == n {
+                offset_lines = i;
+                break;
+            }
+            seen += 1;
+        }
+    }
+    let rest: String = text
+        .lines()
+        .skip(offset_lines)
+        .enumerate()
+        .map(|(i, l)| {
+            if i == 0 {
+                "[cron]".to_string()
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let rest = match rest[1..].find("\n[[") {
+        Some(end) => rest[..end + 1].to_string(),
+        None => rest,
+    };
+    match locate(&rest, "cron", key) {
+        (0, 0) => (offset_lines + 1, 1),
+        (line, column) => (offset_lines + line, column),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SETTLEMENT: &str = r#"
+[[cron]]
+name = "settlement"
+schedule = "0 1 * * *"
+timezone = "Asia/Kolkata"
+component = "settlement.wasm"
+config = { bucket = "ledger" }
+key_value_buckets = ["ledger"]
+concurrency_policy = "forbid"
+backoff_limit = 2
+successful_history = 5
+failed_history = 3
+
+[[cron]]
+name = "cleanup"
+schedule = "@hourly"
+component = "cleanup.wasm"
+"#;
+
+    #[test]
+    fn a_cron_manifest_parses_with_kubernetes_defaults() {
+        let m = CronManifest::parse("cron.toml", SETTLEMENT).unwrap();
+        let s = &m.cron[0];
+        assert_eq!(s.concurrency_policy, ConcurrencyPolicy::Forbid);
+        assert_eq!(
+            (s.backoff_limit, s.successful_history, s.failed_history),
+            (2, 5, 3)
+        );
+        let c = &m.cron[1];
+        assert_eq!(c.timezone, "UTC");
+        assert_eq!(c.concurrency_policy, ConcurrencyPolicy::Allow);
+        assert_eq!(
+            (c.backoff_limit, c.successful_history, c.failed_history),
+            (6, 3, 1)
+        );
+        assert!(!c.suspend && c.starting_deadline.is_none());
+    }
+
+    #[test]
+    fn errors_name_the_job_the_field_and_the_line() {
+        let cases = [
+            (
+                SETTLEMENT.replace("Asia/Kolkata", "Asia/Bombay_Beach"),
+                "cron[0].timezone",
+                5,
+            ),
+            (
+                SETTLEMENT.replace("0 1 * * *", "0 0 1 * * *"),
+                "cron[0].schedule",
+                4,
+            ),
+            (
+                SETTLEMENT.replace("@hourly", "@reboot"),
+                "cron[1].schedule",
+                16,
+            ),
+            (
+                SETTLEMENT.replace("backoff_limit = 2", "backoff_limit = 99"),
+                "cron[0].backoff_limit",
+                10,
+            ),
+            (
+                SETTLEMENT.replace("name = \"cleanup\"", "name = \"settlement\""),
+                "cron[1].name",
+                15,
+            ),
+        ];
+        for (text, field, line) in cases {
+            let e = CronManifest::parse("cron.toml", &text).unwrap_err();
+            assert_eq!(e.field.as_deref(), Some(field), "{e}");
+            assert_eq!(e.line, line, "{e}");
+        }
+        let e = CronManifest::parse("cron.toml", &format!("{SETTLEMENT}colour = 1\n")).unwrap_err();
+        assert!(e.message.contains("colour"), "{e}");
+    }
+
+    #[test]
+    fn retries_back_off_from_ten_seconds_doubling_to_six_minutes() {
+        let delays: Vec<u64> = (1..=8).map(|n| retry_delay(n).as_secs()).collect();
+        assert_eq!(delays, [10, 20, 40, 80, 160, 320, 360, 360]);
+        assert_eq!(retry_delay(1000).as_secs(), 360);
+    }
+}
+
+#[cfg(test)]
+mod sample {
+    use super::*;
+
+    #[test]
+    fn the_settlement_sample_manifest_is_valid() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../examples/settlement/cron.toml"
+        );
+        let text = std::fs::read_to_string(path).unwrap();
+        let m = CronManifest::parse(path, &text).unwrap();
+        let s = &m.cron[0];
+        assert_eq!(
+            (s.schedule.as_str(), s.timezone.as_str()),
+            ("0 1 * * *", "Asia/Kolkata")
+        );
+        assert_eq!(s.concurrency_policy, ConcurrencyPolicy::Forbid);
+        assert_eq!(
+            (s.backoff_limit, s.successful_history, s.failed_history),
+            (2, 5, 3)
+        );
+    }
+}
