@@ -370,3 +370,81 @@ mod sample {
         );
     }
 }
+
+/// A cron job as the control plane holds it: the section with its component resolved,
+/// and what the scheduler has done so far.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CronJob {
+    pub spec: CronSection,
+    /// The component, by content.
+    pub component: crate::Digest,
+    pub created_at: u64,
+    /// The latest schedule time dealt with (claimed, skipped or missed): no time at or
+    /// before it is ever claimed again.
+    pub last_scheduled: Option<u64>,
+    /// Schedule times recorded as missed (most recent last, at most [`MISSED_KEPT`]).
+    #[serde(default)]
+    pub missed: Vec<u64>,
+    #[serde(default)]
+    pub missed_total: u64,
+}
+
+/// Missed schedule times kept per job for `describe`.
+pub const MISSED_KEPT: usize = 20;
+
+/// Where a run is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunPhase {
+    /// Claimed; waiting for a host (or for its retry time).
+    Pending,
+    Running,
+    Succeeded,
+    /// Failed for good (retries used up, deadline passed, or replaced).
+    Failed,
+    /// Not started: the previous run was still active and the policy is `forbid`.
+    Skipped,
+}
+
+impl RunPhase {
+    pub fn is_active(self) -> bool {
+        matches!(self, RunPhase::Pending | RunPhase::Running)
+    }
+}
+
+/// One run of a cron job for one schedule time (or a manual run).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRun {
+    /// `<job>-<yyyymmddhhmm in UTC>` for scheduled runs, so a schedule time has one name.
+    pub name: String,
+    pub namespace: String,
+    pub job: String,
+    pub scheduled: u64,
+    pub phase: RunPhase,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    /// When the current attempt may start (a retry waits its back-off).
+    pub not_before: u64,
+    /// When the first attempt started.
+    #[serde(default)]
+    pub started: Option<u64>,
+    #[serde(default)]
+    pub finished: Option<u64>,
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    #[serde(default)]
+    pub fuel: Option<u64>,
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub manual: bool,
+}
+
+/// The name of job `job`'s run for schedule time `scheduled` (ms since the epoch).
+pub fn run_name(job: &str, scheduled: u64) -> String {
+    let ts =
+        jiff::Timestamp::from_millisecond(scheduled as i64).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    format!("{job}-{}", ts.strftime("%Y%m%d%H%M"))
+}

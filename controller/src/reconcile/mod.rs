@@ -9,6 +9,7 @@
 //! (heartbeats), and commits what it returns through Raft.
 
 pub mod autoscale;
+pub mod cron;
 mod hosts;
 pub mod replicas;
 pub mod scheduler;

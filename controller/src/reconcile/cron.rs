@@ -1,0 +1,593 @@
+//! Cron jobs: which schedule times to claim, skip or record as missed, which runs have
+//! overrun or lost their host, and which old runs to forget — a pure function of the
+//! jobs, their runs and the time, with the state changes it proposes applied by
+//! [`CronState::apply`] (deterministic, as every Raft command is).
+//!
+//! Exactly once: a run is named by its job and schedule time, and a claim is applied
+//! only if that time is later than the job's `last_scheduled` high-water mark, which the
+//! claim raises in the same step. A claim is committed through Raft before any host
+//! starts the run, so a leader that fails over and proposes the same claim again (or a
+//! stale one) changes nothing.
+//!
+//! Missed times (the controller was down, or the job suspended): only the most recent due
+//! time may start — if it is within `starting_deadline` — and every older one is recorded
+//! as missed; there is never a burst of catch-up runs.
+//!
+//! Not here yet (see spec/cron.md): placing runs on hosts and their reports, which the
+//! wiring into the controller's state and the hosts' job runner will add.
+
+use std::collections::BTreeMap;
+
+use dabba_spec::cron::{Schedule, time_zone};
+use dabba_spec::cronjob::{
+    ConcurrencyPolicy, CronJob, JobRun, MISSED_KEPT, RunPhase, retry_delay, run_name,
+};
+use dabba_spec::resources::{Millis, app_key};
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+/// A change to cron state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum CronChange {
+    /// Start a run for `scheduled`; the older due times in `missed` are recorded as such.
+    Claim {
+        job: String,
+        scheduled: Millis,
+        missed: Vec<Millis>,
+    },
+    /// Do not start `scheduled` (the previous run is still active under `forbid`).
+    Skip {
+        job: String,
+        scheduled: Millis,
+        missed: Vec<Millis>,
+    },
+    /// These times passed without a run (past the starting deadline).
+    Missed { job: String, times: Vec<Millis> },
+    /// The current attempt of a run failed; it is retried after its back-off while the
+    /// job's `backoff_limit` allows, else the run fails.
+    AttemptFailed { run: String, reason: String },
+    /// The run fails now, without retries.
+    Fail { run: String, reason: String },
+    /// Forget finished runs beyond the job's history limits.
+    Prune { runs: Vec<String> },
+}
+
+/// Cron jobs by `namespace/name` and their runs by `namespace/run`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CronState {
+    pub jobs: BTreeMap<String, CronJob>,
+    pub runs: BTreeMap<String, JobRun>,
+}
+
+fn ts(ms: Millis) -> Timestamp {
+    Timestamp::from_millisecond(ms as i64).unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+fn ms(t: Timestamp) -> Millis {
+    t.as_millisecond().max(0) as Millis
+}
+
+/// Due schedule times looked at per job and round, at most (a job down for longer has
+/// its older times recorded in bulk as missed on later rounds).
+const MAX_DUE: usize = 10_000;
+
+/// What should change now.
+pub fn plan(state: &CronState, now: Millis, ready_hosts: &[&str]) -> Vec<CronChange> {
+    let mut out = Vec::new();
+    for (key, job) in &state.jobs {
+        let s = &job.spec;
+        let runs: Vec<(&String, &JobRun)> = state
+            .runs
+            .iter()
+            .filter(|(_, r)| r.namespace == s.namespace && r.job == s.name)
+            .collect();
+
+        // Active runs that overran their deadline, or whose host is gone.
+        for (rk, r) in runs.iter().filter(|(_, r)| r.phase.is_active()) {
+            if let (Some(deadline), Some(started)) = (s.active_deadline, r.started)
+                && now.saturating_sub(started) > deadline.get().as_millis() as Millis
+            {
+                out.push(CronChange::Fail {
+                    run: (*rk).clone(),
+                    reason: format!("active deadline of {deadline} passed"),
+                });
+                continue;
+            }
+            if r.phase == RunPhase::Running
+                && r.host.as_deref().is_some_and(|h| !ready_hosts.contains(&h))
+            {
+                out.push(CronChange::AttemptFailed {
+                    run: (*rk).clone(),
+                    reason: format!(
+                        "host {} was lost during the run",
+                        r.host.as_deref().unwrap_or("?")
+                    ),
+                });
+            }
+        }
+
+        // Schedule times now due.
+        if !s.suspend
+            && let (Ok(schedule), Ok(tz)) = (s.schedule.parse::<Schedule>(), time_zone(&s.timezone))
+        {
+            let from = job.last_scheduled.unwrap_or(job.created_at);
+            let due: Vec<Millis> = schedule
+                .between(ts(from), ts(now), &tz, MAX_DUE)
+                .into_iter()
+                .map(ms)
+                .collect();
+            if let Some((&latest, older)) = due.split_last() {
+                let missed = older.to_vec();
+                let late = s
+                    .starting_deadline
+                    .is_some_and(|d| now.saturating_sub(latest) > d.get().as_millis() as Millis);
+                let active: Vec<&String> = runs
+                    .iter()
+                    .filter(|(_, r)| r.phase.is_active())
+                    .map(|(k, _)| *k)
+                    .collect();
+                if late {
+                    out.push(CronChange::Missed {
+                        job: key.clone(),
+                        times: due.clone(),
+                    });
+                } else if active.is_empty() || s.concurrency_policy == ConcurrencyPolicy::Allow {
+                    out.push(CronChange::Claim {
+                        job: key.clone(),
+                        scheduled: latest,
+                        missed,
+                    });
+                } else if s.concurrency_policy == ConcurrencyPolicy::Forbid {
+                    out.push(CronChange::Skip {
+                        job: key.clone(),
+                        scheduled: latest,
+                        missed,
+                    });
+                } else {
+                    let new = run_name(&s.name, latest);
+                    for rk in active {
+                        out.push(CronChange::Fail {
+                            run: rk.clone(),
+                            reason: format!("replaced by run {new}"),
+                        });
+                    }
+                    out.push(CronChange::Claim {
+                        job: key.clone(),
+                        scheduled: latest,
+                        missed,
+                    });
+                }
+            }
+        }
+
+        // History: the newest `successful_history` successes and `failed_history`
+        // failures (and as many skips) stay.
+        let mut prune = Vec::new();
+        for (phase, keep) in [
+            (RunPhase::Succeeded, s.successful_history),
+            (RunPhase::Failed, s.failed_history),
+            (RunPhase::Skipped, s.failed_history),
+        ] {
+            let mut done: Vec<&(&String, &JobRun)> =
+                runs.iter().filter(|(_, r)| r.phase == phase).collect();
+            done.sort_by_key(|(k, r)| (std::cmp::Reverse(r.scheduled), (*k).clone()));
+            prune.extend(done.iter().skip(keep as usize).map(|(k, _)| (*k).clone()));
+        }
+        if !prune.is_empty() {
+            prune.sort();
+            out.push(CronChange::Prune { runs: prune });
+        }
+    }
+    out
+}
+
+impl CronState {
+    /// Applies one change at time `at`; returns whether anything changed. Changes that no
+    /// longer apply (a claim for a time already dealt with, a run already gone or
+    /// finished) change nothing.
+    pub fn apply(&mut self, change: &CronChange, at: Millis) -> bool {
+        match change {
+            CronChange::Claim {
+                job,
+                scheduled,
+                missed,
+            } => {
+                let Some(j) = self.advance(job, *scheduled, missed) else {
+                    return false;
+                };
+                let name = run_name(&j.spec.name, *scheduled);
+                let run = JobRun {
+                    name: name.clone(),
+                    namespace: j.spec.namespace.clone(),
+                    job: j.spec.name.clone(),
+                    scheduled: *scheduled,
+                    phase: RunPhase::Pending,
+                    attempt: 1,
+                    not_before: at,
+                    started: None,
+                    finished: None,
+                    host: None,
+                    exit_code: None,
+                    fuel: None,
+                    reason: None,
+                    manual: false,
+                };
+                self.runs
+                    .entry(app_key(&run.namespace, &name))
+                    .or_insert(run);
+                true
+            }
+            CronChange::Skip {
+                job,
+                scheduled,
+                missed,
+            } => {
+                let Some(j) = self.advance(job, *scheduled, missed) else {
+                    return false;
+                };
+                let name = run_name(&j.spec.name, *scheduled);
+                let run = JobRun {
+                    name: name.clone(),
+                    namespace: j.spec.namespace.clone(),
+                    job: j.spec.name.clone(),
+                    scheduled: *scheduled,
+                    phase: RunPhase::Skipped,
+                    attempt: 0,
+                    not_before: at,
+                    started: None,
+                    finished: Some(at),
+                    host: None,
+                    exit_code: None,
+                    fuel: None,
+                    reason: Some(
+                        "the previous run was still active (concurrency_policy = forbid)".into(),
+                    ),
+                    manual: false,
+                };
+                self.runs
+                    .entry(app_key(&run.namespace, &name))
+                    .or_insert(run);
+                true
+            }
+            CronChange::Missed { job, times } => {
+                let Some((&last, older)) = times.split_last() else {
+                    return false;
+                };
+                let mut all = older.to_vec();
+                all.push(last);
+                // Everything up to `last` is dealt with.
+                self.advance(job, last, &all).is_some()
+            }
+            CronChange::AttemptFailed { run, reason } => {
+                let Some(r) = self.runs.get(run) else {
+                    return false;
+                };
+                if !r.phase.is_active() {
+                    return false;
+                }
+                let limit = self
+                    .jobs
+                    .get(&app_key(&r.namespace, &r.job))
+                    .map_or(0, |j| j.spec.backoff_limit);
+                let r = self.runs.get_mut(run).expect("checked above");
+                r.host = None;
+                r.reason = Some(reason.clone());
+                if r.attempt > limit {
+                    r.phase = RunPhase::Failed;
+                    r.finished = Some(at);
+                    r.reason = Some(format!("{reason}; no retries left (backoff_limit {limit})"));
+                } else {
+                    r.not_before = at + retry_delay(r.attempt).as_millis() as Millis;
+                    r.attempt += 1;
+                    r.phase = RunPhase::Pending;
+                }
+                true
+            }
+            CronChange::Fail { run, reason } => match self.runs.get_mut(run) {
+                Some(r) if r.phase.is_active() => {
+                    r.phase = RunPhase::Failed;
+                    r.finished = Some(at);
+                    r.host = None;
+                    r.reason = Some(reason.clone());
+                    true
+                }
+                _ => false,
+            },
+            CronChange::Prune { runs } => {
+                let before = self.runs.len();
+                for r in runs {
+                    if self.runs.get(r).is_some_and(|r| !r.phase.is_active()) {
+                        self.runs.remove(r);
+                    }
+                }
+                self.runs.len() != before
+            }
+        }
+    }
+
+    /// Raises job `key`'s high-water mark to `scheduled` and records `missed`, if
+    /// `scheduled` is newer than any time it dealt with; the job, if so.
+    fn advance(&mut self, key: &str, scheduled: Millis, missed: &[Millis]) -> Option<&CronJob> {
+        let j = self.jobs.get_mut(key)?;
+        if j.last_scheduled.is_some_and(|l| l >= scheduled) {
+            return None;
+        }
+        j.last_scheduled = Some(scheduled);
+        j.missed_total += missed.len() as u64;
+        j.missed.extend_from_slice(missed);
+        let extra = j.missed.len().saturating_sub(MISSED_KEPT);
+        j.missed.drain(..extra);
+        Some(j)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use dabba_spec::cronjob::CronManifest;
+
+    use super::*;
+
+    const MIN: Millis = 60_000;
+
+    fn at(text: &str) -> Millis {
+        ms(text.parse().unwrap())
+    }
+
+    /// A state with one job from a `[[cron]]` table body, created at `created`.
+    fn with_job(body: &str, created: Millis) -> CronState {
+        let text = format!("[[cron]]\ncomponent = \"job.wasm\"\n{body}");
+        let spec = CronManifest::parse("t.toml", &text).unwrap().cron.remove(0);
+        let key = app_key(&spec.namespace, &spec.name);
+        let mut s = CronState::default();
+        s.jobs.insert(
+            key,
+            CronJob {
+                spec,
+                component: dabba_spec::Digest::from_bytes([7; 32]),
+                created_at: created,
+                last_scheduled: None,
+                missed: Vec::new(),
+                missed_total: 0,
+            },
+        );
+        s
+    }
+
+    /// Runs the reconciler and applies what it proposes, as the leader would.
+    fn tick(s: &mut CronState, now: Millis) -> Vec<CronChange> {
+        let changes = plan(s, now, &["h1"]);
+        for c in &changes {
+            s.apply(c, now);
+        }
+        changes
+    }
+
+    fn finish(s: &mut CronState, phase: RunPhase) {
+        for r in s.runs.values_mut().filter(|r| r.phase.is_active()) {
+            r.phase = phase;
+            r.finished = Some(r.not_before);
+        }
+    }
+
+    const SETTLEMENT: &str = "name = \"settlement\"\nschedule = \"0 1 * * *\"\ntimezone = \"Asia/Kolkata\"\nconcurrency_policy = \"forbid\"\nbackoff_limit = 2\nsuccessful_history = 5\nfailed_history = 3\n";
+
+    #[test]
+    fn a_schedule_time_is_claimed_once_however_often_the_reconciler_runs() {
+        let created = at("2026-11-25T12:00:00Z");
+        let mut s = with_job(SETTLEMENT, created);
+        assert!(
+            tick(&mut s, at("2026-11-25T19:29:00Z")).is_empty(),
+            "not yet"
+        );
+        let due = at("2026-11-25T19:30:00Z"); // 01:00 IST on the 26th
+        let changes = tick(&mut s, due + 1000);
+        assert_eq!(
+            changes,
+            [CronChange::Claim {
+                job: "default/settlement".into(),
+                scheduled: due,
+                missed: vec![]
+            }]
+        );
+        assert!(s.runs.contains_key("default/settlement-202611251930"));
+        // Every later round, and a new leader replaying the same claim: nothing more.
+        for later in [due + 2000, due + 60_000, due + 3_600_000] {
+            assert!(tick(&mut s, later).is_empty());
+        }
+        assert!(
+            !s.apply(&changes[0], due + 5000),
+            "a replayed claim changes nothing"
+        );
+        assert_eq!(s.runs.len(), 1);
+    }
+
+    #[test]
+    fn after_an_outage_only_the_latest_time_runs_and_the_rest_are_missed() {
+        let created = at("2026-11-20T00:00:00Z");
+        let mut s = with_job(SETTLEMENT, created);
+        // Down from before the 21st's run until after the 24th's.
+        let now = at("2026-11-23T20:00:00Z"); // 01:30 IST on the 24th
+        let changes = tick(&mut s, now);
+        let [
+            CronChange::Claim {
+                scheduled, missed, ..
+            },
+        ] = changes.as_slice()
+        else {
+            panic!("{changes:?}");
+        };
+        assert_eq!(*scheduled, at("2026-11-23T19:30:00Z"));
+        assert_eq!(missed.len(), 3, "the 21st, 22nd and 23rd");
+        let job = &s.jobs["default/settlement"];
+        assert_eq!((job.missed_total, job.missed.len()), (3, 3));
+        assert_eq!(s.runs.len(), 1, "never a burst");
+    }
+
+    #[test]
+    fn a_time_later_than_the_starting_deadline_is_missed_not_run() {
+        let body = format!("{SETTLEMENT}starting_deadline = \"10m\"\n");
+        let mut s = with_job(&body, at("2026-11-25T00:00:00Z"));
+        let due = at("2026-11-25T19:30:00Z");
+        let changes = tick(&mut s, due + 11 * MIN);
+        assert!(
+            matches!(changes.as_slice(), [CronChange::Missed { times, .. }] if times == &[due])
+        );
+        assert!(s.runs.is_empty());
+        assert_eq!(s.jobs["default/settlement"].missed, [due]);
+        assert!(
+            tick(&mut s, due + 12 * MIN).is_empty(),
+            "missed once, not again"
+        );
+        // Within the deadline it would have run.
+        let mut s = with_job(&body, at("2026-11-25T00:00:00Z"));
+        assert!(matches!(
+            tick(&mut s, due + 9 * MIN).as_slice(),
+            [CronChange::Claim { .. }]
+        ));
+    }
+
+    #[test]
+    fn concurrency_policies_allow_forbid_and_replace() {
+        let every_minute = |policy: &str| {
+            format!(
+                "name = \"tick\"\nschedule = \"* * * * *\"\nconcurrency_policy = \"{policy}\"\n"
+            )
+        };
+        let t0 = at("2026-11-26T10:00:00Z");
+        for (policy, expect_active, expect_skipped, expect_failed) in [
+            ("allow", 2, 0, 0),
+            ("forbid", 1, 1, 0),
+            ("replace", 1, 0, 1),
+        ] {
+            let mut s = with_job(&every_minute(policy), t0 - 1);
+            tick(&mut s, t0 + 1000);
+            // The first run is still going when the next minute comes.
+            s.runs.values_mut().for_each(|r| {
+                r.phase = RunPhase::Running;
+                r.started = Some(t0 + 1000);
+                r.host = Some("h1".into());
+            });
+            tick(&mut s, t0 + MIN + 1000);
+            let count = |p: RunPhase| s.runs.values().filter(|r| r.phase == p).count();
+            let active = count(RunPhase::Pending) + count(RunPhase::Running);
+            assert_eq!(
+                (active, count(RunPhase::Skipped), count(RunPhase::Failed)),
+                (expect_active, expect_skipped, expect_failed),
+                "{policy}: {:?}",
+                s.runs
+            );
+        }
+    }
+
+    #[test]
+    fn a_failed_attempt_is_retried_with_back_off_until_the_limit() {
+        let mut s = with_job(SETTLEMENT, at("2026-11-25T00:00:00Z"));
+        let due = at("2026-11-25T19:30:00Z");
+        tick(&mut s, due);
+        let key = "default/settlement-202611251930".to_string();
+        let fail = |s: &mut CronState, now| {
+            s.apply(
+                &CronChange::AttemptFailed {
+                    run: key.clone(),
+                    reason: "exit code 1".into(),
+                },
+                now,
+            )
+        };
+        assert!(fail(&mut s, due + 5000));
+        let r = &s.runs[&key];
+        assert_eq!(
+            (r.phase, r.attempt, r.not_before),
+            (RunPhase::Pending, 2, due + 15_000)
+        );
+        assert!(fail(&mut s, due + 20_000));
+        let r = &s.runs[&key];
+        assert_eq!(
+            (r.attempt, r.not_before),
+            (3, due + 40_000),
+            "20 s after the second"
+        );
+        assert!(fail(&mut s, due + 60_000));
+        let r = &s.runs[&key];
+        assert_eq!(
+            r.phase,
+            RunPhase::Failed,
+            "backoff_limit 2: three attempts in all"
+        );
+        assert!(r.reason.as_deref().unwrap().contains("no retries left"));
+        assert!(!fail(&mut s, due + 70_000), "a finished run stays finished");
+    }
+
+    #[test]
+    fn a_lost_host_fails_the_attempt_and_an_overrun_fails_the_run() {
+        let body = format!("{SETTLEMENT}active_deadline = \"30m\"\n");
+        let mut s = with_job(&body, at("2026-11-25T00:00:00Z"));
+        let due = at("2026-11-25T19:30:00Z");
+        tick(&mut s, due);
+        let key = "default/settlement-202611251930".to_string();
+        let r = s.runs.get_mut(&key).unwrap();
+        r.phase = RunPhase::Running;
+        r.started = Some(due);
+        r.host = Some("h9".into());
+        let changes = tick(&mut s, due + MIN);
+        assert!(
+            matches!(&changes[..], [CronChange::AttemptFailed { reason, .. }] if reason.contains("h9")),
+            "{changes:?}"
+        );
+        assert_eq!(
+            (s.runs[&key].phase, s.runs[&key].attempt),
+            (RunPhase::Pending, 2)
+        );
+        // Running again on a live host, but past the active deadline: failed for good.
+        let r = s.runs.get_mut(&key).unwrap();
+        r.phase = RunPhase::Running;
+        r.host = Some("h1".into());
+        tick(&mut s, due + 31 * MIN);
+        assert_eq!(s.runs[&key].phase, RunPhase::Failed);
+    }
+
+    #[test]
+    fn suspended_jobs_start_nothing_and_resume_without_a_burst() {
+        let body = SETTLEMENT.replace("backoff_limit", "suspend = true\nbackoff_limit");
+        let mut s = with_job(&body, at("2026-11-20T00:00:00Z"));
+        assert!(tick(&mut s, at("2026-11-24T00:00:00Z")).is_empty());
+        s.jobs.values_mut().for_each(|j| j.spec.suspend = false);
+        let changes = tick(&mut s, at("2026-11-24T00:00:00Z"));
+        assert!(
+            matches!(&changes[..], [CronChange::Claim { missed, .. }] if missed.len() == 3),
+            "{changes:?}"
+        );
+        assert_eq!(s.runs.len(), 1);
+    }
+
+    #[test]
+    fn history_keeps_the_newest_successes_and_failures() {
+        let body = "name = \"tick\"\nschedule = \"* * * * *\"\nsuccessful_history = 2\nfailed_history = 1\n";
+        let t0 = at("2026-11-26T10:00:00Z");
+        let mut s = with_job(body, t0 - 1);
+        for i in 0..6 {
+            tick(&mut s, t0 + i * MIN + 1000);
+            finish(
+                &mut s,
+                if i % 3 == 2 {
+                    RunPhase::Failed
+                } else {
+                    RunPhase::Succeeded
+                },
+            );
+        }
+        tick(&mut s, t0 + 5 * MIN + 2000);
+        let mut kept: Vec<(String, RunPhase)> =
+            s.runs.values().map(|r| (r.name.clone(), r.phase)).collect();
+        kept.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            kept,
+            [
+                ("tick-202611261003".to_string(), RunPhase::Succeeded),
+                ("tick-202611261004".to_string(), RunPhase::Succeeded),
+                ("tick-202611261005".to_string(), RunPhase::Failed),
+            ]
+        );
+    }
+}
