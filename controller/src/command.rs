@@ -76,6 +76,22 @@ pub enum Command {
     Batch {
         commands: Vec<Command>,
     },
+    /// Create or change a cron job (its schedule bookkeeping is kept).
+    ApplyCronJob {
+        spec: Box<dabba_spec::cronjob::CronSection>,
+        component: Digest,
+        at: Millis,
+    },
+    DeleteCronJob {
+        namespace: String,
+        name: String,
+        at: Millis,
+    },
+    /// Changes decided by the cron reconciler.
+    Cron {
+        changes: Vec<crate::reconcile::cron::CronChange>,
+        at: Millis,
+    },
     /// A write to a workload's key-value bucket. A write with an `id` is applied at
     /// most once: a retry with the same id (after an answer was lost in a leader change)
     /// gets the first outcome back instead of applying again.

@@ -243,6 +243,22 @@ pub struct RouteEntry {
     pub autoscaled: bool,
 }
 
+/// `PUT /v1/cronjobs/{ns}/{name}`: a cron job with its component resolved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CronJobApply {
+    pub spec: crate::cronjob::CronSection,
+    pub component: crate::Digest,
+}
+
+/// A cron job in a listing: the job, its next run times in its zone, and its runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CronJobView {
+    pub job: crate::cronjob::CronJob,
+    /// The next schedule times, RFC 3339 in the job's zone.
+    pub next: Vec<String>,
+    pub runs: Vec<crate::cronjob::JobRun>,
+}
+
 /// `POST /v1/kv/write`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KvWrite {

@@ -11,10 +11,11 @@ use bytes::Bytes;
 use clap::{Args, Subcommand, ValueEnum};
 use dabba_host::ComponentBytes;
 use dabba_spec::api::{
-    AddMember, AppDetail, AppSummary, ClusterStatus, LogLine, ScaleRequest, TokenRequest,
-    TokenResponse, WatchResponse,
+    AddMember, AppDetail, AppSummary, ClusterStatus, CronJobApply, CronJobView, LogLine,
+    ScaleRequest, TokenRequest, TokenResponse, WatchResponse,
 };
 use dabba_spec::client::{ApiClient, ApiError};
+use dabba_spec::cronjob::CronManifest;
 use dabba_spec::resources::{App, Host, Pod, Revision, Role};
 use dabba_spec::{Digest, Manifest};
 use http::Method;
@@ -128,6 +129,10 @@ pub enum Kind {
     Revisions,
     Pods,
     Hosts,
+    /// Cron jobs, with their next run times.
+    Cronjobs,
+    /// Runs of cron jobs.
+    Jobs,
 }
 
 #[derive(Debug, Args)]
@@ -283,6 +288,9 @@ pub async fn apply_file(
 ) -> anyhow::Result<()> {
     let shown = file.display().to_string();
     let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {shown}"))?;
+    if is_cron_manifest(&text) {
+        return apply_cron_file(api, file, &text).await;
+    }
     let manifest = Manifest::parse(&shown, &text)?;
     let base = file.parent().unwrap_or(Path::new("."));
     let component_path = base.join(&manifest.app.component);
@@ -312,6 +320,47 @@ pub async fn apply_file(
     );
     if wait {
         wait_ready(api, &spec.namespace, &spec.name, app.revision, timeout).await?;
+    }
+    Ok(())
+}
+
+/// A manifest of `[[cron]]` tables and no `[app]`.
+fn is_cron_manifest(text: &str) -> bool {
+    let has = |header: &str| text.lines().any(|l| l.trim() == header);
+    has("[[cron]]") && !has("[app]")
+}
+
+/// Uploads each cron job's component (if the cluster lacks it) and applies the job.
+async fn apply_cron_file(api: &ApiClient, file: &Path, text: &str) -> anyhow::Result<()> {
+    let shown = file.display().to_string();
+    let manifest = CronManifest::parse(&shown, text)?;
+    let base = file.parent().unwrap_or(Path::new("."));
+    for (i, spec) in manifest.cron.into_iter().enumerate() {
+        let path = base.join(&spec.component);
+        let wasm = ComponentBytes::read(&path).map_err(|e| {
+            anyhow::anyhow!(
+                "{shown}: field cron[{i}].component: {e} (the path is relative to the manifest; build the samples with `cargo guests`)"
+            )
+        })?;
+        wasm.check_header()
+            .map_err(|e| anyhow::anyhow!("{shown}: field cron[{i}].component: {e}"))?;
+        upload(api, &path, &wasm.bytes, wasm.digest).await?;
+        let route = format!("/v1/cronjobs/{}/{}", spec.namespace, spec.name);
+        let body = CronJobApply {
+            spec: spec.clone(),
+            component: wasm.digest,
+        };
+        api.send_json::<_, serde_json::Value>(Method::PUT, &route, &body)
+            .await
+            .map_err(|e| anyhow::anyhow!("{shown}: cron job {}: {e}", spec.name))?;
+        println!(
+            "cronjob {}/{} configured: `{}` ({}){}",
+            spec.namespace,
+            spec.name,
+            spec.schedule,
+            spec.timezone,
+            if spec.suspend { ", suspended" } else { "" }
+        );
     }
     Ok(())
 }
@@ -525,6 +574,73 @@ pub fn get(args: GetArgs) -> anyhow::Result<()> {
                         })
                         .collect(),
                 );
+            }
+            Kind::Cronjobs | Kind::Jobs => {
+                let jobs: Vec<CronJobView> =
+                    api.get(&format!("/v1/cronjobs?namespace={ns}")).await?;
+                let jobs: Vec<CronJobView> = jobs
+                    .into_iter()
+                    .filter(|j| {
+                        matches!(args.kind, Kind::Jobs)
+                            || args.name.as_deref().is_none_or(|n| n == j.job.spec.name)
+                    })
+                    .collect();
+                if let Kind::Cronjobs = args.kind {
+                    if let Output::Json = args.output {
+                        return print_json(&jobs);
+                    }
+                    table(
+                        &[
+                            "NAME", "SCHEDULE", "TIMEZONE", "SUSPEND", "ACTIVE", "MISSED", "NEXT",
+                        ],
+                        jobs.iter()
+                            .map(|j| {
+                                let s = &j.job.spec;
+                                vec![
+                                    s.name.clone(),
+                                    s.schedule.clone(),
+                                    s.timezone.clone(),
+                                    s.suspend.to_string(),
+                                    j.runs
+                                        .iter()
+                                        .filter(|r| r.phase.is_active())
+                                        .count()
+                                        .to_string(),
+                                    j.job.missed_total.to_string(),
+                                    j.next.first().cloned().unwrap_or_else(|| "-".into()),
+                                ]
+                            })
+                            .collect(),
+                    );
+                } else {
+                    let runs: Vec<_> = jobs
+                        .iter()
+                        .flat_map(|j| j.runs.iter())
+                        .filter(|r| args.name.as_deref().is_none_or(|n| n == r.job))
+                        .cloned()
+                        .collect();
+                    if let Output::Json = args.output {
+                        return print_json(&runs);
+                    }
+                    table(
+                        &[
+                            "NAME", "CRONJOB", "PHASE", "ATTEMPT", "HOST", "AGE", "REASON",
+                        ],
+                        runs.iter()
+                            .map(|r| {
+                                vec![
+                                    r.name.clone(),
+                                    r.job.clone(),
+                                    format!("{:?}", r.phase),
+                                    r.attempt.to_string(),
+                                    r.host.clone().unwrap_or_else(|| "-".into()),
+                                    age(r.scheduled),
+                                    r.reason.clone().unwrap_or_default(),
+                                ]
+                            })
+                            .collect(),
+                    );
+                }
             }
             Kind::Hosts => {
                 let hosts: Vec<Host> = api.get("/v1/hosts").await?;

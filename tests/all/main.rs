@@ -12,6 +12,7 @@ mod support;
 mod autoscale;
 mod bad_input;
 mod cluster;
+mod cron;
 mod jobs;
 mod limits;
 mod platform;

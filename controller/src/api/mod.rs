@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use dabba_spec::api::{
-    ActivateRequest, AddMember, ErrorBody, ErrorDetail, Heartbeat, KvKeys, KvList, KvRead,
-    KvValues, KvWrite, KvWriteResult, PeerToken, ScaleRequest, TokenRequest, TokenResponse,
+    ActivateRequest, AddMember, CronJobApply, ErrorBody, ErrorDetail, Heartbeat, KvKeys, KvList,
+    KvRead, KvValues, KvWrite, KvWriteResult, PeerToken, ScaleRequest, TokenRequest, TokenResponse,
     WatchResponse,
 };
 use dabba_spec::resources::{AppSpec, Grant, HostInfo, Role, valid_name};
@@ -513,6 +513,53 @@ impl Api {
                     });
                     json(200, &revs)
                 }
+            }
+            // --- cron jobs ------------------------------------------------------------
+            (&Method::PUT, ["v1", "cronjobs", ns, name]) => {
+                self.authorize(&parts, Need::Deploy(ns))?;
+                let req: CronJobApply = parse(&body)?;
+                if req.spec.namespace != *ns || req.spec.name != *name {
+                    return Err(fail(
+                        422,
+                        "invalid",
+                        format!(
+                            "the body describes {}/{}, not {ns}/{name}",
+                            req.spec.namespace, req.spec.name
+                        ),
+                    ));
+                }
+                self.reply(
+                    node.propose(Command::ApplyCronJob {
+                        spec: Box::new(req.spec),
+                        component: req.component,
+                        at: now_millis(),
+                    })
+                    .await?,
+                )
+            }
+            (&Method::DELETE, ["v1", "cronjobs", ns, name]) => {
+                self.authorize(&parts, Need::Deploy(ns))?;
+                self.reply(
+                    node.propose(Command::DeleteCronJob {
+                        namespace: ns.to_string(),
+                        name: name.to_string(),
+                        at: now_millis(),
+                    })
+                    .await?,
+                )
+            }
+            (&Method::GET, ["v1", "cronjobs"]) => {
+                let g =
+                    self.authorize(&parts, Need::View(q.get("namespace").map(String::as_str)))?;
+                node.linearize().await?;
+                let ns = q.get("namespace").cloned().or(g.namespace);
+                let now = now_millis();
+                json(
+                    200,
+                    &node
+                        .shared
+                        .read(|s| views::cron_jobs(s, ns.as_deref(), now)),
+                )
             }
             (&Method::GET, ["v1", "hosts"]) => {
                 self.authorize(&parts, Need::View(None))?;

@@ -3,7 +3,10 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use dabba_spec::api::{AppDetail, AppSummary, Assignment, EventView, HostView, RouteEntry};
+use dabba_spec::api::{
+    AppDetail, AppSummary, Assignment, CronJobView, EventView, HostView, RouteEntry,
+};
+use dabba_spec::cron::{Schedule, rfc3339_in, time_zone};
 use dabba_spec::resources::{HostState, PodPhase, app_key};
 
 use crate::state::State;
@@ -70,6 +73,50 @@ pub fn app_detail(state: &State, namespace: &str, name: &str) -> Option<AppDetai
             .collect(),
         autoscaler: None,
     })
+}
+
+/// Cron jobs in `namespace` (`None`: all), each with its next three run times and its
+/// runs, newest first.
+pub fn cron_jobs(state: &State, namespace: Option<&str>, now: u64) -> Vec<CronJobView> {
+    state
+        .cron
+        .jobs
+        .values()
+        .filter(|j| namespace.is_none_or(|ns| j.spec.namespace == ns))
+        .map(|j| {
+            let next = match (
+                j.spec.schedule.parse::<Schedule>(),
+                time_zone(&j.spec.timezone),
+            ) {
+                (Ok(s), Ok(tz)) => {
+                    let mut after = jiff::Timestamp::from_millisecond(now as i64)
+                        .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+                    let mut out = Vec::new();
+                    while out.len() < 3
+                        && let Some(t) = s.next_after(after, &tz)
+                    {
+                        out.push(rfc3339_in(t, &tz));
+                        after = t;
+                    }
+                    out
+                }
+                _ => Vec::new(),
+            };
+            let mut runs: Vec<_> = state
+                .cron
+                .runs
+                .values()
+                .filter(|r| r.namespace == j.spec.namespace && r.job == j.spec.name)
+                .cloned()
+                .collect();
+            runs.sort_by_key(|r| std::cmp::Reverse(r.scheduled));
+            CronJobView {
+                job: j.clone(),
+                next,
+                runs,
+            }
+        })
+        .collect()
 }
 
 /// What host `name` should run, and where every app's requests go.

@@ -78,6 +78,11 @@ pub fn reconcile(state: &State, observed: &Observed, now: Millis, tuning: &Tunin
     if !changes.is_empty() {
         commands.push(Command::Pods { changes, at: now });
     }
+    let hosts: Vec<&str> = ready.iter().copied().collect();
+    let changes = cron::plan(&state.cron, now, &hosts);
+    if !changes.is_empty() {
+        commands.push(Command::Cron { changes, at: now });
+    }
     commands
 }
 

@@ -457,3 +457,52 @@ fn the_autoscaler_follows_reported_load_and_returns_to_zero_after_the_grace() {
         "scaled-to-zero"
     );
 }
+
+#[test]
+fn cron_jobs_are_stored_through_commands_and_claimed_by_the_reconciler() {
+    use dabba_spec::cronjob::CronManifest;
+
+    let mut s = with_blobs();
+    s.apply(&host("h1", "a", GIB, &[]));
+    let text = "[[cron]]\nname = \"tick\"\nschedule = \"*/5 * * * *\"\ncomponent = \"t.wasm\"\n";
+    let spec = CronManifest::parse("c.toml", text).unwrap().cron.remove(0);
+    let apply = |spec: &dabba_spec::cronjob::CronSection, n: u8| Command::ApplyCronJob {
+        spec: Box::new(spec.clone()),
+        component: crate::state::tests::digest(n),
+        at: 1_000,
+    };
+    // A component the cluster lacks, or a bad spec, is refused.
+    assert!(matches!(s.apply(&apply(&spec, 9)), Reply::Rejected { .. }));
+    let mut bad = spec.clone();
+    bad.timezone = "Nowhere/Nothing".into();
+    assert!(matches!(s.apply(&apply(&bad, 1)), Reply::Rejected { .. }));
+    assert!(s.cron.jobs.is_empty());
+    assert_eq!(s.apply(&apply(&spec, 1)), Reply::Ok);
+
+    // At 00:05 past the epoch's first minutes: one claim, once.
+    let now = 5 * 60_000 + 10;
+    let commands = reconcile(&s, &alive(&s, now), now, &Tuning::default());
+    let claims: Vec<&Command> = commands
+        .iter()
+        .filter(|c| matches!(c, Command::Cron { .. }))
+        .collect();
+    assert_eq!(claims.len(), 1, "{commands:?}");
+    for c in &commands {
+        s.apply(c);
+    }
+    assert!(s.cron.runs.contains_key("default/tick-197001010005"));
+    let again = reconcile(&s, &alive(&s, now + 1000), now + 1000, &Tuning::default());
+    assert!(!again.iter().any(|c| matches!(c, Command::Cron { .. })));
+
+    // It survives a snapshot.
+    let json = serde_json::to_string(&s).unwrap();
+    let back: State = serde_json::from_str(&json).unwrap();
+    assert_eq!(back.cron, s.cron);
+    // And deleting the job removes its runs.
+    s.apply(&Command::DeleteCronJob {
+        namespace: "default".into(),
+        name: "tick".into(),
+        at: now,
+    });
+    assert!(s.cron.jobs.is_empty() && s.cron.runs.is_empty());
+}

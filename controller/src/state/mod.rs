@@ -12,6 +12,7 @@ use dabba_spec::resources::{
 use serde::{Deserialize, Serialize};
 
 use crate::command::{Command, PodChange, Rejection, Reply};
+use crate::reconcile::cron::CronState;
 
 /// Revisions kept per app, the serving one included.
 pub const REVISION_HISTORY: usize = 10;
@@ -49,6 +50,9 @@ pub struct State {
     pub kv_writes: BTreeMap<String, Result<kv::Outcome, KvError>>,
     #[serde(default)]
     pub kv_write_order: VecDeque<String>,
+    /// Cron jobs and their runs.
+    #[serde(default)]
+    pub cron: CronState,
 }
 
 /// How many identified KV writes are remembered for deduplication. A retry comes within
@@ -131,6 +135,42 @@ impl State {
                 host,
                 at,
             } => self.activate(namespace, name, host.as_deref(), *at),
+            Command::ApplyCronJob {
+                spec,
+                component,
+                at,
+            } => self.apply_cron_job(spec, *component, *at),
+            Command::DeleteCronJob {
+                namespace,
+                name,
+                at,
+            } => {
+                let key = app_key(namespace, name);
+                if self.cron.jobs.remove(&key).is_none() {
+                    return rejected(Rejection::NotFound, format!("no cron job {key}"));
+                }
+                self.cron
+                    .runs
+                    .retain(|_, r| !(r.namespace == *namespace && r.job == *name));
+                self.event(
+                    *at,
+                    format!("cronjob/{key}"),
+                    "Deleted",
+                    "cron job deleted with its runs",
+                );
+                self.version += 1;
+                Reply::Ok
+            }
+            Command::Cron { changes, at } => {
+                let mut changed = false;
+                for c in changes {
+                    changed |= self.cron.apply(c, *at);
+                }
+                if changed {
+                    self.version += 1;
+                }
+                Reply::Ok
+            }
             Command::DeleteApp {
                 namespace,
                 name,
@@ -361,6 +401,58 @@ impl State {
         self.apps.insert(key, app.clone());
         self.version += 1;
         Reply::App { app: Box::new(app) }
+    }
+
+    fn apply_cron_job(
+        &mut self,
+        spec: &dabba_spec::cronjob::CronSection,
+        component: Digest,
+        at: Millis,
+    ) -> Reply {
+        if let Err((field, message)) = spec.validate() {
+            return rejected(Rejection::Invalid, format!("{field}: {message}"));
+        }
+        if !self.blobs.contains_key(&component.to_string()) {
+            return rejected(
+                Rejection::MissingComponent,
+                format!("component {component} has not been uploaded"),
+            );
+        }
+        let key = app_key(&spec.namespace, &spec.name);
+        let reason = match self.cron.jobs.get_mut(&key) {
+            Some(job) => {
+                job.spec = spec.clone();
+                job.component = component;
+                "Updated"
+            }
+            None => {
+                self.cron.jobs.insert(
+                    key.clone(),
+                    dabba_spec::cronjob::CronJob {
+                        spec: spec.clone(),
+                        component,
+                        created_at: at,
+                        last_scheduled: None,
+                        missed: Vec::new(),
+                        missed_total: 0,
+                    },
+                );
+                "Created"
+            }
+        };
+        self.event(
+            at,
+            format!("cronjob/{key}"),
+            reason,
+            format!(
+                "{} ({}) running {}",
+                spec.schedule,
+                spec.timezone,
+                component.short()
+            ),
+        );
+        self.version += 1;
+        Reply::Ok
     }
 
     fn activate(&mut self, namespace: &str, name: &str, host: Option<&str>, at: Millis) -> Reply {
