@@ -22,6 +22,7 @@ use dabba_spec::api::{
     LogLine, PodReport, RouteEntry,
 };
 use dabba_spec::client::{ApiClient, ApiError};
+use dabba_spec::cronjob::{RunAssignment, RunReport};
 use dabba_spec::resources::{HostInfo, PodPhase};
 use dabba_spec::{Digest, WorkloadKind};
 use prometheus::{IntCounterVec, IntGaugeVec, Opts};
@@ -30,6 +31,7 @@ use tokio::sync::{Notify, mpsc};
 
 use crate::component::ComponentBytes;
 use crate::ingress::{Demand, Ingress, LocalPod, RoutingTable};
+use crate::job::RunInput;
 use crate::kv::KvBackend;
 use crate::runtime::{AppConfig, Runtime};
 
@@ -94,6 +96,8 @@ pub struct Agent {
     /// Verified components by digest, so a pod start neither reads nor hashes them.
     components: Mutex<HashMap<Digest, Arc<ComponentBytes>>>,
     demands: Mutex<Option<mpsc::UnboundedReceiver<Demand>>>,
+    /// Cron job attempts started here, by (run key, attempt): each runs once.
+    runs_started: Mutex<std::collections::HashSet<(String, u32)>>,
     last_report: Mutex<Instant>,
     report_now: Notify,
     pod_gauge: IntGaugeVec,
@@ -134,6 +138,7 @@ impl Agent {
             routes: Mutex::new(Vec::new()),
             components: Mutex::new(HashMap::new()),
             demands: Mutex::new(Some(demands)),
+            runs_started: Mutex::new(std::collections::HashSet::new()),
             last_report: Mutex::new(Instant::now()),
             report_now: Notify::new(),
             pod_gauge,
@@ -183,7 +188,7 @@ impl Agent {
         }
     }
 
-    async fn watch_loop(&self) {
+    async fn watch_loop(self: &Arc<Self>) {
         let mut since = 0;
         loop {
             let path = format!(
@@ -208,8 +213,32 @@ impl Agent {
         }
     }
 
-    /// Makes the pods on this host what `view` says, and rebuilds the routing table.
-    async fn converge(&self, view: HostView) {
+    /// Makes the pods on this host what `view` says, rebuilds the routing table, and
+    /// starts the cron job runs assigned here.
+    async fn converge(self: &Arc<Self>, view: HostView) {
+        {
+            // Forget attempts no longer assigned (they reported, or were given up).
+            let assigned: std::collections::HashSet<(String, u32)> = view
+                .runs
+                .iter()
+                .map(|a| (a.run.key(), a.run.attempt))
+                .collect();
+            self.runs_started
+                .lock()
+                .expect("runs lock")
+                .retain(|k| assigned.contains(k));
+        }
+        for a in &view.runs {
+            let first = self
+                .runs_started
+                .lock()
+                .expect("runs lock")
+                .insert((a.run.key(), a.run.attempt));
+            if first {
+                let (agent, a) = (self.clone(), a.clone());
+                tokio::spawn(async move { agent.execute(a).await });
+            }
+        }
         let wanted: HashMap<String, &Assignment> = view
             .pods
             .iter()
@@ -342,6 +371,84 @@ impl Agent {
                 }
             });
         }
+    }
+
+    /// Runs one attempt of a cron job run and reports how it ended (retrying the report
+    /// for up to a minute; the controllers give the attempt up if the host is lost).
+    async fn execute(self: Arc<Self>, a: RunAssignment) {
+        let started = Instant::now();
+        let report = match self.run_job(&a).await {
+            Ok(r) => r,
+            Err(reason) => RunReport {
+                attempt: a.run.attempt,
+                exit_code: -1,
+                fuel: None,
+                duration_ms: started.elapsed().as_millis() as u64,
+                reason: Some(reason),
+                output: String::new(),
+            },
+        };
+        let path = format!("/v1/runs/{}/{}/report", a.run.namespace, a.run.name);
+        let api = self
+            .api
+            .with_bounds(Duration::from_secs(60), Duration::from_secs(5));
+        if let Err(e) = api
+            .send_json::<_, serde_json::Value>(http::Method::POST, &path, &report)
+            .await
+        {
+            tracing::warn!(run = %a.run.name, error = %e, "reporting a run failed");
+        }
+    }
+
+    async fn run_job(&self, a: &RunAssignment) -> Result<RunReport, String> {
+        let bytes = self.component(&a.component).await?;
+        let s = &a.spec;
+        let limits = s
+            .limits
+            .resolve(WorkloadKind::Job)
+            .map_err(|e| format!("limits: {e}"))?;
+        let config = AppConfig {
+            name: format!("{}/{}", s.namespace, s.name),
+            scope: s.namespace.clone(),
+            revision: None,
+            limits,
+            capabilities: dabba_spec::Capabilities {
+                env: s.env.clone(),
+                config: s.config.clone(),
+                allowed_outbound_hosts: Vec::new(),
+                key_value_buckets: s.key_value_buckets.clone(),
+            },
+            kv: self.kv.clone(),
+        };
+        let runtime = self.runtime.clone();
+        let job = tokio::task::spawn_blocking(move || runtime.load_job(config, &bytes))
+            .await
+            .map_err(|e| format!("loading panicked: {e}"))?
+            .map_err(|e| e.to_string())?;
+        let tz = dabba_spec::cron::time_zone(&s.timezone)?;
+        let scheduled = jiff::Timestamp::from_millisecond(a.run.scheduled as i64)
+            .map_err(|e| format!("scheduled time: {e}"))?;
+        let input = RunInput {
+            args: s.args.clone(),
+            env: vec![
+                (
+                    "DABBA_SCHEDULED_TIME".into(),
+                    dabba_spec::cron::rfc3339_in(scheduled, &tz),
+                ),
+                ("DABBA_RUN".into(), a.run.name.clone()),
+            ],
+        };
+        let r = job.run(input).await;
+        let mut output = String::from_utf8_lossy(&r.stdout).into_owned();
+        output.push_str(&String::from_utf8_lossy(&r.stderr));
+        Ok(RunReport {
+            attempt: a.run.attempt,
+            exit_code: r.exit_code,
+            fuel: r.fuel_used,
+            duration_ms: r.duration.as_millis() as u64,
+            reason: r.failure.map(|(_, why)| why),
+            output,
+        })
     }
 
     /// Fetches an assignment's component and loads it as a pod.

@@ -221,6 +221,9 @@ pub struct HostView {
     pub host: Option<Host>,
     pub pods: Vec<Assignment>,
     pub routes: Vec<RouteEntry>,
+    /// Cron job runs this host should execute now.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub runs: Vec<crate::cronjob::RunAssignment>,
 }
 
 /// One pod this host should run, with the spec of its revision.

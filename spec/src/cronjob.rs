@@ -440,6 +440,44 @@ pub struct JobRun {
     pub reason: Option<String>,
     #[serde(default)]
     pub manual: bool,
+    /// How long the last attempt ran.
+    #[serde(default)]
+    pub duration_ms: Option<u64>,
+    /// The end of the last attempt's output (stdout, then stderr), at most
+    /// [`OUTPUT_KEPT`] bytes.
+    #[serde(default)]
+    pub output: String,
+}
+
+/// Bytes of a run's output kept with it.
+pub const OUTPUT_KEPT: usize = 16 * 1024;
+
+/// What a host reports when an attempt of a run ends
+/// (`POST /v1/runs/{ns}/{run}/report`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunReport {
+    pub attempt: u32,
+    pub exit_code: i32,
+    pub fuel: Option<u64>,
+    pub duration_ms: u64,
+    /// Why it failed, when it did (a trap, a limit, a non-zero exit).
+    pub reason: Option<String>,
+    pub output: String,
+}
+
+/// A run this host should execute, with what it needs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunAssignment {
+    pub run: JobRun,
+    pub spec: CronSection,
+    pub component: crate::Digest,
+}
+
+impl JobRun {
+    /// `namespace/name`.
+    pub fn key(&self) -> String {
+        crate::resources::app_key(&self.namespace, &self.name)
+    }
 }
 
 /// The name of job `job`'s run for schedule time `scheduled` (ms since the epoch).

@@ -1,10 +1,11 @@
-//! Cron jobs through the CLI on `dabba up` (issue 5, in progress: jobs are stored and
-//! scheduled; hosts do not run them yet).
+//! Cron jobs through the CLI on `dabba up` (issue 5, in progress).
+
+use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::platform::Up;
-use crate::support::{guest, stderr, stdout};
+use crate::support::{apply_manifest, eventually, guest, stderr, stdout};
 
 #[test]
 fn a_cron_manifest_applies_and_lists_its_next_runs_in_its_zone() {
@@ -58,4 +59,49 @@ fn a_cron_manifest_applies_and_lists_its_next_runs_in_its_zone() {
     let after: Value =
         serde_json::from_str(&stdout(&up.cli(&["get", "cronjobs", "-o", "json"]))).unwrap();
     assert_eq!(after[0]["job"]["spec"]["timezone"], "Asia/Kolkata");
+}
+
+/// An every-minute job runs on the host at the next minute, once, with its scheduled
+/// time in its environment, and its output and exit code are kept with the run.
+#[test]
+fn a_scheduled_run_executes_once_with_its_scheduled_time() {
+    let up = Up::start(false);
+    apply_manifest(
+        &|args| up.cli(args),
+        &up.dir.path().join("tick.toml"),
+        &format!(
+            "[[cron]]\nname = \"tick\"\nschedule = \"* * * * *\"\ntimezone = \"Asia/Kolkata\"\ncomponent = \"{}\"\nargs = [\"env\"]\nenv = {{ GREETING = \"namaste\" }}\n",
+            guest("job").display()
+        ),
+    );
+    let runs = || -> Vec<Value> {
+        let out = up.cli(&["get", "jobs", "-o", "json"]);
+        serde_json::from_str::<Value>(&stdout(&out))
+            .ok()
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
+    };
+    let done = eventually("a run to succeed", Duration::from_secs(90), || {
+        runs().into_iter().find(|r| r["phase"] == "succeeded")
+    });
+    assert_eq!(done["exit_code"], 0, "{done}");
+    assert_eq!(done["attempt"], 1);
+    let output = done["output"].as_str().unwrap();
+    assert!(output.contains("GREETING=namaste"), "{output}");
+    let line = output
+        .lines()
+        .find(|l| l.starts_with("DABBA_SCHEDULED_TIME="))
+        .unwrap_or_else(|| panic!("no scheduled time in {output}"));
+    assert!(line.ends_with(":00+05:30"), "{line}");
+    // The run's name carries its schedule time, in UTC minutes.
+    let name = done["name"].as_str().unwrap();
+    assert!(
+        name.starts_with("tick-") && name.len() == "tick-".len() + 12,
+        "{name}"
+    );
+    let table = stdout(&up.cli(&["get", "jobs"]));
+    assert!(
+        table.contains(name) && table.contains("Succeeded"),
+        "{table}"
+    );
 }

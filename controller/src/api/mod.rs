@@ -561,6 +561,20 @@ impl Api {
                         .read(|s| views::cron_jobs(s, ns.as_deref(), now)),
                 )
             }
+            (&Method::POST, ["v1", "runs", ns, run, "report"]) => {
+                self.authorize(&parts, Need::Host)?;
+                let report: dabba_spec::cronjob::RunReport = parse(&body)?;
+                self.reply(
+                    node.propose(Command::Cron {
+                        changes: vec![crate::reconcile::cron::CronChange::Report {
+                            run: dabba_spec::resources::app_key(ns, run),
+                            report,
+                        }],
+                        at: now_millis(),
+                    })
+                    .await?,
+                )
+            }
             (&Method::GET, ["v1", "hosts"]) => {
                 self.authorize(&parts, Need::View(None))?;
                 node.linearize().await?;

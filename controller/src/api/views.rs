@@ -7,6 +7,7 @@ use dabba_spec::api::{
     AppDetail, AppSummary, Assignment, CronJobView, EventView, HostView, RouteEntry,
 };
 use dabba_spec::cron::{Schedule, rfc3339_in, time_zone};
+use dabba_spec::cronjob::{RunAssignment, RunPhase};
 use dabba_spec::resources::{HostState, PodPhase, app_key};
 
 use crate::state::State;
@@ -133,11 +134,26 @@ pub fn host_view(state: &State, name: &str) -> HostView {
             })
         })
         .collect();
+    let runs = state
+        .cron
+        .runs
+        .values()
+        .filter(|r| r.phase == RunPhase::Running && r.host.as_deref() == Some(name))
+        .filter_map(|r| {
+            let job = state.cron.jobs.get(&app_key(&r.namespace, &r.job))?;
+            Some(RunAssignment {
+                run: r.clone(),
+                spec: job.spec.clone(),
+                component: job.component,
+            })
+        })
+        .collect();
     HostView {
         version: state.version,
         host: state.hosts.get(name).cloned(),
         pods,
         routes: routes(state),
+        runs,
     }
 }
 

@@ -13,14 +13,15 @@
 //! time may start — if it is within `starting_deadline` — and every older one is recorded
 //! as missed; there is never a burst of catch-up runs.
 //!
-//! Not here yet (see spec/cron.md): placing runs on hosts and their reports, which the
-//! wiring into the controller's state and the hosts' job runner will add.
+//! Runs due to start are placed on the Ready host running the fewest; a host reports
+//! how each attempt ended, and only the attempt running now may report.
 
 use std::collections::BTreeMap;
 
 use dabba_spec::cron::{Schedule, time_zone};
 use dabba_spec::cronjob::{
-    ConcurrencyPolicy, CronJob, JobRun, MISSED_KEPT, RunPhase, retry_delay, run_name,
+    ConcurrencyPolicy, CronJob, JobRun, MISSED_KEPT, OUTPUT_KEPT, RunPhase, RunReport, retry_delay,
+    run_name,
 };
 use dabba_spec::resources::{Millis, app_key};
 use jiff::Timestamp;
@@ -51,6 +52,10 @@ pub enum CronChange {
     Fail { run: String, reason: String },
     /// Forget finished runs beyond the job's history limits.
     Prune { runs: Vec<String> },
+    /// Start a Pending run on a host.
+    Place { run: String, host: String },
+    /// A host reports how an attempt ended.
+    Report { run: String, report: RunReport },
 }
 
 /// Cron jobs by `namespace/name` and their runs by `namespace/run`.
@@ -179,6 +184,31 @@ pub fn plan(state: &CronState, now: Millis, ready_hosts: &[&str]) -> Vec<CronCha
             out.push(CronChange::Prune { runs: prune });
         }
     }
+
+    // Runs due to start go to the Ready host running the fewest runs (ties: by name).
+    let mut load: BTreeMap<&str, usize> = ready_hosts.iter().map(|h| (*h, 0)).collect();
+    for r in state.runs.values().filter(|r| r.phase == RunPhase::Running) {
+        if let Some(n) = r.host.as_deref().and_then(|h| load.get_mut(h)) {
+            *n += 1;
+        }
+    }
+    for (key, r) in &state.runs {
+        let due = r.phase == RunPhase::Pending && r.host.is_none() && r.not_before <= now;
+        let claimed_now = out.iter().any(
+            |c| matches!(c, CronChange::Fail { run, .. } | CronChange::AttemptFailed { run, .. } if run == key),
+        );
+        if !due || claimed_now {
+            continue;
+        }
+        let Some((host, n)) = load.iter_mut().min_by_key(|(h, n)| (**n, **h)) else {
+            break;
+        };
+        *n += 1;
+        out.push(CronChange::Place {
+            run: key.clone(),
+            host: host.to_string(),
+        });
+    }
     out
 }
 
@@ -212,6 +242,8 @@ impl CronState {
                     fuel: None,
                     reason: None,
                     manual: false,
+                    duration_ms: None,
+                    output: String::new(),
                 };
                 self.runs
                     .entry(app_key(&run.namespace, &name))
@@ -244,6 +276,8 @@ impl CronState {
                         "the previous run was still active (concurrency_policy = forbid)".into(),
                     ),
                     manual: false,
+                    duration_ms: None,
+                    output: String::new(),
                 };
                 self.runs
                     .entry(app_key(&run.namespace, &name))
@@ -294,6 +328,54 @@ impl CronState {
                 }
                 _ => false,
             },
+            CronChange::Place { run, host } => match self.runs.get_mut(run) {
+                Some(r) if r.phase == RunPhase::Pending && r.host.is_none() => {
+                    r.phase = RunPhase::Running;
+                    r.host = Some(host.clone());
+                    r.started = r.started.or(Some(at));
+                    true
+                }
+                _ => false,
+            },
+            CronChange::Report { run, report } => {
+                let Some(r) = self.runs.get(run) else {
+                    return false;
+                };
+                // Only the attempt running now may report (a late report of an attempt
+                // already given up on changes nothing).
+                if r.phase != RunPhase::Running || r.attempt != report.attempt {
+                    return false;
+                }
+                let r = self.runs.get_mut(run).expect("checked above");
+                r.exit_code = Some(report.exit_code);
+                r.fuel = report.fuel;
+                r.duration_ms = Some(report.duration_ms);
+                let cut = report.output.len().saturating_sub(OUTPUT_KEPT);
+                let start = (cut..=report.output.len())
+                    .find(|i| report.output.is_char_boundary(*i))
+                    .unwrap_or(report.output.len());
+                r.output = report.output[start..].to_string();
+                match &report.reason {
+                    None if report.exit_code == 0 => {
+                        r.phase = RunPhase::Succeeded;
+                        r.finished = Some(at);
+                        r.reason = None;
+                        true
+                    }
+                    reason => {
+                        let reason = reason
+                            .clone()
+                            .unwrap_or_else(|| format!("exit code {}", report.exit_code));
+                        self.apply(
+                            &CronChange::AttemptFailed {
+                                run: run.clone(),
+                                reason,
+                            },
+                            at,
+                        )
+                    }
+                }
+            }
             CronChange::Prune { runs } => {
                 let before = self.runs.len();
                 for r in runs {
@@ -393,7 +475,13 @@ mod tests {
         assert!(s.runs.contains_key("default/settlement-202611251930"));
         // Every later round, and a new leader replaying the same claim: nothing more.
         for later in [due + 2000, due + 60_000, due + 3_600_000] {
-            assert!(tick(&mut s, later).is_empty());
+            let changes = tick(&mut s, later);
+            assert!(
+                !changes
+                    .iter()
+                    .any(|c| matches!(c, CronChange::Claim { .. })),
+                "{changes:?}"
+            );
         }
         assert!(
             !s.apply(&changes[0], due + 5000),
@@ -589,5 +677,55 @@ mod tests {
                 ("tick-202611261005".to_string(), RunPhase::Failed),
             ]
         );
+    }
+
+    #[test]
+    fn due_runs_are_placed_and_only_the_current_attempt_may_report() {
+        let mut s = with_job(SETTLEMENT, at("2026-11-25T00:00:00Z"));
+        let due = at("2026-11-25T19:30:00Z");
+        let key = "default/settlement-202611251930".to_string();
+        // Claimed and placed in consecutive rounds, on the least busy Ready host.
+        tick(&mut s, due);
+        let changes = plan(&s, due + 1000, &["h2", "h1"]);
+        assert_eq!(
+            changes,
+            [CronChange::Place {
+                run: key.clone(),
+                host: "h1".into()
+            }]
+        );
+        s.apply(&changes[0], due + 1000);
+        assert_eq!(s.runs[&key].phase, RunPhase::Running);
+        let report = |attempt, exit_code| CronChange::Report {
+            run: key.clone(),
+            report: RunReport {
+                attempt,
+                exit_code,
+                fuel: Some(42),
+                duration_ms: 1200,
+                reason: None,
+                output: "settled 2026-11-25".into(),
+            },
+        };
+        // A failed attempt goes back to Pending with its back-off, then a stale report of
+        // that attempt changes nothing.
+        assert!(s.apply(&report(1, 1), due + 3000));
+        assert_eq!(
+            (s.runs[&key].phase, s.runs[&key].attempt),
+            (RunPhase::Pending, 2)
+        );
+        assert!(!s.apply(&report(1, 0), due + 3500));
+        // Not placed before its back-off ends.
+        assert!(plan(&s, due + 5000, &["h1"]).is_empty());
+        for c in plan(&s, due + 13_001, &["h1"]) {
+            s.apply(&c, due + 13_001);
+        }
+        assert!(s.apply(&report(2, 0), due + 20_000));
+        let r = &s.runs[&key];
+        assert_eq!(
+            (r.phase, r.exit_code, r.fuel),
+            (RunPhase::Succeeded, Some(0), Some(42))
+        );
+        assert_eq!(r.output, "settled 2026-11-25");
     }
 }
