@@ -35,16 +35,22 @@ enum Command {
     Host(commands::platform::HostArgs),
     /// Create or update an app from a manifest (uploading its component).
     Apply(commands::client::ApplyArgs),
-    /// List apps, revisions, pods or hosts.
+    /// List apps, revisions, pods, hosts, cron jobs or job runs.
     Get(commands::client::GetArgs),
-    /// Show everything about an app.
+    /// Show everything about an app or a cron job.
     Describe(commands::client::DescribeArgs),
     /// Delete an app and its pods.
     Delete(commands::client::AppArgs),
     /// Set an app's replica count.
     Scale(commands::client::ScaleArgs),
-    /// Show recent output of an app's instances.
+    /// Show recent output of an app's instances, or a job run's output.
     Logs(commands::client::LogsArgs),
+    /// Stop a cron job from starting runs.
+    Suspend(commands::client::CronArgs),
+    /// Let a suspended cron job start runs again.
+    Resume(commands::client::CronArgs),
+    /// Start a run of a cron job now: `dabba create job --from cronjob/NAME`.
+    Create(commands::client::CreateArgs),
     /// Inspect and change the controller cluster.
     #[command(subcommand)]
     Cluster(commands::client::ClusterCommand),
@@ -72,6 +78,9 @@ fn main() -> ExitCode {
         Command::Delete(args) => commands::client::delete(args).map(|()| ExitCode::SUCCESS),
         Command::Scale(args) => commands::client::scale(args).map(|()| ExitCode::SUCCESS),
         Command::Logs(args) => commands::client::logs(args).map(|()| ExitCode::SUCCESS),
+        Command::Suspend(args) => commands::client::suspend(args, true).map(|()| ExitCode::SUCCESS),
+        Command::Resume(args) => commands::client::suspend(args, false).map(|()| ExitCode::SUCCESS),
+        Command::Create(args) => commands::client::create(args).map(|()| ExitCode::SUCCESS),
         Command::Cluster(cmd) => commands::client::cluster(cmd).map(|()| ExitCode::SUCCESS),
         Command::Token(args) => commands::client::token(args).map(|()| ExitCode::SUCCESS),
     };

@@ -151,6 +151,147 @@ pub enum AppKind {
     App,
 }
 
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum DescribeKind {
+    App,
+    Cronjob,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogsKind {
+    /// An app's instances.
+    App,
+    /// One run of a cron job (its output is kept with it).
+    Job,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum CronKind {
+    Cronjob,
+}
+
+/// `dabba suspend|resume cronjob NAME`.
+#[derive(Debug, Args)]
+pub struct CronArgs {
+    pub kind: CronKind,
+    pub name: String,
+    #[command(flatten)]
+    pub target: Target,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum CreateKind {
+    Job,
+}
+
+/// `dabba create job --from cronjob/NAME`.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    pub kind: CreateKind,
+    /// The cron job to run now, as `cronjob/NAME`.
+    #[arg(long, value_name = "cronjob/NAME")]
+    pub from: String,
+    #[command(flatten)]
+    pub target: Target,
+}
+
+/// Suspends or resumes a cron job.
+pub fn suspend(args: CronArgs, suspend: bool) -> anyhow::Result<()> {
+    let api = args.target.client()?;
+    let ns = args.target.namespace.clone();
+    let action = if suspend { "suspend" } else { "resume" };
+    block_on(async move {
+        api.send_json::<_, serde_json::Value>(
+            Method::POST,
+            &format!("/v1/cronjobs/{ns}/{}/{action}", args.name),
+            &serde_json::json!({}),
+        )
+        .await?;
+        println!("cronjob {ns}/{} {action}d", args.name);
+        Ok(())
+    })
+}
+
+/// Starts a manual run of a cron job.
+pub fn create(args: CreateArgs) -> anyhow::Result<()> {
+    let Some(name) = args.from.strip_prefix("cronjob/") else {
+        bail!("--from takes cronjob/NAME, not `{}`", args.from);
+    };
+    let api = args.target.client()?;
+    let ns = args.target.namespace.clone();
+    block_on(async move {
+        api.send_json::<_, serde_json::Value>(
+            Method::POST,
+            &format!("/v1/cronjobs/{ns}/{name}/run"),
+            &serde_json::json!({}),
+        )
+        .await?;
+        println!("a manual run of cronjob {ns}/{name} was created (see `dabba get jobs`)");
+        Ok(())
+    })
+}
+
+/// The cron jobs in `ns` as the API shows them.
+async fn cron_jobs(api: &ApiClient, ns: &str) -> anyhow::Result<Vec<CronJobView>> {
+    Ok(api.get(&format!("/v1/cronjobs?namespace={ns}")).await?)
+}
+
+fn describe_cronjob(j: &CronJobView) {
+    let s = &j.job.spec;
+    let tz = dabba_spec::cron::time_zone(&s.timezone).ok();
+    let when = |ms: u64| match (&tz, jiff::Timestamp::from_millisecond(ms as i64)) {
+        (Some(tz), Ok(t)) => dabba_spec::cron::rfc3339_in(t, tz),
+        _ => ms.to_string(),
+    };
+    println!("Name:               {}", s.name);
+    println!("Namespace:          {}", s.namespace);
+    println!("Schedule:           {} ({})", s.schedule, s.timezone);
+    println!("Suspend:            {}", s.suspend);
+    println!("Concurrency policy: {:?}", s.concurrency_policy);
+    println!(
+        "Deadlines:          starting {}, active {}",
+        s.starting_deadline.map_or("none".into(), |d| d.to_string()),
+        s.active_deadline.map_or("none".into(), |d| d.to_string())
+    );
+    println!(
+        "Retries:            {} (10 s doubling, at most 6 min apart)",
+        s.backoff_limit
+    );
+    println!(
+        "History:            {} succeeded, {} failed",
+        s.successful_history, s.failed_history
+    );
+    println!("Component:          {}", j.job.component);
+    println!(
+        "Last scheduled:     {}",
+        j.job.last_scheduled.map_or("never".into(), when)
+    );
+    println!("\nNext runs:");
+    for t in &j.next {
+        println!("  {t}");
+    }
+    println!("\nMissed: {} in all", j.job.missed_total);
+    for t in &j.job.missed {
+        println!("  {}", when(*t));
+    }
+    println!("\nRuns:");
+    for r in &j.runs {
+        println!(
+            "  {}  {:?}  attempt {}  {}  exit {}  {}{}",
+            r.name,
+            r.phase,
+            r.attempt,
+            r.host.as_deref().unwrap_or("-"),
+            r.exit_code.map_or("-".into(), |c| c.to_string()),
+            r.duration_ms.map_or("-".into(), |d| format!("{d} ms")),
+            r.reason
+                .as_deref()
+                .map(|x| format!("  ({x})"))
+                .unwrap_or_default()
+        );
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct AppArgs {
     pub kind: AppKind,
@@ -161,7 +302,7 @@ pub struct AppArgs {
 
 #[derive(Debug, Args)]
 pub struct DescribeArgs {
-    pub kind: AppKind,
+    pub kind: DescribeKind,
     pub name: String,
     #[arg(short, long, value_enum, default_value = "table")]
     pub output: Output,
@@ -181,7 +322,7 @@ pub struct ScaleArgs {
 
 #[derive(Debug, Args)]
 pub struct LogsArgs {
-    pub kind: AppKind,
+    pub kind: LogsKind,
     pub name: String,
     /// Lines to show.
     #[arg(long, default_value_t = 100)]
@@ -682,6 +823,17 @@ pub fn describe(args: DescribeArgs) -> anyhow::Result<()> {
     let api = args.target.client()?;
     let ns = args.target.namespace.clone();
     block_on(async move {
+        if let DescribeKind::Cronjob = args.kind {
+            let jobs = cron_jobs(&api, &ns).await?;
+            let Some(j) = jobs.iter().find(|j| j.job.spec.name == args.name) else {
+                bail!("no cron job {ns}/{}", args.name);
+            };
+            if let Output::Json = args.output {
+                return print_json(j);
+            }
+            describe_cronjob(j);
+            return Ok(());
+        }
         let d: AppDetail = api.get(&format!("/v1/apps/{ns}/{}", args.name)).await?;
         if let Output::Json = args.output {
             return print_json(&d);
@@ -810,6 +962,18 @@ pub fn logs(args: LogsArgs) -> anyhow::Result<()> {
     let api = args.target.client()?;
     let ns = args.target.namespace.clone();
     block_on(async move {
+        if let LogsKind::Job = args.kind {
+            let jobs = cron_jobs(&api, &ns).await?;
+            let Some(run) = jobs
+                .iter()
+                .flat_map(|j| &j.runs)
+                .find(|r| r.name == args.name)
+            else {
+                bail!("no job run {ns}/{} (see `dabba get jobs`)", args.name);
+            };
+            print!("{}", run.output);
+            return Ok(());
+        }
         let lines: Vec<LogLine> = api
             .get(&format!(
                 "/v1/apps/{ns}/{}/logs?tail={}",

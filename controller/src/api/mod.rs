@@ -548,6 +548,36 @@ impl Api {
                     .await?,
                 )
             }
+            (
+                &Method::POST,
+                [
+                    "v1",
+                    "cronjobs",
+                    ns,
+                    name,
+                    action @ ("suspend" | "resume" | "run"),
+                ],
+            ) => {
+                self.authorize(&parts, Need::Deploy(ns))?;
+                let job = dabba_spec::resources::app_key(ns, name);
+                if !node.shared.read(|s| s.cron.jobs.contains_key(&job)) {
+                    return Err(fail(404, "not_found", format!("no cron job {job}")));
+                }
+                let change = match *action {
+                    "run" => crate::reconcile::cron::CronChange::RunNow { job },
+                    a => crate::reconcile::cron::CronChange::Suspend {
+                        job,
+                        suspend: a == "suspend",
+                    },
+                };
+                self.reply(
+                    node.propose(Command::Cron {
+                        changes: vec![change],
+                        at: now_millis(),
+                    })
+                    .await?,
+                )
+            }
             (&Method::GET, ["v1", "cronjobs"]) => {
                 let g =
                     self.authorize(&parts, Need::View(q.get("namespace").map(String::as_str)))?;

@@ -54,6 +54,11 @@ pub enum CronChange {
     Prune { runs: Vec<String> },
     /// Start a Pending run on a host.
     Place { run: String, host: String },
+    /// A manual run of a job (`dabba create job --from cronjob/NAME`), named after the
+    /// time it was asked for.
+    RunNow { job: String },
+    /// Stop (or resume) claiming schedule times.
+    Suspend { job: String, suspend: bool },
     /// A host reports how an attempt ended.
     Report { run: String, report: RunReport },
 }
@@ -324,6 +329,44 @@ impl CronState {
                     r.finished = Some(at);
                     r.host = None;
                     r.reason = Some(reason.clone());
+                    true
+                }
+                _ => false,
+            },
+            CronChange::RunNow { job } => {
+                let Some(j) = self.jobs.get(job) else {
+                    return false;
+                };
+                let stamp = ts(at).strftime("%Y%m%d%H%M%S");
+                let name = format!("{}-manual-{stamp}", j.spec.name);
+                let key = app_key(&j.spec.namespace, &name);
+                if self.runs.contains_key(&key) {
+                    return false;
+                }
+                let run = JobRun {
+                    name,
+                    namespace: j.spec.namespace.clone(),
+                    job: j.spec.name.clone(),
+                    scheduled: at,
+                    phase: RunPhase::Pending,
+                    attempt: 1,
+                    not_before: at,
+                    started: None,
+                    finished: None,
+                    host: None,
+                    exit_code: None,
+                    fuel: None,
+                    reason: None,
+                    manual: true,
+                    duration_ms: None,
+                    output: String::new(),
+                };
+                self.runs.insert(key, run);
+                true
+            }
+            CronChange::Suspend { job, suspend } => match self.jobs.get_mut(job) {
+                Some(j) if j.spec.suspend != *suspend => {
+                    j.spec.suspend = *suspend;
                     true
                 }
                 _ => false,
