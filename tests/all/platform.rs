@@ -68,6 +68,11 @@ impl Up {
             .to_string()
     }
 
+    /// What the process printed so far.
+    pub fn log(&self) -> String {
+        self.proc.log()
+    }
+
     /// `dabba ARGS...` using the CLI config `dabba up` wrote.
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
         let config = self.dir.path().join("config.json");
