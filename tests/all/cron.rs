@@ -154,3 +154,85 @@ fn a_scheduled_run_executes_once_with_its_scheduled_time() {
     let out = up.cli(&["create", "job", "--from", "tick"]);
     assert!(!out.status.success(), "--from needs cronjob/NAME");
 }
+
+/// The payment sample's ledger, settled by a cron job of the settlement sample: the
+/// totals match the payment API's own answers, and a second run of the same date
+/// changes nothing.
+#[test]
+fn the_settlement_job_settles_the_payments_of_its_day() {
+    guest("payment");
+    let settlement = guest("settlement");
+    let up = Up::start(false);
+    let payment = crate::support::workspace().join("examples/payment/dabba.toml");
+    let out = up.cli(&["apply", "-f", payment.to_str().unwrap(), "--wait"]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+
+    let mut books = crate::samples::Books::new();
+    let mut date = String::new();
+    for i in 0..40u64 {
+        let merchant = format!("m_{}", i % 3);
+        let amount = 2_500 + i * 9_973;
+        let body = format!(
+            r#"{{"merchant_id":"{merchant}","payer_vpa":"ravi@okaxis","amount":{amount},"currency":"INR"}}"#
+        );
+        let key = format!("cron-{i}");
+        let r = crate::support::try_request(
+            up.ingress,
+            "POST",
+            "/payments",
+            &[
+                ("content-type", "application/json"),
+                ("idempotency-key", &key),
+            ],
+            body.as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(r.status, 201, "{}", r.text());
+        let p = r.json();
+        date = p["ledger_date"].as_str().unwrap().to_string();
+        let e = books.entry(merchant).or_default();
+        e.0 += 1;
+        e.1 += amount;
+        e.2 += p["fee"].as_u64().unwrap();
+    }
+
+    // Suspended: it only runs when asked.
+    apply_manifest(
+        &|args| up.cli(args),
+        &up.dir.path().join("settle.toml"),
+        &format!(
+            "[[cron]]\nname = \"settle\"\nschedule = \"0 1 * * *\"\ntimezone = \"Asia/Kolkata\"\ncomponent = \"{}\"\nargs = [\"--date\", \"{date}\"]\nconfig = {{ bucket = \"ledger\" }}\nkey_value_buckets = [\"ledger\"]\nsuspend = true\n",
+            settlement.display()
+        ),
+    );
+    let runs = || -> Vec<Value> {
+        serde_json::from_str::<Value>(&stdout(&up.cli(&["get", "jobs", "-o", "json"])))
+            .ok()
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
+    };
+    let mut outputs = Vec::new();
+    for n in 1..=2 {
+        let out = up.cli(&["create", "job", "--from", "cronjob/settle"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let done = eventually(
+            "the settlement run to succeed",
+            Duration::from_secs(120),
+            || {
+                let all = runs();
+                let finished: Vec<&Value> =
+                    all.iter().filter(|r| r["phase"] == "succeeded").collect();
+                assert!(
+                    !all.iter().any(|r| r["phase"] == "failed"),
+                    "a run failed: {all:#?}"
+                );
+                (finished.len() == n).then(|| finished[0].clone())
+            },
+        );
+        outputs.push(done["output"].as_str().unwrap().to_string());
+        // Manual runs are named to the second.
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+    // Runs are listed newest first.
+    crate::samples::check_settlement(&books, &outputs[0], &outputs[1]);
+}
