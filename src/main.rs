@@ -39,7 +39,7 @@ enum Command {
     Get(commands::client::GetArgs),
     /// Show everything about an app or a cron job.
     Describe(commands::client::DescribeArgs),
-    /// Delete an app and its pods.
+    /// Delete an app and its pods, or a cron job and its runs.
     Delete(commands::client::AppArgs),
     /// Set an app's replica count.
     Scale(commands::client::ScaleArgs),

@@ -294,7 +294,7 @@ fn describe_cronjob(j: &CronJobView) {
 
 #[derive(Debug, Args)]
 pub struct AppArgs {
-    pub kind: AppKind,
+    pub kind: DescribeKind,
     pub name: String,
     #[command(flatten)]
     pub target: Target,
@@ -925,14 +925,18 @@ pub fn delete(args: AppArgs) -> anyhow::Result<()> {
     let api = args.target.client()?;
     let ns = args.target.namespace.clone();
     block_on(async move {
+        let (path, what) = match args.kind {
+            DescribeKind::App => ("apps", "app"),
+            DescribeKind::Cronjob => ("cronjobs", "cronjob"),
+        };
         api.request(
             Method::DELETE,
-            &format!("/v1/apps/{ns}/{}", args.name),
+            &format!("/v1/{path}/{ns}/{}", args.name),
             Bytes::new(),
             "application/json",
         )
         .await?;
-        println!("app {ns}/{} deleted", args.name);
+        println!("{what} {ns}/{} deleted", args.name);
         Ok(())
     })
 }

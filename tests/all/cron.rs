@@ -59,6 +59,14 @@ fn a_cron_manifest_applies_and_lists_its_next_runs_in_its_zone() {
     let after: Value =
         serde_json::from_str(&stdout(&up.cli(&["get", "cronjobs", "-o", "json"]))).unwrap();
     assert_eq!(after[0]["job"]["spec"]["timezone"], "Asia/Kolkata");
+
+    let out = up.cli(&["delete", "cronjob", "settlement"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let gone: Value =
+        serde_json::from_str(&stdout(&up.cli(&["get", "cronjobs", "-o", "json"]))).unwrap();
+    assert_eq!(gone, serde_json::json!([]));
+    let out = up.cli(&["delete", "cronjob", "settlement"]);
+    assert!(!out.status.success(), "deleting it again is an error");
 }
 
 /// An every-minute job runs on the host at the next minute, once, with its scheduled
