@@ -474,6 +474,29 @@ pub struct RunAssignment {
 }
 
 impl JobRun {
+    /// A run named `name` of job `namespace/job` for `scheduled`, waiting for its first
+    /// attempt from `at`.
+    pub fn pending(namespace: &str, job: &str, name: String, scheduled: u64, at: u64) -> JobRun {
+        JobRun {
+            name,
+            namespace: namespace.to_string(),
+            job: job.to_string(),
+            scheduled,
+            phase: RunPhase::Pending,
+            attempt: 1,
+            not_before: at,
+            started: None,
+            finished: None,
+            host: None,
+            exit_code: None,
+            fuel: None,
+            reason: None,
+            manual: false,
+            duration_ms: None,
+            output: String::new(),
+        }
+    }
+
     /// `namespace/name`.
     pub fn key(&self) -> String {
         crate::resources::app_key(&self.namespace, &self.name)

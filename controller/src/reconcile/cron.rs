@@ -232,27 +232,8 @@ impl CronState {
                     return false;
                 };
                 let name = run_name(&j.spec.name, *scheduled);
-                let run = JobRun {
-                    name: name.clone(),
-                    namespace: j.spec.namespace.clone(),
-                    job: j.spec.name.clone(),
-                    scheduled: *scheduled,
-                    phase: RunPhase::Pending,
-                    attempt: 1,
-                    not_before: at,
-                    started: None,
-                    finished: None,
-                    host: None,
-                    exit_code: None,
-                    fuel: None,
-                    reason: None,
-                    manual: false,
-                    duration_ms: None,
-                    output: String::new(),
-                };
-                self.runs
-                    .entry(app_key(&run.namespace, &name))
-                    .or_insert(run);
+                let run = JobRun::pending(&j.spec.namespace, &j.spec.name, name, *scheduled, at);
+                self.runs.entry(run.key()).or_insert(run);
                 true
             }
             CronChange::Skip {
@@ -264,29 +245,14 @@ impl CronState {
                     return false;
                 };
                 let name = run_name(&j.spec.name, *scheduled);
-                let run = JobRun {
-                    name: name.clone(),
-                    namespace: j.spec.namespace.clone(),
-                    job: j.spec.name.clone(),
-                    scheduled: *scheduled,
-                    phase: RunPhase::Skipped,
-                    attempt: 0,
-                    not_before: at,
-                    started: None,
-                    finished: Some(at),
-                    host: None,
-                    exit_code: None,
-                    fuel: None,
-                    reason: Some(
-                        "the previous run was still active (concurrency_policy = forbid)".into(),
-                    ),
-                    manual: false,
-                    duration_ms: None,
-                    output: String::new(),
-                };
-                self.runs
-                    .entry(app_key(&run.namespace, &name))
-                    .or_insert(run);
+                let mut run =
+                    JobRun::pending(&j.spec.namespace, &j.spec.name, name, *scheduled, at);
+                run.phase = RunPhase::Skipped;
+                run.attempt = 0;
+                run.finished = Some(at);
+                run.reason =
+                    Some("the previous run was still active (concurrency_policy = forbid)".into());
+                self.runs.entry(run.key()).or_insert(run);
                 true
             }
             CronChange::Missed { job, times } => {
@@ -343,24 +309,8 @@ impl CronState {
                 if self.runs.contains_key(&key) {
                     return false;
                 }
-                let run = JobRun {
-                    name,
-                    namespace: j.spec.namespace.clone(),
-                    job: j.spec.name.clone(),
-                    scheduled: at,
-                    phase: RunPhase::Pending,
-                    attempt: 1,
-                    not_before: at,
-                    started: None,
-                    finished: None,
-                    host: None,
-                    exit_code: None,
-                    fuel: None,
-                    reason: None,
-                    manual: true,
-                    duration_ms: None,
-                    output: String::new(),
-                };
+                let mut run = JobRun::pending(&j.spec.namespace, &j.spec.name, name, at, at);
+                run.manual = true;
                 self.runs.insert(key, run);
                 true
             }
