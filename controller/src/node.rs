@@ -468,7 +468,6 @@ impl Controller {
                 scaler.memory.last_demand = Some(now);
             }
         }
-        let placing = std::time::Instant::now();
         let on = self.shared.read(|s| {
             let spec = &s.apps.get(&key)?.spec;
             let ready: BTreeSet<&str> = s
@@ -480,7 +479,6 @@ impl Controller {
             let usage = reconcile::scheduler::Usage::of(s, &ready);
             reconcile::scheduler::fits(s, &ready, &usage, spec, host).then(|| host.to_string())
         });
-        let t0 = std::time::Instant::now();
         let reply = self
             .propose(Command::Activate {
                 namespace: namespace.into(),
@@ -489,11 +487,6 @@ impl Controller {
                 at: now,
             })
             .await?;
-        tracing::debug!(
-            place_us = (t0 - placing).as_micros() as u64,
-            propose_us = t0.elapsed().as_micros() as u64,
-            "activation committed"
-        );
         let Reply::Activated { replicas, pod } = reply else {
             return Err(ProposeError::Raft(format!("activation: {reply:?}")));
         };

@@ -196,12 +196,7 @@ fn the_settlement_job_settles_the_payments_of_its_day() {
         )
         .unwrap();
         assert_eq!(r.status, 201, "{}", r.text());
-        let p = r.json();
-        date = p["ledger_date"].as_str().unwrap().to_string();
-        let e = books.entry(merchant).or_default();
-        e.0 += 1;
-        e.1 += amount;
-        e.2 += p["fee"].as_u64().unwrap();
+        date = crate::samples::book(&mut books, merchant, amount, &r.json());
     }
 
     // Suspended: it only runs when asked.

@@ -155,12 +155,7 @@ fn settlement_totals_match_an_independent_computation_and_rerun_changes_nothing(
         let amount = 1_000 + i * 13_337;
         let r = pay(&s, &format!("k-{i}"), &payment_body(&merchant, amount));
         assert_eq!(r.status, 201, "{}", r.text());
-        let p = r.json();
-        date = p["ledger_date"].as_str().unwrap().to_string();
-        let e = books.entry(merchant).or_default();
-        e.0 += 1;
-        e.1 += amount;
-        e.2 += p["fee"].as_u64().unwrap();
+        date = book(&mut books, merchant, amount, &r.json());
     }
     s.stop();
 
@@ -188,6 +183,20 @@ fn settlement_totals_match_an_independent_computation_and_rerun_changes_nothing(
 
 /// Per merchant: payments, gross and fees (paise), as the payment API answered them.
 pub type Books = BTreeMap<String, (u64, u64, u64)>;
+
+/// Enters one payment the API accepted (`answer`) in `books`; returns its ledger date.
+pub fn book(
+    books: &mut Books,
+    merchant: String,
+    amount: u64,
+    answer: &serde_json::Value,
+) -> String {
+    let e = books.entry(merchant).or_default();
+    e.0 += 1;
+    e.1 += amount;
+    e.2 += answer["fee"].as_u64().unwrap();
+    answer["ledger_date"].as_str().unwrap().to_string()
+}
 
 /// Checks a settlement report against independent books (18% GST on fees, rounded to
 /// the paisa; net = gross − fees − GST), and that a second run of the same date

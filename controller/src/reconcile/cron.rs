@@ -227,34 +227,12 @@ impl CronState {
                 job,
                 scheduled,
                 missed,
-            } => {
-                let Some(j) = self.advance(job, *scheduled, missed) else {
-                    return false;
-                };
-                let name = run_name(&j.spec.name, *scheduled);
-                let run = JobRun::pending(&j.spec.namespace, &j.spec.name, name, *scheduled, at);
-                self.runs.entry(run.key()).or_insert(run);
-                true
-            }
+            } => self.deal_with(job, *scheduled, missed, at, false),
             CronChange::Skip {
                 job,
                 scheduled,
                 missed,
-            } => {
-                let Some(j) = self.advance(job, *scheduled, missed) else {
-                    return false;
-                };
-                let name = run_name(&j.spec.name, *scheduled);
-                let mut run =
-                    JobRun::pending(&j.spec.namespace, &j.spec.name, name, *scheduled, at);
-                run.phase = RunPhase::Skipped;
-                run.attempt = 0;
-                run.finished = Some(at);
-                run.reason =
-                    Some("the previous run was still active (concurrency_policy = forbid)".into());
-                self.runs.entry(run.key()).or_insert(run);
-                true
-            }
+            } => self.deal_with(job, *scheduled, missed, at, true),
             CronChange::Missed { job, times } => {
                 let Some((&last, older)) = times.split_last() else {
                     return false;
@@ -379,6 +357,32 @@ impl CronState {
                 self.runs.len() != before
             }
         }
+    }
+
+    /// Claims (or, `skipped`, records as skipped) job `key`'s run for `scheduled`, if no
+    /// time at or after it was dealt with yet.
+    fn deal_with(
+        &mut self,
+        key: &str,
+        scheduled: Millis,
+        missed: &[Millis],
+        at: Millis,
+        skipped: bool,
+    ) -> bool {
+        let Some(j) = self.advance(key, scheduled, missed) else {
+            return false;
+        };
+        let name = run_name(&j.spec.name, scheduled);
+        let mut run = JobRun::pending(&j.spec.namespace, &j.spec.name, name, scheduled, at);
+        if skipped {
+            run.phase = RunPhase::Skipped;
+            run.attempt = 0;
+            run.finished = Some(at);
+            run.reason =
+                Some("the previous run was still active (concurrency_policy = forbid)".into());
+        }
+        self.runs.entry(run.key()).or_insert(run);
+        true
     }
 
     /// Raises job `key`'s high-water mark to `scheduled` and records `missed`, if
