@@ -187,6 +187,19 @@ fn held_requests_are_bounded_in_number_and_in_time() {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(400));
+    // A request proxied from another host is never held (no bounce, no pile-up).
+    let started = Instant::now();
+    let hopped = try_request(ingress, "GET", "/stuck", &[("x-dabba-hop", "1")], b"").unwrap();
+    assert!(
+        started.elapsed() < Duration::from_millis(1000),
+        "not at once"
+    );
+    assert_eq!(hopped.status, 503, "{}", hopped.text());
+    assert!(
+        hopped.text().contains("no running pod here"),
+        "{}",
+        hopped.text()
+    );
     let started = Instant::now();
     let third = try_request(ingress, "GET", "/stuck", &[], b"").unwrap();
     assert!(

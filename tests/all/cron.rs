@@ -67,6 +67,17 @@ fn a_cron_manifest_applies_and_lists_its_next_runs_in_its_zone() {
     assert_eq!(gone, serde_json::json!([]));
     let out = up.cli(&["delete", "cronjob", "settlement"]);
     assert!(!out.status.success(), "deleting it again is an error");
+    for verb in ["suspend", "resume"] {
+        let out = up.cli(&[verb, "cronjob", "settlement"]);
+        assert!(!out.status.success(), "{verb} of a deleted job");
+        assert!(
+            stderr(&out).contains("no cron job default/settlement"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    let out = up.cli(&["create", "job", "--from", "cronjob/settlement"]);
+    assert!(!out.status.success(), "a manual run of a deleted job");
 }
 
 /// An every-minute job runs on the host at the next minute, once, with its scheduled
