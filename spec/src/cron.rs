@@ -3,8 +3,12 @@
 //! `minute hour day-of-month month day-of-week`, each `*`, a value, a range `a-b`, a
 //! step `*/n` or `a-b/n`, or a comma list of those; months and weekdays also by name
 //! (`jan`, `mon`; 0 and 7 are Sunday). `@yearly`, `@monthly`, `@weekly`, `@daily` (or
-//! `@midnight`) and `@hourly` stand for their usual expansions. A sixth (seconds) field is
-//! refused: dabba schedules to the minute, as Kubernetes CronJobs do.
+//! `@midnight`) and `@hourly` stand for their usual expansions.
+//!
+//! Six fields put a seconds field first (`*/5 * * * * *`: every five seconds), as in
+//! Quartz, Spring and the `cron` crate. Kubernetes refuses it; dabba accepts it because
+//! sub-minute jobs (heartbeats, reconciliation sweeps) are real, and because a schedule
+//! every few seconds is how the exactly-once guarantee is tested across failovers.
 //!
 //! Day of month and day of week combine as in Vixie cron (and Kubernetes): when both are
 //! restricted, a day matching either one matches; when one is `*`, the other decides.
@@ -29,6 +33,9 @@ use jiff::{Timestamp, ToSpan};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Schedule {
     text: String,
+    /// Bit 0 only, for five-field schedules.
+    seconds: u64,
+    has_seconds: bool,
     minutes: u64,
     hours: u32,
     days: u32,
@@ -63,6 +70,14 @@ struct FieldSpec {
     /// The first name's value (1 for months, 0 for weekdays).
     names_from: u32,
 }
+
+const SECONDS: FieldSpec = FieldSpec {
+    name: "second",
+    min: 0,
+    max: 59,
+    names: &[],
+    names_from: 0,
+};
 
 const FIELDS: [FieldSpec; 5] = [
     FieldSpec {
@@ -186,20 +201,17 @@ impl FromStr for Schedule {
             }
             other => other,
         };
-        let fields: Vec<&str> = expanded.split_whitespace().collect();
-        match fields.len() {
-            5 => {}
-            6 => {
-                return Err(err(
-                    "6 fields: dabba schedules have 5 (minute hour day-of-month month day-of-week); a seconds field is not accepted".into(),
-                ));
-            }
+        let mut fields: Vec<&str> = expanded.split_whitespace().collect();
+        let has_seconds = fields.len() == 6;
+        let seconds = match fields.len() {
+            5 => 1,
+            6 => SECONDS.parse(fields.remove(0)).map_err(err)?,
             n => {
                 return Err(err(format!(
-                    "{n} fields: a schedule has 5 (minute hour day-of-month month day-of-week)"
+                    "{n} fields: a schedule has 5 (minute hour day-of-month month day-of-week), or 6 with seconds first"
                 )));
             }
-        }
+        };
         let mut sets = [0u64; 5];
         for (i, (spec, field)) in FIELDS.iter().zip(&fields).enumerate() {
             sets[i] = spec.parse(field).map_err(err)?;
@@ -208,6 +220,8 @@ impl FromStr for Schedule {
         let weekdays = (sets[4] | (sets[4] >> 7)) & 0x7f;
         Ok(Schedule {
             text: text.trim().to_string(),
+            seconds,
+            has_seconds,
             minutes: sets[0],
             hours: sets[1] as u32,
             days: sets[2] as u32,
@@ -240,8 +254,15 @@ impl Schedule {
         }
     }
 
-    /// The schedule's instants on local date `d` in `tz`, in order, each once.
-    fn instants_on(&self, d: Date, tz: &TimeZone) -> Vec<Timestamp> {
+    /// Whether the schedule has a seconds field (six fields).
+    pub fn has_seconds(&self) -> bool {
+        self.has_seconds
+    }
+
+    /// The instants of the schedule's minutes on local date `d` in `tz` (each minute's
+    /// second 0), in order, each once. Offsets change on whole minutes, so a minute's
+    /// seconds follow its start.
+    fn minutes_on(&self, d: Date, tz: &TimeZone) -> Vec<Timestamp> {
         let mut out = Vec::new();
         for h in (0..24).filter(|h| self.hours & (1 << h) != 0) {
             for m in (0..60).filter(|m| self.minutes & (1 << m) != 0) {
@@ -259,19 +280,44 @@ impl Schedule {
         out
     }
 
+    /// Scheduled instants strictly after `after`, oldest first, passed to `take` until it
+    /// returns false or the search runs [`SEARCH_DAYS`] past `after`.
+    fn walk(&self, after: Timestamp, tz: &TimeZone, mut take: impl FnMut(Timestamp) -> bool) {
+        // Start a day early: a gap can move a time of the previous local day past `after`.
+        let Ok(mut day) = tz.to_datetime(after).date().checked_sub(1.day()) else {
+            return;
+        };
+        for _ in 0..SEARCH_DAYS {
+            if self.matches_date(day) {
+                for minute in self.minutes_on(day, tz) {
+                    if minute.as_second() + 59 <= after.as_second() {
+                        continue;
+                    }
+                    for s in (0..60).filter(|s| self.seconds & (1 << s) != 0) {
+                        let Ok(t) = minute.checked_add(jiff::SignedDuration::from_secs(s)) else {
+                            return;
+                        };
+                        if t > after && !take(t) {
+                            return;
+                        }
+                    }
+                }
+            }
+            let Ok(next) = day.checked_add(1.day()) else {
+                return;
+            };
+            day = next;
+        }
+    }
+
     /// The first scheduled instant strictly after `after`, in zone `tz`.
     pub fn next_after(&self, after: Timestamp, tz: &TimeZone) -> Option<Timestamp> {
-        // Start a day early: a gap can move a time of the previous local day past `after`.
-        let mut day = tz.to_datetime(after).date().checked_sub(1.day()).ok()?;
-        for _ in 0..SEARCH_DAYS {
-            if self.matches_date(day)
-                && let Some(t) = self.instants_on(day, tz).into_iter().find(|t| *t > after)
-            {
-                return Some(t);
-            }
-            day = day.checked_add(1.day()).ok()?;
-        }
-        None
+        let mut first = None;
+        self.walk(after, tz, |t| {
+            first = Some(t);
+            false
+        });
+        first
     }
 
     /// Every scheduled instant in `(after, until]`, oldest first, at most `limit`.
@@ -283,16 +329,19 @@ impl Schedule {
         limit: usize,
     ) -> Vec<Timestamp> {
         let mut out = Vec::new();
-        let mut from = after;
-        while out.len() < limit {
-            match self.next_after(from, tz) {
-                Some(t) if t <= until => {
-                    out.push(t);
-                    from = t;
-                }
-                _ => break,
-            }
+        if limit == 0 || until <= after {
+            return out;
         }
+        self.walk(after, tz, |t| {
+            if t > until {
+                return false;
+            }
+            // A time already passed on a later day is never repeated.
+            if out.last().is_none_or(|l| t > *l) {
+                out.push(t);
+            }
+            out.len() < limit
+        });
         out
     }
 }
@@ -362,7 +411,8 @@ mod tests {
     fn bad_schedules_say_what_is_wrong() {
         for (text, says) in [
             ("0 1 * *", "4 fields"),
-            ("0 0 1 * * *", "seconds field is not accepted"),
+            ("0 0 1 * * * *", "7 fields"),
+            ("60 * * * * *", "second field: 60 is outside 0-59"),
             ("60 * * * *", "minute field: 60 is outside 0-59"),
             ("* 24 * * *", "hour field: 24 is outside 0-23"),
             ("* * 0 * *", "day of month field: 0 is outside 1-31"),
@@ -475,6 +525,64 @@ mod tests {
             6,
             "00:30 01:00 01:30 EDT, 02:00 02:30 03:00 EST"
         );
+    }
+
+    #[test]
+    fn a_seconds_field_comes_first() {
+        let tz = time_zone("Asia/Kolkata").unwrap();
+        let s: Schedule = "*/20 * * * * *".parse().unwrap();
+        assert!(s.has_seconds());
+        assert!(!"* * * * *".parse::<Schedule>().unwrap().has_seconds());
+        let times = s.between(
+            at("2026-11-26T18:29:30Z"),
+            at("2026-11-26T18:31:00Z"),
+            &tz,
+            100,
+        );
+        let shown: Vec<String> = times.iter().map(|t| rfc3339_in(*t, &tz)).collect();
+        assert_eq!(
+            shown,
+            [
+                "2026-11-26T23:59:40+05:30",
+                "2026-11-27T00:00:00+05:30",
+                "2026-11-27T00:00:20+05:30",
+                "2026-11-27T00:00:40+05:30",
+                "2026-11-27T00:01:00+05:30",
+            ],
+            "across the local midnight"
+        );
+        assert_eq!(
+            next("15,45 30 1 * * *", "UTC", "2026-11-26T01:30:15Z"),
+            "2026-11-26T01:30:45+00:00"
+        );
+        // Through New York's spring-forward gap, a time of the skipped hour runs an hour
+        // later, its seconds with it.
+        assert_eq!(
+            next("10 30 2 * * *", "America/New_York", "2026-03-08T05:00:00Z"),
+            "2026-03-08T03:30:10-04:00"
+        );
+    }
+
+    #[test]
+    fn a_long_window_is_walked_once() {
+        // A day of every-second times (an outage of a day) is listed in one pass.
+        let tz = time_zone("UTC").unwrap();
+        let s: Schedule = "* * * * * *".parse().unwrap();
+        let day = s.between(
+            at("2026-11-25T00:00:00Z"),
+            at("2026-11-26T00:00:00Z"),
+            &tz,
+            200_000,
+        );
+        assert_eq!(day.len(), 86_400);
+        assert!(day.windows(2).all(|w| w[0] < w[1]));
+        let first = s.between(
+            at("2026-11-25T00:00:00Z"),
+            at("2026-11-26T00:00:00Z"),
+            &tz,
+            10,
+        );
+        assert_eq!(first, day[..10]);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! ```toml
 //! [[cron]]
 //! name = "settlement"
-//! schedule = "0 1 * * *"             # see crate::cron; 5 fields, no seconds
+//! schedule = "0 1 * * *"             # see crate::cron; 5 fields, or 6 with seconds first
 //! timezone = "Asia/Kolkata"          # IANA; default UTC; unknown zones are refused
 //! component = "settlement.wasm"      # relative to this file
 //! args = []                          # argv after the program name
@@ -309,7 +309,7 @@ component = "cleanup.wasm"
                 5,
             ),
             (
-                SETTLEMENT.replace("0 1 * * *", "0 0 1 * * *"),
+                SETTLEMENT.replace("0 1 * * *", "0 61 1 * * *"),
                 "cron[0].schedule",
                 4,
             ),
@@ -415,7 +415,8 @@ impl RunPhase {
 /// One run of a cron job for one schedule time (or a manual run).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobRun {
-    /// `<job>-<yyyymmddhhmm in UTC>` for scheduled runs, so a schedule time has one name.
+    /// `<job>-<yyyymmddhhmm[ss] in UTC>` for scheduled runs, so a schedule time has one
+    /// name ([`CronSection::run_name`]).
     pub name: String,
     pub namespace: String,
     pub job: String,
@@ -503,9 +504,22 @@ impl JobRun {
     }
 }
 
-/// The name of job `job`'s run for schedule time `scheduled` (ms since the epoch).
-pub fn run_name(job: &str, scheduled: u64) -> String {
-    let ts =
-        jiff::Timestamp::from_millisecond(scheduled as i64).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
-    format!("{job}-{}", ts.strftime("%Y%m%d%H%M"))
+impl CronSection {
+    /// The name of this job's run for schedule time `scheduled` (ms since the epoch):
+    /// `<job>-<yyyymmddhhmm>` in UTC, with the seconds (`ss`) added when the schedule
+    /// has a seconds field.
+    pub fn run_name(&self, scheduled: u64) -> String {
+        let ts = jiff::Timestamp::from_millisecond(scheduled as i64)
+            .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+        let seconds = self
+            .schedule
+            .parse::<crate::cron::Schedule>()
+            .is_ok_and(|s| s.has_seconds());
+        let format = if seconds {
+            "%Y%m%d%H%M%S"
+        } else {
+            "%Y%m%d%H%M"
+        };
+        format!("{}-{}", self.name, ts.strftime(format))
+    }
 }

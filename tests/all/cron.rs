@@ -250,3 +250,157 @@ fn the_settlement_job_settles_the_payments_of_its_day() {
     // Runs are listed newest first.
     crate::samples::check_settlement(&books, &outputs[0], &outputs[1]);
 }
+
+/// Exactly once across failovers: an every-two-seconds job on three controllers and two
+/// hosts while the leader is killed (SIGKILL) and restarted, again and again. Afterwards
+/// every schedule time in the window was either run once — one run, one execution, as
+/// counted by the job itself in a replicated bucket — or recorded as missed; none twice.
+#[test]
+fn every_schedule_time_runs_once_while_the_leader_is_killed_again_and_again() {
+    use dabba_spec::api::{CronJobView, KvKeys, KvList, KvRead, KvValues};
+
+    let mut c = crate::cluster::Cluster::start(3, 2);
+    apply_manifest(
+        &|args| c.cli(args),
+        &c.dir.path().join("tick.toml"),
+        &format!(
+            "[[cron]]\nname = \"tick\"\nschedule = \"*/2 * * * * *\"\ncomponent = \"{}\"\nargs = [\"tally\", \"ticks\"]\nkey_value_buckets = [\"ticks\"]\nsuccessful_history = 100\nfailed_history = 100\n",
+            guest("job").display()
+        ),
+    );
+    fn job(c: &crate::cluster::Cluster) -> Option<CronJobView> {
+        let v = c.api_get("/v1/cronjobs")?;
+        serde_json::from_value::<Vec<CronJobView>>(v).ok()?.pop()
+    }
+    eventually("the first run to succeed", Duration::from_secs(120), || {
+        job(&c)?
+            .runs
+            .iter()
+            .any(|r| r.phase == dabba_spec::cronjob::RunPhase::Succeeded)
+            .then_some(())
+    });
+
+    // Five rounds: kill the leader, let the others elect one, bring it back.
+    let mut kills = 0;
+    let window = Instant::now();
+    while kills < 5 && window.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_secs(4));
+        let Some(leader) = c.leader() else {
+            continue;
+        };
+        c.controllers[leader].kill();
+        kills += 1;
+        eventually("a new leader", Duration::from_secs(20), || {
+            c.leader().filter(|l| *l != leader)
+        });
+        std::thread::sleep(Duration::from_secs(1));
+        c.controllers[leader].restart();
+    }
+    assert_eq!(kills, 5, "the leader was killed five times");
+    std::thread::sleep(Duration::from_secs(4));
+
+    // Stop claiming, and let the runs in flight finish.
+    let out = c.cli(&["suspend", "cronjob", "tick"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let view = eventually("the last runs to finish", Duration::from_secs(120), || {
+        let v = job(&c)?;
+        v.runs.iter().all(|r| !r.phase.is_active()).then_some(v)
+    });
+
+    // The job's own count of executions, per run.
+    let auth = format!("Bearer {}", c.admin);
+    let post = |path: &str, body: Vec<u8>| -> Value {
+        c.controller_addrs
+            .iter()
+            .find_map(|a| {
+                let r = crate::support::try_request(
+                    *a,
+                    "POST",
+                    path,
+                    &[
+                        ("authorization", &auth),
+                        ("content-type", "application/json"),
+                    ],
+                    &body,
+                )
+                .ok()?;
+                (r.status == 200).then(|| r.json())
+            })
+            .unwrap_or_else(|| panic!("POST {path} failed on every controller"))
+    };
+    let list = KvList {
+        bucket: "default/ticks".into(),
+        cursor: None,
+        limit: 1000,
+    };
+    let keys: KvKeys =
+        serde_json::from_value(post("/v1/kv/list", serde_json::to_vec(&list).unwrap())).unwrap();
+    let read = KvRead {
+        bucket: "default/ticks".into(),
+        keys: keys.keys.clone(),
+    };
+    let values: KvValues =
+        serde_json::from_value(post("/v1/kv/read", serde_json::to_vec(&read).unwrap())).unwrap();
+    let executions: std::collections::BTreeMap<String, String> = keys
+        .keys
+        .iter()
+        .zip(values.values)
+        .map(|(k, v)| (k.clone(), String::from_utf8(v.unwrap_or_default()).unwrap()))
+        .collect();
+
+    let j = &view.job;
+    let last = j.last_scheduled.expect("times were dealt with");
+    let mut ran = std::collections::BTreeMap::new();
+    for r in &view.runs {
+        assert_eq!(
+            r.phase,
+            dabba_spec::cronjob::RunPhase::Succeeded,
+            "every run succeeded, first time: {r:#?}"
+        );
+        assert_eq!(r.attempt, 1, "{r:#?}");
+        assert!(
+            ran.insert(r.scheduled, r.name.clone()).is_none(),
+            "two runs for one time: {r:#?}"
+        );
+        assert_eq!(
+            executions.get(&r.name).map(String::as_str),
+            Some("1"),
+            "run {} executed once",
+            r.name
+        );
+    }
+    assert_eq!(
+        executions.len(),
+        ran.len(),
+        "no execution without a run: {executions:?}"
+    );
+    // Every even second after the job was created, up to the last one dealt with.
+    let times: Vec<u64> = (j.created_at / 2000 + 1..=last / 2000)
+        .map(|n| n * 2000)
+        .collect();
+    let not_run: Vec<u64> = times
+        .iter()
+        .copied()
+        .filter(|t| !ran.contains_key(t))
+        .collect();
+    assert!(
+        ran.keys().all(|t| times.contains(t)),
+        "runs only at schedule times: {ran:?}"
+    );
+    assert_eq!(
+        j.missed_total,
+        not_run.len() as u64,
+        "every time not run is recorded as missed: not run {not_run:?}, missed {:?}",
+        j.missed
+    );
+    for t in &j.missed {
+        assert!(!ran.contains_key(t), "{t} both ran and was missed");
+    }
+    eprintln!(
+        "{} schedule times over {kills} leader kills: {} ran once, {} missed",
+        times.len(),
+        ran.len(),
+        not_run.len()
+    );
+    assert!(ran.len() >= 10, "runs kept coming: {ran:?}");
+}

@@ -21,7 +21,6 @@ use std::collections::BTreeMap;
 use dabba_spec::cron::{Schedule, time_zone};
 use dabba_spec::cronjob::{
     ConcurrencyPolicy, CronJob, JobRun, MISSED_KEPT, OUTPUT_KEPT, RunPhase, RunReport, retry_delay,
-    run_name,
 };
 use dabba_spec::resources::{Millis, app_key};
 use jiff::Timestamp;
@@ -127,7 +126,14 @@ pub fn plan(state: &CronState, now: Millis, ready_hosts: &[&str]) -> Vec<CronCha
                 .into_iter()
                 .map(ms)
                 .collect();
-            if let Some((&latest, older)) = due.split_last() {
+            if due.len() == MAX_DUE {
+                // More due times than one round looks at: these are all older than the
+                // latest, so missed; later rounds reach the latest.
+                out.push(CronChange::Missed {
+                    job: key.clone(),
+                    times: due,
+                });
+            } else if let Some((&latest, older)) = due.split_last() {
                 let missed = older.to_vec();
                 let late = s
                     .starting_deadline
@@ -155,7 +161,7 @@ pub fn plan(state: &CronState, now: Millis, ready_hosts: &[&str]) -> Vec<CronCha
                         missed,
                     });
                 } else {
-                    let new = run_name(&s.name, latest);
+                    let new = s.run_name(latest);
                     for rk in active {
                         out.push(CronChange::Fail {
                             run: rk.clone(),
@@ -372,7 +378,7 @@ impl CronState {
         let Some(j) = self.advance(key, scheduled, missed) else {
             return false;
         };
-        let name = run_name(&j.spec.name, scheduled);
+        let name = j.spec.run_name(scheduled);
         let mut run = JobRun::pending(&j.spec.namespace, &j.spec.name, name, scheduled, at);
         if skipped {
             run.phase = RunPhase::Skipped;
@@ -507,6 +513,24 @@ mod tests {
         let job = &s.jobs["default/settlement"];
         assert_eq!((job.missed_total, job.missed.len()), (3, 3));
         assert_eq!(s.runs.len(), 1, "never a burst");
+    }
+
+    #[test]
+    fn a_day_long_outage_of_an_every_second_job_starts_only_the_latest_time() {
+        let created = at("2026-11-25T00:00:00Z");
+        let mut s = with_job("name = \"tick\"\nschedule = \"* * * * * *\"\n", created);
+        let now = at("2026-11-26T00:00:00Z") + 500;
+        let mut claims = Vec::new();
+        for _ in 0..20 {
+            for c in tick(&mut s, now) {
+                if let CronChange::Claim { scheduled, .. } = c {
+                    claims.push(scheduled);
+                }
+            }
+        }
+        assert_eq!(claims, [at("2026-11-26T00:00:00Z")], "one run, the latest");
+        assert!(s.runs.contains_key("default/tick-20261126000000"));
+        assert_eq!(s.jobs["default/tick"].missed_total, 86_399);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! | `alloc N` | allocates N MiB |
 //! | `flood N` | writes N KiB to stdout |
 //! | `kv BUCKET` | increments `runs` in BUCKET and prints it |
+//! | `tally BUCKET` | increments the key named by `DABBA_RUN` in BUCKET and prints it |
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -53,11 +54,16 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Some("kv") => {
+        Some(verb @ ("kv" | "tally")) => {
+            let key = if verb == "kv" {
+                "runs".to_string()
+            } else {
+                std::env::var("DABBA_RUN").unwrap_or_default()
+            };
             match dabba_sdk::kv::Bucket::open(args.get(1).map(String::as_str).unwrap_or("default"))
             {
-                Ok(b) => match b.increment("runs", 1) {
-                    Ok(v) => println!("runs={v}"),
+                Ok(b) => match b.increment(&key, 1) {
+                    Ok(v) => println!("{key}={v}"),
                     Err(e) => {
                         eprintln!("{e}");
                         return ExitCode::from(1);
@@ -70,7 +76,7 @@ fn main() -> ExitCode {
             }
         }
         _ => {
-            eprintln!("usage: job (echo|env|fail|spin|alloc|flood|kv) ...");
+            eprintln!("usage: job (echo|env|fail|spin|alloc|flood|kv|tally) ...");
             return ExitCode::from(2);
         }
     }
