@@ -30,7 +30,7 @@ use dabba_spec::scale::Scale;
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::cluster::{start_cluster, tempfile_dir};
+use super::cluster::start_cluster;
 use super::stats::thousands;
 use super::targets::{free_port, spawn_logged};
 
@@ -341,6 +341,19 @@ async fn embedded(
     n: usize,
     raft_flags: &[String],
 ) -> anyhow::Result<ColdStartRuns> {
+    let (up, api) = start_up(dabba, dir, raft_flags)?;
+    let result = cold_starts(&api, c, up.addr, n, "up").await;
+    drop(up);
+    result
+}
+
+/// Starts `dabba up` with its data in `dir/up`; the process (stopped when dropped) and
+/// an admin client of its API.
+pub(super) fn start_up(
+    dabba: &Path,
+    dir: &Path,
+    raft_flags: &[String],
+) -> anyhow::Result<(super::targets::Target, Arc<ApiClient>)> {
     let api_addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
     let mut cmd = Command::new(dabba);
     cmd.args([
@@ -361,9 +374,7 @@ async fn embedded(
         vec![format!("http://{api_addr}")],
         admin.trim().to_string(),
     ));
-    let result = cold_starts(&api, c, up.addr, n, "up").await;
-    drop(up);
-    result
+    Ok((up, api))
 }
 
 pub async fn run(
@@ -373,7 +384,7 @@ pub async fn run(
     raft_flags: &[String],
 ) -> anyhow::Result<AutoscaleReport> {
     let c = hello(guests)?;
-    let dir = tempfile_dir()?;
+    let dir = super::scratch_dir("autoscale")?;
 
     eprintln!(
         "measuring {} cold starts from zero on dabba up ...",

@@ -236,7 +236,7 @@ pub async fn run(
     failovers: usize,
     raft_flags: &[String],
 ) -> anyhow::Result<ClusterReport> {
-    let dir = tempfile_dir()?;
+    let dir = super::scratch_dir("cluster")?;
     let mut c = start(dabba, guests, &dir, raft_flags).await?;
     let leader = c.leader().await?;
     let leader_addr = c.addrs[leader];
@@ -308,13 +308,6 @@ pub async fn run(
         payments_concurrency,
         failover_ms,
     })
-}
-
-pub(super) fn tempfile_dir() -> anyhow::Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("dabba-bench-cluster-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
 }
 
 pub fn render(r: &ClusterReport) -> String {

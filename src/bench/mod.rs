@@ -10,6 +10,7 @@
 mod autoscale;
 mod cluster;
 mod load;
+mod settlement;
 mod stats;
 mod targets;
 
@@ -32,6 +33,8 @@ pub enum Suite {
     Cluster,
     /// Autoscaling: cold starts from zero, scale-out to 100 pods, density.
     Autoscale,
+    /// The settlement job: payments settled per second over a 1,000,000-payment day.
+    Settlement,
     /// All of them.
     All,
 }
@@ -60,6 +63,9 @@ pub struct BenchArgs {
     /// How long each measurement runs, after a 1 s warm-up. Default: 5s (1s with --quick).
     #[arg(long, value_name = "DURATION")]
     pub duration: Option<HumanDuration>,
+    /// Payments in the settlement suite's ledger. Default: 1,000,000 (20,000 with --quick).
+    #[arg(long, value_name = "N")]
+    pub payments: Option<u64>,
     /// Where the guest components are. Default: target/wasm32-wasip2/guest.
     #[arg(long, value_name = "DIR", default_value = "target/wasm32-wasip2/guest")]
     pub guests: PathBuf,
@@ -103,6 +109,9 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     if matches!(args.suite, Suite::Autoscale | Suite::All) {
         bench_autoscale(&args)?;
     }
+    if matches!(args.suite, Suite::Settlement | Suite::All) {
+        bench_settlement(&args)?;
+    }
     if matches!(args.suite, Suite::Runtime | Suite::All) {
         bench_runtime(&args)?;
     }
@@ -145,6 +154,37 @@ fn bench_autoscale(args: &BenchArgs) -> anyhow::Result<()> {
         &raft_flags(args),
     ))?;
     write_results(args, "autoscale", &report, &autoscale::render(&report))
+}
+
+fn bench_settlement(args: &BenchArgs) -> anyhow::Result<()> {
+    let mut sizes = if args.quick {
+        settlement::Sizes::quick()
+    } else {
+        settlement::Sizes::full()
+    };
+    if let Some(n) = args.payments {
+        sizes.payments = n;
+    }
+    // One thread: the job, and the store answering it, on one core.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let dabba = std::env::current_exe()?;
+    let report = rt.block_on(settlement::run(
+        &dabba,
+        &args.guests,
+        sizes,
+        &raft_flags(args),
+    ))?;
+    write_results(args, "settlement", &report, &settlement::render(&report))
+}
+
+/// A fresh scratch directory for suite `name` (removed by the suite when it is done).
+fn scratch_dir(name: &str) -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("dabba-bench-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
 }
 
 /// Prints the Markdown and writes `NAME.json` (with the machine) and `NAME.md` to `--out`.

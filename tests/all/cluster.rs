@@ -547,3 +547,23 @@ fn quick_bench(suite: &str, guest_name: &str, extra: &[&str]) -> (std::process::
     let report = serde_json::from_slice(&std::fs::read(file).unwrap()).unwrap();
     (run, report)
 }
+
+#[test]
+fn the_settlement_benchmark_settles_its_ledger_every_way() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let (run, report) = quick_bench("settlement", "settlement", &["--payments", "5000"]);
+    let s = &report["settlement"];
+    assert_eq!(s["payments"], 5000, "{s}");
+    for row in ["dabba", "dabba_again", "platform", "native"] {
+        assert!(
+            s[row]["payments_per_second"].as_f64().unwrap() > 0.0,
+            "{row}: {s}"
+        );
+    }
+    assert!(s["dabba_over_native"].as_f64().unwrap() > 0.0, "{s}");
+    assert!(
+        stdout(&run).contains("| dabba up cron job"),
+        "{}",
+        stdout(&run)
+    );
+}

@@ -25,6 +25,7 @@
 use serde::{Deserialize, Serialize};
 
 pub mod money;
+pub mod synthetic;
 
 pub use money::{Paise, format_rupees};
 
