@@ -29,6 +29,8 @@ pub mod error;
 pub mod http;
 pub mod job;
 pub mod kv;
+#[cfg(all(feature = "native-server", not(target_arch = "wasm32")))]
+pub mod native;
 pub mod router;
 pub mod time;
 
