@@ -155,7 +155,7 @@ fn from_zero() -> Scale {
 }
 
 /// Applies `specs`, `parallel` at a time.
-async fn apply_all(
+pub(super) async fn apply_all(
     api: &Arc<ApiClient>,
     specs: Vec<AppSpec>,
     parallel: usize,
@@ -181,10 +181,14 @@ async fn apply_all(
 
 /// Sends one GET on a connection opened beforehand; the time from writing it to the
 /// first byte of the answer, which must be a 200.
-async fn first_byte(addr: SocketAddr, path: &str) -> anyhow::Result<Duration> {
+pub(super) async fn first_byte(
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+) -> anyhow::Result<Duration> {
     let mut s = tokio::net::TcpStream::connect(addr).await?;
     s.set_nodelay(true)?;
-    let request = format!("GET {path} HTTP/1.1\r\nhost: bench\r\nconnection: close\r\n\r\n");
+    let request = format!("GET {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n");
     let started = Instant::now();
     s.write_all(request.as_bytes()).await?;
     let mut first = [0u8; 1];
@@ -208,10 +212,15 @@ async fn first_byte(addr: SocketAddr, path: &str) -> anyhow::Result<Duration> {
 }
 
 /// Waits until `path` on `addr` answers 200.
-async fn until_ok(addr: SocketAddr, path: &str, timeout: Duration) -> anyhow::Result<()> {
+pub(super) async fn until_ok(
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+    timeout: Duration,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
-        match first_byte(addr, path).await {
+        match first_byte(addr, host, path).await {
             Ok(_) => return Ok(()),
             Err(e) if Instant::now() > deadline => {
                 return Err(e.context(format!("{path} did not answer within {timeout:?}")));
@@ -247,7 +256,13 @@ async fn cold_starts(
     apply_all(api, cold, 16).await?;
     let warm = format!("{tag}-warm");
     apply_all(api, vec![spec(c, &warm, 1, None)], 1).await?;
-    until_ok(ingress, &format!("/{warm}"), Duration::from_secs(120)).await?;
+    until_ok(
+        ingress,
+        "bench",
+        &format!("/{warm}"),
+        Duration::from_secs(120),
+    )
+    .await?;
     let mut runs = Vec::new();
     for (first, pause) in [(n, Some(SETTLE)), (0, None)] {
         let mut samples = Vec::with_capacity(n);
@@ -257,7 +272,7 @@ async fn cold_starts(
                 // hosts' new routing tables) settles, and the machine goes idle.
                 tokio::time::sleep(p).await;
             }
-            let took = first_byte(ingress, &format!("/{tag}-cold-{i}"))
+            let took = first_byte(ingress, "bench", &format!("/{tag}-cold-{i}"))
                 .await
                 .with_context(|| format!("cold start {i}"))?;
             samples.push(took.as_secs_f64() * 1000.0);
@@ -269,7 +284,7 @@ async fn cold_starts(
     Ok(ColdStartRuns { stream, isolated })
 }
 
-fn summarize(mut samples: Vec<f64>) -> ColdStarts {
+pub(super) fn summarize(mut samples: Vec<f64>) -> ColdStarts {
     samples.sort_by(f64::total_cmp);
     let at = |q: f64| {
         let i = ((q * samples.len() as f64).ceil() as usize).clamp(1, samples.len()) - 1;
@@ -283,14 +298,14 @@ fn summarize(mut samples: Vec<f64>) -> ColdStarts {
     }
 }
 
-async fn app(api: &ApiClient, name: &str) -> anyhow::Result<AppSummary> {
+pub(super) async fn app(api: &ApiClient, name: &str) -> anyhow::Result<AppSummary> {
     let apps: Vec<AppSummary> = api.get("/v1/apps?namespace=default").await?;
     apps.into_iter()
         .find(|a| a.name == name)
         .with_context(|| format!("app {name} is missing"))
 }
 
-async fn scale(api: &ApiClient, name: &str, replicas: u32) -> anyhow::Result<()> {
+pub(super) async fn scale(api: &ApiClient, name: &str, replicas: u32) -> anyhow::Result<()> {
     api.send_json::<_, serde_json::Value>(
         http::Method::POST,
         &format!("/v1/apps/default/{name}/scale"),
@@ -301,7 +316,7 @@ async fn scale(api: &ApiClient, name: &str, replicas: u32) -> anyhow::Result<()>
 }
 
 /// Polls until `name` has `ready` Running pods (and no more desired); returns when.
-async fn until_ready(
+pub(super) async fn until_ready(
     api: &ApiClient,
     name: &str,
     ready: u32,
@@ -324,7 +339,7 @@ async fn until_ready(
 }
 
 /// Resident memory of a process, in KiB.
-fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+pub(super) fn rss_kib(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
         .lines()
@@ -447,7 +462,13 @@ pub async fn run(
     let mut marker = spec(&c, "density-marker", 1, None);
     marker.node_selector = [("role".to_string(), "density".to_string())].into();
     apply_all(&api, vec![marker], 1).await?;
-    until_ok(host.addr, "/density-marker", Duration::from_secs(300)).await?;
+    until_ok(
+        host.addr,
+        "bench",
+        "/density-marker",
+        Duration::from_secs(300),
+    )
+    .await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let with_apps = rss_kib(pid)?;
 

@@ -8,7 +8,10 @@
 //! to `--out` as JSON and Markdown.
 
 mod autoscale;
+mod chart;
 mod cluster;
+mod containers;
+mod docker;
 mod load;
 mod settlement;
 mod stats;
@@ -35,6 +38,9 @@ pub enum Suite {
     Autoscale,
     /// The settlement job: payments settled per second over a 1,000,000-payment day.
     Settlement,
+    /// dabba against Docker containers and `wasmtime serve` on the payment and search
+    /// samples: cold start, scale-out, memory per replica, artifact size, throughput.
+    Containers,
     /// All of them.
     All,
 }
@@ -66,6 +72,10 @@ pub struct BenchArgs {
     /// Payments in the settlement suite's ledger. Default: 1,000,000 (20,000 with --quick).
     #[arg(long, value_name = "N")]
     pub payments: Option<u64>,
+    /// Where the native servers for the container images are (`cargo build --profile
+    /// container -p dabba-baseline`).
+    #[arg(long, value_name = "DIR", default_value = "target/container")]
+    pub native: PathBuf,
     /// Where the guest components are. Default: target/wasm32-wasip2/guest.
     #[arg(long, value_name = "DIR", default_value = "target/wasm32-wasip2/guest")]
     pub guests: PathBuf,
@@ -108,6 +118,9 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     }
     if matches!(args.suite, Suite::Autoscale | Suite::All) {
         bench_autoscale(&args)?;
+    }
+    if matches!(args.suite, Suite::Containers | Suite::All) {
+        bench_containers(&args)?;
     }
     if matches!(args.suite, Suite::Settlement | Suite::All) {
         bench_settlement(&args)?;
@@ -154,6 +167,52 @@ fn bench_autoscale(args: &BenchArgs) -> anyhow::Result<()> {
         &raft_flags(args),
     ))?;
     write_results(args, "autoscale", &report, &autoscale::render(&report))
+}
+
+fn bench_containers(args: &BenchArgs) -> anyhow::Result<()> {
+    let mut sizes = if args.quick {
+        containers::Sizes::quick()
+    } else {
+        containers::Sizes::full()
+    };
+    if !args.concurrency.is_empty() {
+        sizes.concurrency = args.concurrency.clone();
+    }
+    if let Some(d) = args.duration {
+        sizes.duration = d.get();
+    }
+    let wasmtime = wasmtime_path(args)?;
+    let dabba = std::env::current_exe()?;
+    // Two load-generator threads: enough to drive the servers at 128 connections while
+    // leaving them most of the machine.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let raft_flags = raft_flags(args);
+    let report = rt.block_on(containers::run(&containers::Setup {
+        dabba: &dabba,
+        guests: &args.guests,
+        native_dir: &args.native,
+        wasmtime: Some(&wasmtime),
+        sizes,
+        raft_flags: &raft_flags,
+    }))?;
+    write_results(args, "containers", &report, &containers::render(&report))?;
+    for (name, svg) in containers::charts(&report) {
+        std::fs::write(args.out.join(&name), svg)?;
+    }
+    Ok(())
+}
+
+/// `--wasmtime`, else `wasmtime` on PATH.
+fn wasmtime_path(args: &BenchArgs) -> anyhow::Result<PathBuf> {
+    match &args.wasmtime {
+        Some(p) => Ok(p.clone()),
+        None => targets::which("wasmtime").context(
+            "wasmtime not found on PATH: install it with `cargo install --locked wasmtime-cli@48.0.8` or pass --wasmtime",
+        ),
+    }
 }
 
 fn bench_settlement(args: &BenchArgs) -> anyhow::Result<()> {
@@ -252,12 +311,7 @@ fn bench_runtime(args: &BenchArgs) -> anyhow::Result<()> {
     }
     let dabba = std::env::current_exe()?;
     let native = targets::sibling("baseline-hello")?;
-    let wasmtime = match &args.wasmtime {
-        Some(p) => p.clone(),
-        None => targets::which("wasmtime").context(
-            "wasmtime not found on PATH: install it with `cargo install --locked wasmtime-cli@48.0.8` or pass --wasmtime",
-        )?,
-    };
+    let wasmtime = wasmtime_path(args)?;
 
     // One load-generator thread, so the servers keep the rest of the machine.
     let rt = tokio::runtime::Builder::new_multi_thread()

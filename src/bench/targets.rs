@@ -92,10 +92,21 @@ pub fn native(binary: &Path) -> anyhow::Result<Target> {
 /// `wasmtime serve` on the same component, with WASI CLI interfaces enabled as Rust std
 /// guests need.
 pub fn wasmtime_serve(wasmtime: &Path, component: &Path) -> anyhow::Result<Target> {
+    wasmtime_serve_with(wasmtime, component, &["-Scli"])
+}
+
+/// `wasmtime serve` on `component` with `flags` (which WASI interfaces to enable).
+pub fn wasmtime_serve_with(
+    wasmtime: &Path,
+    component: &Path,
+    flags: &[&str],
+) -> anyhow::Result<Target> {
     let port = free_port()?;
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let child = Command::new(wasmtime)
-        .args(["serve", "-Scli", "--addr", &addr.to_string()])
+        .arg("serve")
+        .args(flags)
+        .args(["--addr", &addr.to_string()])
         .arg(component)
         .env_remove("RUST_BACKTRACE")
         .stdout(Stdio::null())

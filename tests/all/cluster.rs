@@ -484,7 +484,7 @@ fn a_lost_host_has_its_pods_rescheduled_and_the_app_keeps_answering() {
 #[test]
 fn the_cluster_benchmark_takes_every_measurement() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let (run, report) = quick_bench(
+    let (run, report, _) = quick_bench(
         "cluster",
         "payment",
         &["--duration", "1s", "--failovers", "1"],
@@ -504,7 +504,7 @@ fn the_cluster_benchmark_takes_every_measurement() {
 #[test]
 fn the_autoscale_benchmark_takes_every_measurement() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let (run, report) = quick_bench("autoscale", "hello", &[]);
+    let (run, report, _) = quick_bench("autoscale", "hello", &[]);
     let a = &report["autoscale"];
     for cold in ["cold_start_embedded", "cold_start_cluster"] {
         for run in ["stream", "isolated"] {
@@ -522,8 +522,13 @@ fn the_autoscale_benchmark_takes_every_measurement() {
 }
 
 /// Runs `dabba bench --suite SUITE --quick` (with the test clusters' Raft timing and the
-/// guests next to `guest`), which must succeed; its output and its JSON report.
-fn quick_bench(suite: &str, guest_name: &str, extra: &[&str]) -> (std::process::Output, Value) {
+/// guests next to `guest`), which must succeed; its output, its JSON report and the
+/// names of the files it wrote.
+fn quick_bench(
+    suite: &str,
+    guest_name: &str,
+    extra: &[&str],
+) -> (std::process::Output, Value, Vec<String>) {
     let guests = guest(guest_name).parent().unwrap().to_path_buf();
     let out = tempfile::tempdir().unwrap();
     let mut args = vec![
@@ -545,13 +550,18 @@ fn quick_bench(suite: &str, guest_name: &str, extra: &[&str]) -> (std::process::
     assert!(run.status.success(), "{}{}", stdout(&run), stderr(&run));
     let file = out.path().join(format!("{suite}.json"));
     let report = serde_json::from_slice(&std::fs::read(file).unwrap()).unwrap();
-    (run, report)
+    let mut files: Vec<String> = std::fs::read_dir(out.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    (run, report, files)
 }
 
 #[test]
 fn the_settlement_benchmark_settles_its_ledger_every_way() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let (run, report) = quick_bench("settlement", "settlement", &["--payments", "5000"]);
+    let (run, report, _) = quick_bench("settlement", "settlement", &["--payments", "5000"]);
     let s = &report["settlement"];
     assert_eq!(s["payments"], 5000, "{s}");
     for row in ["dabba", "dabba_again", "platform", "native"] {
@@ -566,4 +576,69 @@ fn the_settlement_benchmark_settles_its_ledger_every_way() {
         "{}",
         stdout(&run)
     );
+}
+
+/// The container comparison in quick mode, against real Docker, real dabba and
+/// `wasmtime serve`: every measurement is taken, every chart written.
+#[test]
+fn the_container_benchmark_takes_every_measurement() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    guest("search");
+    let native = crate::support::native_servers();
+    let (run, report, files) = quick_bench(
+        "containers",
+        "payment",
+        &["--native", native.to_str().unwrap()],
+    );
+    let c = &report["containers"];
+    for side in ["dabba", "docker"] {
+        assert_eq!(c["cold_start"][side]["samples"], 3, "{c}");
+        assert!(
+            c["cold_start"][side]["p50_ms"].as_f64().unwrap() > 0.0,
+            "{c}"
+        );
+    }
+    let s = &c["scale_out"][0];
+    assert_eq!(s["replicas"], 10, "{c}");
+    for m in [
+        "dabba_ms",
+        "docker_ms",
+        "dabba_kib_per_replica",
+        "docker_kib_per_replica",
+    ] {
+        assert!(s[m].as_f64().unwrap() > 0.0, "{m}: {c}");
+    }
+    for a in c["artifacts"].as_array().unwrap() {
+        assert!(a["component_bytes"].as_u64().unwrap() > 0, "{a}");
+        assert!(a["image_bytes"].as_u64().unwrap() > 0, "{a}");
+    }
+    let rows = c["throughput"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "payment and search at one concurrency: {c}");
+    for t in rows {
+        assert!(t["dabba"]["rps"].as_f64().unwrap() > 0.0, "{t}");
+        assert!(t["container"]["rps"].as_f64().unwrap() > 0.0, "{t}");
+        // wasmtime serve runs what it can; where it cannot, the report says why.
+        assert!(
+            t["wasmtime"]["rps"].as_f64().is_some_and(|r| r > 0.0)
+                || t["wasmtime_note"].as_str().is_some_and(|n| !n.is_empty()),
+            "{t}"
+        );
+    }
+    let search = rows.iter().find(|t| t["workload"] == "search").unwrap();
+    assert!(
+        search["wasmtime"]["rps"].as_f64().unwrap() > 0.0,
+        "{search}"
+    );
+    assert!(stdout(&run).contains("dabba vs Docker containers"));
+    assert!(c["docker_version"].as_str().is_some_and(|v| !v.is_empty()));
+    for chart in [
+        "cold-start.svg",
+        "scale-out.svg",
+        "memory-per-replica.svg",
+        "artifact-size.svg",
+        "throughput-payment.svg",
+        "throughput-search.svg",
+    ] {
+        assert!(files.iter().any(|f| f == chart), "{chart} in {files:?}");
+    }
 }

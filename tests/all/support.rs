@@ -58,6 +58,22 @@ pub fn guest(name: &str) -> PathBuf {
         .join(format!("{name}.wasm"))
 }
 
+/// The native servers the container images are built from (`payment-native`,
+/// `search-native`), built once per test run in the `container` profile; their directory.
+pub fn native_servers() -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .current_dir(workspace())
+            .args(["build", "--profile", "container", "-p", "dabba-baseline"])
+            .status()
+            .expect("running cargo to build the native servers");
+        assert!(status.success(), "building the native servers failed");
+    });
+    target_dir().join("container")
+}
+
 pub fn dabba() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_dabba"));
     cmd.env("RUST_LOG", "warn");
