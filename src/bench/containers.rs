@@ -35,7 +35,22 @@ use super::chart::{Bar, bars};
 use super::docker;
 use super::load::{self, Load, LoadResult};
 use super::stats::{format_ratio, ratio, thousands};
-use super::targets::{self, Target, free_port};
+use super::targets::{self, Target};
+
+/// A free loopback port not handed out before in this run: containers started at once
+/// would otherwise be given the same just-released port.
+fn free_port() -> anyhow::Result<u16> {
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    for _ in 0..1000 {
+        let port = targets::free_port()?;
+        let mut given = GIVEN.lock().expect("port list lock");
+        if !given.contains(&port) {
+            given.push(port);
+            return Ok(port);
+        }
+    }
+    bail!("no unused loopback port found")
+}
 
 /// The search request every cold start and readiness probe sends.
 const SEARCH_PATH: &str = "/search?q=samsng+phone&max_price=20000&sort=price_asc&page_size=3";
