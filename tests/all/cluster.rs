@@ -142,6 +142,10 @@ impl Cluster {
                 addr.to_string(),
                 "--data-dir".into(),
                 c.dir.path().join(&name).display().to_string(),
+                // A debug build compiling a component for the first time on a busy
+                // machine can take longer than the default 10 s a request is held.
+                "--activator-timeout".into(),
+                "60s".into(),
             ];
             c.hosts.push(Proc::start(
                 &name,
