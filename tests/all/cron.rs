@@ -404,3 +404,51 @@ fn every_schedule_time_runs_once_while_the_leader_is_killed_again_and_again() {
     );
     assert!(ran.len() >= 10, "runs kept coming: {ran:?}");
 }
+
+/// A host lost in the middle of a run: the attempt fails ("host … was lost") and the
+/// run is retried, after its back-off, on the host that is left, where it succeeds.
+#[test]
+fn a_run_whose_host_is_lost_is_retried_on_another_host() {
+    use dabba_spec::api::CronJobView;
+    use dabba_spec::cronjob::RunPhase;
+
+    let mut c = crate::cluster::Cluster::start(3, 2);
+    apply_manifest(
+        &|args| c.cli(args),
+        &c.dir.path().join("slow.toml"),
+        &format!(
+            "[[cron]]\nname = \"slow\"\nschedule = \"0 1 * * *\"\ncomponent = \"{}\"\nargs = [\"sleep\", \"6000\"]\nsuspend = true\nbackoff_limit = 2\n",
+            guest("job").display()
+        ),
+    );
+    fn run(c: &crate::cluster::Cluster) -> Option<dabba_spec::cronjob::JobRun> {
+        let v = c.api_get("/v1/cronjobs")?;
+        let mut jobs: Vec<CronJobView> = serde_json::from_value(v).ok()?;
+        jobs.pop()?.runs.pop()
+    }
+    let out = c.cli(&["create", "job", "--from", "cronjob/slow"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let first = eventually(
+        "the run to start on a host",
+        Duration::from_secs(60),
+        || run(&c).filter(|r| r.phase == RunPhase::Running),
+    );
+    let host = first.host.clone().expect("a running run has a host");
+    let index: usize = host.trim_start_matches('h').parse::<usize>().unwrap() - 1;
+    c.hosts[index].kill();
+
+    let done = eventually(
+        "the run to be retried elsewhere and succeed",
+        Duration::from_secs(120),
+        || {
+            let r = run(&c)?;
+            assert_ne!(r.phase, RunPhase::Failed, "the run failed: {r:#?}");
+            (r.phase == RunPhase::Succeeded).then_some(r)
+        },
+    );
+    assert_eq!(done.attempt, 2, "{done:#?}");
+    assert_ne!(done.host.as_deref(), Some(host.as_str()), "{done:#?}");
+    assert!(done.output.contains("slept"), "{done:#?}");
+    let described = stdout(&c.cli(&["describe", "cronjob", "slow"]));
+    assert!(described.contains(&done.name), "{described}");
+}

@@ -6,6 +6,7 @@
 //! | `env` | prints the environment it sees |
 //! | `fail MSG` | prints MSG on stderr and exits 3 |
 //! | `spin` | loops forever |
+//! | `sleep MS` | sleeps MS milliseconds, then prints `slept` |
 //! | `alloc N` | allocates N MiB |
 //! | `flood N` | writes N KiB to stdout |
 //! | `kv BUCKET` | increments `runs` in BUCKET and prints it |
@@ -37,6 +38,10 @@ fn main() -> ExitCode {
             loop {
                 x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
             }
+        }
+        Some("sleep") => {
+            std::thread::sleep(std::time::Duration::from_millis(n(1)));
+            println!("slept");
         }
         Some("alloc") => {
             let mut hoard = Vec::new();
@@ -76,7 +81,7 @@ fn main() -> ExitCode {
             }
         }
         _ => {
-            eprintln!("usage: job (echo|env|fail|spin|alloc|flood|kv|tally) ...");
+            eprintln!("usage: job (echo|env|fail|spin|sleep|alloc|flood|kv|tally) ...");
             return ExitCode::from(2);
         }
     }
