@@ -133,6 +133,11 @@ fn config(fuel: bool, pooling: Option<&EngineOptions>) -> Config {
     c.epoch_interruption(true);
     c.consume_fuel(fuel);
     c.memory_init_cow(true);
+    // `DABBA_PROFILE=perfmap` writes /tmp/perf-PID.map, so `perf report` names the
+    // guests' functions (`wasm[0]::function[N]` becomes the Rust symbol).
+    if std::env::var("DABBA_PROFILE").is_ok_and(|v| v == "perfmap") {
+        c.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     if let Some(o) = pooling {
         let n = o.max_instances;
         let mut p = PoolingAllocationConfig::default();

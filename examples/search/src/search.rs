@@ -112,8 +112,7 @@ pub fn search(index: &Index<'_>, q: &Query, ranking: Ranking) -> Results {
         let mut best: Option<(usize, usize)> = None;
         if max_edits > 0 {
             for t in 0..index.term_count() {
-                if let Some(d) = within_edits(word.as_bytes(), index.term(t).as_bytes(), max_edits)
-                {
+                if let Some(d) = within_edits(word.as_bytes(), index.term_bytes(t), max_edits) {
                     alternatives.push((t, TYPO_WEIGHT[d]));
                     if best.is_none_or(|(_, bd)| d < bd) {
                         best = Some((t, d));
@@ -134,7 +133,7 @@ pub fn search(index: &Index<'_>, q: &Query, ranking: Ranking) -> Results {
     let category = q.category.as_deref().map(str::to_ascii_lowercase);
     let brand = q.brand.as_deref().map(str::to_ascii_lowercase);
     let passes = |doc: usize| {
-        let d = index.doc(doc);
+        let d = index.fields(doc);
         category
             .as_deref()
             .is_none_or(|c| index.category(d.category).eq_ignore_ascii_case(c))
@@ -170,7 +169,7 @@ pub fn search(index: &Index<'_>, q: &Query, ranking: Ranking) -> Results {
                 let idf = (1.0 + (n as f32 - df + 0.5) / (df + 0.5)).ln();
                 for (doc, tf) in index.postings(t) {
                     let doc = doc as usize;
-                    let dl = f32::from(index.doc(doc).len);
+                    let dl = f32::from(index.fields(doc).len);
                     let tf = f32::from(tf);
                     let s = idf * tf * (K1 + 1.0) / (tf + K1 * (1.0 - B + B * dl / avg));
                     scores[doc] += weight * s;
@@ -182,14 +181,14 @@ pub fn search(index: &Index<'_>, q: &Query, ranking: Ranking) -> Results {
             if matched[doc] == all && passes(doc) {
                 let mut s = scores[doc];
                 if ranking == Ranking::V2 {
-                    s *= 0.5 + f32::from(index.doc(doc).rating) / 50.0;
+                    s *= 0.5 + f32::from(index.fields(doc).rating) / 50.0;
                 }
                 hits.push((doc as u32, s));
             }
         }
     }
 
-    let doc = |id: u32| index.doc(id as usize);
+    let doc = |id: u32| index.fields(id as usize);
     match q.sort {
         Sort::Relevance if !groups.is_empty() => {
             hits.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)))
@@ -215,7 +214,7 @@ pub fn search(index: &Index<'_>, q: &Query, ranking: Ranking) -> Results {
     let results = hits[start..end]
         .iter()
         .map(|&(id, score)| {
-            let d = doc(id);
+            let d = index.doc(id as usize);
             Hit {
                 id,
                 title: d.title.to_string(),
