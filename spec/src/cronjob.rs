@@ -168,6 +168,16 @@ impl CronSection {
                 ),
             ));
         }
+        if self.name.ends_with("-manual") {
+            return Err((
+                "name",
+                format!(
+                    "`{}` may not end in `-manual`: its runs' names would collide with the manual runs of `{}`",
+                    self.name,
+                    self.name.trim_end_matches("-manual")
+                ),
+            ));
+        }
         if !valid_name(&self.namespace) {
             return Err((
                 "namespace",
@@ -317,6 +327,11 @@ component = "cleanup.wasm"
                 SETTLEMENT.replace("@hourly", "@reboot"),
                 "cron[1].schedule",
                 16,
+            ),
+            (
+                SETTLEMENT.replace("name = \"settlement\"", "name = \"settlement-manual\""),
+                "cron[0].name",
+                3,
             ),
             (
                 SETTLEMENT.replace("backoff_limit = 2", "backoff_limit = 99"),
