@@ -77,28 +77,37 @@ impl Cluster {
             } else {
                 // Members join one at a time: Raft changes membership one step at once.
                 let first = controller_addrs[0];
-                eventually(
-                    "the new controller to join",
-                    Duration::from_secs(60),
-                    || {
-                        let auth = format!("Bearer {admin}");
-                        let r = try_request(
-                            first,
-                            "GET",
-                            "/v1/cluster",
-                            &[("authorization", &auth)],
-                            b"",
-                        )
-                        .ok()?;
-                        let s = r.json();
-                        let voters = s["members"]
-                            .as_array()?
+                let joined = || -> Option<()> {
+                    let auth = format!("Bearer {admin}");
+                    let r = try_request(
+                        first,
+                        "GET",
+                        "/v1/cluster",
+                        &[("authorization", &auth)],
+                        b"",
+                    )
+                    .ok()?;
+                    let s = r.json();
+                    let voters = s["members"]
+                        .as_array()?
+                        .iter()
+                        .filter(|m| m["voter"] == true)
+                        .count();
+                    (voters == i + 1).then_some(())
+                };
+                // Generous: a debug build under the whole parallel suite joins slowly. If
+                // it never does, the controllers' logs say why.
+                let deadline = Instant::now() + Duration::from_secs(120);
+                while joined().is_none() {
+                    if Instant::now() > deadline {
+                        let logs: String = controllers
                             .iter()
-                            .filter(|m| m["voter"] == true)
-                            .count();
-                        (voters == i + 1).then_some(())
-                    },
-                );
+                            .map(|p| format!("--- {} ---\n{}", p.name, p.log()))
+                            .collect();
+                        panic!("controller c{id} did not join within 120 s\n{logs}");
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
             }
         }
         let admin = read_token(&dir.path().join("c1/admin.token"));
