@@ -288,16 +288,39 @@ pub fn controller(args: ControllerArgs) -> anyhow::Result<()> {
                     vec![url.clone()],
                     args.token.clone().unwrap_or_default(),
                 );
-                api.send_json::<_, serde_json::Value>(
-                    http::Method::POST,
-                    "/v1/cluster/members",
-                    &AddMember {
-                        id: args.id,
-                        address: advertise.clone(),
-                    },
-                )
-                .await
-                .with_context(|| format!("joining the cluster at {url}"))?;
+                let add = AddMember {
+                    id: args.id,
+                    address: advertise.clone(),
+                };
+                // The cluster may still be electing its first leader, or finishing
+                // another member's change: keep asking for a minute. Adding a member
+                // that is already there changes nothing, so a retry is safe.
+                let deadline = tokio::time::Instant::now() + JOIN_PATIENCE;
+                loop {
+                    match api
+                        .send_json::<_, serde_json::Value>(
+                            http::Method::POST,
+                            "/v1/cluster/members",
+                            &add,
+                        )
+                        .await
+                    {
+                        Ok(_) => break,
+                        // A wrong token or a refused request will not get better.
+                        Err(e)
+                            if tokio::time::Instant::now() < deadline
+                                && !e.status().is_some_and(|s| (400..500).contains(&s)) =>
+                        {
+                            tracing::warn!(error = %e, "joining the cluster at {url}; retrying");
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                        }
+                        Err(e) => {
+                            return Err(e).with_context(|| {
+                                format!("joining the cluster at {url} (tried for {JOIN_PATIENCE:?})")
+                            });
+                        }
+                    }
+                }
                 println!("controller {} joined the cluster at {url}", args.id);
             }
             (None, true) => {
@@ -320,6 +343,9 @@ pub fn controller(args: ControllerArgs) -> anyhow::Result<()> {
         Ok(())
     })
 }
+
+/// How long a new controller keeps asking to join.
+const JOIN_PATIENCE: Duration = Duration::from_secs(60);
 
 fn parse_labels(labels: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
     labels
