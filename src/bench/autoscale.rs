@@ -36,6 +36,8 @@ use super::targets::{free_port, spawn_logged};
 
 /// The pause before each cold start.
 const SETTLE: Duration = Duration::from_millis(50);
+/// How often readiness is polled where its exact moment is not measured.
+pub(super) const POLL: Duration = Duration::from_millis(50);
 
 /// How big a run is.
 #[derive(Debug, Clone, Copy)]
@@ -211,12 +213,13 @@ pub(super) async fn first_byte(
     Ok(took)
 }
 
-/// Waits until `path` on `addr` answers 200.
+/// Waits until `path` on `addr` answers 200, asking again every `pause`.
 pub(super) async fn until_ok(
     addr: SocketAddr,
     host: &str,
     path: &str,
     timeout: Duration,
+    pause: Duration,
 ) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
@@ -225,7 +228,7 @@ pub(super) async fn until_ok(
             Err(e) if Instant::now() > deadline => {
                 return Err(e.context(format!("{path} did not answer within {timeout:?}")));
             }
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(_) => tokio::time::sleep(pause).await,
         }
     }
 }
@@ -261,6 +264,7 @@ async fn cold_starts(
         "bench",
         &format!("/{warm}"),
         Duration::from_secs(120),
+        POLL,
     )
     .await?;
     let mut runs = Vec::new();
@@ -341,11 +345,15 @@ pub(super) async fn until_ready(
 /// Resident memory of a process, in KiB.
 pub(super) fn rss_kib(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    vm_rss_kib(&status).context("no VmRSS")
+}
+
+/// The `VmRSS` of a `/proc/PID/status` text, in KiB.
+pub(super) fn vm_rss_kib(status: &str) -> Option<u64> {
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("no VmRSS")
 }
 
 /// The embedded default: `dabba up` in its own process.
@@ -467,6 +475,7 @@ pub async fn run(
         "bench",
         "/density-marker",
         Duration::from_secs(300),
+        POLL,
     )
     .await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -555,6 +564,17 @@ pub fn render(r: &AutoscaleReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resident_memory_is_read_from_proc_status() {
+        let status = "Name:\tdabba\nVmPeak:\t  9000 kB\nVmRSS:\t    5632 kB\nThreads:\t4\n";
+        assert_eq!(vm_rss_kib(status), Some(5632));
+        assert_eq!(
+            vm_rss_kib("Name:\tkworker\n"),
+            None,
+            "kernel threads have none"
+        );
+    }
 
     #[test]
     fn percentiles_are_nearest_rank() {

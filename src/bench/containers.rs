@@ -29,7 +29,8 @@ use dabba_spec::resources::{AppSpec, Route};
 use serde::Serialize;
 
 use super::autoscale::{
-    ColdStarts, apply_all, first_byte, rss_kib, scale, start_up, summarize, until_ok, until_ready,
+    ColdStarts, POLL, apply_all, first_byte, rss_kib, scale, start_up, summarize, until_ok,
+    until_ready,
 };
 use super::chart::{Bar, bars};
 use super::docker;
@@ -252,7 +253,14 @@ async fn measure(setup: &Setup<'_>, dir: &Path, docker_version: String) -> anyho
         .collect();
     apply_all(&api, cold, 8).await?;
     apply_all(&api, vec![app("warm".into(), 1, None)], 1).await?;
-    until_ok(up.addr, "warm.bench", SEARCH_PATH, Duration::from_secs(120)).await?;
+    until_ok(
+        up.addr,
+        "warm.bench",
+        SEARCH_PATH,
+        Duration::from_secs(120),
+        POLL,
+    )
+    .await?;
     eprintln!("containers: {n} cold starts on dabba up");
     let mut samples = Vec::with_capacity(n);
     for i in 0..n {
@@ -279,7 +287,14 @@ async fn measure(setup: &Setup<'_>, dir: &Path, docker_version: String) -> anyho
         scale(&api, "scale", replicas as u32).await?;
         let ready = until_ready(&api, "scale", replicas as u32, Duration::from_secs(300)).await?;
         let ms = ready.duration_since(started).as_secs_f64() * 1000.0;
-        until_ok(up.addr, "scale.bench", SEARCH_PATH, Duration::from_secs(30)).await?;
+        until_ok(
+            up.addr,
+            "scale.bench",
+            SEARCH_PATH,
+            Duration::from_secs(30),
+            POLL,
+        )
+        .await?;
         let with = rss_kib(up.child.id())?;
         dabba_scale.push((ms, with, before));
         scale(&api, "scale", 0).await?;
@@ -353,19 +368,11 @@ async fn delete_app(api: &Arc<ApiClient>, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Polls `path` on `127.0.0.1:port` until it answers 200.
+/// Polls `path` on `127.0.0.1:port` every millisecond until it answers 200 (a
+/// container's start is timed by it).
 async fn until_answers(port: u16, path: &str, timeout: Duration) -> anyhow::Result<()> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let deadline = Instant::now() + timeout;
-    loop {
-        match first_byte(addr, "bench", path).await {
-            Ok(_) => return Ok(()),
-            Err(e) if Instant::now() > deadline => {
-                return Err(e.context(format!("127.0.0.1:{port} did not answer in {timeout:?}")));
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(1)).await,
-        }
-    }
+    until_ok(addr, "bench", path, timeout, Duration::from_millis(1)).await
 }
 
 /// Starts `replicas` containers at once (eight `docker run`s in flight) and waits until

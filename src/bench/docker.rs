@@ -141,11 +141,6 @@ pub fn runtime_overhead_kib() -> u64 {
                 name.starts_with("containerd-shim") || name == "docker-proxy"
             })
         })
-        .filter_map(|status| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
+        .filter_map(|status| super::autoscale::vm_rss_kib(&status))
         .sum()
 }

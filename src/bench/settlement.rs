@@ -179,9 +179,7 @@ async fn measure(
     eprintln!("settlement: writing the ledger to {}", dir.display());
     let loading = Instant::now();
     let mut ledger_bytes = 0u64;
-    let mut from = 1;
-    while from <= day.payments {
-        let to = (from + LOAD_BATCH - 1).min(day.payments);
+    for (from, to) in day.batches(LOAD_BATCH) {
         let entries = day.entries(from, to);
         ledger_bytes += entries
             .iter()
@@ -189,7 +187,6 @@ async fn measure(
             .sum::<u64>();
         let pairs = entries.into_iter().map(|(k, v)| (k, Some(v))).collect();
         store.write(&scoped, Write::Put(pairs)).await?;
-        from = to + 1;
     }
     let (k, v) = day.seq_entry();
     store.write(&scoped, Write::Put(vec![(k, Some(v))])).await?;
@@ -293,9 +290,7 @@ async fn on_platform(
     let scoped = format!("default/{BUCKET}");
     eprintln!("settlement: writing the ledger through Raft on dabba up");
     let loading = Instant::now();
-    let mut from = 1;
-    while from <= day.payments {
-        let to = (from + RAFT_BATCH - 1).min(day.payments);
+    for (from, to) in day.batches(RAFT_BATCH) {
         let mut pairs: Vec<(String, Option<Vec<u8>>)> = day
             .entries(from, to)
             .into_iter()
@@ -316,7 +311,6 @@ async fn on_platform(
             .with_context(|| format!("writing payments {from}..={to}"))?;
         r.result
             .map_err(|e| anyhow::anyhow!("writing payments {from}..={to}: {e}"))?;
-        from = to + 1;
     }
     let load_seconds = loading.elapsed().as_secs_f64();
 
@@ -399,11 +393,8 @@ fn settled(payments: u64, took: Duration) -> Settled {
 /// The settlement library, natively, over the SDK's in-memory bucket.
 fn native(day: &Day<'_>, want: &SettlementReport) -> anyhow::Result<Settled> {
     let bucket = dabba_sdk::kv::Bucket::in_memory();
-    let mut from = 1;
-    while from <= day.payments {
-        let to = (from + LOAD_BATCH - 1).min(day.payments);
+    for (from, to) in day.batches(LOAD_BATCH) {
         bucket.set_many(&day.entries(from, to))?;
-        from = to + 1;
     }
     let (k, v) = day.seq_entry();
     bucket.set(&k, &v)?;

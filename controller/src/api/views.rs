@@ -90,16 +90,12 @@ pub fn cron_jobs(state: &State, namespace: Option<&str>, now: u64) -> Vec<CronJo
                 time_zone(&j.spec.timezone),
             ) {
                 (Ok(s), Ok(tz)) => {
-                    let mut after = jiff::Timestamp::from_millisecond(now as i64)
+                    let now = jiff::Timestamp::from_millisecond(now as i64)
                         .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
-                    let mut out = Vec::new();
-                    while out.len() < 3
-                        && let Some(t) = s.next_after(after, &tz)
-                    {
-                        out.push(rfc3339_in(t, &tz));
-                        after = t;
-                    }
-                    out
+                    s.between(now, jiff::Timestamp::MAX, &tz, 3)
+                        .into_iter()
+                        .map(|t| rfc3339_in(t, &tz))
+                        .collect()
                 }
                 _ => Vec::new(),
             };

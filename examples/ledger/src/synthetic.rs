@@ -64,6 +64,12 @@ impl Day<'_> {
         }
     }
 
+    /// The day's sequence numbers in batches of at most `size`: `(from, to)`, inclusive.
+    pub fn batches(&self, size: u64) -> impl Iterator<Item = (u64, u64)> + use<> {
+        let (last, size) = (self.payments, size.max(1));
+        (0..last.div_ceil(size)).map(move |i| (i * size + 1, ((i + 1) * size).min(last)))
+    }
+
     /// The key-value pairs payments `from..=to` add to the ledger bucket: each payment's
     /// record and its index entry.
     pub fn entries(&self, from: u64, to: u64) -> Vec<(String, Vec<u8>)> {
@@ -114,6 +120,8 @@ mod tests {
             charged > 100 && charged < 900,
             "{charged} of 1000 pay a fee"
         );
+        let batches: Vec<(u64, u64)> = day.batches(300).collect();
+        assert_eq!(batches, [(1, 300), (301, 600), (601, 900), (901, 1000)]);
         let entries = day.entries(1, 2);
         assert_eq!(entries[0].0, "ledger/2026-11-25/0000000001");
         assert_eq!(entries[1].0, format!("payment/{}", day.payment(1).id));
