@@ -56,7 +56,8 @@ enum Command {
     Cluster(commands::client::ClusterCommand),
     /// Create an API token (admin only); prints it once.
     Token(commands::client::TokenArgs),
-    /// Measure dabba against a native server and `wasmtime serve` on this machine.
+    /// Measure dabba against its baselines on this machine: native servers, `wasmtime
+    /// serve`, Docker containers (see --suite).
     Bench(bench::BenchArgs),
 }
 

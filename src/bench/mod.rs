@@ -1,11 +1,13 @@
 //! `dabba bench`: dabba against baselines on the same machine, in one run, reported as
 //! ratios next to absolute values.
 //!
-//! Today it measures hello-world throughput and latency through `dabba serve` (a fresh
-//! instance per request) against a native hyper server answering the same way and against
-//! `wasmtime serve` on the same component. Each server runs alone, one after another,
-//! with the same closed-loop load from this process. Results go to stdout as Markdown and
-//! to `--out` as JSON and Markdown.
+//! One module per suite: `runtime` (hello-world throughput: `dabba serve` against a native
+//! hyper server and `wasmtime serve`), `cluster` (Raft writes, durable payments,
+//! failover), `autoscale` (cold starts, scale-out, density), `settlement` (the cron job's
+//! throughput) and `containers` (dabba against Docker containers of the same samples).
+//! Servers run alone, one after another, under the same closed-loop load from this
+//! process. Results go to stdout as Markdown and to `--out` as JSON and Markdown (and SVG
+//! charts for `containers`).
 
 mod autoscale;
 mod chart;
