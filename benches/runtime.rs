@@ -11,10 +11,6 @@
 //!
 //! Run: `cargo bench --bench runtime` (builds the guest components first).
 
-#[path = "../tests/all/support.rs"]
-#[allow(dead_code, reason = "the benches use only the guest builder")]
-mod support;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,7 +23,7 @@ use dabba_spec::{Capabilities, LimitOverrides, WorkloadKind};
 use http_body_util::Full;
 
 fn load(runtime: &Arc<Runtime>, guest: &str, fuel: Option<u64>) -> HttpFunction {
-    let wasm = ComponentBytes::read(&support::guest(guest)).expect("guest built");
+    let wasm = ComponentBytes::read(&dabba_testkit::guest(guest)).expect("guest built");
     let limits = LimitOverrides {
         fuel,
         ..Default::default()
@@ -68,7 +64,7 @@ fn benches(c: &mut Criterion) {
         .build()
         .unwrap();
     let runtime = Runtime::new(&RuntimeOptions {
-        cache_dir: Some(support::workspace().join("target/bench-artifacts")),
+        cache_dir: Some(dabba_testkit::workspace().join("target/bench-artifacts")),
         ..Default::default()
     })
     .unwrap();
@@ -135,7 +131,7 @@ fn main() {
 
 /// Prints fuel/epoch from criterion's saved estimates (median of this run).
 fn report_ratios() {
-    let dir = support::workspace().join("target/criterion");
+    let dir = dabba_testkit::workspace().join("target/criterion");
     let median = |id: &str| -> Option<f64> {
         let path = dir.join(id).join("new/estimates.json");
         let text = std::fs::read_to_string(path).ok()?;

@@ -1,7 +1,6 @@
 //! `dabba`: the one binary. Library crates do the work; this is thin glue that parses
 //! flags, wires the roles into a process, and reports errors once, with their causes.
 
-mod bench;
 mod commands;
 mod flags;
 
@@ -28,37 +27,39 @@ enum Command {
     /// Run one job component (wasi:cli) to completion; exits with its exit code.
     Run(commands::run::RunArgs),
     /// Run a one-node platform in this process: controller, host and ingress.
-    Up(commands::platform::UpArgs),
+    Up(commands::roles::UpArgs),
     /// Run a controller (one member of the replicated control plane).
-    Controller(commands::platform::ControllerArgs),
+    Controller(commands::roles::ControllerArgs),
     /// Run a host: it registers with the controllers and runs the pods they assign.
-    Host(commands::platform::HostArgs),
-    /// Create or update an app from a manifest (uploading its component).
-    Apply(commands::client::ApplyArgs),
+    Host(commands::roles::HostArgs),
+    /// Create or update an app or cron jobs from a manifest (uploading components).
+    Apply(commands::apply::ApplyArgs),
     /// List apps, revisions, pods, hosts, cron jobs or job runs.
-    Get(commands::client::GetArgs),
+    Get(commands::get::GetArgs),
     /// Show everything about an app or a cron job.
-    Describe(commands::client::DescribeArgs),
+    Describe(commands::describe::DescribeArgs),
     /// Delete an app and its pods, or a cron job and its runs.
-    Delete(commands::client::AppArgs),
+    Delete(commands::delete::DeleteArgs),
     /// Set an app's replica count.
-    Scale(commands::client::ScaleArgs),
+    Scale(commands::scale::ScaleArgs),
     /// Show recent output of an app's instances, or a job run's output.
-    Logs(commands::client::LogsArgs),
+    Logs(commands::logs::LogsArgs),
     /// Stop a cron job from starting runs.
-    Suspend(commands::client::CronArgs),
+    Suspend(commands::cron::CronArgs),
     /// Let a suspended cron job start runs again.
-    Resume(commands::client::CronArgs),
+    Resume(commands::cron::CronArgs),
     /// Start a run of a cron job now: `dabba create job --from cronjob/NAME`.
-    Create(commands::client::CreateArgs),
+    Create(commands::cron::CreateArgs),
     /// Inspect and change the controller cluster.
     #[command(subcommand)]
-    Cluster(commands::client::ClusterCommand),
+    Cluster(commands::cluster::ClusterCommand),
     /// Create an API token (admin only); prints it once.
-    Token(commands::client::TokenArgs),
+    Token(commands::token::TokenArgs),
     /// Measure dabba against its baselines on this machine: native servers, `wasmtime
-    /// serve`, Docker containers (see --suite).
-    Bench(bench::BenchArgs),
+    /// serve`, Docker containers (runs `dabba-bench`; `dabba bench --help` lists the
+    /// suites).
+    #[command(disable_help_flag = true)]
+    Bench(commands::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -67,23 +68,21 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => commands::serve::serve(args).map(|()| ExitCode::SUCCESS),
         Command::Run(args) => commands::run::run(args),
-        Command::Bench(args) => bench::bench(args).map(|()| ExitCode::SUCCESS),
-        Command::Up(args) => commands::platform::up(args).map(|()| ExitCode::SUCCESS),
-        Command::Controller(args) => {
-            commands::platform::controller(args).map(|()| ExitCode::SUCCESS)
-        }
-        Command::Host(args) => commands::platform::host(args).map(|()| ExitCode::SUCCESS),
-        Command::Apply(args) => commands::client::apply(args).map(|()| ExitCode::SUCCESS),
-        Command::Get(args) => commands::client::get(args).map(|()| ExitCode::SUCCESS),
-        Command::Describe(args) => commands::client::describe(args).map(|()| ExitCode::SUCCESS),
-        Command::Delete(args) => commands::client::delete(args).map(|()| ExitCode::SUCCESS),
-        Command::Scale(args) => commands::client::scale(args).map(|()| ExitCode::SUCCESS),
-        Command::Logs(args) => commands::client::logs(args).map(|()| ExitCode::SUCCESS),
-        Command::Suspend(args) => commands::client::suspend(args, true).map(|()| ExitCode::SUCCESS),
-        Command::Resume(args) => commands::client::suspend(args, false).map(|()| ExitCode::SUCCESS),
-        Command::Create(args) => commands::client::create(args).map(|()| ExitCode::SUCCESS),
-        Command::Cluster(cmd) => commands::client::cluster(cmd).map(|()| ExitCode::SUCCESS),
-        Command::Token(args) => commands::client::token(args).map(|()| ExitCode::SUCCESS),
+        Command::Bench(args) => commands::bench::bench(args),
+        Command::Up(args) => commands::roles::up(args).map(|()| ExitCode::SUCCESS),
+        Command::Controller(args) => commands::roles::controller(args).map(|()| ExitCode::SUCCESS),
+        Command::Host(args) => commands::roles::host(args).map(|()| ExitCode::SUCCESS),
+        Command::Apply(args) => commands::apply::apply(args).map(|()| ExitCode::SUCCESS),
+        Command::Get(args) => commands::get::get(args).map(|()| ExitCode::SUCCESS),
+        Command::Describe(args) => commands::describe::describe(args).map(|()| ExitCode::SUCCESS),
+        Command::Delete(args) => commands::delete::delete(args).map(|()| ExitCode::SUCCESS),
+        Command::Scale(args) => commands::scale::scale(args).map(|()| ExitCode::SUCCESS),
+        Command::Logs(args) => commands::logs::logs(args).map(|()| ExitCode::SUCCESS),
+        Command::Suspend(args) => commands::cron::suspend(args).map(|()| ExitCode::SUCCESS),
+        Command::Resume(args) => commands::cron::resume(args).map(|()| ExitCode::SUCCESS),
+        Command::Create(args) => commands::cron::create(args).map(|()| ExitCode::SUCCESS),
+        Command::Cluster(cmd) => commands::cluster::cluster(cmd).map(|()| ExitCode::SUCCESS),
+        Command::Token(args) => commands::token::token(args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -6,7 +6,9 @@
 
 use dabba_spec::Digest;
 use dabba_spec::kv::{KvError, Outcome, Write};
-use dabba_spec::resources::{App, AppSpec, Grant, HostInfo, HostState, Millis, Pod, PodPhase};
+use dabba_spec::resources::{
+    App, AppSpec, Grant, HostInfo, HostState, Millis, Pod, PodPhase, ResourceKey,
+};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,7 +91,7 @@ pub enum Command {
     },
     /// Changes decided by the cron reconciler.
     Cron {
-        changes: Vec<crate::reconcile::cron::CronChange>,
+        changes: Vec<crate::state::cron::CronChange>,
         at: Millis,
     },
     /// A write to a workload's key-value bucket. A write with an `id` is applied at
@@ -112,17 +114,17 @@ pub enum PodChange {
         pod: Pod,
     },
     Delete {
-        key: String,
+        key: ResourceKey,
     },
     /// Place a Pending pod on a host (it becomes Scheduled), or record why it cannot be.
     Place {
-        key: String,
+        key: ResourceKey,
         host: Option<String>,
         reason: Option<String>,
     },
     /// A host reports how its pod is doing.
     Phase {
-        key: String,
+        key: ResourceKey,
         phase: PodPhase,
         reason: Option<String>,
     },
@@ -168,6 +170,17 @@ pub enum Rejection {
 }
 
 impl Rejection {
+    /// The error code the API answers with (`spec/api.md`).
+    pub fn code(self) -> &'static str {
+        match self {
+            Rejection::AlreadyInitialized => "already_initialized",
+            Rejection::NotFound => "not_found",
+            Rejection::RouteConflict => "route_conflict",
+            Rejection::MissingComponent => "missing_component",
+            Rejection::Invalid => "invalid",
+        }
+    }
+
     /// The HTTP status the API answers with.
     pub fn status(self) -> u16 {
         match self {

@@ -11,4 +11,5 @@ pub mod node;
 )]
 pub mod raft;
 pub mod reconcile;
+pub mod secrets;
 pub mod state;

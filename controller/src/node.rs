@@ -14,19 +14,20 @@ use dabba_spec::api::{
     ActivateResponse, Assignment, AutoscalerStatus, ClusterStatus, HeldRequests, LogLine, Member,
     PodReport,
 };
-use dabba_spec::resources::{Grant, Millis, PodPhase, Role};
+use dabba_spec::resources::{Grant, Millis, ResourceKey, Role};
+use dabba_spec::scale::AutoscalerMode;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ChangeMembers, SnapshotPolicy};
-use sha2::{Digest as _, Sha256};
 
-use crate::command::{Command, PodChange, Reply};
+use crate::command::{Command, Reply};
 use crate::raft::log_store::LogStore;
 use crate::raft::network::Network;
 use crate::raft::state_machine::{Shared, StateMachine};
 use crate::raft::{NodeId, Raft};
 use crate::reconcile::autoscale::{self, AppScaler, LoadReports};
 use crate::reconcile::{self, Observed, Tuning};
-use dabba_spec::client::{self as http_client, HttpClient};
+use crate::secrets::{new_token, token_hash, write_secret};
+use dabba_client::transport::{self as http_client, HttpClient};
 
 /// Lines of recent guest output kept per app on the leader.
 const LOG_LINES: usize = 1000;
@@ -85,11 +86,11 @@ struct Soft {
     /// Pod load and held requests from the heartbeats, for the autoscaler.
     load: LoadReports,
     /// What each autoscaled app's autoscaler remembers.
-    scalers: HashMap<String, AppScaler>,
+    scalers: HashMap<ResourceKey, AppScaler>,
     last_autoscale: Millis,
     /// When this node last became leader; `None` while it follows.
     leader_since: Option<Millis>,
-    logs: HashMap<String, VecDeque<LogLine>>,
+    logs: HashMap<ResourceKey, VecDeque<LogLine>>,
 }
 
 /// A command waiting to be proposed, and who waits for its reply.
@@ -124,33 +125,6 @@ pub fn now_millis() -> Millis {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as Millis)
         .unwrap_or(0)
-}
-
-/// SHA-256 of a token, as stored in the state.
-pub fn token_hash(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
-}
-
-/// A new random token: 32 bytes, hex.
-pub fn new_token() -> String {
-    let bytes: [u8; 32] = rand::random();
-    hex::encode(bytes)
-}
-
-/// Writes a secret readable only by this user.
-pub fn write_secret(path: &Path, secret: &str) -> std::io::Result<()> {
-    use std::io::Write as _;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(path)?;
-    f.write_all(secret.as_bytes())?;
-    f.write_all(b"\n")?;
-    f.sync_all()
 }
 
 impl Controller {
@@ -390,7 +364,7 @@ impl Controller {
         host: &str,
         reports: &[PodReport],
         held: &[HeldRequests],
-        logs: Vec<(String, Vec<LogLine>)>,
+        logs: Vec<(ResourceKey, Vec<LogLine>)>,
     ) {
         {
             let now = now_millis();
@@ -405,7 +379,7 @@ impl Controller {
             soft.load.held.retain(|(h, _), _| h != host);
             for h in held {
                 soft.load.held.insert(
-                    (host.to_string(), format!("{}/{}", h.namespace, h.app)),
+                    (host.to_string(), ResourceKey::new(&h.namespace, &h.app)),
                     (now, h.requests),
                 );
             }
@@ -421,22 +395,9 @@ impl Controller {
                 }
             }
         }
-        let changes: Vec<PodChange> = self.shared.read(|s| {
-            reports
-                .iter()
-                .filter_map(|r| {
-                    let pod = s.pods.get(&r.key)?;
-                    let moved = pod.host.as_deref() == Some(host)
-                        && (pod.phase != r.phase || pod.reason != r.reason)
-                        && !(pod.phase == PodPhase::Pending);
-                    moved.then(|| PodChange::Phase {
-                        key: r.key.clone(),
-                        phase: r.phase,
-                        reason: r.reason.clone(),
-                    })
-                })
-                .collect()
-        });
+        let changes = self
+            .shared
+            .read(|s| reconcile::pods::reported(s, host, reports));
         if !changes.is_empty() {
             let _ = self
                 .propose(Command::Pods {
@@ -452,37 +413,27 @@ impl Controller {
     /// when one was placed there, so the host can start it at once.
     pub async fn activate(
         &self,
-        namespace: &str,
-        name: &str,
+        key: &ResourceKey,
         host: &str,
         held: u32,
     ) -> Result<ActivateResponse, ProposeError> {
-        let key = dabba_spec::resources::app_key(namespace, name);
         let now = now_millis();
         {
             let mut soft = self.soft.lock().expect("soft state lock");
             soft.load
                 .held
                 .insert((host.to_string(), key.clone()), (now, held));
-            if let Some(scaler) = soft.scalers.get_mut(&key) {
+            if let Some(scaler) = soft.scalers.get_mut(key) {
                 scaler.memory.last_demand = Some(now);
             }
         }
-        let on = self.shared.read(|s| {
-            let spec = &s.apps.get(&key)?.spec;
-            let ready: BTreeSet<&str> = s
-                .hosts
-                .iter()
-                .filter(|(_, h)| h.state == dabba_spec::resources::HostState::Ready)
-                .map(|(n, _)| n.as_str())
-                .collect();
-            let usage = reconcile::scheduler::Usage::of(s, &ready);
-            reconcile::scheduler::fits(s, &ready, &usage, spec, host).then(|| host.to_string())
-        });
+        let on = self
+            .shared
+            .read(|s| reconcile::scheduler::activation_host(s, key, host));
         let reply = self
             .propose(Command::Activate {
-                namespace: namespace.into(),
-                name: name.into(),
+                namespace: key.namespace().into(),
+                name: key.name().into(),
                 host: on,
                 at: now,
             })
@@ -492,9 +443,9 @@ impl Controller {
         };
         if pod.is_some() {
             let mut soft = self.soft.lock().expect("soft state lock");
-            if let Some(scaler) = soft.scalers.get_mut(&key) {
+            if let Some(scaler) = soft.scalers.get_mut(key) {
                 scaler.status = Some(AutoscalerStatus {
-                    mode: "stable".into(),
+                    mode: AutoscalerMode::Stable,
                     desired: 1,
                     reason: format!("activated: {held} request(s) held on {host}"),
                     demand: f64::from(held),
@@ -519,16 +470,16 @@ impl Controller {
     }
 
     /// What the autoscaler last decided for an app (on the leader).
-    pub fn autoscaler(&self, app_key: &str) -> Option<AutoscalerStatus> {
+    pub fn autoscaler(&self, app: &ResourceKey) -> Option<AutoscalerStatus> {
         let soft = self.soft.lock().expect("soft state lock");
-        soft.scalers.get(app_key)?.status.clone()
+        soft.scalers.get(app)?.status.clone()
     }
 
     /// Recent output lines of an app's instances, from every host.
-    pub fn logs(&self, app_key: &str, tail: usize) -> Vec<LogLine> {
+    pub fn logs(&self, app: &ResourceKey, tail: usize) -> Vec<LogLine> {
         let soft = self.soft.lock().expect("soft state lock");
         soft.logs
-            .get(app_key)
+            .get(app)
             .map(|r| {
                 r.iter()
                     .skip(r.len().saturating_sub(tail))

@@ -17,16 +17,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use dabba_client::{ApiClient, ApiError};
 use dabba_spec::api::{
     ActivateRequest, ActivateResponse, AppLogLines, Assignment, Heartbeat, HeldRequests, HostView,
     LogLine, PodReport, RouteEntry,
 };
-use dabba_spec::client::{ApiClient, ApiError};
 use dabba_spec::cronjob::{RunAssignment, RunReport};
-use dabba_spec::resources::{HostInfo, PodPhase};
+use dabba_spec::resources::{HostInfo, PodPhase, ResourceKey};
 use dabba_spec::{Digest, WorkloadKind};
 use prometheus::{IntCounterVec, IntGaugeVec, Opts};
-use sha2::{Digest as _, Sha256};
 use tokio::sync::{Notify, mpsc};
 
 use crate::component::ComponentBytes;
@@ -50,14 +49,9 @@ pub struct AgentOptions {
 /// in one process, and an activation is the one call where the hops of an HTTP exchange
 /// show in a user's latency.
 pub trait LocalLeader: Send + Sync {
-    /// Activates `namespace/app` for `req`; `None` when this process does not lead (the
-    /// agent then asks over the API).
-    fn activate<'a>(
-        &'a self,
-        namespace: &'a str,
-        app: &'a str,
-        req: &'a ActivateRequest,
-    ) -> Activation<'a>;
+    /// Activates `app` for `req`; `None` when this process does not lead (the agent
+    /// then asks over the API).
+    fn activate<'a>(&'a self, app: &'a ResourceKey, req: &'a ActivateRequest) -> Activation<'a>;
 }
 
 /// The answer of a [`LocalLeader`], to come.
@@ -72,10 +66,7 @@ enum Local {
 }
 
 struct Tracked {
-    /// `namespace/app`.
-    app: String,
-    namespace: String,
-    name: String,
+    app: ResourceKey,
     state: Local,
     /// Guest output lines already reported.
     log_seen: u64,
@@ -90,14 +81,14 @@ pub struct Agent {
     runtime: Arc<Runtime>,
     kv: Arc<dyn KvBackend>,
     ingress: Arc<Ingress>,
-    pods: Mutex<HashMap<String, Tracked>>,
+    pods: Mutex<HashMap<ResourceKey, Tracked>>,
     /// The routes of the last view, for rebuilding the table when a pod starts.
     routes: Mutex<Vec<RouteEntry>>,
     /// Verified components by digest, so a pod start neither reads nor hashes them.
     components: Mutex<HashMap<Digest, Arc<ComponentBytes>>>,
     demands: Mutex<Option<mpsc::UnboundedReceiver<Demand>>>,
     /// Cron job attempts started here, by (run key, attempt): each runs once.
-    runs_started: Mutex<std::collections::HashSet<(String, u32)>>,
+    runs_started: Mutex<std::collections::HashSet<(ResourceKey, u32)>>,
     last_report: Mutex<Instant>,
     report_now: Notify,
     pod_gauge: IntGaugeVec,
@@ -166,15 +157,7 @@ impl Agent {
     async fn register(&self) {
         let mut pause = Duration::from_millis(100);
         loop {
-            match self
-                .api
-                .send_json::<_, serde_json::Value>(
-                    http::Method::POST,
-                    "/v1/hosts/register",
-                    &self.opts.info,
-                )
-                .await
-            {
+            match self.api.register_host(&self.opts.info).await {
                 Ok(_) => {
                     tracing::info!(host = %self.name(), "registered with the controllers");
                     return;
@@ -189,13 +172,15 @@ impl Agent {
     }
 
     async fn watch_loop(self: &Arc<Self>) {
+        /// How long one long-poll of the assignments waits for a change.
+        const ASSIGNMENTS_WAIT: Duration = Duration::from_secs(10);
         let mut since = 0;
         loop {
-            let path = format!(
-                "/v1/hosts/{}/assignments?since={since}&wait_ms=10000",
-                self.name()
-            );
-            match self.api.get::<HostView>(&path).await {
+            match self
+                .api
+                .assignments(self.name(), since, ASSIGNMENTS_WAIT)
+                .await
+            {
                 Ok(view) => {
                     since = view.version;
                     if view.host.is_none() {
@@ -218,7 +203,7 @@ impl Agent {
     async fn converge(self: &Arc<Self>, view: HostView) {
         {
             // Forget attempts no longer assigned (they reported, or were given up).
-            let assigned: std::collections::HashSet<(String, u32)> = view
+            let assigned: std::collections::HashSet<(ResourceKey, u32)> = view
                 .runs
                 .iter()
                 .map(|a| (a.run.key(), a.run.attempt))
@@ -239,7 +224,7 @@ impl Agent {
                 tokio::spawn(async move { agent.execute(a).await });
             }
         }
-        let wanted: HashMap<String, &Assignment> = view
+        let wanted: HashMap<ResourceKey, &Assignment> = view
             .pods
             .iter()
             .filter(|a| a.pod.phase != PodPhase::Pending)
@@ -284,9 +269,7 @@ impl Agent {
             .expect("pods lock")
             .entry(a.pod.key())
             .or_insert(Tracked {
-                app: format!("{}/{}", a.pod.namespace, a.pod.app),
-                namespace: a.pod.namespace.clone(),
-                name: a.pod.app.clone(),
+                app: a.pod.app_key(),
                 state,
                 log_seen: 0,
                 assigned_at: version,
@@ -295,7 +278,7 @@ impl Agent {
 
     /// Swaps in a routing table of the last routes and the pods running here.
     fn publish(&self) {
-        let local: Vec<(String, Arc<LocalPod>)> = {
+        let local: Vec<(ResourceKey, Arc<LocalPod>)> = {
             let pods = self.pods.lock().expect("pods lock");
             let (mut running, mut failed) = (0, 0);
             let list = pods
@@ -337,17 +320,12 @@ impl Agent {
                     held: d.held,
                 };
                 let local = match &agent.opts.local_leader {
-                    Some(leader) => leader.activate(&d.namespace, &d.app, &req).await,
+                    Some(leader) => leader.activate(&d.app, &req).await,
                     None => None,
                 };
                 let answer = match local {
                     Some(answer) => answer,
-                    None => {
-                        let path = format!("/v1/apps/{}/{}/activate", d.namespace, d.app);
-                        api.send_json::<_, ActivateResponse>(http::Method::POST, &path, &req)
-                            .await
-                            .map_err(|e| e.to_string())
-                    }
+                    None => api.activate(&d.app, &req).await.map_err(|e| e.to_string()),
                 };
                 match answer {
                     Ok(answer) => {
@@ -366,7 +344,7 @@ impl Agent {
                     Err(e) => {
                         // The held requests still count in the next heartbeat, so the
                         // autoscaler scales the app from zero anyway.
-                        tracing::warn!(app = %format!("{}/{}", d.namespace, d.app), error = %e, "activation failed");
+                        tracing::warn!(app = %d.app, error = %e, "activation failed");
                     }
                 }
             });
@@ -388,14 +366,10 @@ impl Agent {
                 output: String::new(),
             },
         };
-        let path = format!("/v1/runs/{}/{}/report", a.run.namespace, a.run.name);
         let api = self
             .api
             .with_bounds(Duration::from_secs(60), Duration::from_secs(5));
-        if let Err(e) = api
-            .send_json::<_, serde_json::Value>(http::Method::POST, &path, &report)
-            .await
-        {
+        if let Err(e) = api.report_run(&a.run.key(), &report).await {
             tracing::warn!(run = %a.run.name, error = %e, "reporting a run failed");
         }
     }
@@ -408,7 +382,7 @@ impl Agent {
             .resolve(WorkloadKind::Job)
             .map_err(|e| format!("limits: {e}"))?;
         let config = AppConfig {
-            name: format!("{}/{}", s.namespace, s.name),
+            name: s.key().to_string(),
             scope: s.namespace.clone(),
             revision: None,
             limits,
@@ -461,7 +435,7 @@ impl Agent {
             .resolve(WorkloadKind::Http)
             .map_err(|e| format!("limits: {e}"))?;
         let config = AppConfig {
-            name: format!("{}/{}", a.spec.namespace, a.spec.name),
+            name: a.spec.key().to_string(),
             scope: a.spec.namespace.clone(),
             revision: Some(a.pod.revision),
             limits,
@@ -512,21 +486,16 @@ impl Agent {
             .join("components")
             .join(format!("{}.wasm", digest.hex()));
         if let Ok(bytes) = tokio::fs::read(&path).await
-            && hash(&bytes) == *digest
+            && Digest::of(&bytes) == *digest
         {
             return Ok(Bytes::from(bytes));
         }
         let bytes = self
             .api
-            .request(
-                http::Method::GET,
-                &format!("/v1/blobs/{digest}"),
-                Bytes::new(),
-                "application/json",
-            )
+            .blob(digest)
             .await
             .map_err(|e: ApiError| format!("fetching component {}: {e}", digest.short()))?;
-        let actual = hash(&bytes);
+        let actual = Digest::of(&bytes);
         if actual != *digest {
             return Err(format!(
                 "component {} arrived corrupted (it hashes to {})",
@@ -552,11 +521,7 @@ impl Agent {
             .with_bounds(every, every.max(Duration::from_millis(500)));
         loop {
             let beat = self.heartbeat();
-            let path = format!("/v1/hosts/{}/heartbeat", self.name());
-            if let Err(e) = api
-                .send_json::<_, serde_json::Value>(http::Method::POST, &path, &beat)
-                .await
-            {
+            if let Err(e) = api.heartbeat(self.name(), &beat).await {
                 tracing::warn!(error = %e, "heartbeat failed");
             }
             tokio::select! {
@@ -576,7 +541,7 @@ impl Agent {
         };
         let mut pods = self.pods.lock().expect("pods lock");
         let mut reports = Vec::with_capacity(pods.len());
-        let mut logs: HashMap<String, AppLogLines> = HashMap::new();
+        let mut logs: HashMap<ResourceKey, AppLogLines> = HashMap::new();
         for (key, t) in pods.iter_mut() {
             match &t.state {
                 Local::Running(p) => {
@@ -591,8 +556,8 @@ impl Agent {
                     t.log_seen = seen;
                     if !lines.is_empty() {
                         let entry = logs.entry(t.app.clone()).or_insert_with(|| AppLogLines {
-                            namespace: t.namespace.clone(),
-                            app: t.name.clone(),
+                            namespace: t.app.namespace().to_string(),
+                            app: t.app.name().to_string(),
                             lines: Vec::new(),
                         });
                         entry.lines.extend(lines.into_iter().map(|l| LogLine {
@@ -621,15 +586,11 @@ impl Agent {
                 .held()
                 .into_iter()
                 .map(|d| HeldRequests {
-                    namespace: d.namespace,
-                    app: d.app,
+                    namespace: d.app.namespace().to_string(),
+                    app: d.app.name().to_string(),
                     requests: d.held,
                 })
                 .collect(),
         }
     }
-}
-
-fn hash(bytes: &[u8]) -> Digest {
-    Digest::from_bytes(Sha256::digest(bytes).into())
 }

@@ -21,8 +21,9 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
+use dabba_client::transport::{HttpClient, send};
 use dabba_spec::api::RouteEntry;
-use dabba_spec::client::{HttpClient, send};
+use dabba_spec::resources::ResourceKey;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 
@@ -38,8 +39,7 @@ const PROXY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A pod this host runs.
 pub struct LocalPod {
-    /// `namespace/pod`.
-    pub key: String,
+    pub key: ResourceKey,
     pub revision: u64,
     pub function: HttpFunction,
 }
@@ -49,14 +49,17 @@ pub struct LocalPod {
 pub struct RoutingTable {
     /// Most specific first.
     routes: Vec<RouteEntry>,
-    /// By `namespace/app`: the local pods of the newest revision running here.
-    local: HashMap<String, Vec<Arc<LocalPod>>>,
+    /// By app: the local pods of the newest revision running here.
+    local: HashMap<ResourceKey, Vec<Arc<LocalPod>>>,
 }
 
 impl RoutingTable {
-    pub fn new(mut routes: Vec<RouteEntry>, pods: Vec<(String, Arc<LocalPod>)>) -> RoutingTable {
+    pub fn new(
+        mut routes: Vec<RouteEntry>,
+        pods: Vec<(ResourceKey, Arc<LocalPod>)>,
+    ) -> RoutingTable {
         routes.sort_by_key(|r| std::cmp::Reverse(r.route.specificity()));
-        let mut local: HashMap<String, Vec<Arc<LocalPod>>> = HashMap::new();
+        let mut local: HashMap<ResourceKey, Vec<Arc<LocalPod>>> = HashMap::new();
         for (app, pod) in pods {
             let list = local.entry(app).or_default();
             match list.first().map(|p| p.revision) {
@@ -77,18 +80,20 @@ impl RoutingTable {
         self.routes.iter().find(|r| r.route.matches(host, path))
     }
 
-    pub fn local_pods(&self, namespace: &str, app: &str) -> &[Arc<LocalPod>] {
-        self.local
-            .get(&format!("{namespace}/{app}"))
-            .map_or(&[], Vec::as_slice)
+    pub fn local_pods(&self, app: &ResourceKey) -> &[Arc<LocalPod>] {
+        self.local.get(app).map_or(&[], Vec::as_slice)
+    }
+
+    /// The route entry of `app`.
+    fn entry(&self, app: &ResourceKey) -> Option<&RouteEntry> {
+        self.routes.iter().find(|r| r.key() == *app)
     }
 }
 
 /// An app the activator holds requests for, reported to the agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Demand {
-    pub namespace: String,
-    pub app: String,
+    pub app: ResourceKey,
     /// Requests held for it when the demand was sent.
     pub held: u32,
 }
@@ -113,15 +118,15 @@ impl Default for ActivatorOptions {
 
 struct Activator {
     options: ActivatorOptions,
-    /// Requests held, by `namespace/app`.
-    held: Mutex<HashMap<String, u32>>,
+    /// Requests held, by app.
+    held: Mutex<HashMap<ResourceKey, u32>>,
     demand: mpsc::UnboundedSender<Demand>,
 }
 
 /// One held request; leaving the queue (any way) releases its place.
 struct Place<'a> {
     activator: &'a Activator,
-    app: String,
+    app: ResourceKey,
 }
 
 impl Drop for Place<'_> {
@@ -163,7 +168,7 @@ impl Ingress {
                 demand,
             },
             own_address: own_address.trim_end_matches('/').to_string(),
-            client: dabba_spec::client::client(),
+            client: dabba_client::transport::client(),
             turn: AtomicUsize::new(0),
         };
         (ingress, demands)
@@ -178,28 +183,23 @@ impl Ingress {
     pub fn held(&self) -> Vec<Demand> {
         let held = self.activator.held.lock().expect("activator lock");
         held.iter()
-            .filter_map(|(key, n)| {
-                let (namespace, app) = key.split_once('/')?;
-                Some(Demand {
-                    namespace: namespace.into(),
-                    app: app.into(),
-                    held: *n,
-                })
+            .map(|(app, n)| Demand {
+                app: app.clone(),
+                held: *n,
             })
             .collect()
     }
 
     /// Holds a request for an app with no pod until a table has one, or the patience
     /// runs out. Returns the table to serve it from, or the answer to give.
-    async fn hold(&self, namespace: &str, app: &str) -> Result<Arc<RoutingTable>, HttpResponse> {
-        let key = format!("{namespace}/{app}");
+    async fn hold(&self, key: &ResourceKey) -> Result<Arc<RoutingTable>, HttpResponse> {
         let mut generation = self.generation.subscribe();
         let first = {
             let mut held = self.activator.held.lock().expect("activator lock");
             let n = held.entry(key.clone()).or_insert(0);
             if *n >= self.activator.options.queue_depth {
                 return Err(unavailable(
-                    &key,
+                    key,
                     "no_ready_pod",
                     "is starting and its activation queue is full",
                 ));
@@ -213,22 +213,21 @@ impl Ingress {
         };
         if first {
             let _ = self.activator.demand.send(Demand {
-                namespace: namespace.into(),
-                app: app.into(),
+                app: key.clone(),
                 held: 1,
             });
         }
         let deadline = tokio::time::Instant::now() + self.activator.options.patience;
         loop {
             let table = self.table();
-            if !table.local_pods(namespace, app).is_empty() || self.remote(&table, namespace, app) {
+            if !table.local_pods(key).is_empty() || self.remote(&table, key) {
                 return Ok(table);
             }
             match tokio::time::timeout_at(deadline, generation.changed()).await {
                 Ok(Ok(())) => {}
                 _ => {
                     return Err(unavailable(
-                        &key,
+                        key,
                         "no_ready_pod",
                         "did not get a running pod in time",
                     ));
@@ -238,12 +237,8 @@ impl Ingress {
     }
 
     /// Whether another host runs a pod of the app.
-    fn remote(&self, table: &RoutingTable, namespace: &str, app: &str) -> bool {
-        table
-            .routes
-            .iter()
-            .find(|r| r.namespace == namespace && r.app == app)
-            .is_some_and(|r| !self.others(r).is_empty())
+    fn remote(&self, table: &RoutingTable, app: &ResourceKey) -> bool {
+        table.entry(app).is_some_and(|r| !self.others(r).is_empty())
     }
 
     fn others<'a>(&self, route: &'a RouteEntry) -> Vec<&'a String> {
@@ -304,7 +299,7 @@ impl Ingress {
     }
 }
 
-fn unavailable(app: &str, code: &str, why: &str) -> HttpResponse {
+fn unavailable(app: &ResourceKey, code: &str, why: &str) -> HttpResponse {
     let mut resp = error_response(503, code, &format!("app {app} {why}; retry shortly"), None);
     resp.headers_mut().insert(
         http::header::RETRY_AFTER,
@@ -329,49 +324,36 @@ impl Handler for Ingress {
                 None,
             );
         };
-        let pods = table.local_pods(&route.namespace, &route.app);
+        let app = route.key();
+        let pods = table.local_pods(&app);
         if !pods.is_empty() {
             let pod = pods[self.next_turn() % pods.len()].clone();
             return pod.function.handle(req).await;
         }
-        let (namespace, app) = (route.namespace.clone(), route.app.clone());
         let hopped = req.headers().contains_key(HOP);
         let mut table = table.clone();
-        let no_pod = table.local_pods(&namespace, &app).is_empty()
-            && (hopped || !self.remote(&table, &namespace, &app));
+        let no_pod = table.local_pods(&app).is_empty() && (hopped || !self.remote(&table, &app));
         if no_pod {
             if hopped || !route.autoscaled {
                 // The other host thought a pod runs here; it does not (any more).
-                return unavailable(
-                    &format!("{namespace}/{app}"),
-                    "no_ready_pod",
-                    "has no running pod here",
-                );
+                return unavailable(&app, "no_ready_pod", "has no running pod here");
             }
-            table = match self.hold(&namespace, &app).await {
+            table = match self.hold(&app).await {
                 Ok(t) => t,
                 Err(resp) => return resp,
             };
         }
-        let pods = table.local_pods(&namespace, &app);
+        let pods = table.local_pods(&app);
         if !pods.is_empty() {
             let pod = pods[self.next_turn() % pods.len()].clone();
             return pod.function.handle(req).await;
         }
-        let Some(route) = table
-            .routes
-            .iter()
-            .find(|r| r.namespace == namespace && r.app == app)
-        else {
-            return unavailable(&format!("{namespace}/{app}"), "no_route", "was removed");
+        let Some(route) = table.entry(&app) else {
+            return unavailable(&app, "no_route", "was removed");
         };
         let others = self.others(route);
         if others.is_empty() {
-            return unavailable(
-                &format!("{namespace}/{app}"),
-                "no_ready_pod",
-                "has no running pod",
-            );
+            return unavailable(&app, "no_ready_pod", "has no running pod");
         }
         let endpoint = others[self.next_turn() % others.len()].clone();
         self.proxy(&endpoint, req).await
@@ -422,6 +404,6 @@ mod tests {
     fn no_route_matches_nothing() {
         let t = RoutingTable::new(vec![entry("pay", "/payments", None)], vec![]);
         assert!(t.route(None, "/search").is_none());
-        assert!(t.local_pods("default", "pay").is_empty());
+        assert!(t.local_pods(&ResourceKey::new("default", "pay")).is_empty());
     }
 }

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::kv::{KvError, Outcome, Write};
 use crate::resources::{
-    App, AppSpec, Host, HostInfo, Pod, PodPhase, ReplicaSet, Revision, Role, Route,
+    App, AppSpec, Host, HostInfo, Pod, PodPhase, ReplicaSet, ResourceKey, Revision, Role, Route,
 };
 
 /// Every error the API answers with: `{"error": {"code", "message"}}`.
@@ -55,6 +55,24 @@ pub struct AppSummary {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscaler: Option<AutoscalerStatus>,
 }
+
+/// `PUT /v1/blobs/{digest}`: whether the upload stored the component (`false`: the
+/// cluster already had it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobStored {
+    pub digest: crate::Digest,
+    pub stored: bool,
+}
+
+/// `GET /v1/healthz`: this node serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    pub ok: bool,
+}
+
+/// The body of answers that carry nothing but their status (`{}`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Empty {}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScaleRequest {
@@ -131,7 +149,7 @@ pub struct Heartbeat {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PodReport {
     /// `namespace/pod`.
-    pub key: String,
+    pub key: ResourceKey,
     pub phase: PodPhase,
     #[serde(default)]
     pub reason: Option<String>,
@@ -189,8 +207,7 @@ pub struct ActivateResponse {
 /// The autoscaler's view of an app (kept by the leader, not replicated).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AutoscalerStatus {
-    /// `stable`, `panic` or `scaled-to-zero`.
-    pub mode: String,
+    pub mode: crate::scale::AutoscalerMode,
     pub desired: u32,
     pub reason: String,
     /// Total demand the last decision saw: in flight (or requests/s for an rps target).
@@ -244,6 +261,12 @@ pub struct RouteEntry {
     /// Whether the app scales from zero: requests are held while it has no pod.
     #[serde(default)]
     pub autoscaled: bool,
+}
+
+impl RouteEntry {
+    pub fn key(&self) -> ResourceKey {
+        ResourceKey::new(&self.namespace, &self.app)
+    }
 }
 
 /// `PUT /v1/cronjobs/{ns}/{name}`: a cron job with its component resolved.

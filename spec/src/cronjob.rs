@@ -30,7 +30,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::cron::{Schedule, time_zone};
 use crate::manifest::{ManifestError, locate, toml_error};
-use crate::resources::valid_name;
+use crate::resources::{ResourceKey, valid_name};
+use crate::validate::{Invalid, name_message};
 use crate::{HumanDuration, LimitOverrides, WorkloadKind};
 
 /// What happens when a run is due while the previous one still runs.
@@ -128,13 +129,13 @@ impl CronManifest {
             toml_error(file, text, e.inner(), field)
         })?;
         for (i, job) in manifest.cron.iter().enumerate() {
-            job.validate().map_err(|(key, message)| {
-                let (line, column) = locate_in_nth(text, i, key);
+            job.validate().map_err(|Invalid { field, message }| {
+                let (line, column) = locate_in_nth(text, i, &field);
                 ManifestError {
                     file: file.to_string(),
                     line,
                     column,
-                    field: Some(format!("cron[{i}].{key}")),
+                    field: Some(format!("cron[{i}].{field}")),
                     message,
                 }
             })?;
@@ -157,19 +158,13 @@ impl CronManifest {
 }
 
 impl CronSection {
-    /// Checks one job; the error names its key.
-    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+    /// Checks one job; the error names its key within the `[[cron]]` table.
+    pub fn validate(&self) -> Result<(), Invalid> {
         if !valid_name(&self.name) {
-            return Err((
-                "name",
-                format!(
-                    "`{}` is not a valid name: use 1-63 lower-case letters, digits and '-', starting with a letter",
-                    self.name
-                ),
-            ));
+            return Err(Invalid::new("name", name_message("name", &self.name)));
         }
         if self.name.ends_with("-manual") {
-            return Err((
+            return Err(Invalid::new(
                 "name",
                 format!(
                     "`{}` may not end in `-manual`: its runs' names would collide with the manual runs of `{}`",
@@ -179,34 +174,34 @@ impl CronSection {
             ));
         }
         if !valid_name(&self.namespace) {
-            return Err((
+            return Err(Invalid::new(
                 "namespace",
                 format!("`{}` is not a valid namespace", self.namespace),
             ));
         }
         self.schedule
             .parse::<Schedule>()
-            .map_err(|e| ("schedule", e.to_string()))?;
-        time_zone(&self.timezone).map_err(|e| ("timezone", e))?;
+            .map_err(|e| Invalid::new("schedule", e.to_string()))?;
+        time_zone(&self.timezone).map_err(|e| Invalid::new("timezone", e))?;
         if self.component.trim().is_empty() {
-            return Err((
+            return Err(Invalid::new(
                 "component",
-                "must name a .wasm file, relative to this manifest".into(),
+                "must name a .wasm file, relative to this manifest",
             ));
         }
         if let Err(e) = self.limits.resolve(WorkloadKind::Job) {
-            return Err(("limits", e.to_string()));
+            return Err(Invalid::new("limits", e.to_string()));
         }
         for (key, n) in [
             ("successful_history", self.successful_history),
             ("failed_history", self.failed_history),
         ] {
             if n > MAX_HISTORY {
-                return Err((key, format!("{n} is more than {MAX_HISTORY}")));
+                return Err(Invalid::new(key, format!("{n} is more than {MAX_HISTORY}")));
             }
         }
         if self.backoff_limit > 20 {
-            return Err((
+            return Err(Invalid::new(
                 "backoff_limit",
                 format!("{} retries is more than 20", self.backoff_limit),
             ));
@@ -216,12 +211,12 @@ impl CronSection {
             ("active_deadline", self.active_deadline),
         ] {
             if d.is_some_and(|d| d.get() < Duration::from_secs(1)) {
-                return Err((key, "must be at least 1s".into()));
+                return Err(Invalid::new(key, "must be at least 1s"));
             }
         }
         for b in &self.key_value_buckets {
             if !valid_name(b) {
-                return Err((
+                return Err(Invalid::new(
                     "key_value_buckets",
                     format!("`{b}` is not a valid bucket name"),
                 ));
@@ -513,13 +508,21 @@ impl JobRun {
         }
     }
 
-    /// `namespace/name`.
-    pub fn key(&self) -> String {
-        crate::resources::app_key(&self.namespace, &self.name)
+    pub fn key(&self) -> ResourceKey {
+        ResourceKey::new(&self.namespace, &self.name)
+    }
+
+    /// The key of the cron job this is a run of.
+    pub fn job_key(&self) -> ResourceKey {
+        ResourceKey::new(&self.namespace, &self.job)
     }
 }
 
 impl CronSection {
+    pub fn key(&self) -> ResourceKey {
+        ResourceKey::new(&self.namespace, &self.name)
+    }
+
     /// The name of this job's run for schedule time `scheduled` (ms since the epoch):
     /// `<job>-<yyyymmddhhmm>` in UTC, with the seconds (`ss`) added when the schedule
     /// has a seconds field.

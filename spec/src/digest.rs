@@ -1,7 +1,7 @@
 //! Content digests: components are named by the SHA-256 of their bytes.
 //!
-//! A digest is written `sha256:` followed by 64 lower-case hex digits. This crate only
-//! parses and prints digests; the edges that read bytes compute them.
+//! A digest is written `sha256:` followed by 64 lower-case hex digits. [`Digest::of`] is
+//! the one place bytes are hashed into a digest; the edges that read the bytes call it.
 
 use std::fmt;
 use std::str::FromStr;
@@ -12,6 +12,12 @@ use serde::{Deserialize, Serialize};
 pub struct Digest([u8; 32]);
 
 impl Digest {
+    /// The SHA-256 of `bytes`.
+    pub fn of(bytes: &[u8]) -> Digest {
+        use sha2::Digest as _;
+        Digest(sha2::Sha256::digest(bytes).into())
+    }
+
     pub const fn from_bytes(bytes: [u8; 32]) -> Self {
         Digest(bytes)
     }
@@ -81,6 +87,14 @@ impl<'de> Deserialize<'de> for Digest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn digests_are_sha256_of_the_bytes() {
+        assert_eq!(
+            Digest::of(b"abc").to_string(),
+            "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
 
     #[test]
     fn digests_round_trip_and_reject_bad_text() {

@@ -41,9 +41,10 @@ use std::fmt;
 
 use serde::Deserialize;
 
-use crate::resources::{AppSpec, Route, valid_name};
+use crate::resources::{AppSpec, Route};
 use crate::scale::Scale;
-use crate::{Capabilities, Digest, LimitOverrides, OutboundRule, WorkloadKind};
+use crate::validate::Invalid;
+use crate::{Capabilities, Digest, LimitOverrides, OutboundRule};
 
 /// The most replicas one app may ask for.
 pub const MAX_REPLICAS: u32 = 1000;
@@ -147,109 +148,49 @@ impl Manifest {
     }
 
     fn validate(&self, file: &str, text: &str) -> Result<(), ManifestError> {
-        let err = |section: &str, key: &str, message: String| {
+        let err = |section: &str, key: &str, field: String, message: String| {
             let (line, column) = locate(text, section, key);
             ManifestError {
                 file: file.to_string(),
                 line,
                 column,
-                field: Some(format!("{section}.{key}")),
+                field: Some(field),
                 message,
             }
         };
-        let a = &self.app;
-        if !valid_name(&a.name) {
-            return Err(err(
-                "app",
-                "name",
-                format!(
-                    "`{}` is not a valid name: use 1-63 lower-case letters, digits and '-', starting with a letter",
-                    a.name
-                ),
-            ));
-        }
-        if !valid_name(&a.namespace) {
-            return Err(err(
-                "app",
-                "namespace",
-                format!(
-                    "`{}` is not a valid namespace: use 1-63 lower-case letters, digits and '-', starting with a letter",
-                    a.namespace
-                ),
-            ));
-        }
-        if a.component.trim().is_empty() {
+        if self.app.component.trim().is_empty() {
             return Err(err(
                 "app",
                 "component",
+                "app.component".into(),
                 "must name a .wasm file, relative to this manifest".into(),
             ));
         }
-        if !a.route.starts_with('/') || a.route.contains(['?', '#', ' ']) {
-            return Err(err(
-                "app",
-                "route",
-                format!(
-                    "`{}` is not a path prefix: it must start with '/' and contain no '?', '#' or spaces",
-                    a.route
-                ),
-            ));
-        }
-        if let Some(h) = &a.host
-            && (h.is_empty() || h.contains(['/', ':', ' ']))
-        {
-            return Err(err("app", "host", format!("`{h}` is not a host name")));
-        }
-        if a.replicas > MAX_REPLICAS {
-            return Err(err(
-                "app",
-                "replicas",
-                format!("{} is more than the maximum of {MAX_REPLICAS}", a.replicas),
-            ));
-        }
-        if let Err(e) = self.limits.resolve(WorkloadKind::Http) {
-            let key = match &e {
-                crate::LimitError::Zero { field } => field,
-                crate::LimitError::MemoryTooLarge { .. } => "memory",
+        // Everything else is the spec's own rule (the API and the state machine check
+        // the same); the component is not known yet, and not looked at.
+        let spec = self.as_written(Digest::from_bytes([0; 32]));
+        spec.validate().map_err(|Invalid { field, message }| {
+            // A behaviour rule's error is about its policies; others name their key.
+            let (section, key) = match field.strip_prefix("scale.behavior.") {
+                Some(_) => (field.as_str(), "policies"),
+                None => field.split_once('.').unwrap_or(("app", &field)),
             };
-            return Err(err("limits", key, e.to_string()));
-        }
-        for k in self.env.keys() {
-            if k.is_empty() || k.contains('=') {
-                return Err(err(
-                    "env",
-                    k,
-                    format!("`{k}` is not an environment variable name"),
-                ));
-            }
-        }
-        if let Some(scale) = &self.scale
-            && let Err(e) = scale.validate()
-        {
-            // Behavior errors are about a rules table's policies.
-            let (section, key) = if e.field.contains('.') {
-                (format!("scale.{}", e.field), "policies")
-            } else {
-                ("scale".to_string(), e.field)
-            };
-            let mut error = err(&section, key, e.message);
-            error.field = Some(format!("scale.{}", e.field));
-            return Err(error);
-        }
-        for b in &self.capabilities.key_value_buckets {
-            if !valid_name(b) {
-                return Err(err(
-                    "capabilities",
-                    "key_value_buckets",
-                    format!("`{b}` is not a valid bucket name"),
-                ));
-            }
-        }
-        Ok(())
+            err(section, key, field.clone(), message)
+        })
     }
 
-    /// The spec to apply, with the component resolved to `component`.
+    /// The spec to apply, with the component resolved to `component`; an autoscaled
+    /// app starts from its replica count within `[min, max]`.
     pub fn to_spec(&self, component: Digest) -> AppSpec {
+        let mut spec = self.as_written(component);
+        if let Some(scale) = &self.scale {
+            spec.replicas = scale.clamp(spec.replicas);
+        }
+        spec
+    }
+
+    /// The spec exactly as the manifest writes it.
+    fn as_written(&self, component: Digest) -> AppSpec {
         AppSpec {
             name: self.app.name.clone(),
             namespace: self.app.namespace.clone(),
@@ -258,10 +199,7 @@ impl Manifest {
                 prefix: self.app.route.clone(),
                 host: self.app.host.clone(),
             },
-            replicas: match &self.scale {
-                Some(scale) => scale.clamp(self.app.replicas),
-                None => self.app.replicas,
-            },
+            replicas: self.app.replicas,
             limits: self.limits.clone(),
             capabilities: Capabilities {
                 env: self.env.clone(),

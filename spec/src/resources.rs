@@ -53,15 +53,89 @@ impl AppSpec {
         }
     }
 
-    /// `namespace/name`.
-    pub fn key(&self) -> String {
-        app_key(&self.namespace, &self.name)
+    pub fn key(&self) -> ResourceKey {
+        ResourceKey::new(&self.namespace, &self.name)
     }
 }
 
-/// `namespace/name`, the key of an app everywhere.
-pub fn app_key(namespace: &str, name: &str) -> String {
-    format!("{namespace}/{name}")
+/// `namespace/name`: how an object that lives in a namespace (an app, a pod, a cron job,
+/// a job run) is named everywhere — in the state's maps, the API's paths, the hosts'
+/// routing tables and in logs.
+///
+/// Names are checked by [`valid_name`] and never contain `/`, so the key splits back
+/// into its two parts unambiguously. It orders, hashes and serializes exactly as the
+/// string `namespace/name` (it is one), so maps keyed by it read and write the same
+/// JSON as maps keyed by that string, and `map.get("ns/name")` works.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ResourceKey(String);
+
+impl ResourceKey {
+    pub fn new(namespace: &str, name: &str) -> ResourceKey {
+        ResourceKey(format!("{namespace}/{name}"))
+    }
+
+    pub fn namespace(&self) -> &str {
+        self.0.split_once('/').map_or("", |(ns, _)| ns)
+    }
+
+    pub fn name(&self) -> &str {
+        self.0.split_once('/').map_or(&self.0, |(_, n)| n)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for ResourceKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::fmt::Debug for ResourceKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.0)
+    }
+}
+
+impl std::borrow::Borrow<str> for ResourceKey {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A string that is not `namespace/name`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a key: expected NAMESPACE/NAME")]
+pub struct ResourceKeyError(String);
+
+impl TryFrom<String> for ResourceKey {
+    type Error = ResourceKeyError;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        match s.split_once('/') {
+            Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+                Ok(ResourceKey(s))
+            }
+            _ => Err(ResourceKeyError(s)),
+        }
+    }
+}
+
+impl std::str::FromStr for ResourceKey {
+    type Err = ResourceKeyError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ResourceKey::try_from(s.to_string())
+    }
+}
+
+impl From<ResourceKey> for String {
+    fn from(k: ResourceKey) -> String {
+        k.0
+    }
 }
 
 /// Where an app receives requests: a path prefix (matched on whole segments) and,
@@ -165,8 +239,13 @@ pub struct Pod {
 }
 
 impl Pod {
-    pub fn key(&self) -> String {
-        app_key(&self.namespace, &self.name)
+    pub fn key(&self) -> ResourceKey {
+        ResourceKey::new(&self.namespace, &self.name)
+    }
+
+    /// The key of the app this pod is a replica of.
+    pub fn app_key(&self) -> ResourceKey {
+        ResourceKey::new(&self.namespace, &self.app)
     }
 }
 
@@ -275,6 +354,32 @@ mod tests {
         assert!(!route("/a", None).conflicts_with(&route("/a/b", None)));
         assert!(!route("/a", Some("x.com")).conflicts_with(&route("/a", None)));
         assert!(route("/a", Some("X.com")).conflicts_with(&route("/a", Some("x.com"))));
+    }
+
+    #[test]
+    fn keys_split_back_and_serialize_as_their_string() {
+        let k = ResourceKey::new("shop", "payment");
+        assert_eq!(
+            (k.namespace(), k.name(), k.as_str()),
+            ("shop", "payment", "shop/payment")
+        );
+        assert_eq!(serde_json::to_string(&k).unwrap(), r#""shop/payment""#);
+        let back: ResourceKey = serde_json::from_str(r#""shop/payment""#).unwrap();
+        assert_eq!(back, k);
+        let mut map = BTreeMap::new();
+        map.insert(k.clone(), 1);
+        assert_eq!(
+            serde_json::to_string(&map).unwrap(),
+            r#"{"shop/payment":1}"#
+        );
+        assert_eq!(map.get("shop/payment"), Some(&1));
+        for bad in ["payment", "/payment", "shop/", "a/b/c", ""] {
+            assert!(bad.parse::<ResourceKey>().is_err(), "{bad}");
+            assert!(serde_json::from_str::<ResourceKey>(&format!("{bad:?}")).is_err());
+        }
+        // Ordered as the strings are, so state maps iterate as they always did.
+        let (a, b) = (ResourceKey::new("a-b", "x"), ResourceKey::new("a", "x"));
+        assert_eq!(a.cmp(&b), a.as_str().cmp(b.as_str()));
     }
 
     #[test]

@@ -33,6 +33,28 @@ use crate::HumanDuration;
 
 /// Knative's default concurrency target per pod.
 pub const DEFAULT_TARGET_CONCURRENCY: u32 = 100;
+
+/// The state an autoscaler is in (as `dabba get apps` shows it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AutoscalerMode {
+    /// Sizing by the stable window.
+    Stable,
+    /// Demand jumped past the panic threshold: sizing by the panic window, never down.
+    Panic,
+    /// No demand for the grace period: no pods.
+    ScaledToZero,
+}
+
+impl std::fmt::Display for AutoscalerMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AutoscalerMode::Stable => "stable",
+            AutoscalerMode::Panic => "panic",
+            AutoscalerMode::ScaledToZero => "scaled-to-zero",
+        })
+    }
+}
 /// The most pods an autoscaled app may reach.
 pub const MAX_SCALE: u32 = 1000;
 

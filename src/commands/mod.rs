@@ -1,16 +1,56 @@
-//! One module per subcommand.
+//! One module per subcommand (`apply`, `get`, `describe`, ...; `roles` runs the
+//! long-lived processes: `controller`, `host`, `up`), and what they share: which
+//! cluster to talk to (`target`) and how to print (`output`).
 
-pub mod client;
-pub mod platform;
+pub mod apply;
+pub mod bench;
+pub mod cluster;
+pub mod cron;
+pub mod delete;
+pub mod describe;
+pub mod get;
+pub mod logs;
+pub mod output;
+pub mod roles;
 pub mod run;
+pub mod scale;
 pub mod serve;
+pub mod target;
+pub mod token;
 
-/// Builds the async runtime the commands run on: one worker per core.
+use clap::ValueEnum;
+
+/// What `describe` and `delete` act on.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ObjectKind {
+    App,
+    Cronjob,
+}
+
+impl ObjectKind {
+    /// The word for it in messages.
+    pub fn noun(self) -> &'static str {
+        match self {
+            ObjectKind::App => "app",
+            ObjectKind::Cronjob => "cronjob",
+        }
+    }
+}
+
+/// Builds the async runtime the long-running commands run on: one worker per core.
 pub fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("dabba-worker")
         .build()?)
+}
+
+/// Runs one API command to completion on a single thread.
+pub fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(f)
 }
 
 /// Resolves when the process is asked to stop (Ctrl-C or SIGTERM).

@@ -7,11 +7,13 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use dabba_spec::api::AppSummary;
+use dabba_spec::resources::Pod;
+use dabba_spec::scale::AutoscalerMode;
 
 use crate::cluster::Cluster;
 use crate::platform::Up;
-use crate::support::{apply_manifest, eventually, guest, stderr, stdout, try_request};
+use crate::support::{apply_manifest, eventually, guest, json_out, stderr, stdout, try_request};
 
 /// An app of the hostile guest whose `/sleep` holds a request without computing, scaled
 /// on two in flight per pod, with windows short enough for a test.
@@ -44,11 +46,8 @@ stabilization_window = "1s"
     path
 }
 
-fn sleeper(apps: &Value) -> Option<Value> {
-    apps.as_array()?
-        .iter()
-        .find(|a| a["name"] == "sleeper")
-        .cloned()
+fn sleeper(apps: Vec<AppSummary>) -> Option<AppSummary> {
+    apps.into_iter().find(|a| a.name == "sleeper")
 }
 
 /// Runs the whole scenario against a platform reachable through `cli` (the CLI with its
@@ -58,11 +57,7 @@ fn scale_from_zero_and_back(
     cli: &dyn Fn(&[&str]) -> std::process::Output,
     ingresses: &[(SocketAddr, &str)],
 ) {
-    let apps = || {
-        let out = cli(&["get", "apps", "-o", "json"]);
-        assert!(out.status.success(), "{}", stderr(&out));
-        serde_json::from_str::<Value>(&stdout(&out)).unwrap()
-    };
+    let apps = || -> Vec<AppSummary> { json_out(&cli(&["get", "apps", "-o", "json"])) };
     let m = manifest(dir);
     let out = cli(&["apply", "-f", m.to_str().unwrap(), "--wait"]);
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
@@ -72,8 +67,9 @@ fn scale_from_zero_and_back(
         "the idle app to reach zero",
         Duration::from_secs(60),
         || {
-            let a = sleeper(&apps())?;
-            (a["desired"] == 0 && a["ready"] == 0 && a["autoscaler"]["mode"] == "scaled-to-zero")
+            let a = sleeper(apps())?;
+            let mode = a.autoscaler.as_ref().map(|s| s.mode);
+            (a.desired == 0 && a.ready == 0 && mode == Some(AutoscalerMode::ScaledToZero))
                 .then_some(())
         },
     );
@@ -103,8 +99,8 @@ fn scale_from_zero_and_back(
     // While the burst runs, see how far the app scales.
     let mut peak = 0;
     while started.elapsed() < Duration::from_secs(5) {
-        if let Some(a) = sleeper(&apps()) {
-            peak = peak.max(a["desired"].as_u64().unwrap_or(0));
+        if let Some(a) = sleeper(apps()) {
+            peak = peak.max(a.desired);
         }
         std::thread::sleep(Duration::from_millis(250));
     }
@@ -124,8 +120,8 @@ fn scale_from_zero_and_back(
 
     // Back to zero once the burst is over.
     eventually("the app to return to zero", Duration::from_secs(60), || {
-        let a = sleeper(&apps())?;
-        (a["desired"] == 0 && a["ready"] == 0).then_some(())
+        let a = sleeper(apps())?;
+        (a.desired == 0 && a.ready == 0).then_some(())
     });
     let described = stdout(&cli(&["describe", "app", "sleeper"]));
     assert!(described.contains("Scaling events:"), "{described}");
@@ -140,11 +136,9 @@ fn scale_from_zero_and_back(
     let (ingress, host) = *ingresses.last().unwrap();
     let r = try_request(ingress, "GET", "/sleep?ms=1", &[], b"").unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
-    let out = cli(&["get", "pods", "sleeper", "-o", "json"]);
-    let pods: Value = serde_json::from_str(&stdout(&out)).unwrap();
-    let pods = pods.as_array().unwrap();
+    let pods: Vec<Pod> = json_out(&cli(&["get", "pods", "sleeper", "-o", "json"]));
     assert_eq!(pods.len(), 1, "{pods:?}");
-    assert_eq!(pods[0]["host"], host, "{pods:?}");
+    assert_eq!(pods[0].host.as_deref(), Some(host), "{pods:?}");
 }
 
 #[test]

@@ -1,187 +1,94 @@
-//! A real cluster: three `dabba controller` processes and two `dabba host` processes on
-//! loopback, driven through the CLI and the ingress. Controllers are killed with SIGKILL
-//! (no clean shutdown), hosts too.
+//! A real cluster: three `dabba controller` and two `dabba host` processes on loopback
+//! (started by `dabba-testkit`), driven through the CLI, the typed API client and the
+//! ingress. Controllers are killed with SIGKILL (no clean shutdown), hosts too.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use dabba_spec::api::ClusterStatus;
+use dabba_spec::resources::{HostState, Pod, PodPhase};
+use dabba_testkit::{ClusterOptions, HostOptions};
 
-use crate::support::{Proc, eventually, free_port, guest, run_dabba, stderr, stdout, try_request};
+use crate::support::{
+    block_on, dabba_bin, eventually, guest, run_dabba, stderr, stdout, try_request,
+};
 
-/// Cluster tests start five processes each: on a 2-core machine they run one at a time.
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+/// Cluster tests (and the benchmarks' quick runs) start five processes each: on a
+/// 2-core machine they run one at a time.
+pub static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
+/// A test cluster: the testkit's, with its data in a temporary directory, and helpers
+/// that block.
 pub struct Cluster {
+    kit: dabba_testkit::Cluster,
     pub dir: tempfile::TempDir,
-    pub controllers: Vec<Proc>,
-    pub controller_addrs: Vec<SocketAddr>,
-    pub hosts: Vec<Proc>,
-    pub host_addrs: Vec<SocketAddr>,
-    pub admin: String,
     /// Held while this cluster runs (declared last: released after the processes stop).
     _turn: std::sync::MutexGuard<'static, ()>,
 }
 
+impl Deref for Cluster {
+    type Target = dabba_testkit::Cluster;
+
+    fn deref(&self) -> &Self::Target {
+        &self.kit
+    }
+}
+
+impl DerefMut for Cluster {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.kit
+    }
+}
+
 impl Cluster {
     /// Starts `n_controllers` controllers (the first starts the cluster, the others
-    /// join it) and `n_hosts` hosts in zones a, b, ...
+    /// join it) and `n_hosts` hosts `h1`, `h2`, ... in zones a, b, ...
     pub fn start(n_controllers: usize, n_hosts: usize) -> Cluster {
         let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         guest("payment");
         let dir = tempfile::tempdir().unwrap();
-        let controller_addrs: Vec<SocketAddr> = (0..n_controllers)
-            .map(|_| SocketAddr::from(([127, 0, 0, 1], free_port())))
-            .collect();
-        let mut controllers = Vec::new();
-        for (i, addr) in controller_addrs.iter().enumerate() {
-            let id = i + 1;
-            let mut args: Vec<String> = vec![
-                "controller".into(),
-                "--id".into(),
-                id.to_string(),
-                "--listen".into(),
-                addr.to_string(),
-                "--data-dir".into(),
-                dir.path().join(format!("c{id}")).display().to_string(),
-                "--failure-timeout".into(),
-                "2s".into(),
+        let opts = ClusterOptions {
+            dabba: dabba_bin().to_path_buf(),
+            dir: dir.path().to_path_buf(),
+            controllers: n_controllers,
+            controller_flags: [
+                "--failure-timeout",
+                "2s",
                 // Tests run debug builds, many times slower than release: give each
                 // replication RPC room (failover speed is the benchmark's business).
-                "--heartbeat-interval".into(),
-                "100ms".into(),
-                "--election-timeout".into(),
-                "400ms".into(),
-            ];
-            let admin = if i > 0 {
-                args.extend(["--join".into(), format!("http://{}", controller_addrs[0])]);
-                read_token(&dir.path().join("c1/admin.token"))
-            } else {
-                String::new()
-            };
-            let envs: Vec<(&str, &str)> = if i > 0 {
-                vec![("DABBA_TOKEN", admin.as_str())]
-            } else {
-                vec![]
-            };
-            controllers.push(Proc::start(&format!("c{id}"), &args, &envs, dir.path()));
-            if i == 0 {
-                eventually(
-                    "the first controller to start the cluster",
-                    Duration::from_secs(30),
-                    || dir.path().join("c1/join.token").exists().then_some(()),
-                );
-            } else {
-                // Members join one at a time: Raft changes membership one step at once.
-                let first = controller_addrs[0];
-                let joined = || -> Option<()> {
-                    let auth = format!("Bearer {admin}");
-                    let r = try_request(
-                        first,
-                        "GET",
-                        "/v1/cluster",
-                        &[("authorization", &auth)],
-                        b"",
-                    )
-                    .ok()?;
-                    let s = r.json();
-                    let voters = s["members"]
-                        .as_array()?
-                        .iter()
-                        .filter(|m| m["voter"] == true)
-                        .count();
-                    (voters == i + 1).then_some(())
-                };
-                // Generous: a debug build under the whole parallel suite joins slowly. If
-                // it never does, the controllers' logs say why.
-                let deadline = Instant::now() + Duration::from_secs(120);
-                while joined().is_none() {
-                    if Instant::now() > deadline {
-                        let logs: String = controllers
-                            .iter()
-                            .map(|p| format!("--- {} ---\n{}", p.name, p.log()))
-                            .collect();
-                        panic!("controller c{id} did not join within 120 s\n{logs}");
-                    }
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-            }
-        }
-        let admin = read_token(&dir.path().join("c1/admin.token"));
-        let join = read_token(&dir.path().join("c1/join.token"));
-        let mut c = Cluster {
-            _turn: turn,
-            dir,
-            controllers,
-            controller_addrs,
-            hosts: Vec::new(),
-            host_addrs: Vec::new(),
-            admin,
+                "--heartbeat-interval",
+                "100ms",
+                "--election-timeout",
+                "400ms",
+            ]
+            .map(String::from)
+            .to_vec(),
+            hosts: (0..n_hosts)
+                .map(|i| HostOptions {
+                    name: format!("h{}", i + 1),
+                    zone: format!("zone-{}", (b'a' + i as u8) as char),
+                    // A debug build compiling a component for the first time on a busy
+                    // machine can take longer than the default 10 s a request is held.
+                    flags: vec!["--activator-timeout".into(), "60s".into()],
+                })
+                .collect(),
+            // Generous: a debug build under the whole parallel suite joins slowly.
+            patience: Duration::from_secs(120),
         };
-        eventually(
-            "every controller to be a voter",
-            Duration::from_secs(60),
-            || {
-                let s = c.status()?;
-                let voters = s["members"]
-                    .as_array()?
-                    .iter()
-                    .filter(|m| m["voter"] == true)
-                    .count();
-                (voters == n_controllers).then_some(())
-            },
-        );
-        let urls = c.controller_urls();
-        for i in 0..n_hosts {
-            let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-            let name = format!("h{}", i + 1);
-            let zone = format!("zone-{}", (b'a' + i as u8) as char);
-            let args: Vec<String> = vec![
-                "host".into(),
-                "--controller".into(),
-                urls.clone(),
-                "--name".into(),
-                name.clone(),
-                "--zone".into(),
-                zone,
-                "--listen".into(),
-                addr.to_string(),
-                "--data-dir".into(),
-                c.dir.path().join(&name).display().to_string(),
-                // A debug build compiling a component for the first time on a busy
-                // machine can take longer than the default 10 s a request is held.
-                "--activator-timeout".into(),
-                "60s".into(),
-            ];
-            c.hosts.push(Proc::start(
-                &name,
-                &args,
-                &[("DABBA_JOIN_TOKEN", join.as_str())],
-                c.dir.path(),
-            ));
-            c.host_addrs.push(addr);
+        let kit = block_on(dabba_testkit::Cluster::start(opts))
+            .unwrap_or_else(|e| panic!("starting the cluster: {e:#}"));
+        Cluster {
+            kit,
+            dir,
+            _turn: turn,
         }
-        eventually("every host to be Ready", Duration::from_secs(60), || {
-            let hosts = c.api_get("/v1/hosts")?;
-            let ready = hosts
-                .as_array()?
-                .iter()
-                .filter(|h| h["state"] == "Ready")
-                .count();
-            (ready == n_hosts).then_some(())
-        });
-        c
     }
 
     pub fn controller_urls(&self) -> String {
-        self.controller_addrs
-            .iter()
-            .map(|a| format!("http://{a}"))
-            .collect::<Vec<_>>()
-            .join(",")
+        self.urls().join(",")
     }
 
     /// `dabba ARGS...` against this cluster with the admin token.
@@ -192,24 +99,13 @@ impl Cluster {
         run_dabba(&all, Duration::from_secs(120))
     }
 
-    /// A GET of the API from any live controller.
-    pub fn api_get(&self, path: &str) -> Option<Value> {
-        let auth = format!("Bearer {}", self.admin);
-        self.controller_addrs.iter().find_map(|a| {
-            let r = try_request(*a, "GET", path, &[("authorization", &auth)], b"").ok()?;
-            (r.status == 200).then(|| r.json())
-        })
-    }
-
-    pub fn status(&self) -> Option<Value> {
-        self.api_get("/v1/cluster")
+    pub fn status(&self) -> Option<ClusterStatus> {
+        block_on(self.api().cluster_status()).ok()
     }
 
     /// The index (0-based) of the current leader.
     pub fn leader(&self) -> Option<usize> {
-        let s = self.status()?;
-        let id = s["leader"].as_u64()?;
-        Some(id as usize - 1)
+        Some(self.status()?.leader? as usize - 1)
     }
 
     pub fn deploy_payment(&self, replicas: u32) -> std::path::PathBuf {
@@ -232,18 +128,17 @@ impl Cluster {
         manifest
     }
 
-    pub fn pods(&self) -> Vec<Value> {
-        self.api_get("/v1/pods")
-            .and_then(|v| v.as_array().cloned())
+    pub fn pods(&self) -> Vec<Pod> {
+        block_on(self.api().pods(None, None))
+            .ok()
             .unwrap_or_default()
     }
 
-    pub fn logs(&self) -> String {
-        self.controllers
-            .iter()
-            .chain(&self.hosts)
-            .map(|p| format!("--- {} ---\n{}", p.name, p.log()))
-            .collect()
+    /// Whether the controllers see host `name` in `state`.
+    pub fn host_is(&self, name: &str, state: HostState) -> bool {
+        block_on(self.api().hosts())
+            .ok()
+            .is_some_and(|hs| hs.iter().any(|h| h.info.name == name && h.state == state))
     }
 }
 
@@ -253,13 +148,6 @@ impl Drop for Cluster {
             eprintln!("{}", self.logs());
         }
     }
-}
-
-fn read_token(path: &Path) -> String {
-    std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
-        .trim()
-        .to_string()
 }
 
 const PAYMENT: &[u8] =
@@ -315,7 +203,7 @@ fn payments_survive_losing_the_leader_and_a_full_restart() {
     });
     let old_leader = c.leader().expect("a leader");
     let killed_at = Instant::now();
-    c.controllers[old_leader].kill();
+    c.kill_controller(old_leader);
     for t in clients {
         t.join().unwrap();
     }
@@ -373,39 +261,51 @@ fn payments_survive_losing_the_leader_and_a_full_restart() {
     assert_eq!(again.as_ref(), Some(id));
 
     // The killed controller comes back and catches up.
-    c.controllers[old_leader].restart();
+    c.controllers[old_leader].restart().unwrap();
     eventually(
         "the old leader to catch up",
         Duration::from_secs(30),
         || {
             let s = c.status()?;
-            let members = s["members"].as_array()?;
-            let all_caught_up = members.len() == 3
-                && members
-                    .iter()
-                    .all(|m| m["lag"].as_u64().is_some_and(|l| l < 5));
+            let all_caught_up =
+                s.members.len() == 3 && s.members.iter().all(|m| m.lag.is_some_and(|l| l < 5));
             all_caught_up.then_some(())
         },
     );
 
     // Stop and restart every process: everything is back.
-    let apps_before = c.api_get("/v1/apps").unwrap();
-    for p in c.hosts.iter_mut().chain(c.controllers.iter_mut()) {
+    let apps_before = block_on(c.api().apps(None)).ok().unwrap();
+    for p in c.kit.hosts.iter_mut().chain(c.kit.controllers.iter_mut()) {
         p.stop();
     }
-    for p in c.controllers.iter_mut().chain(c.hosts.iter_mut()) {
-        p.restart();
+    for p in c.kit.controllers.iter_mut().chain(c.kit.hosts.iter_mut()) {
+        p.restart().unwrap();
     }
     eventually(
         "the app to run again after a full restart",
         Duration::from_secs(60),
         || {
             let pods = c.pods();
-            let running = pods.iter().filter(|p| p["phase"] == "running").count();
+            let running = pods.iter().filter(|p| p.phase == PodPhase::Running).count();
             (running == 2).then_some(())
         },
     );
-    assert_eq!(c.api_get("/v1/apps").unwrap(), apps_before);
+    // The same apps, as far as a restart can tell (which revision, route, replicas).
+    let apps_after = block_on(c.api().apps(None)).ok().unwrap();
+    let shape = |apps: &[dabba_spec::api::AppSummary]| -> Vec<_> {
+        apps.iter()
+            .map(|a| {
+                (
+                    a.name.clone(),
+                    a.revision,
+                    a.route.clone(),
+                    a.desired,
+                    a.updated_at,
+                )
+            })
+            .collect()
+    };
+    assert_eq!(shape(&apps_after), shape(&apps_before));
     eventually(
         "both ingresses to route again",
         Duration::from_secs(30),
@@ -429,7 +329,7 @@ fn a_lost_host_has_its_pods_rescheduled_and_the_app_keeps_answering() {
     let on = |c: &Cluster, host: &str| {
         c.pods()
             .iter()
-            .filter(|p| p["host"] == host && p["phase"] == "running")
+            .filter(|p| p.host.as_deref() == Some(host) && p.phase == PodPhase::Running)
             .count()
     };
     // The scheduler spreads the two pods across the two zones.
@@ -437,12 +337,7 @@ fn a_lost_host_has_its_pods_rescheduled_and_the_app_keeps_answering() {
 
     c.hosts[1].kill();
     eventually("h2 to be NotReady", Duration::from_secs(15), || {
-        let hosts = c.api_get("/v1/hosts")?;
-        hosts
-            .as_array()?
-            .iter()
-            .any(|h| h["info"]["name"] == "h2" && h["state"] == "NotReady")
-            .then_some(())
+        c.host_is("h2", HostState::NotReady).then_some(())
     });
     eventually("both pods to run on h1", Duration::from_secs(30), || {
         (on(&c, "h1") == 2 && c.pods().len() == 2).then_some(())
@@ -457,14 +352,9 @@ fn a_lost_host_has_its_pods_rescheduled_and_the_app_keeps_answering() {
     assert_eq!(r.status, 200);
 
     // A host that comes back is Ready again, and takes new pods.
-    c.hosts[1].restart();
+    c.hosts[1].restart().unwrap();
     eventually("h2 to be Ready again", Duration::from_secs(30), || {
-        let hosts = c.api_get("/v1/hosts")?;
-        hosts
-            .as_array()?
-            .iter()
-            .any(|h| h["info"]["name"] == "h2" && h["state"] == "Ready")
-            .then_some(())
+        c.host_is("h2", HostState::Ready).then_some(())
     });
     let out = c.cli(&["scale", "app", "payment", "--replicas", "4"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -482,7 +372,7 @@ fn a_lost_host_has_its_pods_rescheduled_and_the_app_keeps_answering() {
     let out = c.cli(&["cluster", "remove", &id]);
     assert!(out.status.success(), "{}", stderr(&out));
     eventually("two members", Duration::from_secs(15), || {
-        (c.status()?["members"].as_array()?.len() == 2).then_some(())
+        (c.status()?.members.len() == 2).then_some(())
     });
     let address = format!("http://{}", c.controller_addrs[follower]);
     let out = c.cli(&["cluster", "add", "--id", &id, "--address", &address]);
@@ -492,166 +382,4 @@ fn a_lost_host_has_its_pods_rescheduled_and_the_app_keeps_answering() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(text.matches("follower").count(), 2, "{text}");
     assert!(text.contains("leader: "), "{text}");
-}
-
-#[test]
-fn the_cluster_benchmark_takes_every_measurement() {
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let (run, report, _) = quick_bench(
-        "cluster",
-        "payment",
-        &["--duration", "1s", "--failovers", "1"],
-    );
-    let c = &report["cluster"];
-    for m in ["raft_write_serial", "raft_write_concurrent", "payments"] {
-        assert!(c[m]["requests"].as_u64().unwrap() > 0, "{m}: {c}");
-        assert!(
-            c[m]["latency"]["p99_us"].as_f64().unwrap() > 0.0,
-            "{m}: {c}"
-        );
-    }
-    assert_eq!(c["failover_ms"].as_array().unwrap().len(), 1, "{c}");
-    assert!(stdout(&run).contains("Leader failover"));
-}
-
-#[test]
-fn the_autoscale_benchmark_takes_every_measurement() {
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let (run, report, _) = quick_bench("autoscale", "hello", &[]);
-    let a = &report["autoscale"];
-    for cold in ["cold_start_embedded", "cold_start_cluster"] {
-        for run in ["stream", "isolated"] {
-            assert_eq!(a[cold][run]["samples"], 20, "{a}");
-            assert!(a[cold][run]["p99_ms"].as_f64().unwrap() > 0.0, "{a}");
-        }
-    }
-    assert_eq!(a["scale_out_ms"].as_array().unwrap().len(), 1, "{a}");
-    assert_eq!(a["density"]["apps"], 200, "{a}");
-    assert!(
-        a["density"]["host_rss_with_pods_kib"].as_u64().unwrap() > 0,
-        "{a}"
-    );
-    assert!(stdout(&run).contains("Idle pods on one host"));
-}
-
-/// Runs `dabba bench --suite SUITE --quick` (with the test clusters' Raft timing and the
-/// guests next to `guest`), which must succeed; its output, its JSON report and the
-/// names of the files it wrote.
-fn quick_bench(
-    suite: &str,
-    guest_name: &str,
-    extra: &[&str],
-) -> (std::process::Output, Value, Vec<String>) {
-    let guests = guest(guest_name).parent().unwrap().to_path_buf();
-    let out = tempfile::tempdir().unwrap();
-    let mut args = vec![
-        "bench",
-        "--suite",
-        suite,
-        "--quick",
-        "--heartbeat-interval",
-        "100ms",
-        "--election-timeout",
-        "400ms",
-        "--guests",
-        guests.to_str().unwrap(),
-        "--out",
-        out.path().to_str().unwrap(),
-    ];
-    args.extend(extra);
-    let run = run_dabba(&args, Duration::from_secs(300));
-    assert!(run.status.success(), "{}{}", stdout(&run), stderr(&run));
-    let file = out.path().join(format!("{suite}.json"));
-    let report = serde_json::from_slice(&std::fs::read(file).unwrap()).unwrap();
-    let mut files: Vec<String> = std::fs::read_dir(out.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    files.sort();
-    (run, report, files)
-}
-
-#[test]
-fn the_settlement_benchmark_settles_its_ledger_every_way() {
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let (run, report, _) = quick_bench("settlement", "settlement", &["--payments", "5000"]);
-    let s = &report["settlement"];
-    assert_eq!(s["payments"], 5000, "{s}");
-    for row in ["dabba", "dabba_again", "platform", "native"] {
-        assert!(
-            s[row]["payments_per_second"].as_f64().unwrap() > 0.0,
-            "{row}: {s}"
-        );
-    }
-    assert!(s["dabba_over_native"].as_f64().unwrap() > 0.0, "{s}");
-    assert!(
-        stdout(&run).contains("| dabba up cron job"),
-        "{}",
-        stdout(&run)
-    );
-}
-
-/// The container comparison in quick mode, against real Docker, real dabba and
-/// `wasmtime serve`: every measurement is taken, every chart written.
-#[test]
-fn the_container_benchmark_takes_every_measurement() {
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    guest("search");
-    let native = crate::support::native_servers();
-    let (run, report, files) = quick_bench(
-        "containers",
-        "payment",
-        &["--native", native.to_str().unwrap()],
-    );
-    let c = &report["containers"];
-    for side in ["dabba", "docker"] {
-        assert_eq!(c["cold_start"][side]["samples"], 3, "{c}");
-        assert!(
-            c["cold_start"][side]["p50_ms"].as_f64().unwrap() > 0.0,
-            "{c}"
-        );
-    }
-    let s = &c["scale_out"][0];
-    assert_eq!(s["replicas"], 10, "{c}");
-    for m in [
-        "dabba_ms",
-        "docker_ms",
-        "dabba_kib_per_replica",
-        "docker_kib_per_replica",
-    ] {
-        assert!(s[m].as_f64().unwrap() > 0.0, "{m}: {c}");
-    }
-    for a in c["artifacts"].as_array().unwrap() {
-        assert!(a["component_bytes"].as_u64().unwrap() > 0, "{a}");
-        assert!(a["image_bytes"].as_u64().unwrap() > 0, "{a}");
-    }
-    let rows = c["throughput"].as_array().unwrap();
-    assert_eq!(rows.len(), 2, "payment and search at one concurrency: {c}");
-    for t in rows {
-        assert!(t["dabba"]["rps"].as_f64().unwrap() > 0.0, "{t}");
-        assert!(t["container"]["rps"].as_f64().unwrap() > 0.0, "{t}");
-        // wasmtime serve runs what it can; where it cannot, the report says why.
-        assert!(
-            t["wasmtime"]["rps"].as_f64().is_some_and(|r| r > 0.0)
-                || t["wasmtime_note"].as_str().is_some_and(|n| !n.is_empty()),
-            "{t}"
-        );
-    }
-    let search = rows.iter().find(|t| t["workload"] == "search").unwrap();
-    assert!(
-        search["wasmtime"]["rps"].as_f64().unwrap() > 0.0,
-        "{search}"
-    );
-    assert!(stdout(&run).contains("dabba vs Docker containers"));
-    assert!(c["docker_version"].as_str().is_some_and(|v| !v.is_empty()));
-    for chart in [
-        "cold-start.svg",
-        "scale-out.svg",
-        "memory-per-replica.svg",
-        "artifact-size.svg",
-        "throughput-payment.svg",
-        "throughput-search.svg",
-    ] {
-        assert!(files.iter().any(|f| f == chart), "{chart} in {files:?}");
-    }
 }

@@ -1,11 +1,13 @@
-//! Cron jobs through the CLI on `dabba up` (issue 5, in progress).
+//! Cron jobs through the CLI on `dabba up`, and exactly once on a real cluster while
+//! leaders are killed and hosts lost.
 
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use dabba_spec::api::CronJobView;
+use dabba_spec::cronjob::{JobRun, RunPhase};
 
 use crate::platform::Up;
-use crate::support::{apply_manifest, eventually, guest, stderr, stdout};
+use crate::support::{apply_manifest, block_on, eventually, guest, json_out, stderr, stdout};
 
 #[test]
 fn a_cron_manifest_applies_and_lists_its_next_runs_in_its_zone() {
@@ -16,19 +18,12 @@ fn a_cron_manifest_applies_and_lists_its_next_runs_in_its_zone() {
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     assert!(stdout(&out).contains("cronjob default/settlement configured"));
 
-    let out = up.cli(&["get", "cronjobs", "-o", "json"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let jobs: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let jobs: Vec<CronJobView> = json_out(&up.cli(&["get", "cronjobs", "-o", "json"]));
     let job = &jobs[0];
-    assert_eq!(job["job"]["spec"]["timezone"], "Asia/Kolkata");
-    let next: Vec<&str> = job["next"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap())
-        .collect();
-    assert_eq!(next.len(), 3, "{job}");
-    for t in &next {
+    assert_eq!(job.job.spec.timezone, "Asia/Kolkata");
+    let next = &job.next;
+    assert_eq!(next.len(), 3, "{job:?}");
+    for t in next {
         assert!(t.ends_with("T01:00:00+05:30"), "{t}");
     }
     let table = stdout(&up.cli(&["get", "cronjobs"]));
@@ -56,15 +51,13 @@ fn a_cron_manifest_applies_and_lists_its_next_runs_in_its_zone() {
             && err.contains("IANA"),
         "{err}"
     );
-    let after: Value =
-        serde_json::from_str(&stdout(&up.cli(&["get", "cronjobs", "-o", "json"]))).unwrap();
-    assert_eq!(after[0]["job"]["spec"]["timezone"], "Asia/Kolkata");
+    let after: Vec<CronJobView> = json_out(&up.cli(&["get", "cronjobs", "-o", "json"]));
+    assert_eq!(after[0].job.spec.timezone, "Asia/Kolkata");
 
     let out = up.cli(&["delete", "cronjob", "settlement"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let gone: Value =
-        serde_json::from_str(&stdout(&up.cli(&["get", "cronjobs", "-o", "json"]))).unwrap();
-    assert_eq!(gone, serde_json::json!([]));
+    let gone: Vec<CronJobView> = json_out(&up.cli(&["get", "cronjobs", "-o", "json"]));
+    assert_eq!(gone, []);
     let out = up.cli(&["delete", "cronjob", "settlement"]);
     assert!(!out.status.success(), "deleting it again is an error");
     for verb in ["suspend", "resume"] {
@@ -93,12 +86,9 @@ fn a_scheduled_run_executes_once_with_its_scheduled_time() {
             guest("job").display()
         ),
     );
-    let runs = || -> Vec<Value> {
+    let runs = || -> Vec<JobRun> {
         let out = up.cli(&["get", "jobs", "-o", "json"]);
-        serde_json::from_str::<Value>(&stdout(&out))
-            .ok()
-            .and_then(|v| v.as_array().cloned())
-            .unwrap_or_default()
+        serde_json::from_slice(&out.stdout).unwrap_or_default()
     };
     // The next minute comes within 60 s; a debug build on a busy machine may take a while
     // more to compile the component for its first run.
@@ -107,7 +97,7 @@ fn a_scheduled_run_executes_once_with_its_scheduled_time() {
         let all = runs();
         if let Some(r) = all
             .iter()
-            .find(|r| r["phase"] == "succeeded" && r["manual"] == false)
+            .find(|r| r.phase == RunPhase::Succeeded && !r.manual)
         {
             break r.clone();
         }
@@ -118,8 +108,8 @@ fn a_scheduled_run_executes_once_with_its_scheduled_time() {
         );
         std::thread::sleep(Duration::from_millis(500));
     };
-    assert_eq!(done["exit_code"], 0, "{done}");
-    let output = done["output"].as_str().unwrap();
+    assert_eq!(done.exit_code, Some(0), "{done:?}");
+    let output = &done.output;
     assert!(output.contains("GREETING=namaste"), "{output}");
     let line = output
         .lines()
@@ -127,7 +117,7 @@ fn a_scheduled_run_executes_once_with_its_scheduled_time() {
         .unwrap_or_else(|| panic!("no scheduled time in {output}"));
     assert!(line.ends_with(":00+05:30"), "{line}");
     // The run's name carries its schedule time, in UTC minutes.
-    let name = done["name"].as_str().unwrap();
+    let name = done.name.as_str();
     assert!(
         name.starts_with("tick-") && name.len() == "tick-".len() + 12,
         "{name}"
@@ -156,20 +146,15 @@ fn a_scheduled_run_executes_once_with_its_scheduled_time() {
     let manual = eventually("the manual run to succeed", Duration::from_secs(60), || {
         runs()
             .into_iter()
-            .find(|r| r["manual"] == true && r["phase"] == "succeeded")
+            .find(|r| r.manual && r.phase == RunPhase::Succeeded)
     });
-    assert!(
-        manual["name"].as_str().unwrap().starts_with("tick-manual-"),
-        "{manual}"
-    );
-    let jobs: Value =
-        serde_json::from_str(&stdout(&up.cli(&["get", "cronjobs", "-o", "json"]))).unwrap();
-    assert_eq!(jobs[0]["job"]["spec"]["suspend"], true);
+    assert!(manual.name.starts_with("tick-manual-"), "{manual:?}");
+    let jobs: Vec<CronJobView> = json_out(&up.cli(&["get", "cronjobs", "-o", "json"]));
+    assert!(jobs[0].job.spec.suspend);
     let out = up.cli(&["resume", "cronjob", "tick"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let jobs: Value =
-        serde_json::from_str(&stdout(&up.cli(&["get", "cronjobs", "-o", "json"]))).unwrap();
-    assert_eq!(jobs[0]["job"]["spec"]["suspend"], false);
+    let jobs: Vec<CronJobView> = json_out(&up.cli(&["get", "cronjobs", "-o", "json"]));
+    assert!(!jobs[0].job.spec.suspend);
     let out = up.cli(&["create", "job", "--from", "tick"]);
     assert!(!out.status.success(), "--from needs cronjob/NAME");
 }
@@ -219,11 +204,8 @@ fn the_settlement_job_settles_the_payments_of_its_day() {
             settlement.display()
         ),
     );
-    let runs = || -> Vec<Value> {
-        serde_json::from_str::<Value>(&stdout(&up.cli(&["get", "jobs", "-o", "json"])))
-            .ok()
-            .and_then(|v| v.as_array().cloned())
-            .unwrap_or_default()
+    let runs = || -> Vec<JobRun> {
+        serde_json::from_slice(&up.cli(&["get", "jobs", "-o", "json"]).stdout).unwrap_or_default()
     };
     let mut outputs = Vec::new();
     for n in 1..=2 {
@@ -234,16 +216,18 @@ fn the_settlement_job_settles_the_payments_of_its_day() {
             Duration::from_secs(120),
             || {
                 let all = runs();
-                let finished: Vec<&Value> =
-                    all.iter().filter(|r| r["phase"] == "succeeded").collect();
+                let finished: Vec<&JobRun> = all
+                    .iter()
+                    .filter(|r| r.phase == RunPhase::Succeeded)
+                    .collect();
                 assert!(
-                    !all.iter().any(|r| r["phase"] == "failed"),
+                    !all.iter().any(|r| r.phase == RunPhase::Failed),
                     "a run failed: {all:#?}"
                 );
                 (finished.len() == n).then(|| finished[0].clone())
             },
         );
-        outputs.push(done["output"].as_str().unwrap().to_string());
+        outputs.push(done.output);
         // Manual runs are named to the second.
         std::thread::sleep(Duration::from_millis(1100));
     }
@@ -257,7 +241,7 @@ fn the_settlement_job_settles_the_payments_of_its_day() {
 /// counted by the job itself in a replicated bucket — or recorded as missed; none twice.
 #[test]
 fn every_schedule_time_runs_once_while_the_leader_is_killed_again_and_again() {
-    use dabba_spec::api::{CronJobView, KvKeys, KvList, KvRead, KvValues};
+    use dabba_spec::api::{KvList, KvRead};
 
     let mut c = crate::cluster::Cluster::start(3, 2);
     apply_manifest(
@@ -269,14 +253,13 @@ fn every_schedule_time_runs_once_while_the_leader_is_killed_again_and_again() {
         ),
     );
     fn job(c: &crate::cluster::Cluster) -> Option<CronJobView> {
-        let v = c.api_get("/v1/cronjobs")?;
-        serde_json::from_value::<Vec<CronJobView>>(v).ok()?.pop()
+        block_on(c.api().cron_jobs(None)).ok()?.pop()
     }
     eventually("the first run to succeed", Duration::from_secs(120), || {
         job(&c)?
             .runs
             .iter()
-            .any(|r| r.phase == dabba_spec::cronjob::RunPhase::Succeeded)
+            .any(|r| r.phase == RunPhase::Succeeded)
             .then_some(())
     });
 
@@ -294,7 +277,7 @@ fn every_schedule_time_runs_once_while_the_leader_is_killed_again_and_again() {
             c.leader().filter(|l| *l != leader)
         });
         std::thread::sleep(Duration::from_secs(1));
-        c.controllers[leader].restart();
+        c.controllers[leader].restart().unwrap();
     }
     assert_eq!(kills, 5, "the leader was killed five times");
     std::thread::sleep(Duration::from_secs(4));
@@ -307,40 +290,19 @@ fn every_schedule_time_runs_once_while_the_leader_is_killed_again_and_again() {
         v.runs.iter().all(|r| !r.phase.is_active()).then_some(v)
     });
 
-    // The job's own count of executions, per run.
-    let auth = format!("Bearer {}", c.admin);
-    let post = |path: &str, body: Vec<u8>| -> Value {
-        c.controller_addrs
-            .iter()
-            .find_map(|a| {
-                let r = crate::support::try_request(
-                    *a,
-                    "POST",
-                    path,
-                    &[
-                        ("authorization", &auth),
-                        ("content-type", "application/json"),
-                    ],
-                    &body,
-                )
-                .ok()?;
-                (r.status == 200).then(|| r.json())
-            })
-            .unwrap_or_else(|| panic!("POST {path} failed on every controller"))
-    };
+    // The job's own count of executions, per run (read as a host reads its buckets).
+    let hosts = c.host_api();
     let list = KvList {
         bucket: "default/ticks".into(),
         cursor: None,
         limit: 1000,
     };
-    let keys: KvKeys =
-        serde_json::from_value(post("/v1/kv/list", serde_json::to_vec(&list).unwrap())).unwrap();
+    let keys = block_on(hosts.kv_list(&list)).expect("listing the executions");
     let read = KvRead {
         bucket: "default/ticks".into(),
         keys: keys.keys.clone(),
     };
-    let values: KvValues =
-        serde_json::from_value(post("/v1/kv/read", serde_json::to_vec(&read).unwrap())).unwrap();
+    let values = block_on(hosts.kv_read(&read)).expect("reading the executions");
     let executions: std::collections::BTreeMap<String, String> = keys
         .keys
         .iter()
@@ -354,7 +316,7 @@ fn every_schedule_time_runs_once_while_the_leader_is_killed_again_and_again() {
     for r in &view.runs {
         assert_eq!(
             r.phase,
-            dabba_spec::cronjob::RunPhase::Succeeded,
+            RunPhase::Succeeded,
             "every run succeeded, first time: {r:#?}"
         );
         assert_eq!(r.attempt, 1, "{r:#?}");
@@ -409,9 +371,6 @@ fn every_schedule_time_runs_once_while_the_leader_is_killed_again_and_again() {
 /// run is retried, after its back-off, on the host that is left, where it succeeds.
 #[test]
 fn a_run_whose_host_is_lost_is_retried_on_another_host() {
-    use dabba_spec::api::CronJobView;
-    use dabba_spec::cronjob::RunPhase;
-
     let mut c = crate::cluster::Cluster::start(3, 2);
     apply_manifest(
         &|args| c.cli(args),
@@ -422,9 +381,7 @@ fn a_run_whose_host_is_lost_is_retried_on_another_host() {
         ),
     );
     fn run(c: &crate::cluster::Cluster) -> Option<dabba_spec::cronjob::JobRun> {
-        let v = c.api_get("/v1/cronjobs")?;
-        let mut jobs: Vec<CronJobView> = serde_json::from_value(v).ok()?;
-        jobs.pop()?.runs.pop()
+        block_on(c.api().cron_jobs(None)).ok()?.pop()?.runs.pop()
     }
     let out = c.cli(&["create", "job", "--from", "cronjob/slow"]);
     assert!(out.status.success(), "{}", stderr(&out));

@@ -49,14 +49,14 @@ fn assert_limit(r: &Reply, status: u16, limit: &str) {
 
 #[test]
 fn an_infinite_loop_is_stopped_by_the_timeout() {
-    let s = Served::start(&guest("hostile"), &["--timeout", "2s"]);
+    let s = serve(&guest("hostile"), &["--timeout", "2s"]);
     let r = while_in_flight(&s, "/spin");
     assert_limit(&r, 504, "timeout");
 }
 
 #[test]
 fn an_infinite_loop_is_stopped_by_fuel() {
-    let s = Served::start(
+    let s = serve(
         &guest("hostile"),
         &["--fuel", "2000000000", "--timeout", "60s"],
     );
@@ -72,7 +72,7 @@ fn an_infinite_loop_is_stopped_by_fuel() {
 
 #[test]
 fn a_memory_bomb_hits_the_cap() {
-    let s = Served::start(&guest("hostile"), &["--memory", "48Mi"]);
+    let s = serve(&guest("hostile"), &["--memory", "48Mi"]);
     let r = while_in_flight(&s, "/alloc?mb=4096");
     assert_limit(&r, 500, "memory");
     // Below the cap, allocation works.
@@ -81,7 +81,7 @@ fn a_memory_bomb_hits_the_cap() {
 
 #[test]
 fn deep_recursion_traps() {
-    let s = Served::start(&guest("hostile"), &[]);
+    let s = serve(&guest("hostile"), &[]);
     let r = while_in_flight(&s, "/recurse");
     assert_eq!(r.status, 500);
     assert_eq!(r.json()["error"]["code"], "guest_trapped");
@@ -93,14 +93,14 @@ fn deep_recursion_traps() {
 
 #[test]
 fn a_guest_blocked_in_the_host_is_stopped_by_the_timeout() {
-    let s = Served::start(&guest("hostile"), &["--timeout", "2s"]);
+    let s = serve(&guest("hostile"), &["--timeout", "2s"]);
     let r = while_in_flight(&s, "/sleep?ms=30000");
     assert_limit(&r, 504, "timeout");
 }
 
 #[test]
 fn body_sizes_are_capped_both_ways() {
-    let s = Served::start(
+    let s = serve(
         &guest("hostile"),
         &["--max-request-body", "64Ki", "--max-response-body", "256Ki"],
     );
@@ -116,7 +116,7 @@ fn body_sizes_are_capped_both_ways() {
 
 #[test]
 fn excess_concurrency_is_queued_then_refused() {
-    let s = Served::start(
+    let s = serve(
         &guest("hostile"),
         &[
             "--max-concurrency",
@@ -146,10 +146,7 @@ fn excess_concurrency_is_queued_then_refused() {
 
 #[test]
 fn limit_hits_are_counted_in_metrics() {
-    let s = Served::start(
-        &guest("hostile"),
-        &["--fuel", "50000000", "--metrics-listen", "127.0.0.1:0"],
-    );
+    let s = serve_with_metrics(&guest("hostile"), &["--fuel", "50000000"]);
     assert_limit(&s.get("/spin"), 500, "fuel");
     assert_eq!(s.get("/ok").status, 200);
     let metrics = request(
@@ -173,7 +170,7 @@ fn limit_hits_are_counted_in_metrics() {
 
 #[test]
 fn capabilities_are_denied_by_default() {
-    let s = Served::start(&guest("hostile"), &[]);
+    let s = serve(&guest("hostile"), &[]);
     assert_eq!(s.get("/env").json(), serde_json::json!([]));
     let fs = s.get("/fs");
     assert_eq!(fs.status, 403, "{}", fs.text());
@@ -184,7 +181,7 @@ fn capabilities_are_denied_by_default() {
     let kv = s.get("/kv?bucket=secret");
     assert_eq!(kv.status, 403);
     assert!(kv.text().contains("not granted"), "{}", kv.text());
-    let upstream = Served::start(&guest("hello"), &[]);
+    let upstream = serve(&guest("hello"), &[]);
     let out = s.get(&format!("/outbound?url=http://{}/", upstream.addr));
     assert_eq!(out.status, 502, "{}", out.text());
     assert!(out.text().contains("HttpRequestDenied"), "{}", out.text());
@@ -192,9 +189,9 @@ fn capabilities_are_denied_by_default() {
 
 #[test]
 fn granted_capabilities_are_visible() {
-    let upstream = Served::start(&guest("hello"), &[]);
+    let upstream = serve(&guest("hello"), &[]);
     let rule = format!("http://127.0.0.1:{}", upstream.addr.port());
-    let s = Served::start(
+    let s = serve(
         &guest("hostile"),
         &[
             "--env",

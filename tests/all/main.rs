@@ -11,6 +11,7 @@ mod support;
 
 mod autoscale;
 mod bad_input;
+mod bench;
 mod cluster;
 mod cron;
 mod jobs;

@@ -1,20 +1,31 @@
 //! The embedded default, `dabba up`: the samples deployed with `--demo`, state kept
 //! across restarts, manifests rejected with clear errors, and the API's authorization.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
+use dabba_spec::Digest;
+use dabba_spec::api::AppSummary;
+use dabba_testkit::UpOptions;
 use serde_json::Value;
 
 use crate::support::{
-    Proc, apply_manifest, eventually, free_port, guest, run_dabba, stderr, stdout, try_request,
+    apply_manifest, block_on, dabba_bin, eventually, guest, json_out, run_dabba, stderr, stdout,
+    try_request, workspace,
 };
 
+/// A test's `dabba up`: the testkit's, in a temporary directory, run from the
+/// workspace (as a user in a checkout runs it: `--demo` finds the sample manifests).
 pub struct Up {
+    kit: dabba_testkit::Up,
     pub dir: tempfile::TempDir,
-    proc: Proc,
-    api: SocketAddr,
-    pub ingress: SocketAddr,
+}
+
+impl std::ops::Deref for Up {
+    type Target = dabba_testkit::Up;
+
+    fn deref(&self) -> &Self::Target {
+        &self.kit
+    }
 }
 
 impl Up {
@@ -26,74 +37,44 @@ impl Up {
     pub fn start_with(demo: bool, extra: &[&str]) -> Up {
         guest("payment");
         let dir = tempfile::tempdir().unwrap();
-        let api = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let ingress = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let mut args: Vec<String> = vec![
-            "up".into(),
-            "--data-dir".into(),
-            dir.path().join("state").display().to_string(),
-            "--api".into(),
-            api.to_string(),
-            "--listen".into(),
-            ingress.to_string(),
-            "--config".into(),
-            dir.path().join("config.json").display().to_string(),
-        ];
-        if demo {
-            args.push("--demo".into());
-        }
-        args.extend(extra.iter().map(|a| a.to_string()));
-        let proc = Proc::start("up", &args, &[], dir.path());
-        let up = Up {
-            dir,
-            proc,
-            api,
-            ingress,
-        };
-        up.wait_ready(demo);
-        up
+        let kit = block_on(dabba_testkit::Up::start(UpOptions {
+            dabba: dabba_bin().to_path_buf(),
+            dir: dir.path().to_path_buf(),
+            demo,
+            cwd: Some(workspace().to_path_buf()),
+            flags: extra.iter().map(|a| a.to_string()).collect(),
+            patience: Duration::from_secs(90),
+        }))
+        .unwrap_or_else(|e| panic!("starting dabba up: {e:#}"));
+        Up { kit, dir }
     }
 
-    fn wait_ready(&self, demo: bool) {
-        let marker = if demo { "try:" } else { "press Ctrl-C" };
-        eventually("dabba up to be ready", Duration::from_secs(90), || {
-            self.proc.log().contains(marker).then_some(())
-        });
-    }
-
-    fn admin(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("state/controller/admin.token"))
-            .unwrap()
-            .trim()
-            .to_string()
-    }
-
-    /// What the process printed so far.
-    pub fn log(&self) -> String {
-        self.proc.log()
+    /// Stops it and starts it again on the same state.
+    pub fn restart(&mut self) {
+        block_on(self.kit.restart()).unwrap_or_else(|e| panic!("restarting dabba up: {e:#}"));
     }
 
     /// `dabba ARGS...` using the CLI config `dabba up` wrote.
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
-        let config = self.dir.path().join("config.json");
+        let config = self.config();
         let mut all = args.to_vec();
         all.extend(["--config", config.to_str().unwrap()]);
         run_dabba(&all, Duration::from_secs(60))
     }
 
-    pub fn apps(&self) -> Value {
-        let out = self.cli(&["get", "apps", "-o", "json"]);
-        assert!(out.status.success(), "{}", stderr(&out));
-        serde_json::from_str(&stdout(&out)).unwrap()
+    /// `dabba get apps -o json`.
+    pub fn apps(&self) -> Vec<AppSummary> {
+        json_out(&self.cli(&["get", "apps", "-o", "json"]))
     }
 
+    /// One raw API call (to test what goes over the wire): the status and the JSON.
     fn call(&self, method: &str, path: &str, token: Option<&str>, body: &[u8]) -> (u16, Value) {
         let auth = token.map(|t| format!("Bearer {t}"));
         let mut headers = vec![("content-type", "application/json")];
         if let Some(a) = &auth {
             headers.push(("authorization", a));
         }
-        let r = try_request(self.api, method, path, &headers, body).expect("an API answer");
+        let r = try_request(self.api_addr, method, path, &headers, body).expect("an API answer");
         let v = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
         (r.status, v)
     }
@@ -122,7 +103,7 @@ fn up_with_the_demo_serves_the_samples_and_keeps_everything_across_a_restart() {
     assert_eq!(s.status, 200, "{}", s.text());
     assert!(s.json()["total"].as_u64().unwrap() > 0);
     // One /metrics for the whole process: the host's per-app series and Raft's.
-    let metrics = try_request(up.api, "GET", "/metrics", &[], b"")
+    let metrics = try_request(up.api_addr, "GET", "/metrics", &[], b"")
         .unwrap()
         .text();
     for series in [
@@ -138,18 +119,24 @@ fn up_with_the_demo_serves_the_samples_and_keeps_everything_across_a_restart() {
     assert_eq!(none.json()["error"]["code"], "no_route");
 
     let apps = up.apps();
-    let names: Vec<&str> = apps
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["name"].as_str().unwrap())
-        .collect();
+    let names: Vec<&str> = apps.iter().map(|a| a.name.as_str()).collect();
     assert_eq!(names, ["payment", "search"]);
+    // Query values and path segments are percent-decoded once: `def%61ult` is
+    // `default` (and `%2F` would be a `/` inside one value, not a path separator).
+    let admin = up.admin.clone();
+    let (status, listed) = up.call("GET", "/v1/apps?namespace=def%61ult", Some(&admin), b"");
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(listed.as_array().map(Vec::len), Some(2), "{listed}");
+    let (status, one) = up.call("GET", "/v1/apps/def%61ult/p%61yment", Some(&admin), b"");
+    assert_eq!(
+        (status, &one["app"]["spec"]["name"]),
+        (200, &Value::from("payment"))
+    );
+    let (status, none) = up.call("GET", "/v1/apps?namespace=default%2Fx", Some(&admin), b"");
+    assert_eq!((status, none), (200, serde_json::json!([])));
     let revisions_before = stdout(&up.cli(&["get", "revisions", "-o", "json"]));
 
-    up.proc.stop();
-    up.proc.restart();
-    up.wait_ready(false);
+    up.restart();
     eventually(
         "the payment to be served again",
         Duration::from_secs(30),
@@ -158,7 +145,7 @@ fn up_with_the_demo_serves_the_samples_and_keeps_everything_across_a_restart() {
             (r.status == 200).then_some(())
         },
     );
-    assert_eq!(up.apps().as_array().unwrap().len(), 2);
+    assert_eq!(up.apps().len(), 2);
     assert_eq!(
         stdout(&up.cli(&["get", "revisions", "-o", "json"])),
         revisions_before
@@ -292,14 +279,14 @@ fn invalid_manifests_get_clear_errors_and_change_nothing() {
     }
 
     // The API checks a spec's [scale] as apply does.
-    let auth = format!("Bearer {}", up.admin());
-    let (status, detail) = up.call("GET", "/v1/apps/default/pay", Some(&up.admin()), b"");
+    let auth = format!("Bearer {}", up.admin.clone());
+    let (status, detail) = up.call("GET", "/v1/apps/default/pay", Some(&up.admin.clone()), b"");
     assert_eq!(status, 200);
     let mut spec = detail["app"]["spec"].clone();
     spec["scale"] =
         serde_json::json!({"min": 0, "max": 3, "target_concurrency": 2, "target_rps": 5});
     let r = try_request(
-        up.api,
+        up.api_addr,
         "PUT",
         "/v1/apps/default/pay",
         &[
@@ -315,12 +302,9 @@ fn invalid_manifests_get_clear_errors_and_change_nothing() {
 
     // The API itself refuses a core module, whoever sends it.
     let core = wat::parse_str("(module)").unwrap();
-    let digest = {
-        use sha2::Digest as _;
-        format!("sha256:{}", hex::encode(sha2::Sha256::digest(&core)))
-    };
+    let digest = Digest::of(&core);
     let r = try_request(
-        up.api,
+        up.api_addr,
         "PUT",
         &format!("/v1/blobs/{digest}"),
         &[("authorization", &auth)],
@@ -332,7 +316,7 @@ fn invalid_manifests_get_clear_errors_and_change_nothing() {
 
     // A body that does not hash to the digest it is stored under.
     let r = try_request(
-        up.api,
+        up.api_addr,
         "PUT",
         &format!("/v1/blobs/sha256:{}", "0".repeat(64)),
         &[("authorization", &auth)],
@@ -345,12 +329,9 @@ fn invalid_manifests_get_clear_errors_and_change_nothing() {
     // And a component too large to replicate in one Raft entry.
     let mut big = b"\0asm\x0d\x00\x01\x00".to_vec();
     big.resize(5 << 20, 0);
-    let digest = {
-        use sha2::Digest as _;
-        format!("sha256:{}", hex::encode(sha2::Sha256::digest(&big)))
-    };
+    let digest = Digest::of(&big);
     let r = try_request(
-        up.api,
+        up.api_addr,
         "PUT",
         &format!("/v1/blobs/{digest}"),
         &[("authorization", &auth)],
@@ -365,7 +346,7 @@ fn invalid_manifests_get_clear_errors_and_change_nothing() {
 #[test]
 fn every_mutating_endpoint_checks_the_token_and_its_role() {
     let up = Up::start(false);
-    let admin = up.admin();
+    let admin = up.admin.clone();
     let join = std::fs::read_to_string(up.dir.path().join("state/controller/join.token"))
         .unwrap()
         .trim()
@@ -448,7 +429,7 @@ fn every_mutating_endpoint_checks_the_token_and_its_role() {
         assert_eq!(status, 403, "{method} {path} as a deployer: {v}");
     }
     // None of it changed anything.
-    assert_eq!(up.apps(), serde_json::json!([]));
+    assert_eq!(up.apps(), []);
     // And the admin may: the same scale on a missing app is a 404, not a 403.
     let (status, _) = up.call(
         "POST",

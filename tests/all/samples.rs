@@ -26,7 +26,7 @@ fn pay(s: &Served, key: &str, body: &str) -> Reply {
 #[test]
 fn payment_api_over_a_real_socket() {
     let kv = tempfile::tempdir().unwrap();
-    let s = Served::start(
+    let s = serve(
         &guest("payment"),
         &["--kv-dir", kv.path().to_str().unwrap()],
     );
@@ -72,7 +72,7 @@ fn payment_api_over_a_real_socket() {
 
     // The payment survives a restart of the server.
     s.stop();
-    let s = Served::start(
+    let s = serve(
         &guest("payment"),
         &["--kv-dir", kv.path().to_str().unwrap()],
     );
@@ -83,7 +83,7 @@ fn payment_api_over_a_real_socket() {
 fn concurrent_duplicate_payments_make_one_ledger_entry() {
     let kv = tempfile::tempdir().unwrap();
     let kv_dir = kv.path().to_str().unwrap().to_string();
-    let s = Served::start(&guest("payment"), &["--kv-dir", &kv_dir]);
+    let s = serve(&guest("payment"), &["--kv-dir", &kv_dir]);
     let addr = s.addr;
     let body = payment_body("m_dup", 4_999_00);
     let racers: Vec<_> = (0..16)
@@ -146,7 +146,7 @@ fn concurrent_duplicate_payments_make_one_ledger_entry() {
 fn settlement_totals_match_an_independent_computation_and_rerun_changes_nothing() {
     let kv = tempfile::tempdir().unwrap();
     let kv_dir = kv.path().to_str().unwrap().to_string();
-    let s = Served::start(&guest("payment"), &["--kv-dir", &kv_dir]);
+    let s = serve(&guest("payment"), &["--kv-dir", &kv_dir]);
     // Independent books: per merchant (payments, gross, fees) from the API's answers.
     let mut books: Books = BTreeMap::new();
     let mut date = String::new();
@@ -272,7 +272,7 @@ fn settlement_without_a_date_fails_clearly() {
 
 #[test]
 fn search_api_over_a_real_socket() {
-    let s = Served::start(&guest("search"), &[]);
+    let s = serve(&guest("search"), &[]);
     let r =
         s.get("/search?q=samsng+phone&category=Mobiles&max_price=20000&sort=price_asc&page_size=5");
     assert_eq!(r.status, 200, "{}", r.text());
@@ -300,15 +300,15 @@ fn search_api_over_a_real_socket() {
 
 #[test]
 fn search_ranking_is_chosen_by_config() {
-    let v1 = Served::start(&guest("search"), &[]);
-    let v2 = Served::start(&guest("search"), &["--config", "ranking=v2"]);
+    let v1 = serve(&guest("search"), &[]);
+    let v2 = serve(&guest("search"), &["--config", "ranking=v2"]);
     let a = v1.get("/search?q=laptop&page_size=10").json();
     let b = v2.get("/search?q=laptop&page_size=10").json();
     assert_eq!(a["ranking"], "v1");
     assert_eq!(b["ranking"], "v2");
     assert_eq!(a["total"], b["total"]);
     assert_ne!(a["results"], b["results"]);
-    let bad = Served::start(&guest("search"), &["--config", "ranking=v9"]);
+    let bad = serve(&guest("search"), &["--config", "ranking=v9"]);
     let r = bad.get("/search?q=laptop");
     assert_eq!(r.status, 500);
     assert!(r.text().contains("ranking"), "{}", r.text());

@@ -8,7 +8,7 @@ use dabba_spec::api::{
 };
 use dabba_spec::cron::{Schedule, rfc3339_in, time_zone};
 use dabba_spec::cronjob::{RunAssignment, RunPhase};
-use dabba_spec::resources::{HostState, PodPhase, app_key};
+use dabba_spec::resources::{HostState, Pod, PodPhase, ResourceKey, Revision};
 
 use crate::state::State;
 
@@ -42,13 +42,13 @@ pub fn app_summaries(state: &State, namespace: Option<&str>) -> Vec<AppSummary> 
 }
 
 /// Everything about one app, for `dabba describe app`.
-pub fn app_detail(state: &State, namespace: &str, name: &str) -> Option<AppDetail> {
-    let key = app_key(namespace, name);
-    let app = state.apps.get(&key)?.clone();
+pub fn app_detail(state: &State, key: &ResourceKey) -> Option<AppDetail> {
+    let (namespace, name) = (key.namespace(), key.name());
+    let app = state.apps.get(key)?.clone();
     let pod_prefix = format!("pod/{namespace}/{name}-r");
     Some(AppDetail {
         app,
-        revisions: state.revisions.get(&key).cloned().unwrap_or_default(),
+        revisions: state.revisions.get(key).cloned().unwrap_or_default(),
         replica_sets: state
             .replica_sets
             .values()
@@ -74,6 +74,33 @@ pub fn app_detail(state: &State, namespace: &str, name: &str) -> Option<AppDetai
             .collect(),
         autoscaler: None,
     })
+}
+
+/// Whether an object of namespace `ns` and app `app` is in a listing narrowed to
+/// `namespace` and `only_app` (`None`: any).
+fn listed(namespace: Option<&str>, only_app: Option<&str>, ns: &str, app: &str) -> bool {
+    namespace.is_none_or(|x| x == ns) && only_app.is_none_or(|x| x == app)
+}
+
+/// Pods, narrowed to a namespace and an app.
+pub fn pods(state: &State, namespace: Option<&str>, app: Option<&str>) -> Vec<Pod> {
+    state
+        .pods
+        .values()
+        .filter(|p| listed(namespace, app, &p.namespace, &p.app))
+        .cloned()
+        .collect()
+}
+
+/// Revisions, narrowed to a namespace and an app.
+pub fn revisions(state: &State, namespace: Option<&str>, app: Option<&str>) -> Vec<Revision> {
+    state
+        .revisions
+        .values()
+        .flatten()
+        .filter(|r| listed(namespace, app, &r.spec.namespace, &r.spec.name))
+        .cloned()
+        .collect()
 }
 
 /// Cron jobs in `namespace` (`None`: all), each with its next three run times and its
@@ -136,7 +163,7 @@ pub fn host_view(state: &State, name: &str) -> HostView {
         .values()
         .filter(|r| r.phase == RunPhase::Running && r.host.as_deref() == Some(name))
         .filter_map(|r| {
-            let job = state.cron.jobs.get(&app_key(&r.namespace, &r.job))?;
+            let job = state.cron.jobs.get(&r.job_key())?;
             Some(RunAssignment {
                 run: r.clone(),
                 spec: job.spec.clone(),
@@ -185,7 +212,7 @@ pub fn routes(state: &State) -> Vec<RouteEntry> {
 
 #[cfg(test)]
 mod tests {
-    use dabba_spec::resources::{Capacity, HostInfo, Pod};
+    use dabba_spec::resources::{Capacity, HostInfo};
 
     use super::*;
     use crate::command::{Command, PodChange};
@@ -243,7 +270,7 @@ mod tests {
         let summary = &app_summaries(&s, None)[0];
         assert_eq!((summary.desired, summary.ready), (2, 1));
         assert!(app_summaries(&s, Some("other")).is_empty());
-        let d = app_detail(&s, "default", "pay").unwrap();
+        let d = app_detail(&s, &ResourceKey::new("default", "pay")).unwrap();
         assert_eq!(d.pods.len(), 2);
         assert!(d.events.iter().any(|e| e.reason == "NewRevision"));
     }

@@ -21,7 +21,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{NodeId, TypeConfig};
-use dabba_spec::client::{HttpClient, SendError, send};
+use dabba_client::transport::{HttpClient, SendError, send};
 
 /// The header carrying the peer token on Raft RPCs.
 /// openraft bounds an RPC by the heartbeat interval (30 ms here), which a busy machine

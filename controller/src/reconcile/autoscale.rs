@@ -11,17 +11,17 @@
 use std::collections::{HashMap, VecDeque};
 
 use dabba_spec::api::{AutoscalerStatus, PodLoad};
-use dabba_spec::resources::app_key;
+use dabba_spec::resources::ResourceKey;
 
 use crate::command::Command;
 use crate::state::State;
 
 use dabba_spec::resources::Millis;
-use dabba_spec::scale::{self, Scale};
+use dabba_spec::scale::{self, AutoscalerMode as Mode, Scale};
 
-/// What the autoscaler measures demand by.
+/// What the autoscaler measures demand by, and the target per pod.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Target {
+pub enum Metric {
     /// In-flight requests per pod.
     Concurrency(f64),
     /// Requests per second per pod.
@@ -63,7 +63,7 @@ pub struct Rules {
 pub struct ScaleSpec {
     pub min: u32,
     pub max: u32,
-    pub target: Target,
+    pub target: Metric,
     /// Fraction of the target to aim for (Knative's default 70%).
     pub utilization: f64,
     pub stable_window: Millis,
@@ -85,7 +85,7 @@ impl Default for ScaleSpec {
         ScaleSpec {
             min: 0,
             max: 100,
-            target: Target::Concurrency(100.0),
+            target: Metric::Concurrency(100.0),
             utilization: 0.7,
             stable_window: 60_000,
             panic_window: 6_000,
@@ -155,9 +155,9 @@ impl From<&Scale> for ScaleSpec {
             min: s.min,
             max: s.max,
             target: match (s.target_rps, s.target_concurrency) {
-                (Some(rps), _) => Target::Rps(f64::from(rps)),
+                (Some(rps), _) => Metric::Rps(f64::from(rps)),
                 (None, c) => {
-                    Target::Concurrency(f64::from(c.unwrap_or(scale::DEFAULT_TARGET_CONCURRENCY)))
+                    Metric::Concurrency(f64::from(c.unwrap_or(scale::DEFAULT_TARGET_CONCURRENCY)))
                 }
             },
             utilization: f64::from(s.target_utilization) / 100.0,
@@ -177,13 +177,6 @@ pub struct Sample {
     pub at: Millis,
     pub concurrency: f64,
     pub rps: f64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    Stable,
-    Panic,
-    ScaledToZero,
 }
 
 /// What the autoscaler remembers between decisions.
@@ -209,14 +202,14 @@ pub struct Decision {
 /// The HPA tolerance: a ratio within 10% of 1 changes nothing.
 pub const TOLERANCE: f64 = 0.1;
 
-fn average(samples: &[Sample], now: Millis, window: Millis, target: Target) -> Option<f64> {
+fn average(samples: &[Sample], now: Millis, window: Millis, target: Metric) -> Option<f64> {
     let from = now.saturating_sub(window);
     let values: Vec<f64> = samples
         .iter()
         .filter(|s| s.at > from && s.at <= now)
         .map(|s| match target {
-            Target::Concurrency(_) => s.concurrency,
-            Target::Rps(_) => s.rps,
+            Metric::Concurrency(_) => s.concurrency,
+            Metric::Rps(_) => s.rps,
         })
         .collect();
     (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
@@ -225,7 +218,7 @@ fn average(samples: &[Sample], now: Millis, window: Millis, target: Target) -> O
 /// The demand one pod should carry: the target at the utilization.
 fn per_pod(spec: &ScaleSpec) -> f64 {
     match spec.target {
-        Target::Concurrency(c) | Target::Rps(c) => c * spec.utilization,
+        Metric::Concurrency(c) | Metric::Rps(c) => c * spec.utilization,
     }
 }
 
@@ -441,10 +434,10 @@ pub struct AppScaler {
 /// The load the leader has heard of from the hosts' heartbeats (soft state).
 #[derive(Debug, Clone, Default)]
 pub struct LoadReports {
-    /// By pod key: when it was reported, and the load.
-    pub pods: HashMap<String, (Millis, PodLoad)>,
-    /// Requests held by activators, by (host, `namespace/app`).
-    pub held: HashMap<(String, String), (Millis, u32)>,
+    /// By pod: when it was reported, and the load.
+    pub pods: HashMap<ResourceKey, (Millis, PodLoad)>,
+    /// Requests held by activators, by (host, app).
+    pub held: HashMap<(String, ResourceKey), (Millis, u32)>,
 }
 
 /// Reports older than this are not counted.
@@ -457,14 +450,14 @@ pub const REPORT_FRESHNESS: Millis = 2_000;
 pub fn drive(
     state: &State,
     reports: &LoadReports,
-    scalers: &mut HashMap<String, AppScaler>,
+    scalers: &mut HashMap<ResourceKey, AppScaler>,
     now: Millis,
 ) -> Vec<Command> {
     let fresh = |at: Millis| now.saturating_sub(at) <= REPORT_FRESHNESS;
-    let mut demand: HashMap<String, (f64, f64)> = HashMap::new();
+    let mut demand: HashMap<ResourceKey, (f64, f64)> = HashMap::new();
     for (key, (at, load)) in &reports.pods {
         if let Some(pod) = state.pods.get(key).filter(|_| fresh(*at)) {
-            let d = demand.entry(app_key(&pod.namespace, &pod.app)).or_default();
+            let d = demand.entry(pod.app_key()).or_default();
             d.0 += load.concurrency;
             d.1 += load.rps;
         }
@@ -496,10 +489,10 @@ pub fn drive(
             if scaler
                 .status
                 .as_ref()
-                .is_none_or(|s| s.mode != "scaled-to-zero")
+                .is_none_or(|s| s.mode != Mode::ScaledToZero)
             {
                 scaler.status = Some(AutoscalerStatus {
-                    mode: "scaled-to-zero".into(),
+                    mode: Mode::ScaledToZero,
                     desired: 0,
                     reason: "no demand".into(),
                     demand: 0.0,
@@ -524,17 +517,12 @@ pub fn drive(
         let samples: Vec<Sample> = scaler.samples.iter().copied().collect();
         let decision = decide(&spec, &samples, current, &mut scaler.memory, now);
         scaler.status = Some(AutoscalerStatus {
-            mode: match decision.mode {
-                Mode::Stable => "stable",
-                Mode::Panic => "panic",
-                Mode::ScaledToZero => "scaled-to-zero",
-            }
-            .into(),
+            mode: decision.mode,
             desired: decision.desired,
             reason: decision.reason.clone(),
             demand: match spec.target {
-                Target::Concurrency(_) => concurrency,
-                Target::Rps(_) => rps,
+                Metric::Concurrency(_) => concurrency,
+                Metric::Rps(_) => rps,
             },
             at: now,
         });
@@ -581,7 +569,7 @@ mod tests {
 
     fn spec(target: f64) -> ScaleSpec {
         ScaleSpec {
-            target: Target::Concurrency(target),
+            target: Metric::Concurrency(target),
             utilization: 1.0,
             ..ScaleSpec::default()
         }
@@ -601,7 +589,7 @@ mod tests {
     #[test]
     fn utilization_lowers_the_per_pod_target() {
         let s = ScaleSpec {
-            target: Target::Concurrency(10.0),
+            target: Metric::Concurrency(10.0),
             utilization: 0.7,
             ..ScaleSpec::default()
         };
@@ -777,7 +765,7 @@ mod tests {
     #[test]
     fn a_synthetic_load_curve_gives_the_expected_trajectory() {
         let mut s = ScaleSpec {
-            target: Target::Concurrency(10.0), // 7 per pod at 70%
+            target: Metric::Concurrency(10.0), // 7 per pod at 70%
             max: 200,
             ..ScaleSpec::default()
         };

@@ -1,13 +1,9 @@
-//! Cron jobs: which schedule times to claim, skip or record as missed, which runs have
-//! overrun or lost their host, and which old runs to forget — a pure function of the
-//! jobs, their runs and the time, with the state changes it proposes applied by
-//! [`CronState::apply`] (deterministic, as every Raft command is).
-//!
-//! Exactly once: a run is named by its job and schedule time, and a claim is applied
-//! only if that time is later than the job's `last_scheduled` high-water mark, which the
-//! claim raises in the same step. A claim is committed through Raft before any host
-//! starts the run, so a leader that fails over and proposes the same claim again (or a
-//! stale one) changes nothing.
+//! The cron reconciler: which schedule times to claim, skip or record as missed, which
+//! runs have overrun or lost their host, which old runs to forget, and where runs due
+//! to start go — a pure function of the jobs, their runs and the time. The changes it
+//! proposes are applied by [`CronState::apply`] (`state/cron.rs`), which is where
+//! exactly-once is kept: a claim is committed through Raft before any host starts the
+//! run, and a claim for a time already dealt with changes nothing.
 //!
 //! Missed times (the controller was down, or the job suspended): only the most recent due
 //! time may start — if it is within `starting_deadline` — and every older one is recorded
@@ -19,63 +15,10 @@
 use std::collections::BTreeMap;
 
 use dabba_spec::cron::{Schedule, time_zone};
-use dabba_spec::cronjob::{
-    ConcurrencyPolicy, CronJob, JobRun, MISSED_KEPT, OUTPUT_KEPT, RunPhase, RunReport, retry_delay,
-};
-use dabba_spec::resources::{Millis, app_key};
-use jiff::Timestamp;
-use serde::{Deserialize, Serialize};
+use dabba_spec::cronjob::{ConcurrencyPolicy, JobRun, RunPhase};
+use dabba_spec::resources::{Millis, ResourceKey};
 
-/// A change to cron state.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
-pub enum CronChange {
-    /// Start a run for `scheduled`; the older due times in `missed` are recorded as such.
-    Claim {
-        job: String,
-        scheduled: Millis,
-        missed: Vec<Millis>,
-    },
-    /// Do not start `scheduled` (the previous run is still active under `forbid`).
-    Skip {
-        job: String,
-        scheduled: Millis,
-        missed: Vec<Millis>,
-    },
-    /// These times passed without a run (past the starting deadline).
-    Missed { job: String, times: Vec<Millis> },
-    /// The current attempt of a run failed; it is retried after its back-off while the
-    /// job's `backoff_limit` allows, else the run fails.
-    AttemptFailed { run: String, reason: String },
-    /// The run fails now, without retries.
-    Fail { run: String, reason: String },
-    /// Forget finished runs beyond the job's history limits.
-    Prune { runs: Vec<String> },
-    /// Start a Pending run on a host.
-    Place { run: String, host: String },
-    /// A manual run of a job (`dabba create job --from cronjob/NAME`), named after the
-    /// time it was asked for.
-    RunNow { job: String },
-    /// Stop (or resume) claiming schedule times.
-    Suspend { job: String, suspend: bool },
-    /// A host reports how an attempt ended.
-    Report { run: String, report: RunReport },
-}
-
-/// Cron jobs by `namespace/name` and their runs by `namespace/run`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CronState {
-    pub jobs: BTreeMap<String, CronJob>,
-    pub runs: BTreeMap<String, JobRun>,
-}
-
-fn ts(ms: Millis) -> Timestamp {
-    Timestamp::from_millisecond(ms as i64).unwrap_or(Timestamp::UNIX_EPOCH)
-}
-
-fn ms(t: Timestamp) -> Millis {
-    t.as_millisecond().max(0) as Millis
-}
+use crate::state::cron::{CronChange, CronState, ms, ts};
 
 /// Due schedule times looked at per job and round, at most (a job down for longer has
 /// its older times recorded in bulk as missed on later rounds).
@@ -86,7 +29,7 @@ pub fn plan(state: &CronState, now: Millis, ready_hosts: &[&str]) -> Vec<CronCha
     let mut out = Vec::new();
     for (key, job) in &state.jobs {
         let s = &job.spec;
-        let runs: Vec<(&String, &JobRun)> = state
+        let runs: Vec<(&ResourceKey, &JobRun)> = state
             .runs
             .iter()
             .filter(|(_, r)| r.namespace == s.namespace && r.job == s.name)
@@ -138,7 +81,7 @@ pub fn plan(state: &CronState, now: Millis, ready_hosts: &[&str]) -> Vec<CronCha
                 let late = s
                     .starting_deadline
                     .is_some_and(|d| now.saturating_sub(latest) > d.get().as_millis() as Millis);
-                let active: Vec<&String> = runs
+                let active: Vec<&ResourceKey> = runs
                     .iter()
                     .filter(|(_, r)| r.phase.is_active())
                     .map(|(k, _)| *k)
@@ -185,7 +128,7 @@ pub fn plan(state: &CronState, now: Millis, ready_hosts: &[&str]) -> Vec<CronCha
             (RunPhase::Failed, s.failed_history),
             (RunPhase::Skipped, s.failed_history),
         ] {
-            let mut done: Vec<&(&String, &JobRun)> =
+            let mut done: Vec<&(&ResourceKey, &JobRun)> =
                 runs.iter().filter(|(_, r)| r.phase == phase).collect();
             done.sort_by_key(|(k, r)| (std::cmp::Reverse(r.scheduled), (*k).clone()));
             prune.extend(done.iter().skip(keep as usize).map(|(k, _)| (*k).clone()));
@@ -223,195 +166,15 @@ pub fn plan(state: &CronState, now: Millis, ready_hosts: &[&str]) -> Vec<CronCha
     out
 }
 
-impl CronState {
-    /// Applies one change at time `at`; returns whether anything changed. Changes that no
-    /// longer apply (a claim for a time already dealt with, a run already gone or
-    /// finished) change nothing.
-    pub fn apply(&mut self, change: &CronChange, at: Millis) -> bool {
-        match change {
-            CronChange::Claim {
-                job,
-                scheduled,
-                missed,
-            } => self.deal_with(job, *scheduled, missed, at, false),
-            CronChange::Skip {
-                job,
-                scheduled,
-                missed,
-            } => self.deal_with(job, *scheduled, missed, at, true),
-            CronChange::Missed { job, times } => {
-                let Some((&last, older)) = times.split_last() else {
-                    return false;
-                };
-                let mut all = older.to_vec();
-                all.push(last);
-                // Everything up to `last` is dealt with.
-                self.advance(job, last, &all).is_some()
-            }
-            CronChange::AttemptFailed { run, reason } => {
-                let Some(r) = self.runs.get(run) else {
-                    return false;
-                };
-                if !r.phase.is_active() {
-                    return false;
-                }
-                let limit = self
-                    .jobs
-                    .get(&app_key(&r.namespace, &r.job))
-                    .map_or(0, |j| j.spec.backoff_limit);
-                let r = self.runs.get_mut(run).expect("checked above");
-                r.host = None;
-                r.reason = Some(reason.clone());
-                if r.attempt > limit {
-                    r.phase = RunPhase::Failed;
-                    r.finished = Some(at);
-                    r.reason = Some(format!("{reason}; no retries left (backoff_limit {limit})"));
-                } else {
-                    r.not_before = at + retry_delay(r.attempt).as_millis() as Millis;
-                    r.attempt += 1;
-                    r.phase = RunPhase::Pending;
-                }
-                true
-            }
-            CronChange::Fail { run, reason } => match self.runs.get_mut(run) {
-                Some(r) if r.phase.is_active() => {
-                    r.phase = RunPhase::Failed;
-                    r.finished = Some(at);
-                    r.host = None;
-                    r.reason = Some(reason.clone());
-                    true
-                }
-                _ => false,
-            },
-            CronChange::RunNow { job } => {
-                let Some(j) = self.jobs.get(job) else {
-                    return false;
-                };
-                let stamp = ts(at).strftime("%Y%m%d%H%M%S");
-                let name = format!("{}-manual-{stamp}", j.spec.name);
-                let key = app_key(&j.spec.namespace, &name);
-                if self.runs.contains_key(&key) {
-                    return false;
-                }
-                let mut run = JobRun::pending(&j.spec.namespace, &j.spec.name, name, at, at);
-                run.manual = true;
-                self.runs.insert(key, run);
-                true
-            }
-            CronChange::Suspend { job, suspend } => match self.jobs.get_mut(job) {
-                Some(j) if j.spec.suspend != *suspend => {
-                    j.spec.suspend = *suspend;
-                    true
-                }
-                _ => false,
-            },
-            CronChange::Place { run, host } => match self.runs.get_mut(run) {
-                Some(r) if r.phase == RunPhase::Pending && r.host.is_none() => {
-                    r.phase = RunPhase::Running;
-                    r.host = Some(host.clone());
-                    r.started = r.started.or(Some(at));
-                    true
-                }
-                _ => false,
-            },
-            CronChange::Report { run, report } => {
-                let Some(r) = self.runs.get(run) else {
-                    return false;
-                };
-                // Only the attempt running now may report (a late report of an attempt
-                // already given up on changes nothing).
-                if r.phase != RunPhase::Running || r.attempt != report.attempt {
-                    return false;
-                }
-                let r = self.runs.get_mut(run).expect("checked above");
-                r.exit_code = Some(report.exit_code);
-                r.fuel = report.fuel;
-                r.duration_ms = Some(report.duration_ms);
-                let cut = report.output.len().saturating_sub(OUTPUT_KEPT);
-                let start = (cut..=report.output.len())
-                    .find(|i| report.output.is_char_boundary(*i))
-                    .unwrap_or(report.output.len());
-                r.output = report.output[start..].to_string();
-                match &report.reason {
-                    None if report.exit_code == 0 => {
-                        r.phase = RunPhase::Succeeded;
-                        r.finished = Some(at);
-                        r.reason = None;
-                        true
-                    }
-                    reason => {
-                        let reason = reason
-                            .clone()
-                            .unwrap_or_else(|| format!("exit code {}", report.exit_code));
-                        self.apply(
-                            &CronChange::AttemptFailed {
-                                run: run.clone(),
-                                reason,
-                            },
-                            at,
-                        )
-                    }
-                }
-            }
-            CronChange::Prune { runs } => {
-                let before = self.runs.len();
-                for r in runs {
-                    if self.runs.get(r).is_some_and(|r| !r.phase.is_active()) {
-                        self.runs.remove(r);
-                    }
-                }
-                self.runs.len() != before
-            }
-        }
-    }
-
-    /// Claims (or, `skipped`, records as skipped) job `key`'s run for `scheduled`, if no
-    /// time at or after it was dealt with yet.
-    fn deal_with(
-        &mut self,
-        key: &str,
-        scheduled: Millis,
-        missed: &[Millis],
-        at: Millis,
-        skipped: bool,
-    ) -> bool {
-        let Some(j) = self.advance(key, scheduled, missed) else {
-            return false;
-        };
-        let name = j.spec.run_name(scheduled);
-        let mut run = JobRun::pending(&j.spec.namespace, &j.spec.name, name, scheduled, at);
-        if skipped {
-            run.phase = RunPhase::Skipped;
-            run.attempt = 0;
-            run.finished = Some(at);
-            run.reason =
-                Some("the previous run was still active (concurrency_policy = forbid)".into());
-        }
-        self.runs.entry(run.key()).or_insert(run);
-        true
-    }
-
-    /// Raises job `key`'s high-water mark to `scheduled` and records `missed`, if
-    /// `scheduled` is newer than any time it dealt with; the job, if so.
-    fn advance(&mut self, key: &str, scheduled: Millis, missed: &[Millis]) -> Option<&CronJob> {
-        let j = self.jobs.get_mut(key)?;
-        if j.last_scheduled.is_some_and(|l| l >= scheduled) {
-            return None;
-        }
-        j.last_scheduled = Some(scheduled);
-        j.missed_total += missed.len() as u64;
-        j.missed.extend_from_slice(missed);
-        let extra = j.missed.len().saturating_sub(MISSED_KEPT);
-        j.missed.drain(..extra);
-        Some(j)
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use dabba_spec::cronjob::CronManifest;
+    use dabba_spec::cronjob::{CronJob, CronManifest, RunReport};
 
     use super::*;
+
+    fn key(text: &str) -> ResourceKey {
+        text.parse().unwrap()
+    }
 
     const MIN: Millis = 60_000;
 
@@ -423,7 +186,7 @@ mod tests {
     fn with_job(body: &str, created: Millis) -> CronState {
         let text = format!("[[cron]]\ncomponent = \"job.wasm\"\n{body}");
         let spec = CronManifest::parse("t.toml", &text).unwrap().cron.remove(0);
-        let key = app_key(&spec.namespace, &spec.name);
+        let key = ResourceKey::new(&spec.namespace, &spec.name);
         let mut s = CronState::default();
         s.jobs.insert(
             key,
@@ -470,7 +233,7 @@ mod tests {
         assert_eq!(
             changes,
             [CronChange::Claim {
-                job: "default/settlement".into(),
+                job: key("default/settlement"),
                 scheduled: due,
                 missed: vec![]
             }]
@@ -594,7 +357,7 @@ mod tests {
         let mut s = with_job(SETTLEMENT, at("2026-11-25T00:00:00Z"));
         let due = at("2026-11-25T19:30:00Z");
         tick(&mut s, due);
-        let key = "default/settlement-202611251930".to_string();
+        let key = key("default/settlement-202611251930");
         let fail = |s: &mut CronState, now| {
             s.apply(
                 &CronChange::AttemptFailed {
@@ -634,7 +397,7 @@ mod tests {
         let mut s = with_job(&body, at("2026-11-25T00:00:00Z"));
         let due = at("2026-11-25T19:30:00Z");
         tick(&mut s, due);
-        let key = "default/settlement-202611251930".to_string();
+        let key = key("default/settlement-202611251930");
         let r = s.runs.get_mut(&key).unwrap();
         r.phase = RunPhase::Running;
         r.started = Some(due);
@@ -704,7 +467,7 @@ mod tests {
     fn due_runs_are_placed_and_only_the_current_attempt_may_report() {
         let mut s = with_job(SETTLEMENT, at("2026-11-25T00:00:00Z"));
         let due = at("2026-11-25T19:30:00Z");
-        let key = "default/settlement-202611251930".to_string();
+        let key = key("default/settlement-202611251930");
         // Claimed and placed in consecutive rounds, on the least busy Ready host.
         tick(&mut s, due);
         let changes = plan(&s, due + 1000, &["h2", "h1"]);

@@ -11,6 +11,7 @@
 pub mod autoscale;
 pub mod cron;
 mod hosts;
+pub mod pods;
 pub mod replicas;
 pub mod scheduler;
 

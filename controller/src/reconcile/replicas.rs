@@ -15,7 +15,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use dabba_spec::resources::{Millis, Pod, PodPhase, app_key};
+use dabba_spec::resources::{Millis, Pod, PodPhase, ResourceKey};
 
 use super::Tuning;
 use super::scheduler::{self, Usage};
@@ -57,7 +57,7 @@ pub fn reconcile(
         })
     };
     for rs in state.replica_sets.values() {
-        let app_id = app_key(&rs.namespace, &rs.app);
+        let app_id = ResourceKey::new(&rs.namespace, &rs.app);
         let (Some(app), Some(revision)) = (
             state.apps.get(&app_id),
             state.revision(&rs.namespace, &rs.app, rs.revision),

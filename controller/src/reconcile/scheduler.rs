@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use dabba_spec::resources::{AppSpec, Capacity, Host, app_key};
+use dabba_spec::resources::{AppSpec, Capacity, Host, HostState, ResourceKey};
 use dabba_spec::{ByteSize, WorkloadKind};
 
 use crate::state::State;
@@ -31,8 +31,8 @@ pub fn request(spec: &AppSpec) -> Capacity {
 pub struct Usage {
     used: BTreeMap<String, Capacity>,
     /// Pods per (app, zone) and per (app, host).
-    per_zone: BTreeMap<(String, String), u32>,
-    per_host: BTreeMap<(String, String), u32>,
+    per_zone: BTreeMap<(ResourceKey, String), u32>,
+    per_host: BTreeMap<(ResourceKey, String), u32>,
 }
 
 impl Usage {
@@ -65,7 +65,7 @@ impl Usage {
         let u = self.used.entry(host.to_string()).or_default();
         u.memory += r.memory;
         u.instances += r.instances;
-        let app = app_key(&spec.namespace, &spec.name);
+        let app = spec.key();
         if let Some(h) = state.hosts.get(host) {
             *self
                 .per_zone
@@ -81,7 +81,7 @@ impl Usage {
             u.memory = u.memory.saturating_sub(r.memory);
             u.instances = u.instances.saturating_sub(r.instances);
         }
-        let app = app_key(&spec.namespace, &spec.name);
+        let app = spec.key();
         if let Some(h) = state.hosts.get(host)
             && let Some(n) = self.per_zone.get_mut(&(app.clone(), h.info.zone.clone()))
         {
@@ -107,6 +107,22 @@ pub fn fits(
     })
 }
 
+/// Where the first pod of `app`, scaled from zero because `asking` holds requests for
+/// it, should go: on `asking` if that host can run it (the requests are already there,
+/// and a Wasm pod starts in about a millisecond), else nowhere yet — the replica-set
+/// reconciler places it as any other pod.
+pub fn activation_host(state: &State, app: &ResourceKey, asking: &str) -> Option<String> {
+    let spec = &state.apps.get(app)?.spec;
+    let ready: BTreeSet<&str> = state
+        .hosts
+        .iter()
+        .filter(|(_, h)| h.state == HostState::Ready)
+        .map(|(n, _)| n.as_str())
+        .collect();
+    let usage = Usage::of(state, &ready);
+    fits(state, &ready, &usage, spec, asking).then(|| asking.to_string())
+}
+
 fn selects(spec: &AppSpec, h: &Host) -> bool {
     spec.node_selector
         .iter()
@@ -126,7 +142,7 @@ pub fn place(
     spec: &AppSpec,
 ) -> Result<String, String> {
     let want = request(spec);
-    let app = app_key(&spec.namespace, &spec.name);
+    let app = spec.key();
     let selected: Vec<_> = state
         .hosts
         .values()

@@ -1,7 +1,7 @@
 //! The reconcilers against hand-built cluster states, and a small simulation that applies
 //! their commands until the cluster converges.
 
-use dabba_spec::resources::{Capacity, HostInfo, HostState, PodPhase};
+use dabba_spec::resources::{Capacity, HostInfo, HostState, PodPhase, ResourceKey};
 
 use super::*;
 use crate::command::{Command, PodChange, Reply};
@@ -377,6 +377,95 @@ fn activation_scales_from_zero_once_with_the_pod_on_the_asking_host() {
 }
 
 #[test]
+fn the_first_pod_of_an_activation_goes_to_the_asking_host_only_if_it_fits_there() {
+    let mut s = with_blobs();
+    s.apply(&host("h1", "a", GIB, &[]));
+    s.apply(&host("small", "b", 1 << 20, &[]));
+    s.apply(&autoscaled("pay", "/pay", 0));
+    let pay = ResourceKey::new("default", "pay");
+    assert_eq!(
+        scheduler::activation_host(&s, &pay, "h1").as_deref(),
+        Some("h1")
+    );
+    // Too little memory for the app's 128 MiB, an unknown host, a NotReady host, a
+    // missing app: no place now (the replica-set reconciler places the pod).
+    assert_eq!(scheduler::activation_host(&s, &pay, "small"), None);
+    assert_eq!(scheduler::activation_host(&s, &pay, "h9"), None);
+    assert_eq!(
+        scheduler::activation_host(&s, &ResourceKey::new("default", "nope"), "h1"),
+        None
+    );
+    s.apply(&Command::SetHostState {
+        name: "h1".into(),
+        state: HostState::NotReady,
+        at: 2,
+    });
+    assert_eq!(scheduler::activation_host(&s, &pay, "h1"), None);
+}
+
+#[test]
+fn a_heartbeat_moves_only_its_own_placed_pods_and_only_when_something_changed() {
+    use dabba_spec::api::PodReport;
+    let mut s = with_blobs();
+    s.apply(&host("h1", "a", GIB, &[]));
+    s.apply(&host("h2", "b", GIB, &[]));
+    s.apply(&Command::ApplyApp {
+        spec: Box::new(spec("pay", "/pay", 2)),
+        at: 1,
+    });
+    converge_alive(&mut s, 2);
+    let on = |h: &str| {
+        s.pods
+            .values()
+            .find(|p| p.host.as_deref() == Some(h))
+            .unwrap()
+            .key()
+    };
+    let (mine, theirs) = (on("h1"), on("h2"));
+    let report = |key: &ResourceKey, phase, reason: Option<&str>| PodReport {
+        key: key.clone(),
+        phase,
+        reason: reason.map(Into::into),
+        load: None,
+    };
+    // Converged pods run: reporting Running again changes nothing.
+    assert!(pods::reported(&s, "h1", &[report(&mine, PodPhase::Running, None)]).is_empty());
+    // A failure of its own pod is a change; a report about another host's pod, or an
+    // unknown pod, is not believed.
+    let changes = pods::reported(
+        &s,
+        "h1",
+        &[
+            report(&mine, PodPhase::Failed, Some("trap")),
+            report(&theirs, PodPhase::Failed, Some("not yours")),
+            report(
+                &ResourceKey::new("default", "ghost"),
+                PodPhase::Running,
+                None,
+            ),
+        ],
+    );
+    assert_eq!(
+        changes,
+        [PodChange::Phase {
+            key: mine.clone(),
+            phase: PodPhase::Failed,
+            reason: Some("trap".into())
+        }]
+    );
+    // A Pending pod has no host to report it.
+    s.apply(&Command::Pods {
+        changes: vec![PodChange::Place {
+            key: mine.clone(),
+            host: None,
+            reason: Some("no room".into()),
+        }],
+        at: 3,
+    });
+    assert!(pods::reported(&s, "h1", &[report(&mine, PodPhase::Running, None)]).is_empty());
+}
+
+#[test]
 fn the_autoscaler_follows_reported_load_and_returns_to_zero_after_the_grace() {
     use crate::reconcile::autoscale::{LoadReports, drive};
     use dabba_spec::api::PodLoad;
@@ -418,7 +507,7 @@ fn the_autoscaler_follows_reported_load_and_returns_to_zero_after_the_grace() {
     assert!(reason.as_deref().unwrap().contains("panic"), "{reason:?}");
     assert_eq!(
         scalers["default/pay"].status.as_ref().unwrap().mode,
-        "panic"
+        dabba_spec::scale::AutoscalerMode::Panic
     );
     for c in &commands {
         s.apply(c);
@@ -428,9 +517,10 @@ fn the_autoscaler_follows_reported_load_and_returns_to_zero_after_the_grace() {
     // Requests held by an activator count as demand too: (0 + 45 + 100) / 3 → 5 pods,
     // which the default up policy (+4 pods per 15 s from 1) allows.
     reports.pods.clear();
-    reports
-        .held
-        .insert(("h1".into(), "default/pay".into()), (2_500, 100));
+    reports.held.insert(
+        ("h1".into(), ResourceKey::new("default", "pay")),
+        (2_500, 100),
+    );
     let commands = drive(&s, &reports, &mut scalers, 2_500);
     assert!(
         matches!(commands.as_slice(), [Command::ScaleApp { replicas, .. }] if *replicas == 5),
@@ -454,7 +544,7 @@ fn the_autoscaler_follows_reported_load_and_returns_to_zero_after_the_grace() {
     assert_eq!(s.apps["default/pay"].spec.replicas, 0);
     assert_eq!(
         scalers["default/pay"].status.as_ref().unwrap().mode,
-        "scaled-to-zero"
+        dabba_spec::scale::AutoscalerMode::ScaledToZero
     );
 }
 
@@ -494,7 +584,7 @@ fn cron_jobs_are_stored_through_commands_and_claimed_by_the_reconciler() {
     let again = reconcile(&s, &alive(&s, now + 1000), now + 1000, &Tuning::default());
     let claims_again = again.iter().any(|c| {
         matches!(c, Command::Cron { changes, .. }
-            if changes.iter().any(|x| matches!(x, super::cron::CronChange::Claim { .. })))
+            if changes.iter().any(|x| matches!(x, crate::state::cron::CronChange::Claim { .. })))
     });
     assert!(!claims_again, "{again:?}");
 

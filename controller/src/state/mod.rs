@@ -2,17 +2,19 @@
 //! minority of controllers. [`State::apply`] is the state machine: a pure, deterministic
 //! function of the state and one command.
 
+pub mod cron;
+
 use std::collections::{BTreeMap, VecDeque};
 
 use dabba_spec::Digest;
 use dabba_spec::kv::{self, KvError};
 use dabba_spec::resources::{
-    App, AppSpec, Grant, Host, HostState, Millis, Pod, PodPhase, ReplicaSet, Revision, app_key,
+    App, AppSpec, Grant, Host, HostState, Millis, Pod, PodPhase, ReplicaSet, ResourceKey, Revision,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::command::{Command, PodChange, Rejection, Reply};
-use crate::reconcile::cron::CronState;
+use cron::CronState;
 
 /// Revisions kept per app, the serving one included.
 pub const REVISION_HISTORY: usize = 10;
@@ -29,14 +31,12 @@ pub struct State {
     /// Components by digest.
     #[serde(with = "bytes_map")]
     pub blobs: BTreeMap<String, Vec<u8>>,
-    /// Apps by `namespace/name`.
-    pub apps: BTreeMap<String, App>,
-    /// Revisions by `namespace/name`, oldest first.
-    pub revisions: BTreeMap<String, Vec<Revision>>,
+    pub apps: BTreeMap<ResourceKey, App>,
+    /// Revisions by app, oldest first.
+    pub revisions: BTreeMap<ResourceKey, Vec<Revision>>,
     /// Replica sets by `namespace/name/revision`.
     pub replica_sets: BTreeMap<String, ReplicaSet>,
-    /// Pods by `namespace/pod`.
-    pub pods: BTreeMap<String, Pod>,
+    pub pods: BTreeMap<ResourceKey, Pod>,
     pub hosts: BTreeMap<String, Host>,
     /// Workload buckets by scoped bucket name, then key.
     #[serde(with = "kv_map")]
@@ -145,7 +145,7 @@ impl State {
                 name,
                 at,
             } => {
-                let key = app_key(namespace, name);
+                let key = ResourceKey::new(namespace, name);
                 if self.cron.jobs.remove(&key).is_none() {
                     return rejected(Rejection::NotFound, format!("no cron job {key}"));
                 }
@@ -176,7 +176,7 @@ impl State {
                 name,
                 at,
             } => {
-                let key = app_key(namespace, name);
+                let key = ResourceKey::new(namespace, name);
                 if self.apps.remove(&key).is_none() {
                     return rejected(Rejection::NotFound, format!("no app {key}"));
                 }
@@ -201,7 +201,7 @@ impl State {
                 at,
                 reason,
             } => {
-                let key = app_key(namespace, name);
+                let key = ResourceKey::new(namespace, name);
                 let Some(app) = self.apps.get_mut(&key) else {
                     return rejected(Rejection::NotFound, format!("no app {key}"));
                 };
@@ -306,6 +306,9 @@ impl State {
     }
 
     fn apply_app(&mut self, spec: &AppSpec, at: Millis) -> Reply {
+        if let Err(e) = spec.validate() {
+            return rejected(Rejection::Invalid, e.to_string());
+        }
         let key = spec.key();
         if !self.blobs.contains_key(&spec.component.to_string()) {
             return rejected(
@@ -409,8 +412,8 @@ impl State {
         component: Digest,
         at: Millis,
     ) -> Reply {
-        if let Err((field, message)) = spec.validate() {
-            return rejected(Rejection::Invalid, format!("{field}: {message}"));
+        if let Err(e) = spec.validate() {
+            return rejected(Rejection::Invalid, e.to_string());
         }
         if !self.blobs.contains_key(&component.to_string()) {
             return rejected(
@@ -418,7 +421,7 @@ impl State {
                 format!("component {component} has not been uploaded"),
             );
         }
-        let key = app_key(&spec.namespace, &spec.name);
+        let key = ResourceKey::new(&spec.namespace, &spec.name);
         let reason = match self.cron.jobs.get_mut(&key) {
             Some(job) => {
                 job.spec = spec.clone();
@@ -456,7 +459,7 @@ impl State {
     }
 
     fn activate(&mut self, namespace: &str, name: &str, host: Option<&str>, at: Millis) -> Reply {
-        let key = app_key(namespace, name);
+        let key = ResourceKey::new(namespace, name);
         let Some(app) = self.apps.get_mut(&key) else {
             return rejected(Rejection::NotFound, format!("no app {key}"));
         };
@@ -599,7 +602,7 @@ impl State {
     /// The revision `number` of an app.
     pub fn revision(&self, namespace: &str, app: &str, number: u64) -> Option<&Revision> {
         self.revisions
-            .get(&app_key(namespace, app))?
+            .get(&ResourceKey::new(namespace, app))?
             .iter()
             .find(|r| r.number == number)
     }

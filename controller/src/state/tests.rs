@@ -227,12 +227,12 @@ fn pod_changes_for_vanished_pods_are_ignored() {
     s.apply(&Command::Pods {
         changes: vec![
             PodChange::Place {
-                key: "default/ghost".into(),
+                key: ResourceKey::new("default", "ghost"),
                 host: Some("h1".into()),
                 reason: None,
             },
             PodChange::Delete {
-                key: "default/ghost".into(),
+                key: ResourceKey::new("default", "ghost"),
             },
         ],
         at: 2,

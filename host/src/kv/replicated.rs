@@ -12,9 +12,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use dabba_spec::api::{KvKeys, KvList, KvRead, KvValues, KvWrite, KvWriteResult};
-use dabba_spec::client::{ApiClient, ApiError};
-use http::Method;
+use dabba_client::{ApiClient, ApiError};
+use dabba_spec::api::{KvList, KvRead, KvWrite};
 
 use super::{KvBackend, KvError, KvFuture, Write, WriteFuture};
 
@@ -56,10 +55,7 @@ impl KvBackend for ReplicatedKv {
             keys: keys.to_vec(),
         };
         Box::pin(async move {
-            let v: KvValues = api
-                .send_json(Method::POST, "/v1/kv/read", &body)
-                .await
-                .map_err(storage)?;
+            let v = api.kv_read(&body).await.map_err(storage)?;
             Ok(v.values)
         })
     }
@@ -77,10 +73,7 @@ impl KvBackend for ReplicatedKv {
             limit,
         };
         Box::pin(async move {
-            let k: KvKeys = api
-                .send_json(Method::POST, "/v1/kv/list", &body)
-                .await
-                .map_err(storage)?;
+            let k = api.kv_list(&body).await.map_err(storage)?;
             Ok((k.keys, k.cursor))
         })
     }
@@ -99,10 +92,7 @@ impl KvBackend for ReplicatedKv {
         Box::pin(async move {
             let deadline = tokio::time::Instant::now() + WRITE_RETRY;
             loop {
-                match api
-                    .send_json::<_, KvWriteResult>(Method::POST, "/v1/kv/write", &body)
-                    .await
-                {
+                match api.kv_write(&body).await {
                     Ok(r) => return r.result,
                     Err(ApiError::Unknown(e)) if tokio::time::Instant::now() < deadline => {
                         tracing::debug!(error = %e, "a write's answer was lost; sending it again");

@@ -154,11 +154,10 @@ pub async fn run(
     );
     let want = expected(&day);
 
-    let dir = super::scratch_dir("settlement")?;
+    let dir = crate::scratch_dir("settlement")?;
     let outcome = async {
         let mut report = measure(&wasm, &day, &want, &dir).await?;
-        let (platform, load) =
-            on_platform(dabba, &component, &wasm, &day, &want, &dir, raft_flags).await?;
+        let (platform, load) = on_platform(dabba, &wasm, &day, &want, &dir, raft_flags).await?;
         report.platform = platform;
         report.platform_load_seconds = load;
         anyhow::Ok(report)
@@ -275,18 +274,18 @@ const RAFT_BATCH: u64 = 2_000;
 /// its host measured it) and the load's.
 async fn on_platform(
     dabba: &Path,
-    component: &Path,
     wasm: &ComponentBytes,
     day: &Day<'_>,
     want: &SettlementReport,
     dir: &Path,
     raft_flags: &[String],
 ) -> anyhow::Result<(Settled, f64)> {
-    use dabba_spec::api::{CronJobApply, CronJobView, KvRead, KvValues, KvWrite, KvWriteResult};
-    use http::Method;
+    use dabba_spec::api::{CronJobApply, KvRead, KvWrite};
 
-    let (up, api) = super::autoscale::start_up(dabba, dir, raft_flags)?;
-    let api = api.with_bounds(Duration::from_secs(60), Duration::from_secs(120));
+    let up = crate::autoscale::start_up(dabba, dir, raft_flags).await?;
+    let api = up
+        .api()
+        .with_bounds(Duration::from_secs(60), Duration::from_secs(120));
     let scoped = format!("default/{BUCKET}");
     eprintln!("settlement: writing the ledger through Raft on dabba up");
     let loading = Instant::now();
@@ -305,8 +304,8 @@ async fn on_platform(
             write: Write::Put(pairs),
             id: None,
         };
-        let r: KvWriteResult = api
-            .send_json(Method::POST, "/v1/kv/write", &w)
+        let r = api
+            .kv_write(&w)
             .await
             .with_context(|| format!("writing payments {from}..={to}"))?;
         r.result
@@ -314,7 +313,7 @@ async fn on_platform(
     }
     let load_seconds = loading.elapsed().as_secs_f64();
 
-    crate::commands::client::upload(&api, component, &wasm.bytes, wasm.digest).await?;
+    crate::deploy::upload(&api, wasm).await?;
     let text = format!(
         "[[cron]]\nname = \"settle\"\nschedule = \"0 1 * * *\"\ntimezone = \"Asia/Kolkata\"\n\
          component = \"settlement.wasm\"\nargs = [\"--date\", \"{DATE}\", \"--bucket\", \"{BUCKET}\"]\n\
@@ -327,18 +326,12 @@ async fn on_platform(
         spec,
         component: wasm.digest,
     };
-    api.send_json::<_, serde_json::Value>(Method::PUT, "/v1/cronjobs/default/settle", &apply)
-        .await?;
+    api.apply_cron_job(&apply).await?;
     eprintln!("settlement: a manual run of the cron job on dabba up");
-    api.send_json::<_, serde_json::Value>(
-        Method::POST,
-        "/v1/cronjobs/default/settle/run",
-        &serde_json::json!({}),
-    )
-    .await?;
+    api.run_cron_job(&crate::deploy::key("settle")).await?;
     let deadline = Instant::now() + Duration::from_secs(900);
     let run = loop {
-        let jobs: Vec<CronJobView> = api.get("/v1/cronjobs").await?;
+        let jobs = api.cron_jobs(None).await?;
         let runs = jobs.into_iter().flat_map(|j| j.runs);
         if let Some(r) = runs.into_iter().find(|r| !r.phase.is_active()) {
             break r;
@@ -360,7 +353,7 @@ async fn on_platform(
         bucket: scoped,
         keys: vec![ledger::report_key(DATE)],
     };
-    let values: KvValues = api.send_json(Method::POST, "/v1/kv/read", &read).await?;
+    let values = api.kv_read(&read).await?;
     let written = values
         .values
         .into_iter()

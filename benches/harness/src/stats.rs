@@ -59,9 +59,41 @@ pub fn thousands(n: f64) -> String {
     out
 }
 
+/// Cold starts, summarized: how many, and the nearest-rank p50, p99 and maximum.
+#[derive(Debug, Clone, Serialize)]
+pub struct ColdStarts {
+    pub samples: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+/// Summarizes samples in milliseconds (nearest-rank percentiles).
+pub fn summarize(mut samples: Vec<f64>) -> ColdStarts {
+    samples.sort_by(f64::total_cmp);
+    let at = |q: f64| {
+        let i = ((q * samples.len() as f64).ceil() as usize).clamp(1, samples.len()) - 1;
+        samples[i]
+    };
+    ColdStarts {
+        samples: samples.len(),
+        p50_ms: at(0.50),
+        p99_ms: at(0.99),
+        max_ms: samples.last().copied().unwrap_or(f64::NAN),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let s = summarize((1..=100).map(f64::from).collect());
+        assert_eq!((s.p50_ms, s.p99_ms, s.max_ms), (50.0, 99.0, 100.0));
+        let one = summarize(vec![3.0]);
+        assert_eq!((one.p50_ms, one.p99_ms), (3.0, 3.0));
+    }
 
     #[test]
     fn percentiles_come_from_the_histogram() {

@@ -17,27 +17,24 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
-use dabba_spec::Digest;
-use dabba_spec::api::AppSummary;
-use dabba_spec::client::ApiClient;
+use anyhow::Context;
+use dabba_client::ApiClient;
+use dabba_host::ComponentBytes;
 use dabba_spec::resources::{AppSpec, Route};
 use dabba_spec::scale::Scale;
+use dabba_testkit::{Up, UpOptions};
 use serde::Serialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::cluster::start_cluster;
-use super::stats::thousands;
-use super::targets::{free_port, spawn_logged};
+use crate::cluster::start_cluster;
+use crate::deploy::{apply_all, scale, until_ready, upload};
+use crate::probe::{POLL, first_byte, rss_kib, until_ok};
+use crate::stats::{ColdStarts, summarize, thousands};
 
 /// The pause before each cold start.
 const SETTLE: Duration = Duration::from_millis(50);
-/// How often readiness is polled where its exact moment is not measured.
-pub(super) const POLL: Duration = Duration::from_millis(50);
 
 /// How big a run is.
 #[derive(Debug, Clone, Copy)]
@@ -73,14 +70,6 @@ impl Sizes {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct ColdStarts {
-    pub samples: usize,
-    pub p50_ms: f64,
-    pub p99_ms: f64,
-    pub max_ms: f64,
-}
-
-#[derive(Debug, Clone, Serialize)]
 pub struct Density {
     pub apps: usize,
     pub deploy_seconds: f64,
@@ -102,29 +91,17 @@ pub struct AutoscaleReport {
 }
 
 /// The hello component, read and hashed.
-struct Component {
-    bytes: Vec<u8>,
-    digest: Digest,
-    path: std::path::PathBuf,
-}
-
-fn hello(guests: &Path) -> anyhow::Result<Component> {
+fn hello(guests: &Path) -> anyhow::Result<ComponentBytes> {
     let path = guests.join("hello.wasm");
-    let bytes = std::fs::read(&path).with_context(|| {
+    ComponentBytes::read(&path).with_context(|| {
         format!(
             "{} not found: build the guests with `cargo guests`",
             path.display()
         )
-    })?;
-    let wasm = dabba_host::component::ComponentBytes::new(bytes, path.display().to_string());
-    Ok(Component {
-        digest: wasm.digest,
-        bytes: wasm.bytes,
-        path,
     })
 }
 
-fn spec(c: &Component, name: &str, replicas: u32, scale: Option<Scale>) -> AppSpec {
+fn spec(c: &ComponentBytes, name: &str, replicas: u32, scale: Option<Scale>) -> AppSpec {
     AppSpec {
         name: name.into(),
         namespace: "default".into(),
@@ -156,83 +133,6 @@ fn from_zero() -> Scale {
     }
 }
 
-/// Applies `specs`, `parallel` at a time.
-pub(super) async fn apply_all(
-    api: &Arc<ApiClient>,
-    specs: Vec<AppSpec>,
-    parallel: usize,
-) -> anyhow::Result<()> {
-    let gate = Arc::new(tokio::sync::Semaphore::new(parallel));
-    let mut tasks = tokio::task::JoinSet::new();
-    for s in specs {
-        let (api, gate) = (api.clone(), gate.clone());
-        tasks.spawn(async move {
-            let _permit = gate.acquire_owned().await?;
-            let path = format!("/v1/apps/{}/{}", s.namespace, s.name);
-            api.send_json::<_, serde_json::Value>(http::Method::PUT, &path, &s)
-                .await
-                .with_context(|| format!("applying {}", s.name))?;
-            anyhow::Ok(())
-        });
-    }
-    while let Some(r) = tasks.join_next().await {
-        r??;
-    }
-    Ok(())
-}
-
-/// Sends one GET on a connection opened beforehand; the time from writing it to the
-/// first byte of the answer, which must be a 200.
-pub(super) async fn first_byte(
-    addr: SocketAddr,
-    host: &str,
-    path: &str,
-) -> anyhow::Result<Duration> {
-    let mut s = tokio::net::TcpStream::connect(addr).await?;
-    s.set_nodelay(true)?;
-    let request = format!("GET {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n");
-    let started = Instant::now();
-    s.write_all(request.as_bytes()).await?;
-    let mut first = [0u8; 1];
-    s.read_exact(&mut first).await?;
-    let took = started.elapsed();
-    let mut rest = Vec::new();
-    s.read_to_end(&mut rest).await?;
-    let head = String::from_utf8_lossy(&rest);
-    if !head.starts_with("TTP/1.1 200") {
-        bail!(
-            "GET {path} did not answer 200: H{}",
-            head.lines()
-                .next()
-                .into_iter()
-                .chain(head.lines().last())
-                .collect::<Vec<_>>()
-                .join(" … ")
-        );
-    }
-    Ok(took)
-}
-
-/// Waits until `path` on `addr` answers 200, asking again every `pause`.
-pub(super) async fn until_ok(
-    addr: SocketAddr,
-    host: &str,
-    path: &str,
-    timeout: Duration,
-    pause: Duration,
-) -> anyhow::Result<()> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match first_byte(addr, host, path).await {
-            Ok(_) => return Ok(()),
-            Err(e) if Instant::now() > deadline => {
-                return Err(e.context(format!("{path} did not answer within {timeout:?}")));
-            }
-            Err(_) => tokio::time::sleep(pause).await,
-        }
-    }
-}
-
 /// Cold starts measured one after another (a stream, as when many idle apps wake at
 /// once) and one at a time on an otherwise idle platform.
 #[derive(Debug, Clone, Serialize)]
@@ -245,12 +145,12 @@ pub struct ColdStartRuns {
 /// `n` back to back, and `n` each after a pause of [`SETTLE`].
 async fn cold_starts(
     api: &Arc<ApiClient>,
-    c: &Component,
+    c: &ComponentBytes,
     ingress: SocketAddr,
     n: usize,
     tag: &str,
 ) -> anyhow::Result<ColdStartRuns> {
-    crate::commands::client::upload(api, &c.path, &c.bytes, c.digest).await?;
+    upload(api, c).await?;
     // The warm-up app loads the component on the host and, applied last, shows that
     // the host's routes include every cold app.
     let cold: Vec<AppSpec> = (0..2 * n)
@@ -288,116 +188,30 @@ async fn cold_starts(
     Ok(ColdStartRuns { stream, isolated })
 }
 
-pub(super) fn summarize(mut samples: Vec<f64>) -> ColdStarts {
-    samples.sort_by(f64::total_cmp);
-    let at = |q: f64| {
-        let i = ((q * samples.len() as f64).ceil() as usize).clamp(1, samples.len()) - 1;
-        samples[i]
-    };
-    ColdStarts {
-        samples: samples.len(),
-        p50_ms: at(0.50),
-        p99_ms: at(0.99),
-        max_ms: samples.last().copied().unwrap_or(f64::NAN),
-    }
-}
-
-pub(super) async fn app(api: &ApiClient, name: &str) -> anyhow::Result<AppSummary> {
-    let apps: Vec<AppSummary> = api.get("/v1/apps?namespace=default").await?;
-    apps.into_iter()
-        .find(|a| a.name == name)
-        .with_context(|| format!("app {name} is missing"))
-}
-
-pub(super) async fn scale(api: &ApiClient, name: &str, replicas: u32) -> anyhow::Result<()> {
-    api.send_json::<_, serde_json::Value>(
-        http::Method::POST,
-        &format!("/v1/apps/default/{name}/scale"),
-        &serde_json::json!({ "replicas": replicas }),
-    )
-    .await?;
-    Ok(())
-}
-
-/// Polls until `name` has `ready` Running pods (and no more desired); returns when.
-pub(super) async fn until_ready(
-    api: &ApiClient,
-    name: &str,
-    ready: u32,
-    timeout: Duration,
-) -> anyhow::Result<Instant> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let a = app(api, name).await?;
-        if a.ready == ready && a.desired == ready {
-            return Ok(Instant::now());
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "{name}: {} of {ready} pods ready after {timeout:?}",
-                a.ready
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-/// Resident memory of a process, in KiB.
-pub(super) fn rss_kib(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    vm_rss_kib(&status).context("no VmRSS")
-}
-
-/// The `VmRSS` of a `/proc/PID/status` text, in KiB.
-pub(super) fn vm_rss_kib(status: &str) -> Option<u64> {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-}
-
 /// The embedded default: `dabba up` in its own process.
 async fn embedded(
     dabba: &Path,
     dir: &Path,
-    c: &Component,
+    c: &ComponentBytes,
     n: usize,
     raft_flags: &[String],
 ) -> anyhow::Result<ColdStartRuns> {
-    let (up, api) = start_up(dabba, dir, raft_flags)?;
-    let result = cold_starts(&api, c, up.addr, n, "up").await;
-    drop(up);
-    result
+    let up = start_up(dabba, dir, raft_flags).await?;
+    let api = Arc::new(up.api().clone());
+    cold_starts(&api, c, up.ingress, n, "up").await
 }
 
-/// Starts `dabba up` with its data in `dir/up`; the process (stopped when dropped) and
-/// an admin client of its API.
-pub(super) fn start_up(
-    dabba: &Path,
-    dir: &Path,
-    raft_flags: &[String],
-) -> anyhow::Result<(super::targets::Target, Arc<ApiClient>)> {
-    let api_addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-    let mut cmd = Command::new(dabba);
-    cmd.args([
-        "up",
-        "--data-dir",
-        &dir.join("up").display().to_string(),
-        "--api",
-        &api_addr.to_string(),
-        "--listen",
-        "127.0.0.1:0",
-        "--config",
-        &dir.join("up-config.json").display().to_string(),
-    ])
-    .args(raft_flags);
-    let up = spawn_logged(cmd, "dabba up", Some(&dir.join("up.log")))?;
-    let admin = std::fs::read_to_string(dir.join("up/controller/admin.token"))?;
-    let api = Arc::new(ApiClient::new(
-        vec![format!("http://{api_addr}")],
-        admin.trim().to_string(),
-    ));
-    Ok((up, api))
+/// Starts `dabba up` with its data in `dir/up` (stopped when dropped).
+pub async fn start_up(dabba: &Path, dir: &Path, raft_flags: &[String]) -> anyhow::Result<Up> {
+    Up::start(UpOptions {
+        dabba: dabba.to_path_buf(),
+        dir: dir.join("up"),
+        demo: false,
+        cwd: None,
+        flags: raft_flags.to_vec(),
+        patience: Duration::from_secs(120),
+    })
+    .await
 }
 
 pub async fn run(
@@ -407,7 +221,7 @@ pub async fn run(
     raft_flags: &[String],
 ) -> anyhow::Result<AutoscaleReport> {
     let c = hello(guests)?;
-    let dir = super::scratch_dir("autoscale")?;
+    let dir = crate::scratch_dir("autoscale")?;
 
     eprintln!(
         "measuring {} cold starts from zero on dabba up ...",
@@ -416,25 +230,16 @@ pub async fn run(
     let cold_start_embedded = embedded(dabba, &dir, &c, sizes.cold_starts, raft_flags).await?;
 
     eprintln!("starting 3 controllers and 2 hosts ...");
+    let big = ["--memory", "64Gi", "--instances", "20000"];
     let cluster = start_cluster(
         dabba,
         &dir,
         raft_flags,
-        &[
-            &["--memory", "64Gi", "--instances", "20000"],
-            &[
-                "--memory",
-                "64Gi",
-                "--instances",
-                "20000",
-                "--label",
-                "role=density",
-            ],
-        ],
+        &[&big, &[&big[..], &["--label", "role=density"]].concat()],
     )
     .await?;
-    let api = Arc::new(cluster.admin_api());
-    let ingress = cluster.hosts[0].addr;
+    let api = Arc::new(cluster.api().clone());
+    let ingress = cluster.host_addrs[0];
     eprintln!(
         "measuring {} cold starts from zero on the cluster ...",
         sizes.cold_starts
@@ -456,8 +261,10 @@ pub async fn run(
     }
 
     eprintln!("measuring density: {} apps at zero ...", sizes.density_apps);
-    let host = &cluster.hosts[1];
-    let pid = host.child.id();
+    let host_addr = cluster.host_addrs[1];
+    let pid = cluster.hosts[1]
+        .pid()
+        .context("the density host is not running")?;
     let before = rss_kib(pid)?;
     let started = Instant::now();
     let apps: Vec<AppSpec> = (0..sizes.density_apps)
@@ -471,7 +278,7 @@ pub async fn run(
     marker.node_selector = [("role".to_string(), "density".to_string())].into();
     apply_all(&api, vec![marker], 1).await?;
     until_ok(
-        host.addr,
+        host_addr,
         "bench",
         "/density-marker",
         Duration::from_secs(300),
@@ -559,28 +366,4 @@ pub fn render(r: &AutoscaleReport) -> String {
         d.per_pod_bytes / 1024.0,
         200.0 * 1024.0 / d.per_pod_bytes.max(1.0),
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn resident_memory_is_read_from_proc_status() {
-        let status = "Name:\tdabba\nVmPeak:\t  9000 kB\nVmRSS:\t    5632 kB\nThreads:\t4\n";
-        assert_eq!(vm_rss_kib(status), Some(5632));
-        assert_eq!(
-            vm_rss_kib("Name:\tkworker\n"),
-            None,
-            "kernel threads have none"
-        );
-    }
-
-    #[test]
-    fn percentiles_are_nearest_rank() {
-        let s = summarize((1..=100).map(f64::from).collect());
-        assert_eq!((s.p50_ms, s.p99_ms, s.max_ms), (50.0, 99.0, 100.0));
-        let one = summarize(vec![3.0]);
-        assert_eq!((one.p50_ms, one.p99_ms), (3.0, 3.0));
-    }
 }

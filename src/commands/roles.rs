@@ -1,5 +1,6 @@
-//! The long-running roles: `dabba controller`, `dabba host`, and `dabba up`, which runs
-//! a one-node controller, a host and its ingress in one process.
+//! The long-running roles a `dabba` process can take: `dabba controller`, `dabba host`,
+//! and `dabba up`, which runs a one-node controller, a host and its ingress in one
+//! process.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -10,23 +11,25 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use clap::Args;
+use dabba_client::ApiClient;
 use dabba_controller::api::Api;
 use dabba_controller::node::{Controller, ControllerOptions, RaftTiming};
 use dabba_controller::reconcile::Tuning;
+use dabba_controller::secrets::read_secret;
 use dabba_host::agent::{Activation, Agent, AgentOptions, LocalLeader};
 use dabba_host::http::HttpResponse;
 use dabba_host::ingress::{ActivatorOptions, Ingress};
 use dabba_host::kv::ReplicatedKv;
 use dabba_host::runtime::{Runtime, RuntimeOptions};
 use dabba_host::server::{self, Handler};
-use dabba_spec::api::{ActivateRequest, AddMember, PeerToken};
-use dabba_spec::client::ApiClient;
-use dabba_spec::resources::{Capacity, HostInfo};
+use dabba_spec::api::{ActivateRequest, AddMember};
+use dabba_spec::resources::{Capacity, HostInfo, ResourceKey};
 use dabba_spec::{ByteSize, HumanDuration};
 use http_body_util::Full;
 use hyper::body::Incoming;
 
-use super::client::{ClientConfig, apply_file};
+use super::apply::apply_file;
+use super::target::ClientConfig;
 
 #[derive(Debug, Args)]
 pub struct ControllerArgs {
@@ -226,11 +229,9 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<tokio::net::TcpLis
         .with_context(|| format!("cannot listen on {addr} for the {what}"))
 }
 
-fn read_secret(path: &Path) -> anyhow::Result<String> {
-    Ok(std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read {}", path.display()))?
-        .trim()
-        .to_string())
+/// A secret `dabba controller` wrote to its data directory.
+fn secret(path: &Path) -> anyhow::Result<String> {
+    read_secret(path).with_context(|| format!("cannot read {}", path.display()))
 }
 
 /// Opens a controller and serves its API; returns it once it serves.
@@ -265,8 +266,8 @@ pub fn controller(args: ControllerArgs) -> anyhow::Result<()> {
                     .clone()
                     .context("--join needs --token (an admin token of the cluster)")?;
                 let api = ApiClient::new(vec![url.clone()], token);
-                let p: PeerToken = api
-                    .get("/v1/cluster/peer-token")
+                let p = api
+                    .peer_token()
                     .await
                     .with_context(|| format!("asking {url} for the cluster's peer token"))?;
                 Some(p.token)
@@ -297,14 +298,7 @@ pub fn controller(args: ControllerArgs) -> anyhow::Result<()> {
                 // that is already there changes nothing, so a retry is safe.
                 let deadline = tokio::time::Instant::now() + JOIN_PATIENCE;
                 loop {
-                    match api
-                        .send_json::<_, serde_json::Value>(
-                            http::Method::POST,
-                            "/v1/cluster/members",
-                            &add,
-                        )
-                        .await
-                    {
+                    match api.add_member(&add).await {
                         Ok(_) => break,
                         // A wrong token or a refused request will not get better.
                         Err(e)
@@ -371,19 +365,14 @@ fn host_runtime(data_dir: &Path) -> anyhow::Result<Arc<Runtime>> {
 struct EmbeddedLeader(Arc<Controller>);
 
 impl LocalLeader for EmbeddedLeader {
-    fn activate<'a>(
-        &'a self,
-        namespace: &'a str,
-        app: &'a str,
-        req: &'a ActivateRequest,
-    ) -> Activation<'a> {
+    fn activate<'a>(&'a self, app: &'a ResourceKey, req: &'a ActivateRequest) -> Activation<'a> {
         Box::pin(async move {
             if !self.0.is_leader() {
                 return None;
             }
             Some(
                 self.0
-                    .activate(namespace, app, &req.host, req.held)
+                    .activate(app, &req.host, req.held)
                     .await
                     .map_err(|e| e.to_string()),
             )
@@ -499,8 +488,8 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
         };
         let node = start_controller(opts, api_listener, Some(runtime.clone())).await?;
         node.initialize().await?;
-        let admin = read_secret(&args.data_dir.join("controller/admin.token"))?;
-        let join = read_secret(&args.data_dir.join("controller/join.token"))?;
+        let admin = secret(&args.data_dir.join("controller/admin.token"))?;
+        let join = secret(&args.data_dir.join("controller/join.token"))?;
         let info = HostInfo {
             name: "local".into(),
             address: ingress_url.clone(),

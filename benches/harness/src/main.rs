@@ -1,20 +1,33 @@
-//! `dabba bench`: dabba against baselines on the same machine, in one run, reported as
-//! ratios next to absolute values.
+//! `dabba-bench`, run as `dabba bench`: dabba against baselines on the same machine, in
+//! one run, reported as ratios next to absolute values.
 //!
-//! One module per suite: `runtime` (hello-world throughput: `dabba serve` against a native
-//! hyper server and `wasmtime serve`), `cluster` (Raft writes, durable payments,
+//! It is its own binary so that the product does not carry the harness (the load
+//! generator's histograms, the settlement sample's code, Docker handling): `dabba bench
+//! ARGS` runs the `dabba-bench` next to it, and this finds the `dabba` next to itself.
+//! Every dabba process it measures is started by `dabba-testkit`, as the tests start
+//! them.
+//!
+//! One module per suite: `runtime` (hello-world throughput: `dabba serve` against a
+//! native hyper server and `wasmtime serve`), `cluster` (Raft writes, durable payments,
 //! failover), `autoscale` (cold starts, scale-out, density), `settlement` (the cron job's
-//! throughput) and `containers` (dabba against Docker containers of the same samples).
-//! Servers run alone, one after another, under the same closed-loop load from this
-//! process. Results go to stdout as Markdown and to `--out` as JSON and Markdown (and SVG
-//! charts for `containers`).
+//! throughput) and `containers` (dabba against Docker containers of the same samples:
+//! `containers` measures, `containers_report` renders). Shared pieces: `load` (the load
+//! generator), `probe` (one request timed, polls until an answer, process memory),
+//! `targets` (the baseline servers), `docker`, `stats`, `chart`. Servers run alone, one
+//! after another, under the same closed-loop load from this process. Results go to
+//! stdout as Markdown and to `--out` as JSON and Markdown (and SVG charts for
+//! `containers`).
 
 mod autoscale;
 mod chart;
 mod cluster;
 mod containers;
+mod containers_report;
+mod deploy;
 mod docker;
 mod load;
+mod probe;
+mod runtime;
 mod settlement;
 mod stats;
 mod targets;
@@ -22,13 +35,12 @@ mod targets;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
-use clap::Args;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
 use dabba_spec::HumanDuration;
 use serde::Serialize;
-
-use load::{Load, LoadResult};
-use stats::{format_ratio, ratio, thousands};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Suite {
@@ -47,8 +59,14 @@ pub enum Suite {
     All,
 }
 
-#[derive(Debug, Args)]
+/// Measure dabba against its baselines on this machine: native servers, `wasmtime
+/// serve`, Docker containers (see --suite).
+#[derive(Debug, Parser)]
+#[command(name = "dabba bench", version)]
 pub struct BenchArgs {
+    /// The `dabba` binary to measure. Default: the one next to this program.
+    #[arg(long, value_name = "PATH")]
+    pub dabba: Option<PathBuf>,
     /// What to measure.
     #[arg(long, value_enum, default_value = "runtime")]
     pub suite: Suite,
@@ -90,31 +108,33 @@ pub struct BenchArgs {
 }
 
 #[derive(Debug, Serialize)]
-struct Machine {
+pub(crate) struct Machine {
     cores: usize,
     memory_kib: Option<u64>,
     kernel: Option<String>,
     when_unix: u64,
 }
 
-#[derive(Debug, Serialize)]
-struct ThroughputRow {
-    concurrency: usize,
-    dabba: LoadResult,
-    native: LoadResult,
-    wasmtime: LoadResult,
-    dabba_over_native: Option<f64>,
-    dabba_over_wasmtime: Option<f64>,
+fn main() -> ExitCode {
+    let args = BenchArgs::parse();
+    match bench(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
 }
 
-#[derive(Debug, Serialize)]
-struct Report {
-    machine: Machine,
-    workload: &'static str,
-    throughput: Vec<ThroughputRow>,
+/// The `dabba` binary: `--dabba`, else the one next to this program.
+pub(crate) fn dabba_binary(args: &BenchArgs) -> anyhow::Result<PathBuf> {
+    match &args.dabba {
+        Some(p) => Ok(p.clone()),
+        None => targets::sibling("dabba"),
+    }
 }
 
-pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
+fn bench(args: BenchArgs) -> anyhow::Result<()> {
     if matches!(args.suite, Suite::Cluster | Suite::All) {
         bench_cluster(&args)?;
     }
@@ -128,7 +148,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         bench_settlement(&args)?;
     }
     if matches!(args.suite, Suite::Runtime | Suite::All) {
-        bench_runtime(&args)?;
+        runtime::bench_runtime(&args)?;
     }
     Ok(())
 }
@@ -157,7 +177,7 @@ fn bench_autoscale(args: &BenchArgs) -> anyhow::Result<()> {
     } else {
         autoscale::Sizes::full()
     };
-    let dabba = std::env::current_exe()?;
+    let dabba = dabba_binary(args)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -184,7 +204,7 @@ fn bench_containers(args: &BenchArgs) -> anyhow::Result<()> {
         sizes.duration = d.get();
     }
     let wasmtime = wasmtime_path(args)?;
-    let dabba = std::env::current_exe()?;
+    let dabba = dabba_binary(args)?;
     // Two load-generator threads: enough to drive the servers at 128 connections while
     // leaving them most of the machine.
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -200,15 +220,20 @@ fn bench_containers(args: &BenchArgs) -> anyhow::Result<()> {
         sizes,
         raft_flags: &raft_flags,
     }))?;
-    write_results(args, "containers", &report, &containers::render(&report))?;
-    for (name, svg) in containers::charts(&report) {
+    write_results(
+        args,
+        "containers",
+        &report,
+        &containers_report::render(&report),
+    )?;
+    for (name, svg) in containers_report::charts(&report) {
         std::fs::write(args.out.join(&name), svg)?;
     }
     Ok(())
 }
 
 /// `--wasmtime`, else `wasmtime` on PATH.
-fn wasmtime_path(args: &BenchArgs) -> anyhow::Result<PathBuf> {
+pub(crate) fn wasmtime_path(args: &BenchArgs) -> anyhow::Result<PathBuf> {
     match &args.wasmtime {
         Some(p) => Ok(p.clone()),
         None => targets::which("wasmtime").context(
@@ -230,7 +255,7 @@ fn bench_settlement(args: &BenchArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let dabba = std::env::current_exe()?;
+    let dabba = dabba_binary(args)?;
     let report = rt.block_on(settlement::run(
         &dabba,
         &args.guests,
@@ -274,7 +299,7 @@ fn bench_cluster(args: &BenchArgs) -> anyhow::Result<()> {
         .map(HumanDuration::get)
         .unwrap_or(Duration::from_secs(if args.quick { 2 } else { 10 }));
     let failovers = args.failovers.unwrap_or(if args.quick { 2 } else { 5 });
-    let dabba = std::env::current_exe()?;
+    let dabba = dabba_binary(args)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -290,149 +315,7 @@ fn bench_cluster(args: &BenchArgs) -> anyhow::Result<()> {
     write_results(args, "cluster", &report, &cluster::render(&report))
 }
 
-fn bench_runtime(args: &BenchArgs) -> anyhow::Result<()> {
-    let concurrency = match (&args.concurrency[..], args.quick) {
-        ([], true) => vec![32],
-        ([], false) => vec![1, 32, 128],
-        (c, _) => c.to_vec(),
-    };
-    let duration = args
-        .duration
-        .map(HumanDuration::get)
-        .unwrap_or(if args.quick {
-            Duration::from_secs(1)
-        } else {
-            Duration::from_secs(5)
-        });
-    let hello = args.guests.join("hello.wasm");
-    if !hello.is_file() {
-        bail!(
-            "{} not found: build the guests with `cargo guests`",
-            hello.display()
-        );
-    }
-    let dabba = std::env::current_exe()?;
-    let native = targets::sibling("baseline-hello")?;
-    let wasmtime = wasmtime_path(args)?;
-
-    // One load-generator thread, so the servers keep the rest of the machine.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()?;
-    let measure = |target: &targets::Target, c: usize| -> anyhow::Result<LoadResult> {
-        let load = Load {
-            addr: target.addr,
-            method: http::Method::GET,
-            path: "/".into(),
-            headers: Vec::new(),
-            unique_header: None,
-            body: bytes::Bytes::new(),
-            concurrency: c,
-            warmup: Duration::from_secs(1),
-            duration,
-            max_requests: u64::MAX,
-        };
-        let r = rt.block_on(load::run(&load))?;
-        if r.requests == 0 {
-            bail!(
-                "no successful request to {} at concurrency {c} ({} errors)",
-                target.addr,
-                r.errors
-            );
-        }
-        Ok(r)
-    };
-    let mut per_target: Vec<Vec<LoadResult>> = Vec::new();
-    for (name, start) in [
-        (
-            "dabba serve",
-            Box::new(|| targets::dabba_serve(&dabba, &hello, &[]))
-                as Box<dyn Fn() -> anyhow::Result<targets::Target>>,
-        ),
-        ("native hyper", Box::new(|| targets::native(&native))),
-        (
-            "wasmtime serve",
-            Box::new(|| targets::wasmtime_serve(&wasmtime, &hello)),
-        ),
-    ] {
-        eprintln!("measuring {name} ...");
-        let target = start()?;
-        let results = concurrency
-            .iter()
-            .map(|&c| measure(&target, c).with_context(|| format!("measuring {name}")))
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        per_target.push(results);
-    }
-    let rows: Vec<ThroughputRow> = concurrency
-        .iter()
-        .enumerate()
-        .map(|(i, &c)| {
-            let (d, n, w) = (
-                per_target[0][i].clone(),
-                per_target[1][i].clone(),
-                per_target[2][i].clone(),
-            );
-            ThroughputRow {
-                concurrency: c,
-                dabba_over_native: ratio(d.rps, Some(n.rps)),
-                dabba_over_wasmtime: ratio(d.rps, Some(w.rps)),
-                dabba: d,
-                native: n,
-                wasmtime: w,
-            }
-        })
-        .collect();
-    let report = Report {
-        machine: machine(),
-        workload: "hello (tests/guests/hello): a fresh instance per request",
-        throughput: rows,
-    };
-    let markdown = render(&report);
-    print!("{markdown}");
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating {}", args.out.display()))?;
-    std::fs::write(
-        args.out.join("throughput.json"),
-        serde_json::to_vec_pretty(&report)?,
-    )?;
-    std::fs::write(args.out.join("throughput.md"), &markdown)?;
-    eprintln!("results written to {}", args.out.display());
-    Ok(())
-}
-
-fn render(r: &Report) -> String {
-    let m = &r.machine;
-    let mut s = format!(
-        "## Hello-world throughput\n\nMachine: {} cores, {} MiB, kernel {}. Workload: {}.\n\n",
-        m.cores,
-        m.memory_kib
-            .map(|k| (k / 1024).to_string())
-            .unwrap_or_else(|| "?".into()),
-        m.kernel.as_deref().unwrap_or("?"),
-        r.workload
-    );
-    s.push_str("| concurrency | dabba req/s | native req/s | wasmtime serve req/s | dabba ÷ native | dabba ÷ wasmtime serve | p50 / p99 µs: dabba | native | wasmtime serve |\n");
-    s.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
-    for row in &r.throughput {
-        let lat = |l: &LoadResult| format!("{:.0} / {:.0}", l.latency.p50_us, l.latency.p99_us);
-        s.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
-            row.concurrency,
-            thousands(row.dabba.rps),
-            thousands(row.native.rps),
-            thousands(row.wasmtime.rps),
-            format_ratio(row.dabba_over_native),
-            format_ratio(row.dabba_over_wasmtime),
-            lat(&row.dabba),
-            lat(&row.native),
-            lat(&row.wasmtime),
-        ));
-    }
-    s
-}
-
-fn machine() -> Machine {
+pub(crate) fn machine() -> Machine {
     let memory_kib = std::fs::read_to_string("/proc/meminfo").ok().and_then(|t| {
         t.lines()
             .find_map(|l| l.strip_prefix("MemTotal:"))

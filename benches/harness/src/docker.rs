@@ -141,6 +141,6 @@ pub fn runtime_overhead_kib() -> u64 {
                 name.starts_with("containerd-shim") || name == "docker-proxy"
             })
         })
-        .filter_map(|status| super::autoscale::vm_rss_kib(&status))
+        .filter_map(|status| crate::probe::vm_rss_kib(&status))
         .sum()
 }

@@ -10,18 +10,21 @@
 //!   kill to the next committed write, through the surviving controllers.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
-use dabba_spec::api::ClusterStatus;
-use dabba_spec::client::ApiClient;
+use dabba_client::ApiClient;
+use dabba_host::ComponentBytes;
+use dabba_spec::Manifest;
+use dabba_spec::api::KvWrite;
+use dabba_spec::kv::Write;
+use dabba_testkit::{Cluster, ClusterOptions, HostOptions};
 use serde::Serialize;
 
-use super::load::{self, Load, LoadResult};
-use super::targets::{Target, free_port, spawn_logged};
+use crate::deploy::{until_ready, upload};
+use crate::load::{self, Load, LoadResult};
 
 #[derive(Debug, Serialize)]
 pub struct ClusterReport {
@@ -33,145 +36,34 @@ pub struct ClusterReport {
     pub failover_ms: Vec<f64>,
 }
 
-pub(super) struct Cluster {
-    dabba: PathBuf,
-    /// Extra flags for every controller (Raft timing).
-    raft_flags: Vec<String>,
-    dir: PathBuf,
-    controllers: Vec<Option<Target>>,
-    addrs: Vec<SocketAddr>,
-    admin: String,
-    join: String,
-    pub(super) hosts: Vec<Target>,
-}
-
-impl Cluster {
-    fn controller_args(&self, i: usize) -> Vec<String> {
-        let mut args = vec![
-            "controller".to_string(),
-            "--id".into(),
-            (i + 1).to_string(),
-            "--listen".into(),
-            self.addrs[i].to_string(),
-            "--data-dir".into(),
-            self.dir.join(format!("c{}", i + 1)).display().to_string(),
-        ];
-        if i > 0 {
-            args.extend(["--join".into(), format!("http://{}", self.addrs[0])]);
-        }
-        args.extend(self.raft_flags.iter().cloned());
-        args
-    }
-
-    fn start_controller(&mut self, i: usize) -> anyhow::Result<()> {
-        let mut cmd = Command::new(&self.dabba);
-        cmd.args(self.controller_args(i))
-            .env("DABBA_TOKEN", &self.admin);
-        let log = self.dir.join(format!("c{}.log", i + 1));
-        self.controllers[i] = Some(spawn_logged(
-            cmd,
-            &format!("controller {}", i + 1),
-            Some(&log),
-        )?);
-        Ok(())
-    }
-
-    fn urls(&self) -> Vec<String> {
-        self.addrs.iter().map(|a| format!("http://{a}")).collect()
-    }
-
-    pub(super) fn admin_api(&self) -> ApiClient {
-        ApiClient::new(self.urls(), self.admin.clone())
-    }
-
-    async fn status(&self) -> anyhow::Result<ClusterStatus> {
-        Ok(self.admin_api().get("/v1/cluster").await?)
-    }
-
-    async fn leader(&self) -> anyhow::Result<usize> {
-        let s = self.status().await?;
-        let l = s.leader.context("no leader")?;
-        Ok(l as usize - 1)
-    }
-
-    async fn wait_voters(&self, n: usize, caught_up: bool) -> anyhow::Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(s) = self.status().await {
-                let voters = s.members.iter().filter(|m| m.voter).count();
-                let lag_ok = !caught_up || s.members.iter().all(|m| m.lag.is_some_and(|l| l < 10));
-                if voters == n && lag_ok {
-                    return Ok(());
-                }
-            }
-            if Instant::now() > deadline {
-                bail!("the cluster did not reach {n} voters within 60 s");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-fn read_secret(path: &Path) -> anyhow::Result<String> {
-    Ok(std::fs::read_to_string(path)
-        .with_context(|| format!("reading {}", path.display()))?
-        .trim()
-        .to_string())
-}
-
-/// Starts 3 controllers and `hosts` hosts (`bench-host-N` in zone `zone-N`, with the
-/// extra flags given per host).
-pub(super) async fn start_cluster(
+/// Starts 3 controllers and one host per entry of `hosts` (`bench-host-N` in zone
+/// `zone-N`, with the extra flags given), as every test cluster is started.
+pub async fn start_cluster(
     dabba: &Path,
     dir: &Path,
     raft_flags: &[String],
     hosts: &[&[&str]],
 ) -> anyhow::Result<Cluster> {
-    let addrs = (0..3)
-        .map(|_| Ok(SocketAddr::from(([127, 0, 0, 1], free_port()?))))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let mut c = Cluster {
+    Cluster::start(ClusterOptions {
         dabba: dabba.to_path_buf(),
-        raft_flags: raft_flags.to_vec(),
         dir: dir.to_path_buf(),
-        controllers: vec![None, None, None],
-        addrs,
-        admin: String::new(),
-        join: String::new(),
-        hosts: Vec::new(),
-    };
-    c.start_controller(0)?;
-    c.admin = read_secret(&dir.join("c1/admin.token"))?;
-    c.join = read_secret(&dir.join("c1/join.token"))?;
-    for i in 1..3 {
-        c.start_controller(i)?;
-        c.wait_voters(i + 1, false).await?;
-    }
-    for (i, extra) in hosts.iter().enumerate() {
-        let ingress = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-        let mut cmd = Command::new(dabba);
-        cmd.args([
-            "host",
-            "--name",
-            &format!("bench-host-{}", i + 1),
-            "--zone",
-            &format!("zone-{}", i + 1),
-            "--listen",
-            &ingress.to_string(),
-            "--controller",
-            &c.urls().join(","),
-            "--data-dir",
-            &dir.join(format!("host{}", i + 1)).display().to_string(),
-        ])
-        .args(*extra)
-        .env("DABBA_JOIN_TOKEN", &c.join);
-        let log = dir.join(format!("host{}.log", i + 1));
-        c.hosts.push(spawn_logged(cmd, "host", Some(&log))?);
-    }
-    Ok(c)
+        controllers: 3,
+        controller_flags: raft_flags.to_vec(),
+        hosts: hosts
+            .iter()
+            .enumerate()
+            .map(|(i, flags)| HostOptions {
+                name: format!("bench-host-{}", i + 1),
+                zone: format!("zone-{}", i + 1),
+                flags: flags.iter().map(|f| f.to_string()).collect(),
+            })
+            .collect(),
+        patience: Duration::from_secs(60),
+    })
+    .await
 }
 
-/// Starts the cluster and a host, and deploys the payment sample.
+/// Starts the cluster and a host, and deploys the payment sample (2 pods).
 async fn start(
     dabba: &Path,
     guests: &Path,
@@ -179,18 +71,17 @@ async fn start(
     raft_flags: &[String],
 ) -> anyhow::Result<Cluster> {
     let c = start_cluster(dabba, dir, raft_flags, &[&[]]).await?;
-    let manifest = dir.join("payment.toml");
-    std::fs::write(
-        &manifest,
-        format!(
-            "[app]\nname = \"payment\"\ncomponent = \"{}\"\nroute = \"/payments\"\nreplicas = 2\n\n[capabilities]\nkey_value_buckets = [\"default\"]\n",
-            std::fs::canonicalize(guests.join("payment.wasm"))
-                .context("payment.wasm not found: build the guests with `cargo guests`")?
-                .display()
-        ),
+    let path = guests.join("payment.wasm");
+    let wasm = ComponentBytes::read(&path)
+        .context("payment.wasm not found: build the guests with `cargo guests`")?;
+    let manifest = Manifest::parse(
+        "payment.toml",
+        "[app]\nname = \"payment\"\ncomponent = \"payment.wasm\"\nroute = \"/payments\"\nreplicas = 2\n\n[capabilities]\nkey_value_buckets = [\"default\"]\n",
     )?;
-    crate::commands::client::apply_file(&c.admin_api(), &manifest, true, Duration::from_secs(60))
-        .await?;
+    let api = c.api();
+    upload(api, &wasm).await?;
+    api.apply_app(&manifest.to_spec(wasm.digest)).await?;
+    until_ready(api, "payment", 2, Duration::from_secs(60)).await?;
     Ok(c)
 }
 
@@ -198,13 +89,20 @@ fn kv_write(addr: SocketAddr, token: &str, concurrency: usize, duration: Duratio
     Load {
         addr,
         method: http::Method::POST,
-        path: "/v1/kv/write".into(),
+        path: dabba_client::paths::KV_WRITE.into(),
         headers: vec![
             ("authorization".into(), format!("Bearer {token}")),
             ("content-type".into(), "application/json".into()),
         ],
         unique_header: None,
-        body: Bytes::from_static(br#"{"bucket":"bench/raft","write":{"put":[["k","dmFsdWU="]]}}"#),
+        body: Bytes::from(
+            serde_json::to_vec(&KvWrite {
+                bucket: "bench/raft".into(),
+                write: Write::Put(vec![("k".into(), Some(b"value".to_vec()))]),
+                id: None,
+            })
+            .expect("a write serializes"),
+        ),
         concurrency,
         warmup: Duration::from_millis(500),
         duration,
@@ -215,14 +113,12 @@ fn kv_write(addr: SocketAddr, token: &str, concurrency: usize, duration: Duratio
 /// Writes until one is committed, and returns when.
 async fn first_commit_after(api: &ApiClient) -> Instant {
     loop {
-        let r: Result<serde_json::Value, _> = api
-            .send_json(
-                http::Method::POST,
-                "/v1/kv/write",
-                &serde_json::json!({"bucket": "bench/failover", "write": {"put": [["k", "dg=="]]}}),
-            )
-            .await;
-        if r.is_ok() {
+        let write = KvWrite {
+            bucket: "bench/failover".into(),
+            write: Write::Put(vec![("k".into(), Some(b"v".to_vec()))]),
+            id: None,
+        };
+        if api.kv_write(&write).await.is_ok() {
             return Instant::now();
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
@@ -236,10 +132,10 @@ pub async fn run(
     failovers: usize,
     raft_flags: &[String],
 ) -> anyhow::Result<ClusterReport> {
-    let dir = super::scratch_dir("cluster")?;
+    let dir = crate::scratch_dir("cluster")?;
     let mut c = start(dabba, guests, &dir, raft_flags).await?;
     let leader = c.leader().await?;
-    let leader_addr = c.addrs[leader];
+    let leader_addr = c.controller_addrs[leader];
 
     eprintln!("measuring raft writes (1 client) ...");
     let raft_write_serial = load::run(&kv_write(leader_addr, &c.join, 1, duration)).await?;
@@ -257,7 +153,7 @@ pub async fn run(
     eprintln!(
         "measuring durable payments through the ingress ({payments_concurrency} clients) ..."
     );
-    let host_addr = c.hosts.first().context("host")?.addr;
+    let host_addr = *c.host_addrs.first().context("host")?;
     let payments = load::run(&Load {
         addr: host_addr,
         method: http::Method::POST,
@@ -293,10 +189,10 @@ pub async fn run(
         api.retry_for = Duration::from_secs(30);
         api.timeout = Duration::from_secs(5);
         let killed = Instant::now();
-        c.controllers[leader] = None; // SIGKILL
+        c.kill_controller(leader); // SIGKILL
         let committed = first_commit_after(&api).await;
         failover_ms.push(committed.duration_since(killed).as_secs_f64() * 1000.0);
-        c.start_controller(leader)?;
+        c.restart_controller(leader).await?;
     }
     drop(c);
     let _ = std::fs::remove_dir_all(&dir);

@@ -1,0 +1,472 @@
+//! [`ApiClient`]: the `/v1` API of a cluster, typed, spoken to a list of controllers
+//! with failover between them. One method per endpoint of `spec/api.md`, taking and
+//! returning the `dabba_spec::api` and `dabba_spec::resources` types.
+//!
+//! Retries are only ever made when the request certainly had no effect: the connection
+//! could not be made, or a controller answered 503 (`no_leader`, `unavailable`). A
+//! request whose answer was lost after it was sent has an unknown outcome
+//! ([`ApiError::Unknown`]); that is reported, never retried here, because a write may
+//! have been committed. Callers whose writes carry an id the state machine deduplicates
+//! (key-value writes) retry those themselves.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use dabba_spec::Digest;
+use dabba_spec::api::{
+    ActivateRequest, ActivateResponse, AddMember, AppDetail, AppSummary, BlobStored, ClusterStatus,
+    CronJobApply, CronJobView, Empty, ErrorBody, Health, Heartbeat, HostView, KvKeys, KvList,
+    KvRead, KvValues, KvWrite, KvWriteResult, LogLine, PeerToken, ScaleRequest, TokenRequest,
+    TokenResponse, WatchResponse,
+};
+use dabba_spec::cronjob::RunReport;
+use dabba_spec::resources::{App, AppSpec, Host, HostInfo, Pod, ResourceKey, Revision};
+use http::Method;
+use http_body_util::Full;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::paths;
+use crate::transport::{HttpClient, LEADER_HEADER, client, send};
+
+/// A failed API call.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The API answered with an error.
+    #[error("{message} ({status} {code})")]
+    Status {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    /// No controller could be reached (or every one said it could not serve now).
+    #[error("no controller answered: {0}")]
+    Unavailable(String),
+    /// A controller may have received the request, but its answer was lost: a write
+    /// may or may not have happened.
+    #[error("the outcome is unknown: {0}")]
+    Unknown(String),
+    #[error("unexpected answer from the API: {0}")]
+    Decode(String),
+}
+
+impl ApiError {
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ApiError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// The API's error code (`not_found`, `route_conflict`, ...), when it answered.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ApiError::Status { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+/// A client of the `/v1` API of a cluster: a list of controller URLs and a token.
+pub struct ApiClient {
+    http: HttpClient,
+    servers: Vec<String>,
+    token: String,
+    /// The server that answered last; tried first next time.
+    preferred: AtomicUsize,
+    /// How long to keep trying while no controller can serve (an election). By
+    /// default 10 s.
+    pub retry_for: Duration,
+    /// The longest one request may take. By default 40 s (a watch waits up to 30 s).
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for ApiClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiClient")
+            .field("servers", &self.servers)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Clone for ApiClient {
+    fn clone(&self) -> ApiClient {
+        self.with_bounds(self.retry_for, self.timeout)
+    }
+}
+
+impl ApiClient {
+    pub fn new(servers: Vec<String>, token: String) -> ApiClient {
+        ApiClient {
+            http: client(),
+            servers: servers
+                .into_iter()
+                .map(|s| s.trim_end_matches('/').to_string())
+                .collect(),
+            token,
+            preferred: AtomicUsize::new(0),
+            retry_for: Duration::from_secs(10),
+            timeout: Duration::from_secs(40),
+        }
+    }
+
+    /// A client of the same cluster with other retry and timeout bounds (sharing the
+    /// connection pool), e.g. for periodic calls where the next call replaces a retry.
+    pub fn with_bounds(&self, retry_for: Duration, timeout: Duration) -> ApiClient {
+        ApiClient {
+            http: self.http.clone(),
+            servers: self.servers.clone(),
+            token: self.token.clone(),
+            preferred: AtomicUsize::new(self.preferred.load(Ordering::Relaxed)),
+            retry_for,
+            timeout,
+        }
+    }
+
+    /// The same cluster, with another token.
+    pub fn with_token(&self, token: &str) -> ApiClient {
+        ApiClient {
+            token: token.to_string(),
+            ..self.clone()
+        }
+    }
+
+    pub fn servers(&self) -> &[String] {
+        &self.servers
+    }
+
+    // --- the endpoints, in the order of spec/api.md ----------------------------------
+
+    /// `GET /v1/healthz` of the first server alone (no failover: it asks whether that
+    /// node serves).
+    pub async fn healthz(&self) -> Result<Health, ApiError> {
+        let one = ApiClient {
+            servers: self.servers.iter().take(1).cloned().collect(),
+            retry_for: Duration::ZERO,
+            ..self.clone()
+        };
+        one.get(paths::HEALTHZ).await
+    }
+
+    /// `HEAD /v1/blobs/{digest}`: whether the cluster has the component.
+    pub async fn has_blob(&self, digest: &Digest) -> Result<bool, ApiError> {
+        match self
+            .request(Method::HEAD, &paths::blob(digest), Bytes::new(), WASM)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(ApiError::Status { status: 404, .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `PUT /v1/blobs/{digest}`: uploads a component.
+    pub async fn put_blob(&self, digest: &Digest, bytes: Bytes) -> Result<BlobStored, ApiError> {
+        let answer = self
+            .request(Method::PUT, &paths::blob(digest), bytes, WASM)
+            .await?;
+        decode(&answer)
+    }
+
+    /// `GET /v1/blobs/{digest}`: a component's bytes (the caller verifies them).
+    pub async fn blob(&self, digest: &Digest) -> Result<Bytes, ApiError> {
+        self.request(Method::GET, &paths::blob(digest), Bytes::new(), JSON)
+            .await
+    }
+
+    /// `GET /v1/apps`, in `namespace` (`None`: every namespace the token covers).
+    pub async fn apps(&self, namespace: Option<&str>) -> Result<Vec<AppSummary>, ApiError> {
+        self.get(&paths::listing("apps", namespace, None)).await
+    }
+
+    /// `PUT /v1/apps/{ns}/{name}`: creates or changes an app.
+    pub async fn apply_app(&self, spec: &AppSpec) -> Result<App, ApiError> {
+        self.send_json(Method::PUT, &paths::app(&spec.key()), spec)
+            .await
+    }
+
+    /// `GET /v1/apps/{ns}/{name}`.
+    pub async fn app(&self, key: &ResourceKey) -> Result<AppDetail, ApiError> {
+        self.get(&paths::app(key)).await
+    }
+
+    /// `POST /v1/apps/{ns}/{name}/activate` (hosts).
+    pub async fn activate(
+        &self,
+        key: &ResourceKey,
+        req: &ActivateRequest,
+    ) -> Result<ActivateResponse, ApiError> {
+        self.send_json(Method::POST, &paths::app_action(key, "activate"), req)
+            .await
+    }
+
+    /// `DELETE /v1/apps/{ns}/{name}`.
+    pub async fn delete_app(&self, key: &ResourceKey) -> Result<(), ApiError> {
+        self.request(Method::DELETE, &paths::app(key), Bytes::new(), JSON)
+            .await
+            .map(drop)
+    }
+
+    /// `POST /v1/apps/{ns}/{name}/scale`.
+    pub async fn scale_app(&self, key: &ResourceKey, replicas: u32) -> Result<App, ApiError> {
+        self.send_json(
+            Method::POST,
+            &paths::app_action(key, "scale"),
+            &ScaleRequest { replicas },
+        )
+        .await
+    }
+
+    /// `GET /v1/apps/{ns}/{name}/logs?tail=N`.
+    pub async fn app_logs(&self, key: &ResourceKey, tail: usize) -> Result<Vec<LogLine>, ApiError> {
+        self.get(&paths::app_logs(key, tail)).await
+    }
+
+    /// `GET /v1/revisions`, narrowed to a namespace and an app.
+    pub async fn revisions(
+        &self,
+        namespace: Option<&str>,
+        app: Option<&str>,
+    ) -> Result<Vec<Revision>, ApiError> {
+        self.get(&paths::listing("revisions", namespace, app)).await
+    }
+
+    /// `PUT /v1/cronjobs/{ns}/{name}`.
+    pub async fn apply_cron_job(&self, body: &CronJobApply) -> Result<(), ApiError> {
+        self.send_json::<_, Empty>(Method::PUT, &paths::cron_job(&body.spec.key()), body)
+            .await
+            .map(drop)
+    }
+
+    /// `GET /v1/cronjobs`, in `namespace` (`None`: every namespace the token covers).
+    pub async fn cron_jobs(&self, namespace: Option<&str>) -> Result<Vec<CronJobView>, ApiError> {
+        self.get(&paths::listing("cronjobs", namespace, None)).await
+    }
+
+    /// `DELETE /v1/cronjobs/{ns}/{name}`.
+    pub async fn delete_cron_job(&self, key: &ResourceKey) -> Result<(), ApiError> {
+        self.request(Method::DELETE, &paths::cron_job(key), Bytes::new(), JSON)
+            .await
+            .map(drop)
+    }
+
+    /// `POST /v1/cronjobs/{ns}/{name}/suspend`.
+    pub async fn suspend_cron_job(&self, key: &ResourceKey) -> Result<(), ApiError> {
+        self.cron_job_action(key, "suspend").await
+    }
+
+    /// `POST /v1/cronjobs/{ns}/{name}/resume`.
+    pub async fn resume_cron_job(&self, key: &ResourceKey) -> Result<(), ApiError> {
+        self.cron_job_action(key, "resume").await
+    }
+
+    /// `POST /v1/cronjobs/{ns}/{name}/run`: a manual run now.
+    pub async fn run_cron_job(&self, key: &ResourceKey) -> Result<(), ApiError> {
+        self.cron_job_action(key, "run").await
+    }
+
+    async fn cron_job_action(&self, key: &ResourceKey, action: &str) -> Result<(), ApiError> {
+        self.send_json::<_, Empty>(
+            Method::POST,
+            &paths::cron_job_action(key, action),
+            &Empty {},
+        )
+        .await
+        .map(drop)
+    }
+
+    /// `POST /v1/runs/{ns}/{run}/report` (hosts).
+    pub async fn report_run(&self, run: &ResourceKey, report: &RunReport) -> Result<(), ApiError> {
+        self.send_json::<_, Empty>(Method::POST, &paths::run_report(run), report)
+            .await
+            .map(drop)
+    }
+
+    /// `GET /v1/pods`, narrowed to a namespace and an app.
+    pub async fn pods(
+        &self,
+        namespace: Option<&str>,
+        app: Option<&str>,
+    ) -> Result<Vec<Pod>, ApiError> {
+        self.get(&paths::listing("pods", namespace, app)).await
+    }
+
+    /// `GET /v1/hosts`.
+    pub async fn hosts(&self) -> Result<Vec<Host>, ApiError> {
+        self.get(paths::HOSTS).await
+    }
+
+    /// `GET /v1/watch`: the state version once it passes `since`, or after `wait`.
+    pub async fn watch(&self, since: u64, wait: Duration) -> Result<WatchResponse, ApiError> {
+        self.get(&paths::watch(since, wait.as_millis() as u64))
+            .await
+    }
+
+    /// `POST /v1/tokens`: a new token, shown once.
+    pub async fn create_token(&self, req: &TokenRequest) -> Result<TokenResponse, ApiError> {
+        self.send_json(Method::POST, paths::TOKENS, req).await
+    }
+
+    /// `GET /v1/cluster`.
+    pub async fn cluster_status(&self) -> Result<ClusterStatus, ApiError> {
+        self.get(paths::CLUSTER).await
+    }
+
+    /// `GET /v1/cluster/peer-token`.
+    pub async fn peer_token(&self) -> Result<PeerToken, ApiError> {
+        self.get(paths::PEER_TOKEN).await
+    }
+
+    /// `POST /v1/cluster/members`: adds a controller (learner, then voter).
+    pub async fn add_member(&self, req: &AddMember) -> Result<ClusterStatus, ApiError> {
+        self.send_json(Method::POST, paths::MEMBERS, req).await
+    }
+
+    /// `DELETE /v1/cluster/members/{id}`.
+    pub async fn remove_member(&self, id: u64) -> Result<ClusterStatus, ApiError> {
+        let answer = self
+            .request(Method::DELETE, &paths::member(id), Bytes::new(), JSON)
+            .await?;
+        decode(&answer)
+    }
+
+    /// `POST /v1/hosts/register` (hosts).
+    pub async fn register_host(&self, info: &HostInfo) -> Result<(), ApiError> {
+        self.send_json::<_, Empty>(Method::POST, paths::REGISTER_HOST, info)
+            .await
+            .map(drop)
+    }
+
+    /// `POST /v1/hosts/{name}/heartbeat` (hosts).
+    pub async fn heartbeat(&self, host: &str, beat: &Heartbeat) -> Result<(), ApiError> {
+        self.send_json::<_, Empty>(Method::POST, &paths::heartbeat(host), beat)
+            .await
+            .map(drop)
+    }
+
+    /// `GET /v1/hosts/{name}/assignments` (hosts): long-polls past `since`.
+    pub async fn assignments(
+        &self,
+        host: &str,
+        since: u64,
+        wait: Duration,
+    ) -> Result<HostView, ApiError> {
+        self.get(&paths::assignments(host, since, wait.as_millis() as u64))
+            .await
+    }
+
+    /// `POST /v1/kv/write` (hosts).
+    pub async fn kv_write(&self, write: &KvWrite) -> Result<KvWriteResult, ApiError> {
+        self.send_json(Method::POST, paths::KV_WRITE, write).await
+    }
+
+    /// `POST /v1/kv/read` (hosts): linearizable reads of several keys.
+    pub async fn kv_read(&self, read: &KvRead) -> Result<KvValues, ApiError> {
+        self.send_json(Method::POST, paths::KV_READ, read).await
+    }
+
+    /// `POST /v1/kv/list` (hosts).
+    pub async fn kv_list(&self, list: &KvList) -> Result<KvKeys, ApiError> {
+        self.send_json(Method::POST, paths::KV_LIST, list).await
+    }
+
+    // --- the transport ------------------------------------------------------------
+
+    /// Sends one request, trying each controller in turn while none can serve it.
+    async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+        content_type: &str,
+    ) -> Result<Bytes, ApiError> {
+        let deadline = tokio::time::Instant::now() + self.retry_for;
+        let mut pause = Duration::from_millis(10);
+        let mut last = String::from("no controller URL configured");
+        loop {
+            let first = self.preferred.load(Ordering::Relaxed);
+            for i in 0..self.servers.len() {
+                let idx = (first + i) % self.servers.len();
+                let url = format!("{}{path}", self.servers[idx]);
+                let req = http::Request::builder()
+                    .method(method.clone())
+                    .uri(&url)
+                    .header(
+                        http::header::AUTHORIZATION,
+                        format!("Bearer {}", self.token),
+                    )
+                    .header(http::header::CONTENT_TYPE, content_type)
+                    .body(Full::new(body.clone()))
+                    .map_err(|e| ApiError::Decode(e.to_string()))?;
+                match send(&self.http, req, self.timeout).await {
+                    Ok(resp) if resp.status() == http::StatusCode::SERVICE_UNAVAILABLE => {
+                        last = status_error(resp.status().as_u16(), resp.body()).to_string();
+                    }
+                    Ok(resp) => {
+                        let leader = resp
+                            .headers()
+                            .get(LEADER_HEADER)
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|l| {
+                                let l = l.trim_end_matches('/');
+                                self.servers.iter().position(|s| s == l)
+                            });
+                        self.preferred
+                            .store(leader.unwrap_or(idx), Ordering::Relaxed);
+                        let status = resp.status().as_u16();
+                        if resp.status().is_success() {
+                            return Ok(resp.into_body());
+                        }
+                        return Err(status_error(status, resp.body()));
+                    }
+                    Err(e) if e.never_sent() => last = e.to_string(),
+                    Err(e) => return Err(ApiError::Unknown(e.to_string())),
+                }
+            }
+            if tokio::time::Instant::now() + pause > deadline {
+                return Err(ApiError::Unavailable(last));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ApiError> {
+        let bytes = self.request(Method::GET, path, Bytes::new(), JSON).await?;
+        decode(&bytes)
+    }
+
+    async fn send_json<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ApiError> {
+        let body = serde_json::to_vec(body).map_err(|e| ApiError::Decode(e.to_string()))?;
+        let bytes = self.request(method, path, Bytes::from(body), JSON).await?;
+        decode(&bytes)
+    }
+}
+
+const JSON: &str = "application/json";
+const WASM: &str = "application/wasm";
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| ApiError::Decode(e.to_string()))
+}
+
+fn status_error(status: u16, body: &[u8]) -> ApiError {
+    match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(b) => ApiError::Status {
+            status,
+            code: b.error.code,
+            message: b.error.message,
+        },
+        Err(_) => ApiError::Status {
+            status,
+            code: "http".into(),
+            message: String::from_utf8_lossy(body).chars().take(200).collect(),
+        },
+    }
+}

@@ -1,0 +1,157 @@
+//! The paths of the `/v1` endpoints (the table in `spec/api.md`), built in one place.
+//!
+//! Path segments are percent-encoded and query strings are form-encoded, so a name or a
+//! key with a `/`, `?`, `%` or space reaches the controller as the one value it is.
+//! The controller's router decodes them (`controller/src/api/router.rs`).
+
+use dabba_spec::Digest;
+use dabba_spec::resources::ResourceKey;
+use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
+
+/// Bytes escaped in a path segment: everything but unreserved characters and the
+/// sub-delimiters that are harmless in a segment.
+const SEGMENT: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'/')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'[')
+    .add(b'\\')
+    .add(b']')
+    .add(b'^')
+    .add(b'`')
+    .add(b'{')
+    .add(b'|')
+    .add(b'}');
+
+/// `/v1/` followed by each segment, percent-encoded.
+fn v1(segments: &[&str]) -> String {
+    let mut path = String::from("/v1");
+    for s in segments {
+        path.push('/');
+        path.extend(utf8_percent_encode(s, SEGMENT));
+    }
+    path
+}
+
+/// `path?k=v&...` with the pairs whose value is present, form-encoded.
+fn with_query(path: String, pairs: &[(&str, Option<&str>)]) -> String {
+    let mut q = form_urlencoded::Serializer::new(String::new());
+    let mut any = false;
+    for (k, v) in pairs {
+        if let Some(v) = v {
+            q.append_pair(k, v);
+            any = true;
+        }
+    }
+    if any {
+        format!("{path}?{}", q.finish())
+    } else {
+        path
+    }
+}
+
+pub const HEALTHZ: &str = "/v1/healthz";
+pub const CLUSTER: &str = "/v1/cluster";
+pub const PEER_TOKEN: &str = "/v1/cluster/peer-token";
+pub const MEMBERS: &str = "/v1/cluster/members";
+pub const TOKENS: &str = "/v1/tokens";
+pub const HOSTS: &str = "/v1/hosts";
+pub const REGISTER_HOST: &str = "/v1/hosts/register";
+pub const KV_WRITE: &str = "/v1/kv/write";
+pub const KV_READ: &str = "/v1/kv/read";
+pub const KV_LIST: &str = "/v1/kv/list";
+
+pub fn member(id: u64) -> String {
+    v1(&["cluster", "members", &id.to_string()])
+}
+
+pub fn blob(digest: &Digest) -> String {
+    v1(&["blobs", &digest.to_string()])
+}
+
+/// `/v1/apps`, `/v1/revisions`, `/v1/pods` or `/v1/cronjobs`, optionally narrowed.
+pub fn listing(resource: &str, namespace: Option<&str>, app: Option<&str>) -> String {
+    with_query(v1(&[resource]), &[("namespace", namespace), ("app", app)])
+}
+
+pub fn app(key: &ResourceKey) -> String {
+    v1(&["apps", key.namespace(), key.name()])
+}
+
+/// `/v1/apps/{ns}/{name}/{action}`: `scale`, `activate`, `logs`.
+pub fn app_action(key: &ResourceKey, action: &str) -> String {
+    v1(&["apps", key.namespace(), key.name(), action])
+}
+
+pub fn app_logs(key: &ResourceKey, tail: usize) -> String {
+    with_query(
+        app_action(key, "logs"),
+        &[("tail", Some(&tail.to_string()))],
+    )
+}
+
+pub fn cron_job(key: &ResourceKey) -> String {
+    v1(&["cronjobs", key.namespace(), key.name()])
+}
+
+/// `/v1/cronjobs/{ns}/{name}/{action}`: `suspend`, `resume`, `run`.
+pub fn cron_job_action(key: &ResourceKey, action: &str) -> String {
+    v1(&["cronjobs", key.namespace(), key.name(), action])
+}
+
+pub fn run_report(run: &ResourceKey) -> String {
+    v1(&["runs", run.namespace(), run.name(), "report"])
+}
+
+pub fn heartbeat(host: &str) -> String {
+    v1(&["hosts", host, "heartbeat"])
+}
+
+pub fn assignments(host: &str, since: u64, wait_ms: u64) -> String {
+    with_query(
+        v1(&["hosts", host, "assignments"]),
+        &[
+            ("since", Some(&since.to_string())),
+            ("wait_ms", Some(&wait_ms.to_string())),
+        ],
+    )
+}
+
+pub fn watch(since: u64, wait_ms: u64) -> String {
+    with_query(
+        v1(&["watch"]),
+        &[
+            ("since", Some(&since.to_string())),
+            ("wait_ms", Some(&wait_ms.to_string())),
+        ],
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_and_query_values_are_encoded() {
+        let key = ResourceKey::new("default", "a b");
+        assert_eq!(app(&key), "/v1/apps/default/a%20b");
+        assert_eq!(
+            listing("pods", Some("a/b"), Some("x&y=z")),
+            "/v1/pods?namespace=a%2Fb&app=x%26y%3Dz"
+        );
+        assert_eq!(listing("apps", None, None), "/v1/apps");
+        assert_eq!(
+            assignments("h1", 7, 10_000),
+            "/v1/hosts/h1/assignments?since=7&wait_ms=10000"
+        );
+        assert_eq!(
+            blob(&Digest::of(b"abc")),
+            "/v1/blobs/sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}

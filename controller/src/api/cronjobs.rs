@@ -1,0 +1,148 @@
+//! Cron jobs and their runs: `/v1/cronjobs`, `/v1/cronjobs/{ns}/{name}` and its
+//! `suspend`, `resume` and `run`, and hosts' reports of runs (`/v1/runs/.../report`).
+
+use dabba_spec::api::CronJobApply;
+use dabba_spec::cronjob::RunReport;
+use dabba_spec::resources::ResourceKey;
+use http::Method;
+
+use super::auth::Need;
+use super::router::Router;
+use super::{Answer, Api, Call, fail, json, parse, reply, views};
+use crate::command::Command;
+use crate::node::now_millis;
+use crate::state::cron::CronChange;
+
+pub(super) fn routes(r: &mut Router) {
+    r.leader(Method::GET, "/v1/cronjobs", |api, call| {
+        Box::pin(list(api, call))
+    });
+    r.leader(Method::PUT, "/v1/cronjobs/{ns}/{name}", |api, call| {
+        Box::pin(apply(api, call))
+    });
+    r.leader(Method::DELETE, "/v1/cronjobs/{ns}/{name}", |api, call| {
+        Box::pin(delete(api, call))
+    });
+    r.leader(
+        Method::POST,
+        "/v1/cronjobs/{ns}/{name}/suspend",
+        |api, call| Box::pin(change(api, call, Action::Suspend)),
+    );
+    r.leader(
+        Method::POST,
+        "/v1/cronjobs/{ns}/{name}/resume",
+        |api, call| Box::pin(change(api, call, Action::Resume)),
+    );
+    r.leader(Method::POST, "/v1/cronjobs/{ns}/{name}/run", |api, call| {
+        Box::pin(change(api, call, Action::Run))
+    });
+    r.leader(Method::POST, "/v1/runs/{ns}/{run}/report", |api, call| {
+        Box::pin(report(api, call))
+    });
+}
+
+fn key(call: &Call) -> ResourceKey {
+    ResourceKey::new(call.param("ns"), call.param("name"))
+}
+
+async fn list(api: &Api, call: Call) -> Answer {
+    let ns = call.query("namespace");
+    let g = api.authorize(&call, Need::View(ns))?;
+    let node = &api.node;
+    node.linearize().await?;
+    let ns = ns.map(str::to_string).or(g.namespace);
+    let now = now_millis();
+    json(
+        200,
+        &node
+            .shared
+            .read(|s| views::cron_jobs(s, ns.as_deref(), now)),
+    )
+}
+
+async fn apply(api: &Api, call: Call) -> Answer {
+    let key = key(&call);
+    api.authorize(&call, Need::Deploy(key.namespace()))?;
+    let req: CronJobApply = parse(&call.body)?;
+    if req.spec.key() != key {
+        return Err(fail(
+            422,
+            "invalid",
+            format!("the body describes {}, not {key}", req.spec.key()),
+        ));
+    }
+    req.spec
+        .validate()
+        .map_err(|e| fail(422, "invalid", e.to_string()))?;
+    reply(
+        api.node
+            .propose(Command::ApplyCronJob {
+                spec: Box::new(req.spec),
+                component: req.component,
+                at: now_millis(),
+            })
+            .await?,
+    )
+}
+
+async fn delete(api: &Api, call: Call) -> Answer {
+    let key = key(&call);
+    api.authorize(&call, Need::Deploy(key.namespace()))?;
+    reply(
+        api.node
+            .propose(Command::DeleteCronJob {
+                namespace: key.namespace().into(),
+                name: key.name().into(),
+                at: now_millis(),
+            })
+            .await?,
+    )
+}
+
+/// What a `POST /v1/cronjobs/{ns}/{name}/{action}` asks for.
+#[derive(Debug, Clone, Copy)]
+enum Action {
+    Suspend,
+    Resume,
+    Run,
+}
+
+async fn change(api: &Api, call: Call, action: Action) -> Answer {
+    let job = key(&call);
+    api.authorize(&call, Need::Deploy(job.namespace()))?;
+    if !api.node.shared.read(|s| s.cron.jobs.contains_key(&job)) {
+        return Err(fail(404, "not_found", format!("no cron job {job}")));
+    }
+    let change = match action {
+        Action::Run => CronChange::RunNow { job },
+        Action::Suspend => CronChange::Suspend { job, suspend: true },
+        Action::Resume => CronChange::Suspend {
+            job,
+            suspend: false,
+        },
+    };
+    reply(
+        api.node
+            .propose(Command::Cron {
+                changes: vec![change],
+                at: now_millis(),
+            })
+            .await?,
+    )
+}
+
+async fn report(api: &Api, call: Call) -> Answer {
+    api.authorize(&call, Need::Host)?;
+    let report: RunReport = parse(&call.body)?;
+    reply(
+        api.node
+            .propose(Command::Cron {
+                changes: vec![CronChange::Report {
+                    run: ResourceKey::new(call.param("ns"), call.param("run")),
+                    report,
+                }],
+                at: now_millis(),
+            })
+            .await?,
+    )
+}

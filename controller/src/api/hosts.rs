@@ -1,0 +1,81 @@
+//! Hosts: the listing (`GET /v1/hosts`), and what the hosts' agents call — register,
+//! heartbeat, and the long-poll of their assignments.
+
+use dabba_spec::api::{Empty, Heartbeat};
+use dabba_spec::resources::{HostInfo, ResourceKey, valid_name};
+use http::Method;
+
+use super::auth::Need;
+use super::router::Router;
+use super::{Answer, Api, Call, fail, json, parse, reply, since_of, views, wait_of};
+use crate::command::Command;
+use crate::node::now_millis;
+
+pub(super) fn routes(r: &mut Router) {
+    r.leader(Method::GET, "/v1/hosts", |api, call| {
+        Box::pin(list(api, call))
+    });
+    r.leader(Method::POST, "/v1/hosts/register", |api, call| {
+        Box::pin(register(api, call))
+    });
+    r.leader(Method::POST, "/v1/hosts/{name}/heartbeat", |api, call| {
+        Box::pin(heartbeat(api, call))
+    });
+    r.leader(Method::GET, "/v1/hosts/{name}/assignments", |api, call| {
+        Box::pin(assignments(api, call))
+    });
+}
+
+async fn list(api: &Api, call: Call) -> Answer {
+    api.authorize(&call, Need::View(None))?;
+    api.node.linearize().await?;
+    let hosts: Vec<_> = api
+        .node
+        .shared
+        .read(|s| s.hosts.values().cloned().collect());
+    json(200, &hosts)
+}
+
+async fn register(api: &Api, call: Call) -> Answer {
+    api.authorize(&call, Need::Host)?;
+    let info: HostInfo = parse(&call.body)?;
+    if !valid_name(&info.name) {
+        return Err(fail(
+            422,
+            "invalid",
+            format!("`{}` is not a valid host name", info.name),
+        ));
+    }
+    let node = &api.node;
+    node.heartbeat(&info.name, &[], &[], Vec::new()).await;
+    reply(
+        node.propose(Command::RegisterHost {
+            info,
+            at: now_millis(),
+        })
+        .await?,
+    )
+}
+
+async fn heartbeat(api: &Api, call: Call) -> Answer {
+    api.authorize(&call, Need::Host)?;
+    let hb: Heartbeat = parse(&call.body)?;
+    let logs = hb
+        .logs
+        .into_iter()
+        .map(|l| (ResourceKey::new(&l.namespace, &l.app), l.lines))
+        .collect();
+    api.node
+        .heartbeat(call.param("name"), &hb.pods, &hb.held, logs)
+        .await;
+    json(200, &Empty {})
+}
+
+async fn assignments(api: &Api, call: Call) -> Answer {
+    api.authorize(&call, Need::Host)?;
+    api.wait_past(since_of(&call), wait_of(&call)).await;
+    let node = &api.node;
+    node.linearize().await?;
+    let name = call.param("name");
+    json(200, &node.shared.read(|s| views::host_view(s, name)))
+}

@@ -1,0 +1,79 @@
+//! Workload state: the hosts' `wasi:keyvalue` calls, `POST /v1/kv/{write,read,list}`.
+//! Writes go through Raft (a write with an id is applied at most once); reads are
+//! linearizable.
+
+use std::ops::Bound;
+
+use dabba_spec::api::{KvKeys, KvList, KvRead, KvValues, KvWrite, KvWriteResult};
+use http::Method;
+
+use super::auth::Need;
+use super::router::Router;
+use super::{Answer, Api, Call, fail, json, parse};
+use crate::command::{Command, Reply};
+
+pub(super) fn routes(r: &mut Router) {
+    r.leader(Method::POST, "/v1/kv/write", |api, call| {
+        Box::pin(write(api, call))
+    });
+    r.leader(Method::POST, "/v1/kv/read", |api, call| {
+        Box::pin(read(api, call))
+    });
+    r.leader(Method::POST, "/v1/kv/list", |api, call| {
+        Box::pin(list(api, call))
+    });
+}
+
+async fn write(api: &Api, call: Call) -> Answer {
+    api.authorize(&call, Need::Host)?;
+    let w: KvWrite = parse(&call.body)?;
+    match api
+        .node
+        .propose(Command::Kv {
+            bucket: w.bucket,
+            write: w.write,
+            id: w.id,
+        })
+        .await?
+    {
+        Reply::Kv { result } => json(200, &KvWriteResult { result }),
+        other => Err(fail(500, "internal", format!("unexpected reply {other:?}"))),
+    }
+}
+
+async fn read(api: &Api, call: Call) -> Answer {
+    api.authorize(&call, Need::Host)?;
+    let r: KvRead = parse(&call.body)?;
+    api.node.linearize().await?;
+    let values = api.node.shared.read(|s| {
+        let bucket = s.kv.get(&r.bucket);
+        r.keys
+            .iter()
+            .map(|k| bucket.and_then(|b| b.get(k)).cloned())
+            .collect()
+    });
+    json(200, &KvValues { values })
+}
+
+async fn list(api: &Api, call: Call) -> Answer {
+    api.authorize(&call, Need::Host)?;
+    let r: KvList = parse(&call.body)?;
+    api.node.linearize().await?;
+    let limit = r.limit.clamp(1, dabba_spec::kv::LIST_PAGE);
+    let keys: Vec<String> = api.node.shared.read(|s| {
+        let Some(bucket) = s.kv.get(&r.bucket) else {
+            return Vec::new();
+        };
+        let start = match &r.cursor {
+            Some(c) => Bound::Excluded(c.clone()),
+            None => Bound::Unbounded,
+        };
+        bucket
+            .range((start, Bound::Unbounded))
+            .take(limit + 1)
+            .map(|(k, _)| k.clone())
+            .collect()
+    });
+    let (keys, cursor) = dabba_spec::kv::page(keys, limit);
+    json(200, &KvKeys { keys, cursor })
+}

@@ -1,0 +1,217 @@
+//! `dabba apply -f FILE`: an app manifest (`[app]`) or cron jobs (`[[cron]]`). The
+//! manifest is parsed and checked first (errors name the file, line and field, and
+//! nothing is sent); each component is uploaded if the cluster lacks its digest; then
+//! the app or jobs are applied. `--wait` follows the new revision until it runs.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use clap::Args;
+use dabba_client::ApiClient;
+use dabba_host::ComponentBytes;
+use dabba_spec::api::CronJobApply;
+use dabba_spec::cronjob::CronManifest;
+use dabba_spec::resources::{Pod, PodPhase, ResourceKey};
+use dabba_spec::{Digest, Manifest};
+
+use super::block_on;
+use super::target::ClusterArgs;
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// The manifest (TOML): an `[app]`, or `[[cron]]` jobs.
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: PathBuf,
+    /// Wait until the new revision's pods are all running.
+    #[arg(long)]
+    pub wait: bool,
+    /// How long --wait waits.
+    #[arg(long, default_value = "60s")]
+    pub timeout: dabba_spec::HumanDuration,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+pub fn apply(args: ApplyArgs) -> anyhow::Result<()> {
+    let api = args.cluster.client()?;
+    block_on(apply_file(&api, &args.file, args.wait, args.timeout.get()))
+}
+
+/// Applies the manifest in `file`: uploads its components (if the cluster lacks them)
+/// and applies the app or the cron jobs.
+pub async fn apply_file(
+    api: &ApiClient,
+    file: &Path,
+    wait: bool,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let shown = file.display().to_string();
+    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {shown}"))?;
+    if is_cron_manifest(&text) {
+        return apply_cron_file(api, file, &text).await;
+    }
+    let manifest = Manifest::parse(&shown, &text)?;
+    let base = file.parent().unwrap_or(Path::new("."));
+    let wasm = read_component(&shown, "app.component", &base.join(&manifest.app.component))?;
+    upload(api, &wasm).await?;
+    let spec = manifest.to_spec(wasm.digest);
+    let app = api
+        .apply_app(&spec)
+        .await
+        .map_err(|e| anyhow::anyhow!("{shown}: {e}"))?;
+    println!(
+        "app {} configured: revision {} ({} replica{}, route {})",
+        spec.key(),
+        app.revision,
+        spec.replicas,
+        if spec.replicas == 1 { "" } else { "s" },
+        spec.route.prefix
+    );
+    if wait {
+        wait_ready(api, &spec.key(), app.revision, timeout).await?;
+    }
+    Ok(())
+}
+
+/// Reads and checks a manifest's component; errors name the manifest and the field.
+fn read_component(manifest: &str, field: &str, path: &Path) -> anyhow::Result<ComponentBytes> {
+    let wasm = ComponentBytes::read(path).map_err(|e| {
+        anyhow::anyhow!(
+            "{manifest}: field {field}: {e} (the path is relative to the manifest; build the samples with `cargo guests`)"
+        )
+    })?;
+    wasm.check_header()
+        .map_err(|e| anyhow::anyhow!("{manifest}: field {field}: {e}"))?;
+    Ok(wasm)
+}
+
+/// A manifest of `[[cron]]` tables and no `[app]`.
+fn is_cron_manifest(text: &str) -> bool {
+    let has = |header: &str| text.lines().any(|l| l.trim() == header);
+    has("[[cron]]") && !has("[app]")
+}
+
+/// Uploads each cron job's component (if the cluster lacks it) and applies the job.
+async fn apply_cron_file(api: &ApiClient, file: &Path, text: &str) -> anyhow::Result<()> {
+    let shown = file.display().to_string();
+    let manifest = CronManifest::parse(&shown, text)?;
+    let base = file.parent().unwrap_or(Path::new("."));
+    for (i, spec) in manifest.cron.into_iter().enumerate() {
+        let field = format!("cron[{i}].component");
+        let wasm = read_component(&shown, &field, &base.join(&spec.component))?;
+        upload(api, &wasm).await?;
+        let body = CronJobApply {
+            spec: spec.clone(),
+            component: wasm.digest,
+        };
+        api.apply_cron_job(&body)
+            .await
+            .map_err(|e| anyhow::anyhow!("{shown}: cron job {}: {e}", spec.name))?;
+        println!(
+            "cronjob {} configured: `{}` ({}){}",
+            spec.key(),
+            spec.schedule,
+            spec.timezone,
+            if spec.suspend { ", suspended" } else { "" }
+        );
+    }
+    Ok(())
+}
+
+/// Uploads a component unless the cluster already has its digest.
+pub async fn upload(api: &ApiClient, wasm: &ComponentBytes) -> anyhow::Result<()> {
+    let digest: Digest = wasm.digest;
+    if api
+        .has_blob(&digest)
+        .await
+        .context("checking for the component")?
+    {
+        println!(
+            "component {} ({}) already in the cluster",
+            wasm.origin,
+            digest.short()
+        );
+        return Ok(());
+    }
+    print!(
+        "uploading {} ({:.1} KiB, {})... ",
+        wasm.origin,
+        wasm.bytes.len() as f64 / 1024.0,
+        digest.short()
+    );
+    std::io::stdout().flush()?;
+    let started = Instant::now();
+    api.put_blob(&digest, Bytes::copy_from_slice(&wasm.bytes))
+        .await
+        .context("uploading the component")?;
+    println!("done in {} ms", started.elapsed().as_millis());
+    Ok(())
+}
+
+/// Follows `app`'s `revision` until all its pods run and no old pod is left.
+async fn wait_ready(
+    api: &ApiClient,
+    app: &ResourceKey,
+    revision: u64,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    let mut last = String::new();
+    let mut version = 0;
+    loop {
+        let d = api.app(app).await.context("reading the app's rollout")?;
+        let want = d.app.spec.replicas as usize;
+        let of_rev: Vec<&Pod> = d.pods.iter().filter(|p| p.revision == revision).collect();
+        let running = of_rev
+            .iter()
+            .filter(|p| p.phase == PodPhase::Running)
+            .count();
+        let old = d.pods.iter().filter(|p| p.revision != revision).count();
+        let status = format!(
+            "revision {revision}: {running}/{want} running{}",
+            if old > 0 {
+                format!(", {old} old pod(s) draining")
+            } else {
+                String::new()
+            }
+        );
+        if status != last {
+            println!("  {status}");
+            last = status;
+        }
+        if let Some(f) = of_rev.iter().find(|p| p.phase == PodPhase::Failed) {
+            bail!(
+                "pod {} failed: {}",
+                f.name,
+                f.reason.as_deref().unwrap_or("no reason given")
+            );
+        }
+        if running == want && old == 0 {
+            println!("app {app} is ready");
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            let pending: Vec<String> = of_rev
+                .iter()
+                .filter_map(|p| p.reason.as_ref().map(|r| format!("{}: {r}", p.name)))
+                .collect();
+            bail!(
+                "app {app} was not ready within {timeout:?} ({last}){}",
+                if pending.is_empty() {
+                    String::new()
+                } else {
+                    format!("; {}", pending.join("; "))
+                }
+            );
+        }
+        // Long-poll until the state changes, instead of polling on a timer.
+        version = api
+            .watch(version, Duration::from_secs(1))
+            .await
+            .context("watching the rollout")?
+            .version;
+    }
+}

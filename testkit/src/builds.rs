@@ -1,0 +1,91 @@
+//! What the tests and benchmarks build before they start anything: the guest
+//! components (as `cargo guests` builds them), the native baseline servers, and the
+//! benchmark harness — each once per process, with the cargo that runs the tests.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// The guest crates, by the file they build.
+const GUESTS: &[(&str, &str)] = &[
+    ("payment", "dabba-example-payment"),
+    ("search", "dabba-example-search"),
+    ("settlement", "dabba-example-settlement"),
+    ("hello", "dabba-guest-hello"),
+    ("hostile", "dabba-guest-hostile"),
+    ("job", "dabba-guest-job"),
+];
+
+/// The workspace this crate is part of.
+pub fn workspace() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("testkit/ is inside the workspace")
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target"))
+}
+
+/// Runs `cargo ARGS` in the workspace, once per process and `cell`; panics if it fails.
+fn cargo_once(cell: &'static OnceLock<()>, what: &str, args: &[&str]) {
+    cell.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .current_dir(workspace())
+            .args(args)
+            .status()
+            .unwrap_or_else(|e| panic!("running cargo to build {what}: {e}"));
+        assert!(status.success(), "building {what} failed");
+    });
+}
+
+/// The path of a guest component, building all guests once (the same build as
+/// `cargo guests`).
+pub fn guest(name: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    let mut args = vec!["build", "--profile", "guest", "--target", "wasm32-wasip2"];
+    for (_, package) in GUESTS {
+        args.extend(["-p", package]);
+    }
+    cargo_once(&BUILT, "the guest components", &args);
+    assert!(
+        GUESTS.iter().any(|(n, _)| *n == name),
+        "unknown guest {name}"
+    );
+    target_dir()
+        .join("wasm32-wasip2/guest")
+        .join(format!("{name}.wasm"))
+}
+
+/// The native servers the container images are built from (`payment-native`,
+/// `search-native`), built once in the `container` profile; their directory.
+pub fn native_servers() -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    cargo_once(
+        &BUILT,
+        "the native servers",
+        &["build", "--profile", "container", "-p", "dabba-baseline"],
+    );
+    target_dir().join("container")
+}
+
+/// Makes sure `dabba-bench` is next to `dabba` (what `dabba bench` runs). `cargo test
+/// --workspace` builds it (it has tests of its own), with the same features as
+/// everything else; only when it is missing or older than `dabba` is it built here,
+/// as `cargo test -p dabba` alone would leave it.
+pub fn bench_harness(dabba: &Path) {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    let harness = dabba.with_file_name("dabba-bench");
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    if modified(&harness).is_some_and(|h| modified(dabba).is_none_or(|d| h >= d)) {
+        return;
+    }
+    cargo_once(
+        &BUILT,
+        "the benchmark harness",
+        &["build", "-p", "dabba-bench"],
+    );
+}
