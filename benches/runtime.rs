@@ -18,7 +18,7 @@ use bytes::Bytes;
 use criterion::{Criterion, criterion_group};
 use dabba_host::kv::MemoryKv;
 use dabba_host::runtime::{AppConfig, Runtime, RuntimeOptions};
-use dabba_host::{ComponentBytes, http::HttpFunction};
+use dabba_host::{ComponentBytes, function::HttpFunction};
 use dabba_spec::{Capabilities, LimitOverrides, WorkloadKind};
 use http_body_util::Full;
 

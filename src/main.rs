@@ -27,11 +27,11 @@ enum Command {
     /// Run one job component (wasi:cli) to completion; exits with its exit code.
     Run(commands::run::RunArgs),
     /// Run a one-node platform in this process: controller, host and ingress.
-    Up(commands::roles::UpArgs),
+    Up(commands::roles::up::UpArgs),
     /// Run a controller (one member of the replicated control plane).
-    Controller(commands::roles::ControllerArgs),
+    Controller(commands::roles::controller::ControllerArgs),
     /// Run a host: it registers with the controllers and runs the pods they assign.
-    Host(commands::roles::HostArgs),
+    Host(commands::roles::host::HostArgs),
     /// Create or update an app or cron jobs from a manifest (uploading components).
     Apply(commands::apply::ApplyArgs),
     /// List apps, revisions, pods, hosts, cron jobs or job runs.
@@ -69,9 +69,11 @@ fn main() -> ExitCode {
         Command::Serve(args) => commands::serve::serve(args).map(|()| ExitCode::SUCCESS),
         Command::Run(args) => commands::run::run(args),
         Command::Bench(args) => commands::bench::bench(args),
-        Command::Up(args) => commands::roles::up(args).map(|()| ExitCode::SUCCESS),
-        Command::Controller(args) => commands::roles::controller(args).map(|()| ExitCode::SUCCESS),
-        Command::Host(args) => commands::roles::host(args).map(|()| ExitCode::SUCCESS),
+        Command::Up(args) => commands::roles::up::up(args).map(|()| ExitCode::SUCCESS),
+        Command::Controller(args) => {
+            commands::roles::controller::controller(args).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Host(args) => commands::roles::host::host(args).map(|()| ExitCode::SUCCESS),
         Command::Apply(args) => commands::apply::apply(args).map(|()| ExitCode::SUCCESS),
         Command::Get(args) => commands::get::get(args).map(|()| ExitCode::SUCCESS),
         Command::Describe(args) => commands::describe::describe(args).map(|()| ExitCode::SUCCESS),

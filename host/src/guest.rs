@@ -18,7 +18,7 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError, StreamResult};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
-use crate::platform::{PlatformGrants, PlatformView};
+use crate::interfaces::{Grants, InterfacesView};
 
 /// Bytes of table growth charged per table element against the memory cap.
 const TABLE_ELEMENT_BYTES: usize = 8;
@@ -256,7 +256,7 @@ pub struct GuestState {
     table: ResourceTable,
     outbound: OutboundPolicy,
     limiter: MemoryLimiter,
-    grants: Arc<PlatformGrants>,
+    grants: Arc<Grants>,
     /// When the request or run must be finished; checked on every epoch tick.
     deadline: Instant,
 }
@@ -281,8 +281,8 @@ impl WasiHttpView for GuestState {
 }
 
 impl GuestState {
-    pub fn platform(&mut self) -> PlatformView<'_> {
-        PlatformView {
+    pub fn platform(&mut self) -> InterfacesView<'_> {
+        InterfacesView {
             grants: &self.grants,
             table: &mut self.table,
         }
@@ -296,7 +296,7 @@ impl GuestState {
 /// What a new store needs.
 pub struct StoreSpec<'a> {
     pub caps: &'a Arc<Capabilities>,
-    pub grants: &'a Arc<PlatformGrants>,
+    pub grants: &'a Arc<Grants>,
     pub wasi: WasiCtx,
     pub memory_cap: usize,
     pub fuel: Option<u64>,

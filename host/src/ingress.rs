@@ -27,7 +27,7 @@ use dabba_spec::resources::ResourceKey;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 
-use crate::http::{HttpFunction, HttpResponse, error_response};
+use crate::function::{HttpFunction, HttpResponse, error_response};
 use crate::server::Handler;
 
 /// Marks a request proxied from another host's ingress.

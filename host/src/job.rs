@@ -9,7 +9,7 @@ use wasmtime_wasi::p2::bindings::CommandPre;
 
 use crate::component::LoadError;
 use crate::guest::GuestState;
-use crate::loaded::{Fresh, LoadedApp};
+use crate::linked::{Fresh, LinkedApp};
 use crate::logs::AppLog;
 use crate::outcome::{Failure, describe};
 use crate::runtime::{AppConfig, Prepared, Runtime};
@@ -20,7 +20,7 @@ pub const EXIT_LIMIT: i32 = 124;
 pub const EXIT_TRAP: i32 = 125;
 
 pub struct Job {
-    app: LoadedApp,
+    app: LinkedApp,
     pre: CommandPre<GuestState>,
 }
 
@@ -53,7 +53,7 @@ impl Job {
         app: AppConfig,
         p: Prepared,
     ) -> Result<Self, LoadError> {
-        let (app, instance_pre) = LoadedApp::new(runtime, app, p);
+        let (app, instance_pre) = LinkedApp::new(runtime, app, p);
         let pre = CommandPre::new(instance_pre).map_err(|e| LoadError::Invalid {
             origin: app.name.clone(),
             detail: format!("{e:#}"),

@@ -3,7 +3,7 @@
 //! A host owns one [`runtime::Runtime`] — two shared wasmtime engines (epoch-only and
 //! fuel-metered), a disk cache of precompiled components keyed by content digest, and
 //! the linkers for WASI 0.2, `wasi:http` and the dabba platform interfaces. Loading a
-//! component for an app yields an [`http::HttpFunction`] (a fresh instance per request)
+//! component for an app yields an [`function::HttpFunction`] (a fresh instance per request)
 //! or a [`job::Job`] (an instance per run), each enforcing the app's
 //! [`dabba_spec::Limits`] and granting only its [`dabba_spec::Capabilities`].
 //!
@@ -21,17 +21,17 @@ pub mod agent;
 pub mod cache;
 pub mod component;
 pub mod engine;
+pub mod function;
 pub mod guest;
-pub mod http;
 pub mod ingress;
+pub mod interfaces;
 pub mod job;
 pub mod kv;
-pub mod load;
-mod loaded;
+mod linked;
 pub mod logs;
 pub mod metrics;
 pub mod outcome;
-pub mod platform;
+pub mod pod_load;
 pub mod runtime;
 pub mod server;
 

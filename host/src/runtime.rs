@@ -12,13 +12,13 @@ use wasmtime::component::{InstancePre, Linker};
 use crate::cache::{ArtifactCache, LoadSource};
 use crate::component::{ComponentBytes, LoadError, check_world};
 use crate::engine::{EngineOptions, Engines, Metering};
+use crate::function::HttpFunction;
 use crate::guest::GuestState;
-use crate::http::HttpFunction;
+use crate::interfaces::{self, Grants};
 use crate::job::Job;
 use crate::kv::KvBackend;
 use crate::logs::AppLog;
 use crate::metrics::Metrics;
-use crate::platform::{self, PlatformGrants};
 
 /// How a host runtime is set up.
 #[derive(Debug, Clone, Default)]
@@ -69,7 +69,7 @@ impl Runtime {
             // serve HTTP), the HTTP interfaces, and the dabba platform interfaces.
             wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
             wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
-            platform::add_to_linker(&mut linker, GuestState::platform)?;
+            interfaces::add_to_linker(&mut linker, GuestState::platform)?;
             linkers.insert(m, linker);
         }
         Ok(Arc::new(Runtime {
@@ -150,7 +150,7 @@ impl Runtime {
                 pre
             }
         };
-        let grants = Arc::new(PlatformGrants {
+        let grants = Arc::new(Grants {
             backend: app.kv.clone(),
             scope: app.scope.clone(),
             buckets: app.capabilities.key_value_buckets.clone(),
@@ -180,6 +180,6 @@ pub(crate) struct Prepared {
     pub engine: wasmtime::Engine,
     pub instance_pre: InstancePre<GuestState>,
     pub digest: Digest,
-    pub grants: Arc<PlatformGrants>,
+    pub grants: Arc<Grants>,
     pub log: Arc<AppLog>,
 }

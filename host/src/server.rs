@@ -13,7 +13,7 @@ use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
-use crate::http::HttpResponse;
+use crate::function::HttpResponse;
 
 /// Something that answers requests.
 pub trait Handler: Send + Sync + 'static {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Args;
 use dabba_host::ComponentBytes;
-use dabba_host::http::{HttpFunction, HttpResponse};
+use dabba_host::function::{HttpFunction, HttpResponse};
 use dabba_host::runtime::{AppConfig, Runtime, RuntimeOptions};
 use dabba_host::server::{self, Handler};
 use dabba_spec::WorkloadKind;
@@ -55,7 +55,7 @@ struct MetricsEndpoint(Arc<Runtime>);
 impl Handler for MetricsEndpoint {
     async fn call(&self, req: http::Request<Incoming>) -> HttpResponse {
         if req.uri().path() != "/metrics" {
-            return dabba_host::http::error_response(
+            return dabba_host::function::error_response(
                 404,
                 "not_found",
                 "metrics are at /metrics",

@@ -104,7 +104,7 @@ pub fn reconcile(
             }
             let (host, phase, reason) = match placed {
                 Ok(h) => (Some(h), PodPhase::Scheduled, None),
-                Err(reason) => (None, PodPhase::Pending, Some(reason)),
+                Err(why) => (None, PodPhase::Pending, Some(why.to_string())),
             };
             changes.push(PodChange::Create {
                 pod: Pod {
@@ -131,14 +131,16 @@ pub fn reconcile(
                         reason: None,
                     });
                 }
-                Err(reason) if pod.reason.as_deref() != Some(reason.as_str()) => {
-                    changes.push(PodChange::Place {
-                        key: pod.key(),
-                        host: None,
-                        reason: Some(reason),
-                    });
+                Err(why) => {
+                    let reason = why.to_string();
+                    if pod.reason.as_deref() != Some(reason.as_str()) {
+                        changes.push(PodChange::Place {
+                            key: pod.key(),
+                            host: None,
+                            reason: Some(reason),
+                        });
+                    }
                 }
-                Err(_) => {}
             }
         }
     }

@@ -134,13 +134,28 @@ fn has_room(usage: &Usage, h: &Host, want: Capacity) -> bool {
     f.memory >= want.memory && f.instances >= want.instances
 }
 
+/// Why no host can take a new pod now (the pod stays Pending with this as its reason).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unplaceable {
+    #[error("no Ready host")]
+    NoReadyHost,
+    #[error("no Ready host has labels {}", .0.join(", "))]
+    NoHostWithLabels(Vec<String>),
+    #[error(
+        "no host has {} of memory and an instance slot free ({selected} Ready host{} match)",
+        ByteSize::bytes(*.memory),
+        if *.selected == 1 { "" } else { "s" }
+    )]
+    NoRoom { memory: u64, selected: usize },
+}
+
 /// The host for a new pod of `spec`, or why there is none.
 pub fn place(
     state: &State,
     ready: &BTreeSet<&str>,
     usage: &Usage,
     spec: &AppSpec,
-) -> Result<String, String> {
+) -> Result<String, Unplaceable> {
     let want = request(spec);
     let app = spec.key();
     let selected: Vec<_> = state
@@ -150,14 +165,14 @@ pub fn place(
         .collect();
     if selected.is_empty() {
         return Err(if spec.node_selector.is_empty() {
-            "no Ready host".to_string()
+            Unplaceable::NoReadyHost
         } else {
-            let labels: Vec<String> = spec
-                .node_selector
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect();
-            format!("no Ready host has labels {}", labels.join(", "))
+            Unplaceable::NoHostWithLabels(
+                spec.node_selector
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect(),
+            )
         });
     }
     let free = |h: &Host| usage.free(h);
@@ -185,11 +200,9 @@ pub fn place(
         });
     match best {
         Some(h) => Ok(h.info.name.clone()),
-        None => Err(format!(
-            "no host has {} of memory and an instance slot free ({} Ready host{} match)",
-            ByteSize::bytes(want.memory),
-            selected.len(),
-            if selected.len() == 1 { "" } else { "s" }
-        )),
+        None => Err(Unplaceable::NoRoom {
+            memory: want.memory,
+            selected: selected.len(),
+        }),
     }
 }

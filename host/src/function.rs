@@ -22,20 +22,20 @@ use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 
 use crate::component::LoadError;
 use crate::guest::{CapturedOutput, GuestState};
-use crate::load::Load;
-use crate::loaded::{Fresh, LoadedApp};
+use crate::linked::{Fresh, LinkedApp};
 use crate::logs::AppLog;
 use crate::outcome::{Failure, describe};
+use crate::pod_load::LoadCounters;
 use crate::runtime::{AppConfig, Prepared, Runtime};
 
 /// The response type of an HTTP function: always a complete body.
 pub type HttpResponse = http::Response<Full<Bytes>>;
 
 pub struct HttpFunction {
-    app: LoadedApp,
+    app: LinkedApp,
     pre: ProxyPre<GuestState>,
     gate: Gate,
-    load: Load,
+    load: LoadCounters,
 }
 
 /// Bounds how many instances run at once and how many requests wait for one.
@@ -83,7 +83,7 @@ impl HttpFunction {
         app: AppConfig,
         p: Prepared,
     ) -> Result<Self, LoadError> {
-        let (app, instance_pre) = LoadedApp::new(runtime, app, p);
+        let (app, instance_pre) = LinkedApp::new(runtime, app, p);
         let pre = ProxyPre::new(instance_pre).map_err(|e| LoadError::Invalid {
             origin: app.name.clone(),
             detail: format!("{e:#}"),
@@ -99,7 +99,7 @@ impl HttpFunction {
             app,
             pre,
             gate,
-            load: Load::default(),
+            load: LoadCounters::default(),
         })
     }
 
@@ -120,7 +120,7 @@ impl HttpFunction {
     }
 
     /// The load on this function, for the autoscaler.
-    pub fn load(&self) -> &Load {
+    pub fn load(&self) -> &LoadCounters {
         &self.load
     }
 

@@ -17,7 +17,7 @@ use dabba_spec::api::PodLoad;
 const BUCKETS: usize = 26;
 
 #[derive(Default)]
-pub struct Load {
+pub struct LoadCounters {
     in_flight: AtomicU32,
     requests: AtomicU64,
     errors: AtomicU64,
@@ -29,12 +29,12 @@ pub struct Load {
 
 /// A request in the pod; dropping it without [`InFlight::finish`] counts as an error.
 pub struct InFlight<'a> {
-    load: &'a Load,
+    load: &'a LoadCounters,
     started: Instant,
     done: bool,
 }
 
-impl Load {
+impl LoadCounters {
     pub fn begin(&self) -> InFlight<'_> {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight {
@@ -137,7 +137,7 @@ mod tests {
 
     #[test]
     fn a_take_reports_the_interval_and_resets() {
-        let load = Load::default();
+        let load = LoadCounters::default();
         let a = load.begin();
         let b = load.begin();
         assert_eq!(load.in_flight(), 2);
@@ -154,7 +154,7 @@ mod tests {
 
     #[test]
     fn requests_still_running_count_as_concurrency() {
-        let load = Load::default();
+        let load = LoadCounters::default();
         let _held: Vec<_> = (0..5).map(|_| load.begin()).collect();
         let r = load.take(Duration::from_secs(1)).unwrap();
         assert_eq!(r.concurrency, 5.0);

@@ -10,12 +10,12 @@ use wasmtime::Store;
 use wasmtime_wasi::WasiCtxBuilder;
 
 use crate::guest::{CapturedOutput, GuestState, StoreSpec, new_store};
+use crate::interfaces::Grants;
 use crate::logs::{AppLog, Stream};
 use crate::metrics::AppMetrics;
-use crate::platform::PlatformGrants;
 use crate::runtime::{AppConfig, Prepared, Runtime};
 
-pub(crate) struct LoadedApp {
+pub(crate) struct LinkedApp {
     pub name: String,
     pub digest: Digest,
     pub limits: Limits,
@@ -23,7 +23,7 @@ pub(crate) struct LoadedApp {
     pub log: Arc<AppLog>,
     engine: wasmtime::Engine,
     caps: Arc<Capabilities>,
-    grants: Arc<PlatformGrants>,
+    grants: Arc<Grants>,
     /// The app's granted environment, as the WASI context takes it.
     env: Vec<(String, String)>,
     _runtime: Arc<Runtime>,
@@ -36,14 +36,14 @@ pub(crate) struct Fresh {
     pub stderr: CapturedOutput,
 }
 
-impl LoadedApp {
+impl LinkedApp {
     /// Splits a prepared component into the shared part and its `InstancePre`.
     pub fn new(
         runtime: Arc<Runtime>,
         app: AppConfig,
         p: Prepared,
-    ) -> (LoadedApp, wasmtime::component::InstancePre<GuestState>) {
-        let loaded = LoadedApp {
+    ) -> (LinkedApp, wasmtime::component::InstancePre<GuestState>) {
+        let loaded = LinkedApp {
             metrics: runtime.metrics().app(
                 &app.name,
                 &app.revision.map(|r| r.to_string()).unwrap_or_default(),

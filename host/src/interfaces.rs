@@ -5,6 +5,11 @@
 //! only the configuration its app was given. Bucket names are scoped by the host (an
 //! app in namespace `shop` opening `default` gets `shop/default`), so apps in different
 //! namespaces never share state by accident.
+//!
+//! `wasi:config` is a dozen lines here rather than the `wasmtime-wasi-config` crate:
+//! that crate answers `get-all` from a `HashMap`, in an order that changes from process
+//! to process; dabba answers in key order, so a guest sees its configuration the same
+//! way on every host and every run.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -42,7 +47,7 @@ pub struct CasHandle {
 }
 
 /// What an instance may use of the platform: set up per app, shared by its instances.
-pub struct PlatformGrants {
+pub struct Grants {
     pub backend: Arc<dyn KvBackend>,
     /// Prefix that scopes bucket names, e.g. the namespace.
     pub scope: String,
@@ -52,21 +57,21 @@ pub struct PlatformGrants {
 }
 
 /// The borrow of a store's state that the platform interfaces work through.
-pub struct PlatformView<'a> {
-    pub grants: &'a PlatformGrants,
+pub struct InterfacesView<'a> {
+    pub grants: &'a Grants,
     pub table: &'a mut ResourceTable,
 }
 
 struct HasPlatform;
 
 impl HasData for HasPlatform {
-    type Data<'a> = PlatformView<'a>;
+    type Data<'a> = InterfacesView<'a>;
 }
 
 /// Adds the platform interfaces to a linker.
 pub fn add_to_linker<T: Send + 'static>(
     linker: &mut Linker<T>,
-    get: fn(&mut T) -> PlatformView<'_>,
+    get: fn(&mut T) -> InterfacesView<'_>,
 ) -> wasmtime::Result<()> {
     store::add_to_linker::<T, HasPlatform>(linker, get)?;
     atomics::add_to_linker::<T, HasPlatform>(linker, get)?;
@@ -79,7 +84,7 @@ fn kv_error(e: kv::KvError) -> store::Error {
     store::Error::Other(e.to_string())
 }
 
-impl PlatformView<'_> {
+impl InterfacesView<'_> {
     fn bucket(&self, b: &Resource<BucketHandle>) -> wasmtime::Result<String> {
         Ok(self.table.get(b)?.scoped.clone())
     }
@@ -101,7 +106,7 @@ impl PlatformView<'_> {
     }
 }
 
-impl store::Host for PlatformView<'_> {
+impl store::Host for InterfacesView<'_> {
     async fn open(
         &mut self,
         identifier: String,
@@ -114,7 +119,7 @@ impl store::Host for PlatformView<'_> {
     }
 }
 
-impl store::HostBucket for PlatformView<'_> {
+impl store::HostBucket for InterfacesView<'_> {
     async fn get(
         &mut self,
         bucket: Resource<BucketHandle>,
@@ -177,7 +182,7 @@ impl store::HostBucket for PlatformView<'_> {
     }
 }
 
-impl atomics::Host for PlatformView<'_> {
+impl atomics::Host for InterfacesView<'_> {
     async fn increment(
         &mut self,
         bucket: Resource<BucketHandle>,
@@ -230,7 +235,7 @@ impl atomics::Host for PlatformView<'_> {
     }
 }
 
-impl atomics::HostCas for PlatformView<'_> {
+impl atomics::HostCas for InterfacesView<'_> {
     async fn new(
         &mut self,
         bucket: Resource<BucketHandle>,
@@ -257,7 +262,7 @@ impl atomics::HostCas for PlatformView<'_> {
     }
 }
 
-impl batch::Host for PlatformView<'_> {
+impl batch::Host for InterfacesView<'_> {
     async fn get_many(
         &mut self,
         bucket: Resource<BucketHandle>,
@@ -292,7 +297,7 @@ impl batch::Host for PlatformView<'_> {
     }
 }
 
-impl config::Host for PlatformView<'_> {
+impl config::Host for InterfacesView<'_> {
     async fn get(
         &mut self,
         key: String,

@@ -1,0 +1,287 @@
+//! The agent: what makes a host part of a cluster.
+//!
+//! It registers the host with the controllers (authenticated by the join token), then
+//! runs three loops. The watch loop long-polls the host's assignments and converges: it
+//! fetches each assigned component by digest (from a local cache, or from any
+//! controller, verifying the SHA-256), loads it as a pod, drops pods no longer
+//! assigned, and swaps the ingress's routing table. The heartbeat loop reports, every
+//! interval and right after each change, the phase and load of every pod, the requests
+//! the activator holds, and the new lines of guest output. The activation loop turns
+//! the activator's demand for an app with no pod into an activation at the leader and,
+//! when the leader places the first pod here, starts it without waiting for the next
+//! assignments. The controller decides; the agent only converges and reports.
+//!
+//! Here: registering, the watch loop and converging. `pods` starts and tracks pods,
+//! `runs` executes cron job runs, `activation` asks for pods of apps at zero,
+//! `heartbeat` reports.
+
+mod activation;
+mod heartbeat;
+mod pods;
+mod runs;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dabba_client::{ApiClient, ApiError};
+use dabba_spec::api::{ActivateRequest, ActivateResponse, Assignment, HostView, RouteEntry};
+use dabba_spec::resources::{HostInfo, PodPhase, ResourceKey};
+use dabba_spec::{Digest, LimitError};
+use prometheus::{IntCounterVec, IntGaugeVec, Opts};
+use tokio::sync::{Notify, mpsc};
+
+use crate::component::{ComponentBytes, LoadError};
+use crate::ingress::{Demand, Ingress, LocalPod};
+use crate::kv::KvBackend;
+use crate::runtime::Runtime;
+
+#[derive(Clone)]
+pub struct AgentOptions {
+    pub info: HostInfo,
+    /// Where fetched components are cached, by digest.
+    pub data_dir: PathBuf,
+    pub heartbeat: Duration,
+    /// A shorter way to the leader for activations, when it runs in this process (the
+    /// embedded default); otherwise they go over the API.
+    pub local_leader: Option<Arc<dyn LocalLeader>>,
+}
+
+impl AgentOptions {
+    /// How often a host heartbeats unless told otherwise (`dabba host --heartbeat`).
+    pub const DEFAULT_HEARTBEAT: Duration = Duration::from_millis(500);
+}
+
+/// The leader, reached without the network: `dabba up` runs the controller and the host
+/// in one process, and an activation is the one call where the hops of an HTTP exchange
+/// show in a user's latency.
+pub trait LocalLeader: Send + Sync {
+    /// Activates `app` for `req`; `None` when this process does not lead (the agent
+    /// then asks over the API).
+    fn activate<'a>(&'a self, app: &'a ResourceKey, req: &'a ActivateRequest) -> Activation<'a>;
+}
+
+/// The answer of a [`LocalLeader`], to come.
+pub type Activation<'a> = std::pin::Pin<
+    Box<
+        dyn std::future::Future<Output = Option<Result<ActivateResponse, ActivationError>>>
+            + Send
+            + 'a,
+    >,
+>;
+
+/// Why the leader did not activate an app (whatever error its own call gave).
+pub type ActivationError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a pod or a run could not start on this host; what the pod's `reason` (or the
+/// run's report) then says.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("fetching component {digest}: {source}")]
+    Fetch { digest: String, source: ApiError },
+    #[error("component {digest} arrived corrupted (it hashes to {actual})")]
+    Corrupted { digest: String, actual: String },
+    #[error("limits: {0}")]
+    Limits(#[from] LimitError),
+    #[error("loading panicked: {0}")]
+    Panicked(String),
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// The run's time zone or schedule time cannot be read.
+    #[error("{0}")]
+    Schedule(String),
+}
+
+/// One pod as the agent knows it.
+enum Local {
+    Running(Arc<LocalPod>),
+    Failed(String),
+}
+
+struct Tracked {
+    app: ResourceKey,
+    state: Local,
+    /// Guest output lines already reported.
+    log_seen: u64,
+    /// The state version it was assigned at: a view older than that does not know it
+    /// yet and must not stop it.
+    assigned_at: u64,
+}
+
+pub struct Agent {
+    opts: AgentOptions,
+    api: Arc<ApiClient>,
+    runtime: Arc<Runtime>,
+    kv: Arc<dyn KvBackend>,
+    ingress: Arc<Ingress>,
+    pods: Mutex<HashMap<ResourceKey, Tracked>>,
+    /// The routes of the last view, for rebuilding the table when a pod starts.
+    routes: Mutex<Vec<RouteEntry>>,
+    /// Verified components by digest, so a pod start neither reads nor hashes them.
+    components: Mutex<HashMap<Digest, Arc<ComponentBytes>>>,
+    demands: Mutex<Option<mpsc::UnboundedReceiver<Demand>>>,
+    /// Cron job attempts started here, by (run key, attempt): each runs once.
+    runs_started: Mutex<std::collections::HashSet<(ResourceKey, u32)>>,
+    last_report: Mutex<Instant>,
+    report_now: Notify,
+    pod_gauge: IntGaugeVec,
+    pod_starts: IntCounterVec,
+}
+
+impl Agent {
+    pub fn new(
+        opts: AgentOptions,
+        api: Arc<ApiClient>,
+        runtime: Arc<Runtime>,
+        kv: Arc<dyn KvBackend>,
+        ingress: Arc<Ingress>,
+        demands: mpsc::UnboundedReceiver<Demand>,
+    ) -> anyhow::Result<Arc<Agent>> {
+        std::fs::create_dir_all(opts.data_dir.join("components"))?;
+        let registry = runtime.metrics().registry();
+        let pod_gauge = IntGaugeVec::new(
+            Opts::new("dabba_pods", "Pods on this host, by phase."),
+            &["phase"],
+        )?;
+        let pod_starts = IntCounterVec::new(
+            Opts::new(
+                "dabba_pod_starts_total",
+                "Pods started on this host (cold starts), by result.",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(pod_gauge.clone()))?;
+        registry.register(Box::new(pod_starts.clone()))?;
+        Ok(Arc::new(Agent {
+            opts,
+            api,
+            runtime,
+            kv,
+            ingress,
+            pods: Mutex::new(HashMap::new()),
+            routes: Mutex::new(Vec::new()),
+            components: Mutex::new(HashMap::new()),
+            demands: Mutex::new(Some(demands)),
+            runs_started: Mutex::new(std::collections::HashSet::new()),
+            last_report: Mutex::new(Instant::now()),
+            report_now: Notify::new(),
+            pod_gauge,
+            pod_starts,
+        }))
+    }
+
+    pub fn name(&self) -> &str {
+        &self.opts.info.name
+    }
+
+    /// Registers, then watches and heartbeats until the process ends.
+    pub async fn run(self: Arc<Self>) {
+        self.register().await;
+        let beat = self.clone();
+        tokio::spawn(async move { beat.heartbeat_loop().await });
+        let demands = self.demands.lock().expect("demands lock").take();
+        if let Some(demands) = demands {
+            let activator = self.clone();
+            tokio::spawn(async move { activator.activation_loop(demands).await });
+        }
+        self.watch_loop().await;
+    }
+
+    async fn register(&self) {
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match self.api.register_host(&self.opts.info).await {
+                Ok(_) => {
+                    tracing::info!(host = %self.name(), "registered with the controllers");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "registering with the controllers failed; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+
+    async fn watch_loop(self: &Arc<Self>) {
+        /// How long one long-poll of the assignments waits for a change.
+        const ASSIGNMENTS_WAIT: Duration = Duration::from_secs(10);
+        let mut since = 0;
+        loop {
+            match self
+                .api
+                .assignments(self.name(), since, ASSIGNMENTS_WAIT)
+                .await
+            {
+                Ok(view) => {
+                    since = view.version;
+                    if view.host.is_none() {
+                        // The controllers forgot this host (a restored cluster): register
+                        // again.
+                        self.register().await;
+                    }
+                    self.converge(view).await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "watching assignments failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+
+    /// Makes the pods on this host what `view` says, rebuilds the routing table, and
+    /// starts the cron job runs assigned here.
+    async fn converge(self: &Arc<Self>, view: HostView) {
+        {
+            // Forget attempts no longer assigned (they reported, or were given up).
+            let assigned: std::collections::HashSet<(ResourceKey, u32)> = view
+                .runs
+                .iter()
+                .map(|a| (a.run.key(), a.run.attempt))
+                .collect();
+            self.runs_started
+                .lock()
+                .expect("runs lock")
+                .retain(|k| assigned.contains(k));
+        }
+        for a in &view.runs {
+            let first = self
+                .runs_started
+                .lock()
+                .expect("runs lock")
+                .insert((a.run.key(), a.run.attempt));
+            if first {
+                let (agent, a) = (self.clone(), a.clone());
+                tokio::spawn(async move { agent.execute(a).await });
+            }
+        }
+        let wanted: HashMap<ResourceKey, &Assignment> = view
+            .pods
+            .iter()
+            .filter(|a| a.pod.phase != PodPhase::Pending)
+            .map(|a| (a.pod.key(), a))
+            .collect();
+        let to_start: Vec<&Assignment> = {
+            let mut pods = self.pods.lock().expect("pods lock");
+            pods.retain(|key, t| wanted.contains_key(key) || t.assigned_at > view.version);
+            wanted
+                .iter()
+                .filter(|(key, _)| !pods.contains_key(*key))
+                .map(|(_, a)| *a)
+                .collect()
+        };
+        *self.routes.lock().expect("routes lock") = view.routes.clone();
+        // New routes and stopped pods take effect now, not after new pods start (a
+        // first compile can take seconds).
+        self.publish();
+        if !to_start.is_empty() {
+            for a in to_start {
+                self.install(a, view.version).await;
+            }
+            self.publish();
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! The pods of this host: starting an assigned pod (its component fetched by digest
+//! from memory, the local cache or a controller, and verified), tracking it, and
+//! publishing the routing table of the pods that run.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use dabba_spec::api::Assignment;
+use dabba_spec::resources::ResourceKey;
+use dabba_spec::{Digest, WorkloadKind};
+
+use super::{Agent, Local, StartError, Tracked};
+use crate::component::ComponentBytes;
+use crate::ingress::{LocalPod, RoutingTable};
+use crate::runtime::AppConfig;
+
+impl Agent {
+    /// Starts an assigned pod and tracks it (unless it already is).
+    pub(super) async fn install(&self, a: &Assignment, version: u64) {
+        let state = match self.start(a).await {
+            Ok(pod) => {
+                self.pod_starts.with_label_values(&["ok"]).inc();
+                Local::Running(Arc::new(pod))
+            }
+            Err(e) => {
+                self.pod_starts.with_label_values(&["failed"]).inc();
+                tracing::warn!(pod = %a.pod.key(), reason = %e, "pod failed to start");
+                Local::Failed(e.to_string())
+            }
+        };
+        self.pods
+            .lock()
+            .expect("pods lock")
+            .entry(a.pod.key())
+            .or_insert(Tracked {
+                app: a.pod.app_key(),
+                state,
+                log_seen: 0,
+                assigned_at: version,
+            });
+    }
+
+    /// Swaps in a routing table of the last routes and the pods running here.
+    pub(super) fn publish(&self) {
+        let local: Vec<(ResourceKey, Arc<LocalPod>)> = {
+            let pods = self.pods.lock().expect("pods lock");
+            let (mut running, mut failed) = (0, 0);
+            let list = pods
+                .values()
+                .filter_map(|t| match &t.state {
+                    Local::Running(p) => {
+                        running += 1;
+                        Some((t.app.clone(), p.clone()))
+                    }
+                    Local::Failed(_) => {
+                        failed += 1;
+                        None
+                    }
+                })
+                .collect();
+            self.pod_gauge.with_label_values(&["running"]).set(running);
+            self.pod_gauge.with_label_values(&["failed"]).set(failed);
+            list
+        };
+        let routes = self.routes.lock().expect("routes lock").clone();
+        self.ingress.replace_table(RoutingTable::new(routes, local));
+        self.report_now.notify_one();
+    }
+
+    /// Fetches an assignment's component and loads it as a pod.
+    async fn start(&self, a: &Assignment) -> Result<LocalPod, StartError> {
+        let digest = a.spec.component;
+        let bytes = self.component(&digest).await?;
+        let limits = a.spec.limits.resolve(WorkloadKind::Http)?;
+        let config = AppConfig {
+            name: a.spec.key().to_string(),
+            scope: a.spec.namespace.clone(),
+            revision: Some(a.pod.revision),
+            limits,
+            capabilities: a.spec.capabilities.clone(),
+            kv: self.kv.clone(),
+        };
+        let runtime = self.runtime.clone();
+        let function = if runtime.is_linked(&digest, &config.limits, WorkloadKind::Http) {
+            // Linked before: microseconds, so no hop to the blocking pool.
+            runtime.load_http(config, &bytes)
+        } else {
+            // Compiling can take a while: keep it off the threads that answer requests.
+            tokio::task::spawn_blocking(move || runtime.load_http(config, &bytes))
+                .await
+                .map_err(|e| StartError::Panicked(e.to_string()))?
+        }?;
+        Ok(LocalPod {
+            key: a.pod.key(),
+            revision: a.pod.revision,
+            function,
+        })
+    }
+
+    /// A component by digest: from memory, from the local cache, or fetched from the
+    /// controllers and verified before it is cached.
+    pub(super) async fn component(
+        &self,
+        digest: &Digest,
+    ) -> Result<Arc<ComponentBytes>, StartError> {
+        if let Some(c) = self.components.lock().expect("components lock").get(digest) {
+            return Ok(c.clone());
+        }
+        let bytes = self.component_bytes(digest).await?;
+        let c = Arc::new(ComponentBytes::verified(
+            bytes.to_vec(),
+            *digest,
+            format!("component {}", digest.short()),
+        ));
+        self.components
+            .lock()
+            .expect("components lock")
+            .insert(*digest, c.clone());
+        Ok(c)
+    }
+
+    async fn component_bytes(&self, digest: &Digest) -> Result<Bytes, StartError> {
+        let path = self
+            .opts
+            .data_dir
+            .join("components")
+            .join(format!("{}.wasm", digest.hex()));
+        if let Ok(bytes) = tokio::fs::read(&path).await
+            && Digest::of(&bytes) == *digest
+        {
+            return Ok(Bytes::from(bytes));
+        }
+        let bytes = self
+            .api
+            .blob(digest)
+            .await
+            .map_err(|source| StartError::Fetch {
+                digest: digest.short(),
+                source,
+            })?;
+        let actual = Digest::of(&bytes);
+        if actual != *digest {
+            return Err(StartError::Corrupted {
+                digest: digest.short(),
+                actual: actual.short(),
+            });
+        }
+        let tmp = path.with_extension("tmp");
+        if let Err(e) = tokio::fs::write(&tmp, &bytes).await {
+            tracing::warn!(error = %e, "cannot cache component");
+        } else if let Err(e) = tokio::fs::rename(&tmp, &path).await {
+            tracing::warn!(error = %e, "cannot cache component");
+        }
+        Ok(bytes)
+    }
+}

@@ -1,0 +1,141 @@
+//! `dabba controller`: one member of the replicated control plane. Without `--join` a
+//! new controller starts a one-node cluster (and writes its admin and host-join tokens);
+//! with it, it asks a member for the cluster's peer token and to be added.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use dabba_client::ApiClient;
+use dabba_controller::node::ControllerOptions;
+use dabba_controller::reconcile::Tuning;
+use dabba_spec::HumanDuration;
+use dabba_spec::api::AddMember;
+
+use super::{RaftFlags, bind, start_controller, url_of};
+
+#[derive(Debug, Args)]
+pub struct ControllerArgs {
+    /// This controller's id, unique in the cluster (1, 2, 3...).
+    #[arg(long)]
+    pub id: u64,
+    /// Address the API (and Raft) listens on.
+    #[arg(long, default_value = "127.0.0.1:7070", value_name = "ADDR")]
+    pub listen: SocketAddr,
+    /// The URL peers and hosts use to reach this controller. Default: http://<listen>.
+    #[arg(long, value_name = "URL")]
+    pub advertise: Option<String>,
+    /// Where the Raft log, snapshots and secrets are kept.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// Join the cluster one of whose controllers answers at URL (needs --token, an admin
+    /// token). Without --join, a new controller starts a new one-node cluster.
+    #[arg(long, value_name = "URL")]
+    pub join: Option<String>,
+    /// Admin token for --join. Also read from DABBA_TOKEN.
+    #[arg(long, env = "DABBA_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// How long a host may miss heartbeats before it is NotReady, e.g. 3s.
+    #[arg(
+        long,
+        default_value_t = HumanDuration::from_millis(Tuning::default().failure_timeout),
+        value_name = "DURATION"
+    )]
+    pub failure_timeout: HumanDuration,
+    #[command(flatten)]
+    pub raft: RaftFlags,
+}
+
+pub fn controller(args: ControllerArgs) -> anyhow::Result<()> {
+    let rt = super::super::tokio_runtime()?;
+    rt.block_on(async move {
+        let listener = bind(args.listen, "controller API").await?;
+        let advertise = args.advertise.unwrap_or_else(|| url_of(args.listen));
+        let tuning = Tuning {
+            failure_timeout: args.failure_timeout.get().as_millis() as u64,
+            ..Tuning::default()
+        };
+        let fresh = !args.data_dir.join("raft.redb").exists();
+        let peer_token = match (&args.join, fresh) {
+            (Some(url), true) => {
+                let token = args
+                    .token
+                    .clone()
+                    .context("--join needs --token (an admin token of the cluster)")?;
+                let api = ApiClient::new(vec![url.clone()], token);
+                let p = api
+                    .peer_token()
+                    .await
+                    .with_context(|| format!("asking {url} for the cluster's peer token"))?;
+                Some(p.token)
+            }
+            _ => None,
+        };
+        let opts = ControllerOptions {
+            id: args.id,
+            address: advertise.clone(),
+            data_dir: args.data_dir.clone(),
+            tuning,
+            peer_token,
+            timing: args.raft.timing()?,
+        };
+        let node = start_controller(opts, listener, None).await?;
+        match (&args.join, fresh) {
+            (Some(url), true) => {
+                let api = ApiClient::new(
+                    vec![url.clone()],
+                    args.token.clone().unwrap_or_default(),
+                );
+                let add = AddMember {
+                    id: args.id,
+                    address: advertise.clone(),
+                };
+                // The cluster may still be electing its first leader, or finishing
+                // another member's change: keep asking for a minute. Adding a member
+                // that is already there changes nothing, so a retry is safe.
+                let deadline = tokio::time::Instant::now() + JOIN_PATIENCE;
+                loop {
+                    match api.add_member(&add).await {
+                        Ok(_) => break,
+                        // A wrong token or a refused request will not get better.
+                        Err(e)
+                            if tokio::time::Instant::now() < deadline
+                                && !e.status().is_some_and(|s| (400..500).contains(&s)) =>
+                        {
+                            tracing::warn!(error = %e, "joining the cluster at {url}; retrying");
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                        }
+                        Err(e) => {
+                            return Err(e).with_context(|| {
+                                format!("joining the cluster at {url} (tried for {JOIN_PATIENCE:?})")
+                            });
+                        }
+                    }
+                }
+                println!("controller {} joined the cluster at {url}", args.id);
+            }
+            (None, true) => {
+                if node.initialize().await?.is_some() {
+                    println!(
+                        "controller {} started a new cluster; admin token in {}, host join token in {}",
+                        args.id,
+                        args.data_dir.join("admin.token").display(),
+                        args.data_dir.join("join.token").display()
+                    );
+                }
+            }
+            (_, false) => println!("controller {} rejoined its cluster", args.id),
+        }
+        println!("controller {} serving the API on {advertise}", args.id);
+        super::super::shutdown_signal().await;
+        // Let the server drain, then stop Raft so the log is closed cleanly.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let _ = node.raft.shutdown().await;
+        Ok(())
+    })
+}
+
+/// How long a new controller keeps asking to join.
+const JOIN_PATIENCE: Duration = Duration::from_secs(60);

@@ -1,0 +1,210 @@
+//! The long-running roles a `dabba` process can take: `dabba controller`, `dabba host`,
+//! and `dabba up`, which runs a one-node controller, a host and its ingress in one
+//! process. Here: what they share — the Raft and activator flags (their defaults are
+//! the libraries' own `Default`s), the API listener, and starting a host.
+
+pub mod controller;
+pub mod host;
+pub mod up;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use clap::Args;
+use dabba_client::ApiClient;
+use dabba_controller::api::Api;
+use dabba_controller::node::{Controller, ControllerOptions, RaftTiming};
+use dabba_controller::secrets::read_secret;
+use dabba_host::agent::{Agent, AgentOptions, LocalLeader};
+use dabba_host::function::HttpResponse;
+use dabba_host::ingress::{ActivatorOptions, Ingress};
+use dabba_host::kv::ReplicatedKv;
+use dabba_host::runtime::{Runtime, RuntimeOptions};
+use dabba_host::server::{self, Handler};
+use dabba_spec::HumanDuration;
+use dabba_spec::resources::HostInfo;
+use http_body_util::Full;
+use hyper::body::Incoming;
+
+/// Raft timing. The defaults fail over in about 400 ms on a release build; slower
+/// machines (or debug builds) need a longer heartbeat, since it also bounds how long one
+/// replication RPC may take.
+#[derive(Debug, Args)]
+pub struct RaftFlags {
+    /// Leader heartbeat interval (also the bound on one replication RPC).
+    #[arg(
+        long,
+        default_value_t = HumanDuration::from_millis(RaftTiming::default().heartbeat_ms),
+        value_name = "DURATION"
+    )]
+    pub heartbeat_interval: HumanDuration,
+    /// Minimum election timeout; the maximum (and the leader lease) is twice this.
+    #[arg(
+        long,
+        default_value_t = HumanDuration::from_millis(RaftTiming::default().election_ms),
+        value_name = "DURATION"
+    )]
+    pub election_timeout: HumanDuration,
+}
+
+impl RaftFlags {
+    pub(super) fn timing(&self) -> anyhow::Result<RaftTiming> {
+        let t = RaftTiming {
+            heartbeat_ms: self.heartbeat_interval.get().as_millis() as u64,
+            election_ms: self.election_timeout.get().as_millis() as u64,
+        };
+        if t.heartbeat_ms == 0 || t.election_ms <= t.heartbeat_ms {
+            bail!(
+                "--election-timeout ({} ms) must be longer than --heartbeat-interval ({} ms)",
+                t.election_ms,
+                t.heartbeat_ms
+            );
+        }
+        Ok(t)
+    }
+}
+
+/// How the ingress holds requests for an app with no running pod (see
+/// spec/autoscaling.md).
+#[derive(Debug, Args)]
+pub struct ActivatorFlags {
+    /// Requests held per app while it scales from zero; more get 503 at once.
+    #[arg(long, default_value_t = ActivatorOptions::default().queue_depth, value_name = "N")]
+    pub activator_queue: u32,
+    /// How long a held request waits for a pod before it gets 503.
+    #[arg(
+        long,
+        default_value_t = HumanDuration::from(ActivatorOptions::default().patience),
+        value_name = "DURATION"
+    )]
+    pub activator_timeout: HumanDuration,
+}
+
+impl ActivatorFlags {
+    pub(super) fn options(&self) -> ActivatorOptions {
+        ActivatorOptions {
+            queue_depth: self.activator_queue,
+            patience: self.activator_timeout.get(),
+        }
+    }
+}
+
+/// Serves the controller API (and Raft) on one listener.
+struct ApiHandler {
+    api: Api,
+    /// In `dabba up`, the host's metrics are served with the controller's.
+    host_metrics: Option<Arc<Runtime>>,
+}
+
+impl Handler for ApiHandler {
+    async fn call(&self, req: http::Request<Incoming>) -> HttpResponse {
+        let metrics = req.uri().path() == "/metrics";
+        let resp = self.api.handle(req).await;
+        match (&self.host_metrics, metrics) {
+            (Some(rt), true) => {
+                let (parts, body) = resp.into_parts();
+                let mut text = http_body_util::BodyExt::collect(body)
+                    .await
+                    .map(|b| b.to_bytes().to_vec())
+                    .unwrap_or_default();
+                text.extend_from_slice(rt.metrics().render().as_bytes());
+                http::Response::from_parts(parts, Full::new(Bytes::from(text)))
+            }
+            _ => resp,
+        }
+    }
+}
+
+pub(super) struct MetricsOnly(Arc<Runtime>);
+
+impl Handler for MetricsOnly {
+    async fn call(&self, req: http::Request<Incoming>) -> HttpResponse {
+        if req.uri().path() != "/metrics" {
+            return dabba_host::function::error_response(404, "not_found", "see /metrics", None);
+        }
+        http::Response::builder()
+            .header("content-type", "text/plain; version=0.0.4")
+            .body(Full::new(Bytes::from(self.0.metrics().render())))
+            .expect("valid response")
+    }
+}
+
+pub(super) fn url_of(addr: SocketAddr) -> String {
+    format!("http://{addr}")
+}
+
+pub(super) async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} for the {what}"))
+}
+
+/// A secret `dabba controller` wrote to its data directory.
+pub(super) fn secret(path: &Path) -> anyhow::Result<String> {
+    read_secret(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+/// Opens a controller and serves its API; returns it once it serves.
+pub(super) async fn start_controller(
+    opts: ControllerOptions,
+    listener: tokio::net::TcpListener,
+    host_metrics: Option<Arc<Runtime>>,
+) -> anyhow::Result<Arc<Controller>> {
+    let node = Controller::open(opts).await?;
+    let handler = Arc::new(ApiHandler {
+        api: Api::new(node.clone()),
+        host_metrics,
+    });
+    tokio::spawn(server::serve(listener, handler, super::shutdown_signal()));
+    Ok(node)
+}
+
+/// A host's runtime, caching compiled components under its data directory.
+pub(super) fn host_runtime(data_dir: &Path) -> anyhow::Result<Arc<Runtime>> {
+    Runtime::new(&RuntimeOptions {
+        cache_dir: Some(data_dir.join("artifacts")),
+        echo_guest_output: false,
+        ..Default::default()
+    })
+}
+
+/// What a host is started with: `dabba host` and `dabba up` differ in every field.
+pub(super) struct HostSetup<'a> {
+    pub runtime: Arc<Runtime>,
+    pub info: HostInfo,
+    pub listener: tokio::net::TcpListener,
+    pub controllers: Vec<String>,
+    pub join_token: String,
+    pub data_dir: &'a Path,
+    pub heartbeat: Duration,
+    pub local_leader: Option<Arc<dyn LocalLeader>>,
+    pub activator: ActivatorOptions,
+}
+
+/// Starts a host's agent and its ingress.
+pub(super) fn start_host(h: HostSetup<'_>) -> anyhow::Result<()> {
+    let api = Arc::new(ApiClient::new(h.controllers, h.join_token));
+    let kv = Arc::new(ReplicatedKv::new(api.clone(), &h.info.name));
+    let (ingress, demands) = Ingress::new(&h.info.address, h.activator);
+    let ingress = Arc::new(ingress);
+    let agent = Agent::new(
+        AgentOptions {
+            info: h.info,
+            data_dir: h.data_dir.to_path_buf(),
+            heartbeat: h.heartbeat,
+            local_leader: h.local_leader,
+        },
+        api,
+        h.runtime,
+        kv,
+        ingress.clone(),
+        demands,
+    )?;
+    tokio::spawn(agent.run());
+    tokio::spawn(server::serve(h.listener, ingress, super::shutdown_signal()));
+    Ok(())
+}
