@@ -73,7 +73,7 @@ pub struct CapabilityFlags {
     /// A wasi:config value for the guest, KEY=VALUE (repeatable).
     #[arg(long = "config", short = 'c', value_name = "KEY=VALUE", value_parser = parse_pair)]
     pub config: Vec<(String, String)>,
-    /// A destination the guest may send HTTP requests to, as scheme://host[:port]
+    /// A destination the guest may send HTTP requests to, as scheme://host or scheme://host:port
     /// (repeatable; `*` wildcards allowed: https://*.example.com, http://127.0.0.1:*).
     /// Default: none.
     #[arg(long = "allow-outbound", value_name = "RULE")]

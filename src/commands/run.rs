@@ -21,7 +21,7 @@ pub struct RunArgs {
     /// Arguments for the job, after `--`.
     #[arg(last = true, value_name = "ARGS")]
     pub args: Vec<String>,
-    /// The job's name (its argv[0], and its name in logs). Default: the file name.
+    /// The job's name (the first argument it sees, and its name in logs). Default: the file name.
     #[arg(long)]
     pub name: Option<String>,
     #[command(flatten)]

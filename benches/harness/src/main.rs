@@ -23,6 +23,7 @@ mod chart;
 mod cluster;
 mod containers;
 mod containers_report;
+mod containers_throughput;
 mod deploy;
 mod docker;
 mod load;

@@ -1,13 +1,13 @@
 //! The `/v1` HTTP/JSON API, served by every controller (see `spec/api.md`).
 //!
-//! A request is matched by the [`router`] to one endpoint. Raft RPCs, `/v1/healthz` and
+//! A request is matched by the `router` to one endpoint. Raft RPCs, `/v1/healthz` and
 //! `/metrics` are answered by the node itself; every other request that reaches a
 //! follower is forwarded whole to the leader, so the leader authenticates, proposes
 //! writes through Raft and answers reads after confirming it still leads (linearizable
 //! reads).
 //!
 //! One module per resource, each registering its endpoints with the router: a new
-//! resource is one new file and one line in [`router::routes`]. [`auth`] decides what a
+//! resource is one new file and one line in `router::routes`. `auth` decides what a
 //! token may do; [`views`] holds the read-only queries of the state.
 
 mod apps;

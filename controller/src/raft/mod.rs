@@ -2,7 +2,7 @@
 //!
 //! - [`log_store`]: the Raft log, vote and commit index in a redb file, fsync'd before
 //!   openraft is told an append or a vote is done.
-//! - [`state_machine`]: applies committed [`Command`]s to the [`State`]; snapshots are JSON
+//! - [`state_machine`]: applies committed [`Command`]s to the [`State`](crate::state::State); snapshots are JSON
 //!   files written atomically, so a restart loads the last snapshot and replays only the
 //!   log after it.
 //! - [`network`]: Raft RPCs between controllers over HTTP/JSON.

@@ -10,12 +10,16 @@
 
 use std::collections::BTreeMap;
 
+use dabba_spec::Digest;
 use dabba_spec::cronjob::{
-    CronJob, JobRun, MISSED_KEPT, OUTPUT_KEPT, RunPhase, RunReport, retry_delay,
+    CronJob, CronSection, JobRun, MISSED_KEPT, OUTPUT_KEPT, RunPhase, RunReport, retry_delay,
 };
 use dabba_spec::resources::{Millis, ResourceKey};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
+
+use super::{State, rejected};
+use crate::command::{Rejection, Reply};
 
 /// A change to cron state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -257,5 +261,88 @@ impl CronState {
         let extra = j.missed.len().saturating_sub(MISSED_KEPT);
         j.missed.drain(..extra);
         Some(j)
+    }
+}
+
+/// What the cron commands (`ApplyCronJob`, `DeleteCronJob`, `Cron`) do to the state.
+impl State {
+    pub(super) fn apply_cron_job(
+        &mut self,
+        spec: &CronSection,
+        component: Digest,
+        at: Millis,
+    ) -> Reply {
+        if let Err(e) = spec.validate() {
+            return rejected(Rejection::Invalid, e.to_string());
+        }
+        if !self.blobs.contains_key(&component.to_string()) {
+            return rejected(
+                Rejection::MissingComponent,
+                format!("component {component} has not been uploaded"),
+            );
+        }
+        let key = ResourceKey::new(&spec.namespace, &spec.name);
+        let reason = match self.cron.jobs.get_mut(&key) {
+            Some(job) => {
+                job.spec = spec.clone();
+                job.component = component;
+                "Updated"
+            }
+            None => {
+                self.cron.jobs.insert(
+                    key.clone(),
+                    CronJob {
+                        spec: spec.clone(),
+                        component,
+                        created_at: at,
+                        last_scheduled: None,
+                        missed: Vec::new(),
+                        missed_total: 0,
+                    },
+                );
+                "Created"
+            }
+        };
+        self.event(
+            at,
+            format!("cronjob/{key}"),
+            reason,
+            format!(
+                "{} ({}) running {}",
+                spec.schedule,
+                spec.timezone,
+                component.short()
+            ),
+        );
+        self.version += 1;
+        Reply::Ok
+    }
+
+    pub(super) fn delete_cron_job(&mut self, namespace: &str, name: &str, at: Millis) -> Reply {
+        let key = ResourceKey::new(namespace, name);
+        if self.cron.jobs.remove(&key).is_none() {
+            return rejected(Rejection::NotFound, format!("no cron job {key}"));
+        }
+        self.cron
+            .runs
+            .retain(|_, r| !(r.namespace == namespace && r.job == name));
+        self.event(
+            at,
+            format!("cronjob/{key}"),
+            "Deleted",
+            "cron job deleted with its runs",
+        );
+        self.version += 1;
+        Reply::Ok
+    }
+
+    /// Applies the cron reconciler's (or a user's) changes; returns whether anything
+    /// changed.
+    pub(super) fn apply_cron_changes(&mut self, changes: &[CronChange], at: Millis) -> bool {
+        let mut changed = false;
+        for c in changes {
+            changed |= self.cron.apply(c, at);
+        }
+        changed
     }
 }

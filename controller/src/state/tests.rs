@@ -1,8 +1,9 @@
 use dabba_spec::kv::{Outcome, Write};
-use dabba_spec::resources::{Capacity, HostInfo, Role, Route};
+use dabba_spec::resources::{AppSpec, Capacity, HostInfo, PodPhase, Role, Route};
 use dabba_spec::{Digest, LimitOverrides};
 
 use super::*;
+use crate::command::PodChange;
 
 pub(crate) fn digest(n: u8) -> Digest {
     Digest::from_bytes([n; 32])

@@ -24,7 +24,7 @@ pub struct ControllerArgs {
     /// Address the API (and Raft) listens on.
     #[arg(long, default_value = "127.0.0.1:7070", value_name = "ADDR")]
     pub listen: SocketAddr,
-    /// The URL peers and hosts use to reach this controller. Default: http://<listen>.
+    /// The URL peers and hosts use to reach this controller. Default: http:// and the --listen address.
     #[arg(long, value_name = "URL")]
     pub advertise: Option<String>,
     /// Where the Raft log, snapshots and secrets are kept.

@@ -35,7 +35,7 @@ pub struct HostArgs {
     /// Address the ingress listens on.
     #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
     pub listen: SocketAddr,
-    /// The URL other hosts use to reach this ingress. Default: http://<listen>.
+    /// The URL other hosts use to reach this ingress. Default: http:// and the --listen address.
     #[arg(long, value_name = "URL")]
     pub advertise: Option<String>,
     /// Serve this host's Prometheus metrics on ADDR at /metrics.

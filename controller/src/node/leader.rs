@@ -1,0 +1,224 @@
+//! What only the leader does: it keeps soft state from the hosts' heartbeats (when each
+//! host was last heard, pod load, held requests, recent guest output) that is never
+//! committed, activates apps at zero, and runs the reconcilers a few times a second,
+//! committing what they propose.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use dabba_spec::api::{
+    ActivateResponse, Assignment, AutoscalerStatus, HeldRequests, LogLine, PodReport,
+};
+use dabba_spec::resources::{Millis, ResourceKey};
+use dabba_spec::scale::AutoscalerMode;
+
+use super::{Controller, ProposeError, now_millis};
+use crate::command::{Command, Reply};
+use crate::reconcile::autoscale::{self, AppScaler, LoadReports};
+use crate::reconcile::{self, Observed};
+
+/// Lines of recent guest output kept per app on the leader.
+const LOG_LINES: usize = 1000;
+
+#[derive(Default)]
+pub(super) struct Soft {
+    heartbeats: HashMap<String, Millis>,
+    /// Pod load and held requests from the heartbeats, for the autoscaler.
+    load: LoadReports,
+    /// What each autoscaled app's autoscaler remembers.
+    scalers: HashMap<ResourceKey, AppScaler>,
+    last_autoscale: Millis,
+    /// When this node last became leader; `None` while it follows.
+    leader_since: Option<Millis>,
+    logs: HashMap<ResourceKey, VecDeque<LogLine>>,
+}
+
+impl Controller {
+    /// Records a host's heartbeat (leader only), and proposes the pod phases that changed.
+    pub async fn heartbeat(
+        &self,
+        host: &str,
+        reports: &[PodReport],
+        held: &[HeldRequests],
+        logs: Vec<(ResourceKey, Vec<LogLine>)>,
+    ) {
+        {
+            let now = now_millis();
+            let mut soft = self.soft.lock().expect("soft state lock");
+            soft.heartbeats.insert(host.to_string(), now);
+            for r in reports {
+                match r.load {
+                    Some(load) => soft.load.pods.insert(r.key.clone(), (now, load)),
+                    None => soft.load.pods.remove(&r.key),
+                };
+            }
+            soft.load.held.retain(|(h, _), _| h != host);
+            for h in held {
+                soft.load.held.insert(
+                    (host.to_string(), ResourceKey::new(&h.namespace, &h.app)),
+                    (now, h.requests),
+                );
+            }
+            let stale = now.saturating_sub(10 * autoscale::REPORT_FRESHNESS);
+            soft.load.pods.retain(|_, (at, _)| *at >= stale);
+            for (app, lines) in logs {
+                let ring = soft.logs.entry(app).or_default();
+                for l in lines {
+                    if ring.len() == LOG_LINES {
+                        ring.pop_front();
+                    }
+                    ring.push_back(l);
+                }
+            }
+        }
+        let changes = self
+            .shared
+            .read(|s| reconcile::pods::reported(s, host, reports));
+        if !changes.is_empty() {
+            let _ = self
+                .propose(Command::Pods {
+                    changes,
+                    at: now_millis(),
+                })
+                .await;
+        }
+    }
+
+    /// Scales an autoscaled app from zero because `host` holds `held` requests for it,
+    /// placing the first pod on that host if it fits. Answers with the pod's assignment
+    /// when one was placed there, so the host can start it at once.
+    pub async fn activate(
+        &self,
+        key: &ResourceKey,
+        host: &str,
+        held: u32,
+    ) -> Result<ActivateResponse, ProposeError> {
+        let now = now_millis();
+        {
+            let mut soft = self.soft.lock().expect("soft state lock");
+            soft.load
+                .held
+                .insert((host.to_string(), key.clone()), (now, held));
+            if let Some(scaler) = soft.scalers.get_mut(key) {
+                scaler.memory.last_demand = Some(now);
+            }
+        }
+        let on = self
+            .shared
+            .read(|s| reconcile::scheduler::activation_host(s, key, host));
+        let reply = self
+            .propose(Command::Activate {
+                namespace: key.namespace().into(),
+                name: key.name().into(),
+                host: on,
+                at: now,
+            })
+            .await?;
+        let Reply::Activated { replicas, pod } = reply else {
+            return Err(ProposeError::Raft(format!("activation: {reply:?}")));
+        };
+        if pod.is_some() {
+            let mut soft = self.soft.lock().expect("soft state lock");
+            if let Some(scaler) = soft.scalers.get_mut(key) {
+                scaler.status = Some(AutoscalerStatus {
+                    mode: AutoscalerMode::Stable,
+                    desired: 1,
+                    reason: format!("activated: {held} request(s) held on {host}"),
+                    demand: f64::from(held),
+                    at: now,
+                });
+            }
+        }
+        let (assignment, version) = self.shared.read(|s| {
+            let assignment = pod
+                .filter(|p| p.host.as_deref() == Some(host))
+                .and_then(|p| {
+                    let spec = s.revision(&p.namespace, &p.app, p.revision)?.spec.clone();
+                    Some(Assignment { pod: *p, spec })
+                });
+            (assignment, s.version)
+        });
+        Ok(ActivateResponse {
+            replicas,
+            version,
+            assignment,
+        })
+    }
+
+    /// What the autoscaler last decided for an app (on the leader).
+    pub fn autoscaler(&self, app: &ResourceKey) -> Option<AutoscalerStatus> {
+        let soft = self.soft.lock().expect("soft state lock");
+        soft.scalers.get(app)?.status.clone()
+    }
+
+    /// Recent output lines of an app's instances, from every host.
+    pub fn logs(&self, app: &ResourceKey, tail: usize) -> Vec<LogLine> {
+        let soft = self.soft.lock().expect("soft state lock");
+        soft.logs
+            .get(app)
+            .map(|r| {
+                r.iter()
+                    .skip(r.len().saturating_sub(tail))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Runs the reconcilers on the leader, a few times a second and whenever the state
+    /// changes, and commits what they propose.
+    pub(super) fn spawn_driver(self: Arc<Self>) {
+        let mut changed = self.shared.watch();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                    r = changed.changed() => if r.is_err() { return },
+                }
+                if !self.is_leader() {
+                    let mut soft = self.soft.lock().expect("soft state lock");
+                    soft.leader_since = None;
+                    // A leader again later starts its autoscalers afresh (with a grace
+                    // period), not from what it knew before.
+                    soft.scalers.clear();
+                    continue;
+                }
+                let now = now_millis();
+                let observed = {
+                    let mut soft = self.soft.lock().expect("soft state lock");
+                    let since = *soft.leader_since.get_or_insert(now);
+                    Observed {
+                        heartbeats: soft.heartbeats.clone(),
+                        leader_since: since,
+                    }
+                };
+                let mut commands = self
+                    .shared
+                    .read(|s| reconcile::reconcile(s, &observed, now, &self.tuning));
+                commands.extend(self.autoscale(now));
+                for command in commands {
+                    if let Err(e) = self.propose(command).await {
+                        tracing::debug!(error = %e, "reconcile proposal not committed");
+                        break;
+                    }
+                }
+            }
+        });
+    }
+
+    /// Runs the autoscaler, at most every [`AUTOSCALE_EVERY`] ms.
+    fn autoscale(&self, now: Millis) -> Vec<Command> {
+        let mut soft = self.soft.lock().expect("soft state lock");
+        if now.saturating_sub(soft.last_autoscale) < AUTOSCALE_EVERY {
+            return Vec::new();
+        }
+        soft.last_autoscale = now;
+        let Soft { load, scalers, .. } = &mut *soft;
+        self.shared
+            .read(|s| autoscale::drive(s, load, scalers, now))
+    }
+}
+
+/// How often the autoscaler decides.
+const AUTOSCALE_EVERY: Millis = 200;

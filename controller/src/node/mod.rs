@@ -1,0 +1,312 @@
+//! A controller node: the Raft instance with its storage and network, the leader's soft
+//! state (heartbeats, recent guest output), and the reconcile driver.
+//!
+//! Every node serves the API, but only the leader acts: the API layer forwards requests
+//! it receives on a follower to the leader, so writes are proposed once and reads are
+//! linearizable (the leader confirms it still leads before answering).
+//!
+//! Here: opening a node, initializing a cluster, leadership and membership. `proposals`
+//! batches writes and leadership checks above Raft; `leader` is what only the leader
+//! does — soft state from heartbeats, activations, and the reconcile driver.
+
+mod leader;
+mod proposals;
+
+use leader::Soft;
+use proposals::{Proposal, spawn_batcher, spawn_read_batcher};
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dabba_spec::api::{ClusterStatus, Member};
+use dabba_spec::resources::{Grant, Millis, Role};
+use openraft::{BasicNode, ChangeMembers, SnapshotPolicy};
+
+use crate::command::{Command, Reply};
+use crate::raft::log_store::LogStore;
+use crate::raft::network::Network;
+use crate::raft::state_machine::{Shared, StateMachine};
+use crate::raft::{NodeId, Raft};
+use crate::reconcile::Tuning;
+use crate::secrets::{new_token, token_hash, write_secret};
+use dabba_client::transport::{self as http_client, HttpClient};
+
+#[derive(Debug, Clone)]
+pub struct ControllerOptions {
+    pub id: NodeId,
+    /// This node's API address as peers and hosts reach it, e.g. `http://127.0.0.1:7070`.
+    pub address: String,
+    pub data_dir: PathBuf,
+    pub tuning: Tuning,
+    /// The cluster's peer token, for a node joining an existing cluster.
+    pub peer_token: Option<String>,
+    pub timing: RaftTiming,
+}
+
+/// How fast Raft notices a lost leader. openraft 0.9 also bounds every AppendEntries
+/// RPC by the heartbeat interval, so the interval must exceed the slowest append (a
+/// 4 MiB component entry on a busy machine): slow machines and debug builds need more.
+#[derive(Debug, Clone, Copy)]
+pub struct RaftTiming {
+    pub heartbeat_ms: u64,
+    /// Elections start after a random timeout in [this, 2 × this); followers refuse
+    /// votes for 2 × this after the last heartbeat (the leader lease).
+    pub election_ms: u64,
+}
+
+impl Default for RaftTiming {
+    /// Failover in about 400 ms on release builds (see spec/benchmarks.md).
+    fn default() -> Self {
+        RaftTiming {
+            heartbeat_ms: 30,
+            election_ms: 100,
+        }
+    }
+}
+
+/// Secrets created when a cluster is initialized.
+#[derive(Debug, Clone)]
+pub struct Secrets {
+    pub admin_token: String,
+    pub join_token: String,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProposeError {
+    #[error("this controller is not the leader")]
+    NotLeader { leader: Option<String> },
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+pub struct Controller {
+    pub id: NodeId,
+    pub address: String,
+    pub raft: Raft,
+    pub shared: Shared,
+    pub client: HttpClient,
+    peer_token: String,
+    data_dir: PathBuf,
+    tuning: Tuning,
+    soft: Mutex<Soft>,
+    proposals: tokio::sync::mpsc::UnboundedSender<Proposal>,
+    reads:
+        tokio::sync::mpsc::UnboundedSender<tokio::sync::oneshot::Sender<Result<(), ProposeError>>>,
+}
+
+pub fn now_millis() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as Millis)
+        .unwrap_or(0)
+}
+
+impl Controller {
+    /// Opens the node's storage in `data_dir` and starts Raft. A node that was part of a
+    /// cluster rejoins it from its own log; a new node waits to be initialized or added.
+    pub async fn open(opts: ControllerOptions) -> anyhow::Result<Arc<Controller>> {
+        std::fs::create_dir_all(&opts.data_dir)?;
+        let peer_path = opts.data_dir.join("peer.token");
+        let peer_token = match std::fs::read_to_string(&peer_path) {
+            Ok(t) => t.trim().to_string(),
+            Err(_) => {
+                let t = opts.peer_token.clone().unwrap_or_else(new_token);
+                write_secret(&peer_path, &t)?;
+                t
+            }
+        };
+        let log = LogStore::open(&opts.data_dir.join("raft.redb"))
+            .map_err(|e| anyhow::anyhow!("opening the raft log: {e}"))?;
+        let sm = StateMachine::open(&opts.data_dir.join("snapshots"))
+            .map_err(|e| anyhow::anyhow!("opening the state machine: {e}"))?;
+        let shared = sm.shared();
+        let client = http_client::client();
+        let config = openraft::Config {
+            cluster_name: "dabba".into(),
+            heartbeat_interval: opts.timing.heartbeat_ms,
+            election_timeout_min: opts.timing.election_ms,
+            election_timeout_max: 2 * opts.timing.election_ms,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(5000),
+            max_in_snapshot_log_to_keep: 1000,
+            // openraft bounds an AppendEntries RPC by the heartbeat interval: keep each
+            // one small enough to fit, also when a follower catches up.
+            max_payload_entries: 32,
+            ..Default::default()
+        }
+        .validate()?;
+        let network = Network {
+            client: client.clone(),
+            peer_token: peer_token.clone(),
+        };
+        let raft = Raft::new(opts.id, Arc::new(config), network, log, sm).await?;
+        let (proposals, inbox) = tokio::sync::mpsc::unbounded_channel();
+        spawn_batcher(raft.clone(), inbox);
+        let (reads, read_inbox) = tokio::sync::mpsc::unbounded_channel();
+        spawn_read_batcher(raft.clone(), read_inbox);
+        let node = Arc::new(Controller {
+            id: opts.id,
+            address: opts.address.trim_end_matches('/').to_string(),
+            raft,
+            shared,
+            client,
+            peer_token,
+            data_dir: opts.data_dir,
+            tuning: opts.tuning,
+            soft: Mutex::new(Soft::default()),
+            proposals,
+            reads,
+        });
+        node.clone().spawn_driver();
+        Ok(node)
+    }
+
+    pub fn peer_token(&self) -> &str {
+        &self.peer_token
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// Makes this node a one-member cluster if it belongs to none, and creates the admin
+    /// and host-join tokens (written to `admin.token` and `join.token` in the data
+    /// directory, mode 0600). Returns them when they were created now.
+    pub async fn initialize(&self) -> anyhow::Result<Option<Secrets>> {
+        if !self.raft.is_initialized().await? {
+            let mut members = BTreeMap::new();
+            members.insert(self.id, BasicNode::new(&self.address));
+            self.raft.initialize(members).await?;
+        }
+        self.wait_for_leader(Duration::from_secs(10)).await?;
+        if self.shared.read(|s| s.initialized) {
+            return Ok(None);
+        }
+        let secrets = Secrets {
+            admin_token: new_token(),
+            join_token: new_token(),
+        };
+        let grant = |role, label: &str| Grant {
+            role,
+            namespace: None,
+            label: label.into(),
+        };
+        let init = Command::Init {
+            tokens: vec![
+                (
+                    token_hash(&secrets.admin_token),
+                    grant(Role::Admin, "admin"),
+                ),
+                (token_hash(&secrets.join_token), grant(Role::Host, "hosts")),
+            ],
+        };
+        match self.propose(init).await? {
+            Reply::Ok => {}
+            other => anyhow::bail!("initializing the cluster: {other:?}"),
+        }
+        write_secret(&self.data_dir.join("admin.token"), &secrets.admin_token)?;
+        write_secret(&self.data_dir.join("join.token"), &secrets.join_token)?;
+        Ok(Some(secrets))
+    }
+
+    /// Waits until some node leads the cluster.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> anyhow::Result<NodeId> {
+        let mut metrics = self.raft.metrics();
+        let wait = async {
+            loop {
+                if let Some(l) = metrics.borrow().current_leader {
+                    return l;
+                }
+                if metrics.changed().await.is_err() {
+                    return u64::MAX;
+                }
+            }
+        };
+        match tokio::time::timeout(timeout, wait).await {
+            Ok(u64::MAX) | Err(_) => anyhow::bail!("no leader was elected within {timeout:?}"),
+            Ok(l) => Ok(l),
+        }
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().current_leader == Some(self.id)
+    }
+
+    /// The API address of the current leader, if known.
+    pub fn leader_address(&self) -> Option<String> {
+        let m = self.raft.metrics().borrow().clone();
+        let leader = m.current_leader?;
+        m.membership_config
+            .membership()
+            .get_node(&leader)
+            .map(|n| n.addr.clone())
+    }
+
+    /// Adds a controller: first as a learner that catches up, then as a voter.
+    pub async fn add_member(&self, id: NodeId, address: &str) -> Result<(), ProposeError> {
+        let raft_err = |e: &dyn std::fmt::Display| ProposeError::Raft(e.to_string());
+        self.raft
+            .add_learner(id, BasicNode::new(address), true)
+            .await
+            .map_err(|e| raft_err(&e))?;
+        let voters: BTreeSet<NodeId> = self.voters().into_iter().chain([id]).collect();
+        self.raft
+            .change_membership(ChangeMembers::ReplaceAllVoters(voters), false)
+            .await
+            .map_err(|e| raft_err(&e))?;
+        Ok(())
+    }
+
+    /// Removes a controller from the voters and the cluster.
+    pub async fn remove_member(&self, id: NodeId) -> Result<(), ProposeError> {
+        let voters: BTreeSet<NodeId> = self.voters().into_iter().filter(|v| *v != id).collect();
+        if voters.is_empty() {
+            return Err(ProposeError::Raft("cannot remove the last voter".into()));
+        }
+        self.raft
+            .change_membership(ChangeMembers::ReplaceAllVoters(voters), false)
+            .await
+            .map_err(|e| ProposeError::Raft(e.to_string()))?;
+        Ok(())
+    }
+
+    fn voters(&self) -> Vec<NodeId> {
+        self.raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect()
+    }
+
+    /// What `dabba cluster status` shows.
+    pub fn status(&self) -> ClusterStatus {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let last = m.last_log_index.unwrap_or(0);
+        let members = membership
+            .nodes()
+            .map(|(id, node)| Member {
+                id: *id,
+                address: node.addr.clone(),
+                voter: voters.contains(id),
+                lag: m.replication.as_ref().map(|r| {
+                    let matched = r.get(id).and_then(|l| l.as_ref()).map_or(0, |l| l.index);
+                    last.saturating_sub(matched)
+                }),
+            })
+            .collect();
+        ClusterStatus {
+            node: self.id,
+            leader: m.current_leader,
+            term: m.current_term,
+            commit_index: m.last_applied.map(|l| l.index),
+            applied_index: self.shared.last_applied().map(|l| l.index),
+            members,
+            version: self.shared.read(|s| s.version),
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! The autoscaler's driver on the leader: one round samples every autoscaled app's
+//! demand from the load the hosts reported (soft state), runs [`super::decide`] with
+//! what the app's autoscaler remembers, and returns the scale commands to commit.
+
+use std::collections::{HashMap, VecDeque};
+
+use dabba_spec::api::{AutoscalerStatus, PodLoad};
+use dabba_spec::resources::{Millis, ResourceKey};
+use dabba_spec::scale::AutoscalerMode as Mode;
+
+use super::{Memory, Metric, Sample, ScaleSpec, decide};
+use crate::command::Command;
+use crate::state::State;
+
+/// The leader's memory of one autoscaled app.
+#[derive(Debug, Clone, Default)]
+pub struct AppScaler {
+    pub memory: Memory,
+    pub samples: VecDeque<Sample>,
+    pub status: Option<AutoscalerStatus>,
+}
+
+/// The load the leader has heard of from the hosts' heartbeats (soft state).
+#[derive(Debug, Clone, Default)]
+pub struct LoadReports {
+    /// By pod: when it was reported, and the load.
+    pub pods: HashMap<ResourceKey, (Millis, PodLoad)>,
+    /// Requests held by activators, by (host, app).
+    pub held: HashMap<(String, ResourceKey), (Millis, u32)>,
+}
+
+/// Reports older than this are not counted.
+pub const REPORT_FRESHNESS: Millis = 2_000;
+
+/// One round of autoscaling: samples every autoscaled app's demand from `reports`,
+/// decides, and returns the scale commands for the apps whose count should change.
+/// `scalers` keeps what each app's autoscaler remembers; an app seen for the first
+/// time starts with a full grace period, so a new leader never scales to zero at once.
+pub fn drive(
+    state: &State,
+    reports: &LoadReports,
+    scalers: &mut HashMap<ResourceKey, AppScaler>,
+    now: Millis,
+) -> Vec<Command> {
+    let fresh = |at: Millis| now.saturating_sub(at) <= REPORT_FRESHNESS;
+    let mut demand: HashMap<ResourceKey, (f64, f64)> = HashMap::new();
+    for (key, (at, load)) in &reports.pods {
+        if let Some(pod) = state.pods.get(key).filter(|_| fresh(*at)) {
+            let d = demand.entry(pod.app_key()).or_default();
+            d.0 += load.concurrency;
+            d.1 += load.rps;
+        }
+    }
+    for ((_, app), (at, held)) in &reports.held {
+        if fresh(*at) {
+            demand.entry(app.clone()).or_default().0 += f64::from(*held);
+        }
+    }
+    scalers.retain(|key, _| state.apps.get(key).is_some_and(|a| a.spec.scale.is_some()));
+    let mut commands = Vec::new();
+    for (key, app) in &state.apps {
+        let Some(scale) = &app.spec.scale else {
+            continue;
+        };
+        let spec = ScaleSpec::from(scale);
+        let scaler = scalers.entry(key.clone()).or_insert_with(|| AppScaler {
+            memory: Memory {
+                last_demand: Some(now),
+                ..Memory::default()
+            },
+            ..AppScaler::default()
+        });
+        let (concurrency, rps) = demand.get(key).copied().unwrap_or_default();
+        if app.spec.replicas == 0 && concurrency == 0.0 && rps == 0.0 && spec.min == 0 {
+            // At zero with no demand there is nothing to decide: ten thousand idle apps
+            // cost no samples.
+            scaler.samples.clear();
+            if scaler
+                .status
+                .as_ref()
+                .is_none_or(|s| s.mode != Mode::ScaledToZero)
+            {
+                scaler.status = Some(AutoscalerStatus {
+                    mode: Mode::ScaledToZero,
+                    desired: 0,
+                    reason: "no demand".into(),
+                    demand: 0.0,
+                    at: now,
+                });
+            }
+            continue;
+        }
+        scaler.samples.push_back(Sample {
+            at: now,
+            concurrency,
+            rps,
+        });
+        while scaler
+            .samples
+            .front()
+            .is_some_and(|s| s.at + spec.stable_window < now)
+        {
+            scaler.samples.pop_front();
+        }
+        let current = app.spec.replicas;
+        let samples: Vec<Sample> = scaler.samples.iter().copied().collect();
+        let decision = decide(&spec, &samples, current, &mut scaler.memory, now);
+        scaler.status = Some(AutoscalerStatus {
+            mode: decision.mode,
+            desired: decision.desired,
+            reason: decision.reason.clone(),
+            demand: match spec.target {
+                Metric::Concurrency(_) => concurrency,
+                Metric::Rps(_) => rps,
+            },
+            at: now,
+        });
+        if decision.desired != current {
+            commands.push(Command::ScaleApp {
+                namespace: app.spec.namespace.clone(),
+                name: app.spec.name.clone(),
+                replicas: decision.desired,
+                at: now,
+                reason: Some(format!("autoscaler, {}", decision.reason)),
+            });
+        }
+    }
+    commands
+}

@@ -1,0 +1,319 @@
+//! Apps, their revisions and replica sets, and their pods: what `ApplyApp`, `DeleteApp`,
+//! `ScaleApp`, `Activate` and `Pods` do to the state.
+
+use dabba_spec::resources::{
+    App, AppSpec, Millis, Pod, PodPhase, ReplicaSet, ResourceKey, Revision,
+};
+
+use super::{REVISION_HISTORY, State, rejected};
+use crate::command::{PodChange, Rejection, Reply};
+
+/// The replica count an applied spec runs with: as given, or for an autoscaled app that
+/// already runs, the count it has now within the new `[min, max]`.
+fn autoscaled_replicas(spec: &AppSpec, running: Option<&AppSpec>) -> u32 {
+    match (&spec.scale, running) {
+        (Some(scale), Some(old)) if old.scale.is_some() => scale.clamp(old.replicas),
+        _ => spec.replicas,
+    }
+}
+
+/// `namespace/app/revision`: the key of a replica set.
+pub fn replica_set_key(namespace: &str, app: &str, revision: u64) -> String {
+    format!("{namespace}/{app}/{revision}")
+}
+
+impl State {
+    pub(super) fn apply_app(&mut self, spec: &AppSpec, at: Millis) -> Reply {
+        if let Err(e) = spec.validate() {
+            return rejected(Rejection::Invalid, e.to_string());
+        }
+        let key = spec.key();
+        if !self.blobs.contains_key(&spec.component.to_string()) {
+            return rejected(
+                Rejection::MissingComponent,
+                format!("component {} has not been uploaded", spec.component),
+            );
+        }
+        if let Some((other, _)) = self
+            .apps
+            .iter()
+            .find(|(k, a)| **k != key && a.spec.route.conflicts_with(&spec.route))
+        {
+            let host = spec
+                .route
+                .host
+                .as_deref()
+                .map(|h| format!(" on host {h}"))
+                .unwrap_or_default();
+            return rejected(
+                Rejection::RouteConflict,
+                format!(
+                    "route {}{host} is already served by {other}",
+                    spec.route.prefix
+                ),
+            );
+        }
+        let revisions = self.revisions.entry(key.clone()).or_default();
+        let existing = self.apps.get(&key).cloned();
+        let app = match existing {
+            Some(mut app) if app.spec.same_revision(spec) => {
+                // Only the replica count or the scaling rules differ: no new revision.
+                // An autoscaled app keeps the count the autoscaler chose, within the
+                // new bounds.
+                let replicas = autoscaled_replicas(spec, Some(&app.spec));
+                app.spec = spec.clone();
+                app.spec.replicas = replicas;
+                app.updated_at = at;
+                if let Some(rs) = self.replica_sets.get_mut(&replica_set_key(
+                    &spec.namespace,
+                    &spec.name,
+                    app.revision,
+                )) {
+                    rs.replicas = replicas;
+                }
+                app
+            }
+            existing => {
+                let mut spec = spec.clone();
+                spec.replicas = autoscaled_replicas(&spec, existing.as_ref().map(|a| &a.spec));
+                let spec = &spec;
+                let number = revisions.last().map_or(1, |r| r.number + 1);
+                revisions.push(Revision {
+                    number,
+                    spec: spec.clone(),
+                    created_at: at,
+                });
+                if revisions.len() > REVISION_HISTORY {
+                    let drop = revisions.len() - REVISION_HISTORY;
+                    revisions.drain(..drop);
+                }
+                // The new revision's replica set takes all replicas; older ones go to
+                // zero (their pods stop once the new ones run: see the replica-set
+                // reconciler).
+                for rs in self.replica_sets.values_mut() {
+                    if rs.namespace == spec.namespace && rs.app == spec.name {
+                        rs.replicas = 0;
+                    }
+                }
+                self.replica_sets.insert(
+                    replica_set_key(&spec.namespace, &spec.name, number),
+                    ReplicaSet {
+                        namespace: spec.namespace.clone(),
+                        app: spec.name.clone(),
+                        revision: number,
+                        replicas: spec.replicas,
+                    },
+                );
+                let created_at = existing.as_ref().map_or(at, |a| a.created_at);
+                self.event(
+                    at,
+                    format!("app/{key}"),
+                    "NewRevision",
+                    format!("revision {number} ({})", spec.component.short()),
+                );
+                App {
+                    spec: spec.clone(),
+                    revision: number,
+                    created_at,
+                    updated_at: at,
+                }
+            }
+        };
+        self.apps.insert(key, app.clone());
+        self.version += 1;
+        Reply::App { app: Box::new(app) }
+    }
+
+    pub(super) fn delete_app(&mut self, namespace: &str, name: &str, at: Millis) -> Reply {
+        let key = ResourceKey::new(namespace, name);
+        if self.apps.remove(&key).is_none() {
+            return rejected(Rejection::NotFound, format!("no app {key}"));
+        }
+        self.revisions.remove(&key);
+        self.replica_sets
+            .retain(|_, rs| !(rs.namespace == namespace && rs.app == name));
+        self.pods
+            .retain(|_, p| !(p.namespace == namespace && p.app == name));
+        self.event(
+            at,
+            format!("app/{key}"),
+            "Deleted",
+            "app deleted with its pods",
+        );
+        self.version += 1;
+        Reply::Ok
+    }
+
+    pub(super) fn scale_app(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        replicas: u32,
+        at: Millis,
+        reason: Option<&str>,
+    ) -> Reply {
+        let key = ResourceKey::new(namespace, name);
+        let Some(app) = self.apps.get_mut(&key) else {
+            return rejected(Rejection::NotFound, format!("no app {key}"));
+        };
+        let from = app.spec.replicas;
+        app.spec.replicas = replicas;
+        app.updated_at = at;
+        let revision = app.revision;
+        let app = app.clone();
+        if let Some(rs) = self
+            .replica_sets
+            .get_mut(&replica_set_key(namespace, name, revision))
+        {
+            rs.replicas = replicas;
+        }
+        let why = reason.map(|r| format!(" ({r})")).unwrap_or_default();
+        self.event(
+            at,
+            format!("app/{key}"),
+            "Scaled",
+            format!("replicas {from} → {replicas}{why}"),
+        );
+        self.version += 1;
+        Reply::App { app: Box::new(app) }
+    }
+
+    pub(super) fn activate(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        host: Option<&str>,
+        at: Millis,
+    ) -> Reply {
+        let key = ResourceKey::new(namespace, name);
+        let Some(app) = self.apps.get_mut(&key) else {
+            return rejected(Rejection::NotFound, format!("no app {key}"));
+        };
+        if app.spec.scale.is_none() || app.spec.replicas > 0 {
+            return Reply::Activated {
+                replicas: app.spec.replicas,
+                pod: None,
+            };
+        }
+        app.spec.replicas = 1;
+        app.updated_at = at;
+        let revision = app.revision;
+        let Some(rs) = self
+            .replica_sets
+            .get_mut(&replica_set_key(namespace, name, revision))
+        else {
+            return rejected(Rejection::NotFound, format!("no replica set for {key}"));
+        };
+        rs.replicas = 1;
+        self.pod_seq += 1;
+        let pod = Pod {
+            name: format!("{name}-r{revision}-{}", self.pod_seq),
+            namespace: namespace.into(),
+            app: name.into(),
+            revision,
+            host: host.map(Into::into),
+            phase: if host.is_some() {
+                PodPhase::Scheduled
+            } else {
+                PodPhase::Pending
+            },
+            reason: None,
+            created_at: at,
+        };
+        self.pods.insert(pod.key(), pod.clone());
+        let on = host.map(|h| format!(" on {h}")).unwrap_or_default();
+        self.event(
+            at,
+            format!("app/{key}"),
+            "Scaled",
+            format!("replicas 0 → 1 (activated: requests are waiting{on})"),
+        );
+        self.version += 1;
+        Reply::Activated {
+            replicas: 1,
+            pod: Some(Box::new(pod)),
+        }
+    }
+
+    /// Applies pod changes; returns whether anything changed.
+    pub(super) fn apply_pods(&mut self, changes: &[PodChange], at: Millis) -> bool {
+        let mut changed = false;
+        for change in changes {
+            changed |= self.apply_pod_change(change, at);
+        }
+        changed
+    }
+
+    /// Applies one pod change; returns whether anything changed.
+    fn apply_pod_change(&mut self, change: &PodChange, at: Millis) -> bool {
+        match change {
+            PodChange::Create { pod } => {
+                // Pod names end in a sequence number proposed from `pod_seq`; keeping
+                // the highest one seen means the next proposal never reuses a name,
+                // even after a stale proposal was skipped.
+                if let Some(n) = pod
+                    .name
+                    .rsplit('-')
+                    .next()
+                    .and_then(|s| s.parse::<u64>().ok())
+                {
+                    self.pod_seq = self.pod_seq.max(n);
+                }
+                let key = pod.key();
+                let rs = replica_set_key(&pod.namespace, &pod.app, pod.revision);
+                if self.pods.contains_key(&key) || !self.replica_sets.contains_key(&rs) {
+                    return false;
+                }
+                self.pods.insert(key, pod.clone());
+                true
+            }
+            PodChange::Delete { key } => {
+                let removed = self.pods.remove(key).is_some();
+                if removed {
+                    self.event(at, format!("pod/{key}"), "Deleted", "pod removed");
+                }
+                removed
+            }
+            PodChange::Place { key, host, reason } => {
+                let Some(pod) = self.pods.get_mut(key) else {
+                    return false;
+                };
+                let (phase, reason) = match host {
+                    Some(_) => (PodPhase::Scheduled, None),
+                    None => (PodPhase::Pending, reason.clone()),
+                };
+                if pod.host == *host && pod.phase == phase && pod.reason == reason {
+                    return false;
+                }
+                pod.host = host.clone();
+                pod.phase = phase;
+                pod.reason = reason;
+                let message = match host {
+                    Some(h) => format!("scheduled on {h}"),
+                    None => format!("pending: {}", pod.reason.as_deref().unwrap_or("no host")),
+                };
+                self.event(at, format!("pod/{key}"), "Scheduling", message);
+                true
+            }
+            PodChange::Phase { key, phase, reason } => {
+                let Some(pod) = self.pods.get_mut(key) else {
+                    return false;
+                };
+                if pod.phase == *phase && pod.reason == *reason {
+                    return false;
+                }
+                pod.phase = *phase;
+                pod.reason = reason.clone();
+                let message = format!(
+                    "{phase:?}{}",
+                    reason
+                        .as_deref()
+                        .map(|r| format!(": {r}"))
+                        .unwrap_or_default()
+                );
+                self.event(at, format!("pod/{key}"), "Phase", message);
+                true
+            }
+        }
+    }
+}
