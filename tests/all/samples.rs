@@ -49,9 +49,18 @@ fn payment_api_over_a_real_socket() {
     assert_eq!(replay.header("idempotent-replayed"), Some("true"));
     assert_eq!(replay.json(), p);
 
+    // An idempotency key is scoped to its merchant: the same merchant and key with
+    // another body is refused; another merchant with the same key is a new payment.
     let conflict = pay(&s, "order-1", &payment_body("m_chai", 999));
     assert_eq!(conflict.status, 409);
     assert_eq!(conflict.json()["error"]["code"], "idempotency_key_reused");
+    let other = pay(&s, "order-1", &payment_body("m_dosa", 999));
+    assert_eq!(other.status, 201, "{}", other.text());
+    assert_eq!(other.header("idempotent-replayed"), None);
+    let other = other.json();
+    assert_ne!(other["id"], p["id"], "another merchant's key makes its own payment");
+    assert_eq!((&other["merchant_id"], &other["amount"]), (&"m_dosa".into(), &999.into()));
+    assert_eq!(s.get(&format!("/payments/{id}")).json(), p, "the first is untouched");
 
     let fetched = s.get(&format!("/payments/{id}"));
     assert_eq!(fetched.status, 200);
