@@ -14,6 +14,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use dabba_spec::resources::ResourceKey;
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
 use crate::kv::{self, KvBackend, LIST_PAGE, Outcome, Write};
@@ -114,7 +115,7 @@ impl store::Host for InterfacesView<'_> {
         if !self.grants.buckets.contains(&identifier) {
             return Ok(Err(store::Error::AccessDenied));
         }
-        let scoped = format!("{}/{}", self.grants.scope, identifier);
+        let scoped = ResourceKey::new(&self.grants.scope, &identifier).to_string();
         Ok(Ok(self.table.push(BucketHandle { scoped })?))
     }
 }

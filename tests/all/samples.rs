@@ -58,9 +58,19 @@ fn payment_api_over_a_real_socket() {
     assert_eq!(other.status, 201, "{}", other.text());
     assert_eq!(other.header("idempotent-replayed"), None);
     let other = other.json();
-    assert_ne!(other["id"], p["id"], "another merchant's key makes its own payment");
-    assert_eq!((&other["merchant_id"], &other["amount"]), (&"m_dosa".into(), &999.into()));
-    assert_eq!(s.get(&format!("/payments/{id}")).json(), p, "the first is untouched");
+    assert_ne!(
+        other["id"], p["id"],
+        "another merchant's key makes its own payment"
+    );
+    assert_eq!(
+        (&other["merchant_id"], &other["amount"]),
+        (&"m_dosa".into(), &999.into())
+    );
+    assert_eq!(
+        s.get(&format!("/payments/{id}")).json(),
+        p,
+        "the first is untouched"
+    );
 
     let fetched = s.get(&format!("/payments/{id}"));
     assert_eq!(fetched.status, 200);

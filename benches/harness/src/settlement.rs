@@ -174,7 +174,7 @@ async fn measure(
     dir: &Path,
 ) -> anyhow::Result<Report> {
     let store = Arc::new(RedbKv::open(&dir.join("kv.redb"))?);
-    let scoped = format!("default/{BUCKET}");
+    let scoped = crate::deploy::key(BUCKET).to_string();
     eprintln!("settlement: writing the ledger to {}", dir.display());
     let loading = Instant::now();
     let mut ledger_bytes = 0u64;
@@ -286,7 +286,7 @@ async fn on_platform(
     let api = up
         .api()
         .with_bounds(Duration::from_secs(60), Duration::from_secs(120));
-    let scoped = format!("default/{BUCKET}");
+    let scoped = crate::deploy::key(BUCKET).to_string();
     eprintln!("settlement: writing the ledger through Raft on dabba up");
     let loading = Instant::now();
     for (from, to) in day.batches(RAFT_BATCH) {
