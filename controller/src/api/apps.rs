@@ -13,32 +13,18 @@ use crate::command::Command;
 use crate::node::now_millis;
 
 pub(super) fn routes(r: &mut Router) {
-    r.leader(Method::GET, "/v1/apps", |api, call| {
-        Box::pin(list(api, call))
-    });
-    r.leader(Method::PUT, "/v1/apps/{ns}/{name}", |api, call| {
-        Box::pin(apply(api, call))
-    });
-    r.leader(Method::GET, "/v1/apps/{ns}/{name}", |api, call| {
-        Box::pin(detail(api, call))
-    });
-    r.leader(Method::DELETE, "/v1/apps/{ns}/{name}", |api, call| {
-        Box::pin(delete(api, call))
-    });
-    r.leader(Method::POST, "/v1/apps/{ns}/{name}/scale", |api, call| {
-        Box::pin(scale(api, call))
-    });
+    r.leader(Method::GET, "/v1/apps", handler!(list));
+    r.leader(Method::PUT, "/v1/apps/{ns}/{name}", handler!(apply));
+    r.leader(Method::GET, "/v1/apps/{ns}/{name}", handler!(detail));
+    r.leader(Method::DELETE, "/v1/apps/{ns}/{name}", handler!(delete));
+    r.leader(Method::POST, "/v1/apps/{ns}/{name}/scale", handler!(scale));
     r.leader(
         Method::POST,
         "/v1/apps/{ns}/{name}/activate",
-        |api, call| Box::pin(activate(api, call)),
+        handler!(activate),
     );
-    r.leader(Method::GET, "/v1/apps/{ns}/{name}/logs", |api, call| {
-        Box::pin(logs(api, call))
-    });
-    r.leader(Method::GET, "/v1/revisions", |api, call| {
-        Box::pin(revisions(api, call))
-    });
+    r.leader(Method::GET, "/v1/apps/{ns}/{name}/logs", handler!(logs));
+    r.leader(Method::GET, "/v1/revisions", handler!(revisions));
 }
 
 /// The app a path names.
@@ -47,11 +33,8 @@ fn key(call: &Call) -> ResourceKey {
 }
 
 async fn list(api: &Api, call: Call) -> Answer {
-    let ns = call.query("namespace");
-    let g = api.authorize(&call, Need::View(ns))?;
+    let ns = api.listed_namespace(&call).await?;
     let node = &api.node;
-    node.linearize().await?;
-    let ns = ns.map(str::to_string).or(g.namespace);
     let mut apps = node.shared.read(|s| views::app_summaries(s, ns.as_deref()));
     for a in &mut apps {
         a.autoscaler = node.autoscaler(&ResourceKey::new(&a.namespace, &a.name));
@@ -151,10 +134,7 @@ async fn logs(api: &Api, call: Call) -> Answer {
 }
 
 async fn revisions(api: &Api, call: Call) -> Answer {
-    let ns = call.query("namespace");
-    let g = api.authorize(&call, Need::View(ns))?;
-    api.node.linearize().await?;
-    let ns = ns.map(str::to_string).or(g.namespace);
+    let ns = api.listed_namespace(&call).await?;
     let revs = api
         .node
         .shared

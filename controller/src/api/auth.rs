@@ -82,6 +82,16 @@ fn bearer(parts: &http::request::Parts) -> Result<&str, Failure> {
 }
 
 impl Api {
+    /// For a listing: authorizes a view of `?namespace=` (or, without one, of what the
+    /// token covers), confirms this node still leads, and says which namespace to list
+    /// (`None`: all of them).
+    pub(super) async fn listed_namespace(&self, call: &Call) -> Result<Option<String>, Failure> {
+        let asked = call.query("namespace");
+        let grant = self.authorize(call, Need::View(asked))?;
+        self.node.linearize().await?;
+        Ok(asked.map(str::to_string).or(grant.namespace))
+    }
+
     /// The grant of the request's token, if it may do what it needs.
     pub(super) fn authorize(&self, call: &Call, need: Need<'_>) -> Result<Grant, Failure> {
         let hash = token_hash(bearer(&call.parts)?);

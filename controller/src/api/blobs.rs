@@ -19,15 +19,9 @@ use crate::command::Command;
 pub const MAX_COMPONENT: usize = 4 << 20;
 
 pub(super) fn routes(r: &mut Router) {
-    r.leader(Method::PUT, "/v1/blobs/{digest}", |api, call| {
-        Box::pin(put(api, call))
-    });
-    r.leader(Method::GET, "/v1/blobs/{digest}", |api, call| {
-        Box::pin(get(api, call))
-    });
-    r.leader(Method::HEAD, "/v1/blobs/{digest}", |api, call| {
-        Box::pin(get(api, call))
-    });
+    r.leader(Method::PUT, "/v1/blobs/{digest}", handler!(put));
+    r.leader(Method::GET, "/v1/blobs/{digest}", handler!(get));
+    r.leader(Method::HEAD, "/v1/blobs/{digest}", handler!(get));
 }
 
 fn digest(call: &Call) -> Result<Digest, Failure> {

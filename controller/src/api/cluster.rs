@@ -9,21 +9,15 @@ use super::router::Router;
 use super::{Answer, Api, Call, fail, json, parse, since_of, wait_of};
 
 pub(super) fn routes(r: &mut Router) {
-    r.leader(Method::GET, "/v1/cluster", |api, call| {
-        Box::pin(status(api, call))
-    });
-    r.leader(Method::GET, "/v1/cluster/peer-token", |api, call| {
-        Box::pin(peer_token(api, call))
-    });
-    r.leader(Method::POST, "/v1/cluster/members", |api, call| {
-        Box::pin(add_member(api, call))
-    });
-    r.leader(Method::DELETE, "/v1/cluster/members/{id}", |api, call| {
-        Box::pin(remove_member(api, call))
-    });
-    r.leader(Method::GET, "/v1/watch", |api, call| {
-        Box::pin(watch(api, call))
-    });
+    r.leader(Method::GET, "/v1/cluster", handler!(status));
+    r.leader(Method::GET, "/v1/cluster/peer-token", handler!(peer_token));
+    r.leader(Method::POST, "/v1/cluster/members", handler!(add_member));
+    r.leader(
+        Method::DELETE,
+        "/v1/cluster/members/{id}",
+        handler!(remove_member),
+    );
+    r.leader(Method::GET, "/v1/watch", handler!(watch));
 }
 
 async fn status(api: &Api, call: Call) -> Answer {

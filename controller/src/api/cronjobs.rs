@@ -14,15 +14,9 @@ use crate::node::now_millis;
 use crate::state::cron::CronChange;
 
 pub(super) fn routes(r: &mut Router) {
-    r.leader(Method::GET, "/v1/cronjobs", |api, call| {
-        Box::pin(list(api, call))
-    });
-    r.leader(Method::PUT, "/v1/cronjobs/{ns}/{name}", |api, call| {
-        Box::pin(apply(api, call))
-    });
-    r.leader(Method::DELETE, "/v1/cronjobs/{ns}/{name}", |api, call| {
-        Box::pin(delete(api, call))
-    });
+    r.leader(Method::GET, "/v1/cronjobs", handler!(list));
+    r.leader(Method::PUT, "/v1/cronjobs/{ns}/{name}", handler!(apply));
+    r.leader(Method::DELETE, "/v1/cronjobs/{ns}/{name}", handler!(delete));
     r.leader(
         Method::POST,
         "/v1/cronjobs/{ns}/{name}/suspend",
@@ -36,9 +30,7 @@ pub(super) fn routes(r: &mut Router) {
     r.leader(Method::POST, "/v1/cronjobs/{ns}/{name}/run", |api, call| {
         Box::pin(change(api, call, Action::Run))
     });
-    r.leader(Method::POST, "/v1/runs/{ns}/{run}/report", |api, call| {
-        Box::pin(report(api, call))
-    });
+    r.leader(Method::POST, "/v1/runs/{ns}/{run}/report", handler!(report));
 }
 
 fn key(call: &Call) -> ResourceKey {
@@ -46,11 +38,8 @@ fn key(call: &Call) -> ResourceKey {
 }
 
 async fn list(api: &Api, call: Call) -> Answer {
-    let ns = call.query("namespace");
-    let g = api.authorize(&call, Need::View(ns))?;
+    let ns = api.listed_namespace(&call).await?;
     let node = &api.node;
-    node.linearize().await?;
-    let ns = ns.map(str::to_string).or(g.namespace);
     let now = now_millis();
     json(
         200,

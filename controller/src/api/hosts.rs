@@ -12,18 +12,18 @@ use crate::command::Command;
 use crate::node::now_millis;
 
 pub(super) fn routes(r: &mut Router) {
-    r.leader(Method::GET, "/v1/hosts", |api, call| {
-        Box::pin(list(api, call))
-    });
-    r.leader(Method::POST, "/v1/hosts/register", |api, call| {
-        Box::pin(register(api, call))
-    });
-    r.leader(Method::POST, "/v1/hosts/{name}/heartbeat", |api, call| {
-        Box::pin(heartbeat(api, call))
-    });
-    r.leader(Method::GET, "/v1/hosts/{name}/assignments", |api, call| {
-        Box::pin(assignments(api, call))
-    });
+    r.leader(Method::GET, "/v1/hosts", handler!(list));
+    r.leader(Method::POST, "/v1/hosts/register", handler!(register));
+    r.leader(
+        Method::POST,
+        "/v1/hosts/{name}/heartbeat",
+        handler!(heartbeat),
+    );
+    r.leader(
+        Method::GET,
+        "/v1/hosts/{name}/assignments",
+        handler!(assignments),
+    );
 }
 
 async fn list(api: &Api, call: Call) -> Answer {

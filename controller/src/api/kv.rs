@@ -13,15 +13,9 @@ use super::{Answer, Api, Call, fail, json, parse};
 use crate::command::{Command, Reply};
 
 pub(super) fn routes(r: &mut Router) {
-    r.leader(Method::POST, "/v1/kv/write", |api, call| {
-        Box::pin(write(api, call))
-    });
-    r.leader(Method::POST, "/v1/kv/read", |api, call| {
-        Box::pin(read(api, call))
-    });
-    r.leader(Method::POST, "/v1/kv/list", |api, call| {
-        Box::pin(list(api, call))
-    });
+    r.leader(Method::POST, "/v1/kv/write", handler!(write));
+    r.leader(Method::POST, "/v1/kv/read", handler!(read));
+    r.leader(Method::POST, "/v1/kv/list", handler!(list));
 }
 
 async fn write(api: &Api, call: Call) -> Answer {

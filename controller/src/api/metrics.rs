@@ -15,9 +15,7 @@ pub(super) fn routes(r: &mut Router) {
     r.local(Method::GET, "/v1/healthz", |_, _| {
         Box::pin(async { json(200, &Health { ok: true }) })
     });
-    r.local(Method::GET, "/metrics", |api, call| {
-        Box::pin(metrics(api, call))
-    });
+    r.local(Method::GET, "/metrics", handler!(metrics));
 }
 
 /// The API's own metrics.

@@ -10,6 +10,13 @@
 //! resource is one new file and one line in `router::routes`. `auth` decides what a
 //! token may do; [`views`] holds the read-only queries of the state.
 
+/// An endpoint handler that runs the async fn `f(api, call)`: `handler!(list)`.
+macro_rules! handler {
+    ($f:expr) => {
+        |api, call| Box::pin($f(api, call))
+    };
+}
+
 mod apps;
 mod auth;
 mod blobs;

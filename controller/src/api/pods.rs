@@ -2,21 +2,15 @@
 
 use http::Method;
 
-use super::auth::Need;
 use super::router::Router;
 use super::{Answer, Api, Call, json, views};
 
 pub(super) fn routes(r: &mut Router) {
-    r.leader(Method::GET, "/v1/pods", |api, call| {
-        Box::pin(list(api, call))
-    });
+    r.leader(Method::GET, "/v1/pods", handler!(list));
 }
 
 async fn list(api: &Api, call: Call) -> Answer {
-    let ns = call.query("namespace");
-    let g = api.authorize(&call, Need::View(ns))?;
-    api.node.linearize().await?;
-    let ns = ns.map(str::to_string).or(g.namespace);
+    let ns = api.listed_namespace(&call).await?;
     let pods = api
         .node
         .shared

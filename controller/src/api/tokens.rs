@@ -12,9 +12,7 @@ use crate::command::Command;
 use crate::secrets::{new_token, token_hash};
 
 pub(super) fn routes(r: &mut Router) {
-    r.leader(Method::POST, "/v1/tokens", |api, call| {
-        Box::pin(create(api, call))
-    });
+    r.leader(Method::POST, "/v1/tokens", handler!(create));
 }
 
 async fn create(api: &Api, call: Call) -> Answer {
