@@ -63,7 +63,7 @@ pub enum Suite {
 /// Measure dabba against its baselines on this machine: native servers, `wasmtime
 /// serve`, Docker containers (see --suite).
 #[derive(Debug, Parser)]
-#[command(name = "dabba bench", version)]
+#[command(name = "dabba bench", bin_name = "dabba bench", version)]
 pub struct BenchArgs {
     /// The `dabba` binary to measure. Default: the one next to this program.
     #[arg(long, value_name = "PATH")]
