@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group};
+use dabba_host::AppConfig;
 use dabba_host::kv::MemoryKv;
-use dabba_host::runtime::{AppConfig, Runtime, RuntimeOptions};
+use dabba_host::runtime::{Runtime, RuntimeOptions};
 use dabba_host::{ComponentBytes, function::HttpFunction};
 use dabba_spec::{Capabilities, LimitOverrides, WorkloadKind};
 use http_body_util::Full;

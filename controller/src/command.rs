@@ -1,10 +1,15 @@
 //! Raft log entries: every change to the cluster's state is one [`Command`], applied in
 //! log order by every replica, and answered with one [`Reply`].
 //!
+//! `PodChange` and `CronChange` are the parts of a command that reconcilers decide; the
+//! state applies them (`state/apps.rs`, `state/cron.rs`), and nothing here depends on
+//! the state.
+//!
 //! Commands carry everything their effect depends on (times are stamped by the leader
 //! when it proposes them), so applying the log is deterministic.
 
 use dabba_spec::Digest;
+use dabba_spec::cronjob::RunReport;
 use dabba_spec::kv::{KvError, Outcome, Write};
 use dabba_spec::resources::{
     App, AppSpec, Grant, HostInfo, HostState, Millis, Pod, PodPhase, ResourceKey,
@@ -91,7 +96,7 @@ pub enum Command {
     },
     /// Changes decided by the cron reconciler.
     Cron {
-        changes: Vec<crate::state::cron::CronChange>,
+        changes: Vec<CronChange>,
         at: Millis,
     },
     /// A write to a workload's key-value bucket. A write with an `id` is applied at
@@ -128,6 +133,46 @@ pub enum PodChange {
         phase: PodPhase,
         reason: Option<String>,
     },
+}
+
+/// A change to cron jobs and their runs, decided by the cron reconciler or asked for
+/// by a user or a host; applied by `CronState::apply` (`state/cron.rs`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum CronChange {
+    /// Start a run for `scheduled`; the older due times in `missed` are recorded as such.
+    Claim {
+        job: ResourceKey,
+        scheduled: Millis,
+        missed: Vec<Millis>,
+    },
+    /// Do not start `scheduled` (the previous run is still active under `forbid`).
+    Skip {
+        job: ResourceKey,
+        scheduled: Millis,
+        missed: Vec<Millis>,
+    },
+    /// These times passed without a run (past the starting deadline).
+    Missed {
+        job: ResourceKey,
+        times: Vec<Millis>,
+    },
+    /// The current attempt of a run failed; it is retried after its back-off while the
+    /// job's `backoff_limit` allows, else the run fails.
+    AttemptFailed { run: ResourceKey, reason: String },
+    /// The run fails now, without retries.
+    Fail { run: ResourceKey, reason: String },
+    /// Forget finished runs beyond the job's history limits.
+    Prune { runs: Vec<ResourceKey> },
+    /// Start a Pending run on a host.
+    Place { run: ResourceKey, host: String },
+    /// A manual run of a job (`dabba create job --from cronjob/NAME`), named after the
+    /// time it was asked for.
+    RunNow { job: ResourceKey },
+    /// Stop (or resume) claiming schedule times.
+    Suspend { job: ResourceKey, suspend: bool },
+    /// A host reports how an attempt ended.
+    Report { run: ResourceKey, report: RunReport },
 }
 
 /// The answer to one command.

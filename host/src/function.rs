@@ -20,13 +20,13 @@ use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 
+use crate::app::{AppConfig, Prepared};
 use crate::component::LoadError;
 use crate::guest::{CapturedOutput, GuestState};
 use crate::linked::{Fresh, LinkedApp};
 use crate::logs::AppLog;
 use crate::outcome::{Failure, describe};
 use crate::pod_load::LoadCounters;
-use crate::runtime::{AppConfig, Prepared, Runtime};
 
 /// The response type of an HTTP function: always a complete body.
 pub type HttpResponse = http::Response<Full<Bytes>>;
@@ -78,12 +78,8 @@ struct Finished {
 }
 
 impl HttpFunction {
-    pub(crate) fn new(
-        runtime: Arc<Runtime>,
-        app: AppConfig,
-        p: Prepared,
-    ) -> Result<Self, LoadError> {
-        let (app, instance_pre) = LinkedApp::new(runtime, app, p);
+    pub(crate) fn new(app: AppConfig, p: Prepared) -> Result<Self, LoadError> {
+        let (app, instance_pre) = LinkedApp::new(app, p);
         let pre = ProxyPre::new(instance_pre).map_err(|e| LoadError::Invalid {
             origin: app.name.clone(),
             detail: format!("{e:#}"),

@@ -7,12 +7,12 @@ use std::time::{Duration, Instant};
 use dabba_spec::{Digest, LimitKind};
 use wasmtime_wasi::p2::bindings::CommandPre;
 
+use crate::app::{AppConfig, Prepared};
 use crate::component::LoadError;
 use crate::guest::GuestState;
 use crate::linked::{Fresh, LinkedApp};
 use crate::logs::AppLog;
 use crate::outcome::{Failure, describe};
-use crate::runtime::{AppConfig, Prepared, Runtime};
 
 /// Exit code reported when a limit stopped the job (as `timeout(1)` does).
 pub const EXIT_LIMIT: i32 = 124;
@@ -48,12 +48,8 @@ pub struct RunReport {
 }
 
 impl Job {
-    pub(crate) fn new(
-        runtime: Arc<Runtime>,
-        app: AppConfig,
-        p: Prepared,
-    ) -> Result<Self, LoadError> {
-        let (app, instance_pre) = LinkedApp::new(runtime, app, p);
+    pub(crate) fn new(app: AppConfig, p: Prepared) -> Result<Self, LoadError> {
+        let (app, instance_pre) = LinkedApp::new(app, p);
         let pre = CommandPre::new(instance_pre).map_err(|e| LoadError::Invalid {
             origin: app.name.clone(),
             detail: format!("{e:#}"),

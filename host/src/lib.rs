@@ -18,6 +18,7 @@
 //! - every guest runs under finite limits (see `spec/limits.md`).
 
 pub mod agent;
+pub mod app;
 pub mod cache;
 pub mod component;
 pub mod engine;
@@ -35,5 +36,6 @@ pub mod pod_load;
 pub mod runtime;
 pub mod server;
 
+pub use app::AppConfig;
 pub use component::{ComponentBytes, LoadError};
-pub use runtime::{AppConfig, Runtime, RuntimeOptions};
+pub use runtime::{Runtime, RuntimeOptions};

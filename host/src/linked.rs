@@ -9,11 +9,12 @@ use dabba_spec::{Capabilities, Digest, Limits};
 use wasmtime::Store;
 use wasmtime_wasi::WasiCtxBuilder;
 
+use crate::app::{AppConfig, Prepared};
+use crate::engine::Engines;
 use crate::guest::{CapturedOutput, GuestState, StoreSpec, new_store};
 use crate::interfaces::Grants;
 use crate::logs::{AppLog, Stream};
 use crate::metrics::AppMetrics;
-use crate::runtime::{AppConfig, Prepared, Runtime};
 
 pub(crate) struct LinkedApp {
     pub name: String,
@@ -26,7 +27,8 @@ pub(crate) struct LinkedApp {
     grants: Arc<Grants>,
     /// The app's granted environment, as the WASI context takes it.
     env: Vec<(String, String)>,
-    _runtime: Arc<Runtime>,
+    /// Keeps the engines (and their epoch ticker) running while this app is loaded.
+    _engines: Arc<Engines>,
 }
 
 /// One instance's store and the capture of its output.
@@ -39,15 +41,11 @@ pub(crate) struct Fresh {
 impl LinkedApp {
     /// Splits a prepared component into the shared part and its `InstancePre`.
     pub fn new(
-        runtime: Arc<Runtime>,
         app: AppConfig,
         p: Prepared,
     ) -> (LinkedApp, wasmtime::component::InstancePre<GuestState>) {
         let loaded = LinkedApp {
-            metrics: runtime.metrics().app(
-                &app.name,
-                &app.revision.map(|r| r.to_string()).unwrap_or_default(),
-            ),
+            metrics: p.metrics,
             env: app
                 .capabilities
                 .env
@@ -61,7 +59,7 @@ impl LinkedApp {
             log: p.log,
             engine: p.engine,
             grants: p.grants,
-            _runtime: runtime,
+            _engines: p.engines,
         };
         (loaded, p.instance_pre)
     }

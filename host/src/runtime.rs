@@ -6,9 +6,10 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use dabba_spec::{Capabilities, Digest, Limits, WorkloadKind};
+use dabba_spec::{Digest, Limits, WorkloadKind};
 use wasmtime::component::{InstancePre, Linker};
 
+use crate::app::{AppConfig, Prepared};
 use crate::cache::{ArtifactCache, LoadSource};
 use crate::component::{ComponentBytes, LoadError, check_world};
 use crate::engine::{EngineOptions, Engines, Metering};
@@ -16,7 +17,6 @@ use crate::function::HttpFunction;
 use crate::guest::GuestState;
 use crate::interfaces::{self, Grants};
 use crate::job::Job;
-use crate::kv::KvBackend;
 use crate::logs::AppLog;
 use crate::metrics::Metrics;
 
@@ -30,23 +30,8 @@ pub struct RuntimeOptions {
     pub echo_guest_output: bool,
 }
 
-/// Everything an app is, apart from its component.
-#[derive(Clone)]
-pub struct AppConfig {
-    /// The app's name, used in metrics, logs and error bodies.
-    pub name: String,
-    /// The namespace that scopes its key-value buckets.
-    pub scope: String,
-    /// The revision it runs, when it runs as a pod of a cluster (a metrics label).
-    pub revision: Option<u64>,
-    pub limits: Limits,
-    pub capabilities: Capabilities,
-    /// Where its buckets live.
-    pub kv: Arc<dyn KvBackend>,
-}
-
 pub struct Runtime {
-    engines: Engines,
+    engines: Arc<Engines>,
     cache: ArtifactCache,
     linkers: HashMap<Metering, Linker<GuestState>>,
     /// Components linked and ready to instantiate, by digest, engine and kind.
@@ -57,7 +42,7 @@ pub struct Runtime {
 
 impl Runtime {
     pub fn new(options: &RuntimeOptions) -> anyhow::Result<Arc<Runtime>> {
-        let engines = Engines::new(&options.engine)?;
+        let engines = Arc::new(Engines::new(&options.engine)?);
         let cache = match &options.cache_dir {
             Some(dir) => ArtifactCache::on_disk(dir)?,
             None => ArtifactCache::none(),
@@ -97,7 +82,7 @@ impl Runtime {
         wasm: &ComponentBytes,
     ) -> Result<HttpFunction, LoadError> {
         let prepared = self.prepare(&app, wasm, WorkloadKind::Http)?;
-        HttpFunction::new(self.clone(), app, prepared)
+        HttpFunction::new(app, prepared)
     }
 
     /// Whether loading `digest` for an app with these limits needs no compiling or
@@ -115,7 +100,7 @@ impl Runtime {
         wasm: &ComponentBytes,
     ) -> Result<Job, LoadError> {
         let prepared = self.prepare(&app, wasm, WorkloadKind::Job)?;
-        Job::new(self.clone(), app, prepared)
+        Job::new(app, prepared)
     }
 
     fn prepare(
@@ -158,6 +143,11 @@ impl Runtime {
         });
         Ok(Prepared {
             engine: engine.clone(),
+            engines: self.engines.clone(),
+            metrics: self.metrics.app(
+                &app.name,
+                &app.revision.map(|n| n.to_string()).unwrap_or_default(),
+            ),
             instance_pre,
             digest: wasm.digest,
             grants,
@@ -173,13 +163,4 @@ fn metering_for(limits: &Limits) -> Metering {
     } else {
         Metering::Epoch
     }
-}
-
-/// A component ready to instantiate for one app.
-pub(crate) struct Prepared {
-    pub engine: wasmtime::Engine,
-    pub instance_pre: InstancePre<GuestState>,
-    pub digest: Digest,
-    pub grants: Arc<Grants>,
-    pub log: Arc<AppLog>,
 }

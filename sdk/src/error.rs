@@ -6,8 +6,6 @@
 
 use serde::Serialize;
 
-use crate::http::Response;
-
 /// An error that is answered as an HTTP response.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{status} {code}: {message}")]
@@ -19,15 +17,16 @@ pub struct HttpError {
     pub message: String,
 }
 
+/// The JSON body an error is answered with.
 #[derive(Serialize)]
-struct Body<'a> {
-    error: Inner<'a>,
+pub(crate) struct Body<'a> {
+    pub error: Inner<'a>,
 }
 
 #[derive(Serialize)]
-struct Inner<'a> {
-    code: &'a str,
-    message: &'a str,
+pub(crate) struct Inner<'a> {
+    pub code: &'a str,
+    pub message: &'a str,
 }
 
 impl HttpError {
@@ -55,21 +54,6 @@ impl HttpError {
     }
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(503, "unavailable", message)
-    }
-}
-
-impl From<HttpError> for Response {
-    fn from(e: HttpError) -> Response {
-        let body = Body {
-            error: Inner {
-                code: &e.code,
-                message: &e.message,
-            },
-        };
-        let bytes = serde_json::to_vec(&body).unwrap_or_else(|_| e.message.clone().into_bytes());
-        Response::new(e.status)
-            .with_header("content-type", "application/json")
-            .with_body(bytes)
     }
 }
 

@@ -8,7 +8,7 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::error::HttpError;
+use crate::error::{Body, HttpError, Inner};
 
 /// An HTTP method. Methods the router does not know arrive as `Other`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -240,6 +240,21 @@ pub fn percent_decode(s: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+impl From<HttpError> for Response {
+    fn from(e: HttpError) -> Response {
+        let body = Body {
+            error: Inner {
+                code: &e.code,
+                message: &e.message,
+            },
+        };
+        let bytes = serde_json::to_vec(&body).unwrap_or_else(|_| e.message.clone().into_bytes());
+        Response::new(e.status)
+            .with_header("content-type", "application/json")
+            .with_body(bytes)
+    }
 }
 
 #[cfg(test)]

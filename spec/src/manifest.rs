@@ -46,9 +46,6 @@ use crate::scale::Scale;
 use crate::validate::Invalid;
 use crate::{Capabilities, Digest, LimitOverrides, OutboundRule};
 
-/// The most replicas one app may ask for.
-pub const MAX_REPLICAS: u32 = 1000;
-
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {

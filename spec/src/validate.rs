@@ -4,8 +4,10 @@
 //! proposed it).
 
 use crate::WorkloadKind;
-use crate::manifest::MAX_REPLICAS;
 use crate::resources::{AppSpec, Route, valid_name};
+
+/// The most replicas one app may ask for.
+pub const MAX_REPLICAS: u32 = 1000;
 
 /// A field that is not as it must be: which one, named as a manifest names it
 /// (`app.route`, `limits.memory`, `scale.max`), and why.

@@ -5,9 +5,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
+use dabba_host::AppConfig;
 use dabba_host::ComponentBytes;
 use dabba_host::job::RunInput;
-use dabba_host::runtime::{AppConfig, Runtime, RuntimeOptions};
+use dabba_host::runtime::{Runtime, RuntimeOptions};
 use dabba_spec::WorkloadKind;
 
 use crate::flags::{CacheFlags, CapabilityFlags, LimitFlags, app_name};

@@ -8,9 +8,10 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
+use dabba_host::AppConfig;
 use dabba_host::ComponentBytes;
 use dabba_host::function::{HttpFunction, HttpResponse};
-use dabba_host::runtime::{AppConfig, Runtime, RuntimeOptions};
+use dabba_host::runtime::{Runtime, RuntimeOptions};
 use dabba_host::server::{self, Handler};
 use dabba_spec::WorkloadKind;
 use hyper::body::Incoming;

@@ -4,9 +4,10 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use dabba_host::AppConfig;
 use dabba_host::ComponentBytes;
 use dabba_host::kv::{KvBackend, MemoryKv};
-use dabba_host::runtime::{AppConfig, Runtime, RuntimeOptions};
+use dabba_host::runtime::{Runtime, RuntimeOptions};
 use dabba_spec::{Capabilities, LimitOverrides, WorkloadKind};
 use http_body_util::{BodyExt, Full};
 

@@ -10,8 +10,8 @@
 //! One module per suite: `runtime` (hello-world throughput: `dabba serve` against a
 //! native hyper server and `wasmtime serve`), `cluster` (Raft writes, durable payments,
 //! failover), `autoscale` (cold starts, scale-out, density), `settlement` (the cron job's
-//! throughput) and `containers` (dabba against Docker containers of the same samples:
-//! `containers` measures, `containers_report` renders). Shared pieces: `load` (the load
+//! throughput) and `containers` (dabba against Docker containers of the same samples;
+//! its `throughput` and `report` submodules). Shared pieces: `load` (the load
 //! generator), `probe` (one request timed, polls until an answer, process memory),
 //! `targets` (the baseline servers), `docker`, `stats`, `chart`. Servers run alone, one
 //! after another, under the same closed-loop load from this process. Results go to
@@ -22,8 +22,6 @@ mod autoscale;
 mod chart;
 mod cluster;
 mod containers;
-mod containers_report;
-mod containers_throughput;
 mod deploy;
 mod docker;
 mod load;
@@ -225,9 +223,9 @@ fn bench_containers(args: &BenchArgs) -> anyhow::Result<()> {
         args,
         "containers",
         &report,
-        &containers_report::render(&report),
+        &containers::report::render(&report),
     )?;
-    for (name, svg) in containers_report::charts(&report) {
+    for (name, svg) in containers::report::charts(&report) {
         std::fs::write(args.out.join(&name), svg)?;
     }
     Ok(())

@@ -18,10 +18,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use dabba_host::AppConfig;
 use dabba_host::ComponentBytes;
 use dabba_host::job::RunInput;
 use dabba_host::kv::{KvBackend, LocalKv, RedbKv, Write};
-use dabba_host::runtime::{AppConfig, Runtime, RuntimeOptions};
+use dabba_host::runtime::{Runtime, RuntimeOptions};
 use dabba_spec::WorkloadKind;
 use ledger::synthetic::Day;
 use ledger::{MerchantSettlement, SettlementReport, gst_on};

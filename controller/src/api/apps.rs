@@ -2,8 +2,8 @@
 //! `activate` and `logs`, and `/v1/revisions`.
 
 use dabba_spec::api::{ActivateRequest, ScaleRequest};
-use dabba_spec::manifest::MAX_REPLICAS;
 use dabba_spec::resources::{AppSpec, ResourceKey};
+use dabba_spec::validate::MAX_REPLICAS;
 use http::Method;
 
 use super::auth::Need;

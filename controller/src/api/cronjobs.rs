@@ -10,8 +10,8 @@ use super::auth::Need;
 use super::router::Router;
 use super::{Answer, Api, Call, fail, json, parse, reply, views};
 use crate::command::Command;
+use crate::command::CronChange;
 use crate::node::now_millis;
-use crate::state::cron::CronChange;
 
 pub(super) fn routes(r: &mut Router) {
     r.leader(Method::GET, "/v1/cronjobs", handler!(list));

@@ -18,7 +18,8 @@ use dabba_spec::cron::{Schedule, time_zone};
 use dabba_spec::cronjob::{ConcurrencyPolicy, JobRun, RunPhase};
 use dabba_spec::resources::{Millis, ResourceKey};
 
-use crate::state::cron::{CronChange, CronState, ms, ts};
+use crate::command::CronChange;
+use crate::state::cron::{CronState, ms, ts};
 
 /// Due schedule times looked at per job and round, at most (a job down for longer has
 /// its older times recorded in bulk as missed on later rounds).

@@ -584,7 +584,7 @@ fn cron_jobs_are_stored_through_commands_and_claimed_by_the_reconciler() {
     let again = reconcile(&s, &alive(&s, now + 1000), now + 1000, &Tuning::default());
     let claims_again = again.iter().any(|c| {
         matches!(c, Command::Cron { changes, .. }
-            if changes.iter().any(|x| matches!(x, crate::state::cron::CronChange::Claim { .. })))
+            if changes.iter().any(|x| matches!(x, crate::command::CronChange::Claim { .. })))
     });
     assert!(!claims_again, "{again:?}");
 

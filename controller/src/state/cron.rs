@@ -12,53 +12,14 @@ use std::collections::BTreeMap;
 
 use dabba_spec::Digest;
 use dabba_spec::cronjob::{
-    CronJob, CronSection, JobRun, MISSED_KEPT, OUTPUT_KEPT, RunPhase, RunReport, retry_delay,
+    CronJob, CronSection, JobRun, MISSED_KEPT, OUTPUT_KEPT, RunPhase, retry_delay,
 };
 use dabba_spec::resources::{Millis, ResourceKey};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use super::{State, rejected};
-use crate::command::{Rejection, Reply};
-
-/// A change to cron state.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
-pub enum CronChange {
-    /// Start a run for `scheduled`; the older due times in `missed` are recorded as such.
-    Claim {
-        job: ResourceKey,
-        scheduled: Millis,
-        missed: Vec<Millis>,
-    },
-    /// Do not start `scheduled` (the previous run is still active under `forbid`).
-    Skip {
-        job: ResourceKey,
-        scheduled: Millis,
-        missed: Vec<Millis>,
-    },
-    /// These times passed without a run (past the starting deadline).
-    Missed {
-        job: ResourceKey,
-        times: Vec<Millis>,
-    },
-    /// The current attempt of a run failed; it is retried after its back-off while the
-    /// job's `backoff_limit` allows, else the run fails.
-    AttemptFailed { run: ResourceKey, reason: String },
-    /// The run fails now, without retries.
-    Fail { run: ResourceKey, reason: String },
-    /// Forget finished runs beyond the job's history limits.
-    Prune { runs: Vec<ResourceKey> },
-    /// Start a Pending run on a host.
-    Place { run: ResourceKey, host: String },
-    /// A manual run of a job (`dabba create job --from cronjob/NAME`), named after the
-    /// time it was asked for.
-    RunNow { job: ResourceKey },
-    /// Stop (or resume) claiming schedule times.
-    Suspend { job: ResourceKey, suspend: bool },
-    /// A host reports how an attempt ended.
-    Report { run: ResourceKey, report: RunReport },
-}
+use crate::command::{CronChange, Rejection, Reply};
 
 /// Cron jobs by `namespace/name` and their runs by `namespace/run`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

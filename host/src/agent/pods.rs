@@ -10,9 +10,9 @@ use dabba_spec::resources::ResourceKey;
 use dabba_spec::{Digest, WorkloadKind};
 
 use super::{Agent, Local, StartError, Tracked};
+use crate::app::AppConfig;
 use crate::component::ComponentBytes;
 use crate::ingress::{LocalPod, RoutingTable};
-use crate::runtime::AppConfig;
 
 impl Agent {
     /// Starts an assigned pod and tracks it (unless it already is).

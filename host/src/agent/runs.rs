@@ -8,8 +8,8 @@ use dabba_spec::WorkloadKind;
 use dabba_spec::cronjob::{RunAssignment, RunReport};
 
 use super::{Agent, StartError};
+use crate::app::AppConfig;
 use crate::job::RunInput;
-use crate::runtime::AppConfig;
 
 impl Agent {
     /// Runs one attempt of a cron job run and reports how it ended (retrying the report

@@ -18,8 +18,11 @@
 //! 5. throughput and latency at fixed concurrency for payment and search: `dabba serve`
 //!    against the container and `wasmtime serve` on the same component.
 //!
-//! This module measures cold starts, scale-out and memory; `containers_throughput` the
-//! throughput rows; `containers_report` turns a [`Report`] into Markdown and SVG.
+//! This module measures cold starts, scale-out and memory; `throughput` the throughput
+//! rows; `report` turns a [`Report`] into Markdown and SVG.
+
+pub mod report;
+mod throughput;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -41,9 +44,8 @@ use crate::probe::{POLL, first_byte, rss_kib, until_ok};
 use crate::stats::{ColdStarts, ratio, summarize};
 
 /// The search request every cold start and readiness probe sends.
-pub(crate) const SEARCH_PATH: &str =
-    "/search?q=samsng+phone&max_price=20000&sort=price_asc&page_size=3";
-pub(crate) const PAYMENT_BODY: &str =
+const SEARCH_PATH: &str = "/search?q=samsng+phone&max_price=20000&sort=price_asc&page_size=3";
+const PAYMENT_BODY: &str =
     r#"{"merchant_id":"m_bench","payer_vpa":"asha@okhdfc","amount":250050,"currency":"INR"}"#;
 
 #[derive(Debug, Clone)]
@@ -133,7 +135,7 @@ pub struct Report {
 }
 
 /// One sample workload, in both its forms.
-pub(crate) struct Workload {
+struct Workload {
     pub name: &'static str,
     pub component: PathBuf,
     pub native: PathBuf,
@@ -329,10 +331,7 @@ async fn measure(setup: &Setup<'_>, dir: &Path, docker_version: String) -> anyho
 
     let mut throughput = Vec::new();
     for w in &workloads {
-        throughput.extend(
-            crate::containers_throughput::compare_throughput(dabba, w, wasmtime, sizes, dir)
-                .await?,
-        );
+        throughput.extend(throughput::compare_throughput(dabba, w, wasmtime, sizes, dir).await?);
     }
     Ok(Report {
         docker_version,
@@ -356,7 +355,7 @@ async fn delete_app(api: &Arc<ApiClient>, name: &str) -> anyhow::Result<()> {
 
 /// Polls `path` on `127.0.0.1:port` every millisecond until it answers 200 (a
 /// container's start is timed by it).
-pub(crate) async fn until_answers(port: u16, path: &str, timeout: Duration) -> anyhow::Result<()> {
+async fn until_answers(port: u16, path: &str, timeout: Duration) -> anyhow::Result<()> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     until_ok(addr, "bench", path, timeout, Duration::from_millis(1)).await
 }

@@ -1,8 +1,8 @@
 //! The container comparison's report: Markdown with every figure next to its baseline
 //! and the ratio, and one SVG chart per measurement (`crate::chart`).
 
+use super::Report;
 use crate::chart::{Bar, bars};
-use crate::containers::Report;
 use crate::load::LoadResult;
 use crate::stats::{format_ratio, thousands};
 
@@ -217,8 +217,8 @@ pub fn charts(r: &Report) -> Vec<(String, String)> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::{Artifact, ColdStart, ScaleOut, Throughput};
     use super::*;
-    use crate::containers::{Artifact, ColdStart, ScaleOut, Throughput};
     use crate::stats::{ColdStarts, Latency};
 
     fn load(rps: f64) -> LoadResult {

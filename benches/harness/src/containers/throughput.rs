@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::bail;
 use dabba_testkit::free_port;
 
-use crate::containers::{PAYMENT_BODY, SEARCH_PATH, Sizes, Throughput, Workload, until_answers};
+use super::{PAYMENT_BODY, SEARCH_PATH, Sizes, Throughput, Workload, until_answers};
 use crate::docker;
 use crate::load::{self, Load, LoadResult};
 use crate::stats::ratio;
