@@ -29,7 +29,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::cron::{Schedule, time_zone};
-use crate::manifest::{ManifestError, locate, toml_error};
+use crate::locate::locate_field;
+use crate::manifest::{ManifestError, toml_error};
 use crate::resources::{ResourceKey, valid_name};
 use crate::validate::{Invalid, name_message};
 use crate::{HumanDuration, LimitOverrides, WorkloadKind};
@@ -130,7 +131,7 @@ impl CronManifest {
         })?;
         for (i, job) in manifest.cron.iter().enumerate() {
             job.validate().map_err(|Invalid { field, message }| {
-                let (line, column) = locate_in_nth(text, i, &field);
+                let (line, column) = locate_field(text, &format!("cron[{i}].{field}"));
                 ManifestError {
                     file: file.to_string(),
                     line,
@@ -143,7 +144,7 @@ impl CronManifest {
         let mut names = std::collections::BTreeSet::new();
         for (i, job) in manifest.cron.iter().enumerate() {
             if !names.insert((&job.namespace, &job.name)) {
-                let (line, column) = locate_in_nth(text, i, "name");
+                let (line, column) = locate_field(text, &format!("cron[{i}].name"));
                 return Err(ManifestError {
                     file: file.to_string(),
                     line,
@@ -223,43 +224,6 @@ impl CronSection {
             }
         }
         Ok(())
-    }
-}
-
-/// Where `key` is written in the `n`th `[[cron]]` table, or that table's header.
-fn locate_in_nth(text: &str, n: usize, key: &str) -> (usize, usize) {
-    // Cut the text at the nth header, so `locate` finds the key in that table.
-    let mut seen = 0;
-    let mut offset_lines = 0;
-    for (i, line) in text.lines().enumerate() {
-        if line.trim() == "[[cron]]" {
-            if seen == n {
-                offset_lines = i;
-                break;
-            }
-            seen += 1;
-        }
-    }
-    let rest: String = text
-        .lines()
-        .skip(offset_lines)
-        .enumerate()
-        .map(|(i, l)| {
-            if i == 0 {
-                "[cron]".to_string()
-            } else {
-                l.to_string()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
-    let rest = match rest[1..].find("\n[[") {
-        Some(end) => rest[..end + 1].to_string(),
-        None => rest,
-    };
-    match locate(&rest, "cron", key) {
-        (0, 0) => (offset_lines + 1, 1),
-        (line, column) => (offset_lines + line, column),
     }
 }
 

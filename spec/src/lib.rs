@@ -9,16 +9,20 @@
 //! The prose contract lives beside this crate in `spec/*.md`; the WIT files the host
 //! implements and the SDK imports live in `spec/wit/`.
 
+pub mod analysis;
 pub mod api;
 pub mod capabilities;
 pub mod component;
+pub mod condition;
 pub mod cron;
 pub mod cronjob;
 pub mod digest;
 pub mod kv;
 pub mod limits;
+mod locate;
 pub mod manifest;
 pub mod resources;
+pub mod rollout;
 pub mod scale;
 pub mod units;
 pub mod validate;

@@ -41,6 +41,7 @@ use std::fmt;
 
 use serde::Deserialize;
 
+use crate::locate::locate_field;
 use crate::resources::{AppSpec, Route};
 use crate::scale::Scale;
 use crate::validate::Invalid;
@@ -145,8 +146,8 @@ impl Manifest {
     }
 
     fn validate(&self, file: &str, text: &str) -> Result<(), ManifestError> {
-        let err = |section: &str, key: &str, field: String, message: String| {
-            let (line, column) = locate(text, section, key);
+        let err = |field: String, message: String| {
+            let (line, column) = locate_field(text, &field);
             ManifestError {
                 file: file.to_string(),
                 line,
@@ -157,8 +158,6 @@ impl Manifest {
         };
         if self.app.component.trim().is_empty() {
             return Err(err(
-                "app",
-                "component",
                 "app.component".into(),
                 "must name a .wasm file, relative to this manifest".into(),
             ));
@@ -166,14 +165,8 @@ impl Manifest {
         // Everything else is the spec's own rule (the API and the state machine check
         // the same); the component is not known yet, and not looked at.
         let spec = self.as_written(Digest::from_bytes([0; 32]));
-        spec.validate().map_err(|Invalid { field, message }| {
-            // A behaviour rule's error is about its policies; others name their key.
-            let (section, key) = match field.strip_prefix("scale.behavior.") {
-                Some(_) => (field.as_str(), "policies"),
-                None => field.split_once('.').unwrap_or(("app", &field)),
-            };
-            err(section, key, field.clone(), message)
-        })
+        spec.validate()
+            .map_err(|Invalid { field, message }| err(field, message))
     }
 
     /// The spec to apply, with the component resolved to `component`; an autoscaled
@@ -232,29 +225,6 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
     (line, column)
-}
-
-/// Where `key` is written in `[section]`, or the section header, or (0, 0).
-pub(crate) fn locate(text: &str, section: &str, key: &str) -> (usize, usize) {
-    let mut in_section = false;
-    let mut header = (0, 0);
-    for (i, line) in text.lines().enumerate() {
-        let t = line.trim();
-        if t.starts_with('[') {
-            in_section = t.trim_start_matches('[').trim_end_matches(']').trim() == section;
-            if in_section {
-                header = (i + 1, 1);
-            }
-            continue;
-        }
-        if in_section
-            && let Some((k, _)) = t.split_once('=')
-            && k.trim().trim_matches('"') == key
-        {
-            return (i + 1, line.len() - line.trim_start().len() + 1);
-        }
-    }
-    header
 }
 
 #[cfg(test)]
@@ -387,7 +357,11 @@ node_selector = { region = "ap-south-1" }
             "{GOOD}\n[scale]\n[scale.behavior.down]\npolicies = [{{ type = \"Pods\", value = 0, period = \"1m\" }}]\n"
         );
         let e = fails(&text);
-        assert_eq!(e.field.as_deref(), Some("scale.behavior.down"), "{e}");
+        assert_eq!(
+            e.field.as_deref(),
+            Some("scale.behavior.down.policies"),
+            "{e}"
+        );
         assert_eq!(e.line, 27, "{e}");
         let e = fails(&format!("{GOOD}\n[scale]\ntarget = 5\n"));
         assert!(e.message.contains("target_concurrency"), "{e}");

@@ -221,8 +221,8 @@ impl Scale {
             );
         }
         for (field, rules) in [
-            ("behavior.up", &self.behavior.up),
-            ("behavior.down", &self.behavior.down),
+            ("behavior.up.policies", &self.behavior.up),
+            ("behavior.down.policies", &self.behavior.down),
         ] {
             let Some(policies) = rules.as_ref().and_then(|r| r.policies.as_ref()) else {
                 continue;
@@ -303,7 +303,7 @@ policies = [{ type = "Pods", value = 1, period = "1m" }]
             ("panic_window = \"2m\"", "panic_window"),
             (
                 "[behavior.up]\npolicies = [{ type = \"Pods\", value = 0, period = \"1s\" }]",
-                "behavior.up",
+                "behavior.up.policies",
             ),
         ];
         for (text, field) in cases {
