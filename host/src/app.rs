@@ -1,5 +1,5 @@
 //! An app as a host loads it: what it is apart from its component ([`AppConfig`]), and
-//! its component compiled, checked and linked for it ([`Prepared`]) — what the
+//! its component compiled, checked and linked for it (`Prepared`) — what the
 //! `Runtime` hands to an HTTP function or a job.
 
 use std::sync::Arc;
