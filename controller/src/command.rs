@@ -9,14 +9,16 @@
 //! when it proposes them), so applying the log is deterministic.
 
 use dabba_spec::Digest;
+use dabba_spec::analysis::{Measurement, RunKind};
 use dabba_spec::cronjob::RunReport;
 use dabba_spec::kv::{KvError, Outcome, Write};
 use dabba_spec::resources::{
     App, AppSpec, Grant, HostInfo, HostState, Millis, Pod, PodPhase, ResourceKey,
 };
+use dabba_spec::rollout::PauseReason;
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Command {
     /// The first entry of a new cluster: its initial tokens, by SHA-256 of the secret.
@@ -99,6 +101,19 @@ pub enum Command {
         changes: Vec<CronChange>,
         at: Millis,
     },
+    /// Changes to rollouts: decided by the rollout reconciler, measured by the leader's
+    /// analysis, or asked for by a person (promote, abort, pause, ...).
+    Rollout {
+        changes: Vec<RolloutChange>,
+        at: Millis,
+    },
+    /// `dabba rollout undo`: revision `to` (by default the one before) serves again.
+    UndoApp {
+        namespace: String,
+        name: String,
+        to: Option<u64>,
+        at: Millis,
+    },
     /// A write to a workload's key-value bucket. A write with an `id` is applied at
     /// most once: a retry with the same id (after an answer was lost in a leader change)
     /// gets the first outcome back instead of applying again.
@@ -173,6 +188,115 @@ pub enum CronChange {
     Suspend { job: ResourceKey, suspend: bool },
     /// A host reports how an attempt ended.
     Report { run: ResourceKey, report: RunReport },
+}
+
+/// A change to one app's rollout. Each names the canary it is about: a change for a
+/// canary that is no longer being rolled out (a newer revision replaced it, it was
+/// promoted) changes nothing, so a reconciler acting on a slightly old view, or a
+/// leader replaying a proposal, cannot move the wrong rollout.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "change", rename_all = "snake_case")]
+pub enum RolloutChange {
+    /// Enter step `step` (the one after the current), applying what it says.
+    Step {
+        app: ResourceKey,
+        canary: u64,
+        step: u32,
+    },
+    /// One measurement of metric `metric` (its index in the run) of the analysis run
+    /// of this kind that started at `started`.
+    Measured {
+        app: ResourceKey,
+        canary: u64,
+        run: RunKind,
+        started: Millis,
+        metric: u32,
+        measurement: Measurement,
+    },
+    /// The canary (or preview) has taken over: it becomes the stable revision, and the
+    /// old one keeps its pods for the scale-down delay.
+    Complete { app: ResourceKey, canary: u64 },
+    /// Blue-green: the preview has all its pods running.
+    PreviewReady { app: ResourceKey, canary: u64 },
+    /// Blue-green: all traffic switches to the preview (post-promotion analysis runs).
+    Switch { app: ResourceKey, canary: u64 },
+    /// Stop the canary: it takes no more traffic; the stable revision serves all.
+    Abort {
+        app: ResourceKey,
+        canary: u64,
+        reason: String,
+    },
+    /// Past the progress deadline without `progress_deadline_abort`: Degraded, but
+    /// still rolling.
+    Degrade {
+        app: ResourceKey,
+        canary: u64,
+        reason: String,
+    },
+    Pause {
+        app: ResourceKey,
+        canary: u64,
+        reason: PauseReason,
+        message: String,
+    },
+    /// Go on after a person's pause, or re-run the step an inconclusive analysis paused.
+    Resume { app: ResourceKey, canary: u64 },
+    /// A person promotes: past the current pause or step, or (`full`) to the end.
+    Promote {
+        app: ResourceKey,
+        canary: u64,
+        full: bool,
+    },
+    /// Start an aborted rollout again from its first step.
+    Retry { app: ResourceKey, canary: u64 },
+    /// A revision that stopped taking traffic loses its pods.
+    ScaleDown { app: ResourceKey, revision: u64 },
+    /// An autoscaled app: the percent of its demand the canary carried (its pods follow
+    /// it).
+    Share {
+        app: ResourceKey,
+        canary: u64,
+        share: u32,
+    },
+}
+
+impl RolloutChange {
+    pub fn app(&self) -> &ResourceKey {
+        match self {
+            RolloutChange::Step { app, .. }
+            | RolloutChange::Measured { app, .. }
+            | RolloutChange::Complete { app, .. }
+            | RolloutChange::PreviewReady { app, .. }
+            | RolloutChange::Switch { app, .. }
+            | RolloutChange::Abort { app, .. }
+            | RolloutChange::Degrade { app, .. }
+            | RolloutChange::Pause { app, .. }
+            | RolloutChange::Resume { app, .. }
+            | RolloutChange::Promote { app, .. }
+            | RolloutChange::Retry { app, .. }
+            | RolloutChange::ScaleDown { app, .. }
+            | RolloutChange::Share { app, .. } => app,
+        }
+    }
+
+    /// The canary the change is about (`None`: a scale-down, which names its revision).
+    pub fn canary(&self) -> Option<u64> {
+        match self {
+            RolloutChange::Step { canary, .. }
+            | RolloutChange::Measured { canary, .. }
+            | RolloutChange::Complete { canary, .. }
+            | RolloutChange::PreviewReady { canary, .. }
+            | RolloutChange::Switch { canary, .. }
+            | RolloutChange::Abort { canary, .. }
+            | RolloutChange::Degrade { canary, .. }
+            | RolloutChange::Pause { canary, .. }
+            | RolloutChange::Resume { canary, .. }
+            | RolloutChange::Promote { canary, .. }
+            | RolloutChange::Retry { canary, .. }
+            | RolloutChange::Share { canary, .. } => Some(*canary),
+            RolloutChange::ScaleDown { .. } => None,
+        }
+    }
 }
 
 /// The answer to one command.

@@ -41,8 +41,10 @@ use std::fmt;
 
 use serde::Deserialize;
 
+use crate::analysis::AnalysisTemplate;
 use crate::locate::locate_field;
 use crate::resources::{AppSpec, Route};
+use crate::rollout::Rollout;
 use crate::scale::Scale;
 use crate::validate::Invalid;
 use crate::{Capabilities, Digest, LimitOverrides, OutboundRule};
@@ -64,6 +66,12 @@ pub struct Manifest {
     /// Autoscaling; see `crate::scale`.
     #[serde(default)]
     pub scale: Option<Scale>,
+    /// How a new revision takes over; see `crate::rollout`.
+    #[serde(default)]
+    pub rollout: Option<Rollout>,
+    /// Analysis templates for the rollout; see `crate::analysis`.
+    #[serde(default)]
+    pub analysis: Vec<AnalysisTemplate>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -199,6 +207,8 @@ impl Manifest {
             },
             node_selector: self.placement.node_selector.clone(),
             scale: self.scale.clone(),
+            rollout: self.rollout.clone(),
+            analysis: self.analysis.clone(),
         }
     }
 }

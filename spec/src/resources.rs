@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::analysis::AnalysisTemplate;
+use crate::rollout::Rollout;
 use crate::scale::Scale;
 use crate::{Capabilities, Digest, LimitOverrides};
 
@@ -36,21 +38,51 @@ pub struct AppSpec {
     /// How the autoscaler sizes the app; without it `replicas` stays as set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scale: Option<Scale>,
+    /// How a new revision takes over (`spec/rollouts.md`); without it, rolling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<Rollout>,
+    /// The analysis templates its rollout names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub analysis: Vec<AnalysisTemplate>,
 }
 
 impl AppSpec {
-    /// Whether two specs are the same revision: everything but the replica count and
-    /// the scaling rules (which change how many pods run, not what they run).
+    /// Whether two specs are the same revision: everything but the replica count, the
+    /// scaling rules and the rollout (which change how many pods run, or how a revision
+    /// takes over, not what runs).
     pub fn same_revision(&self, other: &AppSpec) -> bool {
-        AppSpec {
+        let what_runs = |s: &AppSpec| AppSpec {
             replicas: 0,
             scale: None,
-            ..self.clone()
-        } == AppSpec {
-            replicas: 0,
-            scale: None,
-            ..other.clone()
-        }
+            rollout: None,
+            analysis: Vec::new(),
+            ..s.clone()
+        };
+        what_runs(self) == what_runs(other)
+    }
+
+    /// The app's rollout strategy (rolling when it has no `[rollout]`).
+    pub fn strategy(&self) -> crate::rollout::Strategy {
+        self.rollout
+            .as_ref()
+            .map(|r| r.strategy)
+            .unwrap_or_default()
+    }
+
+    /// A blue-green app's preview route: its `preview_route` prefix on the app's host.
+    pub fn preview_route(&self) -> Option<Route> {
+        let prefix = self.rollout.as_ref()?.preview_route.clone()?;
+        Some(Route {
+            prefix,
+            host: self.route.host.clone(),
+        })
+    }
+
+    /// Every route the app takes requests on: its own, and its preview route.
+    pub fn routes(&self) -> Vec<Route> {
+        std::iter::once(self.route.clone())
+            .chain(self.preview_route())
+            .collect()
     }
 
     pub fn key(&self) -> ResourceKey {

@@ -113,6 +113,49 @@ impl AppSpec {
                 ));
             }
         }
+        self.validate_rollout()
+    }
+
+    /// The rollout, its analysis templates, and that every template it names exists.
+    fn validate_rollout(&self) -> Result<(), Invalid> {
+        let mut names = std::collections::BTreeSet::new();
+        for (i, t) in self.analysis.iter().enumerate() {
+            t.validate(&format!("analysis[{i}]"))?;
+            if !names.insert(t.name.as_str()) {
+                return Err(Invalid::new(
+                    format!("analysis[{i}].name"),
+                    format!("a second analysis template named `{}`", t.name),
+                ));
+            }
+        }
+        let Some(rollout) = &self.rollout else {
+            return Ok(());
+        };
+        rollout.validate()?;
+        for (field, a) in rollout.analysis_refs() {
+            if let Some(missing) = a.templates.iter().find(|t| !names.contains(t.as_str())) {
+                return Err(Invalid::new(
+                    format!("{field}.templates"),
+                    format!(
+                        "no analysis template named `{missing}` (define it in an [[analysis]] table)"
+                    ),
+                ));
+            }
+        }
+        if let Some(p) = &rollout.preview_route
+            && p.trim_end_matches('/') == self.route.prefix.trim_end_matches('/')
+        {
+            return Err(Invalid::new(
+                "rollout.preview_route",
+                "the preview needs a route of its own, not the app's",
+            ));
+        }
+        if rollout.preview_replicas.is_some_and(|n| n > MAX_REPLICAS) {
+            return Err(Invalid::new(
+                "rollout.preview_replicas",
+                format!("at most {MAX_REPLICAS}"),
+            ));
+        }
         Ok(())
     }
 }

@@ -120,6 +120,8 @@ fn spec(c: &ComponentBytes, name: &str, replicas: u32, scale: Option<Scale>) -> 
         capabilities: Default::default(),
         node_selector: Default::default(),
         scale,
+        rollout: None,
+        analysis: Vec::new(),
     }
 }
 

@@ -13,6 +13,7 @@ pub mod cron;
 mod hosts;
 pub mod pods;
 pub mod replicas;
+pub mod rollout;
 pub mod scheduler;
 
 use std::collections::{BTreeSet, HashMap};
@@ -78,6 +79,10 @@ pub fn reconcile(state: &State, observed: &Observed, now: Millis, tuning: &Tunin
     let changes = replicas::reconcile(state, &ready, now, tuning);
     if !changes.is_empty() {
         commands.push(Command::Pods { changes, at: now });
+    }
+    let changes = rollout::plan(state, now);
+    if !changes.is_empty() {
+        commands.push(Command::Rollout { changes, at: now });
     }
     let hosts: Vec<&str> = ready.iter().copied().collect();
     let changes = cron::plan(&state.cron, now, &hosts);

@@ -11,7 +11,9 @@
 //!
 //! Rolling forward: the new revision's replica set gets all replicas at once; the old
 //! revision's pods stay until the new revision has as many Running pods as it wants, so
-//! an app keeps answering during an update.
+//! an app keeps answering during an update. During a canary or blue-green rollout the
+//! rollout sizes the stable and canary replica sets, and a revision waiting for its
+//! scale-down keeps the pods it has.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -68,13 +70,26 @@ pub fn reconcile(
             .get(&(rs.namespace.as_str(), rs.app.as_str(), rs.revision))
             .map(|ps| ps.iter().copied().filter(|p| !lost(p)).collect())
             .unwrap_or_default();
-        let desired = if rs.revision == app.revision {
-            rs.replicas as usize
-        } else if running(&rs.namespace, &rs.app, app.revision) >= app.spec.replicas as usize {
+        let desired = match state.rollouts.get(&app_id) {
+            // A revision that stopped taking traffic keeps the pods it has until its
+            // scale-down delay is over (so an undo or a retry is instant).
+            Some(r)
+                if r.scale_down.is_some_and(|s| s.revision == rs.revision)
+                    && rs.revision != r.stable =>
+            {
+                live.len()
+            }
+            // A rollout sizes its stable and canary revisions (`RolloutStatus::sizes`).
+            Some(r) if rs.revision == r.stable || Some(rs.revision) == r.canary => {
+                rs.replicas as usize
+            }
+            Some(_) => 0,
+            None if rs.revision == app.revision => rs.replicas as usize,
             // The serving revision has all the Running pods it wants.
-            0
-        } else {
-            live.len()
+            None if running(&rs.namespace, &rs.app, app.revision) >= app.spec.replicas as usize => {
+                0
+            }
+            None => live.len(),
         };
 
         if live.len() > desired {

@@ -7,9 +7,9 @@ use super::*;
 use crate::command::{Command, PodChange, Reply};
 use crate::state::tests::{spec, with_blobs};
 
-const GIB: u64 = 1 << 30;
+pub(super) const GIB: u64 = 1 << 30;
 
-fn host(name: &str, zone: &str, memory: u64, labels: &[(&str, &str)]) -> Command {
+pub(super) fn host(name: &str, zone: &str, memory: u64, labels: &[(&str, &str)]) -> Command {
     Command::RegisterHost {
         info: HostInfo {
             name: name.into(),
@@ -29,7 +29,7 @@ fn host(name: &str, zone: &str, memory: u64, labels: &[(&str, &str)]) -> Command
     }
 }
 
-fn alive(state: &State, now: Millis) -> Observed {
+pub(super) fn alive(state: &State, now: Millis) -> Observed {
     Observed {
         heartbeats: state.hosts.keys().map(|h| (h.clone(), now)).collect(),
         leader_since: 0,
@@ -38,7 +38,7 @@ fn alive(state: &State, now: Millis) -> Observed {
 
 /// Applies reconciler commands (and marks scheduled pods Running, as hosts would) until
 /// nothing more is proposed; returns the number of rounds.
-fn converge(state: &mut State, observed: &Observed, now: Millis) -> usize {
+pub(super) fn converge(state: &mut State, observed: &Observed, now: Millis) -> usize {
     for round in 0..20 {
         let commands = reconcile(state, observed, now, &Tuning::default());
         let running: Vec<PodChange> = state
@@ -66,7 +66,7 @@ fn converge(state: &mut State, observed: &Observed, now: Millis) -> usize {
 }
 
 /// `converge` with every host sending heartbeats at `now`.
-fn converge_alive(state: &mut State, now: Millis) -> usize {
+pub(super) fn converge_alive(state: &mut State, now: Millis) -> usize {
     let observed = alive(state, now);
     converge(state, &observed, now)
 }

@@ -34,94 +34,127 @@ impl State {
                 format!("component {} has not been uploaded", spec.component),
             );
         }
-        if let Some((other, _)) = self
-            .apps
-            .iter()
-            .find(|(k, a)| **k != key && a.spec.route.conflicts_with(&spec.route))
-        {
-            let host = spec
-                .route
-                .host
-                .as_deref()
-                .map(|h| format!(" on host {h}"))
-                .unwrap_or_default();
-            return rejected(
-                Rejection::RouteConflict,
-                format!(
-                    "route {}{host} is already served by {other}",
-                    spec.route.prefix
-                ),
-            );
+        if let Some(conflict) = self.route_conflict(&key, spec) {
+            return conflict;
         }
-        let revisions = self.revisions.entry(key.clone()).or_default();
         let existing = self.apps.get(&key).cloned();
-        let app = match existing {
-            Some(mut app) if app.spec.same_revision(spec) => {
-                // Only the replica count or the scaling rules differ: no new revision.
-                // An autoscaled app keeps the count the autoscaler chose, within the
-                // new bounds.
-                let replicas = autoscaled_replicas(spec, Some(&app.spec));
-                app.spec = spec.clone();
-                app.spec.replicas = replicas;
-                app.updated_at = at;
-                if let Some(rs) = self.replica_sets.get_mut(&replica_set_key(
-                    &spec.namespace,
-                    &spec.name,
-                    app.revision,
-                )) {
-                    rs.replicas = replicas;
-                }
-                app
+        if let Some(mut app) = existing.clone()
+            && app.spec.same_revision(spec)
+        {
+            // Only the replica count, the scaling rules or the rollout settings differ:
+            // no new revision. An autoscaled app keeps the count the autoscaler chose,
+            // within the new bounds.
+            let replicas = autoscaled_replicas(spec, Some(&app.spec));
+            app.spec = spec.clone();
+            app.spec.replicas = replicas;
+            app.updated_at = at;
+            self.apps.insert(key.clone(), app.clone());
+            if self.rollouts.contains_key(&key) {
+                self.resize(&key);
+            } else if let Some(rs) = self.replica_sets.get_mut(&replica_set_key(
+                &spec.namespace,
+                &spec.name,
+                app.revision,
+            )) {
+                rs.replicas = replicas;
             }
-            existing => {
-                let mut spec = spec.clone();
-                spec.replicas = autoscaled_replicas(&spec, existing.as_ref().map(|a| &a.spec));
-                let spec = &spec;
-                let number = revisions.last().map_or(1, |r| r.number + 1);
-                revisions.push(Revision {
-                    number,
-                    spec: spec.clone(),
-                    created_at: at,
-                });
-                if revisions.len() > REVISION_HISTORY {
-                    let drop = revisions.len() - REVISION_HISTORY;
-                    revisions.drain(..drop);
+            self.version += 1;
+            return Reply::App { app: Box::new(app) };
+        }
+        if let Some(stable) = self
+            .rollouts
+            .get(&key)
+            .filter(|r| r.in_progress())
+            .map(|r| r.stable)
+            && self
+                .revision(spec.namespace.as_str(), spec.name.as_str(), stable)
+                .is_some_and(|r| r.spec.same_revision(spec))
+        {
+            // The stable revision's manifest again, mid-rollout: back to it at once (as
+            // Argo does), with no new revision.
+            return self.undo(&spec.namespace, &spec.name, Some(stable), at);
+        }
+        let mut spec = spec.clone();
+        spec.replicas = autoscaled_replicas(&spec, existing.as_ref().map(|a| &a.spec));
+        let in_use: Vec<u64> = self.rollouts.get(&key).map_or(Vec::new(), |r| {
+            [Some(r.stable), r.canary, r.scale_down.map(|s| s.revision)]
+                .into_iter()
+                .flatten()
+                .collect()
+        });
+        let revisions = self.revisions.entry(key.clone()).or_default();
+        let number = revisions.last().map_or(1, |r| r.number + 1);
+        revisions.push(Revision {
+            number,
+            spec: spec.clone(),
+            created_at: at,
+        });
+        // History is bounded, but the revisions a rollout uses are kept.
+        while revisions.len() > REVISION_HISTORY {
+            match revisions.iter().position(|r| !in_use.contains(&r.number)) {
+                Some(i) => {
+                    revisions.remove(i);
                 }
-                // The new revision's replica set takes all replicas; older ones go to
-                // zero (their pods stop once the new ones run: see the replica-set
-                // reconciler).
-                for rs in self.replica_sets.values_mut() {
-                    if rs.namespace == spec.namespace && rs.app == spec.name {
-                        rs.replicas = 0;
-                    }
-                }
-                self.replica_sets.insert(
-                    replica_set_key(&spec.namespace, &spec.name, number),
-                    ReplicaSet {
-                        namespace: spec.namespace.clone(),
-                        app: spec.name.clone(),
-                        revision: number,
-                        replicas: spec.replicas,
-                    },
-                );
-                let created_at = existing.as_ref().map_or(at, |a| a.created_at);
-                self.event(
-                    at,
-                    format!("app/{key}"),
-                    "NewRevision",
-                    format!("revision {number} ({})", spec.component.short()),
-                );
-                App {
-                    spec: spec.clone(),
-                    revision: number,
-                    created_at,
-                    updated_at: at,
-                }
+                None => break,
             }
+        }
+        // Rolling: the new revision's replica set takes all replicas; older ones go to
+        // zero (their pods stop once the new ones run: see the replica-set reconciler).
+        // A canary or blue-green rollout sizes them itself (`resize`).
+        for rs in self.replica_sets.values_mut() {
+            if rs.namespace == spec.namespace && rs.app == spec.name {
+                rs.replicas = 0;
+            }
+        }
+        self.replica_sets.insert(
+            replica_set_key(&spec.namespace, &spec.name, number),
+            ReplicaSet {
+                namespace: spec.namespace.clone(),
+                app: spec.name.clone(),
+                revision: number,
+                replicas: spec.replicas,
+            },
+        );
+        self.event(
+            at,
+            format!("app/{key}"),
+            "NewRevision",
+            format!("revision {number} ({})", spec.component.short()),
+        );
+        let app = App {
+            spec: spec.clone(),
+            revision: number,
+            created_at: existing.as_ref().map_or(at, |a| a.created_at),
+            updated_at: at,
         };
-        self.apps.insert(key, app.clone());
+        self.apps.insert(key.clone(), app.clone());
+        let serving = existing.map(|a| a.revision);
+        if self.begin_rollout(&key, serving, number, &spec, at) {
+            self.resize(&key);
+        }
         self.version += 1;
         Reply::App { app: Box::new(app) }
+    }
+
+    /// The refusal of `spec` if one of its routes (its own, a preview) is another app's.
+    fn route_conflict(&self, key: &ResourceKey, spec: &AppSpec) -> Option<Reply> {
+        let wanted = spec.routes();
+        for (other, a) in self.apps.iter().filter(|(k, _)| *k != key) {
+            for theirs in a.spec.routes() {
+                if let Some(mine) = wanted.iter().find(|m| m.conflicts_with(&theirs)) {
+                    let host = mine
+                        .host
+                        .as_deref()
+                        .map(|h| format!(" on host {h}"))
+                        .unwrap_or_default();
+                    return Some(rejected(
+                        Rejection::RouteConflict,
+                        format!("route {}{host} is already served by {other}", mine.prefix),
+                    ));
+                }
+            }
+        }
+        None
     }
 
     pub(super) fn delete_app(&mut self, namespace: &str, name: &str, at: Millis) -> Reply {
@@ -130,6 +163,7 @@ impl State {
             return rejected(Rejection::NotFound, format!("no app {key}"));
         }
         self.revisions.remove(&key);
+        self.rollouts.remove(&key);
         self.replica_sets
             .retain(|_, rs| !(rs.namespace == namespace && rs.app == name));
         self.pods
@@ -161,7 +195,9 @@ impl State {
         app.updated_at = at;
         let revision = app.revision;
         let app = app.clone();
-        if let Some(rs) = self
+        if self.rollouts.contains_key(&key) {
+            self.resize(&key);
+        } else if let Some(rs) = self
             .replica_sets
             .get_mut(&replica_set_key(namespace, name, revision))
         {
@@ -197,7 +233,8 @@ impl State {
         }
         app.spec.replicas = 1;
         app.updated_at = at;
-        let revision = app.revision;
+        // The first pod is the serving revision's; a canary's follows from the resize.
+        let revision = self.rollouts.get(&key).map_or(app.revision, |r| r.stable);
         let Some(rs) = self
             .replica_sets
             .get_mut(&replica_set_key(namespace, name, revision))
@@ -205,6 +242,7 @@ impl State {
             return rejected(Rejection::NotFound, format!("no replica set for {key}"));
         };
         rs.replicas = 1;
+        self.resize(&key);
         self.pod_seq += 1;
         let pod = Pod {
             name: format!("{name}-r{revision}-{}", self.pod_seq),

@@ -5,9 +5,11 @@
 mod apps;
 pub mod cron;
 mod encoding;
+mod rollout;
 mod workload_kv;
 
 pub use apps::replica_set_key;
+pub use rollout::ANALYSIS_RUNS_KEPT;
 pub use workload_kv::KV_WRITE_MEMORY;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -17,6 +19,7 @@ use dabba_spec::kv::{KvError, Outcome};
 use dabba_spec::resources::{
     App, Grant, Host, HostInfo, HostState, Millis, Pod, ReplicaSet, ResourceKey, Revision,
 };
+use dabba_spec::rollout::RolloutStatus;
 use serde::{Deserialize, Serialize};
 
 use crate::command::{Command, Rejection, Reply};
@@ -27,7 +30,7 @@ pub const REVISION_HISTORY: usize = 10;
 /// Events kept for `describe`.
 pub const EVENT_HISTORY: usize = 1000;
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct State {
     /// Bumped by every command that changes what clients can see; watches wait on it.
     pub version: u64,
@@ -59,6 +62,9 @@ pub struct State {
     /// Cron jobs and their runs.
     #[serde(default)]
     pub cron: CronState,
+    /// The rollout of each canary or blue-green app that has had one.
+    #[serde(default)]
+    pub rollouts: BTreeMap<ResourceKey, RolloutStatus>,
 }
 
 /// Something that happened to an object, for `dabba describe`.
@@ -160,6 +166,22 @@ impl State {
                 }
                 Reply::Ok
             }
+            Command::Rollout { changes, at } => {
+                let mut changed = false;
+                for change in changes {
+                    changed |= self.apply_rollout(change, *at);
+                }
+                if changed {
+                    self.version += 1;
+                }
+                Reply::Ok
+            }
+            Command::UndoApp {
+                namespace,
+                name,
+                to,
+                at,
+            } => self.undo(namespace, name, *to, *at),
             Command::Kv { bucket, write, id } => self.apply_kv(bucket, write, id.as_ref()),
         }
     }

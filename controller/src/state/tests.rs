@@ -23,6 +23,8 @@ pub(crate) fn spec(name: &str, prefix: &str, replicas: u32) -> AppSpec {
         capabilities: Default::default(),
         node_selector: Default::default(),
         scale: None,
+        rollout: None,
+        analysis: Vec::new(),
     }
 }
 

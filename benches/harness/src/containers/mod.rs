@@ -229,6 +229,8 @@ async fn measure(setup: &Setup<'_>, dir: &Path, docker_version: String) -> anyho
         capabilities: Default::default(),
         node_selector: Default::default(),
         scale,
+        rollout: None,
+        analysis: Vec::new(),
     };
     let n = sizes.cold_starts;
     let cold: Vec<AppSpec> = (0..n)

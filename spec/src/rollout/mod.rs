@@ -19,7 +19,11 @@
 //! These are the types and their checks; what each step does is the rollout
 //! reconciler's (`controller/src/reconcile/rollout.rs`).
 
+mod status;
+
 use serde::{Deserialize, Serialize};
+
+pub use status::{PauseReason, Paused, RolloutPhase, RolloutStatus, ScaleDown, Sizes};
 
 use crate::HumanDuration;
 use crate::analysis::AnalysisRef;

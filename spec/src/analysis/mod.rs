@@ -23,9 +23,13 @@
 //! in a row exceed `consecutive_error_limit`; it succeeds when all `count` measurements
 //! are in without that.
 
+mod run;
+
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+
+pub use run::{AnalysisPhase, AnalysisRun, MEASUREMENTS_KEPT, Measurement, MetricRun, RunKind};
 
 use crate::HumanDuration;
 use crate::condition::Condition;
