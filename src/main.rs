@@ -50,6 +50,10 @@ enum Command {
     Resume(commands::cron::CronArgs),
     /// Start a run of a cron job now: `dabba create job --from cronjob/NAME`.
     Create(commands::cron::CreateArgs),
+    /// Watch and steer canary and blue-green rollouts: status, promote, abort, retry,
+    /// pause, resume, undo.
+    #[command(subcommand)]
+    Rollout(commands::rollout::RolloutCommand),
     /// Inspect and change the controller cluster.
     #[command(subcommand)]
     Cluster(commands::cluster::ClusterCommand),
@@ -83,6 +87,7 @@ fn main() -> ExitCode {
         Command::Suspend(args) => commands::cron::suspend(args).map(|()| ExitCode::SUCCESS),
         Command::Resume(args) => commands::cron::resume(args).map(|()| ExitCode::SUCCESS),
         Command::Create(args) => commands::cron::create(args).map(|()| ExitCode::SUCCESS),
+        Command::Rollout(cmd) => commands::rollout::rollout(cmd),
         Command::Cluster(cmd) => commands::cluster::cluster(cmd).map(|()| ExitCode::SUCCESS),
         Command::Token(args) => commands::token::token(args).map(|()| ExitCode::SUCCESS),
     };

@@ -17,8 +17,8 @@ use dabba_spec::Digest;
 use dabba_spec::api::{
     ActivateRequest, ActivateResponse, AddMember, AppDetail, AppSummary, BlobStored, ClusterStatus,
     CronJobApply, CronJobView, Empty, ErrorBody, Health, Heartbeat, HostView, KvKeys, KvList,
-    KvRead, KvValues, KvWrite, KvWriteResult, LogLine, PeerToken, ScaleRequest, TokenRequest,
-    TokenResponse, WatchResponse,
+    KvRead, KvValues, KvWrite, KvWriteResult, LogLine, PeerToken, RolloutAction, RolloutView,
+    ScaleRequest, TokenRequest, TokenResponse, UndoRequest, WatchResponse,
 };
 use dabba_spec::cronjob::RunReport;
 use dabba_spec::resources::{App, AppSpec, Host, HostInfo, Pod, ResourceKey, Revision};
@@ -221,6 +221,36 @@ impl ApiClient {
     /// `GET /v1/apps/{ns}/{name}/logs?tail=N`.
     pub async fn app_logs(&self, key: &ResourceKey, tail: usize) -> Result<Vec<LogLine>, ApiError> {
         self.get(&paths::app_logs(key, tail)).await
+    }
+
+    /// `GET /v1/rollouts`, in `namespace` (`None`: every namespace the token covers).
+    pub async fn rollouts(&self, namespace: Option<&str>) -> Result<Vec<RolloutView>, ApiError> {
+        self.get(&paths::listing("rollouts", namespace, None)).await
+    }
+
+    /// `GET /v1/apps/{ns}/{name}/rollout`.
+    pub async fn rollout(&self, key: &ResourceKey) -> Result<RolloutView, ApiError> {
+        self.get(&paths::app_action(key, "rollout")).await
+    }
+
+    /// `POST /v1/apps/{ns}/{name}/rollout`: promote, abort, retry, pause or resume.
+    pub async fn rollout_action(
+        &self,
+        key: &ResourceKey,
+        action: RolloutAction,
+    ) -> Result<RolloutView, ApiError> {
+        self.send_json(Method::POST, &paths::app_action(key, "rollout"), &action)
+            .await
+    }
+
+    /// `POST /v1/apps/{ns}/{name}/undo`.
+    pub async fn undo(&self, key: &ResourceKey, to_revision: Option<u64>) -> Result<App, ApiError> {
+        self.send_json(
+            Method::POST,
+            &paths::app_action(key, "undo"),
+            &UndoRequest { to_revision },
+        )
+        .await
     }
 
     /// `GET /v1/revisions`, narrowed to a namespace and an app.

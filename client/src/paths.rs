@@ -74,7 +74,8 @@ pub fn blob(digest: &Digest) -> String {
     v1(&["blobs", &digest.to_string()])
 }
 
-/// `/v1/apps`, `/v1/revisions`, `/v1/pods` or `/v1/cronjobs`, optionally narrowed.
+/// `/v1/apps`, `/v1/revisions`, `/v1/pods`, `/v1/cronjobs` or `/v1/rollouts`, optionally
+/// narrowed.
 pub fn listing(resource: &str, namespace: Option<&str>, app: Option<&str>) -> String {
     with_query(v1(&[resource]), &[("namespace", namespace), ("app", app)])
 }
@@ -83,7 +84,7 @@ pub fn app(key: &ResourceKey) -> String {
     v1(&["apps", key.namespace(), key.name()])
 }
 
-/// `/v1/apps/{ns}/{name}/{action}`: `scale`, `activate`, `logs`.
+/// `/v1/apps/{ns}/{name}/{action}`: `scale`, `activate`, `logs`, `rollout`, `undo`.
 pub fn app_action(key: &ResourceKey, action: &str) -> String {
     v1(&["apps", key.namespace(), key.name(), action])
 }

@@ -132,7 +132,10 @@ impl HttpFunction {
             Err(kind) => self.failure(&Failure::Limit(kind)),
             Ok(_permit) => self.run(req, started).await,
         };
-        flight.finish(resp.status().as_u16());
+        flight.finish(
+            resp.status().as_u16(),
+            resp.headers().contains_key(LIMIT_HEADER),
+        );
         self.app.metrics.request(resp.status().as_u16());
         self.app
             .metrics
@@ -331,8 +334,11 @@ impl HttpFunction {
     }
 }
 
+/// The header naming the limit that stopped a request.
+pub const LIMIT_HEADER: &str = "x-dabba-limit";
+
 /// A JSON error body: `{"error": {"code", "message", "limit"?}}`, with the limit also in
-/// the `x-dabba-limit` header.
+/// the [`LIMIT_HEADER`] header.
 pub fn error_response(
     status: u16,
     code: &str,
@@ -350,7 +356,7 @@ pub fn error_response(
         .status(status)
         .header(http::header::CONTENT_TYPE, "application/json");
     if let Some(l) = limit {
-        builder = builder.header("x-dabba-limit", l.as_str());
+        builder = builder.header(LIMIT_HEADER, l.as_str());
     }
     builder
         .body(Full::new(Bytes::from(body.to_string())))

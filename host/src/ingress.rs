@@ -14,8 +14,8 @@
 //! longer than the activator's patience, or finds the queue full, gets 503 with
 //! `Retry-After`; none is dropped silently.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -23,7 +23,8 @@ use tokio::sync::{mpsc, watch};
 
 use dabba_client::transport::{HttpClient, send};
 use dabba_spec::api::RouteEntry;
-use dabba_spec::resources::ResourceKey;
+use dabba_spec::resources::{ResourceKey, Route};
+use dabba_spec::rollout::{PREVIEW_HEADER, Sticky};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 
@@ -32,6 +33,9 @@ use crate::server::Handler;
 
 /// Marks a request proxied from another host's ingress.
 pub const HOP: &str = "x-dabba-hop";
+/// On a response: the revision that answered. On a proxied request: the revision the
+/// first host chose, which the next one serves.
+pub const REVISION: &str = "x-dabba-revision";
 /// The largest request body the ingress proxies to another host.
 pub const MAX_PROXIED_BODY: usize = 16 << 20;
 /// How long a proxied request may take.
@@ -44,50 +48,228 @@ pub struct LocalPod {
     pub function: HttpFunction,
 }
 
-/// Where requests go: every app's route, and the pods of each app on this host.
+/// Where requests go: every app's route (and preview route), and the pods of each app
+/// on this host by revision.
 #[derive(Default)]
 pub struct RoutingTable {
-    /// Most specific first.
-    routes: Vec<RouteEntry>,
-    /// By app: the local pods of the newest revision running here.
-    local: HashMap<ResourceKey, Vec<Arc<LocalPod>>>,
+    entries: Vec<RouteEntry>,
+    /// Every route and preview route, most specific first: the route, its entry, and
+    /// whether it is a preview.
+    rules: Vec<(Route, usize, bool)>,
+    by_app: HashMap<ResourceKey, usize>,
+    /// By app, then revision: the local pods.
+    local: HashMap<ResourceKey, BTreeMap<u64, Vec<Arc<LocalPod>>>>,
+    /// By app with a canary: the weighted picker (kept across tables while the weight
+    /// stays, so the split stays exact).
+    pickers: HashMap<ResourceKey, Arc<Picker>>,
 }
 
 impl RoutingTable {
-    pub fn new(
-        mut routes: Vec<RouteEntry>,
-        pods: Vec<(ResourceKey, Arc<LocalPod>)>,
-    ) -> RoutingTable {
-        routes.sort_by_key(|r| std::cmp::Reverse(r.route.specificity()));
-        let mut local: HashMap<ResourceKey, Vec<Arc<LocalPod>>> = HashMap::new();
-        for (app, pod) in pods {
-            let list = local.entry(app).or_default();
-            match list.first().map(|p| p.revision) {
-                Some(r) if r > pod.revision => continue,
-                Some(r) if r < pod.revision => list.clear(),
-                _ => {}
+    pub fn new(routes: Vec<RouteEntry>, pods: Vec<(ResourceKey, Arc<LocalPod>)>) -> RoutingTable {
+        let mut rules = Vec::new();
+        let mut by_app = HashMap::new();
+        let mut pickers = HashMap::new();
+        for (i, r) in routes.iter().enumerate() {
+            rules.push((r.route.clone(), i, false));
+            if let Some(p) = r.split.as_ref().and_then(|s| s.preview.clone()) {
+                rules.push((p, i, true));
             }
-            list.push(pod);
+            by_app.insert(r.key(), i);
+            if let Some(split) = &r.split {
+                pickers.insert(r.key(), Arc::new(Picker::new(split.canary, split.weight)));
+            }
         }
-        for list in local.values_mut() {
+        rules.sort_by_key(|(route, _, _)| std::cmp::Reverse(route.specificity()));
+        let mut local: HashMap<ResourceKey, BTreeMap<u64, Vec<Arc<LocalPod>>>> = HashMap::new();
+        for (app, pod) in pods {
+            local
+                .entry(app)
+                .or_default()
+                .entry(pod.revision)
+                .or_default()
+                .push(pod);
+        }
+        for list in local.values_mut().flat_map(|by_rev| by_rev.values_mut()) {
             list.sort_by(|a, b| a.key.cmp(&b.key));
         }
-        RoutingTable { routes, local }
+        RoutingTable {
+            entries: routes,
+            rules,
+            by_app,
+            local,
+            pickers,
+        }
     }
 
-    /// The route a request for `host` and `path` takes.
-    pub fn route(&self, host: Option<&str>, path: &str) -> Option<&RouteEntry> {
-        self.routes.iter().find(|r| r.route.matches(host, path))
+    /// The route a request for `host` and `path` takes, and whether it came by the
+    /// app's preview route.
+    pub fn route(&self, host: Option<&str>, path: &str) -> Option<(&RouteEntry, bool)> {
+        self.rules
+            .iter()
+            .find(|(r, _, _)| r.matches(host, path))
+            .map(|(_, i, preview)| (&self.entries[*i], *preview))
     }
 
-    pub fn local_pods(&self, app: &ResourceKey) -> &[Arc<LocalPod>] {
-        self.local.get(app).map_or(&[], Vec::as_slice)
+    /// The local pods of `app` of `revision` (`None`: of the newest revision here).
+    pub fn local_pods(&self, app: &ResourceKey, revision: Option<u64>) -> &[Arc<LocalPod>] {
+        let Some(by_rev) = self.local.get(app) else {
+            return &[];
+        };
+        let pods = match revision {
+            Some(r) => by_rev.get(&r),
+            None => by_rev.values().next_back(),
+        };
+        pods.map_or(&[], Vec::as_slice)
     }
 
     /// The route entry of `app`.
     fn entry(&self, app: &ResourceKey) -> Option<&RouteEntry> {
-        self.routes.iter().find(|r| r.key() == *app)
+        self.by_app.get(app).map(|i| &self.entries[*i])
     }
+
+    /// Keeps the pickers of `old` whose canary and weight did not change.
+    fn carry_pickers(&mut self, old: &RoutingTable) {
+        for (app, picker) in self.pickers.iter_mut() {
+            if let Some(p) = old.pickers.get(app)
+                && (p.canary, p.weight) == (picker.canary, picker.weight)
+            {
+                *picker = p.clone();
+            }
+        }
+    }
+}
+
+/// The exact weighted split: request number `n` of an app on this host goes to the
+/// canary when `⌊(n+1)·w/100⌋ > ⌊n·w/100⌋`. Every 100 consecutive requests send exactly
+/// `w` to the canary, spread evenly (for 5%: every 20th), so any 1,000 consecutive
+/// requests are within one request of the weight.
+pub struct Picker {
+    canary: u64,
+    weight: u32,
+    n: AtomicU64,
+}
+
+impl Picker {
+    fn new(canary: u64, weight: u32) -> Picker {
+        Picker {
+            canary,
+            weight: weight.min(100),
+            n: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether the next request goes to the canary.
+    pub fn canary(&self) -> bool {
+        let n = self.n.fetch_add(1, Ordering::Relaxed) % 100;
+        let w = u64::from(self.weight);
+        (n + 1) * w / 100 > n * w / 100
+    }
+}
+
+/// Where one request goes: a revision (`None`: the newest running), and a cookie to set
+/// when the request was made sticky by one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Choice {
+    pub revision: Option<u64>,
+    pub set_cookie: Option<String>,
+}
+
+/// The revision a request for `route` goes to (`spec/rollouts.md`, "Routing");
+/// `header` reads a request header by name, `preview` says the request came by the
+/// preview route.
+pub fn choose<'a>(
+    route: &RouteEntry,
+    picker: Option<&Picker>,
+    preview: bool,
+    header: impl Fn(&str) -> Option<&'a str>,
+) -> Choice {
+    let to = |revision| Choice {
+        revision: Some(revision),
+        set_cookie: None,
+    };
+    // A request another host proxied keeps the revision that host chose, if it is
+    // one this route serves now.
+    let proxied: Option<u64> = header(HOP)
+        .and(header(REVISION))
+        .and_then(|v| v.parse().ok());
+    if let Some(r) = proxied
+        && (Some(r) == route.serving || route.split.as_ref().is_some_and(|s| s.canary == r))
+    {
+        return to(r);
+    }
+    let (Some(split), Some(stable)) = (&route.split, route.serving) else {
+        return Choice {
+            revision: route.serving,
+            set_cookie: None,
+        };
+    };
+    let wants_preview = split.preview.is_some()
+        && header(PREVIEW_HEADER).is_some_and(|v| !matches!(v.trim(), "" | "0" | "false"));
+    if preview || wants_preview {
+        return to(split.canary);
+    }
+    if split
+        .header_route
+        .as_ref()
+        .is_some_and(|h| h.matches(&header))
+    {
+        return to(split.canary);
+    }
+    let by_weight = || {
+        if picker.is_some_and(Picker::canary) {
+            split.canary
+        } else {
+            stable
+        }
+    };
+    match &split.sticky {
+        Some(Sticky {
+            header: Some(name), ..
+        }) => match header(name) {
+            // A user's bucket: below the weight, the canary. As the weight rises a user
+            // moves once, to the canary, and never back (unless it is aborted).
+            Some(user) if fnv1a(user.as_bytes()) % 100 < u64::from(split.weight) => {
+                to(split.canary)
+            }
+            Some(_) => to(stable),
+            None => to(by_weight()),
+        },
+        Some(Sticky {
+            cookie: Some(name), ..
+        }) => {
+            let had = header("cookie")
+                .and_then(|c| cookie(c, name))
+                .and_then(|v| v.parse().ok());
+            match had {
+                Some(r) if r == stable || (r == split.canary && split.weight > 0) => to(r),
+                _ => {
+                    let revision = by_weight();
+                    Choice {
+                        revision: Some(revision),
+                        set_cookie: Some(format!(
+                            "{name}={revision}; Path=/; HttpOnly; SameSite=Lax"
+                        )),
+                    }
+                }
+            }
+        }
+        _ => to(by_weight()),
+    }
+}
+
+/// The value of cookie `name` in a `Cookie` header.
+fn cookie<'a>(header: &'a str, name: &str) -> Option<&'a str> {
+    header.split(';').find_map(|pair| {
+        let (k, v) = pair.trim().split_once('=')?;
+        (k == name).then_some(v)
+    })
+}
+
+/// FNV-1a: a stable hash, the same on every host and in every version.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 /// An app the activator holds requests for, reported to the agent.
@@ -174,8 +356,11 @@ impl Ingress {
         (ingress, demands)
     }
 
-    pub fn replace_table(&self, table: RoutingTable) {
-        *self.table.write().expect("routing table lock") = Arc::new(table);
+    pub fn replace_table(&self, mut table: RoutingTable) {
+        let mut current = self.table.write().expect("routing table lock");
+        table.carry_pickers(&current);
+        *current = Arc::new(table);
+        drop(current);
         self.generation.send_modify(|g| *g += 1);
     }
 
@@ -192,7 +377,11 @@ impl Ingress {
 
     /// Holds a request for an app with no pod until a table has one, or the patience
     /// runs out. Returns the table to serve it from, or the answer to give.
-    async fn hold(&self, key: &ResourceKey) -> Result<Arc<RoutingTable>, HttpResponse> {
+    async fn hold(
+        &self,
+        key: &ResourceKey,
+        revision: Option<u64>,
+    ) -> Result<Arc<RoutingTable>, HttpResponse> {
         let mut generation = self.generation.subscribe();
         let first = {
             let mut held = self.activator.held.lock().expect("activator lock");
@@ -220,7 +409,7 @@ impl Ingress {
         let deadline = tokio::time::Instant::now() + self.activator.options.patience;
         loop {
             let table = self.table();
-            if !table.local_pods(key).is_empty() || self.remote(&table, key) {
+            if !table.local_pods(key, revision).is_empty() || self.remote(&table, key, revision) {
                 return Ok(table);
             }
             match tokio::time::timeout_at(deadline, generation.changed()).await {
@@ -236,14 +425,20 @@ impl Ingress {
         }
     }
 
-    /// Whether another host runs a pod of the app.
-    fn remote(&self, table: &RoutingTable, app: &ResourceKey) -> bool {
-        table.entry(app).is_some_and(|r| !self.others(r).is_empty())
+    /// Whether another host runs a pod of the app (of `revision`, if given).
+    fn remote(&self, table: &RoutingTable, app: &ResourceKey, revision: Option<u64>) -> bool {
+        table
+            .entry(app)
+            .is_some_and(|r| !self.others(r, revision).is_empty())
     }
 
-    fn others<'a>(&self, route: &'a RouteEntry) -> Vec<&'a String> {
-        route
-            .endpoints
+    /// The other hosts running a pod of the route's app (of `revision`, if given).
+    fn others<'a>(&self, route: &'a RouteEntry, revision: Option<u64>) -> Vec<&'a String> {
+        let endpoints = match (&route.split, revision) {
+            (Some(split), Some(r)) if r == split.canary => &split.canary_endpoints,
+            _ => &route.endpoints,
+        };
+        endpoints
             .iter()
             .filter(|e| e.trim_end_matches('/') != self.own_address)
             .collect()
@@ -257,7 +452,12 @@ impl Ingress {
         self.turn.fetch_add(1, Ordering::Relaxed)
     }
 
-    async fn proxy(&self, endpoint: &str, req: http::Request<Incoming>) -> HttpResponse {
+    async fn proxy(
+        &self,
+        endpoint: &str,
+        revision: Option<u64>,
+        req: http::Request<Incoming>,
+    ) -> HttpResponse {
         let (parts, body) = req.into_parts();
         let body = match Limited::new(body, MAX_PROXIED_BODY).collect().await {
             Ok(b) => b.to_bytes(),
@@ -277,9 +477,12 @@ impl Ingress {
             .method(parts.method)
             .uri(format!("{endpoint}{path}"));
         for (k, v) in &parts.headers {
-            if k != http::header::CONTENT_LENGTH && k != http::header::CONNECTION {
+            if k != http::header::CONTENT_LENGTH && k != http::header::CONNECTION && k != REVISION {
                 out = out.header(k, v);
             }
+        }
+        if let Some(r) = revision {
+            out = out.header(REVISION, r);
         }
         let Ok(out) = out.header(HOP, "1").body(Full::new(body)) else {
             return error_response(400, "bad_request", "the request cannot be proxied", None);
@@ -316,7 +519,7 @@ impl Handler for Ingress {
             .get(http::header::HOST)
             .and_then(|h| h.to_str().ok())
             .map(str::to_string);
-        let Some(route) = table.route(host.as_deref(), req.uri().path()) else {
+        let Some((route, preview)) = table.route(host.as_deref(), req.uri().path()) else {
             return error_response(
                 404,
                 "no_route",
@@ -325,45 +528,72 @@ impl Handler for Ingress {
             );
         };
         let app = route.key();
-        let pods = table.local_pods(&app);
-        if !pods.is_empty() {
-            let pod = pods[self.next_turn() % pods.len()].clone();
-            return pod.function.handle(req).await;
+        let choice = choose(
+            route,
+            table.pickers.get(&app).map(|p| &**p),
+            preview,
+            |name| req.headers().get(name).and_then(|v| v.to_str().ok()),
+        );
+        let mut resp = self.serve(table, &app, choice.revision, req).await;
+        if let Some(c) = choice.set_cookie
+            && let Ok(v) = http::HeaderValue::from_str(&c)
+        {
+            resp.headers_mut().append(http::header::SET_COOKIE, v);
         }
+        resp
+    }
+}
+
+impl Ingress {
+    /// Serves a request for `app` with a pod of `revision` (`None`: the newest running):
+    /// a local one, else another host's, else — for an app that scales from zero — it
+    /// is held until one runs.
+    async fn serve(
+        &self,
+        mut table: Arc<RoutingTable>,
+        app: &ResourceKey,
+        revision: Option<u64>,
+        req: http::Request<Incoming>,
+    ) -> HttpResponse {
         let hopped = req.headers().contains_key(HOP);
-        let mut table = table.clone();
-        let no_pod = table.local_pods(&app).is_empty() && (hopped || !self.remote(&table, &app));
-        if no_pod {
-            if hopped || !route.autoscaled {
+        if table.local_pods(app, revision).is_empty()
+            && (hopped || !self.remote(&table, app, revision))
+        {
+            let autoscaled = table.entry(app).is_some_and(|r| r.autoscaled);
+            if hopped || !autoscaled {
                 // The other host thought a pod runs here; it does not (any more).
-                return unavailable(&app, "no_ready_pod", "has no running pod here");
+                return unavailable(app, "no_ready_pod", "has no running pod here");
             }
-            table = match self.hold(&app).await {
+            table = match self.hold(app, revision).await {
                 Ok(t) => t,
                 Err(resp) => return resp,
             };
         }
-        let pods = table.local_pods(&app);
+        let pods = table.local_pods(app, revision);
         if !pods.is_empty() {
             let pod = pods[self.next_turn() % pods.len()].clone();
-            return pod.function.handle(req).await;
+            let mut resp = pod.function.handle(req).await;
+            resp.headers_mut()
+                .insert(REVISION, http::HeaderValue::from(pod.revision));
+            return resp;
         }
-        let Some(route) = table.entry(&app) else {
-            return unavailable(&app, "no_route", "was removed");
+        let Some(route) = table.entry(app) else {
+            return unavailable(app, "no_route", "was removed");
         };
-        let others = self.others(route);
+        let others = self.others(route, revision);
         if others.is_empty() {
-            return unavailable(&app, "no_ready_pod", "has no running pod");
+            return unavailable(app, "no_ready_pod", "has no running pod");
         }
         let endpoint = others[self.next_turn() % others.len()].clone();
-        self.proxy(&endpoint, req).await
+        self.proxy(&endpoint, revision, req).await
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dabba_spec::resources::Route;
+    use dabba_spec::api::Split;
+    use dabba_spec::rollout::{HeaderMatch, HeaderRoute};
 
     fn entry(app: &str, prefix: &str, host: Option<&str>) -> RouteEntry {
         RouteEntry {
@@ -375,7 +605,28 @@ mod tests {
             },
             endpoints: vec![],
             autoscaled: false,
+            serving: None,
+            split: None,
         }
+    }
+
+    /// `search` rolling revision 2 out over revision 1 at `weight`.
+    fn canary(weight: u32) -> RouteEntry {
+        let mut e = entry("search", "/search", None);
+        e.serving = Some(1);
+        e.split = Some(Split {
+            canary: 2,
+            canary_endpoints: vec!["http://h2:8080".into()],
+            weight,
+            header_route: None,
+            sticky: None,
+            preview: None,
+        });
+        e
+    }
+
+    fn no_headers(_: &str) -> Option<&'static str> {
+        None
     }
 
     #[test]
@@ -389,7 +640,7 @@ mod tests {
             ],
             vec![],
         );
-        let app = |host: Option<&str>, path: &str| t.route(host, path).map(|r| r.app.clone());
+        let app = |host: Option<&str>, path: &str| t.route(host, path).map(|(r, _)| r.app.clone());
         assert_eq!(app(None, "/payments/p1").as_deref(), Some("pay"));
         assert_eq!(app(None, "/payments/refunds/1").as_deref(), Some("refunds"));
         assert_eq!(
@@ -404,6 +655,191 @@ mod tests {
     fn no_route_matches_nothing() {
         let t = RoutingTable::new(vec![entry("pay", "/payments", None)], vec![]);
         assert!(t.route(None, "/search").is_none());
-        assert!(t.local_pods(&ResourceKey::new("default", "pay")).is_empty());
+        assert!(
+            t.local_pods(&ResourceKey::new("default", "pay"), None)
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn the_weighted_split_is_exact_over_any_thousand_requests() {
+        for weight in [0, 1, 5, 10, 25, 33, 50, 75, 99, 100] {
+            let route = canary(weight);
+            let picker = Picker::new(2, weight);
+            let picks: Vec<bool> = (0..10_000)
+                .map(|_| choose(&route, Some(&picker), false, no_headers).revision == Some(2))
+                .collect();
+            let total = picks.iter().filter(|c| **c).count();
+            assert_eq!(total, weight as usize * 100, "weight {weight}");
+            // Every window of 1,000 consecutive requests: within one request of it.
+            let mut in_window = picks[..1000].iter().filter(|c| **c).count() as i64;
+            for start in 1..=(picks.len() - 1000) {
+                in_window += i64::from(picks[start + 999]) - i64::from(picks[start - 1]);
+                let off = (in_window - i64::from(weight) * 10).abs();
+                assert!(
+                    off <= 1,
+                    "weight {weight}: {in_window} of 1000 from {start}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_picker_survives_a_new_table_unless_its_weight_changed() {
+        let mut old = RoutingTable::new(vec![canary(50)], vec![]);
+        let app = ResourceKey::new("default", "search");
+        old.pickers[&app].canary();
+        let mut same = RoutingTable::new(vec![canary(50)], vec![]);
+        same.carry_pickers(&old);
+        assert!(Arc::ptr_eq(&same.pickers[&app], &old.pickers[&app]));
+        let mut other = RoutingTable::new(vec![canary(75)], vec![]);
+        other.carry_pickers(&old);
+        assert!(!Arc::ptr_eq(&other.pickers[&app], &old.pickers[&app]));
+        old = other;
+        assert_eq!(old.pickers[&app].weight, 75);
+    }
+
+    #[test]
+    fn header_routes_and_previews_go_to_the_canary_whatever_the_weight() {
+        let mut route = canary(0);
+        route.split.as_mut().unwrap().header_route = Some(HeaderRoute {
+            name: "beta".into(),
+            matches: vec![HeaderMatch {
+                header: "x-beta".into(),
+                exact: Some("yes".into()),
+                prefix: None,
+                regex: None,
+            }],
+        });
+        let picker = Picker::new(2, 0);
+        let beta = |n: &str| (n == "x-beta").then_some("yes");
+        assert_eq!(choose(&route, Some(&picker), false, beta).revision, Some(2));
+        assert_eq!(
+            choose(&route, Some(&picker), false, no_headers).revision,
+            Some(1)
+        );
+        // The preview header counts only for a blue-green preview.
+        let preview = |n: &str| (n == PREVIEW_HEADER).then_some("1");
+        assert_eq!(
+            choose(&route, Some(&picker), false, preview).revision,
+            Some(1)
+        );
+        route.split.as_mut().unwrap().preview = Some(Route {
+            prefix: "/search-preview".into(),
+            host: None,
+        });
+        assert_eq!(
+            choose(&route, Some(&picker), false, preview).revision,
+            Some(2)
+        );
+        assert_eq!(
+            choose(&route, Some(&picker), true, no_headers).revision,
+            Some(2)
+        );
+        let t = RoutingTable::new(vec![route], vec![]);
+        assert!(matches!(
+            t.route(None, "/search-preview/q"),
+            Some((_, true))
+        ));
+        assert!(matches!(t.route(None, "/search/q"), Some((_, false))));
+    }
+
+    #[test]
+    fn a_proxied_request_keeps_its_revision_only_if_the_route_serves_it() {
+        let route = canary(0);
+        let picker = Picker::new(2, 0);
+        let proxied = |rev: &'static str| {
+            move |n: &str| match n {
+                HOP => Some("1"),
+                REVISION => Some(rev),
+                _ => None,
+            }
+        };
+        assert_eq!(
+            choose(&route, Some(&picker), false, proxied("2")).revision,
+            Some(2)
+        );
+        assert_eq!(
+            choose(&route, Some(&picker), false, proxied("1")).revision,
+            Some(1)
+        );
+        // An old revision (an aborted canary, a forged header): the route decides.
+        assert_eq!(
+            choose(&route, Some(&picker), false, proxied("7")).revision,
+            Some(1)
+        );
+        // Without a hop the header means nothing.
+        let forged = |n: &str| (n == REVISION).then_some("2");
+        assert_eq!(
+            choose(&route, Some(&picker), false, forged).revision,
+            Some(1)
+        );
+    }
+
+    #[test]
+    fn a_sticky_user_stays_and_moves_at_most_once_as_the_weight_rises() {
+        let users: Vec<String> = (0..1000).map(|i| format!("user-{i}")).collect();
+        let mut before: Vec<Option<u64>> = vec![None; users.len()];
+        let mut moved_back = 0;
+        for weight in [5, 25, 50, 75] {
+            let mut route = canary(weight);
+            route.split.as_mut().unwrap().sticky = Some(Sticky {
+                header: Some("x-user-id".into()),
+                cookie: None,
+            });
+            let picker = Picker::new(2, weight);
+            let mut on_canary = 0;
+            for (i, user) in users.iter().enumerate() {
+                let h = |n: &str| (n == "x-user-id").then_some(user.as_str());
+                let first = choose(&route, Some(&picker), false, h).revision;
+                // The same user, again and again: the same revision.
+                for _ in 0..3 {
+                    assert_eq!(choose(&route, Some(&picker), false, h).revision, first);
+                }
+                if before[i] == Some(2) && first == Some(1) {
+                    moved_back += 1;
+                }
+                before[i] = first;
+                on_canary += usize::from(first == Some(2));
+            }
+            // Users spread by hash: near the weight, not exact.
+            let share = on_canary as f64 / users.len() as f64 * 100.0;
+            assert!(
+                (share - f64::from(weight)).abs() < 6.0,
+                "{weight}%: {share}"
+            );
+        }
+        assert_eq!(moved_back, 0);
+    }
+
+    #[test]
+    fn a_sticky_cookie_is_set_once_and_then_followed() {
+        let mut route = canary(50);
+        route.split.as_mut().unwrap().sticky = Some(Sticky {
+            header: None,
+            cookie: Some("dabba-rev".into()),
+        });
+        let picker = Picker::new(2, 50);
+        let first = choose(&route, Some(&picker), false, no_headers);
+        let set = first.set_cookie.clone().expect("a cookie for a new user");
+        let value = set.split(';').next().unwrap().to_string();
+        let again = |c: &str| {
+            let c = c.to_string();
+            (0..10)
+                .map(|_| {
+                    choose(&route, Some(&picker), false, |n| {
+                        (n == "cookie").then_some(c.as_str())
+                    })
+                })
+                .collect::<Vec<_>>()
+        };
+        for c in again(&format!("theme=dark; {value}")) {
+            assert_eq!(c.revision, first.revision);
+            assert_eq!(c.set_cookie, None);
+        }
+        // A cookie naming a revision no longer rolled out is replaced.
+        for c in again("dabba-rev=9") {
+            assert!(c.set_cookie.is_some());
+        }
     }
 }

@@ -11,16 +11,14 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use dabba_spec::api::PodLoad;
-
-/// Latency buckets: bucket `i` counts requests that took under 2^i microseconds
-/// (the last one everything slower, from about 34 s).
-const BUCKETS: usize = 26;
+use dabba_spec::latency::{self, BUCKETS, Histogram};
 
 #[derive(Default)]
 pub struct LoadCounters {
     in_flight: AtomicU32,
     requests: AtomicU64,
     errors: AtomicU64,
+    limit_hits: AtomicU64,
     busy_micros: AtomicU64,
     fuel: AtomicU64,
     peak_memory: AtomicU64,
@@ -65,11 +63,7 @@ impl LoadCounters {
         }
         let secs = interval.as_secs_f64().max(1e-3);
         let requests = self.requests.swap(0, Ordering::Relaxed);
-        let counts: Vec<u64> = self
-            .latency
-            .iter()
-            .map(|b| b.swap(0, Ordering::Relaxed))
-            .collect();
+        let counts: Histogram = std::array::from_fn(|i| self.latency[i].swap(0, Ordering::Relaxed));
         let busy = self.busy_micros.swap(0, Ordering::Relaxed) as f64 / 1e6;
         let in_flight = f64::from(self.in_flight());
         Some(PodLoad {
@@ -78,7 +72,9 @@ impl LoadCounters {
             rps: requests as f64 / secs,
             requests,
             errors: self.errors.swap(0, Ordering::Relaxed),
-            p95_ms: quantile_ms(&counts, 0.95),
+            limit_hits: self.limit_hits.swap(0, Ordering::Relaxed),
+            p95_ms: latency::quantile_ms(&counts, 0.95).unwrap_or(0.0),
+            latency: counts,
             fuel: self.fuel.swap(0, Ordering::Relaxed),
             peak_memory: self.peak_memory.swap(0, Ordering::Relaxed),
         })
@@ -86,9 +82,13 @@ impl LoadCounters {
 }
 
 impl InFlight<'_> {
-    pub fn finish(mut self, status: u16) {
+    /// The request was answered with `status`; `limit_hit` if a limit stopped it.
+    pub fn finish(mut self, status: u16, limit_hit: bool) {
         self.done = true;
-        self.record(status >= 500);
+        self.record(status >= 500 || limit_hit);
+        if limit_hit {
+            self.load.limit_hits.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     fn record(&self, error: bool) {
@@ -100,8 +100,7 @@ impl InFlight<'_> {
         if error {
             l.errors.fetch_add(1, Ordering::Relaxed);
         }
-        let bucket = (u64::BITS - took.leading_zeros()) as usize;
-        l.latency[bucket.min(BUCKETS - 1)].fetch_add(1, Ordering::Relaxed);
+        l.latency[latency::bucket(took)].fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -114,23 +113,6 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// The upper bound of the bucket holding quantile `q`, in milliseconds.
-fn quantile_ms(counts: &[u64], q: f64) -> f64 {
-    let total: u64 = counts.iter().sum();
-    if total == 0 {
-        return 0.0;
-    }
-    let rank = (q * total as f64).ceil() as u64;
-    let mut seen = 0;
-    for (i, c) in counts.iter().enumerate() {
-        seen += c;
-        if seen >= rank {
-            return (1u64 << i) as f64 / 1000.0;
-        }
-    }
-    (1u64 << (counts.len() - 1)) as f64 / 1000.0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,14 +122,20 @@ mod tests {
         let load = LoadCounters::default();
         let a = load.begin();
         let b = load.begin();
-        assert_eq!(load.in_flight(), 2);
-        a.finish(200);
+        let c = load.begin();
+        assert_eq!(load.in_flight(), 3);
+        a.finish(200, false);
         drop(b); // abandoned: an error
+        c.finish(429, true); // a limit: an error whatever its status
         load.instance(Some(1000), 65536);
         load.instance(None, 4096);
         let r = load.take(Duration::from_secs(2)).unwrap();
-        assert_eq!((r.requests, r.errors, r.in_flight), (2, 1, 0));
-        assert!((r.rps - 1.0).abs() < 1e-9, "{}", r.rps);
+        assert_eq!(
+            (r.requests, r.errors, r.limit_hits, r.in_flight),
+            (3, 2, 1, 0)
+        );
+        assert_eq!(r.latency.iter().sum::<u64>(), 3);
+        assert!((r.rps - 1.5).abs() < 1e-9, "{}", r.rps);
         assert_eq!((r.fuel, r.peak_memory), (1000, 65536));
         assert_eq!(load.take(Duration::from_secs(1)), None, "idle since");
     }
@@ -158,17 +146,5 @@ mod tests {
         let _held: Vec<_> = (0..5).map(|_| load.begin()).collect();
         let r = load.take(Duration::from_secs(1)).unwrap();
         assert_eq!(r.concurrency, 5.0);
-    }
-
-    #[test]
-    fn the_p95_is_the_bucket_bound_it_falls_in() {
-        let mut counts = [0u64; BUCKETS];
-        counts[10] = 95; // < 1.024 ms
-        counts[14] = 5; // < 16.384 ms
-        assert_eq!(quantile_ms(&counts, 0.95), 1.024);
-        counts[10] = 94;
-        counts[14] = 6;
-        assert_eq!(quantile_ms(&counts, 0.95), 16.384);
-        assert_eq!(quantile_ms(&[0; BUCKETS], 0.95), 0.0);
     }
 }

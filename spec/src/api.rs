@@ -20,6 +20,63 @@ pub struct ErrorDetail {
     pub message: String,
 }
 
+/// An app's rollout as `GET /v1/rollouts` and `GET /v1/apps/{ns}/{name}/rollout` show
+/// it: the replicated status, what its steps are, and what the ingresses did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RolloutView {
+    pub namespace: String,
+    pub app: String,
+    pub status: crate::rollout::RolloutStatus,
+    /// Each canary step, described (`set_weight 25`).
+    #[serde(default)]
+    pub steps: Vec<String>,
+    /// Each metric's conditions, by `template/metric`.
+    #[serde(default)]
+    pub conditions: std::collections::BTreeMap<String, String>,
+    /// The canary's share of the requests the two revisions answered lately (leader's
+    /// view of the hosts' reports); absent with no requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed: Option<ObservedSplit>,
+    /// What the rollout waits for now, in words.
+    #[serde(default)]
+    pub waiting_for: String,
+}
+
+/// The split the ingresses actually made.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ObservedSplit {
+    /// Percent of requests the canary answered.
+    pub canary_percent: f64,
+    /// Requests counted (both revisions).
+    pub requests: u64,
+    /// Over this many milliseconds.
+    pub window_ms: u64,
+}
+
+/// `POST /v1/apps/{ns}/{name}/rollout`: what a person does to a rollout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum RolloutAction {
+    /// Past the current step (or pause, or inconclusive analysis); `full`: to the end.
+    Promote {
+        #[serde(default)]
+        full: bool,
+    },
+    Abort,
+    Retry,
+    Pause,
+    Resume,
+}
+
+/// `POST /v1/apps/{ns}/{name}/undo`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UndoRequest {
+    /// The revision to go back to (default: the stable one during a rollout, else the
+    /// one before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_revision: Option<u64>,
+}
+
 /// `GET /v1/apps/{ns}/{name}`: an app and everything about it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AppDetail {
@@ -30,6 +87,8 @@ pub struct AppDetail {
     pub events: Vec<EventView>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscaler: Option<AutoscalerStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutView>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -169,8 +228,16 @@ pub struct PodLoad {
     pub requests: u64,
     /// Responses with a 5xx status, and abandoned requests.
     pub errors: u64,
+    /// Requests stopped by a limit (fuel, memory, time, body size, queue); they are
+    /// errors too.
+    #[serde(default)]
+    pub limit_hits: u64,
     /// 95th percentile latency, as the upper bound of its power-of-two bucket.
     pub p95_ms: f64,
+    /// The requests by latency bucket ([`crate::latency`]), for percentiles over any
+    /// window.
+    #[serde(default)]
+    pub latency: crate::latency::Histogram,
     /// Fuel the pod's instances used.
     pub fuel: u64,
     /// The most linear memory one instance used, in bytes.
@@ -256,11 +323,41 @@ pub struct RouteEntry {
     pub namespace: String,
     pub app: String,
     pub route: Route,
-    /// Ingress addresses of hosts with a Running pod of the app.
+    /// Ingress addresses of hosts with a Running pod of the serving revision (of any
+    /// revision, for an app rolling over without a rollout).
     pub endpoints: Vec<String>,
     /// Whether the app scales from zero: requests are held while it has no pod.
     #[serde(default)]
     pub autoscaled: bool,
+    /// The revision requests go to, for an app with a canary or blue-green rollout
+    /// (`None`: any running pod, the newest revision first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serving: Option<u64>,
+    /// How requests are split while a canary (or a blue-green preview) is rolled out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<Split>,
+}
+
+/// A rollout's split of one app's requests between its stable revision (`serving`)
+/// and its canary. In order: a request proxied from another host keeps the revision
+/// that host chose; a blue-green preview request (on the preview route, or with
+/// [`crate::rollout::PREVIEW_HEADER`]) and a request matching the header route go to
+/// the canary; a sticky request goes where its user went before; the rest are split
+/// by `weight`, exactly (`spec/rollouts.md`, "Routing").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Split {
+    pub canary: u64,
+    /// Ingress addresses of hosts with a Running pod of the canary.
+    pub canary_endpoints: Vec<String>,
+    /// The percent of requests the canary takes.
+    pub weight: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header_route: Option<crate::rollout::HeaderRoute>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sticky: Option<crate::rollout::Sticky>,
+    /// Blue-green: the route that reaches the canary (the preview).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview: Option<Route>,
 }
 
 impl RouteEntry {

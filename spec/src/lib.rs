@@ -18,6 +18,7 @@ pub mod cron;
 pub mod cronjob;
 pub mod digest;
 pub mod kv;
+pub mod latency;
 pub mod limits;
 mod locate;
 pub mod manifest;

@@ -15,6 +15,7 @@ use dabba_host::ComponentBytes;
 use dabba_spec::api::CronJobApply;
 use dabba_spec::cronjob::CronManifest;
 use dabba_spec::resources::{Pod, PodPhase, ResourceKey};
+use dabba_spec::rollout::Strategy;
 use dabba_spec::{Digest, Manifest};
 
 use super::block_on;
@@ -57,7 +58,18 @@ pub async fn apply_file(
     let base = file.parent().unwrap_or(Path::new("."));
     let wasm = read_component(&shown, "app.component", &base.join(&manifest.app.component))?;
     upload(api, &wasm).await?;
-    let spec = manifest.to_spec(wasm.digest);
+    let mut spec = manifest.to_spec(wasm.digest);
+    // A `job` analysis check is a component too: uploaded, and named by digest.
+    for (i, t) in spec.analysis.iter_mut().enumerate() {
+        for (j, m) in t.metrics.iter_mut().enumerate() {
+            if let Some(job) = &mut m.job {
+                let field = format!("analysis[{i}].metrics[{j}].job.component");
+                let check = read_component(&shown, &field, &base.join(&job.component))?;
+                upload(api, &check).await?;
+                job.digest = Some(check.digest);
+            }
+        }
+    }
     let app = api
         .apply_app(&spec)
         .await
@@ -70,6 +82,18 @@ pub async fn apply_file(
         if spec.replicas == 1 { "" } else { "s" },
         spec.route.prefix
     );
+    let rollout = if spec.strategy() == Strategy::Rolling {
+        None
+    } else {
+        api.rollout(&spec.key()).await.ok()
+    };
+    if let Some(r) = &rollout {
+        println!(
+            "rollout: {} (`dabba rollout status {}` follows it)",
+            super::rollout::summary(r),
+            spec.name
+        );
+    }
     if wait {
         wait_ready(api, &spec.key(), app.revision, timeout).await?;
     }
@@ -163,13 +187,30 @@ async fn wait_ready(
     let mut version = 0;
     loop {
         let d = api.app(app).await.context("reading the app's rollout")?;
-        let want = d.app.spec.replicas as usize;
+        // A canary or blue-green revision runs the pods its rollout gives it, beside
+        // the stable revision's (which stay).
+        let rolling_out = d
+            .rollout
+            .as_ref()
+            .is_some_and(|r| r.status.canary == Some(revision));
+        let want = if rolling_out {
+            d.replica_sets
+                .iter()
+                .find(|rs| rs.revision == revision)
+                .map_or(0, |rs| rs.replicas as usize)
+        } else {
+            d.app.spec.replicas as usize
+        };
         let of_rev: Vec<&Pod> = d.pods.iter().filter(|p| p.revision == revision).collect();
         let running = of_rev
             .iter()
             .filter(|p| p.phase == PodPhase::Running)
             .count();
-        let old = d.pods.iter().filter(|p| p.revision != revision).count();
+        let old = if rolling_out {
+            0
+        } else {
+            d.pods.iter().filter(|p| p.revision != revision).count()
+        };
         let status = format!(
             "revision {revision}: {running}/{want} running{}",
             if old > 0 {

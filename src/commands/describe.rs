@@ -87,6 +87,12 @@ fn print_app(d: &AppDetail) {
             a.mode, a.desired, a.demand, a.reason
         );
     }
+    if let Some(r) = &d.rollout {
+        println!("\nRollout:");
+        for l in super::rollout::render(r).lines().skip(1) {
+            println!("  {l}");
+        }
+    }
     println!("\nRevisions:");
     for r in &d.revisions {
         println!(

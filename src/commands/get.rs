@@ -1,4 +1,4 @@
-//! `dabba get apps|revisions|pods|hosts|cronjobs|jobs [NAME]`: a table, or `-o json`.
+//! `dabba get apps|revisions|pods|hosts|cronjobs|jobs|rollouts [NAME]`: a table, or `-o json`.
 
 use clap::{Args, ValueEnum};
 use dabba_client::ApiClient;
@@ -17,6 +17,8 @@ pub enum Kind {
     Cronjobs,
     /// Runs of cron jobs.
     Jobs,
+    /// Canary and blue-green rollouts.
+    Rollouts,
 }
 
 #[derive(Debug, Args)]
@@ -40,6 +42,7 @@ pub fn get(args: GetArgs) -> anyhow::Result<()> {
             Kind::Cronjobs => cron_jobs(&api, &args).await,
             Kind::Jobs => runs(&api, &args).await,
             Kind::Hosts => hosts(&api, &args).await,
+            Kind::Rollouts => rollouts(&api, &args).await,
         }
     })
 }
@@ -79,6 +82,18 @@ async fn apps(api: &ApiClient, args: &GetArgs) -> anyhow::Result<()> {
             })
             .collect(),
     );
+    Ok(())
+}
+
+async fn rollouts(api: &ApiClient, args: &GetArgs) -> anyhow::Result<()> {
+    let mut views = api.rollouts(Some(&args.cluster.namespace)).await?;
+    if let Some(name) = &args.name {
+        views.retain(|v| &v.app == name);
+    }
+    if args.output == Output::Json {
+        return print_json(&views);
+    }
+    super::rollout::print_table(&views);
     Ok(())
 }
 

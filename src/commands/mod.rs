@@ -12,6 +12,7 @@ pub mod get;
 pub mod logs;
 pub mod output;
 pub mod roles;
+pub mod rollout;
 pub mod run;
 pub mod scale;
 pub mod serve;

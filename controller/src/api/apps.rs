@@ -75,6 +75,7 @@ async fn detail(api: &Api, call: Call) -> Answer {
         .read(|s| views::app_detail(s, &key))
         .ok_or_else(|| fail(404, "not_found", format!("no app {key}")))?;
     detail.autoscaler = node.autoscaler(&key);
+    detail.rollout = super::rollouts::view(api, &key);
     json(200, &detail)
 }
 

@@ -27,6 +27,7 @@ mod kv;
 mod metrics;
 mod pods;
 mod raft_rpc;
+mod rollouts;
 mod router;
 mod tokens;
 pub mod views;

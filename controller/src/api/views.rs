@@ -4,11 +4,13 @@
 use std::collections::{BTreeSet, HashMap};
 
 use dabba_spec::api::{
-    AppDetail, AppSummary, Assignment, CronJobView, EventView, HostView, RouteEntry,
+    AppDetail, AppSummary, Assignment, CronJobView, EventView, HostView, RolloutView, RouteEntry,
+    Split,
 };
 use dabba_spec::cron::{Schedule, rfc3339_in, time_zone};
 use dabba_spec::cronjob::{RunAssignment, RunPhase};
 use dabba_spec::resources::{HostState, Pod, PodPhase, ResourceKey, Revision};
+use dabba_spec::rollout::Strategy;
 
 use crate::state::State;
 
@@ -73,6 +75,46 @@ pub fn app_detail(state: &State, key: &ResourceKey) -> Option<AppDetail> {
             })
             .collect(),
         autoscaler: None,
+        rollout: None,
+    })
+}
+
+/// An app's rollout, without what only the leader knows (`observed`).
+pub fn rollout_view(state: &State, key: &ResourceKey, now: u64) -> Option<RolloutView> {
+    let status = state.rollouts.get(key)?.clone();
+    let app = state.apps.get(key)?;
+    let rollout = app.spec.rollout.clone().unwrap_or_default();
+    let conditions = app
+        .spec
+        .analysis
+        .iter()
+        .flat_map(|t| {
+            t.metrics.iter().map(move |m| {
+                let mut parts = Vec::new();
+                if let Some(c) = &m.success_condition {
+                    parts.push(format!("success: {c}"));
+                }
+                if let Some(c) = &m.failure_condition {
+                    parts.push(format!("failure: {c}"));
+                }
+                if let Some(w) = &m.web {
+                    parts.push(format!("GET {} → {}", w.url, w.status));
+                }
+                if let Some(j) = &m.job {
+                    parts.push(format!("job {} exits 0", j.component));
+                }
+                (format!("{}/{}", t.name, m.name), parts.join(", "))
+            })
+        })
+        .collect();
+    Some(RolloutView {
+        namespace: key.namespace().to_string(),
+        app: key.name().to_string(),
+        waiting_for: crate::reconcile::rollout::waiting_for(state, key, &status, now),
+        status,
+        steps: rollout.steps.iter().map(|s| s.describe()).collect(),
+        conditions,
+        observed: None,
     })
 }
 
@@ -180,32 +222,73 @@ pub fn host_view(state: &State, name: &str) -> HostView {
     }
 }
 
-/// Every app's route and the ingress addresses of the hosts running it. One pass over
-/// the pods, so ten thousand apps scaled to zero cost no more than their routes.
+/// Every app's route and the ingress addresses of the hosts running it: of any
+/// revision for an app rolling over plainly, of the stable and canary revisions apart
+/// for an app with a rollout. One pass over the pods, so ten thousand apps scaled to
+/// zero cost no more than their routes.
 pub fn routes(state: &State) -> Vec<RouteEntry> {
-    let mut endpoints: HashMap<(&str, &str), BTreeSet<&str>> = HashMap::new();
+    type Hosts<'a> = BTreeSet<&'a str>;
+    let mut any: HashMap<(&str, &str), Hosts> = HashMap::new();
+    let mut by_revision: HashMap<(&str, &str, u64), Hosts> = HashMap::new();
     for p in state.pods.values().filter(|p| p.phase == PodPhase::Running) {
         if let Some(h) = p.host.as_ref().and_then(|h| state.hosts.get(h))
             && h.state == HostState::Ready
         {
-            endpoints
-                .entry((p.namespace.as_str(), p.app.as_str()))
+            let address = h.info.address.as_str();
+            any.entry((p.namespace.as_str(), p.app.as_str()))
                 .or_default()
-                .insert(h.info.address.as_str());
+                .insert(address);
+            by_revision
+                .entry((p.namespace.as_str(), p.app.as_str(), p.revision))
+                .or_default()
+                .insert(address);
         }
     }
+    let list = |hosts: Option<&Hosts>| -> Vec<String> {
+        hosts
+            .map(|e| e.iter().map(|s| s.to_string()).collect())
+            .unwrap_or_default()
+    };
     state
         .apps
-        .values()
-        .map(|a| RouteEntry {
-            namespace: a.spec.namespace.clone(),
-            app: a.spec.name.clone(),
-            route: a.spec.route.clone(),
-            endpoints: endpoints
-                .get(&(a.spec.namespace.as_str(), a.spec.name.as_str()))
-                .map(|e| e.iter().map(|s| s.to_string()).collect())
-                .unwrap_or_default(),
-            autoscaled: a.spec.scale.is_some(),
+        .iter()
+        .map(|(key, a)| {
+            let (ns, name) = (a.spec.namespace.as_str(), a.spec.name.as_str());
+            let rollout = state.rollouts.get(key);
+            let endpoints = match rollout {
+                Some(r) => list(by_revision.get(&(ns, name, r.stable))),
+                None => list(any.get(&(ns, name))),
+            };
+            let split = rollout.and_then(|r| {
+                let canary = r.canary.filter(|_| !r.aborted)?;
+                let settings = a.spec.rollout.clone().unwrap_or_default();
+                let canary_endpoints = list(by_revision.get(&(ns, name, canary)));
+                Some(Split {
+                    canary,
+                    // A weight applies once the canary runs somewhere: until then its
+                    // share goes to the stable revision rather than failing.
+                    weight: if canary_endpoints.is_empty() {
+                        0
+                    } else {
+                        r.weight
+                    },
+                    canary_endpoints,
+                    header_route: r.header_route.clone(),
+                    sticky: settings.sticky,
+                    preview: (r.strategy == Strategy::BlueGreen)
+                        .then(|| a.spec.preview_route())
+                        .flatten(),
+                })
+            });
+            RouteEntry {
+                namespace: ns.to_string(),
+                app: name.to_string(),
+                route: a.spec.route.clone(),
+                endpoints,
+                autoscaled: a.spec.scale.is_some(),
+                serving: rollout.map(|r| r.stable),
+                split,
+            }
         })
         .collect()
 }

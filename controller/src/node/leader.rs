@@ -13,6 +13,7 @@ use dabba_spec::api::{
 use dabba_spec::resources::{Millis, ResourceKey};
 use dabba_spec::scale::AutoscalerMode;
 
+use super::analysis::Analysis;
 use super::{Controller, ProposeError, now_millis};
 use crate::command::{Command, Reply};
 use crate::reconcile::autoscale::{self, AppScaler, LoadReports};
@@ -30,8 +31,10 @@ pub(super) struct Soft {
     scalers: HashMap<ResourceKey, AppScaler>,
     last_autoscale: Millis,
     /// When this node last became leader; `None` while it follows.
-    leader_since: Option<Millis>,
+    pub(super) leader_since: Option<Millis>,
     logs: HashMap<ResourceKey, VecDeque<LogLine>>,
+    /// Load by revision of apps with a rollout, and checks running.
+    pub(super) analysis: Analysis,
 }
 
 impl Controller {
@@ -72,6 +75,7 @@ impl Controller {
                 }
             }
         }
+        self.record_rollout_load(reports, now_millis());
         let changes = self
             .shared
             .read(|s| reconcile::pods::reported(s, host, reports));
@@ -180,8 +184,9 @@ impl Controller {
                     let mut soft = self.soft.lock().expect("soft state lock");
                     soft.leader_since = None;
                     // A leader again later starts its autoscalers afresh (with a grace
-                    // period), not from what it knew before.
+                    // period), and its analysis from the load it sees then.
                     soft.scalers.clear();
+                    soft.analysis = Analysis::default();
                     continue;
                 }
                 let now = now_millis();
@@ -197,6 +202,7 @@ impl Controller {
                     .shared
                     .read(|s| reconcile::reconcile(s, &observed, now, &self.tuning));
                 commands.extend(self.autoscale(now));
+                commands.extend(self.analyze(now));
                 for command in commands {
                     if let Err(e) = self.propose(command).await {
                         tracing::debug!(error = %e, "reconcile proposal not committed");

@@ -9,6 +9,7 @@
 //! batches writes and leadership checks above Raft; `leader` is what only the leader
 //! does — soft state from heartbeats, activations, and the reconcile driver.
 
+pub mod analysis;
 mod leader;
 mod proposals;
 

@@ -36,6 +36,9 @@ use crate::condition::Condition;
 use crate::resources::valid_name;
 use crate::validate::Invalid;
 
+/// The longest interval between measurements (the leader keeps this much load).
+pub const MAX_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+
 /// A named set of metrics.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -120,8 +123,10 @@ pub enum Measure {
     Requests,
 }
 
-/// An HTTP check: a `GET` (or `method`) of `url`, successful when the status is
-/// `status` and, if given, the JSON value at `json_pointer` makes the conditions hold.
+/// An HTTP check the leader makes: a `GET` (or `method`) of `url` (plain `http://`;
+/// `{{args.NAME}}` is replaced by the analysis's arguments), successful when the status
+/// is `status` and, if given, the number or boolean at `json_pointer` makes the
+/// conditions hold.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebCheck {
@@ -218,10 +223,10 @@ impl MetricSpec {
                 "give exactly one of measure, web or job",
             ));
         }
-        if self.interval.get().as_millis() < 1000 {
+        if self.interval.get().as_millis() < 1000 || self.interval.get() > MAX_INTERVAL {
             return Err(Invalid::new(
                 format!("{at}.interval"),
-                "must be at least 1s",
+                "must be between 1s and 30m",
             ));
         }
         if self.count == Some(0) {
@@ -237,10 +242,13 @@ impl MetricSpec {
             ));
         }
         if let Some(w) = &self.web {
-            if !(w.url.starts_with("http://") || w.url.starts_with("https://")) {
+            if !w.url.starts_with("http://") {
                 return Err(Invalid::new(
                     format!("{at}.web.url"),
-                    format!("`{}` is not an http:// or https:// URL", w.url),
+                    format!(
+                        "`{}` is not an http:// URL (the checker speaks plain HTTP)",
+                        w.url
+                    ),
                 ));
             }
             if !(100..=599).contains(&w.status) {

@@ -381,6 +381,22 @@ impl Rollout {
 }
 
 impl Step {
+    /// The step as `rollout status` shows it: `set_weight 25`, `pause 2m`.
+    pub fn describe(&self) -> String {
+        match self {
+            Step::SetWeight(w) => format!("set_weight {w}"),
+            Step::Pause(Pause::For(d)) => format!("pause {d}"),
+            Step::Pause(Pause::UntilPromoted(_)) => "pause (until promoted)".into(),
+            Step::Analysis(a) => format!("analysis {}", a.templates.join(", ")),
+            Step::SetHeaderRoute(h) => format!("set_header_route {}", h.name),
+            Step::SetCanaryScale(s) => match (s.replicas, s.weight) {
+                (Some(r), _) => format!("set_canary_scale {r} pods"),
+                (_, Some(w)) => format!("set_canary_scale {w}%"),
+                _ => "set_canary_scale match_traffic_weight".into(),
+            },
+        }
+    }
+
     fn validate(&self, at: &str) -> Result<(), Invalid> {
         match self {
             Step::SetWeight(w) if *w > 100 => Err(Invalid::new(

@@ -1,6 +1,11 @@
 //! The autoscaler's driver on the leader: one round samples every autoscaled app's
 //! demand from the load the hosts reported (soft state), runs [`super::decide`] with
 //! what the app's autoscaler remembers, and returns the scale commands to commit.
+//!
+//! During a canary rollout the decision is for the app's total (so `min` and `max`
+//! bound the sum of both revisions); the canary's share of the demand is committed
+//! too, and the pods are split by it (`RolloutStatus::sizes`): each revision is sized
+//! by its own demand, so the stable does not balloon and the canary is not starved.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -9,7 +14,7 @@ use dabba_spec::resources::{Millis, ResourceKey};
 use dabba_spec::scale::AutoscalerMode as Mode;
 
 use super::{Memory, Metric, Sample, ScaleSpec, decide};
-use crate::command::Command;
+use crate::command::{Command, RolloutChange};
 use crate::state::State;
 
 /// The leader's memory of one autoscaled app.
@@ -29,6 +34,9 @@ pub struct LoadReports {
     pub held: HashMap<(String, ResourceKey), (Millis, u32)>,
 }
 
+/// A canary's share of the demand is committed again when it moved this many points.
+pub const SHARE_HYSTERESIS: u32 = 5;
+
 /// Reports older than this are not counted.
 pub const REPORT_FRESHNESS: Millis = 2_000;
 
@@ -44,11 +52,23 @@ pub fn drive(
 ) -> Vec<Command> {
     let fresh = |at: Millis| now.saturating_sub(at) <= REPORT_FRESHNESS;
     let mut demand: HashMap<ResourceKey, (f64, f64)> = HashMap::new();
+    // The demand on each rolling-out app's canary, for its share of the pods.
+    let mut canary_demand: HashMap<ResourceKey, (f64, f64)> = HashMap::new();
     for (key, (at, load)) in &reports.pods {
         if let Some(pod) = state.pods.get(key).filter(|_| fresh(*at)) {
-            let d = demand.entry(pod.app_key()).or_default();
+            let app = pod.app_key();
+            let d = demand.entry(app.clone()).or_default();
             d.0 += load.concurrency;
             d.1 += load.rps;
+            if state
+                .rollouts
+                .get(&app)
+                .is_some_and(|r| r.canary == Some(pod.revision))
+            {
+                let c = canary_demand.entry(app).or_default();
+                c.0 += load.concurrency;
+                c.1 += load.rps;
+            }
         }
     }
     for ((_, app), (at, held)) in &reports.held {
@@ -115,6 +135,30 @@ pub fn drive(
             },
             at: now,
         });
+        if let Some(r) = state.rollouts.get(key)
+            && let (Some(canary), false) = (r.canary, r.aborted)
+        {
+            let (all, on_canary) = match spec.target {
+                Metric::Concurrency(_) => {
+                    (concurrency, canary_demand.get(key).map_or(0.0, |c| c.0))
+                }
+                Metric::Rps(_) => (rps, canary_demand.get(key).map_or(0.0, |c| c.1)),
+            };
+            if all > 0.0 {
+                let share = (on_canary * 100.0 / all).round().clamp(0.0, 100.0) as u32;
+                let known = r.canary_share.unwrap_or(r.weight);
+                if share.abs_diff(known) >= SHARE_HYSTERESIS {
+                    commands.push(Command::Rollout {
+                        changes: vec![RolloutChange::Share {
+                            app: key.clone(),
+                            canary,
+                            share,
+                        }],
+                        at: now,
+                    });
+                }
+            }
+        }
         if decision.desired != current {
             commands.push(Command::ScaleApp {
                 namespace: app.spec.namespace.clone(),

@@ -28,6 +28,8 @@ use dabba_spec::analysis::{AnalysisPhase, AnalysisRun, MetricSpec, RunKind};
 use dabba_spec::resources::{Millis, PodPhase, ResourceKey};
 use dabba_spec::rollout::{PauseReason, RolloutStatus, Step, Strategy};
 
+pub mod measure;
+
 use crate::command::RolloutChange;
 use crate::state::{State, replica_set_key};
 
@@ -268,6 +270,91 @@ fn failure(run: &AnalysisRun) -> String {
         })
         .collect();
     format!("{} failed: {}", kind_name(run.kind), metrics.join("; "))
+}
+
+/// What a rollout waits for now, in words (for `dabba rollout status`).
+pub fn waiting_for(state: &State, key: &ResourceKey, r: &RolloutStatus, now: Millis) -> String {
+    let Some(canary) = r.canary else {
+        return format!("nothing: revision {} serves everything", r.stable);
+    };
+    if r.aborted {
+        return "a person: `dabba rollout retry` starts again, `undo` or a new revision replaces it".into();
+    }
+    let pods = |revision: u64| {
+        let want = state
+            .replica_sets
+            .get(&replica_set_key(key.namespace(), key.name(), revision))
+            .map_or(0, |rs| rs.replicas);
+        let running = state
+            .pods
+            .values()
+            .filter(|p| {
+                p.app_key() == *key && p.revision == revision && p.phase == PodPhase::Running
+            })
+            .count();
+        format!("revision {revision} to run {want} pods ({running} running)")
+    };
+    let run = |run: Option<&AnalysisRun>| match run {
+        Some(run) => {
+            let taken: u32 = run.metrics.iter().map(|m| m.taken).sum();
+            format!(
+                "{} ({:?}, {taken} measurements so far)",
+                kind_name(run.kind),
+                run.phase()
+            )
+        }
+        None => "an analysis to start".into(),
+    };
+    if let Some(p) = r.paused {
+        return match (p.reason, p.until) {
+            (PauseReason::Step, Some(until)) => {
+                format!("a pause: {} s left", until.saturating_sub(now).div_ceil(1000))
+            }
+            (PauseReason::Step, None) | (PauseReason::Promotion, _) => {
+                "a person: `dabba rollout promote`".into()
+            }
+            (PauseReason::User, _) => "a person: `dabba rollout resume`".into(),
+            (PauseReason::Inconclusive, _) => {
+                "a person: `resume` re-runs the inconclusive analysis, `promote` skips it, `abort` stops".into()
+            }
+        };
+    }
+    let Some(rollout) = state.apps.get(key).and_then(|a| a.spec.rollout.clone()) else {
+        return String::new();
+    };
+    match r.strategy {
+        Strategy::Rolling => String::new(),
+        Strategy::Canary => match rollout.steps.get(r.step as usize) {
+            None => pods(canary),
+            Some(Step::Analysis(_)) => run(step_run(r, canary)),
+            Some(_) => pods(canary),
+        },
+        Strategy::BlueGreen if r.preview_ready.is_none() => pods(canary),
+        Strategy::BlueGreen if !r.promoted => {
+            if rollout.pre_promotion_analysis.is_some()
+                && latest(r, canary, RunKind::PrePromotion)
+                    .is_none_or(|run| run.phase() != AnalysisPhase::Successful)
+            {
+                run(latest(r, canary, RunKind::PrePromotion))
+            } else if !rollout.auto_promotion_enabled() {
+                "a person: `dabba rollout promote`".into()
+            } else {
+                let at = r.preview_ready.unwrap_or(now)
+                    + rollout.auto_promotion_seconds.unwrap_or(0) * 1000;
+                format!("the switch, in {} s", at.saturating_sub(now).div_ceil(1000))
+            }
+        }
+        Strategy::BlueGreen => {
+            if rollout.post_promotion_analysis.is_some()
+                && latest(r, canary, RunKind::PostPromotion)
+                    .is_none_or(|run| run.phase() != AnalysisPhase::Successful)
+            {
+                run(latest(r, canary, RunKind::PostPromotion))
+            } else {
+                pods(canary)
+            }
+        }
+    }
 }
 
 /// One measurement the analysis should take now.

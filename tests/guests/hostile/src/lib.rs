@@ -2,6 +2,10 @@
 //!
 //! Any route takes `after_ms=N` to wait N ms (blocked in the host) before it starts.
 //!
+//! A deliberately bad revision, by configuration (for rollout tests and demos): with
+//! `fail_percent = "30"` about 30% of requests to any route answer 500 (chosen at
+//! random), and with `delay_ms = "N"` every request takes N ms longer.
+//!
 //! | route | behaviour |
 //! |---|---|
 //! | `/ok` | 200 `ok` |
@@ -26,6 +30,20 @@ pub fn handle(req: Request) -> Response {
     // `after_ms` delays any route, so a test can have it in flight for a while first.
     if num("after_ms") > 0 {
         std::thread::sleep(std::time::Duration::from_millis(num("after_ms")));
+    }
+    let configured = |key: &str| {
+        dabba_sdk::config::get(key)
+            .ok()
+            .flatten()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let delay = configured("delay_ms");
+    if delay > 0 {
+        std::thread::sleep(std::time::Duration::from_millis(delay));
+    }
+    if configured("fail_percent") > random() % 100 {
+        return Response::text(500, "failed on purpose (fail_percent)");
     }
     match (req.method.clone(), req.path.as_str()) {
         (_, "/ok") => Response::text(200, "ok"),
@@ -75,6 +93,14 @@ pub fn handle(req: Request) -> Response {
         (_, "/outbound") => outbound(&param("url")),
         _ => Response::text(404, "no such route"),
     }
+}
+
+/// A random number (std's hasher keys come from `wasi:random`).
+fn random() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
 }
 
 #[allow(

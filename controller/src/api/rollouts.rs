@@ -1,0 +1,183 @@
+//! Rollouts: `/v1/rollouts`, `/v1/apps/{ns}/{name}/rollout` (its status, and what a
+//! person does to it: promote, abort, retry, pause, resume) and
+//! `/v1/apps/{ns}/{name}/undo`.
+//!
+//! An action that cannot apply to the rollout as it stands is refused with 409 and why
+//! (an abort of an aborted rollout, a resume of one a step paused), rather than
+//! committed to change nothing.
+
+use dabba_spec::api::{ObservedSplit, RolloutAction, RolloutView, UndoRequest};
+use dabba_spec::resources::ResourceKey;
+use dabba_spec::rollout::{PauseReason, RolloutStatus};
+use http::Method;
+
+use super::auth::Need;
+use super::router::Router;
+use super::{Answer, Api, Call, Failure, fail, json, parse, reply, views};
+use crate::command::{Command, RolloutChange};
+use crate::node::analysis::OBSERVED_WINDOW;
+use crate::node::now_millis;
+
+pub(super) fn routes(r: &mut Router) {
+    r.leader(Method::GET, "/v1/rollouts", handler!(list));
+    r.leader(
+        Method::GET,
+        "/v1/apps/{ns}/{name}/rollout",
+        handler!(status),
+    );
+    r.leader(Method::POST, "/v1/apps/{ns}/{name}/rollout", handler!(act));
+    r.leader(Method::POST, "/v1/apps/{ns}/{name}/undo", handler!(undo));
+}
+
+fn key(call: &Call) -> ResourceKey {
+    ResourceKey::new(call.param("ns"), call.param("name"))
+}
+
+/// The rollout view with what the leader observed of the split.
+pub(super) fn view(api: &Api, key: &ResourceKey) -> Option<RolloutView> {
+    let now = now_millis();
+    let mut view = api.node.shared.read(|s| views::rollout_view(s, key, now))?;
+    if let Some(canary) = view.status.canary {
+        view.observed = api
+            .node
+            .observed_split(key, view.status.stable, canary)
+            .map(|(canary_percent, requests)| ObservedSplit {
+                canary_percent,
+                requests,
+                window_ms: OBSERVED_WINDOW,
+            });
+    }
+    Some(view)
+}
+
+async fn list(api: &Api, call: Call) -> Answer {
+    let ns = api.listed_namespace(&call).await?;
+    let keys: Vec<ResourceKey> = api.node.shared.read(|s| {
+        s.rollouts
+            .keys()
+            .filter(|k| ns.as_deref().is_none_or(|n| k.namespace() == n))
+            .cloned()
+            .collect()
+    });
+    let views: Vec<RolloutView> = keys.iter().filter_map(|k| view(api, k)).collect();
+    json(200, &views)
+}
+
+async fn status(api: &Api, call: Call) -> Answer {
+    let key = key(&call);
+    api.authorize(&call, Need::View(Some(key.namespace())))?;
+    api.node.linearize().await?;
+    let view = view(api, &key).ok_or_else(|| no_rollout(api, &key))?;
+    json(200, &view)
+}
+
+fn no_rollout(api: &Api, key: &ResourceKey) -> Failure {
+    if api.node.shared.read(|s| s.apps.contains_key(key)) {
+        fail(
+            404,
+            "not_found",
+            format!(
+                "app {key} has had no rollout (its strategy is rolling, or it has one revision)"
+            ),
+        )
+    } else {
+        fail(404, "not_found", format!("no app {key}"))
+    }
+}
+
+async fn act(api: &Api, call: Call) -> Answer {
+    let key = key(&call);
+    let grant = api.authorize(&call, Need::Deploy(key.namespace()))?;
+    let action: RolloutAction = parse(&call.body)?;
+    api.node.linearize().await?;
+    let status = api
+        .node
+        .shared
+        .read(|s| s.rollouts.get(&key).cloned())
+        .ok_or_else(|| no_rollout(api, &key))?;
+    let change =
+        change(&key, &status, action, &grant.label).map_err(|m| fail(409, "conflict", m))?;
+    reply(
+        api.node
+            .propose(Command::Rollout {
+                changes: vec![change],
+                at: now_millis(),
+            })
+            .await?,
+    )?;
+    json(200, &view(api, &key).ok_or_else(|| no_rollout(api, &key))?)
+}
+
+/// The change `action` makes to this rollout, or why it cannot.
+fn change(
+    key: &ResourceKey,
+    r: &RolloutStatus,
+    action: RolloutAction,
+    who: &str,
+) -> Result<RolloutChange, String> {
+    let Some(canary) = r.canary else {
+        return Err(format!(
+            "{key} has no rollout in progress: revision {} serves everything",
+            r.stable
+        ));
+    };
+    let app = key.clone();
+    match action {
+        RolloutAction::Promote { .. } | RolloutAction::Abort | RolloutAction::Pause
+            if r.aborted =>
+        {
+            Err(format!(
+                "the rollout of revision {canary} was aborted ({}): `retry` starts it again",
+                r.message
+            ))
+        }
+        RolloutAction::Promote { full } => Ok(RolloutChange::Promote { app, canary, full }),
+        RolloutAction::Abort => Ok(RolloutChange::Abort {
+            app,
+            canary,
+            reason: format!("aborted by {who}"),
+        }),
+        RolloutAction::Retry if !r.aborted => Err(format!(
+            "the rollout of revision {canary} was not aborted: only an aborted rollout is retried"
+        )),
+        RolloutAction::Retry => Ok(RolloutChange::Retry { app, canary }),
+        RolloutAction::Pause => match r.paused {
+            Some(p) => Err(format!("the rollout is already paused ({:?})", p.reason)),
+            None => Ok(RolloutChange::Pause {
+                app,
+                canary,
+                reason: PauseReason::User,
+                message: format!("paused by {who}"),
+            }),
+        },
+        RolloutAction::Resume => match r.paused.map(|p| p.reason) {
+            None => Err("the rollout is not paused".into()),
+            Some(PauseReason::Step | PauseReason::Promotion) => {
+                Err("a pause step (or a preview waiting for promotion) ends with `promote`".into())
+            }
+            Some(PauseReason::User | PauseReason::Inconclusive) => {
+                Ok(RolloutChange::Resume { app, canary })
+            }
+        },
+    }
+}
+
+async fn undo(api: &Api, call: Call) -> Answer {
+    let key = key(&call);
+    api.authorize(&call, Need::Deploy(key.namespace()))?;
+    let req: UndoRequest = if call.body.is_empty() {
+        UndoRequest::default()
+    } else {
+        parse(&call.body)?
+    };
+    reply(
+        api.node
+            .propose(Command::UndoApp {
+                namespace: key.namespace().into(),
+                name: key.name().into(),
+                to: req.to_revision,
+                at: now_millis(),
+            })
+            .await?,
+    )
+}
