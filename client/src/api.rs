@@ -15,10 +15,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use dabba_spec::Digest;
 use dabba_spec::api::{
-    ActivateRequest, ActivateResponse, AddMember, AppDetail, AppSummary, BlobStored, ClusterStatus,
-    CronJobApply, CronJobView, Empty, ErrorBody, Health, Heartbeat, HostView, KvKeys, KvList,
-    KvRead, KvValues, KvWrite, KvWriteResult, LogLine, PeerToken, RolloutAction, RolloutView,
-    ScaleRequest, TokenRequest, TokenResponse, UndoRequest, WatchResponse,
+    ActivateRequest, ActivateResponse, AddMember, AppDetail, AppSummary, BlobStored, CheckReport,
+    ClusterStatus, CronJobApply, CronJobView, Empty, ErrorBody, Health, Heartbeat, HostView,
+    KvKeys, KvList, KvRead, KvValues, KvWrite, KvWriteResult, LogLine, PeerToken, RolloutAction,
+    RolloutView, ScaleRequest, TokenRequest, TokenResponse, UndoRequest, WatchResponse,
 };
 use dabba_spec::cronjob::RunReport;
 use dabba_spec::resources::{App, AppSpec, Host, HostInfo, Pod, ResourceKey, Revision};
@@ -309,6 +309,17 @@ impl ApiClient {
     /// `POST /v1/runs/{ns}/{run}/report` (hosts).
     pub async fn report_run(&self, run: &ResourceKey, report: &RunReport) -> Result<(), ApiError> {
         self.send_json::<_, Empty>(Method::POST, &paths::run_report(run), report)
+            .await
+            .map(drop)
+    }
+
+    /// `POST /v1/apps/{ns}/{name}/checks` (hosts): how a rollout's `job` check ended.
+    pub async fn report_check(
+        &self,
+        app: &ResourceKey,
+        report: &CheckReport,
+    ) -> Result<(), ApiError> {
+        self.send_json::<_, Empty>(Method::POST, &paths::app_action(app, "checks"), report)
             .await
             .map(drop)
     }

@@ -213,6 +213,16 @@ pub enum RolloutChange {
         metric: u32,
         measurement: Measurement,
     },
+    /// A `job` check of metric `metric` goes to `host` to run (`id` names it).
+    CheckStarted {
+        app: ResourceKey,
+        canary: u64,
+        run: RunKind,
+        started: Millis,
+        metric: u32,
+        host: String,
+        id: String,
+    },
     /// The canary (or preview) has taken over: it becomes the stable revision, and the
     /// old one keeps its pods for the scale-down delay.
     Complete { app: ResourceKey, canary: u64 },
@@ -264,6 +274,7 @@ impl RolloutChange {
     pub fn app(&self) -> &ResourceKey {
         match self {
             RolloutChange::Step { app, .. }
+            | RolloutChange::CheckStarted { app, .. }
             | RolloutChange::Measured { app, .. }
             | RolloutChange::Complete { app, .. }
             | RolloutChange::PreviewReady { app, .. }
@@ -283,6 +294,7 @@ impl RolloutChange {
     pub fn canary(&self) -> Option<u64> {
         match self {
             RolloutChange::Step { canary, .. }
+            | RolloutChange::CheckStarted { canary, .. }
             | RolloutChange::Measured { canary, .. }
             | RolloutChange::Complete { canary, .. }
             | RolloutChange::PreviewReady { canary, .. }

@@ -257,6 +257,21 @@ pub fn choose<'a>(
     }
 }
 
+/// `path` (with its query) moved from under prefix `from` to under prefix `to`:
+/// `/search-preview/q?x=1` from `/search-preview` to `/search` is `/search/q?x=1`.
+fn rewrite(path: &str, from: &str, to: &str) -> String {
+    let rest = path
+        .strip_prefix(from.trim_end_matches('/'))
+        .unwrap_or(path);
+    let to = to.trim_end_matches('/');
+    let root = if to.is_empty() { "/" } else { to };
+    match rest {
+        "" => root.to_string(),
+        r if r.starts_with('?') => format!("{root}{r}"),
+        r => format!("{to}{r}"),
+    }
+}
+
 /// The value of cookie `name` in a `Cookie` header.
 fn cookie<'a>(header: &'a str, name: &str) -> Option<&'a str> {
     header.split(';').find_map(|pair| {
@@ -534,7 +549,15 @@ impl Handler for Ingress {
             preview,
             |name| req.headers().get(name).and_then(|v| v.to_str().ok()),
         );
-        let mut resp = self.serve(table, &app, choice.revision, req).await;
+        let mut req = req;
+        if preview && let Some(p) = route.split.as_ref().and_then(|s| s.preview.as_ref()) {
+            // The preview answers as the app: under the app's own route.
+            let from = req.uri().path_and_query().map_or("/", |p| p.as_str());
+            if let Ok(uri) = rewrite(from, &p.prefix, &route.route.prefix).parse() {
+                *req.uri_mut() = uri;
+            }
+        }
+        let mut resp = self.serve(table.clone(), &app, choice.revision, req).await;
         if let Some(c) = choice.set_cookie
             && let Ok(v) = http::HeaderValue::from_str(&c)
         {
@@ -742,6 +765,25 @@ mod tests {
             Some((_, true))
         ));
         assert!(matches!(t.route(None, "/search/q"), Some((_, false))));
+    }
+
+    #[test]
+    fn a_preview_path_answers_under_the_apps_route() {
+        let r = |p, from, to| rewrite(p, from, to);
+        assert_eq!(
+            r("/search-preview/q?x=1", "/search-preview", "/search"),
+            "/search/q?x=1"
+        );
+        assert_eq!(
+            r("/search-preview", "/search-preview", "/search"),
+            "/search"
+        );
+        assert_eq!(
+            r("/search-preview?q=1", "/search-preview", "/search"),
+            "/search?q=1"
+        );
+        assert_eq!(r("/preview/x", "/preview", "/"), "/x");
+        assert_eq!(r("/preview", "/preview/", "/"), "/");
     }
 
     #[test]

@@ -21,8 +21,8 @@
 //! dabba_sdk::http_component!(handle);
 //! ```
 //!
-//! What it is not: a runtime. It never spawns threads or opens sockets; the host owns
-//! every resource and every limit.
+//! What it is not: a runtime. In a component it never spawns threads or opens sockets
+//! ([`outbound`] asks the host); the host owns every resource and every limit.
 
 pub mod config;
 pub mod error;
@@ -31,6 +31,7 @@ pub mod job;
 pub mod kv;
 #[cfg(all(feature = "native-server", not(target_arch = "wasm32")))]
 pub mod native;
+pub mod outbound;
 pub mod router;
 pub mod time;
 

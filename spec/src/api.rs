@@ -308,6 +308,43 @@ pub struct HostView {
     /// Cron job runs this host should execute now.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub runs: Vec<crate::cronjob::RunAssignment>,
+    /// Rollout `job` checks this host should run now.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<CheckAssignment>,
+}
+
+/// A rollout's `job` check for a host to run once, and report
+/// (`POST /v1/apps/{ns}/{name}/checks`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckAssignment {
+    pub app: ResourceKey,
+    /// The revision under analysis.
+    pub canary: u64,
+    /// The app's route (the check reaches the canary on it with the preview header).
+    pub route: Route,
+    pub run: crate::analysis::RunKind,
+    pub started: u64,
+    pub metric: u32,
+    pub id: String,
+    pub job: crate::analysis::JobCheck,
+}
+
+/// How a `job` check ended, as its host reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckReport {
+    pub canary: u64,
+    pub run: crate::analysis::RunKind,
+    pub started: u64,
+    pub metric: u32,
+    pub id: String,
+    /// The component's exit code (-1: it could not be run; see `reason`).
+    pub exit_code: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The end of its output.
+    #[serde(default)]
+    pub output: String,
+    pub duration_ms: u64,
 }
 
 /// One pod this host should run, with the spec of its revision.

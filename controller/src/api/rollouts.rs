@@ -6,7 +6,8 @@
 //! (an abort of an aborted rollout, a resume of one a step paused), rather than
 //! committed to change nothing.
 
-use dabba_spec::api::{ObservedSplit, RolloutAction, RolloutView, UndoRequest};
+use dabba_spec::analysis::{AnalysisPhase, Measurement, MetricSpec};
+use dabba_spec::api::{CheckReport, ObservedSplit, RolloutAction, RolloutView, UndoRequest};
 use dabba_spec::resources::ResourceKey;
 use dabba_spec::rollout::{PauseReason, RolloutStatus};
 use http::Method;
@@ -27,6 +28,7 @@ pub(super) fn routes(r: &mut Router) {
     );
     r.leader(Method::POST, "/v1/apps/{ns}/{name}/rollout", handler!(act));
     r.leader(Method::POST, "/v1/apps/{ns}/{name}/undo", handler!(undo));
+    r.leader(Method::POST, "/v1/apps/{ns}/{name}/checks", handler!(check));
 }
 
 fn key(call: &Call) -> ResourceKey {
@@ -180,4 +182,89 @@ async fn undo(api: &Api, call: Call) -> Answer {
             })
             .await?,
     )
+}
+
+/// A host reports a `job` check: it becomes the metric's measurement.
+async fn check(api: &Api, call: Call) -> Answer {
+    api.authorize(&call, Need::Host)?;
+    let key = key(&call);
+    let report: CheckReport = parse(&call.body)?;
+    let now = now_millis();
+    let spec = api.node.shared.read(|s| {
+        let r = s.rollouts.get(&key)?;
+        r.checks.iter().find(|c| c.id == report.id)?;
+        let run = r
+            .analysis
+            .iter()
+            .find(|x| (x.kind, x.started) == (report.run, report.started))?;
+        let m = run.metrics.get(report.metric as usize)?;
+        s.apps
+            .get(&key)?
+            .spec
+            .analysis
+            .iter()
+            .find(|t| t.name == m.template)?
+            .metrics
+            .iter()
+            .find(|x| x.name == m.metric)
+            .cloned()
+    });
+    let Some(spec) = spec else {
+        // The check is no longer wanted (the rollout moved on, or it timed out).
+        return json(200, &dabba_spec::api::Empty {});
+    };
+    let measurement = check_measurement(&spec, &report, now);
+    reply(
+        api.node
+            .propose(Command::Rollout {
+                changes: vec![RolloutChange::Measured {
+                    app: key,
+                    canary: report.canary,
+                    run: report.run,
+                    started: report.started,
+                    metric: report.metric,
+                    measurement,
+                }],
+                at: now,
+            })
+            .await?,
+    )
+}
+
+/// A `job` check's measurement: exit 0 succeeds (and the metric's conditions, if any,
+/// judge the exit code); another exit code fails; a check that could not run is an
+/// error. The message carries the end of its output.
+fn check_measurement(spec: &MetricSpec, r: &CheckReport, at: u64) -> Measurement {
+    let tail: String = {
+        let lines: Vec<&str> = r.output.lines().filter(|l| !l.trim().is_empty()).collect();
+        lines[lines.len().saturating_sub(3)..].join(" | ")
+    };
+    let (phase, message) = match (&r.reason, r.exit_code) {
+        (Some(why), -1) => (
+            AnalysisPhase::Error,
+            format!("the check could not run: {why}"),
+        ),
+        (_, 0) => spec.judge(Some(0.0), None),
+        (why, code) => (
+            AnalysisPhase::Failed,
+            format!(
+                "exit {code}{}: {tail}",
+                why.as_deref()
+                    .map(|w| format!(" ({w})"))
+                    .unwrap_or_default()
+            ),
+        ),
+    };
+    let message = if phase == AnalysisPhase::Successful && !tail.is_empty() {
+        tail
+    } else {
+        message
+    };
+    Measurement {
+        at,
+        value: Some(f64::from(r.exit_code)),
+        requests: None,
+        phase,
+        message,
+    }
 }

@@ -4,8 +4,8 @@
 use std::collections::{BTreeSet, HashMap};
 
 use dabba_spec::api::{
-    AppDetail, AppSummary, Assignment, CronJobView, EventView, HostView, RolloutView, RouteEntry,
-    Split,
+    AppDetail, AppSummary, Assignment, CheckAssignment, CronJobView, EventView, HostView,
+    RolloutView, RouteEntry, Split,
 };
 use dabba_spec::cron::{Schedule, rfc3339_in, time_zone};
 use dabba_spec::cronjob::{RunAssignment, RunPhase};
@@ -219,7 +219,49 @@ pub fn host_view(state: &State, name: &str) -> HostView {
         pods,
         routes: routes(state),
         runs,
+        checks: checks(state, name),
     }
+}
+
+/// The rollout `job` checks given to host `name`.
+fn checks(state: &State, name: &str) -> Vec<CheckAssignment> {
+    let mut out = Vec::new();
+    for (key, r) in &state.rollouts {
+        let (Some(canary), Some(app)) = (r.canary, state.apps.get(key)) else {
+            continue;
+        };
+        for c in r.checks.iter().filter(|c| c.host == name) {
+            let job = r
+                .analysis
+                .iter()
+                .find(|run| (run.kind, run.started) == (c.run, c.started))
+                .and_then(|run| run.metrics.get(c.metric as usize))
+                .and_then(|m| {
+                    app.spec
+                        .analysis
+                        .iter()
+                        .find(|t| t.name == m.template)?
+                        .metrics
+                        .iter()
+                        .find(|x| x.name == m.metric)?
+                        .job
+                        .clone()
+                });
+            if let Some(job) = job {
+                out.push(CheckAssignment {
+                    app: key.clone(),
+                    canary,
+                    route: app.spec.route.clone(),
+                    run: c.run,
+                    started: c.started,
+                    metric: c.metric,
+                    id: c.id.clone(),
+                    job,
+                });
+            }
+        }
+    }
+    out
 }
 
 /// Every app's route and the ingress addresses of the hosts running it: of any

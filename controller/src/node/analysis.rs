@@ -131,7 +131,11 @@ impl Controller {
         let due = self.shared.read(|s| rollout::due(s, now, since));
         let mut changes = Vec::new();
         for d in due {
-            if let Some(m) = d.spec.measure {
+            if d.spec.job.is_some() {
+                if let Some(c) = self.shared.read(|s| job_check(s, &d, now)) {
+                    changes.push(c);
+                }
+            } else if let Some(m) = d.spec.measure {
                 let window = {
                     let soft = self.soft.lock().expect("soft state lock");
                     soft.analysis.window(&d.app, d.canary, d.window_from, now)
@@ -162,7 +166,6 @@ impl Controller {
                     });
                 }
             }
-            // `job` checks: the hosts run them (see `views::host_view`).
         }
         if changes.is_empty() {
             Vec::new()
@@ -181,6 +184,75 @@ fn measured(d: &Due, m: dabba_spec::analysis::Measurement) -> RolloutChange {
         metric: d.metric,
         measurement: m,
     }
+}
+
+/// How long a host may take to run and report a `job` check.
+pub const JOB_CHECK_TIMEOUT: Millis = 120_000;
+
+/// What a due `job` check needs: a host to run it, or — given to a host that is gone or
+/// never reported — an Error measurement. `None` while its host runs it.
+fn job_check(s: &crate::state::State, d: &Due, now: Millis) -> Option<RolloutChange> {
+    use dabba_spec::resources::HostState;
+    let r = s.rollouts.get(&d.app)?;
+    let ready = |h: &str| s.hosts.get(h).is_some_and(|h| h.state == HostState::Ready);
+    if let Some(c) = r
+        .checks
+        .iter()
+        .find(|c| (c.run, c.started, c.metric) == (d.run, d.started, d.metric))
+    {
+        let why = if !ready(&c.host) {
+            format!("host {} was lost while it ran the check", c.host)
+        } else if now > c.since + JOB_CHECK_TIMEOUT {
+            format!(
+                "host {} did not report the check within {} s",
+                c.host,
+                JOB_CHECK_TIMEOUT / 1000
+            )
+        } else {
+            return None;
+        };
+        return Some(measured(d, measure::error_measurement(now, why)));
+    }
+    // A host that runs a pod of the canary, else any ready host.
+    let hosts: Vec<&str> = s
+        .hosts
+        .keys()
+        .map(String::as_str)
+        .filter(|h| ready(h))
+        .collect();
+    let runs_canary = |h: &str| {
+        s.pods
+            .values()
+            .any(|p| p.app_key() == d.app && p.revision == d.canary && p.host.as_deref() == Some(h))
+    };
+    let Some(host) = hosts.iter().find(|h| runs_canary(h)).or(hosts.first()) else {
+        return Some(measured(
+            d,
+            measure::error_measurement(now, "no ready host to run the check".into()),
+        ));
+    };
+    let taken = r
+        .analysis
+        .iter()
+        .find(|x| (x.kind, x.started) == (d.run, d.started))
+        .and_then(|x| x.metrics.get(d.metric as usize))
+        .map_or(0, |m| m.taken);
+    Some(RolloutChange::CheckStarted {
+        app: d.app.clone(),
+        canary: d.canary,
+        run: d.run,
+        started: d.started,
+        metric: d.metric,
+        host: host.to_string(),
+        id: format!(
+            "{}-r{}-{}-{}-{}",
+            d.app.name(),
+            d.canary,
+            d.started,
+            d.metric,
+            taken + 1
+        ),
+    })
 }
 
 /// The arguments of the analysis a due measurement belongs to.

@@ -15,7 +15,8 @@
 use dabba_spec::analysis::{AnalysisRef, AnalysisRun, Measurement, MetricRun, RunKind};
 use dabba_spec::resources::{AppSpec, Millis, PodPhase, ResourceKey};
 use dabba_spec::rollout::{
-    Pause, PauseReason, Paused, Rollout, RolloutPhase, RolloutStatus, ScaleDown, Step, Strategy,
+    Pause, PauseReason, Paused, PendingCheck, Rollout, RolloutPhase, RolloutStatus, ScaleDown,
+    Step, Strategy,
 };
 
 use super::apps::replica_set_key;
@@ -192,6 +193,36 @@ impl State {
                 measurement,
                 ..
             } => self.record_measurement(&key, (*run, *started), *metric, measurement.clone(), at),
+            RolloutChange::CheckStarted {
+                run,
+                started,
+                metric,
+                host,
+                id,
+                ..
+            } => {
+                let r = self.rollouts.get_mut(&key).expect("checked above");
+                let running = r
+                    .analysis
+                    .iter()
+                    .any(|x| (x.kind, x.started) == (*run, *started) && x.finished.is_none());
+                let pending = r
+                    .checks
+                    .iter()
+                    .any(|c| (c.run, c.started, c.metric) == (*run, *started, *metric));
+                if aborted || !running || pending {
+                    return false;
+                }
+                r.checks.push(PendingCheck {
+                    run: *run,
+                    started: *started,
+                    metric: *metric,
+                    host: host.clone(),
+                    since: at,
+                    id: id.clone(),
+                });
+                true
+            }
             RolloutChange::Complete { .. } => {
                 if aborted {
                     return false;
@@ -383,6 +414,7 @@ impl State {
                 run.finished = Some(at);
             }
         }
+        r.checks.retain(|c| !matches!(c.run, RunKind::Step { .. }));
         let n = rollout.steps.len();
         let message = match rollout.steps.get(step as usize) {
             Some(Step::SetWeight(w)) => {
@@ -502,6 +534,8 @@ impl State {
             .map(|a| a.spec.analysis.clone())
             .unwrap_or_default();
         let r = self.rollouts.get_mut(key).expect("a rollout");
+        r.checks
+            .retain(|c| (c.run, c.started, c.metric) != (run.0, run.1, metric));
         let Some(run) = r
             .analysis
             .iter_mut()
@@ -603,6 +637,7 @@ impl State {
         for run in r.analysis.iter_mut().filter(|run| run.finished.is_none()) {
             run.finished = Some(at);
         }
+        r.checks.clear();
         self.event(
             at,
             format!("app/{key}"),
@@ -638,6 +673,7 @@ impl State {
         for run in r.analysis.iter_mut().filter(|run| run.finished.is_none()) {
             run.finished = Some(at);
         }
+        r.checks.clear();
         self.event(
             at,
             format!("app/{key}"),
@@ -663,6 +699,7 @@ impl State {
         for run in r.analysis.iter_mut().filter(|run| run.finished.is_none()) {
             run.finished = Some(at);
         }
+        r.checks.clear();
         self.event(
             at,
             format!("app/{key}"),
@@ -775,6 +812,7 @@ impl State {
                     for run in r.analysis.iter_mut().filter(|run| run.finished.is_none()) {
                         run.finished = Some(at);
                     }
+                    r.checks.clear();
                     self.rollouts.insert(key.clone(), r);
                 } else {
                     self.ensure_replica_set(&key, to);

@@ -91,6 +91,9 @@ pub enum StartError {
     /// The run's time zone or schedule time cannot be read.
     #[error("{0}")]
     Schedule(String),
+    /// A rollout check that cannot be set up (no component, a bad ingress address).
+    #[error("{0}")]
+    Check(String),
 }
 
 /// One pod as the agent knows it.
@@ -123,6 +126,8 @@ pub struct Agent {
     demands: Mutex<Option<mpsc::UnboundedReceiver<Demand>>>,
     /// Cron job attempts started here, by (run key, attempt): each runs once.
     runs_started: Mutex<std::collections::HashSet<(ResourceKey, u32)>>,
+    /// Rollout checks started here, by id: each runs once.
+    checks_started: Mutex<std::collections::HashSet<String>>,
     last_report: Mutex<Instant>,
     report_now: Notify,
     pod_gauge: IntGaugeVec,
@@ -164,6 +169,7 @@ impl Agent {
             components: Mutex::new(HashMap::new()),
             demands: Mutex::new(Some(demands)),
             runs_started: Mutex::new(std::collections::HashSet::new()),
+            checks_started: Mutex::new(std::collections::HashSet::new()),
             last_report: Mutex::new(Instant::now()),
             report_now: Notify::new(),
             pod_gauge,
@@ -233,7 +239,7 @@ impl Agent {
     }
 
     /// Makes the pods on this host what `view` says, rebuilds the routing table, and
-    /// starts the cron job runs assigned here.
+    /// starts the cron job runs and rollout checks assigned here.
     async fn converge(self: &Arc<Self>, view: HostView) {
         {
             // Forget attempts no longer assigned (they reported, or were given up).
@@ -256,6 +262,16 @@ impl Agent {
             if first {
                 let (agent, a) = (self.clone(), a.clone());
                 tokio::spawn(async move { agent.execute(a).await });
+            }
+        }
+        {
+            let mut started = self.checks_started.lock().expect("checks lock");
+            started.retain(|id| view.checks.iter().any(|c| c.id == *id));
+            for c in &view.checks {
+                if started.insert(c.id.clone()) {
+                    let (agent, c) = (self.clone(), c.clone());
+                    tokio::spawn(async move { agent.check(c).await });
+                }
             }
         }
         let wanted: HashMap<ResourceKey, &Assignment> = view

@@ -1,10 +1,11 @@
-//! Cron job runs assigned to this host: each attempt runs once, with its scheduled
-//! time in its environment, and how it ended is reported to the controllers.
+//! Cron job runs and rollout `job` checks assigned to this host: each attempt (each
+//! check) runs once, and how it ended is reported to the controllers.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dabba_spec::WorkloadKind;
+use dabba_spec::api::{CheckAssignment, CheckReport};
 use dabba_spec::cronjob::{RunAssignment, RunReport};
 
 use super::{Agent, StartError};
@@ -79,6 +80,102 @@ impl Agent {
             duration_ms: r.duration.as_millis() as u64,
             reason: r.failure.map(|(_, why)| why),
             output,
+        })
+    }
+}
+
+/// The output a check reports: its last bytes.
+const CHECK_OUTPUT: usize = 2048;
+
+impl Agent {
+    /// Runs a rollout's `job` check once and reports how it ended. The check sees the
+    /// app's route, the revision under test, this host's ingress (the only place it may
+    /// reach, besides what its own buckets hold) and the preview header.
+    pub(super) async fn check(self: Arc<Self>, a: CheckAssignment) {
+        let started = Instant::now();
+        let report = match self.run_check(&a).await {
+            Ok(r) => r,
+            Err(reason) => CheckReport {
+                canary: a.canary,
+                run: a.run,
+                started: a.started,
+                metric: a.metric,
+                id: a.id.clone(),
+                exit_code: -1,
+                reason: Some(reason.to_string()),
+                output: String::new(),
+                duration_ms: started.elapsed().as_millis() as u64,
+            },
+        };
+        let api = self
+            .api
+            .with_bounds(Duration::from_secs(60), Duration::from_secs(5));
+        if let Err(e) = api.report_check(&a.app, &report).await {
+            tracing::warn!(check = %a.id, error = %e, "reporting a check failed");
+        }
+    }
+
+    async fn run_check(&self, a: &CheckAssignment) -> Result<CheckReport, StartError> {
+        let digest = a.job.digest.ok_or_else(|| {
+            StartError::Check(
+                "the check's component was never uploaded (apply the manifest with `dabba apply`)"
+                    .into(),
+            )
+        })?;
+        let bytes = self.component(&digest).await?;
+        let limits = dabba_spec::LimitOverrides::default().resolve(WorkloadKind::Job)?;
+        let ingress = self.opts.info.address.trim_end_matches('/').to_string();
+        let outbound = ingress
+            .parse()
+            .map_err(|e: dabba_spec::OutboundRuleError| StartError::Check(e.to_string()))?;
+        let config = AppConfig {
+            name: format!("{}-check", a.app),
+            scope: a.app.namespace().to_string(),
+            revision: None,
+            limits,
+            capabilities: dabba_spec::Capabilities {
+                env: a.job.env.clone(),
+                config: Default::default(),
+                allowed_outbound_hosts: vec![outbound],
+                key_value_buckets: a.job.key_value_buckets.clone(),
+            },
+            kv: self.kv.clone(),
+        };
+        let runtime = self.runtime.clone();
+        let job = tokio::task::spawn_blocking(move || runtime.load_job(config, &bytes))
+            .await
+            .map_err(|e| StartError::Panicked(e.to_string()))??;
+        let input = RunInput {
+            args: a.job.args.clone(),
+            env: vec![
+                ("DABBA_APP".into(), a.app.to_string()),
+                ("DABBA_INGRESS".into(), ingress),
+                ("DABBA_ROUTE".into(), a.route.prefix.clone()),
+                ("DABBA_REVISION".into(), a.canary.to_string()),
+                (
+                    "DABBA_PREVIEW_HEADER".into(),
+                    dabba_spec::rollout::PREVIEW_HEADER.into(),
+                ),
+                ("DABBA_CHECK".into(), a.id.clone()),
+            ],
+        };
+        let r = job.run(input).await;
+        let mut output = String::from_utf8_lossy(&r.stdout).into_owned();
+        output.push_str(&String::from_utf8_lossy(&r.stderr));
+        let cut = output.len().saturating_sub(CHECK_OUTPUT);
+        let cut = (cut..output.len())
+            .find(|i| output.is_char_boundary(*i))
+            .unwrap_or(0);
+        Ok(CheckReport {
+            canary: a.canary,
+            run: a.run,
+            started: a.started,
+            metric: a.metric,
+            id: a.id.clone(),
+            exit_code: r.exit_code,
+            reason: r.failure.map(|(_, why)| why),
+            output: output[cut..].to_string(),
+            duration_ms: r.duration.as_millis() as u64,
         })
     }
 }

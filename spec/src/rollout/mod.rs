@@ -23,7 +23,9 @@ mod status;
 
 use serde::{Deserialize, Serialize};
 
-pub use status::{PauseReason, Paused, RolloutPhase, RolloutStatus, ScaleDown, Sizes};
+pub use status::{
+    PauseReason, Paused, PendingCheck, RolloutPhase, RolloutStatus, ScaleDown, Sizes,
+};
 
 use crate::HumanDuration;
 use crate::analysis::AnalysisRef;

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{CanaryScale, HeaderRoute, Rollout, Strategy};
-use crate::analysis::AnalysisRun;
+use crate::analysis::{AnalysisRun, RunKind};
 use crate::resources::Millis;
 
 /// Where a rollout stands (Argo's phases).
@@ -101,6 +101,23 @@ pub struct RolloutStatus {
     /// Analysis runs of this rollout, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub analysis: Vec<AnalysisRun>,
+    /// `job` checks a host is running now.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<PendingCheck>,
+}
+
+/// A `job` check given to a host, until its measurement is recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingCheck {
+    pub run: RunKind,
+    /// When its run started (with `run`, names the run).
+    pub started: Millis,
+    /// The metric's index in the run.
+    pub metric: u32,
+    pub host: String,
+    pub since: Millis,
+    /// Unique to this measurement (the check sees it as `DABBA_CHECK`).
+    pub id: String,
 }
 
 /// The pods each revision of a rolling-out app runs.
@@ -133,6 +150,7 @@ impl RolloutStatus {
             scale_down: None,
             canary_share: None,
             analysis: Vec::new(),
+            checks: Vec::new(),
         }
     }
 
