@@ -9,6 +9,7 @@ use std::sync::OnceLock;
 /// The guest crates, by the file they build.
 const GUESTS: &[(&str, &str)] = &[
     ("payment", "dabba-example-payment"),
+    ("payment-smoke", "dabba-example-payment"),
     ("search", "dabba-example-search"),
     ("settlement", "dabba-example-settlement"),
     ("hello", "dabba-guest-hello"),
@@ -47,7 +48,9 @@ fn cargo_once(cell: &'static OnceLock<()>, what: &str, args: &[&str]) {
 pub fn guest(name: &str) -> PathBuf {
     static BUILT: OnceLock<()> = OnceLock::new();
     let mut args = vec!["build", "--profile", "guest", "--target", "wasm32-wasip2"];
-    for (_, package) in GUESTS {
+    let mut packages: Vec<&str> = GUESTS.iter().map(|(_, p)| *p).collect();
+    packages.dedup();
+    for package in packages {
         args.extend(["-p", package]);
     }
     cargo_once(&BUILT, "the guest components", &args);

@@ -17,5 +17,6 @@ mod cron;
 mod jobs;
 mod limits;
 mod platform;
+mod rollouts;
 mod runtime;
 mod samples;
