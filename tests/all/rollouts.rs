@@ -557,6 +557,18 @@ min_requests = 20
         Duration::from_secs(30),
         || c.pods().iter().all(|p| p.revision != 3).then_some(()),
     );
+    // Every controller's /metrics shows it (from the replicated state).
+    for addr in &c.controller_addrs {
+        let text = try_request(*addr, "GET", "/metrics", &[], b"").unwrap().text();
+        for line in [
+            r#"dabba_rollout_phase{app="flaky",namespace="default",phase="Degraded",strategy="Canary"} 1"#,
+            r#"dabba_rollout_revision{app="flaky",namespace="default",role="canary"} 3"#,
+            r#"dabba_rollout_weight_percent{app="flaky",kind="set",namespace="default"} 0"#,
+            r#"dabba_analysis_measurements{app="flaky",metric="success-rate",namespace="default",phase="Failed",run="step",template="success-rate"} 1"#,
+        ] {
+            assert!(text.contains(line), "{addr} /metrics lacks {line}:\n{text}");
+        }
+    }
     // `rollout status` says so to scripts.
     let out = c.cli(&["rollout", "status", "flaky"]);
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));

@@ -1,12 +1,18 @@
 //! What every node answers about itself: `GET /v1/healthz` and `GET /metrics`
 //! (Prometheus text: API requests by method and status, this node's Raft state, and —
-//! on the leader — each member's replication lag).
+//! on the leader — each member's replication lag; and from the replicated state, so the
+//! same on every node, each rollout's phase, step, weight and revisions and its
+//! analysis's latest measurements — with, on the leader, the weight the ingresses
+//! actually made).
 
 use bytes::Bytes;
 use dabba_spec::api::Health;
 use http::{Method, StatusCode};
 use http_body_util::Full;
-use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
+use dabba_spec::analysis::RunKind;
+use dabba_spec::resources::ResourceKey;
+use dabba_spec::rollout::RolloutStatus;
+use prometheus::{GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 use super::router::Router;
 use super::{Answer, Api, Call, json};
@@ -24,6 +30,130 @@ pub(super) struct ApiMetrics {
     requests: IntCounterVec,
     raft_gauges: IntGaugeVec,
     lag: IntGaugeVec,
+    rollout: RolloutMetrics,
+}
+
+/// Gauges of every rollout, set afresh from the state at each scrape.
+struct RolloutMetrics {
+    phase: IntGaugeVec,
+    step: IntGaugeVec,
+    weight: GaugeVec,
+    revision: IntGaugeVec,
+    measurement: GaugeVec,
+    measurements: IntGaugeVec,
+}
+
+impl RolloutMetrics {
+    fn new(registry: &Registry) -> RolloutMetrics {
+        let int = |name: &str, help: &str, labels: &[&str]| {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry.register(Box::new(g.clone())).expect("unique metric");
+            g
+        };
+        let float = |name: &str, help: &str, labels: &[&str]| {
+            let g = GaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry.register(Box::new(g.clone())).expect("unique metric");
+            g
+        };
+        RolloutMetrics {
+            phase: int(
+                "dabba_rollout_phase",
+                "1 for each rollout's phase (Progressing, Paused, Healthy, Degraded), with its strategy.",
+                &["namespace", "app", "strategy", "phase"],
+            ),
+            step: int(
+                "dabba_rollout_step",
+                "The canary step a rollout is at (1-based; steps + 1 once all are done).",
+                &["namespace", "app"],
+            ),
+            weight: float(
+                "dabba_rollout_weight_percent",
+                "The canary's weight: as set, and (on the leader) as the ingresses made it over the last 10 s.",
+                &["namespace", "app", "kind"],
+            ),
+            revision: int(
+                "dabba_rollout_revision",
+                "The stable and canary revisions of a rollout.",
+                &["namespace", "app", "role"],
+            ),
+            measurement: float(
+                "dabba_analysis_measurement",
+                "The latest measured value of each metric of a rollout's newest analysis run of each kind.",
+                &["namespace", "app", "run", "template", "metric"],
+            ),
+            measurements: int(
+                "dabba_analysis_measurements",
+                "Measurements of each metric of a rollout's newest analysis run of each kind, by outcome.",
+                &["namespace", "app", "run", "template", "metric", "phase"],
+            ),
+        }
+    }
+
+    fn set(&self, api: &Api) {
+        for g in [&self.phase, &self.step, &self.revision, &self.measurements] {
+            g.reset();
+        }
+        self.weight.reset();
+        self.measurement.reset();
+        let rollouts: Vec<(ResourceKey, RolloutStatus)> = api
+            .node
+            .shared
+            .read(|s| s.rollouts.iter().map(|(k, r)| (k.clone(), r.clone())).collect());
+        for (key, r) in rollouts {
+            let (ns, app) = (key.namespace(), key.name());
+            let strategy = format!("{:?}", r.strategy);
+            self.phase
+                .with_label_values(&[ns, app, &strategy, &format!("{:?}", r.phase)])
+                .set(1);
+            self.step
+                .with_label_values(&[ns, app])
+                .set(i64::from(r.step) + 1);
+            self.weight
+                .with_label_values(&[ns, app, "set"])
+                .set(f64::from(r.weight));
+            self.revision
+                .with_label_values(&[ns, app, "stable"])
+                .set(r.stable as i64);
+            if let Some(c) = r.canary {
+                self.revision
+                    .with_label_values(&[ns, app, "canary"])
+                    .set(c as i64);
+                if let Some((observed, _)) = api.node.observed_split(&key, r.stable, c) {
+                    self.weight
+                        .with_label_values(&[ns, app, "observed"])
+                        .set(observed);
+                }
+            }
+            let mut kinds = std::collections::BTreeSet::new();
+            for run in r.analysis.iter().rev() {
+                let kind = match run.kind {
+                    RunKind::Step { .. } => "step",
+                    RunKind::Background => "background",
+                    RunKind::PrePromotion => "pre-promotion",
+                    RunKind::PostPromotion => "post-promotion",
+                };
+                if !kinds.insert(kind) {
+                    continue;
+                }
+                for m in &run.metrics {
+                    let labels = [ns, app, kind, m.template.as_str(), m.metric.as_str()];
+                    if let Some(v) = m.measurements.last().and_then(|x| x.value) {
+                        self.measurement.with_label_values(&labels).set(v);
+                    }
+                    for (phase, n) in [
+                        ("Successful", m.successes),
+                        ("Failed", m.failures),
+                        ("Inconclusive", m.inconclusive),
+                        ("Error", m.errors),
+                    ] {
+                        self.measurements
+                            .with_label_values(&[ns, app, kind, &m.template, &m.metric, phase])
+                            .set(i64::from(n));
+                    }
+                }
+            }
+        }
+    }
 }
 
 impl ApiMetrics {
@@ -60,11 +190,13 @@ impl ApiMetrics {
         ] {
             registry.register(m).expect("unique metric");
         }
+        let rollout = RolloutMetrics::new(&registry);
         ApiMetrics {
             registry,
             requests,
             raft_gauges,
             lag,
+            rollout,
         }
     }
 
@@ -96,6 +228,7 @@ async fn metrics(api: &Api, _: Call) -> Answer {
                 .set(lag as i64);
         }
     }
+    gauges.rollout.set(api);
     let mut out = Vec::new();
     prometheus::Encoder::encode(
         &prometheus::TextEncoder::new(),
