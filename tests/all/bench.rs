@@ -50,6 +50,30 @@ fn the_autoscale_benchmark_takes_every_measurement() {
     assert!(stdout(&run).contains("Idle pods on one host"));
 }
 
+#[test]
+fn the_rollout_benchmark_takes_every_measurement() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let (run, report, _) = quick_bench("rollout", "hostile", &[]);
+    let r = &report["rollout"];
+    let aborts = r["aborts"].as_array().unwrap();
+    assert_eq!(aborts.len(), 1, "{r}");
+    assert!(aborts[0]["detection_ms"].as_f64().unwrap() > 0.0, "{r}");
+    assert_eq!(
+        aborts[0]["propagation_ms"].as_array().unwrap().len(),
+        2,
+        "{r}"
+    );
+    assert!(aborts[0]["reached_canary"].as_u64().unwrap() > 0, "{r}");
+    let splits = r["splits"].as_array().unwrap();
+    assert_eq!(splits.len(), 3, "{r}");
+    for s in splits {
+        assert_eq!(s["requests"], 2000, "{r}");
+        assert!(s["canary"].as_u64().unwrap() > 0, "{r}");
+    }
+    assert!(r["switch"]["requests"].as_u64().unwrap() > 0, "{r}");
+    assert!(stdout(&run).contains("Abort propagation"));
+}
+
 /// Runs `dabba bench --suite SUITE --quick` (with the test clusters' Raft timing and the
 /// guests next to `guest`), which must succeed; its output, its JSON report and the
 /// names of the files it wrote.

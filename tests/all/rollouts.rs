@@ -559,7 +559,9 @@ min_requests = 20
     );
     // Every controller's /metrics shows it (from the replicated state).
     for addr in &c.controller_addrs {
-        let text = try_request(*addr, "GET", "/metrics", &[], b"").unwrap().text();
+        let text = try_request(*addr, "GET", "/metrics", &[], b"")
+            .unwrap()
+            .text();
         for line in [
             r#"dabba_rollout_phase{app="flaky",namespace="default",phase="Degraded",strategy="Canary"} 1"#,
             r#"dabba_rollout_revision{app="flaky",namespace="default",role="canary"} 3"#,

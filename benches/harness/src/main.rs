@@ -10,7 +10,7 @@
 //! One module per suite: `runtime` (hello-world throughput: `dabba serve` against a
 //! native hyper server and `wasmtime serve`), `cluster` (Raft writes, durable payments,
 //! failover), `autoscale` (cold starts, scale-out, density), `settlement` (the cron job's
-//! throughput) and `containers` (dabba against Docker containers of the same samples;
+//! throughput), `rollout` (abort, split, blue-green switch) and `containers` (dabba against Docker containers of the same samples;
 //! its `throughput` and `report` submodules). Shared pieces: `load` (the load
 //! generator), `probe` (one request timed, polls until an answer, process memory),
 //! `targets` (the baseline servers), `docker`, `stats`, `chart`. Servers run alone, one
@@ -26,6 +26,7 @@ mod deploy;
 mod docker;
 mod load;
 mod probe;
+mod rollout;
 mod runtime;
 mod settlement;
 mod stats;
@@ -51,6 +52,8 @@ pub enum Suite {
     Autoscale,
     /// The settlement job: payments settled per second over a 1,000,000-payment day.
     Settlement,
+    /// Rollouts: abort detection and propagation, split accuracy, blue-green switch.
+    Rollout,
     /// dabba against Docker containers and `wasmtime serve` on the payment and search
     /// samples: cold start, scale-out, memory per replica, artifact size, throughput.
     Containers,
@@ -146,6 +149,9 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
     if matches!(args.suite, Suite::Settlement | Suite::All) {
         bench_settlement(&args)?;
     }
+    if matches!(args.suite, Suite::Rollout | Suite::All) {
+        bench_rollout(&args)?;
+    }
     if matches!(args.suite, Suite::Runtime | Suite::All) {
         runtime::bench_runtime(&args)?;
     }
@@ -188,6 +194,22 @@ fn bench_autoscale(args: &BenchArgs) -> anyhow::Result<()> {
         &raft_flags(args),
     ))?;
     write_results(args, "autoscale", &report, &autoscale::render(&report))
+}
+
+fn bench_rollout(args: &BenchArgs) -> anyhow::Result<()> {
+    let sizes = if args.quick {
+        rollout::Sizes::quick()
+    } else {
+        rollout::Sizes::full()
+    };
+    let dabba = dabba_binary(args)?;
+    // Two load-generator threads, as for the containers.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let report = rt.block_on(rollout::run(&dabba, &args.guests, sizes, &raft_flags(args)))?;
+    write_results(args, "rollout", &report, &rollout::render(&report))
 }
 
 fn bench_containers(args: &BenchArgs) -> anyhow::Result<()> {

@@ -6,12 +6,12 @@
 //! actually made).
 
 use bytes::Bytes;
-use dabba_spec::api::Health;
-use http::{Method, StatusCode};
-use http_body_util::Full;
 use dabba_spec::analysis::RunKind;
+use dabba_spec::api::Health;
 use dabba_spec::resources::ResourceKey;
 use dabba_spec::rollout::RolloutStatus;
+use http::{Method, StatusCode};
+use http_body_util::Full;
 use prometheus::{GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 use super::router::Router;
@@ -47,12 +47,16 @@ impl RolloutMetrics {
     fn new(registry: &Registry) -> RolloutMetrics {
         let int = |name: &str, help: &str, labels: &[&str]| {
             let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
-            registry.register(Box::new(g.clone())).expect("unique metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
             g
         };
         let float = |name: &str, help: &str, labels: &[&str]| {
             let g = GaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
-            registry.register(Box::new(g.clone())).expect("unique metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
             g
         };
         RolloutMetrics {
@@ -95,10 +99,12 @@ impl RolloutMetrics {
         }
         self.weight.reset();
         self.measurement.reset();
-        let rollouts: Vec<(ResourceKey, RolloutStatus)> = api
-            .node
-            .shared
-            .read(|s| s.rollouts.iter().map(|(k, r)| (k.clone(), r.clone())).collect());
+        let rollouts: Vec<(ResourceKey, RolloutStatus)> = api.node.shared.read(|s| {
+            s.rollouts
+                .iter()
+                .map(|(k, r)| (k.clone(), r.clone()))
+                .collect()
+        });
         for (key, r) in rollouts {
             let (ns, app) = (key.namespace(), key.name());
             let strategy = format!("{:?}", r.strategy);
