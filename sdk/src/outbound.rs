@@ -40,6 +40,14 @@ fn split(base: &str) -> Result<(&str, &str), OutboundError> {
     Ok((scheme, authority))
 }
 
+/// A failure of the request `req` to `base`.
+fn failed(base: &str, req: &Request, message: String) -> OutboundError {
+    OutboundError::Failed {
+        url: format!("{base}{}", path_and_query(req)),
+        message,
+    }
+}
+
 fn path_and_query(req: &Request) -> String {
     if req.query.is_empty() {
         req.path.clone()
@@ -66,10 +74,7 @@ mod imp {
         base: &str,
         req: Request,
     ) -> Result<Response, OutboundError> {
-        let failed = |message: String| OutboundError::Failed {
-            url: format!("{base}{}", path_and_query(&req)),
-            message,
-        };
+        let failed = |message: String| super::failed(base, &req, message);
         let headers =
             Fields::from_list(&req.headers).map_err(|e| failed(format!("header: {e:?}")))?;
         let out = OutgoingRequest::new(headers);
@@ -149,10 +154,7 @@ mod imp {
         base: &str,
         req: Request,
     ) -> Result<Response, OutboundError> {
-        let failed = |message: String| OutboundError::Failed {
-            url: format!("{base}{}", path_and_query(&req)),
-            message,
-        };
+        let failed = |message: String| super::failed(base, &req, message);
         if scheme != "http" {
             return Err(failed("natively only plain http is spoken".into()));
         }

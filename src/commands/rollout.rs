@@ -313,3 +313,69 @@ pub fn print_table(views: &[RolloutView]) {
             .collect(),
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use dabba_spec::rollout::{PauseReason, Paused, RolloutStatus};
+
+    use super::*;
+
+    fn view(status: RolloutStatus) -> RolloutView {
+        RolloutView {
+            namespace: "default".into(),
+            app: "search".into(),
+            status,
+            steps: vec!["set_weight 5".into(), "pause (until promoted)".into()],
+            conditions: Default::default(),
+            observed: None,
+            waiting_for: String::new(),
+        }
+    }
+
+    #[test]
+    fn exit_codes_tell_scripts_how_it_stands() {
+        let mut s = RolloutStatus::begin(Strategy::Canary, 1, 2, 0);
+        assert_eq!(exit_code(&view(s.clone())), None, "moving: keep watching");
+        s.paused = Some(Paused {
+            reason: PauseReason::Step,
+            since: 0,
+            until: Some(5),
+        });
+        assert_eq!(
+            exit_code(&view(s.clone())),
+            None,
+            "a timed pause ends by itself"
+        );
+        s.paused = Some(Paused {
+            reason: PauseReason::Inconclusive,
+            since: 0,
+            until: None,
+        });
+        assert_eq!(exit_code(&view(s.clone())), Some(3));
+        s.aborted = true;
+        assert_eq!(exit_code(&view(s.clone())), Some(1));
+        let mut done = RolloutStatus::begin(Strategy::Canary, 1, 2, 0);
+        done.canary = None;
+        done.phase = RolloutPhase::Healthy;
+        assert_eq!(exit_code(&view(done)), Some(0));
+    }
+
+    #[test]
+    fn status_shows_the_step_and_both_weights() {
+        let mut s = RolloutStatus::begin(Strategy::Canary, 1, 2, 0);
+        s.weight = 5;
+        let mut v = view(s);
+        v.observed = Some(dabba_spec::api::ObservedSplit {
+            canary_percent: 4.9,
+            requests: 1000,
+            window_ms: 10_000,
+        });
+        let text = render(&v);
+        assert!(text.contains("Step:        1/2"), "{text}");
+        assert!(
+            text.contains("set 5%, observed 4.9% of 1000 requests in the last 10 s"),
+            "{text}"
+        );
+        assert!(text.contains("▶  1. set_weight 5"), "{text}");
+    }
+}

@@ -11,6 +11,7 @@
 //! - [`Served`]: one component under `dabba serve`.
 //! - [`Process`]: any child process, killed when dropped, its output in a log file.
 //! - [`http`]: a small blocking HTTP/1.1 client, for what the tests send on the wire.
+//! - [`manifests`]: apps both deploy (a deliberately failing canary).
 //! - [`guest`], [`native_servers`], [`bench_harness`]: what must be built first.
 //!
 //! Launching is async (the benchmarks run on tokio); synchronous tests call
@@ -19,6 +20,7 @@
 mod builds;
 mod cluster;
 pub mod http;
+pub mod manifests;
 mod ports;
 mod process;
 mod ready;

@@ -18,6 +18,8 @@ use dabba_spec::api::RolloutView;
 use dabba_spec::resources::{PodPhase, ResourceKey};
 use dabba_spec::rollout::RolloutPhase;
 
+use dabba_testkit::manifests;
+
 use crate::cluster::Cluster;
 use crate::support::{block_on, eventually, guest, stderr, stdout, try_request, workspace};
 
@@ -356,17 +358,11 @@ fn the_search_canary_walks_every_step_exactly_through_a_leader_failover() {
     }
 }
 
-/// The hostile guest at `/`, `replicas` fixed, with `extra` manifest text.
+/// The hostile guest at `/` on two pods, with `extra` manifest text, in `file`.
 fn hostile_manifest(c: &Cluster, file: &str, extra: &str) -> std::path::PathBuf {
     let path = c.dir.path().join(file);
-    std::fs::write(
-        &path,
-        format!(
-            "[app]\nname = \"flaky\"\ncomponent = {:?}\nroute = \"/\"\nreplicas = 2\n\n{extra}",
-            guest("hostile").display().to_string()
-        ),
-    )
-    .unwrap();
+    let component = guest("hostile").display().to_string();
+    std::fs::write(&path, manifests::hostile(&component, extra)).unwrap();
     path
 }
 
@@ -465,33 +461,11 @@ pause = {}
     });
 
     // Revision 3 fails 30% of its requests. At 20% it is measured every 2 s; the first
-    // failed measurement aborts it.
+    // failed measurement aborts it, and it keeps its pods for 5 s.
     let bad = hostile_manifest(
         &c,
         "v3.toml",
-        r#"[config]
-fail_percent = "30"
-
-[rollout]
-strategy = "canary"
-abort_scale_down_delay = "5s"
-[[rollout.steps]]
-set_weight = 20
-[[rollout.steps]]
-analysis = { templates = ["success-rate"] }
-[[rollout.steps]]
-set_weight = 100
-
-[[analysis]]
-name = "success-rate"
-[[analysis.metrics]]
-name = "success-rate"
-measure = "success_rate"
-interval = "2s"
-count = 3
-success_condition = "result >= 0.95"
-min_requests = 20
-"#,
+        &manifests::failing_canary("2s", "5s", "set_weight = 100"),
     );
     let load = Load::start(&c.host_addrs, 4, get("/ok"));
     eventually("load flowing", Duration::from_secs(30), || {

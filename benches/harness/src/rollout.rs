@@ -27,6 +27,7 @@ use dabba_client::ApiClient;
 use dabba_host::ComponentBytes;
 use dabba_spec::Manifest;
 use dabba_spec::api::{RolloutAction, RolloutView};
+use dabba_testkit::manifests;
 use serde::Serialize;
 
 use crate::cluster::start_cluster;
@@ -102,15 +103,14 @@ pub struct Switch {
     pub errors: usize,
 }
 
+/// The app `manifests::hostile` deploys.
 const APP: &str = "flaky";
 
 /// The hostile test guest at `/` on two pods, configured by `extra`.
 fn manifest(extra: &str) -> anyhow::Result<Manifest> {
     Ok(Manifest::parse(
         "rollout-bench.toml",
-        &format!(
-            "[app]\nname = \"{APP}\"\ncomponent = \"hostile.wasm\"\nroute = \"/\"\nreplicas = 2\n\n{extra}"
-        ),
+        &manifests::hostile("hostile.wasm", extra),
     )?)
 }
 
@@ -226,32 +226,11 @@ pub async fn run(
 
     // Abort.
     let interval_ms = 1000;
-    let failure_limit = 0;
-    b.apply(&format!(
-        r#"[config]
-fail_percent = "30"
-
-[rollout]
-strategy = "canary"
-abort_scale_down_delay = "10m"
-[[rollout.steps]]
-set_weight = 20
-[[rollout.steps]]
-analysis = {{ templates = ["success-rate"] }}
-[[rollout.steps]]
-pause = {{}}
-
-[[analysis]]
-name = "success-rate"
-[[analysis.metrics]]
-name = "success-rate"
-measure = "success_rate"
-interval = "{interval_ms}ms"
-count = 600
-success_condition = "result >= 0.95"
-failure_limit = {failure_limit}
-min_requests = 10
-"#
+    let failure_limit = 0; // as `failing_canary` sets it
+    b.apply(&manifests::failing_canary(
+        &format!("{interval_ms}ms"),
+        "10m",
+        "pause = {}",
     ))
     .await?;
     let mut aborts = Vec::new();

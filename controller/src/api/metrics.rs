@@ -6,7 +6,6 @@
 //! actually made).
 
 use bytes::Bytes;
-use dabba_spec::analysis::RunKind;
 use dabba_spec::api::Health;
 use dabba_spec::resources::ResourceKey;
 use dabba_spec::rollout::RolloutStatus;
@@ -132,12 +131,7 @@ impl RolloutMetrics {
             }
             let mut kinds = std::collections::BTreeSet::new();
             for run in r.analysis.iter().rev() {
-                let kind = match run.kind {
-                    RunKind::Step { .. } => "step",
-                    RunKind::Background => "background",
-                    RunKind::PrePromotion => "pre-promotion",
-                    RunKind::PostPromotion => "post-promotion",
-                };
+                let kind = run.kind.label();
                 if !kinds.insert(kind) {
                     continue;
                 }

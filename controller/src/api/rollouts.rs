@@ -268,3 +268,56 @@ fn check_measurement(spec: &MetricSpec, r: &CheckReport, at: u64) -> Measurement
         message,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use dabba_spec::rollout::{Paused, Strategy};
+
+    use super::*;
+
+    fn status() -> RolloutStatus {
+        RolloutStatus::begin(Strategy::Canary, 1, 2, 0)
+    }
+
+    fn refused(r: &RolloutStatus, a: RolloutAction) -> String {
+        change(&ResourceKey::new("default", "search"), r, a, "asha").unwrap_err()
+    }
+
+    #[test]
+    fn actions_that_do_not_apply_are_refused_with_the_reason() {
+        let mut r = status();
+        assert!(refused(&r, RolloutAction::Retry).contains("was not aborted"));
+        assert!(refused(&r, RolloutAction::Resume).contains("not paused"));
+        r.paused = Some(Paused {
+            reason: PauseReason::Step,
+            since: 0,
+            until: None,
+        });
+        assert!(refused(&r, RolloutAction::Resume).contains("ends with `promote`"));
+        assert!(refused(&r, RolloutAction::Pause).contains("already paused"));
+        r.aborted = true;
+        for a in [
+            RolloutAction::Abort,
+            RolloutAction::Pause,
+            RolloutAction::Promote { full: true },
+        ] {
+            assert!(refused(&r, a).contains("`retry`"), "{a:?}");
+        }
+        r.canary = None;
+        assert!(refused(&r, RolloutAction::Abort).contains("no rollout in progress"));
+    }
+
+    #[test]
+    fn an_abort_says_who_asked() {
+        let key = ResourceKey::new("default", "search");
+        let c = change(&key, &status(), RolloutAction::Abort, "asha").unwrap();
+        assert_eq!(
+            c,
+            RolloutChange::Abort {
+                app: key,
+                canary: 2,
+                reason: "aborted by asha".into()
+            }
+        );
+    }
+}

@@ -514,7 +514,7 @@ impl State {
             "AnalysisStarted",
             format!(
                 "{} of revision {canary}: {}",
-                kind_name(kind),
+                kind.describe(),
                 analysis.templates.join(", ")
             ),
         );
@@ -569,7 +569,7 @@ impl State {
         };
         let message = format!(
             "{} {}/{}: {value}{requests} ({:?}{why})",
-            kind_name(kind),
+            kind.describe(),
             mr.template,
             mr.metric,
             m.phase
@@ -634,10 +634,7 @@ impl State {
         r.phase = RolloutPhase::Progressing;
         r.progressed = at;
         r.message.clear();
-        for run in r.analysis.iter_mut().filter(|run| run.finished.is_none()) {
-            run.finished = Some(at);
-        }
-        r.checks.clear();
+        r.finish_runs(at);
         self.event(
             at,
             format!("app/{key}"),
@@ -655,25 +652,16 @@ impl State {
         let delay = ms(self.rollout_of(key).scale_down_delay());
         let r = self.rollouts.get_mut(key).expect("a rollout");
         let old = r.stable;
-        r.stable = canary;
-        r.canary = None;
-        r.weight = 0;
-        r.header_route = None;
-        r.canary_scale = None;
-        r.canary_share = None;
-        r.paused = None;
-        r.phase = RolloutPhase::Healthy;
-        r.promoted = false;
-        r.progressed = at;
-        r.message = format!("revision {canary} serves everything");
+        r.settle(
+            canary,
+            RolloutPhase::Healthy,
+            format!("revision {canary} serves everything"),
+            at,
+        );
         r.scale_down = Some(ScaleDown {
             revision: old,
             at: at + delay,
         });
-        for run in r.analysis.iter_mut().filter(|run| run.finished.is_none()) {
-            run.finished = Some(at);
-        }
-        r.checks.clear();
         self.event(
             at,
             format!("app/{key}"),
@@ -696,10 +684,7 @@ impl State {
             revision: canary,
             at: at + delay,
         });
-        for run in r.analysis.iter_mut().filter(|run| run.finished.is_none()) {
-            run.finished = Some(at);
-        }
-        r.checks.clear();
+        r.finish_runs(at);
         self.event(
             at,
             format!("app/{key}"),
@@ -793,26 +778,16 @@ impl State {
                     // Instant: the target still runs; what was rolled out keeps its pods
                     // for the abort delay.
                     let from = r.canary.unwrap_or(r.stable);
-                    r.stable = to;
-                    r.canary = None;
-                    r.weight = 0;
-                    r.header_route = None;
-                    r.canary_scale = None;
-                    r.canary_share = None;
-                    r.paused = None;
-                    r.aborted = false;
-                    r.promoted = false;
-                    r.phase = RolloutPhase::Healthy;
-                    r.progressed = at;
-                    r.message = format!("undone to revision {to}");
+                    r.settle(
+                        to,
+                        RolloutPhase::Healthy,
+                        format!("undone to revision {to}"),
+                        at,
+                    );
                     r.scale_down = (from != to).then_some(ScaleDown {
                         revision: from,
                         at: at + delay,
                     });
-                    for run in r.analysis.iter_mut().filter(|run| run.finished.is_none()) {
-                        run.finished = Some(at);
-                    }
-                    r.checks.clear();
                     self.rollouts.insert(key.clone(), r);
                 } else {
                     self.ensure_replica_set(&key, to);
@@ -850,15 +825,6 @@ impl State {
 
 /// Analysis runs kept per rollout (the oldest finished ones go first).
 pub const ANALYSIS_RUNS_KEPT: usize = 50;
-
-fn kind_name(kind: RunKind) -> String {
-    match kind {
-        RunKind::Step { step } => format!("step {} analysis", step + 1),
-        RunKind::Background => "background analysis".into(),
-        RunKind::PrePromotion => "pre-promotion analysis".into(),
-        RunKind::PostPromotion => "post-promotion analysis".into(),
-    }
-}
 
 fn describe_scale(s: &dabba_spec::rollout::CanaryScale) -> String {
     match (s.replicas, s.weight) {

@@ -81,6 +81,26 @@ pub enum RunKind {
     PostPromotion,
 }
 
+impl RunKind {
+    /// In words: `step 2 analysis`, `background analysis`, `pre-promotion analysis`.
+    pub fn describe(self) -> String {
+        match self {
+            RunKind::Step { step } => format!("step {} analysis", step + 1),
+            other => format!("{} analysis", other.label()),
+        }
+    }
+
+    /// As a metric label: `step`, `background`, `pre-promotion`, `post-promotion`.
+    pub fn label(self) -> &'static str {
+        match self {
+            RunKind::Step { .. } => "step",
+            RunKind::Background => "background",
+            RunKind::PrePromotion => "pre-promotion",
+            RunKind::PostPromotion => "post-promotion",
+        }
+    }
+}
+
 /// One analysis run of a rollout.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AnalysisRun {

@@ -219,6 +219,36 @@ impl RolloutStatus {
         self.canary.is_some()
     }
 
+    /// Ends every run still measuring (and forgets the checks given to hosts).
+    pub fn finish_runs(&mut self, at: Millis) {
+        for run in self
+            .analysis
+            .iter_mut()
+            .filter(|run| run.finished.is_none())
+        {
+            run.finished = Some(at);
+        }
+        self.checks.clear();
+    }
+
+    /// The rollout is over: `stable` serves everything, nothing is rolled out, nothing
+    /// pauses or measures; the phase and message say how it ended.
+    pub fn settle(&mut self, stable: u64, phase: RolloutPhase, message: String, at: Millis) {
+        self.stable = stable;
+        self.canary = None;
+        self.weight = 0;
+        self.header_route = None;
+        self.canary_scale = None;
+        self.canary_share = None;
+        self.paused = None;
+        self.aborted = false;
+        self.promoted = false;
+        self.phase = phase;
+        self.message = message;
+        self.progressed = at;
+        self.finish_runs(at);
+    }
+
     /// The runs still measuring.
     pub fn running_analysis(&self) -> impl Iterator<Item = &AnalysisRun> {
         self.analysis.iter().filter(|r| r.finished.is_none())

@@ -106,8 +106,8 @@ fn next(
                     canary,
                     reason: PauseReason::Inconclusive,
                     message: format!(
-                        "{} was inconclusive: a person decides (resume re-runs it, promote skips it, abort stops)",
-                        kind_name(run.kind)
+                        "the {} was inconclusive: a person decides (resume re-runs it, promote skips it, abort stops)",
+                        run.kind.describe()
                     ),
                 });
             }
@@ -237,15 +237,6 @@ fn latest(r: &RolloutStatus, canary: u64, kind: RunKind) -> Option<&AnalysisRun>
         .find(|run| run.revision == canary && run.kind == kind && run.started >= r.started)
 }
 
-fn kind_name(kind: RunKind) -> String {
-    match kind {
-        RunKind::Step { step } => format!("the analysis of step {}", step + 1),
-        RunKind::Background => "the background analysis".into(),
-        RunKind::PrePromotion => "the pre-promotion analysis".into(),
-        RunKind::PostPromotion => "the post-promotion analysis".into(),
-    }
-}
-
 /// Why a run failed, from its failed metrics' last measurements.
 fn failure(run: &AnalysisRun) -> String {
     let metrics: Vec<String> = run
@@ -269,7 +260,7 @@ fn failure(run: &AnalysisRun) -> String {
             )
         })
         .collect();
-    format!("{} failed: {}", kind_name(run.kind), metrics.join("; "))
+    format!("the {} failed: {}", run.kind.describe(), metrics.join("; "))
 }
 
 /// What a rollout waits for now, in words (for `dabba rollout status`).
@@ -298,8 +289,8 @@ pub fn waiting_for(state: &State, key: &ResourceKey, r: &RolloutStatus, now: Mil
         Some(run) => {
             let taken: u32 = run.metrics.iter().map(|m| m.taken).sum();
             format!(
-                "{} ({:?}, {taken} measurements so far)",
-                kind_name(run.kind),
+                "the {} ({:?}, {taken} measurements so far)",
+                run.kind.describe(),
                 run.phase()
             )
         }

@@ -540,3 +540,95 @@ fn planning_is_idempotent() {
     sim.settle();
     assert!(plan(&sim.s, sim.now).is_empty());
 }
+
+/// Replica-set sizes of the stable and canary revisions.
+fn sizes(sim: &Sim) -> (u32, u32) {
+    let rs = |rev: u64| {
+        sim.s
+            .replica_sets
+            .get(&crate::state::replica_set_key("default", "search", rev))
+            .map_or(0, |r| r.replicas)
+    };
+    let r = sim.r();
+    (rs(r.stable), r.canary.map_or(0, rs))
+}
+
+#[test]
+fn scaling_a_rolling_out_app_resizes_both_revisions() {
+    let mut sim = Sim::new(&format!("{SEARCH}{RATE}"), 4);
+    sim.deploy(2);
+    sim.advance(30_000);
+    sim.advance(1);
+    assert_eq!((sim.r().weight, sizes(&sim)), (25, (4, 1)));
+    sim.s.apply(&Command::ScaleApp {
+        namespace: "default".into(),
+        name: "search".into(),
+        replicas: 8,
+        at: sim.now,
+        reason: None,
+    });
+    assert_eq!(
+        sizes(&sim),
+        (8, 2),
+        "the stable whole, the canary a quarter"
+    );
+    sim.settle();
+    assert_eq!((sim.running(1), sim.running(2)), (8, 2));
+}
+
+#[test]
+fn an_autoscaled_app_splits_by_demand_and_activates_from_zero() {
+    let mut sim = Sim::new(&format!("{SEARCH}{RATE}"), 4);
+    sim.spec.scale = Some(toml::from_str("min = 0\nmax = 10\n").unwrap());
+    sim.apply_spec();
+    sim.deploy(2);
+    assert_eq!((sim.r().weight, sizes(&sim)), (5, (3, 1)));
+    // The canary carried half the demand (a header route, say): half the pods.
+    sim.change(|app, canary| RolloutChange::Share {
+        app,
+        canary,
+        share: 50,
+    });
+    assert_eq!(sizes(&sim), (2, 2));
+    // At zero, both revisions have nothing; a request activates the app, its first
+    // pod the stable revision's, and the canary gets one too.
+    sim.s.apply(&Command::ScaleApp {
+        namespace: "default".into(),
+        name: "search".into(),
+        replicas: 0,
+        at: sim.now,
+        reason: None,
+    });
+    sim.settle();
+    assert_eq!((sim.running(1), sim.running(2)), (0, 0));
+    let reply = sim.s.apply(&Command::Activate {
+        namespace: "default".into(),
+        name: "search".into(),
+        host: Some("h1".into()),
+        at: sim.now,
+    });
+    assert!(
+        matches!(&reply, Reply::Activated { pod: Some(p), .. } if p.revision == 1),
+        "{reply:?}"
+    );
+    sim.settle();
+    assert_eq!((sim.running(1), sim.running(2)), (1, 1));
+}
+
+#[test]
+fn the_revisions_a_rollout_uses_outlive_the_history_limit() {
+    let mut sim = Sim::new(&format!("{SEARCH}{RATE}"), 1);
+    for n in 0..12u8 {
+        // Each new revision replaces the canary; revision 1 stays stable throughout.
+        sim.spec.capabilities.env.insert("N".into(), n.to_string());
+        sim.apply_spec();
+    }
+    let kept: Vec<u64> = sim.s.revisions[&Sim::key()]
+        .iter()
+        .map(|r| r.number)
+        .collect();
+    assert_eq!(kept.len(), crate::state::REVISION_HISTORY);
+    assert!(kept.contains(&1), "the stable revision is kept: {kept:?}");
+    assert_eq!(sim.r().stable, 1);
+    assert_eq!(sim.r().canary, Some(13));
+}
