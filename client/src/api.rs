@@ -14,11 +14,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use dabba_spec::Digest;
+use dabba_spec::analysis::AnalysisTemplate;
 use dabba_spec::api::{
-    ActivateRequest, ActivateResponse, AddMember, AppDetail, AppSummary, BlobStored, CheckReport,
-    ClusterStatus, CronJobApply, CronJobView, Empty, ErrorBody, Health, Heartbeat, HostView,
-    KvKeys, KvList, KvRead, KvValues, KvWrite, KvWriteResult, LogLine, PeerToken, RolloutAction,
-    RolloutView, ScaleRequest, TokenRequest, TokenResponse, UndoRequest, WatchResponse,
+    ActivateRequest, ActivateResponse, AddMember, AnalysisTemplateView, AppDetail, AppSummary,
+    BlobStored, CheckReport, ClusterStatus, CronJobApply, CronJobView, Empty, ErrorBody, Health,
+    Heartbeat, HostView, KvKeys, KvList, KvRead, KvValues, KvWrite, KvWriteResult, LogLine,
+    PeerToken, RolloutAction, RolloutView, ScaleRequest, TokenRequest, TokenResponse, UndoRequest,
+    WatchResponse,
 };
 use dabba_spec::cronjob::RunReport;
 use dabba_spec::resources::{App, AppSpec, Host, HostInfo, Pod, ResourceKey, Revision};
@@ -251,6 +253,40 @@ impl ApiClient {
             &UndoRequest { to_revision },
         )
         .await
+    }
+
+    /// `GET /v1/analysistemplates`, in `namespace` (`None`: every namespace the token
+    /// covers).
+    pub async fn analysis_templates(
+        &self,
+        namespace: Option<&str>,
+    ) -> Result<Vec<AnalysisTemplateView>, ApiError> {
+        self.get(&paths::listing("analysistemplates", namespace, None))
+            .await
+    }
+
+    /// `PUT /v1/analysistemplates/{ns}/{name}`.
+    pub async fn apply_analysis_template(
+        &self,
+        namespace: &str,
+        template: &AnalysisTemplate,
+    ) -> Result<(), ApiError> {
+        let key = ResourceKey::new(namespace, &template.name);
+        self.send_json::<_, Empty>(Method::PUT, &paths::analysis_template(&key), template)
+            .await
+            .map(drop)
+    }
+
+    /// `DELETE /v1/analysistemplates/{ns}/{name}`.
+    pub async fn delete_analysis_template(&self, key: &ResourceKey) -> Result<(), ApiError> {
+        self.request(
+            Method::DELETE,
+            &paths::analysis_template(key),
+            Bytes::new(),
+            JSON,
+        )
+        .await
+        .map(drop)
     }
 
     /// `GET /v1/revisions`, narrowed to a namespace and an app.

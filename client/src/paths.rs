@@ -74,8 +74,8 @@ pub fn blob(digest: &Digest) -> String {
     v1(&["blobs", &digest.to_string()])
 }
 
-/// `/v1/apps`, `/v1/revisions`, `/v1/pods`, `/v1/cronjobs` or `/v1/rollouts`, optionally
-/// narrowed.
+/// `/v1/apps`, `/v1/revisions`, `/v1/pods`, `/v1/cronjobs`, `/v1/rollouts` or
+/// `/v1/analysistemplates`, optionally narrowed.
 pub fn listing(resource: &str, namespace: Option<&str>, app: Option<&str>) -> String {
     with_query(v1(&[resource]), &[("namespace", namespace), ("app", app)])
 }
@@ -94,6 +94,10 @@ pub fn app_logs(key: &ResourceKey, tail: usize) -> String {
         app_action(key, "logs"),
         &[("tail", Some(&tail.to_string()))],
     )
+}
+
+pub fn analysis_template(key: &ResourceKey) -> String {
+    v1(&["analysistemplates", key.namespace(), key.name()])
 }
 
 pub fn cron_job(key: &ResourceKey) -> String {

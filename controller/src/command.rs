@@ -9,7 +9,7 @@
 //! when it proposes them), so applying the log is deterministic.
 
 use dabba_spec::Digest;
-use dabba_spec::analysis::{Measurement, RunKind};
+use dabba_spec::analysis::{AnalysisTemplate, Measurement, RunKind};
 use dabba_spec::cronjob::RunReport;
 use dabba_spec::kv::{KvError, Outcome, Write};
 use dabba_spec::resources::{
@@ -105,6 +105,17 @@ pub enum Command {
     /// analysis, or asked for by a person (promote, abort, pause, ...).
     Rollout {
         changes: Vec<RolloutChange>,
+        at: Millis,
+    },
+    /// An analysis template applied on its own to a namespace.
+    ApplyAnalysisTemplate {
+        namespace: String,
+        template: Box<AnalysisTemplate>,
+        at: Millis,
+    },
+    DeleteAnalysisTemplate {
+        namespace: String,
+        name: String,
         at: Millis,
     },
     /// `dabba rollout undo`: revision `to` (by default the one before) serves again.

@@ -68,6 +68,13 @@ pub enum RolloutAction {
     Resume,
 }
 
+/// An analysis template applied on its own, in a listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnalysisTemplateView {
+    pub namespace: String,
+    pub template: crate::analysis::AnalysisTemplate,
+}
+
 /// `POST /v1/apps/{ns}/{name}/undo`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UndoRequest {

@@ -116,7 +116,33 @@ impl AppSpec {
         self.validate_rollout()
     }
 
-    /// The rollout, its analysis templates, and that every template it names exists.
+    /// Checks that every analysis template the rollout names is the app's own
+    /// (`[[analysis]]`) or one that `shared` knows (applied on its own to the app's
+    /// namespace). Only the cluster knows the latter, so the controller checks this.
+    pub fn check_templates(&self, shared: impl Fn(&str) -> bool) -> Result<(), Invalid> {
+        let Some(rollout) = &self.rollout else {
+            return Ok(());
+        };
+        for (field, a) in rollout.analysis_refs() {
+            if let Some(missing) = a
+                .templates
+                .iter()
+                .find(|t| !self.analysis.iter().any(|own| own.name == **t) && !shared(t))
+            {
+                return Err(Invalid::new(
+                    format!("{field}.templates"),
+                    format!(
+                        "no analysis template named `{missing}` in the manifest ([[analysis]]) or applied to namespace {}",
+                        self.namespace
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The rollout and its analysis templates (whether the templates it names exist is
+    /// [`AppSpec::check_templates`]).
     fn validate_rollout(&self) -> Result<(), Invalid> {
         let mut names = std::collections::BTreeSet::new();
         for (i, t) in self.analysis.iter().enumerate() {
@@ -132,16 +158,6 @@ impl AppSpec {
             return Ok(());
         };
         rollout.validate()?;
-        for (field, a) in rollout.analysis_refs() {
-            if let Some(missing) = a.templates.iter().find(|t| !names.contains(t.as_str())) {
-                return Err(Invalid::new(
-                    format!("{field}.templates"),
-                    format!(
-                        "no analysis template named `{missing}` (define it in an [[analysis]] table)"
-                    ),
-                ));
-            }
-        }
         if let Some(p) = &rollout.preview_route
             && p.trim_end_matches('/') == self.route.prefix.trim_end_matches('/')
         {

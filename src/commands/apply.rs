@@ -1,4 +1,5 @@
-//! `dabba apply -f FILE`: an app manifest (`[app]`) or cron jobs (`[[cron]]`). The
+//! `dabba apply -f FILE`: an app manifest (`[app]`), cron jobs (`[[cron]]`), or analysis
+//! templates alone (`[[analysis]]`, applied to the namespace for any rollout there). The
 //! manifest is parsed and checked first (errors name the file, line and field, and
 //! nothing is sent); each component is uploaded if the cluster lacks its digest; then
 //! the app or jobs are applied. `--wait` follows the new revision until it runs.
@@ -12,6 +13,7 @@ use bytes::Bytes;
 use clap::Args;
 use dabba_client::ApiClient;
 use dabba_host::ComponentBytes;
+use dabba_spec::analysis::{AnalysisManifest, AnalysisTemplate};
 use dabba_spec::api::CronJobApply;
 use dabba_spec::cronjob::CronManifest;
 use dabba_spec::resources::{Pod, PodPhase, ResourceKey};
@@ -23,7 +25,7 @@ use super::target::ClusterArgs;
 
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
-    /// The manifest (TOML): an `[app]`, or `[[cron]]` jobs.
+    /// The manifest (TOML): an `[app]`, `[[cron]]` jobs, or `[[analysis]]` templates.
     #[arg(short = 'f', long = "file", value_name = "FILE")]
     pub file: PathBuf,
     /// Wait until the new revision's pods are all running.
@@ -38,7 +40,13 @@ pub struct ApplyArgs {
 
 pub fn apply(args: ApplyArgs) -> anyhow::Result<()> {
     let api = args.cluster.client()?;
-    block_on(apply_file(&api, &args.file, args.wait, args.timeout.get()))
+    block_on(apply_file(
+        &api,
+        &args.file,
+        &args.cluster.namespace,
+        args.wait,
+        args.timeout.get(),
+    ))
 }
 
 /// Applies the manifest in `file`: uploads its components (if the cluster lacks them)
@@ -46,6 +54,7 @@ pub fn apply(args: ApplyArgs) -> anyhow::Result<()> {
 pub async fn apply_file(
     api: &ApiClient,
     file: &Path,
+    namespace: &str,
     wait: bool,
     timeout: Duration,
 ) -> anyhow::Result<()> {
@@ -54,22 +63,15 @@ pub async fn apply_file(
     if is_cron_manifest(&text) {
         return apply_cron_file(api, file, &text).await;
     }
+    if is_analysis_manifest(&text) {
+        return apply_analysis_file(api, file, &text, namespace).await;
+    }
     let manifest = Manifest::parse(&shown, &text)?;
     let base = file.parent().unwrap_or(Path::new("."));
     let wasm = read_component(&shown, "app.component", &base.join(&manifest.app.component))?;
     upload(api, &wasm).await?;
     let mut spec = manifest.to_spec(wasm.digest);
-    // A `job` analysis check is a component too: uploaded, and named by digest.
-    for (i, t) in spec.analysis.iter_mut().enumerate() {
-        for (j, m) in t.metrics.iter_mut().enumerate() {
-            if let Some(job) = &mut m.job {
-                let field = format!("analysis[{i}].metrics[{j}].job.component");
-                let check = read_component(&shown, &field, &base.join(&job.component))?;
-                upload(api, &check).await?;
-                job.digest = Some(check.digest);
-            }
-        }
-    }
+    upload_checks(api, &shown, base, &mut spec.analysis).await?;
     let app = api
         .apply_app(&spec)
         .await
@@ -100,6 +102,51 @@ pub async fn apply_file(
     Ok(())
 }
 
+/// Uploads the component of every `job` analysis check (a component too) and names it
+/// by its digest.
+async fn upload_checks(
+    api: &ApiClient,
+    shown: &str,
+    base: &Path,
+    templates: &mut [AnalysisTemplate],
+) -> anyhow::Result<()> {
+    for (i, t) in templates.iter_mut().enumerate() {
+        for (j, m) in t.metrics.iter_mut().enumerate() {
+            if let Some(job) = &mut m.job {
+                let field = format!("analysis[{i}].metrics[{j}].job.component");
+                let check = read_component(shown, &field, &base.join(&job.component))?;
+                upload(api, &check).await?;
+                job.digest = Some(check.digest);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Applies a manifest of `[[analysis]]` tables alone to `namespace`.
+async fn apply_analysis_file(
+    api: &ApiClient,
+    file: &Path,
+    text: &str,
+    namespace: &str,
+) -> anyhow::Result<()> {
+    let shown = file.display().to_string();
+    let mut manifest = AnalysisManifest::parse(&shown, text)?;
+    let base = file.parent().unwrap_or(Path::new("."));
+    upload_checks(api, &shown, base, &mut manifest.analysis).await?;
+    for t in &manifest.analysis {
+        api.apply_analysis_template(namespace, t)
+            .await
+            .map_err(|e| anyhow::anyhow!("{shown}: analysis template {}: {e}", t.name))?;
+        println!(
+            "analysistemplate {namespace}/{} configured: {} metric(s)",
+            t.name,
+            t.metrics.len()
+        );
+    }
+    Ok(())
+}
+
 /// Reads and checks a manifest's component; errors name the manifest and the field.
 fn read_component(manifest: &str, field: &str, path: &Path) -> anyhow::Result<ComponentBytes> {
     let wasm = ComponentBytes::read(path).map_err(|e| {
@@ -110,6 +157,12 @@ fn read_component(manifest: &str, field: &str, path: &Path) -> anyhow::Result<Co
     wasm.check_header()
         .map_err(|e| anyhow::anyhow!("{manifest}: field {field}: {e}"))?;
     Ok(wasm)
+}
+
+/// A manifest of `[[analysis]]` tables alone.
+fn is_analysis_manifest(text: &str) -> bool {
+    let has = |header: &str| text.lines().any(|l| l.trim() == header);
+    has("[[analysis]]") && !has("[app]") && !has("[[cron]]")
 }
 
 /// A manifest of `[[cron]]` tables and no `[app]`.

@@ -1,5 +1,5 @@
-//! `dabba delete app|cronjob NAME`: an app with its revisions and pods, or a cron job
-//! with its runs.
+//! `dabba delete app|cronjob|analysistemplate NAME`: an app with its revisions and pods,
+//! a cron job with its runs, or an analysis template (unless a rollout names it).
 
 use clap::Args;
 
@@ -21,6 +21,7 @@ pub fn delete(args: DeleteArgs) -> anyhow::Result<()> {
         match args.kind {
             ObjectKind::App => api.delete_app(&key).await?,
             ObjectKind::Cronjob => api.delete_cron_job(&key).await?,
+            ObjectKind::Analysistemplate => api.delete_analysis_template(&key).await?,
         }
         println!("{} {key} deleted", args.kind.noun());
         Ok(())

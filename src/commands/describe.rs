@@ -1,4 +1,4 @@
-//! `dabba describe app|cronjob NAME`: everything about one object, or `-o json`.
+//! `dabba describe app|cronjob|analysistemplate NAME`: everything about one object, or `-o json`.
 
 use anyhow::bail;
 use clap::Args;
@@ -32,6 +32,21 @@ pub fn describe(args: DescribeArgs) -> anyhow::Result<()> {
                     return print_json(j);
                 }
                 print_cron_job(j);
+            }
+            ObjectKind::Analysistemplate => {
+                let all = api.analysis_templates(Some(key.namespace())).await?;
+                let Some(t) = all.iter().find(|t| t.template.name == key.name()) else {
+                    bail!("no analysis template {key}");
+                };
+                if args.output == Output::Json {
+                    return print_json(t);
+                }
+                println!("Name:        {}", t.template.name);
+                println!("Namespace:   {}", t.namespace);
+                println!("Metrics:");
+                for m in &t.template.metrics {
+                    println!("  {}", serde_json::to_string(m)?);
+                }
             }
             ObjectKind::App => {
                 let d = api.app(&key).await?;

@@ -1,4 +1,4 @@
-//! `dabba get apps|revisions|pods|hosts|cronjobs|jobs|rollouts [NAME]`: a table, or `-o json`.
+//! `dabba get apps|revisions|pods|hosts|cronjobs|jobs|rollouts|analysistemplates [NAME]`: a table, or `-o json`.
 
 use clap::{Args, ValueEnum};
 use dabba_client::ApiClient;
@@ -19,6 +19,8 @@ pub enum Kind {
     Jobs,
     /// Canary and blue-green rollouts.
     Rollouts,
+    /// Analysis templates applied on their own.
+    Analysistemplates,
 }
 
 #[derive(Debug, Args)]
@@ -43,6 +45,7 @@ pub fn get(args: GetArgs) -> anyhow::Result<()> {
             Kind::Jobs => runs(&api, &args).await,
             Kind::Hosts => hosts(&api, &args).await,
             Kind::Rollouts => rollouts(&api, &args).await,
+            Kind::Analysistemplates => templates(&api, &args).await,
         }
     })
 }
@@ -94,6 +97,40 @@ async fn rollouts(api: &ApiClient, args: &GetArgs) -> anyhow::Result<()> {
         return print_json(&views);
     }
     super::rollout::print_table(&views);
+    Ok(())
+}
+
+async fn templates(api: &ApiClient, args: &GetArgs) -> anyhow::Result<()> {
+    let mut all = api
+        .analysis_templates(Some(&args.cluster.namespace))
+        .await?;
+    if let Some(name) = &args.name {
+        all.retain(|t| &t.template.name == name);
+    }
+    if args.output == Output::Json {
+        return print_json(&all);
+    }
+    table(
+        &["NAME", "METRICS"],
+        all.iter()
+            .map(|t| {
+                let metrics: Vec<String> = t
+                    .template
+                    .metrics
+                    .iter()
+                    .map(|m| {
+                        let what = match (&m.measure, &m.web, &m.job) {
+                            (Some(x), _, _) => format!("{x:?}"),
+                            (_, Some(_), _) => "web".into(),
+                            _ => "job".into(),
+                        };
+                        format!("{} ({what}, every {})", m.name, m.interval)
+                    })
+                    .collect();
+                vec![t.template.name.clone(), metrics.join(", ")]
+            })
+            .collect(),
+    );
     Ok(())
 }
 

@@ -26,6 +26,8 @@ use clap::ValueEnum;
 pub enum ObjectKind {
     App,
     Cronjob,
+    /// An analysis template applied on its own to a namespace.
+    Analysistemplate,
 }
 
 impl ObjectKind {
@@ -34,6 +36,7 @@ impl ObjectKind {
         match self {
             ObjectKind::App => "app",
             ObjectKind::Cronjob => "cronjob",
+            ObjectKind::Analysistemplate => "analysistemplate",
         }
     }
 }

@@ -1,13 +1,16 @@
 //! Rollouts: `/v1/rollouts`, `/v1/apps/{ns}/{name}/rollout` (its status, and what a
-//! person does to it: promote, abort, retry, pause, resume) and
-//! `/v1/apps/{ns}/{name}/undo`.
+//! person does to it: promote, abort, retry, pause, resume),
+//! `/v1/apps/{ns}/{name}/undo`, hosts' reports of `job` checks, and analysis templates
+//! applied on their own (`/v1/analysistemplates`).
 //!
 //! An action that cannot apply to the rollout as it stands is refused with 409 and why
 //! (an abort of an aborted rollout, a resume of one a step paused), rather than
 //! committed to change nothing.
 
-use dabba_spec::analysis::{AnalysisPhase, Measurement, MetricSpec};
-use dabba_spec::api::{CheckReport, ObservedSplit, RolloutAction, RolloutView, UndoRequest};
+use dabba_spec::analysis::{AnalysisPhase, AnalysisTemplate, Measurement, MetricSpec};
+use dabba_spec::api::{
+    AnalysisTemplateView, CheckReport, ObservedSplit, RolloutAction, RolloutView, UndoRequest,
+};
 use dabba_spec::resources::ResourceKey;
 use dabba_spec::rollout::{PauseReason, RolloutStatus};
 use http::Method;
@@ -29,6 +32,21 @@ pub(super) fn routes(r: &mut Router) {
     r.leader(Method::POST, "/v1/apps/{ns}/{name}/rollout", handler!(act));
     r.leader(Method::POST, "/v1/apps/{ns}/{name}/undo", handler!(undo));
     r.leader(Method::POST, "/v1/apps/{ns}/{name}/checks", handler!(check));
+    r.leader(
+        Method::GET,
+        "/v1/analysistemplates",
+        handler!(list_templates),
+    );
+    r.leader(
+        Method::PUT,
+        "/v1/analysistemplates/{ns}/{name}",
+        handler!(apply_template),
+    );
+    r.leader(
+        Method::DELETE,
+        "/v1/analysistemplates/{ns}/{name}",
+        handler!(delete_template),
+    );
 }
 
 fn key(call: &Call) -> ResourceKey {
@@ -198,16 +216,7 @@ async fn check(api: &Api, call: Call) -> Answer {
             .iter()
             .find(|x| (x.kind, x.started) == (report.run, report.started))?;
         let m = run.metrics.get(report.metric as usize)?;
-        s.apps
-            .get(&key)?
-            .spec
-            .analysis
-            .iter()
-            .find(|t| t.name == m.template)?
-            .metrics
-            .iter()
-            .find(|x| x.name == m.metric)
-            .cloned()
+        s.metric_spec(&key, &m.template, &m.metric).cloned()
     });
     let Some(spec) = spec else {
         // The check is no longer wanted (the rollout moved on, or it timed out).
@@ -267,6 +276,61 @@ fn check_measurement(spec: &MetricSpec, r: &CheckReport, at: u64) -> Measurement
         phase,
         message,
     }
+}
+
+async fn list_templates(api: &Api, call: Call) -> Answer {
+    let ns = api.listed_namespace(&call).await?;
+    let templates: Vec<AnalysisTemplateView> = api.node.shared.read(|s| {
+        s.analysis_templates
+            .iter()
+            .filter(|(k, _)| ns.as_deref().is_none_or(|n| k.namespace() == n))
+            .map(|(k, t)| AnalysisTemplateView {
+                namespace: k.namespace().to_string(),
+                template: t.clone(),
+            })
+            .collect()
+    });
+    json(200, &templates)
+}
+
+async fn apply_template(api: &Api, call: Call) -> Answer {
+    let key = key(&call);
+    api.authorize(&call, Need::Deploy(key.namespace()))?;
+    let template: AnalysisTemplate = parse(&call.body)?;
+    if template.name != key.name() {
+        return Err(fail(
+            422,
+            "invalid",
+            format!(
+                "the body describes template {}, not {}",
+                template.name,
+                key.name()
+            ),
+        ));
+    }
+    reply(
+        api.node
+            .propose(Command::ApplyAnalysisTemplate {
+                namespace: key.namespace().into(),
+                template: Box::new(template),
+                at: now_millis(),
+            })
+            .await?,
+    )
+}
+
+async fn delete_template(api: &Api, call: Call) -> Answer {
+    let key = key(&call);
+    api.authorize(&call, Need::Deploy(key.namespace()))?;
+    reply(
+        api.node
+            .propose(Command::DeleteAnalysisTemplate {
+                namespace: key.namespace().into(),
+                name: key.name().into(),
+                at: now_millis(),
+            })
+            .await?,
+    )
 }
 
 #[cfg(test)]

@@ -84,10 +84,16 @@ pub fn rollout_view(state: &State, key: &ResourceKey, now: u64) -> Option<Rollou
     let status = state.rollouts.get(key)?.clone();
     let app = state.apps.get(key)?;
     let rollout = app.spec.rollout.clone().unwrap_or_default();
-    let conditions = app
-        .spec
-        .analysis
-        .iter()
+    let mut named: Vec<&str> = rollout
+        .analysis_refs()
+        .into_iter()
+        .flat_map(|(_, a)| a.templates.iter().map(String::as_str))
+        .collect();
+    named.sort_unstable();
+    named.dedup();
+    let conditions = named
+        .into_iter()
+        .filter_map(|name| state.analysis_template(key, name))
         .flat_map(|t| {
             t.metrics.iter().map(move |m| {
                 let mut parts = Vec::new();
@@ -236,17 +242,7 @@ fn checks(state: &State, name: &str) -> Vec<CheckAssignment> {
                 .iter()
                 .find(|run| (run.kind, run.started) == (c.run, c.started))
                 .and_then(|run| run.metrics.get(c.metric as usize))
-                .and_then(|m| {
-                    app.spec
-                        .analysis
-                        .iter()
-                        .find(|t| t.name == m.template)?
-                        .metrics
-                        .iter()
-                        .find(|x| x.name == m.metric)?
-                        .job
-                        .clone()
-                });
+                .and_then(|m| state.metric_spec(key, &m.template, &m.metric)?.job.clone());
             if let Some(job) = job {
                 out.push(CheckAssignment {
                     app: key.clone(),

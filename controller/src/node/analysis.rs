@@ -147,10 +147,19 @@ impl Controller {
                 if soft.analysis.in_flight.insert(id.clone()) {
                     drop(soft);
                     let node = self.clone();
-                    let args = self.shared.read(|s| run_args(s, &d));
+                    let (args, ingress) = self
+                        .shared
+                        .read(|s| (run_args(s, &d), canary_ingress(s, &d)));
                     tokio::spawn(async move {
-                        let url = measure::with_args(&check.url, &args);
-                        let m = web_check(&node, &d, &check, &url).await;
+                        let expand =
+                            |v: &str| measure::expand(v, &args, ingress.as_deref(), d.canary);
+                        let url = expand(&check.url);
+                        let headers: Vec<(String, String)> = check
+                            .headers
+                            .iter()
+                            .map(|(k, v)| (k.clone(), expand(v)))
+                            .collect();
+                        let m = web_check(&node, &d, &check, &url, &headers).await;
                         let _ = node
                             .propose(Command::Rollout {
                                 changes: vec![measured(&d, m)],
@@ -213,19 +222,7 @@ fn job_check(s: &crate::state::State, d: &Due, now: Millis) -> Option<RolloutCha
         };
         return Some(measured(d, measure::error_measurement(now, why)));
     }
-    // A host that runs a pod of the canary, else any ready host.
-    let hosts: Vec<&str> = s
-        .hosts
-        .keys()
-        .map(String::as_str)
-        .filter(|h| ready(h))
-        .collect();
-    let runs_canary = |h: &str| {
-        s.pods
-            .values()
-            .any(|p| p.app_key() == d.app && p.revision == d.canary && p.host.as_deref() == Some(h))
-    };
-    let Some(host) = hosts.iter().find(|h| runs_canary(h)).or(hosts.first()) else {
+    let Some(host) = canary_host(s, d) else {
         return Some(measured(
             d,
             measure::error_measurement(now, "no ready host to run the check".into()),
@@ -255,6 +252,33 @@ fn job_check(s: &crate::state::State, d: &Due, now: Millis) -> Option<RolloutCha
     })
 }
 
+/// A ready host that runs a pod of the revision under analysis, else any ready host.
+fn canary_host<'s>(s: &'s crate::state::State, d: &Due) -> Option<&'s str> {
+    use dabba_spec::resources::HostState;
+    let ready: Vec<&str> = s
+        .hosts
+        .iter()
+        .filter(|(_, h)| h.state == HostState::Ready)
+        .map(|(name, _)| name.as_str())
+        .collect();
+    let runs_canary = |h: &str| {
+        s.pods
+            .values()
+            .any(|p| p.app_key() == d.app && p.revision == d.canary && p.host.as_deref() == Some(h))
+    };
+    ready
+        .iter()
+        .find(|h| runs_canary(h))
+        .or(ready.first())
+        .copied()
+}
+
+/// The ingress address of [`canary_host`], for a web check's `{{ingress}}`.
+fn canary_ingress(s: &crate::state::State, d: &Due) -> Option<String> {
+    let host = canary_host(s, d)?;
+    Some(s.hosts.get(host)?.info.address.clone())
+}
+
 /// The arguments of the analysis a due measurement belongs to.
 fn run_args(s: &crate::state::State, d: &Due) -> std::collections::BTreeMap<String, String> {
     let Some(rollout) = s.apps.get(&d.app).and_then(|a| a.spec.rollout.clone()) else {
@@ -277,13 +301,17 @@ async fn web_check(
     d: &Due,
     check: &dabba_spec::analysis::WebCheck,
     url: &str,
+    headers: &[(String, String)],
 ) -> dabba_spec::analysis::Measurement {
     let timeout: Duration = check.timeout.get();
-    let req = http::Request::builder()
+    let mut req = http::Request::builder()
         .method(check.method.as_str())
         .uri(url)
-        .header("user-agent", "dabba-analysis")
-        .body(Full::new(Bytes::new()));
+        .header("user-agent", "dabba-analysis");
+    for (k, v) in headers {
+        req = req.header(k, v);
+    }
+    let req = req.body(Full::new(Bytes::new()));
     let req = match req {
         Ok(r) => r,
         Err(e) => return measure::error_measurement(now_millis(), format!("{url}: {e}")),

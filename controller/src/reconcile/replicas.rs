@@ -9,15 +9,17 @@
 //! | Scheduled / Running | deleted (and so replaced) | deleted, newest first | left alone |
 //! | Failed | deleted (and so replaced) | deleted first | replaced once it is `restart_failed_after` old |
 //!
-//! Rolling forward: the new revision's replica set gets all replicas at once; the old
-//! revision's pods stay until the new revision has as many Running pods as it wants, so
-//! an app keeps answering during an update. During a canary or blue-green rollout the
+//! Rolling forward: the new revision's replica set starts its pods (all at once by
+//! default, or `max_surge` above the app's count in all); an old revision's pods go as
+//! the new revision's run, never leaving fewer Running than the count less
+//! `max_unavailable` (none by default), so an app keeps answering during an update. During a canary or blue-green rollout the
 //! rollout sizes the stable and canary replica sets, and a revision waiting for its
 //! scale-down keeps the pods it has.
 
 use std::collections::{BTreeSet, HashMap};
 
 use dabba_spec::resources::{Millis, Pod, PodPhase, ResourceKey};
+use dabba_spec::rollout::Amount;
 
 use super::Tuning;
 use super::scheduler::{self, Usage};
@@ -53,6 +55,12 @@ pub fn reconcile(
             .or_default()
             .push(p);
     }
+    let mut live_by_app: HashMap<(&str, &str), usize> = HashMap::new();
+    for p in state.pods.values().filter(|p| !lost(p)) {
+        *live_by_app
+            .entry((p.namespace.as_str(), p.app.as_str()))
+            .or_default() += 1;
+    }
     let running = |namespace: &str, app: &str, revision: u64| {
         by_set.get(&(namespace, app, revision)).map_or(0, |ps| {
             ps.iter().filter(|p| p.phase == PodPhase::Running).count()
@@ -84,12 +92,24 @@ pub fn reconcile(
                 rs.replicas as usize
             }
             Some(_) => 0,
-            None if rs.revision == app.revision => rs.replicas as usize,
-            // The serving revision has all the Running pods it wants.
-            None if running(&rs.namespace, &rs.app, app.revision) >= app.spec.replicas as usize => {
-                0
+            // Rolling: at most `max_surge` pods above the count in all, and at most
+            // `max_unavailable` below it running.
+            None => {
+                let pace = Pace::of(app);
+                let n = app.spec.replicas as usize;
+                let all = live_by_app
+                    .get(&(rs.namespace.as_str(), rs.app.as_str()))
+                    .copied()
+                    .unwrap_or(0);
+                if rs.revision == app.revision {
+                    let old = all - live.len();
+                    let room = (n + pace.surge).saturating_sub(old);
+                    (rs.replicas as usize).min(room.max(live.len()))
+                } else {
+                    let serving = running(&rs.namespace, &rs.app, app.revision);
+                    live.len().min(n.saturating_sub(pace.unavailable + serving))
+                }
             }
-            None => live.len(),
         };
 
         if live.len() > desired {
@@ -160,6 +180,27 @@ pub fn reconcile(
         }
     }
     changes
+}
+
+/// How fast a rolling update goes: pods it may start above the app's count, and pods it
+/// may have fewer than the count running (`[rollout] max_surge`, `max_unavailable`).
+struct Pace {
+    surge: usize,
+    unavailable: usize,
+}
+
+impl Pace {
+    /// By default every new pod at once (a Wasm pod starts in milliseconds) and none
+    /// unavailable.
+    fn of(app: &dabba_spec::resources::App) -> Pace {
+        let n = app.spec.replicas;
+        let r = app.spec.rollout.as_ref();
+        let amount = |a: Option<Amount>, default: Amount| a.unwrap_or(default).of(n) as usize;
+        Pace {
+            surge: amount(r.and_then(|r| r.max_surge), Amount::Percent(100)),
+            unavailable: amount(r.and_then(|r| r.max_unavailable), Amount::Count(0)),
+        }
+    }
 }
 
 /// Which pods go first when a replica set shrinks.

@@ -600,3 +600,89 @@ fn cron_jobs_are_stored_through_commands_and_claimed_by_the_reconciler() {
     });
     assert!(s.cron.jobs.is_empty() && s.cron.runs.is_empty());
 }
+
+#[test]
+fn a_rolling_update_is_paced_by_max_surge_and_max_unavailable() {
+    let by_rev = |s: &State, r: u64, running: bool| {
+        s.pods
+            .values()
+            .filter(|p| p.revision == r && (!running || p.phase == PodPhase::Running))
+            .count()
+    };
+    for (surge, unavailable, first_new, first_old) in [
+        // One pod above the count: one new pod, and the old stay until it runs.
+        ("1", "0", 1, 4),
+        // None above, one below: an old pod goes first, then a new one comes.
+        ("0", "1", 0, 3),
+    ] {
+        let mut s = with_blobs();
+        s.apply(&host("h1", "a", 8 * GIB, &[]));
+        let mut v1 = spec("pay", "/pay", 4);
+        v1.rollout = Some(
+            toml::from_str(&format!(
+                "max_surge = {surge}\nmax_unavailable = {unavailable}\n"
+            ))
+            .unwrap(),
+        );
+        s.apply(&Command::ApplyApp {
+            spec: Box::new(v1.clone()),
+            at: 1,
+        });
+        converge_alive(&mut s, 5);
+        let mut v2 = v1;
+        v2.component = crate::state::tests::digest(2);
+        s.apply(&Command::ApplyApp {
+            spec: Box::new(v2),
+            at: 6,
+        });
+        let commands = reconcile(&s, &alive(&s, 7), 7, &Tuning::default());
+        for c in &commands {
+            s.apply(c);
+        }
+        assert_eq!(
+            (by_rev(&s, 2, false), by_rev(&s, 1, false)),
+            (first_new, first_old),
+            "surge {surge}, unavailable {unavailable}"
+        );
+        // Step by step, never more than 5 pods and never fewer than 3 running.
+        for round in 0..20 {
+            let total = s.pods.len();
+            let running = s
+                .pods
+                .values()
+                .filter(|p| p.phase == PodPhase::Running)
+                .count();
+            assert!(
+                total <= 4 + surge.parse::<usize>().unwrap(),
+                "round {round}: {total}"
+            );
+            assert!(
+                running >= 4 - unavailable.parse::<usize>().unwrap(),
+                "round {round}: {running}"
+            );
+            let now = 8 + round;
+            let commands = reconcile(&s, &alive(&s, now), now, &Tuning::default());
+            let starting: Vec<PodChange> = s
+                .pods
+                .values()
+                .filter(|p| p.phase == PodPhase::Scheduled)
+                .map(|p| PodChange::Phase {
+                    key: p.key(),
+                    phase: PodPhase::Running,
+                    reason: None,
+                })
+                .collect();
+            if commands.is_empty() && starting.is_empty() {
+                break;
+            }
+            for c in &commands {
+                s.apply(c);
+            }
+            s.apply(&Command::Pods {
+                changes: starting,
+                at: now,
+            });
+        }
+        assert_eq!((by_rev(&s, 2, true), by_rev(&s, 1, false)), (4, 0));
+    }
+}

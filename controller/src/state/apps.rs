@@ -37,6 +37,12 @@ impl State {
         if let Some(conflict) = self.route_conflict(&key, spec) {
             return conflict;
         }
+        if let Err(e) = spec.check_templates(|name| {
+            self.analysis_templates
+                .contains_key(&ResourceKey::new(&spec.namespace, name))
+        }) {
+            return rejected(Rejection::Invalid, e.to_string());
+        }
         let existing = self.apps.get(&key).cloned();
         if let Some(mut app) = existing.clone()
             && app.spec.same_revision(spec)

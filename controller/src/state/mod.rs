@@ -6,6 +6,7 @@ mod apps;
 pub mod cron;
 mod encoding;
 mod rollout;
+mod templates;
 mod workload_kv;
 
 pub use apps::replica_set_key;
@@ -15,6 +16,7 @@ pub use workload_kv::KV_WRITE_MEMORY;
 use std::collections::{BTreeMap, VecDeque};
 
 use dabba_spec::Digest;
+use dabba_spec::analysis::AnalysisTemplate;
 use dabba_spec::kv::{KvError, Outcome};
 use dabba_spec::resources::{
     App, Grant, Host, HostInfo, HostState, Millis, Pod, ReplicaSet, ResourceKey, Revision,
@@ -65,6 +67,9 @@ pub struct State {
     /// The rollout of each canary or blue-green app that has had one.
     #[serde(default)]
     pub rollouts: BTreeMap<ResourceKey, RolloutStatus>,
+    /// Analysis templates applied on their own, by namespace and name.
+    #[serde(default)]
+    pub analysis_templates: BTreeMap<ResourceKey, AnalysisTemplate>,
 }
 
 /// Something that happened to an object, for `dabba describe`.
@@ -176,6 +181,16 @@ impl State {
                 }
                 Reply::Ok
             }
+            Command::ApplyAnalysisTemplate {
+                namespace,
+                template,
+                at,
+            } => self.apply_analysis_template(namespace, template, *at),
+            Command::DeleteAnalysisTemplate {
+                namespace,
+                name,
+                at,
+            } => self.delete_analysis_template(namespace, name, *at),
             Command::UndoApp {
                 namespace,
                 name,

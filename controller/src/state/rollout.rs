@@ -478,15 +478,10 @@ impl State {
         let Some(canary) = self.rollouts.get(key).and_then(|r| r.canary) else {
             return;
         };
-        let templates = self
-            .apps
-            .get(key)
-            .map(|a| a.spec.analysis.clone())
-            .unwrap_or_default();
         let metrics = analysis
             .templates
             .iter()
-            .filter_map(|name| templates.iter().find(|t| t.name == *name))
+            .filter_map(|name| self.analysis_template(key, name))
             .flat_map(|t| t.metrics.iter().map(|m| MetricRun::new(&t.name, &m.name)))
             .collect();
         let r = self.rollouts.get_mut(key).expect("a rollout");
@@ -528,11 +523,14 @@ impl State {
         m: Measurement,
         at: Millis,
     ) -> bool {
-        let templates = self
-            .apps
+        // The metric's spec, from the run as committed (before borrowing it to change).
+        let spec = self
+            .rollouts
             .get(key)
-            .map(|a| a.spec.analysis.clone())
-            .unwrap_or_default();
+            .and_then(|r| r.analysis.iter().find(|x| (x.kind, x.started) == run))
+            .and_then(|x| x.metrics.get(metric as usize))
+            .and_then(|m| self.metric_spec(key, &m.template, &m.metric))
+            .cloned();
         let r = self.rollouts.get_mut(key).expect("a rollout");
         r.checks
             .retain(|c| (c.run, c.started, c.metric) != (run.0, run.1, metric));
@@ -548,11 +546,7 @@ impl State {
         let Some(mr) = run.metrics.get_mut(metric as usize) else {
             return false;
         };
-        let Some(spec) = templates
-            .iter()
-            .find(|t| t.name == mr.template)
-            .and_then(|t| t.metrics.iter().find(|m| m.name == mr.metric))
-        else {
+        let Some(spec) = spec else {
             return false;
         };
         let value = m
@@ -574,7 +568,7 @@ impl State {
             mr.metric,
             m.phase
         );
-        mr.record(spec, m, background);
+        mr.record(&spec, m, background);
         if run.phase().is_done() {
             run.finished = Some(at);
         }

@@ -39,6 +39,50 @@ use crate::validate::Invalid;
 /// The longest interval between measurements (the leader keeps this much load).
 pub const MAX_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30 * 60);
 
+/// A manifest of analysis templates alone (`[[analysis]]` tables), applied to a
+/// namespace so that any app's rollout there may name them.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnalysisManifest {
+    pub analysis: Vec<AnalysisTemplate>,
+}
+
+impl AnalysisManifest {
+    /// Parses and checks it; errors name the file, the line and the field, as an app
+    /// manifest's do. `file` is used only in errors.
+    pub fn parse(file: &str, text: &str) -> Result<AnalysisManifest, crate::ManifestError> {
+        use crate::locate::locate_field;
+        use crate::manifest::toml_error;
+        let de = toml::Deserializer::parse(text).map_err(|e| toml_error(file, text, &e, None))?;
+        let manifest: AnalysisManifest = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let field = (path != "." && !path.is_empty()).then_some(path);
+            toml_error(file, text, e.inner(), field)
+        })?;
+        let located = |Invalid { field, message }: Invalid| {
+            let (line, column) = locate_field(text, &field);
+            crate::ManifestError {
+                file: file.to_string(),
+                line,
+                column,
+                field: Some(field),
+                message,
+            }
+        };
+        let mut names = std::collections::BTreeSet::new();
+        for (i, t) in manifest.analysis.iter().enumerate() {
+            t.validate(&format!("analysis[{i}]")).map_err(located)?;
+            if !names.insert(&t.name) {
+                return Err(located(Invalid::new(
+                    format!("analysis[{i}].name"),
+                    format!("a second analysis template named `{}`", t.name),
+                )));
+            }
+        }
+        Ok(manifest)
+    }
+}
+
 /// A named set of metrics.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -124,15 +168,19 @@ pub enum Measure {
 }
 
 /// An HTTP check the leader makes: a `GET` (or `method`) of `url` (plain `http://`;
-/// `{{args.NAME}}` is replaced by the analysis's arguments), successful when the status
-/// is `status` and, if given, the number or boolean at `json_pointer` makes the
-/// conditions hold.
+/// `{{args.NAME}}` is replaced by the analysis's arguments, `{{ingress}}` by the ingress
+/// of a host running the revision under analysis, `{{revision}}` by its number),
+/// successful when the status is `status` and, if given, the number or boolean at
+/// `json_pointer` makes the conditions hold.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebCheck {
     pub url: String,
     #[serde(default = "default_method")]
     pub method: String,
+    /// Request headers (their values expanded as the URL is).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
     #[serde(default = "default_status")]
     pub status: u16,
     /// A JSON pointer (`/data/ok`) to a number in the answer: the `result`.
@@ -242,11 +290,11 @@ impl MetricSpec {
             ));
         }
         if let Some(w) = &self.web {
-            if !w.url.starts_with("http://") {
+            if !(w.url.starts_with("http://") || w.url.starts_with("{{ingress}}")) {
                 return Err(Invalid::new(
                     format!("{at}.web.url"),
                     format!(
-                        "`{}` is not an http:// URL (the checker speaks plain HTTP)",
+                        "`{}` is not an http:// URL, nor one starting with {{{{ingress}}}} (the checker speaks plain HTTP)",
                         w.url
                     ),
                 ));
@@ -301,6 +349,19 @@ mod tests {
         );
         assert!(m.success_condition.as_ref().unwrap().holds(0.97));
         assert_eq!(t.validate("analysis[0]"), Ok(()));
+    }
+
+    #[test]
+    fn a_manifest_of_templates_alone_reads_and_names_its_mistakes() {
+        let text = format!("[[analysis]]\n{RATE}").replace("[[metrics]]", "[[analysis.metrics]]");
+        let m = AnalysisManifest::parse("t.toml", &text).unwrap();
+        assert_eq!(m.analysis[0].name, "success-rate");
+        let twice = format!("{text}\n{text}");
+        let e = AnalysisManifest::parse("t.toml", &twice).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("analysis[1].name"));
+        assert_eq!(e.line, 9, "the second name: {e}");
+        let bad = text.replace("result >= 0.95", "result >= lots");
+        assert!(AnalysisManifest::parse("t.toml", &bad).is_err());
     }
 
     #[test]

@@ -61,11 +61,11 @@ pub struct Rollout {
     /// Analysis that runs beside the canary's steps from `starting_step` on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<BackgroundAnalysis>,
-    /// Extra pods a rolling update may start above the desired count (a number, or a
-    /// percent of it). By default 25%.
+    /// Pods a rolling update may run above the app's count in all (a number, or a percent
+    /// of it). By default 100%: every new pod at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_surge: Option<Amount>,
-    /// Pods a rolling update may have fewer than desired. By default 0.
+    /// Pods a rolling update may have fewer than the app's count running. By default 0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_unavailable: Option<Amount>,
     /// How long the old revision keeps its pods after a promotion. By default 30 s.
@@ -333,6 +333,13 @@ impl Rollout {
                     "a percent is at most 100%",
                 ));
             }
+        }
+        let zero = |a: Option<Amount>| matches!(a, Some(Amount::Count(0) | Amount::Percent(0)));
+        if zero(self.max_surge) && self.max_unavailable.is_none_or(|a| zero(Some(a))) {
+            return Err(Invalid::new(
+                "rollout.max_surge",
+                "max_surge and max_unavailable cannot both be 0: the update could not start",
+            ));
         }
         if let Some(w) = self.rollback_window
             && w.revisions == 0

@@ -122,7 +122,13 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
         if args.demo {
             let api = config.client();
             for manifest in ["examples/payment/dabba.toml", "examples/search/dabba.toml"] {
-                apply_file(&api, Path::new(manifest), true, Duration::from_secs(60))
+                apply_file(
+                    &api,
+                    Path::new(manifest),
+                    "default",
+                    true,
+                    Duration::from_secs(60),
+                )
                     .await
                     .with_context(|| format!("deploying the demo app {manifest}"))?;
             }

@@ -118,11 +118,22 @@ pub fn error_measurement(at: Millis, message: String) -> Measurement {
     }
 }
 
-/// `url` with `{{args.NAME}}` replaced by the analysis's arguments.
-pub fn with_args(url: &str, args: &std::collections::BTreeMap<String, String>) -> String {
-    args.iter().fold(url.to_string(), |u, (k, v)| {
+/// `url` with `{{args.NAME}}` replaced by the analysis's arguments, `{{ingress}}` by an
+/// ingress address (`http://host:port`) and `{{revision}}` by the revision under
+/// analysis.
+pub fn expand(
+    url: &str,
+    args: &std::collections::BTreeMap<String, String>,
+    ingress: Option<&str>,
+    revision: u64,
+) -> String {
+    let mut out = args.iter().fold(url.to_string(), |u, (k, v)| {
         u.replace(&format!("{{{{args.{k}}}}}"), v)
-    })
+    });
+    if let Some(i) = ingress {
+        out = out.replace("{{ingress}}", i.trim_end_matches('/'));
+    }
+    out.replace("{{revision}}", &revision.to_string())
 }
 
 #[cfg(test)]
@@ -218,6 +229,15 @@ mod tests {
         assert_eq!(wrong.phase, AnalysisPhase::Failed);
         assert!(wrong.message.contains("expected 200"), "{}", wrong.message);
         let args = [("path".to_string(), "health".to_string())].into();
-        assert_eq!(with_args(&check.url, &args), "http://x/health");
+        assert_eq!(expand(&check.url, &args, None, 3), "http://x/health");
+        assert_eq!(
+            expand(
+                "{{ingress}}/p-preview/{{args.path}}?r={{revision}}",
+                &args,
+                Some("http://h1:8080/"),
+                3
+            ),
+            "http://h1:8080/p-preview/health?r=3"
+        );
     }
 }

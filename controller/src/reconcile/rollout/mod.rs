@@ -370,22 +370,13 @@ pub fn due(state: &State, now: Millis, observing_since: Millis) -> Vec<Due> {
         let (Some(canary), false) = (r.canary, r.aborted) else {
             continue;
         };
-        let Some(app) = state.apps.get(key) else {
-            continue;
-        };
         for run in r
             .analysis
             .iter()
             .filter(|run| run.finished.is_none() && run.revision == canary)
         {
             for (i, m) in run.metrics.iter().enumerate() {
-                let Some(spec) = app
-                    .spec
-                    .analysis
-                    .iter()
-                    .find(|t| t.name == m.template)
-                    .and_then(|t| t.metrics.iter().find(|x| x.name == m.metric))
-                else {
+                let Some(spec) = state.metric_spec(key, &m.template, &m.metric) else {
                     continue;
                 };
                 let Some(at) = m.next_due(spec, run.started) else {
