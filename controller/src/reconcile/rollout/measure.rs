@@ -40,6 +40,9 @@ impl Window {
             Measure::P99 => latency::quantile_ms(&self.latency, 0.99),
             Measure::ErrorCount => Some(self.errors as f64),
             Measure::LimitHits => Some(self.limit_hits as f64),
+            // Only an app with a `fuel` limit is metered by fuel; without, there is no
+            // value (not zero).
+            Measure::FuelPerRequest if self.fuel == 0 => None,
             Measure::FuelPerRequest => per_request(self.fuel),
             Measure::Requests => Some(self.requests as f64),
         }
@@ -193,6 +196,16 @@ mod tests {
     fn no_requests_is_inconclusive_never_a_success() {
         let w = Window::default();
         assert_eq!(w.value(Measure::SuccessRate), None);
+        let mut unmetered = Window::default();
+        unmetered.add(&PodLoad {
+            requests: 50,
+            ..PodLoad::default()
+        });
+        assert_eq!(
+            unmetered.value(Measure::FuelPerRequest),
+            None,
+            "no fuel limit, no value"
+        );
         assert_eq!(w.value(Measure::P95), None);
         for (measure, name) in [
             (Measure::SuccessRate, "success_rate"),
