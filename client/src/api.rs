@@ -19,8 +19,8 @@ use dabba_spec::api::{
     ActivateRequest, ActivateResponse, AddMember, AnalysisTemplateView, AppDetail, AppSummary,
     BlobStored, CheckReport, ClusterStatus, CronJobApply, CronJobView, Empty, ErrorBody, Health,
     Heartbeat, HostView, KvKeys, KvList, KvRead, KvValues, KvWrite, KvWriteResult, LogLine,
-    PeerToken, RolloutAction, RolloutView, ScaleRequest, TokenRequest, TokenResponse, UndoRequest,
-    WatchResponse,
+    PeerToken, PreferredLeaderRegion, RolloutAction, RolloutView, ScaleRequest, TokenRequest,
+    TokenResponse, UndoRequest, WatchResponse,
 };
 use dabba_spec::cronjob::RunReport;
 use dabba_spec::resources::{App, AppSpec, Host, HostInfo, Pod, ResourceKey, Revision};
@@ -393,6 +393,15 @@ impl ApiClient {
     /// `GET /v1/cluster/peer-token`.
     pub async fn peer_token(&self) -> Result<PeerToken, ApiError> {
         self.get(paths::PEER_TOKEN).await
+    }
+
+    /// `PUT /v1/cluster/preferred-leader-region`.
+    pub async fn prefer_leader_region(
+        &self,
+        req: &PreferredLeaderRegion,
+    ) -> Result<ClusterStatus, ApiError> {
+        self.send_json(Method::PUT, paths::PREFERRED_LEADER_REGION, req)
+            .await
     }
 
     /// `POST /v1/cluster/members`: adds a controller (learner, then voter).

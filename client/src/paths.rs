@@ -59,6 +59,7 @@ pub const HEALTHZ: &str = "/v1/healthz";
 pub const CLUSTER: &str = "/v1/cluster";
 pub const PEER_TOKEN: &str = "/v1/cluster/peer-token";
 pub const MEMBERS: &str = "/v1/cluster/members";
+pub const PREFERRED_LEADER_REGION: &str = "/v1/cluster/preferred-leader-region";
 pub const TOKENS: &str = "/v1/tokens";
 pub const HOSTS: &str = "/v1/hosts";
 pub const REGISTER_HOST: &str = "/v1/hosts/register";

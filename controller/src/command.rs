@@ -10,8 +10,10 @@
 
 use dabba_spec::Digest;
 use dabba_spec::analysis::{AnalysisTemplate, Measurement, RunKind};
+use dabba_spec::api::ControllerPlace;
 use dabba_spec::cronjob::RunReport;
 use dabba_spec::kv::{KvError, Outcome, Write};
+use dabba_spec::regions::FailoverKind;
 use dabba_spec::resources::{
     App, AppSpec, Grant, HostInfo, HostState, Millis, Pod, PodPhase, ResourceKey,
 };
@@ -106,6 +108,21 @@ pub enum Command {
     Rollout {
         changes: Vec<RolloutChange>,
         at: Millis,
+    },
+    /// Changes to apps placed across regions: the autoscaler's counts, failovers, drains
+    /// and restores.
+    Regions {
+        changes: Vec<RegionChange>,
+        at: Millis,
+    },
+    /// Where controller `id` runs (it says so when it starts).
+    PlaceController {
+        id: u64,
+        place: ControllerPlace,
+    },
+    /// Keep the leader in this region while it is healthy (`None`: anywhere).
+    PreferLeaderRegion {
+        region: Option<String>,
     },
     /// An analysis template applied on its own to a namespace.
     ApplyAnalysisTemplate {
@@ -318,6 +335,52 @@ impl RolloutChange {
             | RolloutChange::Retry { canary, .. }
             | RolloutChange::Share { canary, .. } => Some(*canary),
             RolloutChange::ScaleDown { .. } => None,
+        }
+    }
+}
+
+/// A change to one app's placement across regions (`state/regions.rs`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "change", rename_all = "snake_case")]
+pub enum RegionChange {
+    /// The pods `region` wants (the autoscaler's decision there).
+    Scale {
+        app: ResourceKey,
+        region: String,
+        replicas: u32,
+        reason: String,
+    },
+    /// `from` stops serving the app; `to` takes over, at once.
+    Failover {
+        app: ResourceKey,
+        from: String,
+        to: String,
+        kind: FailoverKind,
+        reason: String,
+    },
+    /// A planned move: `to` starts its pods; requests move once they run.
+    Drain {
+        app: ResourceKey,
+        from: String,
+        to: String,
+    },
+    /// A drain's target runs its pods: requests move.
+    Drained { app: ResourceKey, region: String },
+    /// `region` serves the app again (its hosts are back).
+    Restore { app: ResourceKey, region: String },
+    /// The restored region runs its pods: the one that stood in goes back to its `min`.
+    Restored { app: ResourceKey, region: String },
+}
+
+impl RegionChange {
+    pub fn app(&self) -> &ResourceKey {
+        match self {
+            RegionChange::Scale { app, .. }
+            | RegionChange::Failover { app, .. }
+            | RegionChange::Drain { app, .. }
+            | RegionChange::Drained { app, .. }
+            | RegionChange::Restore { app, .. }
+            | RegionChange::Restored { app, .. } => app,
         }
     }
 }

@@ -22,15 +22,19 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 use dabba_client::transport::{HttpClient, send};
-use dabba_spec::api::RouteEntry;
+use dabba_spec::api::{RegionStateView, RouteEntry};
+use dabba_spec::regions::Degraded;
 use dabba_spec::resources::{ResourceKey, Route};
 use dabba_spec::rollout::{PREVIEW_HEADER, Sticky};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 
 use crate::function::{HttpFunction, HttpResponse, error_response};
+use crate::reachability::ControlPlane;
 use crate::server::Handler;
 
+/// Every ingress answers its region's health here (apps may not route under `/.dabba`).
+pub const HEALTH_PATH: &str = "/.dabba/health";
 /// Marks a request proxied from another host's ingress.
 pub const HOP: &str = "x-dabba-hop";
 /// On a response: the revision that answered. On a proxied request: the revision the
@@ -62,6 +66,11 @@ pub struct RoutingTable {
     /// By app with a canary: the weighted picker (kept across tables while the weight
     /// stays, so the split stays exact).
     pickers: HashMap<ResourceKey, Arc<Picker>>,
+    /// The region of every Ready host, by ingress address.
+    host_regions: HashMap<String, String>,
+    /// Apps placed across regions: where they serve from, and what they do when this
+    /// region is cut off.
+    region_states: HashMap<ResourceKey, RegionStateView>,
 }
 
 impl RoutingTable {
@@ -98,7 +107,35 @@ impl RoutingTable {
             by_app,
             local,
             pickers,
+            host_regions: HashMap::new(),
+            region_states: HashMap::new(),
         }
+    }
+
+    /// The table with the cluster's regions: where each host is, and where each app
+    /// placed across regions serves from. This host's pods of an app that no longer
+    /// serves from `own_region` take no requests.
+    pub fn with_regions(
+        mut self,
+        own_region: &str,
+        host_regions: BTreeMap<String, String>,
+        states: Vec<RegionStateView>,
+    ) -> RoutingTable {
+        self.host_regions = host_regions
+            .into_iter()
+            .map(|(addr, region)| (addr.trim_end_matches('/').to_string(), region))
+            .collect();
+        self.region_states = states.into_iter().map(|v| (v.app.clone(), v)).collect();
+        let failed_here: Vec<ResourceKey> = self
+            .region_states
+            .values()
+            .filter(|v| v.failed.iter().any(|r| r == own_region))
+            .map(|v| v.app.clone())
+            .collect();
+        for app in failed_here {
+            self.local.remove(&app);
+        }
+        self
     }
 
     /// The route a request for `host` and `path` takes, and whether it came by the
@@ -347,6 +384,10 @@ pub struct Ingress {
     own_address: String,
     client: HttpClient,
     turn: AtomicUsize,
+    /// This host's region, and whether it reaches a majority of controllers.
+    control_plane: Arc<ControlPlane>,
+    /// Measured round trips to other regions, in ms (the agent probes them).
+    region_rtts: RwLock<HashMap<String, f64>>,
 }
 
 impl Ingress {
@@ -354,6 +395,7 @@ impl Ingress {
     pub fn new(
         own_address: &str,
         activator: ActivatorOptions,
+        control_plane: Arc<ControlPlane>,
     ) -> (Ingress, mpsc::UnboundedReceiver<Demand>) {
         let (demand, demands) = mpsc::unbounded_channel();
         let ingress = Ingress {
@@ -367,6 +409,8 @@ impl Ingress {
             own_address: own_address.trim_end_matches('/').to_string(),
             client: dabba_client::transport::client(),
             turn: AtomicUsize::new(0),
+            control_plane,
+            region_rtts: RwLock::new(HashMap::new()),
         };
         (ingress, demands)
     }
@@ -377,6 +421,98 @@ impl Ingress {
         *current = Arc::new(table);
         drop(current);
         self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// The round trip to `region` the agent measured.
+    pub fn set_region_rtt(&self, region: &str, rtt: Option<Duration>) {
+        let mut rtts = self.region_rtts.write().expect("rtt lock");
+        match rtt {
+            Some(d) => rtts.insert(region.to_string(), d.as_secs_f64() * 1000.0),
+            None => rtts.remove(region),
+        };
+    }
+
+    pub fn region(&self) -> &str {
+        self.control_plane.region()
+    }
+
+    pub fn control_plane(&self) -> &Arc<ControlPlane> {
+        &self.control_plane
+    }
+
+    /// Of the hosts `candidates`, the one to proxy to: in this region if one is, else in
+    /// the region with the shortest measured round trip (one not measured comes last),
+    /// round robin among them.
+    fn nearest<'a>(&self, table: &RoutingTable, candidates: &[&'a String]) -> &'a String {
+        let region_of = |e: &str| {
+            table
+                .host_regions
+                .get(e.trim_end_matches('/'))
+                .map_or("", String::as_str)
+        };
+        let own = self.region();
+        let rtts = self.region_rtts.read().expect("rtt lock");
+        let rank = |r: &str| -> (u8, u64) {
+            if r == own {
+                (0, 0)
+            } else {
+                match rtts.get(r) {
+                    Some(ms) => (1, (ms * 1000.0) as u64),
+                    None => (2, 0),
+                }
+            }
+        };
+        let best = candidates
+            .iter()
+            .map(|e| (rank(region_of(e)), region_of(e)))
+            .min()
+            .map(|(_, r)| r.to_string())
+            .unwrap_or_default();
+        let same: Vec<&&String> = candidates.iter().filter(|e| region_of(e) == best).collect();
+        same[self.next_turn() % same.len()]
+    }
+
+    /// `GET /.dabba/health` (or `?app=ns/name`): whether this host's region serves — for
+    /// a GSLB or DNS health check to steer clients by (`spec/regions.md`).
+    fn health(&self, req: &http::Request<Incoming>) -> HttpResponse {
+        let table = self.table();
+        let app = req
+            .uri()
+            .query()
+            .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("app=")))
+            .map(|a| {
+                let (ns, name) = a.split_once('/').unwrap_or(("default", a));
+                ResourceKey::new(ns, name)
+            });
+        let region = self.region();
+        let reached = self.control_plane.check();
+        let (serves, why) = match (&reached, &app) {
+            (Err(e), _) => (false, e.clone()),
+            (Ok(()), None) => (true, String::new()),
+            (Ok(()), Some(a)) => match table.region_states.get(a) {
+                Some(v) if v.failed.iter().any(|r| r == region) => (
+                    false,
+                    format!(
+                        "{a} failed over from {region} to {}",
+                        v.serving.as_deref().unwrap_or("no region")
+                    ),
+                ),
+                _ if table.entry(a).is_none() => (false, format!("no app {a}")),
+                _ => (true, String::new()),
+            },
+        };
+        let body = serde_json::json!({
+            "region": region,
+            "host": self.own_address,
+            "control_plane": reached.is_ok(),
+            "serves": serves,
+            "reason": why,
+        });
+        http::Response::builder()
+            .status(if serves { 200 } else { 503 })
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(bytes::Bytes::from(body.to_string())))
+            .expect("a valid response")
     }
 
     /// Requests held now, by app.
@@ -534,6 +670,9 @@ impl Handler for Ingress {
             .get(http::header::HOST)
             .and_then(|h| h.to_str().ok())
             .map(str::to_string);
+        if req.uri().path() == HEALTH_PATH {
+            return self.health(&req);
+        }
         let Some((route, preview)) = table.route(host.as_deref(), req.uri().path()) else {
             return error_response(
                 404,
@@ -543,6 +682,13 @@ impl Handler for Ingress {
             );
         };
         let app = route.key();
+        if let Some(v) = table.region_states.get(&app)
+            && v.degraded == Degraded::Refuse
+            && let Err(why) = self.control_plane.check()
+        {
+            // Cut off from the majority: refuse now, so the client goes elsewhere.
+            return unavailable(&app, "region_isolated", &format!("is refused here: {why}"));
+        }
         let choice = choose(
             route,
             table.pickers.get(&app).map(|p| &**p),
@@ -607,7 +753,7 @@ impl Ingress {
         if others.is_empty() {
             return unavailable(app, "no_ready_pod", "has no running pod");
         }
-        let endpoint = others[self.next_turn() % others.len()].clone();
+        let endpoint = self.nearest(&table, &others).clone();
         self.proxy(&endpoint, revision, req).await
     }
 }

@@ -33,6 +33,7 @@ pub mod logs;
 pub mod metrics;
 pub mod outcome;
 pub mod pod_load;
+pub mod reachability;
 pub mod runtime;
 pub mod server;
 

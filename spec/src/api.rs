@@ -1,6 +1,8 @@
 //! Request and response bodies of the controller's `/v1` API, shared by the controller,
 //! the hosts' agents and the CLI. The endpoints are documented in `spec/api.md`.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::kv::{KvError, Outcome, Write};
@@ -159,7 +161,7 @@ pub struct TokenResponse {
 }
 
 /// `GET /v1/cluster`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClusterStatus {
     /// The node that answered.
     pub node: u64,
@@ -170,9 +172,15 @@ pub struct ClusterStatus {
     pub members: Vec<Member>,
     /// The state version (bumped by every visible change).
     pub version: u64,
+    /// Whether losing any one region keeps a quorum, by region (`spec/regions.md`).
+    #[serde(default)]
+    pub survives_region_loss: std::collections::BTreeMap<String, bool>,
+    /// The region the leader is kept in while it is healthy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preferred_leader_region: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Member {
     pub id: u64,
     pub address: String,
@@ -180,6 +188,13 @@ pub struct Member {
     pub voter: bool,
     /// Entries this member is behind the leader, as the leader sees it.
     pub lag: Option<u64>,
+    #[serde(default)]
+    pub region: String,
+    #[serde(default)]
+    pub zone: String,
+    /// Round-trip time from the leader, in ms (the leader's last probe).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtt_ms: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -187,6 +202,28 @@ pub struct AddMember {
     pub id: u64,
     /// The member's controller URL, e.g. `http://10.0.0.2:7070`.
     pub address: String,
+    #[serde(default = "default_region")]
+    pub region: String,
+    #[serde(default = "default_region")]
+    pub zone: String,
+}
+
+fn default_region() -> String {
+    "default".into()
+}
+
+/// `PUT /v1/cluster/preferred-leader-region`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct PreferredLeaderRegion {
+    pub region: Option<String>,
+}
+
+/// Where a controller runs: `PUT /v1/cluster/members/{id}/place` (by the controller
+/// itself, with the peer token, when it starts).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControllerPlace {
+    pub region: String,
+    pub zone: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -318,6 +355,24 @@ pub struct HostView {
     /// Rollout `job` checks this host should run now.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<CheckAssignment>,
+    /// The region of every Ready host, by ingress address: a request proxied to another
+    /// host goes to the nearest region that serves the app.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub host_regions: BTreeMap<String, String>,
+    /// Regions an app placed across regions may not serve from now, by app (failed over
+    /// or drained): this host's ingress sends it nothing there.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub region_states: Vec<RegionStateView>,
+}
+
+/// Where an app placed across regions serves from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegionStateView {
+    pub app: ResourceKey,
+    pub serving: Option<String>,
+    pub failed: Vec<String>,
+    /// The app's `[placement] degraded`.
+    pub degraded: crate::regions::Degraded,
 }
 
 /// A rollout's `job` check for a host to run once, and report

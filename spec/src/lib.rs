@@ -22,6 +22,7 @@ pub mod latency;
 pub mod limits;
 mod locate;
 pub mod manifest;
+pub mod regions;
 pub mod resources;
 pub mod rollout;
 pub mod scale;

@@ -24,7 +24,8 @@
 //! key_value_buckets = ["default"]
 //!
 //! [placement]                    # optional
-//! node_selector = { region = "ap-south-1" }
+//! node_selector = { disk = "ssd" }
+//! regions = ["mumbai", "singapore"]   # see crate::regions, spec/regions.md
 //!
 //! [scale]                        # optional: autoscaling, see crate::scale
 //! min = 0
@@ -43,6 +44,7 @@ use serde::Deserialize;
 
 use crate::analysis::AnalysisTemplate;
 use crate::locate::locate_field;
+use crate::regions::RegionPlacement;
 use crate::resources::{AppSpec, Route};
 use crate::rollout::Rollout;
 use crate::scale::Scale;
@@ -103,6 +105,9 @@ pub struct CapabilitySection {
 pub struct Placement {
     #[serde(default)]
     pub node_selector: BTreeMap<String, String>,
+    /// The regions and their failover (`crate::regions`), when `regions` is given.
+    #[serde(flatten)]
+    pub regions: Option<RegionPlacement>,
 }
 
 fn default_namespace() -> String {
@@ -209,6 +214,7 @@ impl Manifest {
             scale: self.scale.clone(),
             rollout: self.rollout.clone(),
             analysis: self.analysis.clone(),
+            regions: self.placement.regions.clone(),
         }
     }
 }

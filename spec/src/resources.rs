@@ -44,18 +44,23 @@ pub struct AppSpec {
     /// The analysis templates its rollout names.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub analysis: Vec<AnalysisTemplate>,
+    /// The regions it runs in, and how it fails over (`spec/regions.md`); without it,
+    /// anywhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regions: Option<crate::regions::RegionPlacement>,
 }
 
 impl AppSpec {
     /// Whether two specs are the same revision: everything but the replica count, the
-    /// scaling rules and the rollout (which change how many pods run, or how a revision
-    /// takes over, not what runs).
+    /// scaling rules, the rollout and the regions (which change how many pods run and
+    /// where, or how a revision takes over, not what runs).
     pub fn same_revision(&self, other: &AppSpec) -> bool {
         let what_runs = |s: &AppSpec| AppSpec {
             replicas: 0,
             scale: None,
             rollout: None,
             analysis: Vec::new(),
+            regions: None,
             ..s.clone()
         };
         what_runs(self) == what_runs(other)
@@ -268,6 +273,9 @@ pub struct Pod {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     pub created_at: Millis,
+    /// The region it must run in (an app placed across regions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
 }
 
 impl Pod {

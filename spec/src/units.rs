@@ -276,6 +276,26 @@ macro_rules! serde_via_text {
 serde_via_text!(ByteSize, "a size such as \"64Mi\"");
 serde_via_text!(HumanDuration, "a duration such as \"5s\"");
 
+/// A percent written `"25%"` (0 to 100), for `#[serde(with = "crate::units::percent")]`
+/// on a `u32`.
+pub mod percent {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(p: &u32, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&format_args!("{p}%"))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+        let text = String::deserialize(d)?;
+        text.strip_suffix('%')
+            .and_then(|n| n.trim().parse().ok())
+            .filter(|n| *n <= 100)
+            .ok_or_else(|| {
+                serde::de::Error::custom(format!("`{text}` is not a percent like `25%`"))
+            })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

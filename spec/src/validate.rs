@@ -34,8 +34,16 @@ pub fn check_route_prefix(prefix: &str) -> Result<(), String> {
             "`{prefix}` is not a path prefix: it must start with '/' and contain no '?', '#' or spaces"
         ));
     }
+    if prefix == RESERVED_PREFIX || prefix.starts_with(&format!("{RESERVED_PREFIX}/")) {
+        return Err(format!(
+            "`{prefix}` is under {RESERVED_PREFIX}, which every ingress keeps for itself (its health check)"
+        ));
+    }
     Ok(())
 }
+
+/// The path prefix every ingress answers itself (`/.dabba/health`).
+pub const RESERVED_PREFIX: &str = "/.dabba";
 
 /// Why `host` cannot be a route's host name, if it cannot.
 pub fn check_route_host(host: &str) -> Result<(), String> {
@@ -112,6 +120,9 @@ impl AppSpec {
                     format!("`{b}` is not a valid bucket name"),
                 ));
             }
+        }
+        if let Some(r) = &self.regions {
+            r.validate()?;
         }
         self.validate_rollout()
     }

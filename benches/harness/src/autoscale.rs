@@ -122,6 +122,7 @@ fn spec(c: &ComponentBytes, name: &str, replicas: u32, scale: Option<Scale>) -> 
         scale,
         rollout: None,
         analysis: Vec::new(),
+        regions: None,
     }
 }
 

@@ -1,12 +1,15 @@
 //! The controller cluster: its status and members (`/v1/cluster...`), the peer token a
 //! joining controller needs, and the long-poll on the state version (`/v1/watch`).
 
-use dabba_spec::api::{AddMember, PeerToken, WatchResponse};
+use dabba_spec::api::{
+    AddMember, ControllerPlace, PeerToken, PreferredLeaderRegion, WatchResponse,
+};
 use http::Method;
 
 use super::auth::Need;
 use super::router::Router;
-use super::{Answer, Api, Call, fail, json, parse, since_of, wait_of};
+use super::{Answer, Api, Call, fail, json, parse, reply, since_of, wait_of};
+use crate::command::Command;
 
 pub(super) fn routes(r: &mut Router) {
     r.leader(Method::GET, "/v1/cluster", handler!(status));
@@ -17,7 +20,54 @@ pub(super) fn routes(r: &mut Router) {
         "/v1/cluster/members/{id}",
         handler!(remove_member),
     );
+    r.leader(
+        Method::PUT,
+        "/v1/cluster/members/{id}/place",
+        handler!(place_member),
+    );
+    r.leader(
+        Method::PUT,
+        "/v1/cluster/preferred-leader-region",
+        handler!(prefer_leader_region),
+    );
     r.leader(Method::GET, "/v1/watch", handler!(watch));
+}
+
+/// A controller says where it runs (with the peer token), or an admin does.
+async fn place_member(api: &Api, call: Call) -> Answer {
+    if super::raft_rpc::check_peer(api, &call).is_err() {
+        api.authorize(&call, Need::Admin)?;
+    }
+    let id: u64 = call
+        .param("id")
+        .parse()
+        .map_err(|_| fail(400, "bad_request", "member id must be a number"))?;
+    let place: ControllerPlace = parse(&call.body)?;
+    for (what, v) in [("region", &place.region), ("zone", &place.zone)] {
+        if !dabba_spec::resources::valid_name(v) {
+            return Err(fail(
+                422,
+                "invalid",
+                dabba_spec::validate::name_message(what, v),
+            ));
+        }
+    }
+    reply(
+        api.node
+            .propose(Command::PlaceController { id, place })
+            .await?,
+    )
+}
+
+async fn prefer_leader_region(api: &Api, call: Call) -> Answer {
+    api.authorize(&call, Need::Admin)?;
+    let req: PreferredLeaderRegion = parse(&call.body)?;
+    reply(
+        api.node
+            .propose(Command::PreferLeaderRegion { region: req.region })
+            .await?,
+    )?;
+    json(200, &api.node.status())
 }
 
 async fn status(api: &Api, call: Call) -> Answer {
@@ -38,7 +88,11 @@ async fn peer_token(api: &Api, call: Call) -> Answer {
 async fn add_member(api: &Api, call: Call) -> Answer {
     api.authorize(&call, Need::Admin)?;
     let req: AddMember = parse(&call.body)?;
-    api.node.add_member(req.id, &req.address).await?;
+    let place = ControllerPlace {
+        region: req.region,
+        zone: req.zone,
+    };
+    api.node.add_member(req.id, &req.address, place).await?;
     json(200, &api.node.status())
 }
 

@@ -60,6 +60,9 @@ async fn register(api: &Api, call: Call) -> Answer {
 async fn heartbeat(api: &Api, call: Call) -> Answer {
     api.authorize(&call, Need::Host)?;
     let hb: Heartbeat = parse(&call.body)?;
+    // An answered heartbeat tells the host a majority of controllers is reachable
+    // (`spec/regions.md`, partitions): a leader cut off from it does not answer.
+    api.node.linearize().await?;
     let logs = hb
         .logs
         .into_iter()

@@ -35,7 +35,7 @@ pub(super) fn routes(r: &mut Router) {
 
 /// Refuses an RPC without the cluster's peer token (compared by hash, so the time it
 /// takes says nothing about the token).
-fn check_peer(api: &Api, call: &Call) -> Result<(), Failure> {
+pub(super) fn check_peer(api: &Api, call: &Call) -> Result<(), Failure> {
     let token = call
         .parts
         .headers

@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use dabba_spec::api::{
     AppDetail, AppSummary, Assignment, CheckAssignment, CronJobView, EventView, HostView,
-    RolloutView, RouteEntry, Split,
+    RegionStateView, RolloutView, RouteEntry, Split,
 };
 use dabba_spec::cron::{Schedule, rfc3339_in, time_zone};
 use dabba_spec::cronjob::{RunAssignment, RunPhase};
@@ -226,6 +226,25 @@ pub fn host_view(state: &State, name: &str) -> HostView {
         routes: routes(state),
         runs,
         checks: checks(state, name),
+        host_regions: state
+            .hosts
+            .values()
+            .filter(|h| h.state == HostState::Ready)
+            .map(|h| (h.info.address.clone(), h.info.region.clone()))
+            .collect(),
+        region_states: state
+            .placements
+            .iter()
+            .filter_map(|(key, p)| {
+                let placement = state.apps.get(key)?.spec.regions.as_ref()?;
+                Some(RegionStateView {
+                    app: key.clone(),
+                    serving: p.serving(placement).map(str::to_string),
+                    failed: p.failed.keys().cloned().collect(),
+                    degraded: placement.degraded,
+                })
+            })
+            .collect(),
     }
 }
 
@@ -271,6 +290,10 @@ pub fn routes(state: &State) -> Vec<RouteEntry> {
     for p in state.pods.values().filter(|p| p.phase == PodPhase::Running) {
         if let Some(h) = p.host.as_ref().and_then(|h| state.hosts.get(h))
             && h.state == HostState::Ready
+            && state
+                .placements
+                .get(&p.app_key())
+                .is_none_or(|placed| placed.routes_to(&h.info.region))
         {
             let address = h.info.address.as_str();
             any.entry((p.namespace.as_str(), p.app.as_str()))
@@ -323,7 +346,9 @@ pub fn routes(state: &State) -> Vec<RouteEntry> {
                 app: name.to_string(),
                 route: a.spec.route.clone(),
                 endpoints,
-                autoscaled: a.spec.scale.is_some(),
+                // An app placed across regions may be at zero in a region it must
+                // serve from: requests wait there while it activates.
+                autoscaled: a.spec.scale.is_some() || a.spec.regions.is_some(),
                 serving: rollout.map(|r| r.stable),
                 split,
             }
@@ -371,6 +396,7 @@ mod tests {
             phase,
             reason: None,
             created_at: 1,
+            region: None,
         };
         s.apply(&Command::Pods {
             changes: vec![

@@ -22,6 +22,10 @@ use crate::reconcile::{self, Observed};
 /// Lines of recent guest output kept per app on the leader.
 const LOG_LINES: usize = 1000;
 
+/// One heartbeat's report of what an app's pods in a region served: when, requests,
+/// errors.
+pub(super) type ServedReport = (Millis, u64, u64);
+
 #[derive(Default)]
 pub(super) struct Soft {
     heartbeats: HashMap<String, Millis>,
@@ -35,6 +39,12 @@ pub(super) struct Soft {
     logs: HashMap<ResourceKey, VecDeque<LogLine>>,
     /// Load by revision of apps with a rollout, and checks running.
     pub(super) analysis: Analysis,
+    /// Requests and errors of apps placed across regions, by app and region, as
+    /// heartbeats reported them: when, requests, errors.
+    pub(super) served: HashMap<(ResourceKey, String), VecDeque<ServedReport>>,
+    /// Round trips to each controller, in ms, and when they were last probed.
+    pub(super) rtts: HashMap<super::NodeId, f64>,
+    pub(super) last_probe: Option<std::time::Instant>,
 }
 
 impl Controller {
@@ -76,6 +86,7 @@ impl Controller {
             }
         }
         self.record_rollout_load(reports, now_millis());
+        self.record_served(host, reports, now_millis());
         let changes = self
             .shared
             .read(|s| reconcile::pods::reported(s, host, reports));
@@ -187,15 +198,20 @@ impl Controller {
                     // period), and its analysis from the load it sees then.
                     soft.scalers.clear();
                     soft.analysis = Analysis::default();
+                    soft.served.clear();
                     continue;
                 }
                 let now = now_millis();
+                let voters = self.voters();
+                let served = self.served(now);
                 let observed = {
                     let mut soft = self.soft.lock().expect("soft state lock");
                     let since = *soft.leader_since.get_or_insert(now);
                     Observed {
                         heartbeats: soft.heartbeats.clone(),
                         leader_since: since,
+                        voters,
+                        served,
                     }
                 };
                 let mut commands = self
@@ -203,6 +219,7 @@ impl Controller {
                     .read(|s| reconcile::reconcile(s, &observed, now, &self.tuning));
                 commands.extend(self.autoscale(now));
                 commands.extend(self.analyze(now));
+                self.probe_members();
                 for command in commands {
                     if let Err(e) = self.propose(command).await {
                         tracing::debug!(error = %e, "reconcile proposal not committed");

@@ -12,6 +12,7 @@
 pub mod analysis;
 mod leader;
 mod proposals;
+mod regions;
 
 use leader::Soft;
 use proposals::{Proposal, spawn_batcher, spawn_read_batcher};
@@ -21,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dabba_spec::api::{ClusterStatus, Member};
+use dabba_spec::api::{ClusterStatus, ControllerPlace, Member};
 use dabba_spec::resources::{Grant, Millis, Role};
 use openraft::{BasicNode, ChangeMembers, SnapshotPolicy};
 
@@ -44,6 +45,10 @@ pub struct ControllerOptions {
     /// The cluster's peer token, for a node joining an existing cluster.
     pub peer_token: Option<String>,
     pub timing: RaftTiming,
+    /// Where this controller runs.
+    pub place: ControllerPlace,
+    /// At initialization: keep the leader in this region while it is healthy.
+    pub preferred_leader_region: Option<String>,
 }
 
 /// How fast Raft notices a lost leader. openraft 0.9 also bounds every AppendEntries
@@ -91,6 +96,8 @@ pub struct Controller {
     peer_token: String,
     data_dir: PathBuf,
     tuning: Tuning,
+    place: ControllerPlace,
+    preferred_leader_region: Option<String>,
     soft: Mutex<Soft>,
     proposals: tokio::sync::mpsc::UnboundedSender<Proposal>,
     reads:
@@ -155,11 +162,14 @@ impl Controller {
             peer_token,
             data_dir: opts.data_dir,
             tuning: opts.tuning,
+            place: opts.place,
+            preferred_leader_region: opts.preferred_leader_region,
             soft: Mutex::new(Soft::default()),
             proposals,
             reads,
         });
         node.clone().spawn_driver();
+        node.clone().spawn_placer();
         Ok(node)
     }
 
@@ -206,6 +216,12 @@ impl Controller {
             Reply::Ok => {}
             other => anyhow::bail!("initializing the cluster: {other:?}"),
         }
+        if let Some(region) = &self.preferred_leader_region {
+            self.propose(Command::PreferLeaderRegion {
+                region: Some(region.clone()),
+            })
+            .await?;
+        }
         write_secret(&self.data_dir.join("admin.token"), &secrets.admin_token)?;
         write_secret(&self.data_dir.join("join.token"), &secrets.join_token)?;
         Ok(Some(secrets))
@@ -245,8 +261,14 @@ impl Controller {
     }
 
     /// Adds a controller: first as a learner that catches up, then as a voter.
-    pub async fn add_member(&self, id: NodeId, address: &str) -> Result<(), ProposeError> {
+    pub async fn add_member(
+        &self,
+        id: NodeId,
+        address: &str,
+        place: ControllerPlace,
+    ) -> Result<(), ProposeError> {
         let raft_err = |e: &dyn std::fmt::Display| ProposeError::Raft(e.to_string());
+        self.propose(Command::PlaceController { id, place }).await?;
         self.raft
             .add_learner(id, BasicNode::new(address), true)
             .await
@@ -272,7 +294,7 @@ impl Controller {
         Ok(())
     }
 
-    fn voters(&self) -> Vec<NodeId> {
+    pub(super) fn voters(&self) -> Vec<NodeId> {
         self.raft
             .metrics()
             .borrow()
@@ -288,18 +310,32 @@ impl Controller {
         let membership = m.membership_config.membership();
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
         let last = m.last_log_index.unwrap_or(0);
-        let members = membership
+        let (places, preferred) = self
+            .shared
+            .read(|s| (s.controllers.clone(), s.preferred_leader_region.clone()));
+        let rtts = self.member_rtts();
+        let members: Vec<Member> = membership
             .nodes()
-            .map(|(id, node)| Member {
-                id: *id,
-                address: node.addr.clone(),
-                voter: voters.contains(id),
-                lag: m.replication.as_ref().map(|r| {
-                    let matched = r.get(id).and_then(|l| l.as_ref()).map_or(0, |l| l.index);
-                    last.saturating_sub(matched)
-                }),
+            .map(|(id, node)| {
+                let place = places.get(id);
+                Member {
+                    id: *id,
+                    address: node.addr.clone(),
+                    voter: voters.contains(id),
+                    lag: m.replication.as_ref().map(|r| {
+                        let matched = r.get(id).and_then(|l| l.as_ref()).map_or(0, |l| l.index);
+                        last.saturating_sub(matched)
+                    }),
+                    region: place.map_or_else(|| "default".into(), |p| p.region.clone()),
+                    zone: place.map_or_else(|| "default".into(), |p| p.zone.clone()),
+                    rtt_ms: rtts.get(id).copied(),
+                }
             })
             .collect();
+        let mut by_region: BTreeMap<String, u32> = BTreeMap::new();
+        for member in members.iter().filter(|m| m.voter) {
+            *by_region.entry(member.region.clone()).or_default() += 1;
+        }
         ClusterStatus {
             node: self.id,
             leader: m.current_leader,
@@ -308,6 +344,8 @@ impl Controller {
             applied_index: self.shared.last_applied().map(|l| l.index),
             members,
             version: self.shared.read(|s| s.version),
+            survives_region_loss: dabba_spec::regions::survives_region_loss(&by_region),
+            preferred_leader_region: preferred,
         }
     }
 }

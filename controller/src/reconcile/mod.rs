@@ -12,6 +12,7 @@ pub mod autoscale;
 pub mod cron;
 mod hosts;
 pub mod pods;
+pub mod regions;
 pub mod replicas;
 pub mod rollout;
 pub mod scheduler;
@@ -31,6 +32,10 @@ pub struct Observed {
     /// When this controller became leader: every host gets a full failure timeout from
     /// then before it can be judged, whatever the previous leader saw.
     pub leader_since: Millis,
+    /// The Raft voters (for each region's share of them).
+    pub voters: Vec<u64>,
+    /// What apps placed across regions served in each region over their window.
+    pub served: regions::Measured,
 }
 
 /// Knobs of the reconcilers.
@@ -83,6 +88,10 @@ pub fn reconcile(state: &State, observed: &Observed, now: Millis, tuning: &Tunin
     let changes = rollout::plan(state, now);
     if !changes.is_empty() {
         commands.push(Command::Rollout { changes, at: now });
+    }
+    let changes = regions::plan(state, &observed.voters, &observed.served);
+    if !changes.is_empty() {
+        commands.push(Command::Regions { changes, at: now });
     }
     let hosts: Vec<&str> = ready.iter().copied().collect();
     let changes = cron::plan(&state.cron, now, &hosts);

@@ -26,8 +26,8 @@ use super::scheduler::{self, Usage};
 use crate::command::PodChange;
 use crate::state::State;
 
-pub fn reconcile(
-    state: &State,
+pub fn reconcile<'s>(
+    state: &'s State,
     ready: &BTreeSet<&str>,
     now: Millis,
     tuning: &Tuning,
@@ -46,25 +46,41 @@ pub fn reconcile(
         changes.push(PodChange::Delete { key: pod.key() });
     }
 
-    // Pods by replica set, in one pass: ten thousand apps at zero must not cost ten
-    // thousand scans of every pod.
-    let mut by_set: HashMap<(&str, &str, u64), Vec<&Pod>> = HashMap::new();
+    // Pods by replica set and region (for an app placed across regions; `None`
+    // otherwise), in one pass: ten thousand apps at zero must not cost ten thousand
+    // scans of every pod.
+    let group = |p: &'s Pod| -> Option<&'s str> {
+        state
+            .placements
+            .contains_key(&p.app_key())
+            .then(|| {
+                p.region
+                    .as_deref()
+                    .or_else(|| p.host.as_deref().and_then(|h| state.host_region(h)))
+            })
+            .flatten()
+    };
+    type Group<'a> = (&'a str, &'a str, u64, Option<&'a str>);
+    let mut by_set: HashMap<Group, Vec<&Pod>> = HashMap::new();
+    let mut live_by_app: HashMap<(&str, &str, Option<&str>), usize> = HashMap::new();
     for p in state.pods.values() {
+        let region = group(p);
         by_set
-            .entry((p.namespace.as_str(), p.app.as_str(), p.revision))
+            .entry((p.namespace.as_str(), p.app.as_str(), p.revision, region))
             .or_default()
             .push(p);
+        if !lost(p) {
+            *live_by_app
+                .entry((p.namespace.as_str(), p.app.as_str(), region))
+                .or_default() += 1;
+        }
     }
-    let mut live_by_app: HashMap<(&str, &str), usize> = HashMap::new();
-    for p in state.pods.values().filter(|p| !lost(p)) {
-        *live_by_app
-            .entry((p.namespace.as_str(), p.app.as_str()))
-            .or_default() += 1;
-    }
-    let running = |namespace: &str, app: &str, revision: u64| {
-        by_set.get(&(namespace, app, revision)).map_or(0, |ps| {
-            ps.iter().filter(|p| p.phase == PodPhase::Running).count()
-        })
+    let running = |namespace: &str, app: &str, revision: u64, region: Option<&str>| {
+        by_set
+            .get(&(namespace, app, revision, region))
+            .map_or(0, |ps| {
+                ps.iter().filter(|p| p.phase == PodPhase::Running).count()
+            })
     };
     for rs in state.replica_sets.values() {
         let app_id = ResourceKey::new(&rs.namespace, &rs.app);
@@ -74,106 +90,147 @@ pub fn reconcile(
         ) else {
             continue;
         };
-        let mut live: Vec<&Pod> = by_set
-            .get(&(rs.namespace.as_str(), rs.app.as_str(), rs.revision))
-            .map(|ps| ps.iter().copied().filter(|p| !lost(p)).collect())
-            .unwrap_or_default();
-        let desired = match state.rollouts.get(&app_id) {
-            // A revision that stopped taking traffic keeps the pods it has until its
-            // scale-down delay is over (so an undo or a retry is instant).
-            Some(r)
-                if r.scale_down.is_some_and(|s| s.revision == rs.revision)
-                    && rs.revision != r.stable =>
-            {
-                live.len()
-            }
-            // A rollout sizes its stable and canary revisions (`RolloutStatus::sizes`).
-            Some(r) if rs.revision == r.stable || Some(rs.revision) == r.canary => {
-                rs.replicas as usize
-            }
-            Some(_) => 0,
-            // Rolling: at most `max_surge` pods above the count in all, and at most
-            // `max_unavailable` below it running.
-            None => {
-                let pace = Pace::of(app);
-                let n = app.spec.replicas as usize;
-                let all = live_by_app
-                    .get(&(rs.namespace.as_str(), rs.app.as_str()))
-                    .copied()
-                    .unwrap_or(0);
-                if rs.revision == app.revision {
-                    let old = all - live.len();
-                    let room = (n + pace.surge).saturating_sub(old);
-                    (rs.replicas as usize).min(room.max(live.len()))
-                } else {
-                    let serving = running(&rs.namespace, &rs.app, app.revision);
-                    live.len().min(n.saturating_sub(pace.unavailable + serving))
-                }
+        let placement = state.placements.get(&app_id);
+        // The regions this replica set has pods in or wants pods in.
+        let regions: Vec<Option<&str>> = match placement {
+            None => vec![None],
+            Some(p) => {
+                let mut rs_regions: BTreeSet<&str> =
+                    p.replicas.keys().map(String::as_str).collect();
+                rs_regions.extend(
+                    by_set
+                        .keys()
+                        .filter(|(ns, a, rev, _)| {
+                            *ns == rs.namespace && *a == rs.app && *rev == rs.revision
+                        })
+                        .filter_map(|(_, _, _, r)| *r),
+                );
+                rs_regions.into_iter().map(Some).collect()
             }
         };
-
-        if live.len() > desired {
-            // Surplus: unplaced pods first, then the newest.
-            live.sort_by_key(|p| {
-                (
-                    phase_rank(p.phase),
-                    std::cmp::Reverse(p.created_at),
-                    p.name.clone(),
-                )
-            });
-            for pod in &live[desired..] {
-                changes.push(PodChange::Delete { key: pod.key() });
-                if let Some(h) = &pod.host {
-                    usage.remove(state, &revision.spec, h);
-                }
-            }
-            continue;
-        }
-
-        for _ in live.len()..desired {
-            let name = format!("{}-r{}-{}", rs.app, rs.revision, next_seq);
-            next_seq += 1;
-            let placed = scheduler::place(state, ready, &usage, &revision.spec);
-            if let Ok(h) = &placed {
-                usage.add(state, &revision.spec, h);
-            }
-            let (host, phase, reason) = match placed {
-                Ok(h) => (Some(h), PodPhase::Scheduled, None),
-                Err(why) => (None, PodPhase::Pending, Some(why.to_string())),
+        for region in regions {
+            let n = match (placement, region) {
+                (Some(p), Some(r)) => p.replicas.get(r).copied().unwrap_or(0),
+                _ => app.spec.replicas,
             };
-            changes.push(PodChange::Create {
-                pod: Pod {
-                    name,
-                    namespace: rs.namespace.clone(),
-                    app: rs.app.clone(),
-                    revision: rs.revision,
-                    host,
-                    phase,
-                    reason,
-                    created_at: now,
-                },
-            });
-        }
-
-        // Pods still waiting for a host get one if it now fits.
-        for pod in live.iter().filter(|p| p.host.is_none()) {
-            match scheduler::place(state, ready, &usage, &revision.spec) {
-                Ok(h) => {
-                    usage.add(state, &revision.spec, &h);
-                    changes.push(PodChange::Place {
-                        key: pod.key(),
-                        host: Some(h),
-                        reason: None,
-                    });
+            let mut live: Vec<&Pod> = by_set
+                .get(&(rs.namespace.as_str(), rs.app.as_str(), rs.revision, region))
+                .map(|ps| ps.iter().copied().filter(|p| !lost(p)).collect())
+                .unwrap_or_default();
+            let desired = match state.rollouts.get(&app_id) {
+                // A revision that stopped taking traffic keeps the pods it has until its
+                // scale-down delay is over (so an undo or a retry is instant).
+                Some(r)
+                    if r.scale_down.is_some_and(|s| s.revision == rs.revision)
+                        && rs.revision != r.stable =>
+                {
+                    live.len()
                 }
-                Err(why) => {
-                    let reason = why.to_string();
-                    if pod.reason.as_deref() != Some(reason.as_str()) {
+                // A rollout sizes its stable and canary revisions
+                // (`RolloutStatus::sizes`), in each region of its own.
+                Some(r) if rs.revision == r.stable || Some(rs.revision) == r.canary => {
+                    if region.is_none() {
+                        rs.replicas as usize
+                    } else {
+                        let rollout = app.spec.rollout.clone().unwrap_or_default();
+                        let sizes = r.sizes(n, &rollout, app.spec.scale.is_some());
+                        if rs.revision == r.stable {
+                            sizes.stable as usize
+                        } else {
+                            sizes.canary as usize
+                        }
+                    }
+                }
+                Some(_) => 0,
+                // Rolling: at most `max_surge` pods above the count in all, and at most
+                // `max_unavailable` below it running.
+                None => {
+                    let pace = Pace::of(app);
+                    let n = n as usize;
+                    let all = live_by_app
+                        .get(&(rs.namespace.as_str(), rs.app.as_str(), region))
+                        .copied()
+                        .unwrap_or(0);
+                    if rs.revision == app.revision {
+                        let old = all - live.len();
+                        let room = (n + pace.surge).saturating_sub(old);
+                        let want = if region.is_none() {
+                            rs.replicas as usize
+                        } else {
+                            n
+                        };
+                        want.min(room.max(live.len()))
+                    } else {
+                        let serving = running(&rs.namespace, &rs.app, app.revision, region);
+                        live.len().min(n.saturating_sub(pace.unavailable + serving))
+                    }
+                }
+            };
+
+            if live.len() > desired {
+                // Surplus: unplaced pods first, then the newest.
+                live.sort_by_key(|p| {
+                    (
+                        phase_rank(p.phase),
+                        std::cmp::Reverse(p.created_at),
+                        p.name.clone(),
+                    )
+                });
+                for pod in &live[desired..] {
+                    changes.push(PodChange::Delete { key: pod.key() });
+                    if let Some(h) = &pod.host {
+                        usage.remove(state, &revision.spec, h);
+                    }
+                }
+                continue;
+            }
+
+            for _ in live.len()..desired {
+                let name = format!("{}-r{}-{}", rs.app, rs.revision, next_seq);
+                next_seq += 1;
+                let placed = scheduler::place(state, ready, &usage, &revision.spec, region);
+                if let Ok(h) = &placed {
+                    usage.add(state, &revision.spec, h);
+                }
+                let (host, phase, reason) = match placed {
+                    Ok(h) => (Some(h), PodPhase::Scheduled, None),
+                    Err(why) => (None, PodPhase::Pending, Some(why.to_string())),
+                };
+                changes.push(PodChange::Create {
+                    pod: Pod {
+                        name,
+                        namespace: rs.namespace.clone(),
+                        app: rs.app.clone(),
+                        revision: rs.revision,
+                        host,
+                        phase,
+                        reason,
+                        created_at: now,
+                        region: region.map(str::to_string),
+                    },
+                });
+            }
+
+            // Pods still waiting for a host get one if it now fits.
+            for pod in live.iter().filter(|p| p.host.is_none()) {
+                match scheduler::place(state, ready, &usage, &revision.spec, region) {
+                    Ok(h) => {
+                        usage.add(state, &revision.spec, &h);
                         changes.push(PodChange::Place {
                             key: pod.key(),
-                            host: None,
-                            reason: Some(reason),
+                            host: Some(h),
+                            reason: None,
                         });
+                    }
+                    Err(why) => {
+                        let reason = why.to_string();
+                        if pod.reason.as_deref() != Some(reason.as_str()) {
+                            changes.push(PodChange::Place {
+                                key: pod.key(),
+                                host: None,
+                                reason: Some(reason),
+                            });
+                        }
                     }
                 }
             }

@@ -139,6 +139,8 @@ fn has_room(usage: &Usage, h: &Host, want: Capacity) -> bool {
 pub enum Unplaceable {
     #[error("no Ready host")]
     NoReadyHost,
+    #[error("no Ready host in region {0} matches")]
+    NoReadyHostInRegion(String),
     #[error("no Ready host has labels {}", .0.join(", "))]
     NoHostWithLabels(Vec<String>),
     #[error(
@@ -149,12 +151,13 @@ pub enum Unplaceable {
     NoRoom { memory: u64, selected: usize },
 }
 
-/// The host for a new pod of `spec`, or why there is none.
+/// The host for a new pod of `spec` (in `region`, if given), or why there is none.
 pub fn place(
     state: &State,
     ready: &BTreeSet<&str>,
     usage: &Usage,
     spec: &AppSpec,
+    region: Option<&str>,
 ) -> Result<String, Unplaceable> {
     let want = request(spec);
     let app = spec.key();
@@ -162,9 +165,12 @@ pub fn place(
         .hosts
         .values()
         .filter(|h| ready.contains(h.info.name.as_str()) && selects(spec, h))
+        .filter(|h| region.is_none_or(|r| h.info.region == r))
         .collect();
     if selected.is_empty() {
-        return Err(if spec.node_selector.is_empty() {
+        return Err(if let Some(r) = region {
+            Unplaceable::NoReadyHostInRegion(r.to_string())
+        } else if spec.node_selector.is_empty() {
             Unplaceable::NoReadyHost
         } else {
             Unplaceable::NoHostWithLabels(

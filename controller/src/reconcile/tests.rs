@@ -33,6 +33,7 @@ pub(super) fn alive(state: &State, now: Millis) -> Observed {
     Observed {
         heartbeats: state.hosts.keys().map(|h| (h.clone(), now)).collect(),
         leader_since: 0,
+        ..Observed::default()
     }
 }
 
@@ -201,6 +202,7 @@ fn a_new_leader_gives_hosts_a_grace_period() {
     let observed = Observed {
         heartbeats: Default::default(),
         leader_since: 100_000,
+        ..Observed::default()
     };
     assert!(hosts::judge(&s, &observed, 102_000, &Tuning::default()).is_empty());
     assert_eq!(

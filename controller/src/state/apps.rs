@@ -55,6 +55,7 @@ impl State {
             app.spec.replicas = replicas;
             app.updated_at = at;
             self.apps.insert(key.clone(), app.clone());
+            self.place_app(&key, spec.scale.is_none().then_some(replicas));
             if self.rollouts.contains_key(&key) {
                 self.resize(&key);
             } else if let Some(rs) = self.replica_sets.get_mut(&replica_set_key(
@@ -134,6 +135,10 @@ impl State {
             updated_at: at,
         };
         self.apps.insert(key.clone(), app.clone());
+        self.place_app(
+            &key,
+            (existing.is_none() || spec.scale.is_none()).then_some(spec.replicas),
+        );
         let serving = existing.map(|a| a.revision);
         if self.begin_rollout(&key, serving, number, &spec, at) {
             self.resize(&key);
@@ -170,6 +175,7 @@ impl State {
         }
         self.revisions.remove(&key);
         self.rollouts.remove(&key);
+        self.placements.remove(&key);
         self.replica_sets
             .retain(|_, rs| !(rs.namespace == namespace && rs.app == name));
         self.pods
@@ -201,6 +207,7 @@ impl State {
         app.updated_at = at;
         let revision = app.revision;
         let app = app.clone();
+        self.place_app(&key, Some(replicas));
         if self.rollouts.contains_key(&key) {
             self.resize(&key);
         } else if let Some(rs) = self
@@ -228,6 +235,9 @@ impl State {
         at: Millis,
     ) -> Reply {
         let key = ResourceKey::new(namespace, name);
+        if self.placements.contains_key(&key) {
+            return self.activate_in_region(&key, host, at);
+        }
         let Some(app) = self.apps.get_mut(&key) else {
             return rejected(Rejection::NotFound, format!("no app {key}"));
         };
@@ -263,6 +273,7 @@ impl State {
             },
             reason: None,
             created_at: at,
+            region: None,
         };
         self.pods.insert(pod.key(), pod.clone());
         let on = host.map(|h| format!(" on {h}")).unwrap_or_default();

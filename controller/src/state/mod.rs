@@ -5,6 +5,7 @@
 mod apps;
 pub mod cron;
 mod encoding;
+mod regions;
 mod rollout;
 mod templates;
 mod workload_kv;
@@ -17,7 +18,9 @@ use std::collections::{BTreeMap, VecDeque};
 
 use dabba_spec::Digest;
 use dabba_spec::analysis::AnalysisTemplate;
+use dabba_spec::api::ControllerPlace;
 use dabba_spec::kv::{KvError, Outcome};
+use dabba_spec::regions::PlacementStatus;
 use dabba_spec::resources::{
     App, Grant, Host, HostInfo, HostState, Millis, Pod, ReplicaSet, ResourceKey, Revision,
 };
@@ -70,6 +73,15 @@ pub struct State {
     /// Analysis templates applied on their own, by namespace and name.
     #[serde(default)]
     pub analysis_templates: BTreeMap<ResourceKey, AnalysisTemplate>,
+    /// Apps placed across regions: their pods per region and failovers.
+    #[serde(default)]
+    pub placements: BTreeMap<ResourceKey, PlacementStatus>,
+    /// Where each controller runs, by Raft node id.
+    #[serde(default)]
+    pub controllers: BTreeMap<u64, ControllerPlace>,
+    /// The region the leader is kept in while it is healthy.
+    #[serde(default)]
+    pub preferred_leader_region: Option<String>,
 }
 
 /// Something that happened to an object, for `dabba describe`.
@@ -191,6 +203,29 @@ impl State {
                 name,
                 at,
             } => self.delete_analysis_template(namespace, name, *at),
+            Command::Regions { changes, at } => {
+                let mut changed = false;
+                for change in changes {
+                    changed |= self.apply_region_change(change, *at);
+                }
+                if changed {
+                    self.version += 1;
+                }
+                Reply::Ok
+            }
+            Command::PlaceController { id, place } => {
+                if self.controllers.get(id) == Some(place) {
+                    return Reply::Ok;
+                }
+                self.controllers.insert(*id, place.clone());
+                self.version += 1;
+                Reply::Ok
+            }
+            Command::PreferLeaderRegion { region } => {
+                self.preferred_leader_region = region.clone();
+                self.version += 1;
+                Reply::Ok
+            }
             Command::UndoApp {
                 namespace,
                 name,

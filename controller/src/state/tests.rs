@@ -25,6 +25,7 @@ pub(crate) fn spec(name: &str, prefix: &str, replicas: u32) -> AppSpec {
         scale: None,
         rollout: None,
         analysis: Vec::new(),
+        regions: None,
     }
 }
 
@@ -197,6 +198,7 @@ fn deleting_an_app_removes_its_pods_and_revisions() {
         phase: PodPhase::Pending,
         reason: None,
         created_at: 1,
+        region: None,
     };
     s.apply(&Command::Pods {
         changes: vec![PodChange::Create { pod }],
@@ -251,6 +253,7 @@ fn pod_changes_for_vanished_pods_are_ignored() {
         phase: PodPhase::Pending,
         reason: None,
         created_at: 1,
+        region: None,
     };
     s.apply(&Command::Pods {
         changes: vec![PodChange::Create { pod: stray }],

@@ -19,8 +19,9 @@ impl Agent {
             .with_bounds(every, every.max(Duration::from_millis(500)));
         loop {
             let beat = self.heartbeat();
-            if let Err(e) = api.heartbeat(self.name(), &beat).await {
-                tracing::warn!(error = %e, "heartbeat failed");
+            match api.heartbeat(self.name(), &beat).await {
+                Ok(()) => self.ingress.control_plane().reached(),
+                Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
             }
             tokio::select! {
                 () = tokio::time::sleep(self.opts.heartbeat) => {}

@@ -20,13 +20,15 @@ mod heartbeat;
 mod pods;
 mod runs;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dabba_client::{ApiClient, ApiError};
-use dabba_spec::api::{ActivateRequest, ActivateResponse, Assignment, HostView, RouteEntry};
+use dabba_spec::api::{
+    ActivateRequest, ActivateResponse, Assignment, HostView, RegionStateView, RouteEntry,
+};
 use dabba_spec::resources::{HostInfo, PodPhase, ResourceKey};
 use dabba_spec::{Digest, LimitError};
 use prometheus::{IntCounterVec, IntGaugeVec, Opts};
@@ -121,6 +123,8 @@ pub struct Agent {
     pods: Mutex<HashMap<ResourceKey, Tracked>>,
     /// The routes of the last view, for rebuilding the table when a pod starts.
     routes: Mutex<Vec<RouteEntry>>,
+    /// The regions of the last view: where each host is, where placed apps serve from.
+    regions: Mutex<(BTreeMap<String, String>, Vec<RegionStateView>)>,
     /// Verified components by digest, so a pod start neither reads nor hashes them.
     components: Mutex<HashMap<Digest, Arc<ComponentBytes>>>,
     demands: Mutex<Option<mpsc::UnboundedReceiver<Demand>>>,
@@ -166,6 +170,7 @@ impl Agent {
             ingress,
             pods: Mutex::new(HashMap::new()),
             routes: Mutex::new(Vec::new()),
+            regions: Mutex::new(Default::default()),
             components: Mutex::new(HashMap::new()),
             demands: Mutex::new(Some(demands)),
             runs_started: Mutex::new(std::collections::HashSet::new()),
@@ -186,12 +191,52 @@ impl Agent {
         self.register().await;
         let beat = self.clone();
         tokio::spawn(async move { beat.heartbeat_loop().await });
+        let prober = self.clone();
+        tokio::spawn(async move { prober.probe_regions().await });
         let demands = self.demands.lock().expect("demands lock").take();
         if let Some(demands) = demands {
             let activator = self.clone();
             tokio::spawn(async move { activator.activation_loop(demands).await });
         }
         self.watch_loop().await;
+    }
+
+    /// Measures the round trip to one host of every other region every 2 s, for the
+    /// ingress to proxy to the nearest region.
+    async fn probe_regions(self: Arc<Self>) {
+        let client = dabba_client::transport::client();
+        loop {
+            let own = self.opts.info.region.clone();
+            let targets: BTreeMap<String, String> = {
+                let regions = self.regions.lock().expect("regions lock");
+                let mut one: BTreeMap<String, String> = BTreeMap::new();
+                for (addr, region) in &regions.0 {
+                    if *region != own {
+                        one.entry(region.clone()).or_insert_with(|| addr.clone());
+                    }
+                }
+                one
+            };
+            for (region, addr) in targets {
+                let url = format!(
+                    "{}{}",
+                    addr.trim_end_matches('/'),
+                    crate::ingress::HEALTH_PATH
+                );
+                let Ok(req) =
+                    http::Request::get(url).body(http_body_util::Full::new(bytes::Bytes::new()))
+                else {
+                    continue;
+                };
+                let started = Instant::now();
+                let ok = dabba_client::transport::send(&client, req, Duration::from_secs(1))
+                    .await
+                    .is_ok();
+                self.ingress
+                    .set_region_rtt(&region, ok.then(|| started.elapsed()));
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
     }
 
     async fn register(&self) {
@@ -290,6 +335,8 @@ impl Agent {
                 .collect()
         };
         *self.routes.lock().expect("routes lock") = view.routes.clone();
+        *self.regions.lock().expect("regions lock") =
+            (view.host_regions.clone(), view.region_states.clone());
         // New routes and stopped pods take effect now, not after new pods start (a
         // first compile can take seconds).
         self.publish();

@@ -63,7 +63,13 @@ impl Agent {
             list
         };
         let routes = self.routes.lock().expect("routes lock").clone();
-        self.ingress.replace_table(RoutingTable::new(routes, local));
+        let (host_regions, states) = self.regions.lock().expect("regions lock").clone();
+        self.ingress
+            .replace_table(RoutingTable::new(routes, local).with_regions(
+                &self.opts.info.region,
+                host_regions,
+                states,
+            ));
         self.report_now.notify_one();
     }
 

@@ -16,22 +16,27 @@ use dabba_client::{ApiClient, ApiError};
 use dabba_spec::api::{KvList, KvRead, KvWrite};
 
 use super::{KvBackend, KvError, KvFuture, Write, WriteFuture};
+use crate::reachability::ControlPlane;
 
 /// How long a write keeps being retried while its outcome is unknown.
 const WRITE_RETRY: Duration = Duration::from_secs(15);
 
 pub struct ReplicatedKv {
     api: Arc<ApiClient>,
+    /// Whether a majority of controllers answers: when it does not, every call fails at
+    /// once, saying so, instead of waiting out its retries.
+    control_plane: Arc<ControlPlane>,
     /// Makes write ids unique to this process.
     prefix: String,
     next: AtomicU64,
 }
 
 impl ReplicatedKv {
-    pub fn new(api: Arc<ApiClient>, host: &str) -> ReplicatedKv {
+    pub fn new(api: Arc<ApiClient>, host: &str, control_plane: Arc<ControlPlane>) -> ReplicatedKv {
         let boot: u64 = rand::random();
         ReplicatedKv {
             api,
+            control_plane,
             prefix: format!("{host}-{boot:016x}"),
             next: AtomicU64::new(0),
         }
@@ -42,6 +47,13 @@ fn storage(e: ApiError) -> KvError {
     KvError::storage(format!("the controllers: {e}"))
 }
 
+impl ReplicatedKv {
+    /// `Err` at once when this host reaches no majority of controllers.
+    fn reachable(&self) -> Result<(), KvError> {
+        self.control_plane.check().map_err(KvError::storage)
+    }
+}
+
 impl KvBackend for ReplicatedKv {
     fn get(&self, bucket: &str, key: &str) -> KvFuture<Option<Vec<u8>>> {
         let fut = self.get_many(bucket, &[key.to_string()]);
@@ -49,6 +61,9 @@ impl KvBackend for ReplicatedKv {
     }
 
     fn get_many(&self, bucket: &str, keys: &[String]) -> KvFuture<Vec<Option<Vec<u8>>>> {
+        if let Err(e) = self.reachable() {
+            return super::ready(Err(e));
+        }
         let api = self.api.clone();
         let body = KvRead {
             bucket: bucket.to_string(),
@@ -66,6 +81,9 @@ impl KvBackend for ReplicatedKv {
         cursor: Option<&str>,
         limit: usize,
     ) -> KvFuture<(Vec<String>, Option<String>)> {
+        if let Err(e) = self.reachable() {
+            return super::ready(Err(e));
+        }
         let api = self.api.clone();
         let body = KvList {
             bucket: bucket.to_string(),
@@ -79,7 +97,7 @@ impl KvBackend for ReplicatedKv {
     }
 
     fn write(&self, bucket: &str, write: Write) -> WriteFuture {
-        if let Err(e) = dabba_spec::kv::check_write(&write) {
+        if let Err(e) = dabba_spec::kv::check_write(&write).and_then(|()| self.reachable()) {
             return super::ready(Err(e));
         }
         let api = self.api.clone();

@@ -201,7 +201,7 @@ pub struct Sticky {
 #[serde(untagged)]
 pub enum Amount {
     Count(u32),
-    Percent(#[serde(with = "percent")] u32),
+    Percent(#[serde(with = "crate::units::percent")] u32),
 }
 
 impl Amount {
@@ -211,24 +211,6 @@ impl Amount {
             Amount::Count(n) => n,
             Amount::Percent(p) => (u64::from(total) * u64::from(p)).div_ceil(100) as u32,
         }
-    }
-}
-
-mod percent {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(p: &u32, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&format_args!("{p}%"))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
-        let text = String::deserialize(d)?;
-        text.strip_suffix('%')
-            .and_then(|n| n.trim().parse().ok())
-            .filter(|n| *n <= 100)
-            .ok_or_else(|| {
-                serde::de::Error::custom(format!("`{text}` is not a count or a percent like `25%`"))
-            })
     }
 }
 

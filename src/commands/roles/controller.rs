@@ -12,7 +12,7 @@ use dabba_client::ApiClient;
 use dabba_controller::node::ControllerOptions;
 use dabba_controller::reconcile::Tuning;
 use dabba_spec::HumanDuration;
-use dabba_spec::api::AddMember;
+use dabba_spec::api::{AddMember, ControllerPlace};
 
 use super::{RaftFlags, bind, start_controller, url_of};
 
@@ -44,6 +44,17 @@ pub struct ControllerArgs {
         value_name = "DURATION"
     )]
     pub failure_timeout: HumanDuration,
+    /// The region this controller runs in (its voters' spread decides which region's
+    /// loss the cluster survives: spec/regions.md).
+    #[arg(long, default_value = "default")]
+    pub region: String,
+    /// The zone within the region.
+    #[arg(long, default_value = "default")]
+    pub zone: String,
+    /// When this controller starts a new cluster: keep the leader in this region while
+    /// it is healthy (`dabba cluster prefer-leader-region` changes it later).
+    #[arg(long, value_name = "REGION")]
+    pub preferred_leader_region: Option<String>,
     #[command(flatten)]
     pub raft: RaftFlags,
 }
@@ -80,6 +91,11 @@ pub fn controller(args: ControllerArgs) -> anyhow::Result<()> {
             tuning,
             peer_token,
             timing: args.raft.timing()?,
+            place: ControllerPlace {
+                region: args.region.clone(),
+                zone: args.zone.clone(),
+            },
+            preferred_leader_region: args.preferred_leader_region.clone(),
         };
         let node = start_controller(opts, listener, None).await?;
         match (&args.join, fresh) {
@@ -91,6 +107,8 @@ pub fn controller(args: ControllerArgs) -> anyhow::Result<()> {
                 let add = AddMember {
                     id: args.id,
                     address: advertise.clone(),
+                    region: args.region.clone(),
+                    zone: args.zone.clone(),
                 };
                 // The cluster may still be electing its first leader, or finishing
                 // another member's change: keep asking for a minute. Adding a member

@@ -23,6 +23,7 @@ use dabba_host::agent::{Agent, AgentOptions, LocalLeader};
 use dabba_host::function::HttpResponse;
 use dabba_host::ingress::{ActivatorOptions, Ingress};
 use dabba_host::kv::ReplicatedKv;
+use dabba_host::reachability::ControlPlane;
 use dabba_host::runtime::{Runtime, RuntimeOptions};
 use dabba_host::server::{self, Handler};
 use dabba_spec::HumanDuration;
@@ -188,8 +189,15 @@ pub(super) struct HostSetup<'a> {
 /// Starts a host's agent and its ingress.
 pub(super) fn start_host(h: HostSetup<'_>) -> anyhow::Result<()> {
     let api = Arc::new(ApiClient::new(h.controllers, h.join_token));
-    let kv = Arc::new(ReplicatedKv::new(api.clone(), &h.info.name));
-    let (ingress, demands) = Ingress::new(&h.info.address, h.activator);
+    // Cut off once no heartbeat was answered for longer than a leader failover takes.
+    let patience = (h.heartbeat * 6).max(Duration::from_secs(3));
+    let control_plane = Arc::new(ControlPlane::new(&h.info.region, patience));
+    let kv = Arc::new(ReplicatedKv::new(
+        api.clone(),
+        &h.info.name,
+        control_plane.clone(),
+    ));
+    let (ingress, demands) = Ingress::new(&h.info.address, h.activator, control_plane);
     let ingress = Arc::new(ingress);
     let agent = Agent::new(
         AgentOptions {

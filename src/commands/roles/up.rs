@@ -13,6 +13,7 @@ use dabba_controller::node::{Controller, ControllerOptions};
 use dabba_controller::reconcile::Tuning;
 use dabba_host::agent::{Activation, AgentOptions, LocalLeader};
 use dabba_spec::api::ActivateRequest;
+use dabba_spec::api::ControllerPlace;
 use dabba_spec::resources::{Capacity, HostInfo, ResourceKey};
 
 use super::super::apply::apply_file;
@@ -83,6 +84,11 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
             tuning: Tuning::default(),
             peer_token: None,
             timing: args.raft.timing()?,
+            place: ControllerPlace {
+                region: "local".into(),
+                zone: "local-a".into(),
+            },
+            preferred_leader_region: None,
         };
         let node = start_controller(opts, api_listener, Some(runtime.clone())).await?;
         node.initialize().await?;

@@ -231,6 +231,7 @@ async fn measure(setup: &Setup<'_>, dir: &Path, docker_version: String) -> anyho
         scale,
         rollout: None,
         analysis: Vec::new(),
+        regions: None,
     };
     let n = sizes.cold_starts;
     let cold: Vec<AppSpec> = (0..n)

@@ -1,0 +1,337 @@
+//! Regions over the state machine: pods placed per region, triggers, failover, drain
+//! and restore, as the leader would drive them.
+
+use dabba_spec::regions::{FailoverKind, RegionPlacement};
+use dabba_spec::resources::{AppSpec, HostState, Millis, PodPhase, ResourceKey};
+
+use super::{Measured, Served, plan};
+use crate::command::{Command, RegionChange};
+use crate::reconcile::tests::{GIB, converge, host};
+use crate::reconcile::{Observed, Tuning, reconcile};
+use crate::state::State;
+use crate::state::tests::{spec, with_blobs};
+
+struct Sim {
+    s: State,
+    now: Millis,
+    measured: Measured,
+    down: Vec<&'static str>,
+}
+
+const HOSTS: [(&str, &str); 5] = [
+    ("m1", "mumbai"),
+    ("m2", "mumbai"),
+    ("s1", "singapore"),
+    ("s2", "singapore"),
+    ("h1", "hyderabad"),
+];
+
+fn placed(text: &str, replicas: u32) -> AppSpec {
+    let mut s = spec("pay", "/pay", replicas);
+    s.regions = Some(toml::from_str::<RegionPlacement>(text).unwrap());
+    s
+}
+
+impl Sim {
+    fn new(app: AppSpec) -> Sim {
+        let mut s = with_blobs();
+        for (name, region) in HOSTS {
+            let Command::RegisterHost { mut info, at } = host(name, "z", 64 * GIB, &[]) else {
+                unreachable!()
+            };
+            info.region = region.into();
+            s.apply(&Command::RegisterHost { info, at });
+        }
+        s.apply(&Command::ApplyApp {
+            spec: Box::new(app),
+            at: 1,
+        });
+        let mut sim = Sim {
+            s,
+            now: 1_000,
+            measured: Measured::new(),
+            down: Vec::new(),
+        };
+        sim.settle();
+        sim
+    }
+
+    fn key() -> ResourceKey {
+        ResourceKey::new("default", "pay")
+    }
+
+    fn observed(&self) -> Observed {
+        Observed {
+            heartbeats: HOSTS
+                .iter()
+                .filter(|(h, _)| !self.down.contains(h))
+                .map(|(h, _)| (h.to_string(), self.now))
+                .collect(),
+            leader_since: 0,
+            voters: Vec::new(),
+            served: self.measured.clone(),
+        }
+    }
+
+    fn settle(&mut self) {
+        let observed = self.observed();
+        converge(&mut self.s, &observed, self.now);
+    }
+
+    /// Running pods of the app per region.
+    fn running(&self, region: &str) -> usize {
+        self.s
+            .pods
+            .values()
+            .filter(|p| p.phase == PodPhase::Running)
+            .filter(|p| p.host.as_deref().and_then(|h| self.s.host_region(h)) == Some(region))
+            .count()
+    }
+
+    fn region(&mut self, change: RegionChange) {
+        self.s.apply(&Command::Regions {
+            changes: vec![change],
+            at: self.now,
+        });
+        self.settle();
+    }
+
+    fn status(&self) -> &dabba_spec::regions::PlacementStatus {
+        &self.s.placements[&Sim::key()]
+    }
+}
+
+const THREE: &str = "regions = [\"mumbai\", \"singapore\", \"hyderabad\"]\n";
+
+#[test]
+fn pods_run_in_the_primary_and_standbys_stay_at_their_min() {
+    let sim = Sim::new(placed(&format!("{THREE}[region.hyderabad]\nmin = 1\n"), 3));
+    assert_eq!(sim.running("mumbai"), 3);
+    assert_eq!(
+        sim.running("singapore"),
+        0,
+        "a standby at zero: pilot light"
+    );
+    assert_eq!(sim.running("hyderabad"), 1);
+    // Spread over the primary's zones and hosts, never outside its region.
+    let hosts: std::collections::BTreeSet<_> = sim
+        .s
+        .pods
+        .values()
+        .filter(|p| p.region.as_deref() == Some("mumbai"))
+        .filter_map(|p| p.host.clone())
+        .collect();
+    assert_eq!(hosts.len(), 2, "{hosts:?}");
+}
+
+#[test]
+fn losing_the_primarys_hosts_fails_over_to_the_next_healthy_region() {
+    let mut sim = Sim::new(placed(THREE, 3));
+    // Mumbai's hosts stop heartbeating; after the failure timeout they are NotReady.
+    sim.down = vec!["m1", "m2"];
+    sim.now += Tuning::default().failure_timeout + 1;
+    let commands = reconcile(&sim.s, &sim.observed(), sim.now, &Tuning::default());
+    for c in &commands {
+        sim.s.apply(c);
+    }
+    assert!(sim.s.hosts["m1"].state == HostState::NotReady);
+    sim.settle();
+    let status = sim.status().clone();
+    let failure = &status.failed["mumbai"];
+    assert_eq!(
+        (failure.kind, failure.to.as_str()),
+        (FailoverKind::Automatic, "singapore")
+    );
+    assert!(
+        failure.reason.contains("availability 0%"),
+        "{}",
+        failure.reason
+    );
+    assert_eq!(
+        status.replicas["singapore"], 3,
+        "the standby takes the primary's count"
+    );
+    assert_eq!(sim.running("singapore"), 3);
+    assert_eq!(sim.running("mumbai"), 0);
+    assert_eq!(
+        sim.s
+            .events
+            .iter()
+            .filter(|e| e.reason == "FailedOver")
+            .count(),
+        1
+    );
+    // Planning again proposes nothing more: one failover.
+    assert!(plan(&sim.s, &[], &sim.measured).is_empty());
+}
+
+#[test]
+fn a_low_success_rate_fails_over_but_too_few_requests_do_not() {
+    let mut sim = Sim::new(placed(THREE, 2));
+    let at = |region: &str| (Sim::key(), region.to_string());
+    sim.measured.insert(
+        at("mumbai"),
+        Served {
+            requests: 10,
+            errors: 10,
+        },
+    );
+    assert!(
+        plan(&sim.s, &[], &sim.measured).is_empty(),
+        "10 requests judge nothing"
+    );
+    sim.measured.insert(
+        at("mumbai"),
+        Served {
+            requests: 100,
+            errors: 25,
+        },
+    );
+    let changes = plan(&sim.s, &[], &sim.measured);
+    assert!(
+        matches!(&changes[..], [RegionChange::Failover { from, to, reason, .. }]
+            if from == "mumbai" && to == "singapore" && reason.contains("success rate 75.0%")),
+        "{changes:?}"
+    );
+    // With singapore failing too, hyderabad takes over.
+    sim.measured.insert(
+        at("singapore"),
+        Served {
+            requests: 100,
+            errors: 90,
+        },
+    );
+    let changes = plan(&sim.s, &[], &sim.measured);
+    assert!(
+        matches!(&changes[..], [RegionChange::Failover { to, .. }] if to == "hyderabad"),
+        "{changes:?}"
+    );
+}
+
+#[test]
+fn manual_failover_only_reports_its_triggers() {
+    let mut sim = Sim::new(placed(&format!("{THREE}failover = \"manual\"\n"), 2));
+    sim.measured.insert(
+        (Sim::key(), "mumbai".into()),
+        Served {
+            requests: 100,
+            errors: 50,
+        },
+    );
+    assert!(plan(&sim.s, &[], &sim.measured).is_empty());
+    assert_eq!(super::triggers(&sim.s, &[], &sim.measured).len(), 1);
+}
+
+#[test]
+fn a_drain_moves_requests_only_once_the_target_runs_and_a_restore_comes_back() {
+    let mut sim = Sim::new(placed(THREE, 2));
+    sim.s.apply(&Command::Regions {
+        changes: vec![RegionChange::Drain {
+            app: Sim::key(),
+            from: "mumbai".into(),
+            to: "singapore".into(),
+        }],
+        at: sim.now,
+    });
+    // Still serving from mumbai while singapore's pods start.
+    assert!(sim.status().routes_to("mumbai"));
+    assert_eq!(sim.status().replicas["singapore"], 2);
+    sim.settle();
+    assert!(
+        !sim.status().routes_to("mumbai"),
+        "drained once singapore ran"
+    );
+    assert_eq!((sim.running("mumbai"), sim.running("singapore")), (0, 2));
+    assert_eq!(sim.status().failed["mumbai"].kind, FailoverKind::Drained);
+    // Restore: mumbai runs again; singapore keeps its pods until then, then goes to 0.
+    sim.region(RegionChange::Restore {
+        app: Sim::key(),
+        region: "mumbai".into(),
+    });
+    assert!(sim.status().routes_to("mumbai"));
+    assert!(
+        sim.status().restoring.is_empty(),
+        "restored once mumbai ran"
+    );
+    assert_eq!((sim.running("mumbai"), sim.running("singapore")), (2, 0));
+    assert_eq!(
+        sim.status()
+            .serving(sim.s.apps[&Sim::key()].spec.regions.as_ref().unwrap()),
+        Some("mumbai")
+    );
+}
+
+#[test]
+fn a_region_at_zero_activates_with_the_first_request_there() {
+    let mut sim = Sim::new(placed(THREE, 2));
+    sim.region(RegionChange::Failover {
+        app: Sim::key(),
+        from: "mumbai".into(),
+        to: "singapore".into(),
+        kind: FailoverKind::Manual,
+        reason: "drill".into(),
+    });
+    // Hyderabad is at zero; a request held on h1 activates it there.
+    let reply = sim.s.apply(&Command::Activate {
+        namespace: "default".into(),
+        name: "pay".into(),
+        host: Some("h1".into()),
+        at: sim.now,
+    });
+    assert!(
+        matches!(&reply, crate::command::Reply::Activated { pod: Some(p), .. } if p.region.as_deref() == Some("hyderabad") && p.host.as_deref() == Some("h1")),
+        "{reply:?}"
+    );
+    // A second request changes nothing: the region has its pod.
+    let again = sim.s.apply(&Command::Activate {
+        namespace: "default".into(),
+        name: "pay".into(),
+        host: Some("h1".into()),
+        at: sim.now,
+    });
+    assert!(matches!(
+        again,
+        crate::command::Reply::Activated { pod: None, .. }
+    ));
+    // A host in the region failed over from asks for the serving region instead.
+    let from_failed = sim.s.apply(&Command::Activate {
+        namespace: "default".into(),
+        name: "pay".into(),
+        host: Some("m1".into()),
+        at: sim.now,
+    });
+    assert!(
+        matches!(
+            from_failed,
+            crate::command::Reply::Activated { pod: None, .. }
+        ),
+        "singapore has pods"
+    );
+}
+
+#[test]
+fn three_regions_of_voters_survive_any_one() {
+    let mut s = with_blobs();
+    for (id, region) in [
+        (1, "mumbai"),
+        (2, "mumbai"),
+        (3, "singapore"),
+        (4, "singapore"),
+        (5, "hyderabad"),
+    ] {
+        s.apply(&Command::PlaceController {
+            id,
+            place: dabba_spec::api::ControllerPlace {
+                region: region.into(),
+                zone: "a".into(),
+            },
+        });
+    }
+    let h = super::health(&s, &[1, 2, 3, 4, 5]);
+    assert_eq!(
+        h.values()
+            .map(|r| (r.region.as_str(), r.voters))
+            .collect::<Vec<_>>(),
+        [("hyderabad", 1), ("mumbai", 2), ("singapore", 2)]
+    );
+}
