@@ -54,6 +54,9 @@ enum Command {
     /// pause, resume, undo.
     #[command(subcommand)]
     Rollout(commands::rollout::RolloutCommand),
+    /// Move the apps placed in a region: failover, drain (planned), restore (failback).
+    #[command(subcommand)]
+    Region(commands::region::RegionCommand),
     /// Inspect and change the controller cluster.
     #[command(subcommand)]
     Cluster(commands::cluster::ClusterCommand),
@@ -88,6 +91,7 @@ fn main() -> ExitCode {
         Command::Resume(args) => commands::cron::resume(args).map(|()| ExitCode::SUCCESS),
         Command::Create(args) => commands::cron::create(args).map(|()| ExitCode::SUCCESS),
         Command::Rollout(cmd) => commands::rollout::rollout(cmd),
+        Command::Region(cmd) => commands::region::region(cmd).map(|()| ExitCode::SUCCESS),
         Command::Cluster(cmd) => commands::cluster::cluster(cmd).map(|()| ExitCode::SUCCESS),
         Command::Token(args) => commands::token::token(args).map(|()| ExitCode::SUCCESS),
     };

@@ -19,8 +19,8 @@ use dabba_spec::api::{
     ActivateRequest, ActivateResponse, AddMember, AnalysisTemplateView, AppDetail, AppSummary,
     BlobStored, CheckReport, ClusterStatus, CronJobApply, CronJobView, Empty, ErrorBody, Health,
     Heartbeat, HostView, KvKeys, KvList, KvRead, KvValues, KvWrite, KvWriteResult, LogLine,
-    PeerToken, PreferredLeaderRegion, RolloutAction, RolloutView, ScaleRequest, TokenRequest,
-    TokenResponse, UndoRequest, WatchResponse,
+    PeerToken, PreferredLeaderRegion, RegionMove, RegionView, RolloutAction, RolloutView,
+    ScaleRequest, TokenRequest, TokenResponse, UndoRequest, WatchResponse,
 };
 use dabba_spec::cronjob::RunReport;
 use dabba_spec::resources::{App, AppSpec, Host, HostInfo, Pod, ResourceKey, Revision};
@@ -393,6 +393,29 @@ impl ApiClient {
     /// `GET /v1/cluster/peer-token`.
     pub async fn peer_token(&self) -> Result<PeerToken, ApiError> {
         self.get(paths::PEER_TOKEN).await
+    }
+
+    /// `GET /v1/regions`.
+    pub async fn regions(&self) -> Result<Vec<RegionView>, ApiError> {
+        self.get(paths::REGIONS).await
+    }
+
+    /// `POST /v1/regions/{region}/{action}`: `failover` or `drain` (to `to`, default
+    /// each app's next region), or `restore`.
+    pub async fn region_action(
+        &self,
+        region: &str,
+        action: &str,
+        to: Option<&str>,
+    ) -> Result<Vec<RegionView>, ApiError> {
+        self.send_json(
+            Method::POST,
+            &paths::region_action(region, action),
+            &RegionMove {
+                to: to.map(str::to_string),
+            },
+        )
+        .await
     }
 
     /// `PUT /v1/cluster/preferred-leader-region`.

@@ -97,6 +97,13 @@ pub fn app_logs(key: &ResourceKey, tail: usize) -> String {
     )
 }
 
+pub const REGIONS: &str = "/v1/regions";
+
+/// `/v1/regions/{region}/{action}`: `failover`, `drain`, `restore`.
+pub fn region_action(region: &str, action: &str) -> String {
+    v1(&["regions", region, action])
+}
+
 pub fn analysis_template(key: &ResourceKey) -> String {
     v1(&["analysistemplates", key.namespace(), key.name()])
 }

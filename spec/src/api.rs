@@ -365,6 +365,39 @@ pub struct HostView {
     pub region_states: Vec<RegionStateView>,
 }
 
+/// `GET /v1/regions`: one region, its health and the placed apps there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegionView {
+    #[serde(flatten)]
+    pub health: crate::regions::RegionHealth,
+    pub apps: Vec<RegionAppView>,
+}
+
+/// One app placed in a region.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegionAppView {
+    pub app: ResourceKey,
+    /// Whether this region serves the app as its primary now.
+    pub serving: bool,
+    pub replicas: u32,
+    pub running: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<crate::regions::RegionFailure>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draining_to: Option<String>,
+    /// Triggers firing now (with `failover = "manual"` they are only reported).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub triggers: Vec<String>,
+}
+
+/// `POST /v1/regions/{region}/failover` and `/drain`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegionMove {
+    /// The region to move to (default: each app's next healthy region).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+}
+
 /// Where an app placed across regions serves from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegionStateView {

@@ -1,4 +1,5 @@
-//! `dabba get apps|revisions|pods|hosts|cronjobs|jobs|rollouts|analysistemplates [NAME]`: a table, or `-o json`.
+//! `dabba get apps|revisions|pods|hosts|cronjobs|jobs|rollouts|analysistemplates|regions
+//! [NAME]`: a table, or `-o json`.
 
 use clap::{Args, ValueEnum};
 use dabba_client::ApiClient;
@@ -21,6 +22,8 @@ pub enum Kind {
     Rollouts,
     /// Analysis templates applied on their own.
     Analysistemplates,
+    /// Regions: hosts, availability, voters, and where placed apps serve.
+    Regions,
 }
 
 #[derive(Debug, Args)]
@@ -46,6 +49,14 @@ pub fn get(args: GetArgs) -> anyhow::Result<()> {
             Kind::Hosts => hosts(&api, &args).await,
             Kind::Rollouts => rollouts(&api, &args).await,
             Kind::Analysistemplates => templates(&api, &args).await,
+            Kind::Regions => {
+                let views = api.regions().await?;
+                if args.output == Output::Json {
+                    return print_json(&views);
+                }
+                super::region::print_table(&views);
+                Ok(())
+            }
         }
     })
 }
@@ -253,22 +264,24 @@ async fn runs(api: &ApiClient, args: &GetArgs) -> anyhow::Result<()> {
 }
 
 async fn hosts(api: &ApiClient, args: &GetArgs) -> anyhow::Result<()> {
-    let hosts = api.hosts().await?;
+    let mut hosts = api.hosts().await?;
+    // By region, then name: a region's hosts together.
+    hosts.sort_by(|a, b| (&a.info.region, &a.info.name).cmp(&(&b.info.region, &b.info.name)));
     if args.output == Output::Json {
         return print_json(&hosts);
     }
     table(
         &[
-            "NAME", "STATE", "ADDRESS", "REGION", "ZONE", "MEMORY", "SLOTS", "LABELS",
+            "REGION", "NAME", "STATE", "ADDRESS", "ZONE", "MEMORY", "SLOTS", "LABELS",
         ],
         hosts
             .iter()
             .map(|h| {
                 vec![
+                    h.info.region.clone(),
                     h.info.name.clone(),
                     format!("{:?}", h.state),
                     h.info.address.clone(),
-                    h.info.region.clone(),
                     h.info.zone.clone(),
                     format!("{}Mi", h.info.capacity.memory >> 20),
                     h.info.capacity.instances.to_string(),

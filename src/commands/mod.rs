@@ -11,6 +11,7 @@ pub mod describe;
 pub mod get;
 pub mod logs;
 pub mod output;
+pub mod region;
 pub mod roles;
 pub mod rollout;
 pub mod run;

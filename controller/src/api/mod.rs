@@ -27,6 +27,7 @@ mod kv;
 mod metrics;
 mod pods;
 mod raft_rpc;
+mod regions;
 mod rollouts;
 mod router;
 mod tokens;

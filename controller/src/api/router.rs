@@ -151,6 +151,7 @@ pub fn routes() -> Router {
     super::blobs::routes(&mut r);
     super::apps::routes(&mut r);
     super::rollouts::routes(&mut r);
+    super::regions::routes(&mut r);
     super::pods::routes(&mut r);
     super::cronjobs::routes(&mut r);
     super::hosts::routes(&mut r);

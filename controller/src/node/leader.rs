@@ -16,7 +16,7 @@ use dabba_spec::scale::AutoscalerMode;
 use super::analysis::Analysis;
 use super::{Controller, ProposeError, now_millis};
 use crate::command::{Command, Reply};
-use crate::reconcile::autoscale::{self, AppScaler, LoadReports};
+use crate::reconcile::autoscale::{self, AppScaler, LoadReports, ScalerKey};
 use crate::reconcile::{self, Observed};
 
 /// Lines of recent guest output kept per app on the leader.
@@ -32,7 +32,7 @@ pub(super) struct Soft {
     /// Pod load and held requests from the heartbeats, for the autoscaler.
     load: LoadReports,
     /// What each autoscaled app's autoscaler remembers.
-    scalers: HashMap<ResourceKey, AppScaler>,
+    scalers: HashMap<ScalerKey, AppScaler>,
     last_autoscale: Millis,
     /// When this node last became leader; `None` while it follows.
     pub(super) leader_since: Option<Millis>,
@@ -115,7 +115,7 @@ impl Controller {
             soft.load
                 .held
                 .insert((host.to_string(), key.clone()), (now, held));
-            if let Some(scaler) = soft.scalers.get_mut(key) {
+            if let Some(scaler) = soft.scalers.get_mut(&(key.clone(), None)) {
                 scaler.memory.last_demand = Some(now);
             }
         }
@@ -135,7 +135,7 @@ impl Controller {
         };
         if pod.is_some() {
             let mut soft = self.soft.lock().expect("soft state lock");
-            if let Some(scaler) = soft.scalers.get_mut(key) {
+            if let Some(scaler) = soft.scalers.get_mut(&(key.clone(), None)) {
                 scaler.status = Some(AutoscalerStatus {
                     mode: AutoscalerMode::Stable,
                     desired: 1,
@@ -164,7 +164,11 @@ impl Controller {
     /// What the autoscaler last decided for an app (on the leader).
     pub fn autoscaler(&self, app: &ResourceKey) -> Option<AutoscalerStatus> {
         let soft = self.soft.lock().expect("soft state lock");
-        soft.scalers.get(app)?.status.clone()
+        soft.scalers
+            .iter()
+            .filter(|((k, _), _)| k == app)
+            .filter_map(|(_, s)| s.status.clone())
+            .max_by_key(|s| s.desired)
     }
 
     /// Recent output lines of an app's instances, from every host.

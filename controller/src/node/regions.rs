@@ -132,6 +132,16 @@ impl Controller {
         out
     }
 
+    /// The voters' ids.
+    pub fn voter_ids(&self) -> Vec<NodeId> {
+        self.voters()
+    }
+
+    /// What placed apps served in each region over their window (on the leader).
+    pub fn served_now(&self) -> Measured {
+        self.served(super::now_millis())
+    }
+
     /// The round trip from the leader to each member, in ms (on the leader).
     pub fn member_rtts(&self) -> HashMap<NodeId, f64> {
         self.soft.lock().expect("soft state lock").rtts.clone()

@@ -508,7 +508,11 @@ fn the_autoscaler_follows_reported_load_and_returns_to_zero_after_the_grace() {
     assert_eq!(*replicas, 3);
     assert!(reason.as_deref().unwrap().contains("panic"), "{reason:?}");
     assert_eq!(
-        scalers["default/pay"].status.as_ref().unwrap().mode,
+        scalers[&(ResourceKey::new("default", "pay"), None)]
+            .status
+            .as_ref()
+            .unwrap()
+            .mode,
         dabba_spec::scale::AutoscalerMode::Panic
     );
     for c in &commands {
@@ -545,7 +549,11 @@ fn the_autoscaler_follows_reported_load_and_returns_to_zero_after_the_grace() {
     assert_eq!(last, Some(0));
     assert_eq!(s.apps["default/pay"].spec.replicas, 0);
     assert_eq!(
-        scalers["default/pay"].status.as_ref().unwrap().mode,
+        scalers[&(ResourceKey::new("default", "pay"), None)]
+            .status
+            .as_ref()
+            .unwrap()
+            .mode,
         dabba_spec::scale::AutoscalerMode::ScaledToZero
     );
 }

@@ -418,7 +418,7 @@ pub fn decide(
 }
 
 mod drive;
-pub use drive::{AppScaler, LoadReports, REPORT_FRESHNESS, drive};
+pub use drive::{AppScaler, LoadReports, REPORT_FRESHNESS, ScalerKey, drive};
 
 #[cfg(test)]
 mod tests;

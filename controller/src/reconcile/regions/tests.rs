@@ -335,3 +335,60 @@ fn three_regions_of_voters_survive_any_one() {
         [("hyderabad", 1), ("mumbai", 2), ("singapore", 2)]
     );
 }
+
+#[test]
+fn an_autoscaled_app_is_sized_in_each_region_by_that_regions_demand() {
+    use crate::reconcile::autoscale::{LoadReports, drive};
+    use dabba_spec::api::PodLoad;
+    use std::collections::HashMap;
+
+    let mut app = placed(THREE, 1);
+    app.scale = Some(toml::from_str("min = 1\nmax = 10\ntarget_concurrency = 10\n").unwrap());
+    let mut sim = Sim::new(app);
+    assert_eq!((sim.running("mumbai"), sim.running("singapore")), (1, 0));
+    let pod = sim.s.pods.keys().next().unwrap().clone();
+    let mut scalers = HashMap::new();
+    let mut reports = LoadReports::default();
+    drive(&sim.s, &reports, &mut scalers, sim.now);
+    // Mumbai's pod is busy; singapore holds requests for the app on s1.
+    reports.pods.insert(
+        pod,
+        (
+            sim.now + 1_000,
+            PodLoad {
+                concurrency: 45.0,
+                in_flight: 45,
+                ..PodLoad::default()
+            },
+        ),
+    );
+    reports
+        .held
+        .insert(("s1".into(), Sim::key()), (sim.now + 1_000, 12));
+    let commands = drive(&sim.s, &reports, &mut scalers, sim.now + 1_000);
+    let scaled: Vec<(String, u32)> = commands
+        .iter()
+        .flat_map(|c| match c {
+            Command::Regions { changes, .. } => changes.clone(),
+            other => panic!("a region's scale, not {other:?}"),
+        })
+        .map(|c| match c {
+            RegionChange::Scale {
+                region, replicas, ..
+            } => (region, replicas),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert!(
+        scaled.iter().any(|(r, n)| r == "mumbai" && *n > 1),
+        "{scaled:?}"
+    );
+    assert!(
+        scaled.iter().any(|(r, n)| r == "singapore" && *n >= 1),
+        "{scaled:?}"
+    );
+    assert!(
+        !scaled.iter().any(|(r, _)| r == "hyderabad"),
+        "no demand there: {scaled:?}"
+    );
+}
