@@ -344,7 +344,7 @@ fn an_autoscaled_app_is_sized_in_each_region_by_that_regions_demand() {
 
     let mut app = placed(THREE, 1);
     app.scale = Some(toml::from_str("min = 1\nmax = 10\ntarget_concurrency = 10\n").unwrap());
-    let mut sim = Sim::new(app);
+    let sim = Sim::new(app);
     assert_eq!((sim.running("mumbai"), sim.running("singapore")), (1, 0));
     let pod = sim.s.pods.keys().next().unwrap().clone();
     let mut scalers = HashMap::new();
