@@ -30,7 +30,15 @@ pub(super) fn routes(r: &mut Router) {
         "/v1/cluster/preferred-leader-region",
         handler!(prefer_leader_region),
     );
+    r.local(Method::POST, "/v1/cluster/elect", handler!(elect));
     r.leader(Method::GET, "/v1/watch", handler!(watch));
+}
+
+/// A leader handing over asks this controller to stand for election (peer token).
+async fn elect(api: &Api, call: Call) -> Answer {
+    super::raft_rpc::check_peer(api, &call)?;
+    api.node.stand_for_election();
+    json(200, &dabba_spec::api::Empty {})
 }
 
 /// A controller says where it runs (with the peer token), or an admin does.

@@ -45,6 +45,8 @@ pub(super) struct Soft {
     /// Round trips to each controller, in ms, and when they were last probed.
     pub(super) rtts: HashMap<super::NodeId, f64>,
     pub(super) last_probe: Option<std::time::Instant>,
+    /// When this leader last considered handing leadership to the preferred region.
+    pub(super) last_handoff: Option<std::time::Instant>,
 }
 
 impl Controller {
@@ -224,6 +226,7 @@ impl Controller {
                 commands.extend(self.autoscale(now));
                 commands.extend(self.analyze(now));
                 self.probe_members();
+                self.prefer_leader();
                 for command in commands {
                     if let Err(e) = self.propose(command).await {
                         tracing::debug!(error = %e, "reconcile proposal not committed");

@@ -98,6 +98,11 @@ pub struct Controller {
     tuning: Tuning,
     place: ControllerPlace,
     preferred_leader_region: Option<String>,
+    /// Closed (true) while this leader hands leadership to a voter of the preferred
+    /// region: proposals and leadership checks wait.
+    handoff: tokio::sync::watch::Sender<bool>,
+    /// How long followers refuse another candidate after the leader's last heartbeat.
+    lease: Duration,
     soft: Mutex<Soft>,
     proposals: tokio::sync::mpsc::UnboundedSender<Proposal>,
     reads:
@@ -150,9 +155,10 @@ impl Controller {
         };
         let raft = Raft::new(opts.id, Arc::new(config), network, log, sm).await?;
         let (proposals, inbox) = tokio::sync::mpsc::unbounded_channel();
-        spawn_batcher(raft.clone(), inbox);
+        let (handoff, gate) = tokio::sync::watch::channel(false);
+        spawn_batcher(raft.clone(), inbox, gate.clone());
         let (reads, read_inbox) = tokio::sync::mpsc::unbounded_channel();
-        spawn_read_batcher(raft.clone(), read_inbox);
+        spawn_read_batcher(raft.clone(), read_inbox, gate);
         let node = Arc::new(Controller {
             id: opts.id,
             address: opts.address.trim_end_matches('/').to_string(),
@@ -164,6 +170,8 @@ impl Controller {
             tuning: opts.tuning,
             place: opts.place,
             preferred_leader_region: opts.preferred_leader_region,
+            handoff,
+            lease: Duration::from_millis(2 * opts.timing.election_ms),
             soft: Mutex::new(Soft::default()),
             proposals,
             reads,

@@ -47,6 +47,16 @@ impl Controller {
     }
 }
 
+/// Holds proposals and leadership checks while the leader hands leadership over: both
+/// would renew the followers' leader lease and keep the handoff from ever happening.
+pub(super) type Gate = tokio::sync::watch::Receiver<bool>;
+
+/// Waits while the gate is closed (at most `HELD_AT_MOST`, in case it is never opened).
+async fn pass(gate: &mut Gate) {
+    const HELD_AT_MOST: std::time::Duration = std::time::Duration::from_secs(5);
+    let _ = tokio::time::timeout(HELD_AT_MOST, gate.wait_for(|closed| !*closed)).await;
+}
+
 /// Writes one command (or a batch of them) through Raft.
 async fn client_write(raft: &Raft, command: Command) -> Result<Reply, ProposeError> {
     match raft.client_write(command).await {
@@ -64,10 +74,15 @@ async fn client_write(raft: &Raft, command: Command) -> Result<Reply, ProposeErr
 /// (alone if there is only one), and hands each caller its own reply. At most
 /// [`BATCHES_IN_FLIGHT`] entries are in flight, so under load proposals gather while the
 /// previous entries are flushed and replicated, and one fsync serves many writes.
-pub(super) fn spawn_batcher(raft: Raft, mut inbox: tokio::sync::mpsc::UnboundedReceiver<Proposal>) {
+pub(super) fn spawn_batcher(
+    raft: Raft,
+    mut inbox: tokio::sync::mpsc::UnboundedReceiver<Proposal>,
+    mut gate: Gate,
+) {
     let slots = Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT));
     tokio::spawn(async move {
         while let Some(first) = inbox.recv().await {
+            pass(&mut gate).await;
             let Ok(permit) = slots.clone().acquire_owned().await else {
                 return;
             };
@@ -118,9 +133,11 @@ pub(super) fn spawn_read_batcher(
     mut inbox: tokio::sync::mpsc::UnboundedReceiver<
         tokio::sync::oneshot::Sender<Result<(), ProposeError>>,
     >,
+    mut gate: Gate,
 ) {
     tokio::spawn(async move {
         while let Some(first) = inbox.recv().await {
+            pass(&mut gate).await;
             let mut waiting = vec![first];
             while let Ok(more) = inbox.try_recv() {
                 waiting.push(more);

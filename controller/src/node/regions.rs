@@ -16,11 +16,14 @@ use super::{Controller, NodeId};
 use crate::raft::network::PEER_TOKEN_HEADER;
 use crate::reconcile::{
     self,
-    regions::{Measured, Served},
+    regions::{Measured, Served, Voter},
 };
 
 /// Reports of served requests kept, at most (the longest window anyone should want).
 const SERVED_KEPT: Millis = 15 * 60 * 1000;
+
+/// How often the leader considers handing leadership to the preferred region.
+const HANDOFF_EVERY: Duration = Duration::from_secs(5);
 
 /// How often the leader probes the members.
 const PROBE_EVERY: Duration = Duration::from_secs(2);
@@ -130,6 +133,90 @@ impl Controller {
             out.insert((app.clone(), region.clone()), s);
         }
         out
+    }
+
+    /// On the leader, at most every [`HANDOFF_EVERY`]: if a preferred leader region is set,
+    /// this leader is outside it, and a caught-up voter there answers, hands leadership
+    /// to that voter: it stops heartbeats and holds proposals (which would renew the
+    /// followers' lease), and asks the voter to stand for election once the lease has
+    /// run out. Whatever happens, heartbeats and proposals resume after two leases;
+    /// writes held meanwhile go on at the new leader, or here if the handoff failed.
+    pub(super) fn prefer_leader(self: &Arc<Self>) {
+        {
+            let mut soft = self.soft.lock().expect("soft state lock");
+            if soft
+                .last_handoff
+                .is_some_and(|at| at.elapsed() < HANDOFF_EVERY)
+            {
+                return;
+            }
+            soft.last_handoff = Some(Instant::now());
+        }
+        let status = self.status();
+        let rtts = self.member_rtts();
+        let voters: Vec<Voter> = status
+            .members
+            .iter()
+            .filter(|m| m.voter)
+            .map(|m| Voter {
+                id: m.id,
+                region: m.region.clone(),
+                lag: m.lag,
+                reachable: m.id == self.id || rtts.contains_key(&m.id),
+            })
+            .collect();
+        let Some(target) = reconcile::regions::leader_handoff(
+            self.id,
+            status.preferred_leader_region.as_deref(),
+            &voters,
+        ) else {
+            return;
+        };
+        let Some(address) = status
+            .members
+            .iter()
+            .find(|m| m.id == target)
+            .map(|m| m.address.clone())
+        else {
+            return;
+        };
+        tracing::info!(to = target, "handing leadership to the preferred region");
+        let node = self.clone();
+        tokio::spawn(async move {
+            let _ = node.handoff.send(true);
+            node.raft.runtime_config().heartbeat(false);
+            let req = http::Request::builder()
+                .method(http::Method::POST)
+                .uri(format!(
+                    "{}/v1/cluster/elect",
+                    address.trim_end_matches('/')
+                ))
+                .header(PEER_TOKEN_HEADER, &node.peer_token)
+                .body(Full::new(Bytes::new()));
+            if let Ok(req) = req {
+                let _ =
+                    dabba_client::transport::send(&node.client, req, Duration::from_secs(1)).await;
+            }
+            tokio::time::sleep(node.lease * 2 + Duration::from_millis(200)).await;
+            node.raft.runtime_config().heartbeat(true);
+            let _ = node.handoff.send(false);
+        });
+    }
+
+    /// Asked by a leader handing over: stands for election once the leader's lease has
+    /// run out (followers refuse any candidate before), a few times if needed.
+    pub fn stand_for_election(self: &Arc<Self>) {
+        let node = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(node.lease + Duration::from_millis(50)).await;
+            for _ in 0..3 {
+                if node.is_leader() {
+                    return;
+                }
+                let _ = node.raft.trigger().elect().await;
+                tokio::time::sleep(node.lease / 2).await;
+            }
+        });
     }
 
     /// The voters' ids.

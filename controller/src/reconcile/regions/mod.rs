@@ -226,6 +226,33 @@ pub fn triggers(state: &State, voters: &[u64], measured: &Measured) -> Vec<(Reso
     out
 }
 
+/// A controller as the leader sees it, for leader placement.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Voter {
+    pub id: u64,
+    pub region: String,
+    /// Entries behind the leader (`None`: unknown).
+    pub lag: Option<u64>,
+    /// Whether the leader's last probe of it was answered.
+    pub reachable: bool,
+}
+
+/// The voter the leader should hand leadership to, if any: with a preferred region set
+/// and the leader outside it, a reachable, caught-up voter in that region (the lowest
+/// id). Nothing while no such voter is healthy: the preference never costs availability.
+pub fn leader_handoff(leader: u64, preferred: Option<&str>, voters: &[Voter]) -> Option<u64> {
+    let preferred = preferred?;
+    let me = voters.iter().find(|v| v.id == leader)?;
+    if me.region == preferred {
+        return None;
+    }
+    voters
+        .iter()
+        .filter(|v| v.id != leader && v.region == preferred && v.reachable && v.lag == Some(0))
+        .map(|v| v.id)
+        .min()
+}
+
 /// When the leader measures an app's success rate: over the last `for` of reports,
 /// from when it began watching.
 pub fn window(placement: &RegionPlacement) -> Millis {

@@ -392,3 +392,40 @@ fn an_autoscaled_app_is_sized_in_each_region_by_that_regions_demand() {
         "no demand there: {scaled:?}"
     );
 }
+
+#[test]
+fn leadership_moves_to_a_caught_up_voter_of_the_preferred_region_only() {
+    use super::{Voter, leader_handoff};
+    let v = |id, region: &str, lag, reachable| Voter {
+        id,
+        region: region.into(),
+        lag,
+        reachable,
+    };
+    let voters = [
+        v(1, "singapore", Some(0), true),
+        v(2, "mumbai", Some(3), true),
+        v(3, "mumbai", Some(0), true),
+        v(4, "hyderabad", Some(0), true),
+    ];
+    assert_eq!(
+        leader_handoff(1, Some("mumbai"), &voters),
+        Some(3),
+        "caught up, reachable"
+    );
+    assert_eq!(
+        leader_handoff(3, Some("mumbai"), &voters),
+        None,
+        "already there"
+    );
+    assert_eq!(leader_handoff(1, None, &voters), None, "no preference");
+    let lost = [
+        v(1, "singapore", Some(0), true),
+        v(3, "mumbai", Some(0), false),
+    ];
+    assert_eq!(
+        leader_handoff(1, Some("mumbai"), &lost),
+        None,
+        "the preferred region is not reachable: stay"
+    );
+}
