@@ -83,6 +83,10 @@ pub struct CronSection {
     pub backoff_limit: u32,
     #[serde(default)]
     pub active_deadline: Option<HumanDuration>,
+    /// The regions it may run in, in order: each run goes to the first with a Ready
+    /// host (its primary while it is up). Empty: anywhere.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub regions: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -163,6 +167,14 @@ impl CronSection {
     pub fn validate(&self) -> Result<(), Invalid> {
         if !valid_name(&self.name) {
             return Err(Invalid::new("name", name_message("name", &self.name)));
+        }
+        for (i, r) in self.regions.iter().enumerate() {
+            if !valid_name(r) {
+                return Err(Invalid::new(
+                    format!("regions[{i}]"),
+                    name_message("region", r),
+                ));
+            }
         }
         if self.name.ends_with("-manual") {
             return Err(Invalid::new(

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -11,6 +12,7 @@ use dabba_spec::resources::HostState;
 use crate::ports::free_addr;
 use crate::process::Process;
 use crate::ready::{until, until_healthy};
+use crate::wan::Wan;
 
 /// What to start.
 #[derive(Debug, Clone)]
@@ -26,6 +28,10 @@ pub struct ClusterOptions {
     pub hosts: Vec<HostOptions>,
     /// How long a controller may take to join, or the hosts to be Ready.
     pub patience: Duration,
+    /// Emulated regions to run the processes in (`None`: all on loopback).
+    pub wan: Option<Arc<Wan>>,
+    /// The region of each controller, in order (the rest: `default`).
+    pub controller_regions: Vec<String>,
 }
 
 /// One host.
@@ -35,6 +41,8 @@ pub struct HostOptions {
     pub zone: String,
     /// Extra flags (`--label`, `--activator-timeout`, ...).
     pub flags: Vec<String>,
+    /// Its region (with emulated regions, the one it runs in). By default `local`.
+    pub region: Option<String>,
 }
 
 impl HostOptions {
@@ -44,6 +52,7 @@ impl HostOptions {
             name: name.into(),
             zone: zone.into(),
             flags: Vec::new(),
+            region: None,
         }
     }
 }
@@ -52,7 +61,11 @@ impl HostOptions {
 pub struct Cluster {
     opts: ClusterOptions,
     pub controllers: Vec<Process>,
+    /// Where the controllers listen (reachable from here directly).
     pub controller_addrs: Vec<SocketAddr>,
+    /// What they advertise to each other and to hosts (with emulated regions: behind
+    /// the wide-area delay; else the same as `controller_addrs`).
+    pub controller_peers: Vec<SocketAddr>,
     pub hosts: Vec<Process>,
     pub host_addrs: Vec<SocketAddr>,
     /// The admin token and the hosts' join token the first controller made.
@@ -68,12 +81,27 @@ impl Cluster {
         anyhow::ensure!(opts.controllers > 0, "a cluster needs a controller");
         std::fs::create_dir_all(&opts.dir)
             .with_context(|| format!("creating {}", opts.dir.display()))?;
-        let controller_addrs = (0..opts.controllers)
-            .map(|_| free_addr())
-            .collect::<std::io::Result<Vec<_>>>()?;
+        let mut controller_addrs = Vec::new();
+        let mut controller_peers = Vec::new();
+        for i in 0..opts.controllers {
+            match &opts.wan {
+                Some(wan) => {
+                    let region = controller_region(&opts, i);
+                    let addr = wan.listen_addr(&region);
+                    controller_peers.push(wan.expose(&region, addr).await?);
+                    controller_addrs.push(addr);
+                }
+                None => {
+                    let addr = free_addr()?;
+                    controller_addrs.push(addr);
+                    controller_peers.push(addr);
+                }
+            }
+        }
         let mut c = Cluster {
             controllers: Vec::new(),
             controller_addrs,
+            controller_peers,
             hosts: Vec::new(),
             host_addrs: Vec::new(),
             admin: String::new(),
@@ -99,7 +127,7 @@ impl Cluster {
                 .with_context(|| format!("controller c{} joining; logs:\n{}", i + 1, c.logs()))?;
         }
         for h in c.opts.hosts.clone() {
-            c.start_host(&h)?;
+            c.start_host(&h).await?;
         }
         let want = c.hosts.len();
         let api = c.api.clone();
@@ -121,12 +149,17 @@ impl Cluster {
     /// The command line of controller `i` (0-based; its id is `i + 1`).
     fn spawn_controller(&self, i: usize) -> anyhow::Result<Process> {
         let id = i + 1;
+        let region = controller_region(&self.opts, i);
         let mut args: Vec<String> = vec![
             "controller".into(),
             "--id".into(),
             id.to_string(),
             "--listen".into(),
             self.controller_addrs[i].to_string(),
+            "--advertise".into(),
+            format!("http://{}", self.controller_peers[i]),
+            "--region".into(),
+            region.clone(),
             "--data-dir".into(),
             self.data_dir(&format!("c{id}")).display().to_string(),
         ];
@@ -135,18 +168,35 @@ impl Cluster {
         if i > 0 {
             args.extend([
                 "--join".into(),
-                format!("http://{}", self.controller_addrs[0]),
+                format!("http://{}", self.controller_peers[0]),
             ]);
             envs.push(("DABBA_TOKEN", self.admin.as_str()));
         }
+        let (program, args) = self.in_region(&region, args);
         Process::start(
             &format!("c{id}"),
-            &self.opts.dabba,
+            &program,
             &args,
             &envs,
             None,
             &self.opts.dir,
         )
+    }
+
+    /// The program and arguments that run `dabba args...` in `region`.
+    fn in_region(&self, region: &str, args: Vec<String>) -> (PathBuf, Vec<String>) {
+        match &self.opts.wan {
+            Some(wan) => wan.command(region, &self.opts.dabba, &args),
+            None => (self.opts.dabba.clone(), args),
+        }
+    }
+
+    /// The controllers' URLs as the processes reach them.
+    pub fn peer_urls(&self) -> Vec<String> {
+        self.controller_peers
+            .iter()
+            .map(|a| format!("http://{a}"))
+            .collect()
     }
 
     fn data_dir(&self, name: &str) -> PathBuf {
@@ -184,26 +234,41 @@ impl Cluster {
     }
 
     /// Starts one more host, named and zoned by `h`.
-    pub fn start_host(&mut self, h: &HostOptions) -> anyhow::Result<()> {
-        let addr = free_addr()?;
+    pub async fn start_host(&mut self, h: &HostOptions) -> anyhow::Result<()> {
+        let region = h.region.clone().unwrap_or_else(|| "local".into());
+        let (addr, advertised) = match &self.opts.wan {
+            Some(wan) => {
+                let addr = wan.listen_addr(&region);
+                (addr, wan.expose(&region, addr).await?)
+            }
+            None => {
+                let addr = free_addr()?;
+                (addr, addr)
+            }
+        };
         let mut args: Vec<String> = vec![
             "host".into(),
             "--controller".into(),
-            self.urls().join(","),
+            self.peer_urls().join(","),
             "--name".into(),
             h.name.clone(),
+            "--region".into(),
+            region.clone(),
             "--zone".into(),
             h.zone.clone(),
             "--listen".into(),
             addr.to_string(),
+            "--advertise".into(),
+            format!("http://{advertised}"),
             "--data-dir".into(),
             self.data_dir(&h.name).display().to_string(),
         ];
         args.extend(h.flags.iter().cloned());
         let join = self.join.clone();
+        let (program, args) = self.in_region(&region, args);
         self.hosts.push(Process::start(
             &h.name,
-            &self.opts.dabba,
+            &program,
             &args,
             &[("RUST_LOG", "warn"), ("DABBA_JOIN_TOKEN", &join)],
             None,
@@ -280,6 +345,14 @@ impl Cluster {
             .map(|p| format!("--- {} ---\n{}", p.name, p.log()))
             .collect()
     }
+}
+
+/// The region of controller `i`.
+fn controller_region(opts: &ClusterOptions, i: usize) -> String {
+    opts.controller_regions
+        .get(i)
+        .cloned()
+        .unwrap_or_else(|| "default".into())
 }
 
 /// A token file's content, once it has one.

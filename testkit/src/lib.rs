@@ -10,6 +10,8 @@
 //! - [`Up`]: the embedded default.
 //! - [`Served`]: one component under `dabba serve`.
 //! - [`Process`]: any child process, killed when dropped, its output in a log file.
+//! - [`wan`]: emulated regions (network namespaces and a wide-area delay) to run a
+//!   cluster's processes in.
 //! - [`http`]: a small blocking HTTP/1.1 client, for what the tests send on the wire.
 //! - [`manifests`]: apps both deploy (a deliberately failing canary).
 //! - [`guest`], [`native_servers`], [`bench_harness`]: what must be built first.
@@ -26,6 +28,7 @@ mod process;
 mod ready;
 mod serve;
 mod up;
+pub mod wan;
 
 use std::future::Future;
 use std::sync::OnceLock;

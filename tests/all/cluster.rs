@@ -47,6 +47,24 @@ impl Cluster {
     /// Starts `n_controllers` controllers (the first starts the cluster, the others
     /// join it) and `n_hosts` hosts `h1`, `h2`, ... in zones a, b, ...
     pub fn start(n_controllers: usize, n_hosts: usize) -> Cluster {
+        let hosts = (0..n_hosts)
+            .map(|i| {
+                HostOptions::new(
+                    &format!("h{}", i + 1),
+                    &format!("zone-{}", (b'a' + i as u8) as char),
+                )
+            })
+            .collect();
+        Cluster::start_with(n_controllers, hosts, None, Vec::new())
+    }
+
+    /// Starts controllers (in `controller_regions`, with emulated regions) and `hosts`.
+    pub fn start_with(
+        n_controllers: usize,
+        hosts: Vec<HostOptions>,
+        wan: Option<std::sync::Arc<dabba_testkit::wan::Wan>>,
+        controller_regions: Vec<String>,
+    ) -> Cluster {
         let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         guest("payment");
         let dir = tempfile::tempdir().unwrap();
@@ -66,17 +84,19 @@ impl Cluster {
             ]
             .map(String::from)
             .to_vec(),
-            hosts: (0..n_hosts)
-                .map(|i| HostOptions {
-                    name: format!("h{}", i + 1),
-                    zone: format!("zone-{}", (b'a' + i as u8) as char),
+            hosts: hosts
+                .into_iter()
+                .map(|mut h| {
                     // A debug build compiling a component for the first time on a busy
                     // machine can take longer than the default 10 s a request is held.
-                    flags: vec!["--activator-timeout".into(), "60s".into()],
+                    h.flags.extend(["--activator-timeout".into(), "60s".into()]);
+                    h
                 })
                 .collect(),
             // Generous: a debug build under the whole parallel suite joins slowly.
             patience: Duration::from_secs(120),
+            wan,
+            controller_regions,
         };
         let kit = block_on(dabba_testkit::Cluster::start(opts))
             .unwrap_or_else(|e| panic!("starting the cluster: {e:#}"));

@@ -17,6 +17,7 @@ mod cron;
 mod jobs;
 mod limits;
 mod platform;
+mod regions;
 mod rollouts;
 mod runtime;
 mod samples;

@@ -56,9 +56,12 @@ pub async fn start_cluster(
                 name: format!("bench-host-{}", i + 1),
                 zone: format!("zone-{}", i + 1),
                 flags: flags.iter().map(|f| f.to_string()).collect(),
+                region: None,
             })
             .collect(),
         patience: Duration::from_secs(60),
+        wan: None,
+        controller_regions: Vec::new(),
     })
     .await
 }

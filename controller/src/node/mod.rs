@@ -224,6 +224,11 @@ impl Controller {
             Reply::Ok => {}
             other => anyhow::bail!("initializing the cluster: {other:?}"),
         }
+        self.propose(Command::PlaceController {
+            id: self.id,
+            place: self.place.clone(),
+        })
+        .await?;
         if let Some(region) = &self.preferred_leader_region {
             self.propose(Command::PreferLeaderRegion {
                 region: Some(region.clone()),

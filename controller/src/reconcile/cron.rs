@@ -27,6 +27,17 @@ const MAX_DUE: usize = 10_000;
 
 /// What should change now.
 pub fn plan(state: &CronState, now: Millis, ready_hosts: &[&str]) -> Vec<CronChange> {
+    plan_placed(state, now, ready_hosts, &|_| None)
+}
+
+/// [`plan`], with the region of each host: a job with `regions` runs in the first of
+/// them that has a Ready host (its primary while it is up).
+pub fn plan_placed(
+    state: &CronState,
+    now: Millis,
+    ready_hosts: &[&str],
+    region_of: &dyn Fn(&str) -> Option<String>,
+) -> Vec<CronChange> {
     let mut out = Vec::new();
     for (key, job) in &state.jobs {
         let s = &job.spec;
@@ -155,8 +166,19 @@ pub fn plan(state: &CronState, now: Millis, ready_hosts: &[&str]) -> Vec<CronCha
         if !due || claimed_now {
             continue;
         }
-        let Some((host, n)) = load.iter_mut().min_by_key(|(h, n)| (**n, **h)) else {
-            break;
+        let region = state.jobs.get(&r.job_key()).and_then(|j| {
+            j.spec.regions.iter().find(|want| {
+                ready_hosts
+                    .iter()
+                    .any(|h| region_of(h).as_ref() == Some(*want))
+            })
+        });
+        let Some((host, n)) = load
+            .iter_mut()
+            .filter(|(h, _)| region.is_none_or(|want| region_of(h).as_ref() == Some(want)))
+            .min_by_key(|(h, n)| (**n, **h))
+        else {
+            continue;
         };
         *n += 1;
         out.push(CronChange::Place {
@@ -512,5 +534,41 @@ mod tests {
             (RunPhase::Succeeded, Some(0), Some(42))
         );
         assert_eq!(r.output, "settled 2026-11-25");
+    }
+
+    #[test]
+    fn a_job_with_regions_runs_in_the_first_with_a_ready_host() {
+        let body = "name = \"settlement\"\nschedule = \"0 1 * * *\"\nregions = [\"mumbai\", \"singapore\"]\n";
+        let mut s = with_job(body, at("2026-11-25T00:00:00Z"));
+        let due = at("2026-11-26T01:00:00Z");
+        // Claimed: a run waits for a host.
+        for c in plan(&s, due, &[]) {
+            s.apply(&c, due);
+        }
+        let region_of = |h: &str| {
+            Some(
+                if h.starts_with('m') {
+                    "mumbai"
+                } else {
+                    "singapore"
+                }
+                .to_string(),
+            )
+        };
+        let placed = |hosts: &[&str]| -> Vec<String> {
+            plan_placed(&s, due + 1000, hosts, &region_of)
+                .into_iter()
+                .filter_map(|c| match c {
+                    CronChange::Place { host, .. } => Some(host),
+                    _ => None,
+                })
+                .collect()
+        };
+        assert_eq!(
+            placed(&["s1", "m1"]),
+            ["m1"],
+            "the primary while it has a host"
+        );
+        assert_eq!(placed(&["s1", "s2"]), ["s1"], "mumbai lost: singapore");
     }
 }

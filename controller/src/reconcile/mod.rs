@@ -94,7 +94,8 @@ pub fn reconcile(state: &State, observed: &Observed, now: Millis, tuning: &Tunin
         commands.push(Command::Regions { changes, at: now });
     }
     let hosts: Vec<&str> = ready.iter().copied().collect();
-    let changes = cron::plan(&state.cron, now, &hosts);
+    let region_of = |h: &str| state.host_region(h).map(str::to_string);
+    let changes = cron::plan_placed(&state.cron, now, &hosts, &region_of);
     if !changes.is_empty() {
         commands.push(Command::Cron { changes, at: now });
     }

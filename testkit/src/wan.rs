@@ -1,0 +1,326 @@
+//! Emulated regions on one machine: a network namespace per region, joined to this
+//! process's namespace by a veth pair, and a wide-area delay between them that the
+//! kernel cannot add here (it has no `netem`) — added by small user-space proxies.
+//!
+//! Every dabba process of a region runs inside its namespace, listening on the region's
+//! address (`10.P.i.2`). What it advertises to the others (its API, its ingress) is a
+//! proxy on the hub address `10.P.0.1`, reachable from every region: the proxy tells the
+//! caller's region by its source address and delays both directions by the one-way
+//! delay between the two regions. Tests and benchmarks reach a process directly at its
+//! region address, as a client inside that region would.
+//!
+//! A region is partitioned by taking its link down (its processes stay alive), and
+//! healed by bringing it up. Everything is created under names carrying this process's
+//! id, only in the `10.P.0.0/16` block chosen for it, and removed when the [`Wan`] is
+//! dropped. It needs root (CI runs as root on this machine kind): [`Wan::available`]
+//! says why not, for a test to skip with that message.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// The emulated regions.
+pub struct Wan {
+    /// The second octet of every address: `10.P.*.*`.
+    octet: u8,
+    /// A tag in every name created (from this process's id).
+    tag: String,
+    regions: Vec<String>,
+    /// One-way delay between regions, by index pair (both orders).
+    delays: HashMap<(usize, usize), Duration>,
+    /// Ports handed out inside the regions (each namespace has its own).
+    next_port: AtomicU16,
+    proxies: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Wan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wan")
+            .field("regions", &self.regions)
+            .field("octet", &self.octet)
+            .finish_non_exhaustive()
+    }
+}
+
+fn ip(args: &[&str]) -> anyhow::Result<()> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .with_context(|| format!("running ip {}", args.join(" ")))?;
+    if !out.status.success() {
+        bail!(
+            "ip {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+impl Wan {
+    /// Whether regions can be emulated here (root, `ip netns`), or why not.
+    pub fn available() -> Result<(), String> {
+        let probe = format!("dbwprobe{}", std::process::id() % 100_000);
+        ip(&["netns", "add", &probe])
+            .and_then(|()| ip(&["netns", "del", &probe]))
+            .map_err(|e| format!("network namespaces are not available here ({e}): run as root"))
+    }
+
+    /// Creates one namespace per region, with `delay(a, b)` one way between regions `a`
+    /// and `b` (it should be symmetric).
+    pub fn create(
+        regions: &[&str],
+        delay: impl Fn(&str, &str) -> Duration,
+    ) -> anyhow::Result<Arc<Wan>> {
+        anyhow::ensure!(regions.len() < 200, "at most 199 regions");
+        let pid = std::process::id();
+        let wan = Wan {
+            octet: 100 + (pid % 100) as u8,
+            tag: format!("{}", pid % 100_000),
+            regions: regions.iter().map(|r| r.to_string()).collect(),
+            delays: regions
+                .iter()
+                .enumerate()
+                .flat_map(|(i, a)| {
+                    regions
+                        .iter()
+                        .enumerate()
+                        .map(move |(j, b)| ((i, j), (a, b)))
+                })
+                .map(|((i, j), (a, b))| ((i, j), if i == j { Duration::ZERO } else { delay(a, b) }))
+                .collect(),
+            next_port: AtomicU16::new(20_000),
+            proxies: Mutex::new(Vec::new()),
+        };
+        // Clear what a crashed earlier run with the same tag may have left.
+        wan.remove();
+        let hub = format!("{}/32", wan.hub());
+        ip(&["addr", "add", &hub, "dev", "lo"])?;
+        for i in 0..regions.len() {
+            let ns = wan.ns(i);
+            let (outside, inside) = wan.veth(i);
+            let gateway = format!("{}/24", wan.gateway(i));
+            let own = format!("{}/24", wan.address(i));
+            let hub_route = format!("{}/32", wan.hub());
+            ip(&["netns", "add", &ns])?;
+            ip(&[
+                "link", "add", &outside, "type", "veth", "peer", "name", &inside,
+            ])?;
+            ip(&["link", "set", &inside, "netns", &ns])?;
+            ip(&["addr", "add", &gateway, "dev", &outside])?;
+            ip(&["link", "set", &outside, "up"])?;
+            ip(&[
+                "netns", "exec", &ns, "ip", "addr", "add", &own, "dev", &inside,
+            ])?;
+            ip(&["netns", "exec", &ns, "ip", "link", "set", &inside, "up"])?;
+            ip(&["netns", "exec", &ns, "ip", "link", "set", "lo", "up"])?;
+            ip(&[
+                "netns",
+                "exec",
+                &ns,
+                "ip",
+                "route",
+                "add",
+                &hub_route,
+                "via",
+                &wan.gateway(i).to_string(),
+            ])?;
+        }
+        Ok(Arc::new(wan))
+    }
+
+    fn index(&self, region: &str) -> usize {
+        self.regions
+            .iter()
+            .position(|r| r == region)
+            .unwrap_or_else(|| panic!("no emulated region {region}"))
+    }
+
+    fn ns(&self, i: usize) -> String {
+        format!("dbw{}r{i}", self.tag)
+    }
+
+    /// The two ends of region `i`'s link: outside (here), inside (in the region).
+    fn veth(&self, i: usize) -> (String, String) {
+        (
+            format!("dbw{}r{i}o", self.tag),
+            format!("dbw{}r{i}i", self.tag),
+        )
+    }
+
+    fn hub(&self) -> Ipv4Addr {
+        Ipv4Addr::new(10, self.octet, 0, 1)
+    }
+
+    fn gateway(&self, i: usize) -> Ipv4Addr {
+        Ipv4Addr::new(10, self.octet, i as u8 + 1, 1)
+    }
+
+    fn address(&self, i: usize) -> Ipv4Addr {
+        Ipv4Addr::new(10, self.octet, i as u8 + 1, 2)
+    }
+
+    /// The region an address is in (by the third octet), if any.
+    fn region_of(&self, addr: &SocketAddr) -> Option<usize> {
+        match addr.ip() {
+            std::net::IpAddr::V4(v4) => {
+                let [a, b, c, d] = v4.octets();
+                (a == 10 && b == self.octet && d == 2 && c >= 1)
+                    .then_some(c as usize - 1)
+                    .filter(|i| *i < self.regions.len())
+            }
+            _ => None,
+        }
+    }
+
+    /// A new address for a process to listen on in `region`.
+    pub fn listen_addr(&self, region: &str) -> SocketAddr {
+        let port = self.next_port.fetch_add(1, Ordering::Relaxed);
+        SocketAddr::new(self.address(self.index(region)).into(), port)
+    }
+
+    /// `program args...` to run inside `region`.
+    pub fn command(
+        &self,
+        region: &str,
+        program: &std::path::Path,
+        args: &[String],
+    ) -> (PathBuf, Vec<String>) {
+        let mut all = vec![
+            "netns".to_string(),
+            "exec".into(),
+            self.ns(self.index(region)),
+            program.display().to_string(),
+        ];
+        all.extend(args.iter().cloned());
+        (PathBuf::from("ip"), all)
+    }
+
+    /// Makes `target` (a process listening in `region`) reachable from every region at
+    /// a hub address, behind the wide-area delay; returns that address.
+    pub async fn expose(
+        self: &Arc<Self>,
+        region: &str,
+        target: SocketAddr,
+    ) -> anyhow::Result<SocketAddr> {
+        let to = self.index(region);
+        let listener = TcpListener::bind(SocketAddr::new(self.hub().into(), 0)).await?;
+        let addr = listener.local_addr()?;
+        let wan = self.clone();
+        let task = tokio::spawn(async move {
+            let mut listener = Some(listener);
+            loop {
+                // While the target is down, nothing listens: callers are refused, as
+                // they would be by a dead process's machine, and fail over at once.
+                let l = match listener.take() {
+                    Some(l) => l,
+                    None => {
+                        while TcpStream::connect(target).await.is_err() {
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                        match TcpListener::bind(addr).await {
+                            Ok(l) => l,
+                            Err(_) => {
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                                continue;
+                            }
+                        }
+                    }
+                };
+                loop {
+                    let Ok((client, peer)) = l.accept().await else {
+                        break;
+                    };
+                    let Ok(server) = TcpStream::connect(target).await else {
+                        // Close on this caller and stop listening until the target is back.
+                        drop(client);
+                        break;
+                    };
+                    let delay = wan
+                        .region_of(&peer)
+                        .map_or(Duration::ZERO, |from| wan.delays[&(from, to)]);
+                    tokio::spawn(async move {
+                        let _ = client.set_nodelay(true);
+                        let _ = server.set_nodelay(true);
+                        let (cr, cw) = client.into_split();
+                        let (sr, sw) = server.into_split();
+                        tokio::join!(pump(cr, sw, delay), pump(sr, cw, delay));
+                    });
+                }
+            }
+        });
+        self.proxies.lock().expect("proxies lock").push(task);
+        Ok(addr)
+    }
+
+    /// Cuts `region` off from every other (its processes keep running).
+    pub fn cut(&self, region: &str) -> anyhow::Result<()> {
+        ip(&["link", "set", &self.veth(self.index(region)).0, "down"])
+    }
+
+    /// Joins `region` again.
+    pub fn heal(&self, region: &str) -> anyhow::Result<()> {
+        ip(&["link", "set", &self.veth(self.index(region)).0, "up"])
+    }
+
+    fn remove(&self) {
+        for i in 0..self.regions.len() {
+            // Deleting a namespace deletes the veth pair with it.
+            let _ = ip(&["netns", "del", &self.ns(i)]);
+            let _ = ip(&["link", "del", &self.veth(i).0]);
+        }
+        let _ = ip(&["addr", "del", &format!("{}/32", self.hub()), "dev", "lo"]);
+    }
+}
+
+impl Drop for Wan {
+    fn drop(&mut self) {
+        for p in self.proxies.lock().expect("proxies lock").drain(..) {
+            p.abort();
+        }
+        self.remove();
+    }
+}
+
+/// Copies `from` to `to`, each chunk delivered `delay` after it was read (in order), and
+/// closes `to`'s write side when `from` ends.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    delay: Duration,
+) {
+    if delay.is_zero() {
+        let _ = tokio::io::copy(&mut from, &mut to).await;
+        let _ = to.shutdown().await;
+        return;
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+    let reader = async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = from.read(&mut buf).await.unwrap_or(0);
+            let at = tokio::time::Instant::now() + delay;
+            if tx.send((at, buf[..n].to_vec())).is_err() || n == 0 {
+                return;
+            }
+        }
+    };
+    let writer = async move {
+        while let Some((at, bytes)) = rx.recv().await {
+            tokio::time::sleep_until(at).await;
+            if bytes.is_empty() || to.write_all(&bytes).await.is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown().await;
+    };
+    tokio::join!(reader, writer);
+}
