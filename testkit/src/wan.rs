@@ -34,8 +34,9 @@ pub struct Wan {
     /// A tag in every name created (from this process's id).
     tag: String,
     regions: Vec<String>,
-    /// One-way delay between regions, by index pair (both orders).
-    delays: HashMap<(usize, usize), Duration>,
+    /// What the proxies need (shared with their tasks, which must not keep the `Wan`
+    /// alive: dropping it removes everything).
+    links: Arc<Links>,
     /// Ports handed out inside the regions (each namespace has its own).
     next_port: AtomicU16,
     proxies: Mutex<Vec<tokio::task::JoinHandle<()>>>,
@@ -86,17 +87,23 @@ impl Wan {
             octet: 100 + (pid % 100) as u8,
             tag: format!("{}", pid % 100_000),
             regions: regions.iter().map(|r| r.to_string()).collect(),
-            delays: regions
-                .iter()
-                .enumerate()
-                .flat_map(|(i, a)| {
-                    regions
-                        .iter()
-                        .enumerate()
-                        .map(move |(j, b)| ((i, j), (a, b)))
-                })
-                .map(|((i, j), (a, b))| ((i, j), if i == j { Duration::ZERO } else { delay(a, b) }))
-                .collect(),
+            links: Arc::new(Links {
+                octet: 100 + (pid % 100) as u8,
+                regions: regions.len(),
+                delays: regions
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(i, a)| {
+                        regions
+                            .iter()
+                            .enumerate()
+                            .map(move |(j, b)| ((i, j), (a, b)))
+                    })
+                    .map(|((i, j), (a, b))| {
+                        ((i, j), if i == j { Duration::ZERO } else { delay(a, b) })
+                    })
+                    .collect(),
+            }),
             next_port: AtomicU16::new(20_000),
             proxies: Mutex::new(Vec::new()),
         };
@@ -104,6 +111,16 @@ impl Wan {
         wan.remove();
         let hub = format!("{}/32", wan.hub());
         ip(&["addr", "add", &hub, "dev", "lo"])?;
+        // With a region's link down, its addresses must be unreachable from here, not
+        // sent on along the default route (where a machine's egress proxy may answer).
+        ip(&[
+            "route",
+            "add",
+            "unreachable",
+            &wan.block(),
+            "metric",
+            "4000",
+        ])?;
         for i in 0..regions.len() {
             let ns = wan.ns(i);
             let (outside, inside) = wan.veth(i);
@@ -156,6 +173,11 @@ impl Wan {
         )
     }
 
+    /// The whole block: `10.P.0.0/16`.
+    fn block(&self) -> String {
+        format!("10.{}.0.0/16", self.octet)
+    }
+
     fn hub(&self) -> Ipv4Addr {
         Ipv4Addr::new(10, self.octet, 0, 1)
     }
@@ -166,19 +188,6 @@ impl Wan {
 
     fn address(&self, i: usize) -> Ipv4Addr {
         Ipv4Addr::new(10, self.octet, i as u8 + 1, 2)
-    }
-
-    /// The region an address is in (by the third octet), if any.
-    fn region_of(&self, addr: &SocketAddr) -> Option<usize> {
-        match addr.ip() {
-            std::net::IpAddr::V4(v4) => {
-                let [a, b, c, d] = v4.octets();
-                (a == 10 && b == self.octet && d == 2 && c >= 1)
-                    .then_some(c as usize - 1)
-                    .filter(|i| *i < self.regions.len())
-            }
-            _ => None,
-        }
     }
 
     /// A new address for a process to listen on in `region`.
@@ -204,6 +213,14 @@ impl Wan {
         (PathBuf::from("ip"), all)
     }
 
+    /// A command that runs `program args...` inside `region` (a client there).
+    pub fn client(&self, region: &str, program: &str, args: &[&str]) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.ns(self.index(region)), program])
+            .args(args);
+        cmd
+    }
+
     /// Makes `target` (a process listening in `region`) reachable from every region at
     /// a hub address, behind the wide-area delay; returns that address.
     pub async fn expose(
@@ -214,7 +231,7 @@ impl Wan {
         let to = self.index(region);
         let listener = TcpListener::bind(SocketAddr::new(self.hub().into(), 0)).await?;
         let addr = listener.local_addr()?;
-        let wan = self.clone();
+        let links = self.links.clone();
         let task = tokio::spawn(async move {
             let mut listener = Some(listener);
             loop {
@@ -244,9 +261,9 @@ impl Wan {
                         drop(client);
                         break;
                     };
-                    let delay = wan
+                    let delay = links
                         .region_of(&peer)
-                        .map_or(Duration::ZERO, |from| wan.delays[&(from, to)]);
+                        .map_or(Duration::ZERO, |from| links.delays[&(from, to)]);
                     tokio::spawn(async move {
                         let _ = client.set_nodelay(true);
                         let _ = server.set_nodelay(true);
@@ -278,6 +295,30 @@ impl Wan {
             let _ = ip(&["link", "del", &self.veth(i).0]);
         }
         let _ = ip(&["addr", "del", &format!("{}/32", self.hub()), "dev", "lo"]);
+        let _ = ip(&["route", "del", "unreachable", &self.block()]);
+    }
+}
+
+/// The delays between regions, and how to tell a caller's region.
+struct Links {
+    octet: u8,
+    regions: usize,
+    /// One-way delay between regions, by index pair (both orders).
+    delays: HashMap<(usize, usize), Duration>,
+}
+
+impl Links {
+    /// The region an address is in (by the third octet), if any.
+    fn region_of(&self, addr: &SocketAddr) -> Option<usize> {
+        match addr.ip() {
+            std::net::IpAddr::V4(v4) => {
+                let [a, b, c, d] = v4.octets();
+                (a == 10 && b == self.octet && d == 2 && c >= 1)
+                    .then_some(c as usize - 1)
+                    .filter(|i| *i < self.regions)
+            }
+            _ => None,
+        }
     }
 }
 

@@ -60,6 +60,12 @@ impl World {
         Some(World { c, wan })
     }
 
+    /// An admin client of the controllers outside `region` (c1, c2 are Mumbai's).
+    fn api_outside_mumbai(&self) -> dabba_client::ApiClient {
+        dabba_client::ApiClient::new(self.c.urls()[2..].to_vec(), self.c.admin.clone())
+            .with_bounds(Duration::from_secs(10), Duration::from_secs(5))
+    }
+
     /// The ingress of host `name` (as a client in its region reaches it).
     fn ingress(&self, name: &str) -> SocketAddr {
         let i = self
@@ -96,9 +102,10 @@ impl World {
 const PAYMENT: &str =
     r#"{"merchant_id":"m_regions","payer_vpa":"asha@okhdfc","amount":1000,"currency":"INR"}"#;
 
-/// Books payment `key` through `ingress`: the payment's id, or the status it got.
+/// Books payment `key` through `ingress`: the payment's id, or the status it got (0: no
+/// answer within 5 s — a client gives up, and retries with the same key).
 fn pay(ingress: SocketAddr, key: &str) -> Result<String, u16> {
-    match try_request(
+    match dabba_testkit::http::exchange(
         ingress,
         "POST",
         "/payments",
@@ -107,6 +114,7 @@ fn pay(ingress: SocketAddr, key: &str) -> Result<String, u16> {
             ("content-type", "application/json"),
         ],
         PAYMENT.as_bytes(),
+        Duration::from_secs(5),
     ) {
         Ok(r) if r.status == 201 || r.status == 200 => {
             Ok(r.json()["id"].as_str().unwrap_or_default().to_string())
@@ -255,4 +263,265 @@ fn three_regions_place_pods_in_the_primary_and_survive_losing_it() {
 fn w_ingress(c: &Cluster, name: &str) -> SocketAddr {
     let i = c.hosts.iter().position(|p| p.name == name).unwrap();
     c.host_addrs[i]
+}
+
+/// Payments from clients at the given hosts' ingresses, one after another each; a
+/// refused payment is retried with the same key, as a client does.
+struct PaymentLoad {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    /// Acknowledged payments: key → id.
+    accepted: Arc<Mutex<BTreeMap<String, String>>>,
+    /// Every attempt: when it was sent, from which host's client, and its status (0: no
+    /// answer; 201/200: acknowledged).
+    attempts: Arc<Mutex<Vec<(Instant, &'static str, u16)>>>,
+}
+
+impl PaymentLoad {
+    fn start(w: &World, hosts: &[&'static str], tag: &str) -> PaymentLoad {
+        let stop = Arc::new(AtomicBool::new(false));
+        let accepted: Arc<Mutex<BTreeMap<String, String>>> = Arc::default();
+        let attempts: Arc<Mutex<Vec<(Instant, &'static str, u16)>>> = Arc::default();
+        let threads = hosts
+            .iter()
+            .map(|host| {
+                let ingress = w.ingress(host);
+                let host: &'static str = host;
+                let tag = tag.to_string();
+                let (stop, accepted, attempts) = (stop.clone(), accepted.clone(), attempts.clone());
+                std::thread::spawn(move || {
+                    let mut i = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        let key = format!("{tag}-{host}-{i}");
+                        let sent = Instant::now();
+                        let r = pay(ingress, &key);
+                        attempts.lock().unwrap().push((
+                            sent,
+                            host,
+                            r.as_ref().map_or_else(|s| *s, |_| 201),
+                        ));
+                        match r {
+                            Ok(id) => {
+                                accepted.lock().unwrap().insert(key, id);
+                                i += 1;
+                            }
+                            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+                        }
+                    }
+                })
+            })
+            .collect();
+        PaymentLoad {
+            stop,
+            threads,
+            accepted,
+            attempts,
+        }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.lock().unwrap().len()
+    }
+
+    fn stop(self) -> (BTreeMap<String, String>, Vec<(Instant, &'static str, u16)>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+        let a = self.accepted.lock().unwrap().clone();
+        let b = self.attempts.lock().unwrap().clone();
+        (a, b)
+    }
+}
+
+/// Every acknowledged payment reads back from `ingress`, and no two share a ledger slot.
+fn assert_in_ledger(ingress: SocketAddr, accepted: &BTreeMap<String, String>) {
+    let mut seqs = BTreeSet::new();
+    for (key, id) in accepted {
+        let r = try_request(ingress, "GET", &format!("/payments/{id}"), &[], b"")
+            .expect("reading a payment back");
+        assert_eq!(r.status, 200, "{key} ({id}) is lost: {}", r.text());
+        let p = r.json();
+        assert_eq!(p["idempotency_key"], key.as_str());
+        let seq = (
+            p["ledger_date"].to_string(),
+            p["ledger_seq"].as_u64().unwrap(),
+        );
+        assert!(seqs.insert(seq), "two payments share a ledger slot: {p}");
+    }
+}
+
+/// How payment is placed in `region`, as the controllers say (`None` while they cannot
+/// answer, e.g. electing a leader).
+fn placement_of(c: &Cluster, region: &str) -> Option<dabba_spec::api::RegionAppView> {
+    placement_via(c.api(), region)
+}
+
+fn placement_via(
+    api: &dabba_client::ApiClient,
+    region: &str,
+) -> Option<dabba_spec::api::RegionAppView> {
+    block_on(api.regions())
+        .ok()?
+        .into_iter()
+        .find(|r| r.health.region == region)
+        .and_then(|r| r.apps.into_iter().next())
+}
+
+#[test]
+fn a_planned_drain_fails_no_request_failback_returns_and_a_partitioned_primary_accepts_no_write() {
+    let Some(w) = World::start() else {
+        return;
+    };
+    w.deploy_payment("regions = [\"mumbai\", \"singapore\", \"hyderabad\"]\n");
+
+    // Planned: drain Mumbai to Singapore under load from every region.
+    let load = PaymentLoad::start(&w, &["m1", "s1", "h1"], "drain");
+    eventually("payments flowing", Duration::from_secs(30), || {
+        (load.accepted() > 10).then_some(())
+    });
+    let out = w.c.cli(&["region", "drain", "mumbai", "--to", "singapore"]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    eventually("mumbai drained", Duration::from_secs(60), || {
+        placement_of(&w.c, "mumbai")?
+            .failed
+            .filter(|f| f.to == "singapore")
+    });
+    let before = load.accepted();
+    eventually("payments after the drain", Duration::from_secs(30), || {
+        (load.accepted() > before + 10).then_some(())
+    });
+    let (drained, attempts) = load.stop();
+    let failed: Vec<_> = attempts
+        .iter()
+        .filter(|(_, _, s)| !matches!(s, 200 | 201))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "a planned drain failed {} of {} requests: {:?}",
+        failed.len(),
+        attempts.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert_eq!(placement_of(&w.c, "singapore").unwrap().running, 2);
+    eprintln!("drain: {} payments, none failed", drained.len());
+
+    // Failback: Mumbai serves again; Singapore returns to its min once it does.
+    let out = w.c.cli(&["region", "restore", "mumbai"]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    eventually("mumbai serving again", Duration::from_secs(60), || {
+        let m = placement_of(&w.c, "mumbai")?;
+        let s = placement_of(&w.c, "singapore")?;
+        (m.serving && m.running == 2 && s.running == 0).then_some(())
+    });
+
+    // Partition Mumbai (its processes stay alive) under load from every region.
+    let load = PaymentLoad::start(&w, &["m2", "s2", "h2"], "cut");
+    eventually("payments flowing", Duration::from_secs(30), || {
+        (load.accepted() > 10).then_some(())
+    });
+    w.wan.cut("mumbai").unwrap();
+    let cut = Instant::now();
+    let outside = w.api_outside_mumbai();
+    eventually("singapore serving", Duration::from_secs(60), || {
+        placement_via(&outside, "singapore")?.serving.then_some(())
+    });
+    let served = load.accepted();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while load.accepted() <= served + 10 {
+        if Instant::now() > deadline {
+            let a = load.attempts.lock().unwrap();
+            let tail: Vec<_> = a
+                .iter()
+                .rev()
+                .take(30)
+                .map(|(t, h, s)| (t.duration_since(cut), *h, *s))
+                .collect();
+            panic!(
+                "no payments served elsewhere after the cut: {tail:?}\n{:?}",
+                block_on(outside.regions())
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let (accepted, attempts) = {
+        let a = load.accepted.lock().unwrap().clone();
+        let b = load.attempts.lock().unwrap().clone();
+        (a, b)
+    };
+    // A client inside cut-off Mumbai: once its hosts know (their patience is 3 s) it is
+    // refused at once, told why — and nothing it sends is acknowledged.
+    let m1 = w.ingress("m1");
+    let mut refusals = Vec::new();
+    for i in 0..5 {
+        let started = Instant::now();
+        let out = w
+            .wan
+            .client(
+                "mumbai",
+                "curl",
+                &[
+                    "-s",
+                    "--max-time",
+                    "10",
+                    "-w",
+                    "\n%{http_code}",
+                    "-H",
+                    &format!("idempotency-key: isolated-{i}"),
+                    "-H",
+                    "content-type: application/json",
+                    "-d",
+                    PAYMENT,
+                    &format!("http://{m1}/payments"),
+                ],
+            )
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        refusals.push((started.elapsed(), text));
+    }
+    for (took, text) in &refusals {
+        assert!(
+            text.ends_with("503"),
+            "acknowledged or not refused in Mumbai: {text}"
+        );
+        assert!(text.contains("region_isolated"), "{text}");
+        assert!(
+            *took < Duration::from_secs(1),
+            "refused at once, not after {took:?}"
+        );
+    }
+    assert!(
+        attempts
+            .iter()
+            .filter(|(t, h, _)| *h == "m2" && *t > cut)
+            .all(|(_, _, s)| !matches!(s, 200 | 201)),
+        "a write was acknowledged in the partitioned region"
+    );
+
+    // Heal: Mumbai's controllers rejoin, nothing diverges, every acknowledged payment is
+    // in the ledger once — read from Mumbai too.
+    w.wan.heal("mumbai").unwrap();
+    let (accepted_all, _) = load.stop();
+    eventually(
+        "mumbai's controllers caught up",
+        Duration::from_secs(60),
+        || {
+            let s = block_on(outside.cluster_status()).ok()?;
+            s.members
+                .iter()
+                .all(|m| m.lag.is_some_and(|l| l < 5))
+                .then_some(())
+        },
+    );
+    assert!(accepted.len() <= accepted_all.len());
+    eprintln!(
+        "partition: {} payments acknowledged elsewhere",
+        accepted_all.len()
+    );
+    let mut everything = drained;
+    everything.extend(accepted_all);
+    assert_in_ledger(w.ingress("s1"), &everything);
+    assert_in_ledger(w.ingress("m1"), &everything);
 }

@@ -117,7 +117,14 @@ pub fn reconcile<'s>(
                 .get(&(rs.namespace.as_str(), rs.app.as_str(), rs.revision, region))
                 .map(|ps| ps.iter().copied().filter(|p| !lost(p)).collect())
                 .unwrap_or_default();
+            // A region that just stopped serving keeps its pods a little while, for the
+            // requests routed there before every ingress learned it.
+            let in_grace = placement
+                .zip(region)
+                .and_then(|(p, r)| p.failed.get(r))
+                .is_some_and(|f| now < f.since + REGION_GRACE);
             let desired = match state.rollouts.get(&app_id) {
+                _ if in_grace => live.len(),
                 // A revision that stopped taking traffic keeps the pods it has until its
                 // scale-down delay is over (so an undo or a retry is instant).
                 Some(r)
@@ -238,6 +245,9 @@ pub fn reconcile<'s>(
     }
     changes
 }
+
+/// How long pods stay in a region an app stopped serving from (routes moved at once).
+pub const REGION_GRACE: Millis = 10_000;
 
 /// How fast a rolling update goes: pods it may start above the app's count, and pods it
 /// may have fewer than the count running (`[rollout] max_surge`, `max_unavailable`).

@@ -257,15 +257,17 @@ impl Agent {
     }
 
     async fn watch_loop(self: &Arc<Self>) {
-        /// How long one long-poll of the assignments waits for a change.
-        const ASSIGNMENTS_WAIT: Duration = Duration::from_secs(10);
+        /// How long one long-poll of the assignments waits for a change: short, so a
+        /// poll stuck on a controller cut off by a partition is given up (and another
+        /// controller asked) within seconds.
+        const ASSIGNMENTS_WAIT: Duration = Duration::from_secs(3);
+        let api = self.api.with_bounds(
+            Duration::from_secs(10),
+            ASSIGNMENTS_WAIT + Duration::from_secs(2),
+        );
         let mut since = 0;
         loop {
-            match self
-                .api
-                .assignments(self.name(), since, ASSIGNMENTS_WAIT)
-                .await
-            {
+            match api.assignments(self.name(), since, ASSIGNMENTS_WAIT).await {
                 Ok(view) => {
                     since = view.version;
                     if view.host.is_none() {

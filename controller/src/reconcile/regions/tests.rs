@@ -241,6 +241,13 @@ fn a_drain_moves_requests_only_once_the_target_runs_and_a_restore_comes_back() {
         !sim.status().routes_to("mumbai"),
         "drained once singapore ran"
     );
+    assert_eq!(
+        (sim.running("mumbai"), sim.running("singapore")),
+        (2, 2),
+        "mumbai keeps its pods for requests already routed there"
+    );
+    sim.now += crate::reconcile::replicas::REGION_GRACE;
+    sim.settle();
     assert_eq!((sim.running("mumbai"), sim.running("singapore")), (0, 2));
     assert_eq!(sim.status().failed["mumbai"].kind, FailoverKind::Drained);
     // Restore: mumbai runs again; singapore keeps its pods until then, then goes to 0.
