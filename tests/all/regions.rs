@@ -165,6 +165,19 @@ fn three_regions_place_pods_in_the_primary_and_survive_losing_it() {
     let out = w.c.cli(&["get", "regions"]);
     assert!(stdout(&out).contains("serving"), "{}", stdout(&out));
 
+    // The settlement-like job every two seconds, in Mumbai while it stands.
+    let cron = w.c.dir.path().join("tick.toml");
+    std::fs::write(
+        &cron,
+        format!(
+            "[[cron]]\nname = \"tick\"\nschedule = \"*/2 * * * * *\"\ncomponent = {:?}\nargs = [\"tally\", \"ticks\"]\nkey_value_buckets = [\"ticks\"]\nregions = [\"mumbai\", \"singapore\"]\nsuccessful_history = 100\nfailed_history = 100\n",
+            guest("job").display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = w.c.cli(&["apply", "-f", cron.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
     // Load from clients in Singapore and Hyderabad, then every Mumbai process dies.
     let load = PaymentLoad::start(&w, &["s1", "s2", "h1", "h2"], "load");
     eventually("payments flowing", Duration::from_secs(30), || {
@@ -214,6 +227,58 @@ fn three_regions_place_pods_in_the_primary_and_survive_losing_it() {
         .as_ref()
         .expect("the app failed over from mumbai");
     assert_eq!(failure.to, "singapore", "{failure:?}");
+
+    // The job's schedule went on in Singapore: each time claimed once, the runs after
+    // the loss there, and every run executed once (but the one, at most, that a Mumbai
+    // host was running when it died).
+    std::thread::sleep(Duration::from_secs(6));
+    let out = c.cli(&["suspend", "cronjob", "tick"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let view = eventually("the last runs to finish", Duration::from_secs(60), || {
+        let v = block_on(c.api().cron_jobs(None)).ok()?.pop()?;
+        v.runs.iter().all(|r| !r.phase.is_active()).then_some(v)
+    });
+    let hosts_api = c.host_api();
+    let keys = block_on(hosts_api.kv_list(&dabba_spec::api::KvList {
+        bucket: "default/ticks".into(),
+        cursor: None,
+        limit: 1000,
+    }))
+    .unwrap();
+    let values = block_on(hosts_api.kv_read(&dabba_spec::api::KvRead {
+        bucket: "default/ticks".into(),
+        keys: keys.keys.clone(),
+    }))
+    .unwrap();
+    let executions: BTreeMap<String, String> = keys
+        .keys
+        .iter()
+        .zip(values.values)
+        .map(|(k, v)| (k.clone(), String::from_utf8(v.unwrap_or_default()).unwrap()))
+        .collect();
+    let mut times = BTreeSet::new();
+    let mut twice = 0;
+    for r in &view.runs {
+        assert!(times.insert(r.scheduled), "two runs for one time: {r:#?}");
+        if r.phase == dabba_spec::cronjob::RunPhase::Succeeded {
+            match executions.get(&r.name).map(String::as_str) {
+                Some("1") => {}
+                Some("2") => twice += 1,
+                other => panic!("run {} executed {other:?} times", r.name),
+            }
+        }
+    }
+    assert!(twice <= 1, "{twice} runs executed twice");
+    let after: Vec<_> = view
+        .runs
+        .iter()
+        .filter(|r| r.host.as_deref().is_some_and(|h| h.starts_with('s')))
+        .collect();
+    assert!(
+        after.len() >= 2,
+        "runs went on in Singapore: {:#?}",
+        view.runs
+    );
 
     // RPO 0: every acknowledged payment is in the ledger exactly once.
     assert_in_ledger(w_ingress(&c, "s1"), &accepted);
