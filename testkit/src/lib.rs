@@ -13,6 +13,8 @@
 //! - [`wan`]: emulated regions (network namespaces and a wide-area delay) to run a
 //!   cluster's processes in.
 //! - [`http`]: a small blocking HTTP/1.1 client, for what the tests send on the wire.
+//! - [`payments`]: payment clients that retry as careful clients do, and the ledger
+//!   check that counts what a failure lost.
 //! - [`manifests`]: apps both deploy (a deliberately failing canary).
 //! - [`guest`], [`native_servers`], [`bench_harness`]: what must be built first.
 //!
@@ -23,6 +25,7 @@ mod builds;
 mod cluster;
 pub mod http;
 pub mod manifests;
+pub mod payments;
 mod ports;
 mod process;
 mod ready;

@@ -74,6 +74,42 @@ fn the_rollout_benchmark_takes_every_measurement() {
     assert!(stdout(&run).contains("Abort propagation"));
 }
 
+/// The regions suite in quick mode: one loss of the primary region (every process
+/// killed), a drain and a failback, both topologies' writes, the standby's cost. The
+/// suite must also find what the region tests demand: nothing acknowledged lost.
+#[test]
+fn the_regions_benchmark_takes_every_measurement() {
+    if let Err(why) = dabba_testkit::wan::Wan::available() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let (run, report, _) = quick_bench("regions", "payment", &[]);
+    let r = &report["regions"];
+    let losses = r["losses"].as_array().unwrap();
+    assert_eq!(losses.len(), 1, "{r}");
+    let loss = &losses[0];
+    assert!(loss["rto_ms"].as_f64().unwrap() > 0.0, "{r}");
+    assert!(loss["ledger"]["acknowledged"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(loss["ledger"]["lost"], serde_json::json!({}), "{r}");
+    assert_eq!(loss["ledger"]["shared_slots"], serde_json::json!([]), "{r}");
+    for moved in ["drain", "failback"] {
+        assert!(r[moved]["requests"].as_u64().unwrap() > 0, "{moved}: {r}");
+    }
+    for topology in ["spread", "one_region"] {
+        for m in ["raft_write_serial", "raft_write_concurrent", "payments"] {
+            assert!(
+                r[topology][m]["requests"].as_u64().unwrap() > 0,
+                "{topology} {m}: {r}"
+            );
+        }
+    }
+    assert_eq!(r["standby"]["pods_at_zero"], 0, "{r}");
+    assert_eq!(r["standby"]["pods_warm"], 2, "{r}");
+    assert!(r["standby"]["rss_warm_kib"].as_u64().unwrap() > 0, "{r}");
+    assert!(stdout(&run).contains("The price of surviving a region"));
+}
+
 /// Runs `dabba bench --suite SUITE --quick` (with the test clusters' Raft timing and the
 /// guests next to `guest`), which must succeed; its output, its JSON report and the
 /// names of the files it wrote.
@@ -100,7 +136,7 @@ fn quick_bench(
     ];
     args.extend(extra);
     bench_harness(crate::support::dabba_bin());
-    let run = run_dabba(&args, Duration::from_secs(300));
+    let run = run_dabba(&args, Duration::from_secs(420));
     assert!(run.status.success(), "{}{}", stdout(&run), stderr(&run));
     let file = out.path().join(format!("{suite}.json"));
     let report = serde_json::from_slice(&std::fs::read(file).unwrap()).unwrap();

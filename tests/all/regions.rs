@@ -6,15 +6,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dabba_testkit::HostOptions;
+use dabba_testkit::payments::{PAYMENT, PaymentLoad, check_ledger, pay};
 use dabba_testkit::wan::Wan;
 
 use crate::cluster::Cluster;
-use crate::support::{block_on, eventually, guest, stderr, stdout, try_request};
+use crate::support::{block_on, eventually, guest, stderr, stdout};
 
 const REGIONS: [&str; 3] = ["mumbai", "singapore", "hyderabad"];
 
@@ -77,6 +77,15 @@ impl World {
         self.c.host_addrs[i]
     }
 
+    /// Payment clients at the ingresses of `hosts`.
+    fn load(&self, hosts: &[&str], tag: &str) -> PaymentLoad {
+        let clients: Vec<(String, SocketAddr)> = hosts
+            .iter()
+            .map(|h| (h.to_string(), self.ingress(h)))
+            .collect();
+        PaymentLoad::start(&clients, tag)
+    }
+
     fn deploy_payment(&self, placement: &str) {
         let manifest = self.c.dir.path().join("payment.toml");
         std::fs::write(
@@ -96,31 +105,6 @@ impl World {
             stdout(&out),
             stderr(&out)
         );
-    }
-}
-
-const PAYMENT: &str =
-    r#"{"merchant_id":"m_regions","payer_vpa":"asha@okhdfc","amount":1000,"currency":"INR"}"#;
-
-/// Books payment `key` through `ingress`: the payment's id, or the status it got (0: no
-/// answer within 5 s — a client gives up, and retries with the same key).
-fn pay(ingress: SocketAddr, key: &str) -> Result<String, u16> {
-    match dabba_testkit::http::exchange(
-        ingress,
-        "POST",
-        "/payments",
-        &[
-            ("idempotency-key", key),
-            ("content-type", "application/json"),
-        ],
-        PAYMENT.as_bytes(),
-        Duration::from_secs(5),
-    ) {
-        Ok(r) if r.status == 201 || r.status == 200 => {
-            Ok(r.json()["id"].as_str().unwrap_or_default().to_string())
-        }
-        Ok(r) => Err(r.status),
-        Err(_) => Err(0),
     }
 }
 
@@ -179,7 +163,7 @@ fn three_regions_place_pods_in_the_primary_and_survive_losing_it() {
     assert!(out.status.success(), "{}", stderr(&out));
 
     // Load from clients in Singapore and Hyderabad, then every Mumbai process dies.
-    let load = PaymentLoad::start(&w, &["s1", "s2", "h1", "h2"], "load");
+    let load = w.load(&["s1", "s2", "h1", "h2"], "load");
     eventually("payments flowing", Duration::from_secs(30), || {
         (load.accepted() > 20).then_some(())
     });
@@ -198,21 +182,7 @@ fn three_regions_place_pods_in_the_primary_and_survive_losing_it() {
     let rto = eventually(
         "the survivors to serve every request for 3 s",
         Duration::from_secs(60),
-        || {
-            let a = load.attempts.lock().unwrap();
-            let last_failure = a
-                .iter()
-                .filter(|(t, _, s)| *t >= killed && !matches!(s, 200 | 201))
-                .map(|(t, _, _)| *t)
-                .max()
-                .unwrap_or(killed);
-            let clean = a
-                .iter()
-                .filter(|(t, _, s)| *t > last_failure && matches!(s, 200 | 201))
-                .count();
-            (last_failure.elapsed() >= Duration::from_secs(3) && clean > 10)
-                .then(|| last_failure.duration_since(killed))
-        },
+        || load.recovered_after(killed, Duration::from_secs(3)),
     );
     let (accepted, _) = load.stop();
     eprintln!("RTO {rto:?} after killing every process of the primary region");
@@ -294,97 +264,13 @@ fn w_ingress(c: &Cluster, name: &str) -> SocketAddr {
     c.host_addrs[i]
 }
 
-/// One payment attempt: when it was sent, from which host's client, and its status (0:
-/// no answer; 201 or 200: acknowledged).
-type Attempt = (Instant, &'static str, u16);
-
-/// Payments from clients at the given hosts' ingresses, one after another each; a
-/// refused payment is retried with the same key, as a client does.
-struct PaymentLoad {
-    stop: Arc<AtomicBool>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-    /// Acknowledged payments: key → id.
-    accepted: Arc<Mutex<BTreeMap<String, String>>>,
-    /// Every attempt: when it was sent, from which host's client, and its status (0: no
-    /// answer; 201/200: acknowledged).
-    attempts: Arc<Mutex<Vec<Attempt>>>,
-}
-
-impl PaymentLoad {
-    fn start(w: &World, hosts: &[&'static str], tag: &str) -> PaymentLoad {
-        let stop = Arc::new(AtomicBool::new(false));
-        let accepted: Arc<Mutex<BTreeMap<String, String>>> = Arc::default();
-        let attempts: Arc<Mutex<Vec<Attempt>>> = Arc::default();
-        let threads = hosts
-            .iter()
-            .map(|host| {
-                let ingress = w.ingress(host);
-                let host: &'static str = host;
-                let tag = tag.to_string();
-                let (stop, accepted, attempts) = (stop.clone(), accepted.clone(), attempts.clone());
-                std::thread::spawn(move || {
-                    let mut i = 0;
-                    while !stop.load(Ordering::Relaxed) {
-                        let key = format!("{tag}-{host}-{i}");
-                        let sent = Instant::now();
-                        let r = pay(ingress, &key);
-                        attempts.lock().unwrap().push((
-                            sent,
-                            host,
-                            r.as_ref().map_or_else(|s| *s, |_| 201),
-                        ));
-                        match r {
-                            Ok(id) => {
-                                accepted.lock().unwrap().insert(key, id);
-                                i += 1;
-                            }
-                            Err(_) => std::thread::sleep(Duration::from_millis(50)),
-                        }
-                    }
-                })
-            })
-            .collect();
-        PaymentLoad {
-            stop,
-            threads,
-            accepted,
-            attempts,
-        }
-    }
-
-    fn accepted(&self) -> usize {
-        self.accepted.lock().unwrap().len()
-    }
-
-    fn stop(self) -> (BTreeMap<String, String>, Vec<Attempt>) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads {
-            t.join().unwrap();
-        }
-        let a = self.accepted.lock().unwrap().clone();
-        let b = self.attempts.lock().unwrap().clone();
-        (a, b)
-    }
-}
-
-/// Every acknowledged payment reads back from `ingress`, and no two share a ledger slot.
+/// Every acknowledged payment reads back from `ingress`, once.
 fn assert_in_ledger(ingress: SocketAddr, accepted: &BTreeMap<String, String>) {
-    let mut seqs = BTreeSet::new();
-    for (key, id) in accepted {
-        let r = try_request(ingress, "GET", &format!("/payments/{id}"), &[], b"")
-            .expect("reading a payment back");
-        assert_eq!(r.status, 200, "{key} ({id}) is lost: {}", r.text());
-        let p = r.json();
-        assert_eq!(p["idempotency_key"], key.as_str());
-        let seq = (
-            p["ledger_date"].to_string(),
-            p["ledger_seq"].as_u64().unwrap(),
-        );
-        assert!(seqs.insert(seq), "two payments share a ledger slot: {p}");
-    }
+    let check = check_ledger(ingress, accepted);
+    assert!(check.intact(), "{check:#?}");
 }
 
-/// How payment is placed in `region`, as the controllers say (`None` while they cannot
+/// How the payment app is placed in `region`, as the controllers say (`None` while they cannot
 /// answer, e.g. electing a leader).
 fn placement_of(c: &Cluster, region: &str) -> Option<dabba_spec::api::RegionAppView> {
     placement_via(c.api(), region)
@@ -398,7 +284,7 @@ fn placement_via(
         .ok()?
         .into_iter()
         .find(|r| r.health.region == region)
-        .and_then(|r| r.apps.into_iter().next())
+        .and_then(|r| r.apps.into_iter().find(|a| a.app.name() == "payment"))
 }
 
 #[test]
@@ -406,10 +292,38 @@ fn a_planned_drain_fails_no_request_failback_returns_and_a_partitioned_primary_a
     let Some(w) = World::start() else {
         return;
     };
+    // Leader preference: the leader moves to the preferred region, and back.
+    for (region, voters) in [("hyderabad", &[5][..]), ("mumbai", &[1, 2][..])] {
+        let out = w.c.cli(&["cluster", "prefer-leader-region", region]);
+        assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+        let status = eventually(
+            &format!("the leader in {region}"),
+            Duration::from_secs(60),
+            || {
+                block_on(w.c.api().cluster_status())
+                    .ok()
+                    .filter(|s| s.leader.is_some_and(|l| voters.contains(&l)))
+            },
+        );
+        assert_eq!(status.preferred_leader_region.as_deref(), Some(region));
+    }
+
     w.deploy_payment("regions = [\"mumbai\", \"singapore\", \"hyderabad\"]\n");
+    // A function with no state that may keep serving where it is cut off.
+    let hello = w.c.dir.path().join("hello.toml");
+    std::fs::write(
+        &hello,
+        format!(
+            "[app]\nname = \"hello\"\ncomponent = {:?}\nroute = \"/hello\"\nreplicas = 2\n\n[placement]\nregions = [\"mumbai\", \"singapore\"]\ndegraded = \"serve-stateless\"\n",
+            guest("hello").display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = w.c.cli(&["apply", "-f", hello.to_str().unwrap(), "--wait"]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
 
     // Planned: drain Mumbai to Singapore under load from every region.
-    let load = PaymentLoad::start(&w, &["m1", "s1", "h1"], "drain");
+    let load = w.load(&["m1", "s1", "h1"], "drain");
     eventually("payments flowing", Duration::from_secs(30), || {
         (load.accepted() > 10).then_some(())
     });
@@ -425,10 +339,7 @@ fn a_planned_drain_fails_no_request_failback_returns_and_a_partitioned_primary_a
         (load.accepted() > before + 10).then_some(())
     });
     let (drained, attempts) = load.stop();
-    let failed: Vec<_> = attempts
-        .iter()
-        .filter(|(_, _, s)| !matches!(s, 200 | 201))
-        .collect();
+    let failed: Vec<_> = attempts.iter().filter(|a| !a.acknowledged()).collect();
     assert!(
         failed.is_empty(),
         "a planned drain failed {} of {} requests: {:?}",
@@ -449,26 +360,33 @@ fn a_planned_drain_fails_no_request_failback_returns_and_a_partitioned_primary_a
     });
 
     // Partition Mumbai (its processes stay alive) under load from every region.
-    let load = PaymentLoad::start(&w, &["m2", "s2", "h2"], "cut");
+    let load = w.load(&["m2", "s2", "h2"], "cut");
     eventually("payments flowing", Duration::from_secs(30), || {
         (load.accepted() > 10).then_some(())
     });
     w.wan.cut("mumbai").unwrap();
     let cut = Instant::now();
     let outside = w.api_outside_mumbai();
-    eventually("singapore serving", Duration::from_secs(60), || {
-        placement_via(&outside, "singapore")?.serving.then_some(())
-    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !placement_via(&outside, "singapore").is_some_and(|p| p.serving) {
+        assert!(
+            Instant::now() < deadline,
+            "singapore not serving 60 s after the cut: {:#?}\n{:#?}",
+            block_on(outside.regions()),
+            block_on(outside.cluster_status())
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let served = load.accepted();
     let deadline = Instant::now() + Duration::from_secs(30);
     while load.accepted() <= served + 10 {
         if Instant::now() > deadline {
-            let a = load.attempts.lock().unwrap();
+            let (_, a) = load.snapshot();
             let tail: Vec<_> = a
                 .iter()
                 .rev()
                 .take(30)
-                .map(|(t, h, s)| (t.duration_since(cut), *h, *s))
+                .map(|t| (t.sent.duration_since(cut), &t.client, t.status))
                 .collect();
             panic!(
                 "no payments served elsewhere after the cut: {tail:?}\n{:?}",
@@ -478,11 +396,7 @@ fn a_planned_drain_fails_no_request_failback_returns_and_a_partitioned_primary_a
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_secs(2));
-    let (accepted, attempts) = {
-        let a = load.accepted.lock().unwrap().clone();
-        let b = load.attempts.lock().unwrap().clone();
-        (a, b)
-    };
+    let (accepted, attempts) = load.snapshot();
     // A client inside cut-off Mumbai: once its hosts know (their patience is 3 s) it is
     // refused at once, told why — and nothing it sends is acknowledged.
     let m1 = w.ingress("m1");
@@ -525,11 +439,30 @@ fn a_planned_drain_fails_no_request_failback_returns_and_a_partitioned_primary_a
             "refused at once, not after {took:?}"
         );
     }
+    // The stateless function goes on answering there.
+    let out = w
+        .wan
+        .client(
+            "mumbai",
+            "curl",
+            &[
+                "-s",
+                "--max-time",
+                "5",
+                "-w",
+                "\n%{http_code}",
+                &format!("http://{m1}/hello"),
+            ],
+        )
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.ends_with("200"), "hello in isolated Mumbai: {text}");
     assert!(
         attempts
             .iter()
-            .filter(|(t, h, _)| *h == "m2" && *t > cut)
-            .all(|(_, _, s)| !matches!(s, 200 | 201)),
+            .filter(|a| a.client == "m2" && a.sent > cut)
+            .all(|a| !a.acknowledged()),
         "a write was acknowledged in the partitioned region"
     );
 

@@ -88,7 +88,13 @@ async fn start(
     Ok(c)
 }
 
-fn kv_write(addr: SocketAddr, token: &str, concurrency: usize, duration: Duration) -> Load {
+/// Raft writes: KV writes to `addr` (the leader) with the hosts' token, each one entry.
+pub(crate) fn kv_write(
+    addr: SocketAddr,
+    token: &str,
+    concurrency: usize,
+    duration: Duration,
+) -> Load {
     Load {
         addr,
         method: http::Method::POST,
@@ -108,6 +114,24 @@ fn kv_write(addr: SocketAddr, token: &str, concurrency: usize, duration: Duratio
         ),
         concurrency,
         warmup: Duration::from_millis(500),
+        duration,
+        max_requests: u64::MAX,
+    }
+}
+
+/// New payments (a unique idempotency key each) through the ingress at `addr`.
+pub(crate) fn payments(addr: SocketAddr, concurrency: usize, duration: Duration) -> Load {
+    Load {
+        addr,
+        method: http::Method::POST,
+        path: "/payments".into(),
+        headers: vec![("content-type".into(), "application/json".into())],
+        unique_header: Some("idempotency-key".into()),
+        body: Bytes::from_static(
+            br#"{"merchant_id":"m_bench","payer_vpa":"alice@upi","amount":125000,"currency":"INR"}"#,
+        ),
+        concurrency,
+        warmup: Duration::from_secs(1),
         duration,
         max_requests: u64::MAX,
     }
@@ -157,21 +181,7 @@ pub async fn run(
         "measuring durable payments through the ingress ({payments_concurrency} clients) ..."
     );
     let host_addr = *c.host_addrs.first().context("host")?;
-    let payments = load::run(&Load {
-        addr: host_addr,
-        method: http::Method::POST,
-        path: "/payments".into(),
-        headers: vec![("content-type".into(), "application/json".into())],
-        unique_header: Some("idempotency-key".into()),
-        body: Bytes::from_static(
-            br#"{"merchant_id":"m_bench","payer_vpa":"alice@upi","amount":125000,"currency":"INR"}"#,
-        ),
-        concurrency: payments_concurrency,
-        warmup: Duration::from_secs(1),
-        duration,
-        max_requests: u64::MAX,
-    })
-    .await?;
+    let payments = load::run(&payments(host_addr, payments_concurrency, duration)).await?;
     if raft_write_serial.requests == 0 || payments.requests == 0 {
         bail!("a measurement got no successful request");
     }

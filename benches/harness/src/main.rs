@@ -10,7 +10,8 @@
 //! One module per suite: `runtime` (hello-world throughput: `dabba serve` against a
 //! native hyper server and `wasmtime serve`), `cluster` (Raft writes, durable payments,
 //! failover), `autoscale` (cold starts, scale-out, density), `settlement` (the cron job's
-//! throughput), `rollout` (abort, split, blue-green switch) and `containers` (dabba against Docker containers of the same samples;
+//! throughput), `rollout` (abort, split, blue-green switch), `regions` (region loss,
+//! drain, the cost of spreading voters; emulated regions, needs root) and `containers` (dabba against Docker containers of the same samples;
 //! its `throughput` and `report` submodules). Shared pieces: `load` (the load
 //! generator), `probe` (one request timed, polls until an answer, process memory),
 //! `targets` (the baseline servers), `docker`, `stats`, `chart`. Servers run alone, one
@@ -26,6 +27,7 @@ mod deploy;
 mod docker;
 mod load;
 mod probe;
+mod regions;
 mod rollout;
 mod runtime;
 mod settlement;
@@ -54,6 +56,9 @@ pub enum Suite {
     Settlement,
     /// Rollouts: abort detection and propagation, split accuracy, blue-green switch.
     Rollout,
+    /// Regions (emulated; needs root): RTO and RPO over region losses, planned drain
+    /// and failback, write cost of voters in three regions, the standby's cost.
+    Regions,
     /// dabba against Docker containers and `wasmtime serve` on the payment and search
     /// samples: cold start, scale-out, memory per replica, artifact size, throughput.
     Containers,
@@ -72,7 +77,8 @@ pub struct BenchArgs {
     /// What to measure.
     #[arg(long, value_enum, default_value = "runtime")]
     pub suite: Suite,
-    /// Leader failovers to measure in the cluster suite. Default: 5 (2 with --quick).
+    /// Leader failovers to measure in the cluster suite (region losses in the regions
+    /// suite). Default: 5 (2 with --quick; 1 region loss).
     #[arg(long, value_name = "N")]
     pub failovers: Option<usize>,
     /// Raft heartbeat interval for the benchmarks' controllers. Default: theirs.
@@ -152,6 +158,9 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
     if matches!(args.suite, Suite::Rollout | Suite::All) {
         bench_rollout(&args)?;
     }
+    if matches!(args.suite, Suite::Regions | Suite::All) {
+        bench_regions(&args)?;
+    }
     if matches!(args.suite, Suite::Runtime | Suite::All) {
         runtime::bench_runtime(&args)?;
     }
@@ -210,6 +219,27 @@ fn bench_rollout(args: &BenchArgs) -> anyhow::Result<()> {
         .build()?;
     let report = rt.block_on(rollout::run(&dabba, &args.guests, sizes, &raft_flags(args)))?;
     write_results(args, "rollout", &report, &rollout::render(&report))
+}
+
+fn bench_regions(args: &BenchArgs) -> anyhow::Result<()> {
+    let mut sizes = if args.quick {
+        regions::Sizes::quick()
+    } else {
+        regions::Sizes::full()
+    };
+    if let Some(n) = args.failovers {
+        sizes.kills = n;
+    }
+    if let Some(d) = args.duration {
+        sizes.duration = d.get();
+    }
+    let dabba = dabba_binary(args)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let report = rt.block_on(regions::run(&dabba, &args.guests, sizes, &raft_flags(args)))?;
+    write_results(args, "regions", &report, &regions::render(&report))
 }
 
 fn bench_containers(args: &BenchArgs) -> anyhow::Result<()> {

@@ -42,8 +42,8 @@ pub(super) struct Soft {
     /// Requests and errors of apps placed across regions, by app and region, as
     /// heartbeats reported them: when, requests, errors.
     pub(super) served: HashMap<(ResourceKey, String), VecDeque<ServedReport>>,
-    /// Round trips to each controller, in ms, and when they were last probed.
-    pub(super) rtts: HashMap<super::NodeId, f64>,
+    /// Round trips to each controller, in ms, and when they were measured.
+    pub(super) rtts: HashMap<super::NodeId, (f64, std::time::Instant)>,
     pub(super) last_probe: Option<std::time::Instant>,
     /// When this leader last considered handing leadership to the preferred region.
     pub(super) last_handoff: Option<std::time::Instant>,
@@ -205,6 +205,7 @@ impl Controller {
                     soft.scalers.clear();
                     soft.analysis = Analysis::default();
                     soft.served.clear();
+                    soft.rtts.clear();
                     continue;
                 }
                 let now = now_millis();

@@ -229,9 +229,18 @@ impl Controller {
         self.served(super::now_millis())
     }
 
-    /// The round trip from the leader to each member, in ms (on the leader).
+    /// The round trip from the leader to each member that answered its last probe, in
+    /// ms (on the leader; a probe older than three rounds counts for nothing, so a
+    /// leader elected after a partition does not trust what it measured before).
     pub fn member_rtts(&self) -> HashMap<NodeId, f64> {
-        self.soft.lock().expect("soft state lock").rtts.clone()
+        self.soft
+            .lock()
+            .expect("soft state lock")
+            .rtts
+            .iter()
+            .filter(|(_, (_, at))| at.elapsed() < PROBE_EVERY * 3)
+            .map(|(id, (rtt, _))| (*id, *rtt))
+            .collect()
     }
 
     /// Probes every member's `/v1/healthz` from the leader, at most every
@@ -270,8 +279,10 @@ impl Controller {
                     .is_ok();
                 let mut soft = node.soft.lock().expect("soft state lock");
                 if ok {
-                    soft.rtts
-                        .insert(id, started.elapsed().as_secs_f64() * 1000.0);
+                    soft.rtts.insert(
+                        id,
+                        (started.elapsed().as_secs_f64() * 1000.0, Instant::now()),
+                    );
                 } else {
                     soft.rtts.remove(&id);
                 }

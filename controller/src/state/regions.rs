@@ -32,7 +32,13 @@ impl State {
             .scale
             .as_ref()
             .map_or((0, u32::MAX), |s| (s.min, s.max));
-        let current = self.placements.get(key).cloned().unwrap_or_default();
+        let mut current = self.placements.get(key).cloned().unwrap_or_default();
+        if app.spec.scale.is_none() {
+            // No autoscaler sizes the other regions by their demand: they hold their
+            // min (an activation there lasts until the manifest or scale changes).
+            let serving = current.serving(&placement).map(str::to_string);
+            current.replicas.retain(|r, _| Some(r) == serving.as_ref());
+        }
         let count = serving.unwrap_or_else(|| {
             current
                 .serving(&placement)

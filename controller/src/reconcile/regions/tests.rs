@@ -125,6 +125,25 @@ fn pods_run_in_the_primary_and_standbys_stay_at_their_min() {
 }
 
 #[test]
+fn a_standby_follows_its_min_when_the_manifest_changes_it() {
+    let warm = format!("{THREE}[region.singapore]\nmin = 2\n");
+    let mut sim = Sim::new(placed(&warm, 2));
+    assert_eq!(sim.running("singapore"), 2, "a warm standby");
+    for (text, want) in [(THREE.to_string(), 0), (warm, 2)] {
+        sim.s.apply(&Command::ApplyApp {
+            spec: Box::new(placed(&text, 2)),
+            at: sim.now,
+        });
+        sim.now += 1_000;
+        sim.settle();
+        sim.now += 11_000; // past the grace a region's pods are kept
+        sim.settle();
+        assert_eq!(sim.running("singapore"), want, "{text}");
+        assert_eq!(sim.running("mumbai"), 2, "{text}");
+    }
+}
+
+#[test]
 fn losing_the_primarys_hosts_fails_over_to_the_next_healthy_region() {
     let mut sim = Sim::new(placed(THREE, 3));
     // Mumbai's hosts stop heartbeating; after the failure timeout they are NotReady.
