@@ -344,6 +344,24 @@ mod tests {
     }
 
     #[test]
+    fn the_payment_regions_sample_manifest_is_valid() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../examples/payment/regions.toml"
+        );
+        let text = std::fs::read_to_string(path).unwrap();
+        let m = crate::Manifest::parse(path, &text).unwrap_or_else(|e| panic!("{e}"));
+        let p = m
+            .to_spec(crate::Digest::of(b"x"))
+            .regions
+            .expect("placed across regions");
+        assert_eq!(p.primary(), "mumbai");
+        assert_eq!(p.bounds("singapore", 2, 20), (0, 20));
+        assert_eq!(p.bounds("hyderabad", 2, 20), (1, 20));
+        assert_eq!(p.degraded, Degraded::Refuse);
+    }
+
+    #[test]
     fn a_placement_reads_with_its_defaults() {
         let p = placement(
             "regions = [\"mumbai\", \"singapore\", \"hyderabad\"]\n[region.singapore]\nmin = 0\nmax = 20\n",

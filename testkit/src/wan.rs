@@ -10,9 +10,12 @@
 //! region address, as a client inside that region would.
 //!
 //! A region is partitioned by taking its link down (its processes stay alive), and
-//! healed by bringing it up. Everything is created under names carrying this process's
-//! id, only in the `10.P.0.0/16` block chosen for it, and removed when the [`Wan`] is
-//! dropped. It needs root (CI runs as root on this machine kind): [`Wan::available`]
+//! healed by bringing it up. Everything is created under names carrying the block's
+//! number `P`, only in the `10.P.0.0/16` block, and removed when the [`Wan`] is dropped.
+//! A block is claimed by an exclusive lock on a file named for it, held as long as the
+//! [`Wan`] lives: two emulations (two tests in one process, or a test and a benchmark)
+//! never share a block, and the lock of a run that crashed is released by the kernel,
+//! so the next owner of the block clears what that run left behind. It needs root (CI runs as root on this machine kind): [`Wan::available`]
 //! says why not, for a test to skip with that message.
 
 use std::collections::HashMap;
@@ -31,8 +34,10 @@ use tokio::net::{TcpListener, TcpStream};
 pub struct Wan {
     /// The second octet of every address: `10.P.*.*`.
     octet: u8,
-    /// A tag in every name created (from this process's id).
+    /// A tag in every name created (the block's number).
     tag: String,
+    /// The block's lock, held while this emulation lives.
+    _claim: std::fs::File,
     regions: Vec<String>,
     /// What the proxies need (shared with their tasks, which must not keep the `Wan`
     /// alive: dropping it removes everything).
@@ -49,6 +54,31 @@ impl std::fmt::Debug for Wan {
             .field("octet", &self.octet)
             .finish_non_exhaustive()
     }
+}
+
+/// Claims a free block `10.P.0.0/16` (`P` in 100..=199, starting from one derived from
+/// this process's id): the lock on `dabba-wan-P.lock` in the temporary directory,
+/// taken without waiting.
+fn claim_block() -> anyhow::Result<(u8, std::fs::File)> {
+    let start = std::process::id() % 100;
+    for k in 0..100 {
+        let octet = 100 + ((start + k) % 100) as u8;
+        let path = std::env::temp_dir().join(format!("dabba-wan-{octet}.lock"));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => return Ok((octet, file)),
+            Err(std::fs::TryLockError::WouldBlock) => continue,
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(e).with_context(|| format!("locking {}", path.display()));
+            }
+        }
+    }
+    bail!("every address block 10.100.0.0 to 10.199.0.0 is in use by another emulation")
 }
 
 fn ip(args: &[&str]) -> anyhow::Result<()> {
@@ -82,13 +112,14 @@ impl Wan {
         delay: impl Fn(&str, &str) -> Duration,
     ) -> anyhow::Result<Arc<Wan>> {
         anyhow::ensure!(regions.len() < 200, "at most 199 regions");
-        let pid = std::process::id();
+        let (octet, claim) = claim_block()?;
         let wan = Wan {
-            octet: 100 + (pid % 100) as u8,
-            tag: format!("{}", pid % 100_000),
+            octet,
+            tag: format!("{octet}"),
+            _claim: claim,
             regions: regions.iter().map(|r| r.to_string()).collect(),
             links: Arc::new(Links {
-                octet: 100 + (pid % 100) as u8,
+                octet,
                 regions: regions.len(),
                 delays: regions
                     .iter()
@@ -107,7 +138,7 @@ impl Wan {
             next_port: AtomicU16::new(20_000),
             proxies: Mutex::new(Vec::new()),
         };
-        // Clear what a crashed earlier run with the same tag may have left.
+        // Clear what a crashed earlier owner of this block may have left.
         wan.remove();
         let hub = format!("{}/32", wan.hub());
         ip(&["addr", "add", &hub, "dev", "lo"])?;
@@ -364,4 +395,25 @@ async fn pump(
         let _ = to.shutdown().await;
     };
     tokio::join!(reader, writer);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::claim_block;
+
+    #[test]
+    fn two_emulations_never_share_a_block_and_a_released_block_is_free_again() {
+        let (a, lock_a) = claim_block().unwrap();
+        let (b, lock_b) = claim_block().unwrap();
+        assert_ne!(a, b, "both claimed 10.{a}.0.0/16");
+        assert!((100..=199).contains(&a) && (100..=199).contains(&b));
+        drop(lock_a);
+        drop(lock_b);
+        // Both free again: the first claim from this process's starting point finds one.
+        let (c, _lock_c) = claim_block().unwrap();
+        assert!(
+            c == a || c == b,
+            "10.{c} claimed, expected the released {a} or {b}"
+        );
+    }
 }

@@ -22,7 +22,7 @@
 //! would; what crosses regions (host to controller, controller to controller, ingress
 //! to ingress) pays the delay both ways.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -34,7 +34,7 @@ use dabba_host::ComponentBytes;
 use dabba_spec::Manifest;
 use dabba_spec::api::RegionAppView;
 use dabba_spec::resources::HostState;
-use dabba_testkit::payments::{LedgerCheck, PaymentLoad, check_ledger};
+use dabba_testkit::payments::{Attempt, LedgerCheck, PaymentLoad, check_ledger};
 use dabba_testkit::wan::Wan;
 use dabba_testkit::{Cluster, ClusterOptions, HostOptions, until};
 use serde::Serialize;
@@ -101,6 +101,8 @@ pub struct RegionLoss {
     pub rto_ms: f64,
     pub requests: usize,
     pub failed: usize,
+    /// The failures by status (0: no answer within 5 s).
+    pub failures: BTreeMap<u16, usize>,
     pub ledger: LedgerCheck,
     /// Restore asked → the leader back in Mumbai (leader preference).
     pub leader_back_ms: f64,
@@ -111,6 +113,8 @@ pub struct RegionLoss {
 pub struct Moved {
     pub requests: usize,
     pub failed: usize,
+    /// The failures by status (0: no answer within 5 s).
+    pub failures: BTreeMap<u16, usize>,
     /// The command → the move complete (routes and pods where they belong).
     pub took_ms: f64,
 }
@@ -269,8 +273,18 @@ fn moved(load: PaymentLoad, took: Duration) -> Moved {
     Moved {
         requests: attempts.len(),
         failed: attempts.iter().filter(|a| !a.acknowledged()).count(),
+        failures: failures(&attempts),
         took_ms: took.as_secs_f64() * 1000.0,
     }
+}
+
+/// The failed attempts by status.
+fn failures(attempts: &[Attempt]) -> BTreeMap<u16, usize> {
+    let mut by = BTreeMap::new();
+    for a in attempts.iter().filter(|a| !a.acknowledged()) {
+        *by.entry(a.status).or_default() += 1;
+    }
+    by
 }
 
 /// A cluster in the emulated regions, and what the suite asks of it.
@@ -552,6 +566,7 @@ impl World {
             rto_ms: rto.as_secs_f64() * 1000.0,
             requests: attempts.len(),
             failed: attempts.iter().filter(|a| !a.acknowledged()).count(),
+            failures: failures(&attempts),
             ledger,
             leader_back_ms: leader_back.as_secs_f64() * 1000.0,
         })
@@ -612,8 +627,8 @@ pub fn render(r: &RegionsReport) -> String {
          | RTO, every Mumbai process killed under load | median {median:.0} ms, worst {worst:.0} ms of {} | ≤ 5 s (seed plan: 5 min) |\n\
          | RPO: acknowledged payments lost / sharing a ledger slot | {lost} / {shared} of {acknowledged} | 0 |\n\
          | Requests failed around the losses (clients in Singapore, Hyderabad) | {failed} of {requests} | — |\n\
-         | Planned drain Mumbai → Singapore: requests failed | {} of {} (done in {:.1} s) | 0 |\n\
-         | Failback to Mumbai: requests failed | {} of {} (done in {:.1} s) | 0 |\n\
+         | Planned drain Mumbai → Singapore: requests failed | {} of {}{} (done in {:.1} s) | 0 |\n\
+         | Failback to Mumbai: requests failed | {} of {}{} (done in {:.1} s) | 0 |\n\
          | Leader back in Mumbai after restore (preference) | median {:.1} s | — |\n\n\
          ### The price of surviving a region\n\n\
          | measurement | voters in 3 regions | voters in Mumbai only (baseline) | ratio |\n|---|---:|---:|---:|\n\
@@ -628,9 +643,11 @@ pub fn render(r: &RegionsReport) -> String {
         r.losses.len(),
         r.drain.failed,
         r.drain.requests,
+        by_status(&r.drain.failures),
         r.drain.took_ms / 1000.0,
         r.failback.failed,
         r.failback.requests,
+        by_status(&r.failback.failures),
         r.failback.took_ms / 1000.0,
         back.get(back.len() / 2).copied().unwrap_or(f64::NAN) / 1000.0,
         lat(&r.spread.raft_write_serial),
@@ -655,4 +672,19 @@ pub fn render(r: &RegionsReport) -> String {
         r.standby.pods_warm,
         r.standby.rss_warm_kib as f64 / 1024.0,
     )
+}
+
+/// " (503 ×2, no answer ×1)", or nothing without failures.
+fn by_status(failures: &BTreeMap<u16, usize>) -> String {
+    if failures.is_empty() {
+        return String::new();
+    }
+    let parts: Vec<String> = failures
+        .iter()
+        .map(|(status, n)| match status {
+            0 => format!("no answer ×{n}"),
+            s => format!("{s} ×{n}"),
+        })
+        .collect();
+    format!(" ({})", parts.join(", "))
 }
