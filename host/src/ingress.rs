@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
+use bytes::Bytes;
 use dabba_client::transport::{HttpClient, send};
 use dabba_spec::api::{RegionStateView, RouteEntry};
 use dabba_spec::regions::Degraded;
@@ -44,6 +45,14 @@ pub const REVISION: &str = "x-dabba-revision";
 pub const MAX_PROXIED_BODY: usize = 16 << 20;
 /// How long a proxied request may take.
 const PROXY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a host this ingress could not reach gets no proxied requests (as a service
+/// mesh ejects an outlier): long enough to ride out the controllers noticing the host
+/// is gone, short enough that a host back from a restart soon gets requests again.
+const EJECT_FOR: Duration = Duration::from_secs(10);
+
+/// At most this many hosts are tried for one request that none of them received.
+const MAX_TRIES: usize = 4;
 
 /// A pod this host runs.
 pub struct LocalPod {
@@ -388,6 +397,8 @@ pub struct Ingress {
     control_plane: Arc<ControlPlane>,
     /// Measured round trips to other regions, in ms (the agent probes them).
     region_rtts: RwLock<HashMap<String, f64>>,
+    /// Hosts a proxied request failed to reach, and until when they are skipped.
+    ejected: Mutex<HashMap<String, std::time::Instant>>,
 }
 
 impl Ingress {
@@ -411,6 +422,7 @@ impl Ingress {
             turn: AtomicUsize::new(0),
             control_plane,
             region_rtts: RwLock::new(HashMap::new()),
+            ejected: Mutex::new(HashMap::new()),
         };
         (ingress, demands)
     }
@@ -589,10 +601,21 @@ impl Ingress {
             (Some(split), Some(r)) if r == split.canary => &split.canary_endpoints,
             _ => &route.endpoints,
         };
+        let now = std::time::Instant::now();
+        let ejected = self.ejected.lock().expect("ejected lock");
         endpoints
             .iter()
             .filter(|e| e.trim_end_matches('/') != self.own_address)
+            .filter(|e| ejected.get(e.as_str()).is_none_or(|until| *until <= now))
             .collect()
+    }
+
+    /// Skips `endpoint` for [`EJECT_FOR`] (it could not be reached).
+    fn eject(&self, endpoint: &str) {
+        let now = std::time::Instant::now();
+        let mut ejected = self.ejected.lock().expect("ejected lock");
+        ejected.retain(|_, until| *until > now);
+        ejected.insert(endpoint.to_string(), now + EJECT_FOR);
     }
 
     pub fn table(&self) -> Arc<RoutingTable> {
@@ -603,29 +626,17 @@ impl Ingress {
         self.turn.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// Sends a request (its head and whole body) to another host's ingress.
     async fn proxy(
         &self,
         endpoint: &str,
         revision: Option<u64>,
-        req: http::Request<Incoming>,
-    ) -> HttpResponse {
-        let (parts, body) = req.into_parts();
-        let body = match Limited::new(body, MAX_PROXIED_BODY).collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(e) => {
-                return error_response(
-                    413,
-                    "body_too_large",
-                    &format!(
-                        "request body: {e} (the ingress proxies at most {MAX_PROXIED_BODY} bytes)"
-                    ),
-                    None,
-                );
-            }
-        };
+        parts: &http::request::Parts,
+        body: Bytes,
+    ) -> Result<HttpResponse, dabba_client::transport::SendError> {
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let mut out = http::Request::builder()
-            .method(parts.method)
+            .method(parts.method.clone())
             .uri(format!("{endpoint}{path}"));
         for (k, v) in &parts.headers {
             if k != http::header::CONTENT_LENGTH && k != http::header::CONNECTION && k != REVISION {
@@ -636,20 +647,16 @@ impl Ingress {
             out = out.header(REVISION, r);
         }
         let Ok(out) = out.header(HOP, "1").body(Full::new(body)) else {
-            return error_response(400, "bad_request", "the request cannot be proxied", None);
-        };
-        match send(&self.client, out, PROXY_TIMEOUT).await {
-            Ok(resp) => {
-                let (parts, bytes) = resp.into_parts();
-                http::Response::from_parts(parts, Full::new(bytes))
-            }
-            Err(e) => error_response(
-                502,
-                "upstream_unreachable",
-                &format!("the host running this app did not answer: {e}"),
+            return Ok(error_response(
+                400,
+                "bad_request",
+                "the request cannot be proxied",
                 None,
-            ),
-        }
+            ));
+        };
+        let resp = send(&self.client, out, PROXY_TIMEOUT).await?;
+        let (parts, bytes) = resp.into_parts();
+        Ok(http::Response::from_parts(parts, Full::new(bytes)))
     }
 }
 
@@ -740,21 +747,83 @@ impl Ingress {
         }
         let pods = table.local_pods(app, revision);
         if !pods.is_empty() {
-            let pod = pods[self.next_turn() % pods.len()].clone();
-            let mut resp = pod.function.handle(req).await;
-            resp.headers_mut()
-                .insert(REVISION, http::HeaderValue::from(pod.revision));
-            return resp;
+            return self.run_on(pods, req).await;
         }
-        let Some(route) = table.entry(app) else {
-            return unavailable(app, "no_route", "was removed");
+        // To another host: the body is read first, so a request that host never
+        // received can go to the next (a host that cannot be reached is skipped for a
+        // while, and when none is left the request is held for a pod here).
+        let (parts, body) = req.into_parts();
+        let body = match Limited::new(body, MAX_PROXIED_BODY).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) => {
+                return error_response(
+                    413,
+                    "body_too_large",
+                    &format!(
+                        "request body: {e} (the ingress proxies at most {MAX_PROXIED_BODY} bytes)"
+                    ),
+                    None,
+                );
+            }
         };
-        let others = self.others(route, revision);
-        if others.is_empty() {
-            return unavailable(app, "no_ready_pod", "has no running pod");
+        for _ in 0..MAX_TRIES {
+            let Some(route) = table.entry(app) else {
+                return unavailable(app, "no_route", "was removed");
+            };
+            if self.others(route, revision).is_empty() {
+                if hopped || !route.autoscaled {
+                    return unavailable(app, "no_ready_pod", "has no running pod");
+                }
+                table = match self.hold(app, revision).await {
+                    Ok(t) => t,
+                    Err(resp) => return resp,
+                };
+                let pods = table.local_pods(app, revision);
+                if !pods.is_empty() {
+                    let req = http::Request::from_parts(parts, Full::new(body));
+                    return self.run_on(pods, req).await;
+                }
+                continue;
+            }
+            let Some(route) = table.entry(app) else {
+                return unavailable(app, "no_route", "was removed");
+            };
+            let endpoint = self.nearest(&table, &self.others(route, revision)).clone();
+            match self.proxy(&endpoint, revision, &parts, body.clone()).await {
+                Ok(resp) => return resp,
+                Err(e) => {
+                    self.eject(&endpoint);
+                    if !e.never_sent() {
+                        return error_response(
+                            502,
+                            "upstream_unreachable",
+                            &format!("the host running this app did not answer: {e}"),
+                            None,
+                        );
+                    }
+                    tracing::debug!(%endpoint, error = %e, "host unreachable: trying another");
+                    table = self.table();
+                }
+            }
         }
-        let endpoint = self.nearest(&table, &others).clone();
-        self.proxy(&endpoint, revision, req).await
+        unavailable(
+            app,
+            "upstream_unreachable",
+            &format!("none of the {MAX_TRIES} hosts tried could be reached"),
+        )
+    }
+
+    /// Runs the request on one of `pods` (this host's, of one app), in turn.
+    async fn run_on<B>(&self, pods: &[Arc<LocalPod>], req: http::Request<B>) -> HttpResponse
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let pod = pods[self.next_turn() % pods.len()].clone();
+        let mut resp = pod.function.handle(req).await;
+        resp.headers_mut()
+            .insert(REVISION, http::HeaderValue::from(pod.revision));
+        resp
     }
 }
 
@@ -1029,5 +1098,119 @@ mod tests {
         for c in again("dabba-rev=9") {
             assert!(c.set_cookie.is_some());
         }
+    }
+}
+
+/// Proxying over real sockets: a host that cannot be reached is skipped.
+#[cfg(test)]
+mod proxy_tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// A stand-in for another host's ingress: answers every request `200 ok`, counting.
+    async fn answering_host(count: Arc<AtomicUsize>) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut conn, _)) = listener.accept().await else {
+                    return;
+                };
+                let count = count.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    let mut seen = Vec::new();
+                    loop {
+                        let Ok(n) = conn.read(&mut buf).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        seen.extend_from_slice(&buf[..n]);
+                        // One request per read of a whole head (these have no body).
+                        while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                            seen.drain(..end + 4);
+                            count.fetch_add(1, Ordering::Relaxed);
+                            let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                            if conn.write_all(reply).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    /// An address nothing listens on.
+    async fn dead_host() -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn a_host_that_refuses_is_skipped_and_no_request_fails_for_it() {
+        let served = Arc::new(AtomicUsize::new(0));
+        let (live, dead) = (answering_host(served.clone()).await, dead_host().await);
+        let (ingress, _demand) = Ingress::new(
+            "http://127.0.0.1:1",
+            ActivatorOptions::default(),
+            Arc::new(ControlPlane::new("local", Duration::from_secs(60))),
+        );
+        let mut route = RouteEntry {
+            namespace: "default".into(),
+            app: "pay".into(),
+            route: Route {
+                prefix: "/pay".into(),
+                host: None,
+            },
+            endpoints: vec![dead.clone(), live.clone()],
+            autoscaled: false,
+            serving: None,
+            split: None,
+        };
+        ingress.replace_table(RoutingTable::new(vec![route.clone()], vec![]));
+        let ingress = Arc::new(ingress);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let front = listener.local_addr().unwrap();
+        tokio::spawn(crate::server::serve(
+            listener,
+            ingress.clone(),
+            std::future::pending(),
+        ));
+        let client = dabba_client::transport::client();
+        let get = || {
+            http::Request::get(format!("http://{front}/pay"))
+                .body(Full::new(Bytes::new()))
+                .unwrap()
+        };
+        for i in 0..10 {
+            let resp = send(&client, get(), Duration::from_secs(5)).await.unwrap();
+            assert_eq!(resp.status(), 200, "request {i}: {:?}", resp.body());
+        }
+        assert_eq!(
+            served.load(Ordering::Relaxed),
+            10,
+            "every request reached the live host"
+        );
+        assert!(
+            ingress.ejected.lock().unwrap().contains_key(&dead),
+            "the dead host is skipped for a while"
+        );
+        // With only the dead host listed, the request fails clearly, not with a hang.
+        route.endpoints = vec![dead];
+        ingress.replace_table(RoutingTable::new(vec![route], vec![]));
+        let resp = send(&client, get(), Duration::from_secs(5)).await.unwrap();
+        assert_eq!(resp.status(), 503);
+        let body = String::from_utf8_lossy(resp.body());
+        assert!(body.contains("no_ready_pod"), "{body}");
     }
 }

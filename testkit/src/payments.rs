@@ -51,6 +51,8 @@ pub fn pay(ingress: SocketAddr, key: &str) -> Result<String, u16> {
 pub struct Attempt {
     /// When it was sent.
     pub sent: Instant,
+    /// How long its answer (or the failure) took.
+    pub took: Duration,
     /// Which client sent it (the label it was started with).
     pub client: String,
     /// 201 or 200: acknowledged; 0: no answer; else the status refused with.
@@ -91,6 +93,7 @@ impl PaymentLoad {
                         let r = pay(ingress, &key);
                         attempts.lock().expect("attempts").push(Attempt {
                             sent,
+                            took: sent.elapsed(),
                             client: label.clone(),
                             status: r.as_ref().map_or_else(|s| *s, |_| 201),
                         });

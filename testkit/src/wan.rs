@@ -6,7 +6,7 @@
 //! address (`10.P.i.2`). What it advertises to the others (its API, its ingress) is a
 //! proxy on the hub address `10.P.0.1`, reachable from every region: the proxy tells the
 //! caller's region by its source address and delays both directions by the one-way
-//! delay between the two regions. Tests and benchmarks reach a process directly at its
+//! latency between the two regions (a fixed delay, and optionally jitter on top). Tests and benchmarks reach a process directly at its
 //! region address, as a client inside that region would.
 //!
 //! A region is partitioned by taking its link down (its processes stay alive), and
@@ -31,6 +31,26 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+
+/// The wide-area link between two regions, one way: every chunk of bytes is delivered
+/// `delay` plus a uniformly random share of `jitter` after it was sent, never before
+/// the chunk sent ahead of it (a TCP stream stays in order, so jitter shows as latency
+/// variation, not reordering).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Latency {
+    pub delay: Duration,
+    pub jitter: Duration,
+}
+
+impl From<Duration> for Latency {
+    /// A fixed delay, no jitter.
+    fn from(delay: Duration) -> Self {
+        Latency {
+            delay,
+            jitter: Duration::ZERO,
+        }
+    }
+}
 
 /// The emulated regions.
 pub struct Wan {
@@ -117,11 +137,11 @@ impl Wan {
         }
     }
 
-    /// Creates one namespace per region, with `delay(a, b)` one way between regions `a`
-    /// and `b` (it should be symmetric).
-    pub fn create(
+    /// Creates one namespace per region, with `latency(a, b)` one way between regions
+    /// `a` and `b` (it should be symmetric): a [`Duration`], or a [`Latency`] with jitter.
+    pub fn create<L: Into<Latency>>(
         regions: &[&str],
-        delay: impl Fn(&str, &str) -> Duration,
+        latency: impl Fn(&str, &str) -> L,
     ) -> anyhow::Result<Arc<Wan>> {
         anyhow::ensure!(regions.len() < 200, "at most 199 regions");
         let (octet, claim) = claim_block()?;
@@ -143,7 +163,12 @@ impl Wan {
                             .map(move |(j, b)| ((i, j), (a, b)))
                     })
                     .map(|((i, j), (a, b))| {
-                        ((i, j), if i == j { Duration::ZERO } else { delay(a, b) })
+                        let l = if i == j {
+                            Latency::default()
+                        } else {
+                            latency(a, b).into()
+                        };
+                        ((i, j), l)
                     })
                     .collect(),
             }),
@@ -304,15 +329,15 @@ impl Wan {
                         drop(client);
                         break;
                     };
-                    let delay = links
+                    let latency = links
                         .region_of(&peer)
-                        .map_or(Duration::ZERO, |from| links.delays[&(from, to)]);
+                        .map_or(Latency::default(), |from| links.delays[&(from, to)]);
                     tokio::spawn(async move {
                         let _ = client.set_nodelay(true);
                         let _ = server.set_nodelay(true);
                         let (cr, cw) = client.into_split();
                         let (sr, sw) = server.into_split();
-                        tokio::join!(pump(cr, sw, delay), pump(sr, cw, delay));
+                        tokio::join!(pump(cr, sw, latency), pump(sr, cw, latency));
                     });
                 }
             }
@@ -346,8 +371,8 @@ impl Wan {
 struct Links {
     octet: u8,
     regions: usize,
-    /// One-way delay between regions, by index pair (both orders).
-    delays: HashMap<(usize, usize), Duration>,
+    /// One-way latency between regions, by index pair (both orders).
+    delays: HashMap<(usize, usize), Latency>,
 }
 
 impl Links {
@@ -374,14 +399,14 @@ impl Drop for Wan {
     }
 }
 
-/// Copies `from` to `to`, each chunk delivered `delay` after it was read (in order), and
-/// closes `to`'s write side when `from` ends.
+/// Copies `from` to `to`, each chunk delivered `latency` after it was read (in order),
+/// and closes `to`'s write side when `from` ends.
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
-    delay: Duration,
+    latency: Latency,
 ) {
-    if delay.is_zero() {
+    if latency == Latency::default() {
         let _ = tokio::io::copy(&mut from, &mut to).await;
         let _ = to.shutdown().await;
         return;
@@ -389,9 +414,11 @@ async fn pump(
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
     let reader = async move {
         let mut buf = vec![0u8; 64 * 1024];
+        let mut last = tokio::time::Instant::now();
         loop {
             let n = from.read(&mut buf).await.unwrap_or(0);
-            let at = tokio::time::Instant::now() + delay;
+            let at = (tokio::time::Instant::now() + latency.sample()).max(last);
+            last = at;
             if tx.send((at, buf[..n].to_vec())).is_err() || n == 0 {
                 return;
             }
@@ -407,6 +434,16 @@ async fn pump(
         let _ = to.shutdown().await;
     };
     tokio::join!(reader, writer);
+}
+
+impl Latency {
+    /// One chunk's delay: `delay` and a uniform share of `jitter`.
+    fn sample(&self) -> Duration {
+        if self.jitter.is_zero() {
+            return self.delay;
+        }
+        self.delay + self.jitter.mul_f64(rand::random::<f64>())
+    }
 }
 
 #[cfg(test)]

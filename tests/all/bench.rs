@@ -90,6 +90,7 @@ fn the_regions_benchmark_takes_every_measurement() {
     assert_eq!(losses.len(), 1, "{r}");
     let loss = &losses[0];
     assert!(loss["rto_ms"].as_f64().unwrap() > 0.0, "{r}");
+    assert!(loss["longest_wait_ms"].as_f64().unwrap() > 0.0, "{r}");
     assert!(loss["ledger"]["acknowledged"].as_u64().unwrap() > 0, "{r}");
     assert_eq!(loss["ledger"]["lost"], serde_json::json!({}), "{r}");
     assert_eq!(loss["ledger"]["shared_slots"], serde_json::json!([]), "{r}");

@@ -35,7 +35,7 @@ use dabba_spec::Manifest;
 use dabba_spec::api::RegionAppView;
 use dabba_spec::resources::HostState;
 use dabba_testkit::payments::{Attempt, LedgerCheck, PaymentLoad, check_ledger};
-use dabba_testkit::wan::Wan;
+use dabba_testkit::wan::{Latency, Wan};
 use dabba_testkit::{Cluster, ClusterOptions, HostOptions, until};
 use serde::Serialize;
 
@@ -49,13 +49,17 @@ const PRIMARY: &str = "mumbai";
 const STANDBY: &str = "singapore";
 
 /// One way: Mumbai–Hyderabad 10 ms, Singapore to either 30 ms (about what the real
-/// links measure: ~20 ms and ~60 ms round trips).
-fn delay(a: &str, b: &str) -> Duration {
+/// links measure: ~20 ms and ~60 ms round trips), each with up to 10% jitter on top.
+fn latency(a: &str, b: &str) -> Latency {
     let pair: BTreeSet<&str> = [a, b].into();
-    if pair == BTreeSet::from(["mumbai", "hyderabad"]) {
+    let delay = if pair == BTreeSet::from(["mumbai", "hyderabad"]) {
         Duration::from_millis(10)
     } else {
         Duration::from_millis(30)
+    };
+    Latency {
+        delay,
+        jitter: delay / 10,
     }
 }
 
@@ -84,8 +88,8 @@ impl Sizes {
 
 #[derive(Debug, Serialize)]
 pub struct RegionsReport {
-    /// One-way delays between the regions, ms.
-    pub delays_ms: Vec<(String, String, u64)>,
+    /// One-way delays between the regions and their jitter, ms.
+    pub delays_ms: Vec<(String, String, u64, u64)>,
     pub controller_flags: Vec<String>,
     pub losses: Vec<RegionLoss>,
     pub drain: Moved,
@@ -98,7 +102,12 @@ pub struct RegionsReport {
 /// One loss of the primary region.
 #[derive(Debug, Serialize)]
 pub struct RegionLoss {
+    /// Kill → the last failing request sent (after it, every request is acknowledged).
     pub rto_ms: f64,
+    /// The longest any request sent after the kill took to be answered: a request held
+    /// (by the activator, or a write waiting for the new leader) is not a failure, but
+    /// its client waited this long.
+    pub longest_wait_ms: f64,
     pub requests: usize,
     pub failed: usize,
     /// The failures by status (0: no answer within 5 s).
@@ -145,7 +154,7 @@ pub async fn run(
     raft_flags: &[String],
 ) -> anyhow::Result<RegionsReport> {
     Wan::available().map_err(|why| anyhow::anyhow!("the regions suite needs {why}"))?;
-    let wan = Wan::create(&REGIONS, delay)?;
+    let wan = Wan::create(&REGIONS, latency)?;
     // A cross-region cluster's heartbeat must outlast a round trip (60 ms here): the
     // default 30 ms is for one site. Flags given on the command line win.
     let mut controller_flags = if raft_flags.is_empty() {
@@ -248,7 +257,15 @@ pub async fn run(
     Ok(RegionsReport {
         delays_ms: pairs()
             .into_iter()
-            .map(|(a, b)| (a.to_string(), b.to_string(), delay(a, b).as_millis() as u64))
+            .map(|(a, b)| {
+                let l = latency(a, b);
+                (
+                    a.to_string(),
+                    b.to_string(),
+                    l.delay.as_millis() as u64,
+                    l.jitter.as_millis() as u64,
+                )
+            })
             .collect(),
         controller_flags,
         losses,
@@ -562,8 +579,15 @@ impl World {
             p(PRIMARY).serving && p(PRIMARY).running == 2 && p(STANDBY).running == 0
         })
         .await?;
+        let longest_wait = attempts
+            .iter()
+            .filter(|a| a.sent >= killed)
+            .map(|a| a.took)
+            .max()
+            .unwrap_or_default();
         Ok(RegionLoss {
             rto_ms: rto.as_secs_f64() * 1000.0,
+            longest_wait_ms: longest_wait.as_secs_f64() * 1000.0,
             requests: attempts.len(),
             failed: attempts.iter().filter(|a| !a.acknowledged()).count(),
             failures: failures(&attempts),
@@ -600,6 +624,10 @@ pub fn render(r: &RegionsReport) -> String {
     rto.sort_by(f64::total_cmp);
     let median = rto.get(rto.len() / 2).copied().unwrap_or(f64::NAN);
     let worst = rto.last().copied().unwrap_or(f64::NAN);
+    let mut waits: Vec<f64> = r.losses.iter().map(|l| l.longest_wait_ms).collect();
+    waits.sort_by(f64::total_cmp);
+    let wait_median = waits.get(waits.len() / 2).copied().unwrap_or(f64::NAN);
+    let wait_worst = waits.last().copied().unwrap_or(f64::NAN);
     let lost: usize = r.losses.iter().map(|l| l.ledger.lost.len()).sum();
     let shared: usize = r.losses.iter().map(|l| l.ledger.shared_slots.len()).sum();
     let acknowledged: usize = r.losses.iter().map(|l| l.ledger.acknowledged).sum();
@@ -617,7 +645,7 @@ pub fn render(r: &RegionsReport) -> String {
     let delays = r
         .delays_ms
         .iter()
-        .map(|(a, b, d)| format!("{a}–{b} {d} ms"))
+        .map(|(a, b, d, j)| format!("{a}–{b} {d} ms + ≤{j} ms jitter"))
         .collect::<Vec<_>>()
         .join(", ");
     let ratio = |spread: f64, one: f64| spread / one.max(f64::MIN_POSITIVE);
@@ -625,6 +653,7 @@ pub fn render(r: &RegionsReport) -> String {
         "## Regions (3 emulated regions: one-way {delays}; 5 controllers, 6 hosts; {})\n\n\
          | measurement | result | goal |\n|---|---:|---:|\n\
          | RTO, every Mumbai process killed under load | median {median:.0} ms, worst {worst:.0} ms of {} | ≤ 5 s (seed plan: 5 min) |\n\
+         | Longest a request sent after the kill waited for its answer | median {wait_median:.0} ms, worst {wait_worst:.0} ms | — |\n\
          | RPO: acknowledged payments lost / sharing a ledger slot | {lost} / {shared} of {acknowledged} | 0 |\n\
          | Requests failed around the losses (clients in Singapore, Hyderabad) | {failed} of {requests} | — |\n\
          | Planned drain Mumbai → Singapore: requests failed | {} of {}{} (done in {:.1} s) | 0 |\n\

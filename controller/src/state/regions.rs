@@ -103,6 +103,9 @@ impl State {
             reason: None,
             created_at: at,
             region: Some(region.clone()),
+            phase_since: at,
+            restarts: 0,
+            backoff: 0,
         };
         self.pods.insert(pod.key(), pod.clone());
         self.event(
@@ -219,22 +222,24 @@ impl State {
                 let Some(stand_in) = status.restoring.remove(region) else {
                     return false;
                 };
-                let (min, _) = self
+                // Every region but the one serving again goes back to its min: the
+                // stand-in, and any region activated from zero during the outage.
+                let (lo, hi) = self
                     .apps
                     .get(&key)
-                    .map(|a| {
-                        let (lo, hi) = a
-                            .spec
-                            .scale
-                            .as_ref()
-                            .map_or((0, u32::MAX), |s| (s.min, s.max));
-                        placement.bounds(&stand_in, lo, hi)
-                    })
-                    .unwrap_or((0, 0));
+                    .and_then(|a| a.spec.scale.as_ref())
+                    .map_or((0, u32::MAX), |s| (s.min, s.max));
                 let status = self.placements.get_mut(&key).expect("checked above");
-                if let Some(n) = status.replicas.get_mut(&stand_in) {
-                    *n = min;
+                for (r, n) in status
+                    .replicas
+                    .iter_mut()
+                    .filter(|(r, _)| r.as_str() != region)
+                {
+                    if !status.failed.contains_key(r) {
+                        *n = placement.bounds(r, lo, hi).0;
+                    }
                 }
+                let min = status.replicas.get(&stand_in).copied().unwrap_or(0);
                 Some((
                     "Restored",
                     format!("{region} serves again; {stand_in} back to {min} pods"),

@@ -333,6 +333,24 @@ fn a_region_at_zero_activates_with_the_first_request_there() {
         ),
         "singapore has pods"
     );
+    // Failback: every region but mumbai returns to its min, the one activated by a
+    // stray request during the outage too (else the next loss would start from a
+    // different place than the first).
+    sim.settle();
+    assert_eq!(sim.running("hyderabad"), 1);
+    sim.region(RegionChange::Restore {
+        app: Sim::key(),
+        region: "mumbai".into(),
+    });
+    sim.settle();
+    assert_eq!(
+        (
+            sim.running("mumbai"),
+            sim.running("singapore"),
+            sim.running("hyderabad")
+        ),
+        (2, 0, 0)
+    );
 }
 
 #[test]
