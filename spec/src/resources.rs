@@ -276,9 +276,79 @@ pub struct Pod {
     /// The region it must run in (an app placed across regions).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
+    /// When it entered its phase (the leader's clock; 0 in states written before this
+    /// was kept, read as `created_at`).
+    #[serde(default)]
+    pub phase_since: Millis,
+    /// How many failed pods of its replica set this one replaces, one after another
+    /// (a replacement counts its predecessor's restarts and one more): `RESTARTS`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub restarts: u32,
+    /// Its predecessors' failures in a row, none of them after a run of
+    /// [`RestartBackoff::RESET_AFTER`]: the exponent of its back-off if it fails too.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub backoff: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// When a Failed pod is replaced: Kubernetes' crash-loop back-off. A pod that fails is
+/// replaced `first` after it failed; each failure in a row doubles the wait, up to
+/// `max`. A pod that ran for [`RestartBackoff::RESET_AFTER`] before it failed starts
+/// the count again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestartBackoff {
+    pub first: Millis,
+    pub max: Millis,
+}
+
+impl Default for RestartBackoff {
+    /// 10 s, doubling to 5 min (Kubernetes' values).
+    fn default() -> Self {
+        RestartBackoff {
+            first: 10_000,
+            max: 300_000,
+        }
+    }
+}
+
+impl RestartBackoff {
+    /// A run this long before failing makes the failure a first one again (10 min).
+    pub const RESET_AFTER: Millis = 600_000;
+
+    /// The wait after a failure with `backoff` failures in a row before it.
+    pub fn delay(&self, backoff: u32) -> Millis {
+        self.first
+            .saturating_mul(1u64 << backoff.min(32))
+            .min(self.max)
+    }
+
+    /// When the Failed `pod` is replaced.
+    pub fn restart_at(&self, pod: &Pod) -> Millis {
+        pod.phase_since
+            .max(pod.created_at)
+            .saturating_add(self.delay(pod.backoff))
+    }
 }
 
 impl Pod {
+    /// Whether it is waiting out a crash loop's back-off: Failed, and not the first of
+    /// its replica set's pods to fail in a row (`CrashLoopBackOff` in `get pods`).
+    pub fn crash_looping(&self) -> bool {
+        self.phase == PodPhase::Failed && self.backoff > 0
+    }
+
+    /// Why it is Pending or Failed, as `get pods` shows it: a crash loop says so first.
+    pub fn why(&self) -> Option<String> {
+        match (self.crash_looping(), &self.reason) {
+            (true, Some(r)) => Some(format!("CrashLoopBackOff: {r}")),
+            (true, None) => Some("CrashLoopBackOff".into()),
+            (false, r) => r.clone(),
+        }
+    }
+
     pub fn key(&self) -> ResourceKey {
         ResourceKey::new(&self.namespace, &self.name)
     }
@@ -372,6 +442,57 @@ mod tests {
             prefix: prefix.into(),
             host: host.map(Into::into),
         }
+    }
+
+    #[test]
+    fn the_restart_back_off_doubles_from_ten_seconds_to_five_minutes() {
+        let b = RestartBackoff::default();
+        let waits: Vec<Millis> = (0..8).map(|n| b.delay(n)).collect();
+        assert_eq!(
+            waits,
+            [
+                10_000, 20_000, 40_000, 80_000, 160_000, 300_000, 300_000, 300_000
+            ]
+        );
+        // No overflow however long the loop.
+        assert_eq!(b.delay(u32::MAX), 300_000);
+        let quick = RestartBackoff {
+            first: 100,
+            max: 1_000,
+        };
+        assert_eq!(quick.delay(3), 800);
+        assert_eq!(quick.delay(4), 1_000);
+    }
+
+    #[test]
+    fn a_failed_pod_is_replaced_its_back_off_after_it_failed() {
+        let mut pod = Pod {
+            name: "a-r1-1".into(),
+            namespace: "default".into(),
+            app: "a".into(),
+            revision: 1,
+            host: Some("h1".into()),
+            phase: PodPhase::Failed,
+            reason: Some("trap".into()),
+            created_at: 1_000,
+            region: None,
+            phase_since: 5_000,
+            restarts: 2,
+            backoff: 2,
+        };
+        let b = RestartBackoff::default();
+        assert_eq!(b.restart_at(&pod), 5_000 + 40_000);
+        assert!(pod.crash_looping());
+        // A state written before `phase_since` was kept: counted from creation.
+        pod.phase_since = 0;
+        assert_eq!(b.restart_at(&pod), 1_000 + 40_000);
+        assert_eq!(pod.why().as_deref(), Some("CrashLoopBackOff: trap"));
+        pod.backoff = 0;
+        assert!(!pod.crash_looping(), "a first failure is not a loop");
+        assert_eq!(pod.why().as_deref(), Some("trap"));
+        pod.phase = PodPhase::Running;
+        pod.backoff = 3;
+        assert!(!pod.crash_looping(), "a running pod is not waiting");
     }
 
     #[test]

@@ -121,15 +121,16 @@ fn print_app(d: &AppDetail) {
     println!("\nPods:");
     for p in &d.pods {
         println!(
-            "  {}  r{}  {:?}  {}{}",
+            "  {}  r{}  {:?}  {}{}{}",
             p.name,
             p.revision,
             p.phase,
             p.host.as_deref().unwrap_or("-"),
-            p.reason
-                .as_deref()
-                .map(|r| format!("  ({r})"))
-                .unwrap_or_default()
+            match p.restarts {
+                0 => String::new(),
+                n => format!("  restarts {n}"),
+            },
+            p.why().map(|r| format!("  ({r})")).unwrap_or_default()
         );
     }
     println!("\nScaling events:");

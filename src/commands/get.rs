@@ -177,7 +177,9 @@ async fn pods(api: &ApiClient, args: &GetArgs) -> anyhow::Result<()> {
         return print_json(&pods);
     }
     table(
-        &["NAME", "APP", "REVISION", "PHASE", "HOST", "AGE", "REASON"],
+        &[
+            "NAME", "APP", "REVISION", "PHASE", "RESTARTS", "HOST", "AGE", "REASON",
+        ],
         pods.iter()
             .map(|p| {
                 vec![
@@ -185,9 +187,10 @@ async fn pods(api: &ApiClient, args: &GetArgs) -> anyhow::Result<()> {
                     p.app.clone(),
                     p.revision.to_string(),
                     format!("{:?}", p.phase),
+                    p.restarts.to_string(),
                     p.host.clone().unwrap_or_else(|| "-".into()),
                     age(p.created_at),
-                    p.reason.clone().unwrap_or_default(),
+                    p.why().unwrap_or_default(),
                 ]
             })
             .collect(),

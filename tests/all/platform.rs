@@ -439,3 +439,83 @@ fn every_mutating_endpoint_checks_the_token_and_its_role() {
     );
     assert_eq!(status, 404);
 }
+
+/// A pod that can never start (a job component deployed as an HTTP app) is replaced
+/// again and again, each replacement later than the last (the back-off doubles from
+/// `--restart-backoff`), counting its restarts, and shown as a crash loop.
+#[test]
+fn a_pod_that_cannot_start_is_replaced_after_a_doubling_back_off() {
+    use dabba_spec::resources::{Pod, PodPhase, RestartBackoff};
+    let up = Up::start_with(false, &["--restart-backoff", "300ms"]);
+    let manifest = up.dir.path().join("broken.toml");
+    apply_manifest(
+        &|a: &[&str]| up.cli(a),
+        &manifest,
+        &format!(
+            "[app]\nname = \"broken\"\ncomponent = {:?}\nroute = \"/broken\"\nreplicas = 1\n",
+            guest("job").display().to_string()
+        ),
+    );
+    // Every pod seen, by name: the last state seen of each.
+    let mut seen: std::collections::BTreeMap<String, Pod> = Default::default();
+    let mut table_showed_the_loop = false;
+    eventually(
+        Duration::from_secs(60),
+        "a pod that has been restarted four times",
+        || {
+            let pods: Vec<Pod> = json_out(&up.cli(&["get", "pods", "-o", "json"]));
+            for p in pods {
+                seen.insert(p.name.clone(), p);
+            }
+            if !table_showed_the_loop && seen.values().any(Pod::crash_looping) {
+                let table = stdout(&up.cli(&["get", "pods"]));
+                table_showed_the_loop =
+                    table.contains("RESTARTS") && table.contains("CrashLoopBackOff");
+            }
+            seen.values().any(|p| p.restarts >= 4)
+        },
+    );
+    assert!(
+        table_showed_the_loop,
+        "get pods never showed CrashLoopBackOff: {seen:#?}"
+    );
+    let failed: Vec<&Pod> = seen
+        .values()
+        .filter(|p| p.phase == PodPhase::Failed)
+        .collect();
+    assert!(
+        failed.iter().all(|p| p
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("incoming-handler"))),
+        "each failed for the reason its host gave: {failed:#?}"
+    );
+    // One pod at a time, each replacing the one before: restarts and creation times
+    // rise together, and each came no sooner than its predecessor's back-off.
+    let mut pods: Vec<&Pod> = seen.values().collect();
+    pods.sort_by_key(|p| p.created_at);
+    let backoff = RestartBackoff {
+        first: 300,
+        max: 9_000,
+    };
+    for pair in pods.windows(2) {
+        let (before, after) = (pair[0], pair[1]);
+        assert!(after.restarts > before.restarts, "{pods:#?}");
+        assert_eq!(
+            after.backoff, after.restarts,
+            "no long run resets it: {pods:#?}"
+        );
+        if after.restarts == before.restarts + 1 {
+            let gap = after.created_at - before.created_at;
+            let wait = backoff.delay(before.backoff);
+            assert!(
+                gap >= wait,
+                "{} replaced {} after {gap} ms, sooner than its back-off of {wait} ms",
+                after.name,
+                before.name
+            );
+        }
+    }
+    let describe = stdout(&up.cli(&["describe", "app", "broken"]));
+    assert!(describe.contains("restarts"), "{describe}");
+}

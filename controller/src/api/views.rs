@@ -397,6 +397,9 @@ mod tests {
             reason: None,
             created_at: 1,
             region: None,
+            phase_since: 1,
+            restarts: 0,
+            backoff: 0,
         };
         s.apply(&Command::Pods {
             changes: vec![

@@ -19,7 +19,7 @@ pub mod scheduler;
 
 use std::collections::{BTreeSet, HashMap};
 
-use dabba_spec::resources::{HostState, Millis};
+use dabba_spec::resources::{HostState, Millis, RestartBackoff};
 
 use crate::command::Command;
 use crate::state::State;
@@ -44,16 +44,16 @@ pub struct Tuning {
     /// A host that has not sent a heartbeat for this long is NotReady and its pods are
     /// replaced elsewhere. By default: 3 s.
     pub failure_timeout: Millis,
-    /// A pod its host could not run (Failed) is replaced this long after it was
-    /// created, so a bad start is retried without a tight loop. By default: 10 s.
-    pub restart_failed_after: Millis,
+    /// A pod its host could not run (Failed) is replaced after this back-off, so a bad
+    /// start is retried without a tight loop. By default: 10 s doubling to 5 min.
+    pub restart: RestartBackoff,
 }
 
 impl Default for Tuning {
     fn default() -> Self {
         Tuning {
             failure_timeout: 3_000,
-            restart_failed_after: 10_000,
+            restart: RestartBackoff::default(),
         }
     }
 }

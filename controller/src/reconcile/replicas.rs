@@ -7,7 +7,7 @@
 //! |---|---|---|---|
 //! | Pending (no host) | — | deleted first | placed when a host fits, else its reason is kept current |
 //! | Scheduled / Running | deleted (and so replaced) | deleted, newest first | left alone |
-//! | Failed | deleted (and so replaced) | deleted first | replaced once it is `restart_failed_after` old |
+//! | Failed | deleted (and so replaced) | deleted first | replaced after its back-off (`RestartBackoff`: 10 s doubling to 5 min over failures in a row), the replacement counting one more restart |
 //!
 //! Rolling forward: the new revision's replica set starts its pods (all at once by
 //! default, or `max_surge` above the app's count in all); an old revision's pods go as
@@ -35,12 +35,11 @@ pub fn reconcile<'s>(
     let mut changes = Vec::new();
     let mut usage = Usage::of(state, ready);
     let mut next_seq = state.pod_seq + 1;
-    // Pods on hosts that are gone, and Failed pods past their restart delay, are
+    // Pods on hosts that are gone, and Failed pods past their restart back-off, are
     // deleted; their replica sets replace them below.
     let lost = |p: &Pod| {
         p.host.as_deref().is_some_and(|h| !ready.contains(h))
-            || (p.phase == PodPhase::Failed
-                && now.saturating_sub(p.created_at) >= tuning.restart_failed_after)
+            || (p.phase == PodPhase::Failed && now >= tuning.restart.restart_at(p))
     };
     for pod in state.pods.values().filter(|p| lost(p)) {
         changes.push(PodChange::Delete { key: pod.key() });
@@ -192,7 +191,22 @@ pub fn reconcile<'s>(
                 continue;
             }
 
+            // A replacement for a Failed pod carries on its count (and its back-off,
+            // should it fail too): the worst first.
+            let mut failed: Vec<&Pod> = by_set
+                .get(&(rs.namespace.as_str(), rs.app.as_str(), rs.revision, region))
+                .map(|ps| {
+                    ps.iter()
+                        .copied()
+                        .filter(|p| p.phase == PodPhase::Failed && lost(p))
+                        .collect()
+                })
+                .unwrap_or_default();
+            failed.sort_by_key(|p| (p.backoff, p.restarts, p.name.clone()));
             for _ in live.len()..desired {
+                let (restarts, backoff) = failed
+                    .pop()
+                    .map_or((0, 0), |f| (f.restarts + 1, f.backoff + 1));
                 let name = format!("{}-r{}-{}", rs.app, rs.revision, next_seq);
                 next_seq += 1;
                 let placed = scheduler::place(state, ready, &usage, &revision.spec, region);
@@ -214,6 +228,9 @@ pub fn reconcile<'s>(
                         reason,
                         created_at: now,
                         region: region.map(str::to_string),
+                        phase_since: now,
+                        restarts,
+                        backoff,
                     },
                 });
             }

@@ -1,7 +1,7 @@
 //! The reconcilers against hand-built cluster states, and a small simulation that applies
 //! their commands until the cluster converges.
 
-use dabba_spec::resources::{Capacity, HostInfo, HostState, PodPhase, ResourceKey};
+use dabba_spec::resources::{Capacity, HostInfo, HostState, Pod, PodPhase, ResourceKey};
 
 use super::*;
 use crate::command::{Command, PodChange, Reply};
@@ -286,41 +286,103 @@ fn reconciling_is_idempotent_and_deterministic() {
     assert_eq!(s.pods.len(), 3);
 }
 
+/// The one pod of `s`, which must have one.
+fn only_pod(s: &State) -> &Pod {
+    assert_eq!(s.pods.len(), 1, "{:?}", s.pods);
+    s.pods.values().next().unwrap()
+}
+
+/// The host reports `pod` in `phase` at `at`.
+fn report_phase(s: &mut State, pod: &ResourceKey, phase: PodPhase, at: Millis) {
+    s.apply(&Command::Pods {
+        changes: vec![PodChange::Phase {
+            key: pod.clone(),
+            phase,
+            reason: (phase == PodPhase::Failed).then(|| "component failed to load".into()),
+        }],
+        at,
+    });
+}
+
 #[test]
-fn a_failed_pod_is_replaced_after_the_restart_delay_not_before() {
+fn a_crash_looping_pod_is_replaced_after_a_doubling_back_off_reset_by_a_long_run() {
     let mut s = with_blobs();
     s.apply(&host("h1", "a", 4 * GIB, &[]));
     s.apply(&Command::ApplyApp {
         spec: Box::new(spec("pay", "/pay", 1)),
         at: 0,
     });
-    let t0 = 1_000;
-    let observed = alive(&s, t0);
-    converge(&mut s, &observed, t0);
-    let pod = s.pods.values().next().unwrap().key();
-    s.apply(&Command::Pods {
-        changes: vec![PodChange::Phase {
-            key: pod.clone(),
-            phase: PodPhase::Failed,
-            reason: Some("component failed to load".into()),
-        }],
-        at: t0,
-    });
     let tuning = Tuning::default();
-    let soon = t0 + tuning.restart_failed_after - 1;
-    assert!(
-        reconcile(&s, &alive(&s, soon), soon, &tuning).is_empty(),
-        "a Failed pod is left alone during its restart delay"
-    );
-    let later = t0 + tuning.restart_failed_after;
-    for c in reconcile(&s, &alive(&s, later), later, &tuning) {
+    let mut t = 1_000;
+    converge_alive(&mut s, t);
+    // (failure, wait before its replacement, restarts and back-off of the replacement)
+    let expected = [(10_000, 1, 1), (20_000, 2, 2), (40_000, 3, 3)];
+    for (wait, restarts, backoff) in expected {
+        let pod = only_pod(&s).key();
+        report_phase(&mut s, &pod, PodPhase::Failed, t);
+        let soon = t + wait - 1;
+        assert!(
+            reconcile(&s, &alive(&s, soon), soon, &tuning).is_empty(),
+            "a Failed pod is left alone during its back-off of {wait} ms"
+        );
+        t += wait;
+        for c in reconcile(&s, &alive(&s, t), t, &tuning) {
+            s.apply(&c);
+        }
+        let next = only_pod(&s);
+        assert_ne!(next.key(), pod, "replaced after {wait} ms");
+        assert_eq!(next.phase, PodPhase::Scheduled);
+        assert_eq!((next.restarts, next.backoff), (restarts, backoff));
+    }
+    // The fourth pod runs for ten minutes, then fails: a first failure again, though
+    // the count goes on.
+    let pod = only_pod(&s).key();
+    report_phase(&mut s, &pod, PodPhase::Running, t);
+    t += dabba_spec::resources::RestartBackoff::RESET_AFTER;
+    report_phase(&mut s, &pod, PodPhase::Failed, t);
+    assert_eq!(s.pods[&pod].backoff, 0, "the back-off starts again");
+    assert!(!s.pods[&pod].crash_looping());
+    t += 10_000;
+    for c in reconcile(&s, &alive(&s, t), t, &tuning) {
         s.apply(&c);
     }
-    assert!(!s.pods.contains_key(&pod), "the Failed pod is gone");
-    assert_eq!(s.pods.len(), 1, "and replaced");
-    let replacement = s.pods.values().next().unwrap();
-    assert_ne!(replacement.key(), pod);
-    assert_eq!(replacement.phase, PodPhase::Scheduled);
+    let next = only_pod(&s);
+    assert_ne!(next.key(), pod, "replaced after 10 s");
+    assert_eq!((next.restarts, next.backoff), (4, 1));
+    // A pod that fails after a short run stays in the loop.
+    let pod = next.key();
+    report_phase(&mut s, &pod, PodPhase::Running, t);
+    report_phase(&mut s, &pod, PodPhase::Failed, t + 60_000);
+    assert_eq!(s.pods[&pod].backoff, 1);
+    assert!(s.pods[&pod].crash_looping());
+}
+
+#[test]
+fn a_pod_replaced_because_its_host_was_lost_starts_without_restarts() {
+    let mut s = with_blobs();
+    s.apply(&host("h1", "a", 4 * GIB, &[]));
+    s.apply(&host("h2", "b", 4 * GIB, &[]));
+    s.apply(&Command::ApplyApp {
+        spec: Box::new(spec("pay", "/pay", 1)),
+        at: 0,
+    });
+    converge_alive(&mut s, 1_000);
+    let first = only_pod(&s).clone();
+    let survivor = if first.host.as_deref() == Some("h1") {
+        "h2"
+    } else {
+        "h1"
+    };
+    let mut observed = alive(&s, 1_000);
+    observed.heartbeats.insert(survivor.into(), 20_000);
+    converge(&mut s, &observed, 20_000);
+    let next = only_pod(&s);
+    assert_eq!(next.host.as_deref(), Some(survivor));
+    assert_eq!(
+        (next.restarts, next.backoff),
+        (0, 0),
+        "a lost host is no crash"
+    );
 }
 
 fn autoscaled(name: &str, prefix: &str, replicas: u32) -> Command {

@@ -2,7 +2,7 @@
 //! `ScaleApp`, `Activate` and `Pods` do to the state.
 
 use dabba_spec::resources::{
-    App, AppSpec, Millis, Pod, PodPhase, ReplicaSet, ResourceKey, Revision,
+    App, AppSpec, Millis, Pod, PodPhase, ReplicaSet, ResourceKey, RestartBackoff, Revision,
 };
 
 use super::{REVISION_HISTORY, State, rejected};
@@ -274,6 +274,9 @@ impl State {
             reason: None,
             created_at: at,
             region: None,
+            phase_since: at,
+            restarts: 0,
+            backoff: 0,
         };
         self.pods.insert(pod.key(), pod.clone());
         let on = host.map(|h| format!(" on {h}")).unwrap_or_default();
@@ -319,7 +322,9 @@ impl State {
                 if self.pods.contains_key(&key) || !self.replica_sets.contains_key(&rs) {
                     return false;
                 }
-                self.pods.insert(key, pod.clone());
+                let mut pod = pod.clone();
+                pod.phase_since = at;
+                self.pods.insert(key, pod);
                 true
             }
             PodChange::Delete { key } => {
@@ -341,6 +346,9 @@ impl State {
                     return false;
                 }
                 pod.host = host.clone();
+                if pod.phase != phase {
+                    pod.phase_since = at;
+                }
                 pod.phase = phase;
                 pod.reason = reason;
                 let message = match host {
@@ -356,6 +364,17 @@ impl State {
                 };
                 if pod.phase == *phase && pod.reason == *reason {
                     return false;
+                }
+                if pod.phase != *phase {
+                    // A long healthy run ends a crash loop: this failure is a first one.
+                    if *phase == PodPhase::Failed
+                        && pod.phase == PodPhase::Running
+                        && at.saturating_sub(pod.phase_since.max(pod.created_at))
+                            >= RestartBackoff::RESET_AFTER
+                    {
+                        pod.backoff = 0;
+                    }
+                    pod.phase_since = at;
                 }
                 pod.phase = *phase;
                 pod.reason = reason.clone();

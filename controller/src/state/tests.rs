@@ -199,6 +199,9 @@ fn deleting_an_app_removes_its_pods_and_revisions() {
         reason: None,
         created_at: 1,
         region: None,
+        phase_since: 1,
+        restarts: 0,
+        backoff: 0,
     };
     s.apply(&Command::Pods {
         changes: vec![PodChange::Create { pod }],
@@ -254,6 +257,9 @@ fn pod_changes_for_vanished_pods_are_ignored() {
         reason: None,
         created_at: 1,
         region: None,
+        phase_since: 1,
+        restarts: 0,
+        backoff: 0,
     };
     s.apply(&Command::Pods {
         changes: vec![PodChange::Create { pod: stray }],

@@ -10,11 +10,9 @@ use anyhow::Context;
 use clap::Args;
 use dabba_client::ApiClient;
 use dabba_controller::node::ControllerOptions;
-use dabba_controller::reconcile::Tuning;
-use dabba_spec::HumanDuration;
 use dabba_spec::api::{AddMember, ControllerPlace};
 
-use super::{RaftFlags, bind, start_controller, url_of};
+use super::{RaftFlags, TuningFlags, bind, start_controller, url_of};
 
 #[derive(Debug, Args)]
 pub struct ControllerArgs {
@@ -37,13 +35,6 @@ pub struct ControllerArgs {
     /// Admin token for --join. Also read from DABBA_TOKEN.
     #[arg(long, env = "DABBA_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
-    /// How long a host may miss heartbeats before it is NotReady, e.g. 3s.
-    #[arg(
-        long,
-        default_value_t = HumanDuration::from_millis(Tuning::default().failure_timeout),
-        value_name = "DURATION"
-    )]
-    pub failure_timeout: HumanDuration,
     /// The region this controller runs in (its voters' spread decides which region's
     /// loss the cluster survives: spec/regions.md).
     #[arg(long, default_value = "default")]
@@ -57,6 +48,8 @@ pub struct ControllerArgs {
     pub preferred_leader_region: Option<String>,
     #[command(flatten)]
     pub raft: RaftFlags,
+    #[command(flatten)]
+    pub tuning: TuningFlags,
 }
 
 pub fn controller(args: ControllerArgs) -> anyhow::Result<()> {
@@ -64,10 +57,7 @@ pub fn controller(args: ControllerArgs) -> anyhow::Result<()> {
     rt.block_on(async move {
         let listener = bind(args.listen, "controller API").await?;
         let advertise = args.advertise.unwrap_or_else(|| url_of(args.listen));
-        let tuning = Tuning {
-            failure_timeout: args.failure_timeout.get().as_millis() as u64,
-            ..Tuning::default()
-        };
+        let tuning = args.tuning.tuning()?;
         let fresh = !args.data_dir.join("raft.redb").exists();
         let peer_token = match (&args.join, fresh) {
             (Some(url), true) => {

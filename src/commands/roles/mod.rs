@@ -18,6 +18,7 @@ use clap::Args;
 use dabba_client::ApiClient;
 use dabba_controller::api::Api;
 use dabba_controller::node::{Controller, ControllerOptions, RaftTiming};
+use dabba_controller::reconcile::Tuning;
 use dabba_controller::secrets::read_secret;
 use dabba_host::agent::{Agent, AgentOptions, LocalLeader};
 use dabba_host::function::HttpResponse;
@@ -27,7 +28,7 @@ use dabba_host::reachability::ControlPlane;
 use dabba_host::runtime::{Runtime, RuntimeOptions};
 use dabba_host::server::{self, Handler};
 use dabba_spec::HumanDuration;
-use dabba_spec::resources::HostInfo;
+use dabba_spec::resources::{HostInfo, RestartBackoff};
 use http_body_util::Full;
 use hyper::body::Incoming;
 
@@ -66,6 +67,45 @@ impl RaftFlags {
             );
         }
         Ok(t)
+    }
+}
+
+/// The reconcilers' knobs (spec/controller.md): when a host is lost, when a failed pod
+/// is replaced.
+#[derive(Debug, Args)]
+pub struct TuningFlags {
+    /// How long a host may miss heartbeats before it is NotReady, e.g. 3s.
+    #[arg(
+        long,
+        default_value_t = HumanDuration::from_millis(Tuning::default().failure_timeout),
+        value_name = "DURATION"
+    )]
+    pub failure_timeout: HumanDuration,
+    /// How long after it failed a pod is first replaced; each failure in a row doubles
+    /// it, up to 30 times this (Kubernetes' crash-loop back-off: 10s to 5 min).
+    #[arg(
+        long,
+        default_value_t = HumanDuration::from_millis(RestartBackoff::default().first),
+        value_name = "DURATION"
+    )]
+    pub restart_backoff: HumanDuration,
+}
+
+impl TuningFlags {
+    pub(super) fn tuning(&self) -> anyhow::Result<Tuning> {
+        let first = self.restart_backoff.get().as_millis() as u64;
+        if first == 0 {
+            bail!(
+                "--restart-backoff must be longer than 0s: a failed pod would be replaced in a tight loop"
+            );
+        }
+        Ok(Tuning {
+            failure_timeout: self.failure_timeout.get().as_millis() as u64,
+            restart: RestartBackoff {
+                first,
+                max: first.saturating_mul(30),
+            },
+        })
     }
 }
 

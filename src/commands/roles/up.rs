@@ -10,7 +10,6 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use dabba_controller::node::{Controller, ControllerOptions};
-use dabba_controller::reconcile::Tuning;
 use dabba_host::agent::{Activation, AgentOptions, LocalLeader};
 use dabba_spec::api::ActivateRequest;
 use dabba_spec::api::ControllerPlace;
@@ -19,8 +18,8 @@ use dabba_spec::resources::{Capacity, HostInfo, ResourceKey};
 use super::super::apply::apply_file;
 use super::super::target::ClientConfig;
 use super::{
-    ActivatorFlags, HostSetup, RaftFlags, bind, host_runtime, secret, start_controller, start_host,
-    url_of,
+    ActivatorFlags, HostSetup, RaftFlags, TuningFlags, bind, host_runtime, secret,
+    start_controller, start_host, url_of,
 };
 
 #[derive(Debug, Args)]
@@ -44,6 +43,8 @@ pub struct UpArgs {
     pub config: Option<PathBuf>,
     #[command(flatten)]
     pub raft: RaftFlags,
+    #[command(flatten)]
+    pub tuning: TuningFlags,
     #[command(flatten)]
     pub activator: ActivatorFlags,
 }
@@ -81,7 +82,7 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
             id: 1,
             address: api_url.clone(),
             data_dir: args.data_dir.join("controller"),
-            tuning: Tuning::default(),
+            tuning: args.tuning.tuning()?,
             peer_token: None,
             timing: args.raft.timing()?,
             place: ControllerPlace {
