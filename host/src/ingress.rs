@@ -770,7 +770,8 @@ impl Ingress {
             let Some(route) = table.entry(app) else {
                 return unavailable(app, "no_route", "was removed");
             };
-            if self.others(route, revision).is_empty() {
+            let others = self.others(route, revision);
+            if others.is_empty() {
                 if hopped || !route.autoscaled {
                     return unavailable(app, "no_ready_pod", "has no running pod");
                 }
@@ -785,10 +786,7 @@ impl Ingress {
                 }
                 continue;
             }
-            let Some(route) = table.entry(app) else {
-                return unavailable(app, "no_route", "was removed");
-            };
-            let endpoint = self.nearest(&table, &self.others(route, revision)).clone();
+            let endpoint = self.nearest(&table, &others).clone();
             match self.proxy(&endpoint, revision, &parts, body.clone()).await {
                 Ok(resp) => return resp,
                 Err(e) => {

@@ -98,6 +98,21 @@ pub struct AppDetail {
     pub autoscaler: Option<AutoscalerStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<RolloutView>,
+    /// For an app placed across regions: the pods wanted in each region now, and the
+    /// regions failed over, draining or restoring.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<crate::regions::PlacementStatus>,
+}
+
+impl AppDetail {
+    /// The pods the app's serving revision should run now: in all its regions for an
+    /// app placed across regions.
+    pub fn pods_wanted(&self) -> usize {
+        match &self.placement {
+            Some(p) => p.replicas.values().map(|n| *n as usize).sum(),
+            None => self.app.spec.replicas as usize,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

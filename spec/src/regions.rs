@@ -359,6 +359,33 @@ mod tests {
         assert_eq!(p.bounds("singapore", 2, 20), (0, 20));
         assert_eq!(p.bounds("hyderabad", 2, 20), (1, 20));
         assert_eq!(p.degraded, Degraded::Refuse);
+        // `apply --wait` waits for the pods of every region: 2 in Mumbai, Hyderabad's 1.
+        let mut detail = crate::api::AppDetail {
+            app: crate::resources::App {
+                spec: m.to_spec(crate::Digest::of(b"x")),
+                revision: 1,
+                created_at: 0,
+                updated_at: 0,
+            },
+            revisions: vec![],
+            replica_sets: vec![],
+            pods: vec![],
+            events: vec![],
+            autoscaler: None,
+            rollout: None,
+            placement: None,
+        };
+        assert_eq!(detail.pods_wanted(), 2, "not placed: the app's replicas");
+        detail.placement = Some(PlacementStatus {
+            replicas: [
+                ("mumbai".into(), 2),
+                ("singapore".into(), 0),
+                ("hyderabad".into(), 1),
+            ]
+            .into(),
+            ..PlacementStatus::default()
+        });
+        assert_eq!(detail.pods_wanted(), 3);
     }
 
     #[test]

@@ -252,7 +252,7 @@ async fn wait_ready(
                 .find(|rs| rs.revision == revision)
                 .map_or(0, |rs| rs.replicas as usize)
         } else {
-            d.app.spec.replicas as usize
+            d.pods_wanted()
         };
         let of_rev: Vec<&Pod> = d.pods.iter().filter(|p| p.revision == revision).collect();
         let running = of_rev

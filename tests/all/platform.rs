@@ -460,8 +460,8 @@ fn a_pod_that_cannot_start_is_replaced_after_a_doubling_back_off() {
     let mut seen: std::collections::BTreeMap<String, Pod> = Default::default();
     let mut table_showed_the_loop = false;
     eventually(
-        Duration::from_secs(60),
         "a pod that has been restarted four times",
+        Duration::from_secs(60),
         || {
             let pods: Vec<Pod> = json_out(&up.cli(&["get", "pods", "-o", "json"]));
             for p in pods {
@@ -472,7 +472,7 @@ fn a_pod_that_cannot_start_is_replaced_after_a_doubling_back_off() {
                 table_showed_the_loop =
                     table.contains("RESTARTS") && table.contains("CrashLoopBackOff");
             }
-            seen.values().any(|p| p.restarts >= 4)
+            seen.values().any(|p| p.restarts >= 4).then_some(())
         },
     );
     assert!(

@@ -76,6 +76,7 @@ pub fn app_detail(state: &State, key: &ResourceKey) -> Option<AppDetail> {
             .collect(),
         autoscaler: None,
         rollout: None,
+        placement: state.placements.get(key).cloned(),
     })
 }
 
