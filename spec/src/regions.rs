@@ -134,12 +134,13 @@ impl RegionPlacement {
             .collect()
     }
 
-    /// The bounds of `region`: as written, else — for the primary — the app's, and for
-    /// a standby 0 and the app's max.
-    pub fn bounds(&self, region: &str, app_min: u32, app_max: u32) -> (u32, u32) {
+    /// The bounds of `region`: as written, else 0 and the app's max. A region that
+    /// serves the app (or is about to: a drain's target, a restored region) holds at
+    /// least the app's own min — a standby's `min = 0` is for while it stands by.
+    pub fn bounds(&self, region: &str, app_min: u32, app_max: u32, serves: bool) -> (u32, u32) {
         let written = self.region.get(region).copied().unwrap_or_default();
-        let default_min = if region == self.primary() { app_min } else { 0 };
-        let min = written.min.unwrap_or(default_min);
+        let floor = if serves { app_min } else { 0 };
+        let min = written.min.unwrap_or(floor).max(floor);
         (min, written.max.unwrap_or(app_max).max(min))
     }
 
@@ -269,6 +270,14 @@ impl PlacementStatus {
         !self.failed.contains_key(region)
     }
 
+    /// Whether `region` serves the app, or is about to (the target of a drain, a
+    /// region being restored): it holds at least the app's min.
+    pub fn serves(&self, placement: &RegionPlacement, region: &str) -> bool {
+        self.serving(placement) == Some(region)
+            || self.draining.values().any(|to| to == region)
+            || self.restoring.contains_key(region)
+    }
+
     /// A new app's (or a changed placement's) pods per region: the serving region its
     /// count, every other its `min`; regions no longer listed are dropped.
     pub fn sized(
@@ -287,7 +296,7 @@ impl PlacementStatus {
             .regions
             .iter()
             .map(|r| {
-                let (min, max) = placement.bounds(r, app_min, app_max);
+                let (min, max) = placement.bounds(r, app_min, app_max, out.serves(placement, r));
                 let n = if out.failed.contains_key(r) {
                     0
                 } else if Some(r) == serving.as_ref() {
@@ -356,8 +365,11 @@ mod tests {
             .regions
             .expect("placed across regions");
         assert_eq!(p.primary(), "mumbai");
-        assert_eq!(p.bounds("singapore", 2, 20), (0, 20));
-        assert_eq!(p.bounds("hyderabad", 2, 20), (1, 20));
+        assert_eq!(p.bounds("singapore", 2, 20, false), (0, 20));
+        assert_eq!(p.bounds("hyderabad", 2, 20, false), (1, 20));
+        // Serving (failed over to, or draining to), a standby holds the app's min.
+        assert_eq!(p.bounds("singapore", 2, 20, true), (2, 20));
+        assert_eq!(p.bounds("hyderabad", 2, 20, true), (2, 20));
         assert_eq!(p.degraded, Degraded::Refuse);
         // `apply --wait` waits for the pods of every region: 2 in Mumbai, Hyderabad's 1.
         let mut detail = crate::api::AppDetail {
@@ -401,9 +413,9 @@ mod tests {
             (50, 80)
         );
         assert_eq!(p.window.get().as_secs(), 30);
-        assert_eq!(p.bounds("mumbai", 2, 10), (2, 10));
-        assert_eq!(p.bounds("singapore", 2, 10), (0, 20));
-        assert_eq!(p.bounds("hyderabad", 2, 10), (0, 10));
+        assert_eq!(p.bounds("mumbai", 2, 10, true), (2, 10));
+        assert_eq!(p.bounds("singapore", 2, 10, false), (0, 20));
+        assert_eq!(p.bounds("hyderabad", 2, 10, false), (0, 10));
         assert_eq!(p.validate(), Ok(()));
         let with_primary = placement("regions = [\"a\", \"b\", \"c\"]\nprimary = \"b\"\n");
         assert_eq!(with_primary.in_order(), ["b", "a", "c"]);

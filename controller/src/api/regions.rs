@@ -150,7 +150,8 @@ fn moves(
         let app = key.clone();
         match what {
             Move::Restore => {
-                if status.failed.contains_key(region) {
+                // Failed over or drained: back; still draining: the drain is called off.
+                if status.failed.contains_key(region) || status.draining.contains_key(region) {
                     changes.push(RegionChange::Restore {
                         app,
                         region: region.to_string(),

@@ -132,6 +132,11 @@ impl State {
         let Some(placement) = self.apps.get(&key).and_then(|a| a.spec.regions.clone()) else {
             return false;
         };
+        let (lo, hi) = self
+            .apps
+            .get(&key)
+            .and_then(|a| a.spec.scale.as_ref())
+            .map_or((0, u32::MAX), |s| (s.min, s.max));
         let Some(status) = self.placements.get_mut(&key) else {
             return false;
         };
@@ -201,6 +206,20 @@ impl State {
                 );
                 Some(("Drained", format!("{region} → {to}: requests moved")))
             }
+            RegionChange::Restore { region, .. } if status.draining.contains_key(region) => {
+                // A drain not finished: called off, its target stands by again.
+                let to = status.draining.remove(region).expect("checked");
+                let min = placement
+                    .bounds(&to, lo, hi, status.serves(&placement, &to))
+                    .0;
+                if let Some(n) = status.replicas.get_mut(&to) {
+                    *n = min;
+                }
+                Some((
+                    "DrainCancelled",
+                    format!("{region} keeps serving; {to} back to {min} pods"),
+                ))
+            }
             RegionChange::Restore { region, .. } => {
                 let Some(failure) = status.failed.remove(region) else {
                     return false;
@@ -224,19 +243,13 @@ impl State {
                 };
                 // Every region but the one serving again goes back to its min: the
                 // stand-in, and any region activated from zero during the outage.
-                let (lo, hi) = self
-                    .apps
-                    .get(&key)
-                    .and_then(|a| a.spec.scale.as_ref())
-                    .map_or((0, u32::MAX), |s| (s.min, s.max));
-                let status = self.placements.get_mut(&key).expect("checked above");
                 for (r, n) in status
                     .replicas
                     .iter_mut()
                     .filter(|(r, _)| r.as_str() != region)
                 {
                     if !status.failed.contains_key(r) {
-                        *n = placement.bounds(r, lo, hi).0;
+                        *n = placement.bounds(r, lo, hi, false).0;
                     }
                 }
                 let min = status.replicas.get(&stand_in).copied().unwrap_or(0);

@@ -104,7 +104,8 @@ pub fn drive(
                     .iter()
                     .filter(|r| status.routes_to(r))
                     .map(|r| {
-                        let (min, max) = placement.bounds(r, scale.min, scale.max);
+                        let (min, max) =
+                            placement.bounds(r, scale.min, scale.max, status.serves(placement, r));
                         let current = status.replicas.get(r).copied().unwrap_or(0);
                         (
                             Some(r.clone()),

@@ -288,6 +288,37 @@ fn a_drain_moves_requests_only_once_the_target_runs_and_a_restore_comes_back() {
 }
 
 #[test]
+fn a_restore_during_a_drain_calls_the_drain_off() {
+    let mut sim = Sim::new(placed(THREE, 2));
+    sim.s.apply(&Command::Regions {
+        changes: vec![RegionChange::Drain {
+            app: Sim::key(),
+            from: "mumbai".into(),
+            to: "singapore".into(),
+        }],
+        at: sim.now,
+    });
+    assert_eq!(sim.status().replicas["singapore"], 2);
+    // Before singapore runs its pods, the operator thinks again.
+    sim.s.apply(&Command::Regions {
+        changes: vec![RegionChange::Restore {
+            app: Sim::key(),
+            region: "mumbai".into(),
+        }],
+        at: sim.now,
+    });
+    assert!(sim.status().draining.is_empty(), "the drain is off");
+    assert!(sim.status().failed.is_empty());
+    sim.settle();
+    assert!(sim.status().routes_to("mumbai"));
+    assert_eq!((sim.running("mumbai"), sim.running("singapore")), (2, 0));
+    assert!(
+        sim.s.events.iter().any(|e| e.reason == "DrainCancelled"),
+        "an event says so"
+    );
+}
+
+#[test]
 fn a_region_at_zero_activates_with_the_first_request_there() {
     let mut sim = Sim::new(placed(THREE, 2));
     sim.region(RegionChange::Failover {
@@ -435,6 +466,45 @@ fn an_autoscaled_app_is_sized_in_each_region_by_that_regions_demand() {
         !scaled.iter().any(|(r, _)| r == "hyderabad"),
         "no demand there: {scaled:?}"
     );
+}
+
+#[test]
+fn a_standby_that_takes_over_an_autoscaled_app_holds_the_apps_min_without_demand() {
+    use crate::reconcile::autoscale::{LoadReports, drive};
+    use std::collections::HashMap;
+
+    let mut app = placed(THREE, 2);
+    app.scale = Some(toml::from_str("min = 2\nmax = 10\ntarget_concurrency = 10\n").unwrap());
+    let mut sim = Sim::new(app);
+    sim.s.apply(&Command::Regions {
+        changes: vec![RegionChange::Drain {
+            app: Sim::key(),
+            from: "mumbai".into(),
+            to: "singapore".into(),
+        }],
+        at: sim.now,
+    });
+    // No demand anywhere, for long enough for the autoscaler to scale down.
+    let mut scalers = HashMap::new();
+    let reports = LoadReports::default();
+    for step in 0..200 {
+        let now = sim.now + step * 1_000;
+        for c in drive(&sim.s, &reports, &mut scalers, now) {
+            sim.s.apply(&c);
+        }
+        if step == 5 {
+            sim.settle();
+        }
+    }
+    sim.settle();
+    assert!(!sim.status().routes_to("mumbai"), "drained");
+    assert_eq!(
+        sim.status().replicas["singapore"],
+        2,
+        "the region serving now holds the app's min, not its standby min of 0"
+    );
+    assert_eq!(sim.running("singapore"), 2);
+    assert_eq!(sim.status().replicas["hyderabad"], 0, "still a standby");
 }
 
 #[test]
