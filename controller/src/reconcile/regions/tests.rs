@@ -89,11 +89,25 @@ impl Sim {
     }
 
     fn region(&mut self, change: RegionChange) {
+        self.commit(change);
+        self.settle();
+    }
+
+    /// Commits `change` without letting the cluster act on it yet.
+    fn commit(&mut self, change: RegionChange) {
         self.s.apply(&Command::Regions {
             changes: vec![change],
             at: self.now,
         });
-        self.settle();
+    }
+
+    /// Starts a drain of `from` to `to` (committed, not yet acted on).
+    fn drain(&mut self, from: &str, to: &str) {
+        self.commit(RegionChange::Drain {
+            app: Sim::key(),
+            from: from.into(),
+            to: to.into(),
+        });
     }
 
     fn status(&self) -> &dabba_spec::regions::PlacementStatus {
@@ -244,14 +258,7 @@ fn manual_failover_only_reports_its_triggers() {
 #[test]
 fn a_drain_moves_requests_only_once_the_target_runs_and_a_restore_comes_back() {
     let mut sim = Sim::new(placed(THREE, 2));
-    sim.s.apply(&Command::Regions {
-        changes: vec![RegionChange::Drain {
-            app: Sim::key(),
-            from: "mumbai".into(),
-            to: "singapore".into(),
-        }],
-        at: sim.now,
-    });
+    sim.drain("mumbai", "singapore");
     // Still serving from mumbai while singapore's pods start.
     assert!(sim.status().routes_to("mumbai"));
     assert_eq!(sim.status().replicas["singapore"], 2);
@@ -290,22 +297,12 @@ fn a_drain_moves_requests_only_once_the_target_runs_and_a_restore_comes_back() {
 #[test]
 fn a_restore_during_a_drain_calls_the_drain_off() {
     let mut sim = Sim::new(placed(THREE, 2));
-    sim.s.apply(&Command::Regions {
-        changes: vec![RegionChange::Drain {
-            app: Sim::key(),
-            from: "mumbai".into(),
-            to: "singapore".into(),
-        }],
-        at: sim.now,
-    });
+    sim.drain("mumbai", "singapore");
     assert_eq!(sim.status().replicas["singapore"], 2);
     // Before singapore runs its pods, the operator thinks again.
-    sim.s.apply(&Command::Regions {
-        changes: vec![RegionChange::Restore {
-            app: Sim::key(),
-            region: "mumbai".into(),
-        }],
-        at: sim.now,
+    sim.commit(RegionChange::Restore {
+        app: Sim::key(),
+        region: "mumbai".into(),
     });
     assert!(sim.status().draining.is_empty(), "the drain is off");
     assert!(sim.status().failed.is_empty());
@@ -476,14 +473,7 @@ fn a_standby_that_takes_over_an_autoscaled_app_holds_the_apps_min_without_demand
     let mut app = placed(THREE, 2);
     app.scale = Some(toml::from_str("min = 2\nmax = 10\ntarget_concurrency = 10\n").unwrap());
     let mut sim = Sim::new(app);
-    sim.s.apply(&Command::Regions {
-        changes: vec![RegionChange::Drain {
-            app: Sim::key(),
-            from: "mumbai".into(),
-            to: "singapore".into(),
-        }],
-        at: sim.now,
-    });
+    sim.drain("mumbai", "singapore");
     // No demand anywhere, for long enough for the autoscaler to scale down.
     let mut scalers = HashMap::new();
     let reports = LoadReports::default();
