@@ -14,7 +14,7 @@ use dabba_testkit::payments::{PAYMENT, PaymentLoad, check_ledger, pay};
 use dabba_testkit::wan::Wan;
 
 use crate::cluster::Cluster;
-use crate::support::{block_on, eventually, guest, stderr, stdout};
+use crate::support::{apply_manifest, block_on, eventually, guest, stderr, stdout};
 
 const REGIONS: [&str; 3] = ["mumbai", "singapore", "hyderabad"];
 
@@ -87,21 +87,25 @@ impl World {
     }
 
     fn deploy_payment(&self, placement: &str) {
-        let manifest = self.c.dir.path().join("payment.toml");
-        std::fs::write(
-            &manifest,
-            format!(
+        self.apply_and_wait(
+            "payment.toml",
+            &format!(
                 "[app]\nname = \"payment\"\ncomponent = {:?}\nroute = \"/payments\"\nreplicas = 2\n\n[capabilities]\nkey_value_buckets = [\"ledger\"]\n\n[config]\nbucket = \"ledger\"\n\n[placement]\n{placement}",
                 guest("payment").display().to_string()
             ),
-        )
-        .unwrap();
+        );
+    }
+
+    /// `dabba apply -f FILE --wait` of `text`, which must succeed.
+    fn apply_and_wait(&self, file: &str, text: &str) {
+        let manifest = self.c.dir.path().join(file);
+        std::fs::write(&manifest, text).unwrap();
         let out = self
             .c
             .cli(&["apply", "-f", manifest.to_str().unwrap(), "--wait"]);
         assert!(
             out.status.success(),
-            "apply: {}{}",
+            "apply {file}: {}{}",
             stdout(&out),
             stderr(&out)
         );
@@ -150,17 +154,14 @@ fn three_regions_place_pods_in_the_primary_and_survive_losing_it() {
     assert!(stdout(&out).contains("serving"), "{}", stdout(&out));
 
     // The settlement-like job every two seconds, in Mumbai while it stands.
-    let cron = w.c.dir.path().join("tick.toml");
-    std::fs::write(
-        &cron,
-        format!(
+    apply_manifest(
+        &|a: &[&str]| w.c.cli(a),
+        &w.c.dir.path().join("tick.toml"),
+        &format!(
             "[[cron]]\nname = \"tick\"\nschedule = \"*/2 * * * * *\"\ncomponent = {:?}\nargs = [\"tally\", \"ticks\"]\nkey_value_buckets = [\"ticks\"]\nregions = [\"mumbai\", \"singapore\"]\nsuccessful_history = 100\nfailed_history = 100\n",
             guest("job").display().to_string()
         ),
-    )
-    .unwrap();
-    let out = w.c.cli(&["apply", "-f", cron.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    );
 
     // Load from clients in Singapore and Hyderabad, then every Mumbai process dies.
     let load = w.load(&["s1", "s2", "h1", "h2"], "load");
@@ -310,17 +311,13 @@ fn a_planned_drain_fails_no_request_failback_returns_and_a_partitioned_primary_a
 
     w.deploy_payment("regions = [\"mumbai\", \"singapore\", \"hyderabad\"]\n");
     // A function with no state that may keep serving where it is cut off.
-    let hello = w.c.dir.path().join("hello.toml");
-    std::fs::write(
-        &hello,
-        format!(
+    w.apply_and_wait(
+        "hello.toml",
+        &format!(
             "[app]\nname = \"hello\"\ncomponent = {:?}\nroute = \"/hello\"\nreplicas = 2\n\n[placement]\nregions = [\"mumbai\", \"singapore\"]\ndegraded = \"serve-stateless\"\n",
             guest("hello").display().to_string()
         ),
-    )
-    .unwrap();
-    let out = w.c.cli(&["apply", "-f", hello.to_str().unwrap(), "--wait"]);
-    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    );
 
     // Planned: drain Mumbai to Singapore under load from every region.
     let load = w.load(&["m1", "s1", "h1"], "drain");

@@ -259,25 +259,7 @@ impl State {
         };
         rs.replicas = 1;
         self.resize(&key);
-        self.pod_seq += 1;
-        let pod = Pod {
-            name: format!("{name}-r{revision}-{}", self.pod_seq),
-            namespace: namespace.into(),
-            app: name.into(),
-            revision,
-            host: host.map(Into::into),
-            phase: if host.is_some() {
-                PodPhase::Scheduled
-            } else {
-                PodPhase::Pending
-            },
-            reason: None,
-            created_at: at,
-            region: None,
-            phase_since: at,
-            restarts: 0,
-            backoff: 0,
-        };
+        let pod = self.activated_pod(namespace, name, revision, host, None, at);
         self.pods.insert(pod.key(), pod.clone());
         let on = host.map(|h| format!(" on {h}")).unwrap_or_default();
         self.event(
@@ -300,6 +282,38 @@ impl State {
             changed |= self.apply_pod_change(change, at);
         }
         changed
+    }
+
+    /// The one pod an activation starts (the next pod name): Scheduled on `host`, or
+    /// Pending without one; in `region` for an app placed across regions.
+    pub(super) fn activated_pod(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        revision: u64,
+        host: Option<&str>,
+        region: Option<&str>,
+        at: Millis,
+    ) -> Pod {
+        self.pod_seq += 1;
+        Pod {
+            name: format!("{name}-r{revision}-{}", self.pod_seq),
+            namespace: namespace.into(),
+            app: name.into(),
+            revision,
+            host: host.map(Into::into),
+            phase: if host.is_some() {
+                PodPhase::Scheduled
+            } else {
+                PodPhase::Pending
+            },
+            reason: None,
+            created_at: at,
+            region: region.map(Into::into),
+            phase_since: at,
+            restarts: 0,
+            backoff: 0,
+        }
     }
 
     /// Applies one pod change; returns whether anything changed.

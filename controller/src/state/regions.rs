@@ -9,7 +9,7 @@
 //! keeps the stand-in's pods until the restored region runs its own.
 
 use dabba_spec::regions::{FailoverKind, PlacementStatus, RegionFailure, RegionPlacement};
-use dabba_spec::resources::{Millis, Pod, PodPhase, ResourceKey};
+use dabba_spec::resources::{Millis, ResourceKey};
 
 use super::{State, rejected};
 use crate::command::{RegionChange, Rejection, Reply};
@@ -88,25 +88,7 @@ impl State {
         let status = self.placements.get_mut(key).expect("checked above");
         status.replicas.insert(region.clone(), 1);
         let on_host = host.filter(|h| self.hosts.get(*h).is_some_and(|x| x.info.region == region));
-        self.pod_seq += 1;
-        let pod = Pod {
-            name: format!("{name}-r{revision}-{}", self.pod_seq),
-            namespace,
-            app: name,
-            revision,
-            host: on_host.map(Into::into),
-            phase: if on_host.is_some() {
-                PodPhase::Scheduled
-            } else {
-                PodPhase::Pending
-            },
-            reason: None,
-            created_at: at,
-            region: Some(region.clone()),
-            phase_since: at,
-            restarts: 0,
-            backoff: 0,
-        };
+        let pod = self.activated_pod(&namespace, &name, revision, on_host, Some(&region), at);
         self.pods.insert(pod.key(), pod.clone());
         self.event(
             at,
