@@ -1203,6 +1203,20 @@ mod proxy_tests {
             ingress.ejected.lock().unwrap().contains_key(&dead),
             "the dead host is skipped for a while"
         );
+        // More unreachable hosts than it tries: a clear 503 naming the cause.
+        let mut many = Vec::new();
+        for _ in 0..MAX_TRIES + 1 {
+            many.push(dead_host().await);
+        }
+        route.endpoints = many;
+        ingress.replace_table(RoutingTable::new(vec![route.clone()], vec![]));
+        let resp = send(&client, get(), Duration::from_secs(5)).await.unwrap();
+        assert_eq!(resp.status(), 503);
+        let body = String::from_utf8_lossy(resp.body());
+        assert!(
+            body.contains("upstream_unreachable") && body.contains("4 hosts"),
+            "{body}"
+        );
         // With only the dead host listed, the request fails clearly, not with a hang.
         route.endpoints = vec![dead];
         ingress.replace_table(RoutingTable::new(vec![route], vec![]));

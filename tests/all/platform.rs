@@ -209,6 +209,27 @@ fn raft_timing_flags_are_checked() {
         ),
         "{err}"
     );
+    // A zero restart back-off would replace a failed pod in a tight loop.
+    let out = run_dabba(
+        &[
+            "controller",
+            "--id",
+            "1",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--restart-backoff",
+            "0s",
+        ],
+        Duration::from_secs(30),
+    );
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("--restart-backoff must be longer than 0s"),
+        "{err}"
+    );
 }
 
 #[test]
