@@ -5,7 +5,9 @@
 //! The routing table is rebuilt whole by the agent whenever the controller's view
 //! changes, and swapped in; requests read it without waiting on the agent. A proxied
 //! request carries [`HOP`], and a request that already hopped is never proxied again,
-//! so stale tables on two hosts cannot bounce a request between them.
+//! so stale tables on two hosts cannot bounce a request between them. A host whose
+//! table is newer — the pod the sender chose has stopped — answers [`NOT_RUN`], and the
+//! sender tries another host, or waits for a newer table of its own.
 //!
 //! The activator: a request for an app with no running pod anywhere (scaled to zero, or
 //! not started yet) is held in a bounded per-app queue, the agent is told at once (it
@@ -38,6 +40,12 @@ use crate::server::Handler;
 pub const HEALTH_PATH: &str = "/.dabba/health";
 /// Marks a request proxied from another host's ingress.
 pub const HOP: &str = "x-dabba-hop";
+/// On the answer to a proxied request: this host ran nothing for it — it runs no pod of
+/// the app (the sender's table is older than this host's pods), has no route for it, or
+/// is cut off and refuses — so the sender tries another host. A drain or a scale-in
+/// stops pods before every other host's table says so; without this, requests proxied
+/// in that window would fail although other hosts could serve them.
+pub const NOT_RUN: &str = "x-dabba-not-run";
 /// On a response: the revision that answered. On a proxied request: the revision the
 /// first host chose, which the next one serves.
 pub const REVISION: &str = "x-dabba-revision";
@@ -660,6 +668,13 @@ impl Ingress {
     }
 }
 
+/// Marks an answer to a proxied request as [`NOT_RUN`].
+fn not_run(mut resp: HttpResponse) -> HttpResponse {
+    resp.headers_mut()
+        .insert(NOT_RUN, http::HeaderValue::from_static("1"));
+    resp
+}
+
 fn unavailable(app: &ResourceKey, code: &str, why: &str) -> HttpResponse {
     let mut resp = error_response(503, code, &format!("app {app} {why}; retry shortly"), None);
     resp.headers_mut().insert(
@@ -680,7 +695,16 @@ impl Handler for Ingress {
         if req.uri().path() == HEALTH_PATH {
             return self.health(&req);
         }
+        let hopped = req.headers().contains_key(HOP);
         let Some((route, preview)) = table.route(host.as_deref(), req.uri().path()) else {
+            if hopped {
+                return not_run(error_response(
+                    503,
+                    "no_route",
+                    &format!("no app serves {} on this host", req.uri().path()),
+                    None,
+                ));
+            }
             return error_response(
                 404,
                 "no_route",
@@ -694,7 +718,8 @@ impl Handler for Ingress {
             && let Err(why) = self.control_plane.check()
         {
             // Cut off from the majority: refuse now, so the client goes elsewhere.
-            return unavailable(&app, "region_isolated", &format!("is refused here: {why}"));
+            let refused = unavailable(&app, "region_isolated", &format!("is refused here: {why}"));
+            return if hopped { not_run(refused) } else { refused };
         }
         let choice = choose(
             route,
@@ -710,7 +735,9 @@ impl Handler for Ingress {
                 *req.uri_mut() = uri;
             }
         }
-        let mut resp = self.serve(table.clone(), &app, choice.revision, req).await;
+        let mut resp = self
+            .serve(table.clone(), &app, choice.revision, hopped, req)
+            .await;
         if let Some(c) = choice.set_cookie
             && let Ok(v) = http::HeaderValue::from_str(&c)
         {
@@ -729,16 +756,19 @@ impl Ingress {
         mut table: Arc<RoutingTable>,
         app: &ResourceKey,
         revision: Option<u64>,
+        hopped: bool,
         req: http::Request<Incoming>,
     ) -> HttpResponse {
-        let hopped = req.headers().contains_key(HOP);
         if table.local_pods(app, revision).is_empty()
             && (hopped || !self.remote(&table, app, revision))
         {
             let autoscaled = table.entry(app).is_some_and(|r| r.autoscaled);
-            if hopped || !autoscaled {
+            if hopped {
                 // The other host thought a pod runs here; it does not (any more).
-                return unavailable(app, "no_ready_pod", "has no running pod here");
+                return not_run(unavailable(app, "no_ready_pod", "has no running pod here"));
+            }
+            if !autoscaled {
+                return unavailable(app, "no_ready_pod", "has no running pod");
             }
             table = match self.hold(app, revision).await {
                 Ok(t) => t,
@@ -766,12 +796,34 @@ impl Ingress {
                 );
             }
         };
-        for _ in 0..MAX_TRIES {
+        // Hosts that answered they run no pod of the app: the table that named them is
+        // older than their pods, and a newer one will say who runs them.
+        let mut not_running: Vec<String> = Vec::new();
+        let mut generation = self.generation.subscribe();
+        let deadline = tokio::time::Instant::now() + self.activator.options.patience;
+        let mut tries = 0;
+        while tries < MAX_TRIES {
             let Some(route) = table.entry(app) else {
                 return unavailable(app, "no_route", "was removed");
             };
-            let others = self.others(route, revision);
+            let mut others = self.others(route, revision);
+            others.retain(|e| !not_running.contains(e));
             if others.is_empty() {
+                if !not_running.is_empty() {
+                    if !matches!(
+                        tokio::time::timeout_at(deadline, generation.changed()).await,
+                        Ok(Ok(()))
+                    ) {
+                        return unavailable(app, "no_ready_pod", "has no running pod");
+                    }
+                    table = self.table();
+                    let pods = table.local_pods(app, revision);
+                    if !pods.is_empty() {
+                        let req = http::Request::from_parts(parts, Full::new(body));
+                        return self.run_on(pods, req).await;
+                    }
+                    continue;
+                }
                 if hopped || !route.autoscaled {
                     return unavailable(app, "no_ready_pod", "has no running pod");
                 }
@@ -787,7 +839,13 @@ impl Ingress {
                 continue;
             }
             let endpoint = self.nearest(&table, &others).clone();
+            tries += 1;
             match self.proxy(&endpoint, revision, &parts, body.clone()).await {
+                Ok(resp) if resp.headers().contains_key(NOT_RUN) => {
+                    tracing::debug!(%endpoint, "host runs no pod of {app}: trying another");
+                    not_running.push(endpoint);
+                    table = self.table();
+                }
                 Ok(resp) => return resp,
                 Err(e) => {
                     self.eject(&endpoint);
@@ -1102,6 +1160,7 @@ mod tests {
 /// Proxying over real sockets: a host that cannot be reached is skipped.
 #[cfg(test)]
 mod proxy_tests {
+    use std::net::SocketAddr;
     use std::sync::atomic::AtomicUsize;
 
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -1154,44 +1213,66 @@ mod proxy_tests {
         format!("http://{addr}")
     }
 
-    #[tokio::test]
-    async fn a_host_that_refuses_is_skipped_and_no_request_fails_for_it() {
-        let served = Arc::new(AtomicUsize::new(0));
-        let (live, dead) = (answering_host(served.clone()).await, dead_host().await);
-        let (ingress, _demand) = Ingress::new(
-            "http://127.0.0.1:1",
-            ActivatorOptions::default(),
-            Arc::new(ControlPlane::new("local", Duration::from_secs(60))),
-        );
-        let mut route = RouteEntry {
+    /// The route of app `pay` at `/pay`, to `endpoints`.
+    fn pay_route(endpoints: Vec<String>) -> RouteEntry {
+        RouteEntry {
             namespace: "default".into(),
             app: "pay".into(),
             route: Route {
                 prefix: "/pay".into(),
                 host: None,
             },
-            endpoints: vec![dead.clone(), live.clone()],
+            endpoints,
             autoscaled: false,
             serving: None,
             split: None,
-        };
+        }
+    }
+
+    /// A real ingress with no pods and `route` in its table, serving on a socket.
+    async fn ingress_at(route: &RouteEntry, patience: Duration) -> (Arc<Ingress>, SocketAddr) {
+        let (ingress, _demand) = Ingress::new(
+            "http://127.0.0.1:1",
+            ActivatorOptions {
+                queue_depth: 10,
+                patience,
+            },
+            Arc::new(ControlPlane::new("local", Duration::from_secs(60))),
+        );
         ingress.replace_table(RoutingTable::new(vec![route.clone()], vec![]));
         let ingress = Arc::new(ingress);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let front = listener.local_addr().unwrap();
+        let addr = listener.local_addr().unwrap();
         tokio::spawn(crate::server::serve(
             listener,
             ingress.clone(),
             std::future::pending(),
         ));
-        let client = dabba_client::transport::client();
-        let get = || {
-            http::Request::get(format!("http://{front}/pay"))
-                .body(Full::new(Bytes::new()))
-                .unwrap()
-        };
+        (ingress, addr)
+    }
+
+    /// `GET /pay` from the ingress at `front`.
+    async fn get(front: SocketAddr) -> http::Response<Bytes> {
+        let req = http::Request::get(format!("http://{front}/pay"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        send(
+            &dabba_client::transport::client(),
+            req,
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_host_that_refuses_is_skipped_and_no_request_fails_for_it() {
+        let served = Arc::new(AtomicUsize::new(0));
+        let (live, dead) = (answering_host(served.clone()).await, dead_host().await);
+        let mut route = pay_route(vec![dead.clone(), live.clone()]);
+        let (ingress, front) = ingress_at(&route, Duration::from_secs(10)).await;
         for i in 0..10 {
-            let resp = send(&client, get(), Duration::from_secs(5)).await.unwrap();
+            let resp = get(front).await;
             assert_eq!(resp.status(), 200, "request {i}: {:?}", resp.body());
         }
         assert_eq!(
@@ -1210,7 +1291,7 @@ mod proxy_tests {
         }
         route.endpoints = many;
         ingress.replace_table(RoutingTable::new(vec![route.clone()], vec![]));
-        let resp = send(&client, get(), Duration::from_secs(5)).await.unwrap();
+        let resp = get(front).await;
         assert_eq!(resp.status(), 503);
         let body = String::from_utf8_lossy(resp.body());
         assert!(
@@ -1220,9 +1301,59 @@ mod proxy_tests {
         // With only the dead host listed, the request fails clearly, not with a hang.
         route.endpoints = vec![dead];
         ingress.replace_table(RoutingTable::new(vec![route], vec![]));
-        let resp = send(&client, get(), Duration::from_secs(5)).await.unwrap();
+        let resp = get(front).await;
         assert_eq!(resp.status(), 503);
         let body = String::from_utf8_lossy(resp.body());
         assert!(body.contains("no_ready_pod"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn a_host_whose_pod_stopped_sends_the_request_back_to_be_served_elsewhere() {
+        let served = Arc::new(AtomicUsize::new(0));
+        let live = answering_host(served.clone()).await;
+        // The host the front's table names has stopped its pod (its own table has none).
+        let (_, stopped) = ingress_at(&pay_route(vec![]), Duration::from_secs(10)).await;
+        let stopped = format!("http://{stopped}");
+        let mut route = pay_route(vec![stopped.clone(), live.clone()]);
+        let (ingress, front) = ingress_at(&route, Duration::from_millis(500)).await;
+        for i in 0..10 {
+            let resp = get(front).await;
+            assert_eq!(resp.status(), 200, "request {i}: {:?}", resp.body());
+            assert!(!resp.headers().contains_key(NOT_RUN));
+        }
+        assert_eq!(served.load(Ordering::Relaxed), 10);
+        assert!(
+            !ingress.ejected.lock().unwrap().contains_key(&stopped),
+            "a host that answers is not ejected: it may serve other apps"
+        );
+
+        // Only the stopped host listed: the request waits for a newer table, and is
+        // served by the host that one names.
+        route.endpoints = vec![stopped.clone()];
+        ingress.replace_table(RoutingTable::new(vec![route.clone()], vec![]));
+        let newer = {
+            let ingress = ingress.clone();
+            let route = pay_route(vec![live.clone()]);
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                ingress.replace_table(RoutingTable::new(vec![route], vec![]));
+            })
+        };
+        let resp = get(front).await;
+        assert_eq!(resp.status(), 200, "{:?}", resp.body());
+        assert_eq!(served.load(Ordering::Relaxed), 11);
+        newer.await.unwrap();
+
+        // No newer table within the patience: a clear 503, from the front.
+        ingress.replace_table(RoutingTable::new(vec![route], vec![]));
+        let resp = get(front).await;
+        assert_eq!(resp.status(), 503);
+        assert!(!resp.headers().contains_key(NOT_RUN));
+        let body = String::from_utf8_lossy(resp.body());
+        assert!(
+            body.contains("no_ready_pod") && !body.contains("here"),
+            "{body}"
+        );
+        assert_eq!(served.load(Ordering::Relaxed), 11);
     }
 }

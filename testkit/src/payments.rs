@@ -24,9 +24,18 @@ pub const PAYMENT: &str =
 /// How long a client waits for an answer before it gives up (and retries).
 pub const PATIENCE: Duration = Duration::from_secs(5);
 
-/// Books payment `key` through `ingress` (at `/payments`): the payment's id, or the
-/// status it got instead (0: no answer within [`PATIENCE`]).
-pub fn pay(ingress: SocketAddr, key: &str) -> Result<String, u16> {
+/// Why a payment was not acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The status it got (0: no answer within [`PATIENCE`]).
+    pub status: u16,
+    /// What the answer said (its body, cut to 200 bytes), or why there was none.
+    pub why: String,
+}
+
+/// Books payment `key` through `ingress` (at `/payments`): the payment's id, or how it
+/// was refused.
+pub fn pay(ingress: SocketAddr, key: &str) -> Result<String, Refusal> {
     match exchange(
         ingress,
         "POST",
@@ -41,8 +50,14 @@ pub fn pay(ingress: SocketAddr, key: &str) -> Result<String, u16> {
         Ok(r) if r.status == 201 || r.status == 200 => {
             Ok(r.json()["id"].as_str().unwrap_or_default().to_string())
         }
-        Ok(r) => Err(r.status),
-        Err(_) => Err(0),
+        Ok(r) => Err(Refusal {
+            status: r.status,
+            why: String::from_utf8_lossy(&r.body[..r.body.len().min(200)]).into_owned(),
+        }),
+        Err(e) => Err(Refusal {
+            status: 0,
+            why: e.to_string(),
+        }),
     }
 }
 
@@ -57,6 +72,8 @@ pub struct Attempt {
     pub client: String,
     /// 201 or 200: acknowledged; 0: no answer; else the status refused with.
     pub status: u16,
+    /// Why it was refused (empty when acknowledged).
+    pub why: String,
 }
 
 impl Attempt {
@@ -95,7 +112,8 @@ impl PaymentLoad {
                             sent,
                             took: sent.elapsed(),
                             client: label.clone(),
-                            status: r.as_ref().map_or_else(|s| *s, |_| 201),
+                            status: r.as_ref().map_or_else(|e| e.status, |_| 201),
+                            why: r.as_ref().err().map(|e| e.why.clone()).unwrap_or_default(),
                         });
                         match r {
                             Ok(id) => {

@@ -147,7 +147,7 @@ fn three_regions_place_pods_in_the_primary_and_survive_losing_it() {
     // A client in each region is served; from the standby its requests go to Mumbai.
     for host in ["m1", "s1", "h2"] {
         let id = pay(w.ingress(host), &format!("first-{host}"))
-            .unwrap_or_else(|s| panic!("{host}: {s}"));
+            .unwrap_or_else(|s| panic!("{host}: {s:?}"));
         assert!(id.starts_with("pay_"));
     }
     let out = w.c.cli(&["get", "regions"]);
