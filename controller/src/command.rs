@@ -34,11 +34,11 @@ pub enum Command {
     RevokeToken {
         hash: String,
     },
-    /// A component, by content.
+    /// A component, by content: its bytes are in the blob store of a majority of the
+    /// controllers (`crate::blobs`), never in the log.
     PutBlob {
         digest: Digest,
-        #[serde(with = "dabba_spec::kv::b64::bytes")]
-        bytes: Vec<u8>,
+        size: u64,
     },
     /// Create or change an app; a change of anything but `replicas` is a new revision.
     ApplyApp {

@@ -3,6 +3,7 @@
 //! thin drivers.
 
 pub mod api;
+pub mod blobs;
 pub mod command;
 pub mod node;
 #[allow(

@@ -193,6 +193,21 @@ pub struct ClusterStatus {
     /// The region the leader is kept in while it is healthy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preferred_leader_region: Option<String>,
+    /// The components the cluster holds (outside the Raft log).
+    #[serde(default)]
+    pub components: ComponentsStatus,
+}
+
+/// The components a cluster holds, and how many of them the answering controller has in
+/// its own store.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ComponentsStatus {
+    /// Committed components.
+    pub count: u64,
+    /// Their bytes, all together.
+    pub bytes: u64,
+    /// Of them, how many the answering controller holds.
+    pub held_here: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -136,6 +136,14 @@ fn print_status(s: &ClusterStatus) {
     if let Some(r) = &s.preferred_leader_region {
         println!("preferred leader region: {r}");
     }
+    let c = &s.components;
+    println!(
+        "components: {} ({:.1} MiB, outside the Raft log); controller {} holds {} of them",
+        c.count,
+        c.bytes as f64 / (1 << 20) as f64,
+        s.node,
+        c.held_here
+    );
 }
 
 /// Which region's loss the cluster survives, in words.

@@ -92,3 +92,32 @@ pub fn bench_harness(dabba: &Path) {
         &["build", "-p", "dabba-bench"],
     );
 }
+
+/// `component` made `extra` bytes larger by a custom section at its end (named
+/// `dabba-padding`): still a valid component that runs as before — how the tests and
+/// benchmarks get components as large as real ones (a CPython or .NET runtime inside)
+/// from the small guests built here.
+pub fn padded_component(component: &[u8], extra: usize) -> Vec<u8> {
+    fn leb128(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    let name = b"dabba-padding";
+    let mut content = Vec::with_capacity(extra + 16);
+    leb128(name.len(), &mut content);
+    content.extend_from_slice(name);
+    content.resize(content.len() + extra, 0x5a);
+    let mut out = Vec::with_capacity(component.len() + content.len() + 8);
+    out.extend_from_slice(component);
+    out.push(0); // a custom section
+    leb128(content.len(), &mut out);
+    out.extend_from_slice(&content);
+    out
+}

@@ -8,9 +8,10 @@ use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use dabba_spec::Digest;
 use dabba_spec::api::ClusterStatus;
 use dabba_spec::resources::{HostState, Pod, PodPhase};
-use dabba_testkit::{ClusterOptions, HostOptions};
+use dabba_testkit::{ClusterOptions, HostOptions, padded_component};
 
 use crate::support::{
     block_on, dabba_bin, eventually, guest, run_dabba, stderr, stdout, try_request,
@@ -402,4 +403,81 @@ fn a_lost_host_has_its_pods_rescheduled_and_the_app_keeps_answering() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(text.matches("follower").count(), 2, "{text}");
     assert!(text.contains("leader: "), "{text}");
+}
+
+#[test]
+fn a_component_larger_than_any_request_is_kept_outside_the_log_and_reaches_a_controller_that_missed_it()
+ {
+    let mut c = Cluster::start(3, 1);
+    let leader = c.leader().unwrap();
+    let missed = (leader + 1) % 3;
+    c.kill_controller(missed);
+
+    // 70 MiB: more than any other request body (64 MiB), 17 times the old limit.
+    let hello = std::fs::read(guest("hello")).unwrap();
+    let big = padded_component(&hello, 70 << 20);
+    let digest = Digest::of(&big);
+    let component = c.dir.path().join("big.wasm");
+    std::fs::write(&component, &big).unwrap();
+    let manifest = c.dir.path().join("big.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "[app]\nname = \"big\"\ncomponent = {:?}\nroute = \"/big\"\nreplicas = 1\n",
+            component.display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = c.cli(&["apply", "-f", manifest.to_str().unwrap(), "--wait"]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let r = try_request(c.host_addrs[0], "GET", "/big", &[], b"").unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    // Outside the log: each live controller holds the file under its digest, and no
+    // Raft log grew by the component.
+    let root = c.dir.path().to_path_buf();
+    let data = |i: usize| root.join(format!("c{}", i + 1));
+    let blob_of = |i: usize| data(i).join("blobs").join(digest.hex());
+    for i in (0..3).filter(|i| *i != missed) {
+        assert_eq!(std::fs::read(blob_of(i)).unwrap(), big, "controller {i}");
+    }
+    for i in 0..3 {
+        let log = std::fs::metadata(data(i).join("raft.redb")).unwrap().len();
+        assert!(
+            log < big.len() as u64 / 2,
+            "controller {i}: a {log}-byte log"
+        );
+    }
+
+    // The controller that was down during the upload fetches it from a peer.
+    block_on(c.restart_controller(missed)).unwrap();
+    eventually(
+        "the controller that missed the upload to hold it",
+        Duration::from_secs(60),
+        || (std::fs::read(blob_of(missed)).ok()? == big).then_some(()),
+    );
+
+    // A copy corrupted on disk is caught by its digest and replaced from a peer: the
+    // download still gets the right bytes.
+    let mut corrupted = big.clone();
+    corrupted[big.len() / 2] ^= 0xff;
+    std::fs::write(blob_of(leader), &corrupted).unwrap();
+    let auth = format!("Bearer {}", c.admin);
+    let r = try_request(
+        c.controller_addrs[leader],
+        "GET",
+        &format!("/v1/blobs/{digest}"),
+        &[("authorization", &auth)],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(Digest::of(&r.body), digest);
+    assert_eq!(std::fs::read(blob_of(leader)).unwrap(), big);
+    let out = c.cli(&["cluster", "status"]);
+    let text = stdout(&out);
+    assert!(
+        text.contains("components: 1 (70.") && text.contains("holds 1 of them"),
+        "{text}"
+    );
 }

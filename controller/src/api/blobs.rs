@@ -1,27 +1,41 @@
-//! Components, by content: `PUT`, `GET` and `HEAD /v1/blobs/{digest}`.
+//! Components, by content: `PUT`, `GET` and `HEAD /v1/blobs/{digest}` for clients and
+//! hosts, and `PUT`/`GET /raft/blobs/{digest}` between controllers (see `crate::blobs`).
+//!
+//! An upload goes to the leader, which commits the digest once a majority of the voters
+//! hold the bytes. Any controller answers a download of a committed digest from its own
+//! store (fetching it from a peer first if it lacks it), so hosts need not all ask the
+//! leader; one that has not yet seen the digest commit asks the leader.
 
 use bytes::Bytes;
 use dabba_spec::Digest;
-use dabba_spec::api::BlobStored;
+use dabba_spec::api::{BlobStored, Empty};
 use dabba_spec::component;
 use http::Method;
 use http_body_util::Full;
 
 use super::auth::Need;
+use super::raft_rpc::check_peer;
 use super::router::Router;
 use super::{Answer, Api, Call, Failure, fail, json};
+use crate::blobs::BlobError;
 use crate::command::Command;
+use crate::node::SpreadError;
 
-/// The largest component the cluster stores. A component travels in one Raft entry, and
-/// openraft 0.9 bounds each AppendEntries RPC by the heartbeat interval; larger entries
-/// than this cannot be replicated reliably (8 MiB lost the leader on a 2-core machine).
-/// Raising it means replicating blobs outside the log (see spec/controller.md).
-pub const MAX_COMPONENT: usize = 4 << 20;
+/// The largest component the cluster stores (an upload is held in the leader's memory
+/// while it is sent to the other controllers).
+pub const MAX_COMPONENT: usize = 256 << 20;
 
 pub(super) fn routes(r: &mut Router) {
     r.leader(Method::PUT, "/v1/blobs/{digest}", handler!(put));
-    r.leader(Method::GET, "/v1/blobs/{digest}", handler!(get));
-    r.leader(Method::HEAD, "/v1/blobs/{digest}", handler!(get));
+    r.local(Method::GET, "/v1/blobs/{digest}", handler!(get));
+    r.local(Method::HEAD, "/v1/blobs/{digest}", handler!(get));
+    r.local(Method::PUT, "/raft/blobs/{digest}", handler!(take));
+    r.local(Method::GET, "/raft/blobs/{digest}", handler!(give));
+}
+
+/// Whether a request's body may be as large as a component.
+pub(super) fn carries_component(method: &Method, path: &str) -> bool {
+    method == Method::PUT && (path.starts_with("/v1/blobs/") || path.starts_with("/raft/blobs/"))
 }
 
 fn digest(call: &Call) -> Result<Digest, Failure> {
@@ -66,9 +80,17 @@ async fn put(api: &Api, call: Call) -> Answer {
             },
         );
     }
+    node.spread_blob(digest, body.clone())
+        .await
+        .map_err(|e| match e {
+            SpreadError::NoMajority { .. } => {
+                fail(503, "not_replicated", format!("component {digest}: {e}"))
+            }
+            SpreadError::Store(e) => fail(500, "internal", format!("component {digest}: {e}")),
+        })?;
     node.propose(Command::PutBlob {
         digest,
-        bytes: body.to_vec(),
+        size: body.len() as u64,
     })
     .await?;
     json(
@@ -84,18 +106,67 @@ async fn get(api: &Api, call: Call) -> Answer {
     api.authorize(&call, Need::Download)?;
     let digest = digest(&call)?;
     let node = &api.node;
-    node.linearize().await?;
-    let bytes = node
-        .shared
-        .read(|s| s.blob(&digest).map(<[u8]>::to_vec))
-        .ok_or_else(|| fail(404, "not_found", format!("no component {digest}")))?;
+    if node.shared.read(|s| s.blob(&digest).is_none()) {
+        // Not committed as far as this controller knows: the leader knows for sure.
+        if !node.is_leader() {
+            return api.forward(call.parts, call.body).await;
+        }
+        node.linearize().await?;
+        if node.shared.read(|s| s.blob(&digest).is_none()) {
+            return Err(fail(404, "not_found", format!("no component {digest}")));
+        }
+    }
     let body = if call.parts.method == Method::HEAD {
         Bytes::new()
     } else {
-        Bytes::from(bytes)
+        node.blob_bytes(digest)
+            .await
+            .map_err(|e| fail(500, "internal", format!("component {digest}: {e}")))?
+            .ok_or_else(|| {
+                fail(
+                    503,
+                    "unavailable",
+                    format!(
+                        "no reachable controller holds a good copy of component {digest}; retry"
+                    ),
+                )
+            })?
     };
     Ok(http::Response::builder()
         .header(http::header::CONTENT_TYPE, "application/wasm")
         .body(Full::new(body))
+        .expect("valid response"))
+}
+
+/// A peer gives this controller a component.
+async fn take(api: &Api, call: Call) -> Answer {
+    check_peer(api, &call)?;
+    let digest = digest(&call)?;
+    match api.node.take_blob(digest, call.body).await {
+        Ok(()) => json(201, &Empty {}),
+        Err(e @ BlobError::Mismatch { .. }) => Err(fail(400, "digest_mismatch", e.to_string())),
+        Err(e) => Err(fail(500, "internal", e.to_string())),
+    }
+}
+
+/// A peer asks for a component this controller holds.
+async fn give(api: &Api, call: Call) -> Answer {
+    check_peer(api, &call)?;
+    let digest = digest(&call)?;
+    let bytes = api
+        .node
+        .local_blob(digest)
+        .await
+        .map_err(|e| fail(500, "internal", e.to_string()))?
+        .ok_or_else(|| {
+            fail(
+                404,
+                "not_found",
+                format!("this controller holds no component {digest}"),
+            )
+        })?;
+    Ok(http::Response::builder()
+        .header(http::header::CONTENT_TYPE, "application/wasm")
+        .body(Full::new(bytes))
         .expect("valid response"))
 }

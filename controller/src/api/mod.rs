@@ -1,7 +1,8 @@
 //! The `/v1` HTTP/JSON API, served by every controller (see `spec/api.md`).
 //!
-//! A request is matched by the `router` to one endpoint. Raft RPCs, `/v1/healthz` and
-//! `/metrics` are answered by the node itself; every other request that reaches a
+//! A request is matched by the `router` to one endpoint. Raft RPCs (and components
+//! between controllers), `/v1/healthz`, `/metrics` and downloads of committed components
+//! are answered by the node itself; every other request that reaches a
 //! follower is forwarded whole to the leader, so the leader authenticates, proposes
 //! writes through Raft and answers reads after confirming it still leads (linearizable
 //! reads).
@@ -140,9 +141,18 @@ impl Api {
     {
         let method = req.method().clone();
         let (parts, body) = req.into_parts();
-        let answer = match Limited::new(body, MAX_BODY).collect().await {
+        let limit = if blobs::carries_component(&parts.method, parts.uri.path()) {
+            blobs::MAX_COMPONENT
+        } else {
+            MAX_BODY
+        };
+        let answer = match Limited::new(body, limit).collect().await {
             Ok(b) => self.route(parts, b.to_bytes()).await,
-            Err(e) => Err(fail(413, "too_large", format!("request body: {e}"))),
+            Err(e) => Err(fail(
+                413,
+                "too_large",
+                format!("request body: {e} (at most {} MiB here)", limit >> 20),
+            )),
         };
         let resp = answer.unwrap_or_else(error_response);
         self.metrics.count(&method, resp.status());

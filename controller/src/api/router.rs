@@ -188,6 +188,8 @@ mod tests {
             (Method::PUT, "/v1/blobs/sha256:ab", "/v1/blobs/{digest}"),
             (Method::GET, "/v1/blobs/sha256:ab", "/v1/blobs/{digest}"),
             (Method::HEAD, "/v1/blobs/sha256:ab", "/v1/blobs/{digest}"),
+            (Method::PUT, "/raft/blobs/sha256:ab", "/raft/blobs/{digest}"),
+            (Method::GET, "/raft/blobs/sha256:ab", "/raft/blobs/{digest}"),
             (Method::GET, "/v1/apps", "/v1/apps"),
             (Method::PUT, "/v1/apps/default/pay", "/v1/apps/{ns}/{name}"),
             (Method::GET, "/v1/apps/default/pay", "/v1/apps/{ns}/{name}"),
@@ -277,11 +279,15 @@ mod tests {
     }
 
     #[test]
-    fn only_health_metrics_and_raft_are_answered_without_the_leader() {
+    fn only_health_metrics_raft_and_component_downloads_are_answered_without_the_leader() {
         let local = |m, uri| find(m, uri).map(|(_, leader, _)| !leader).unwrap();
         assert!(local(Method::GET, "/v1/healthz"));
         assert!(local(Method::GET, "/metrics"));
         assert!(local(Method::POST, "/raft/vote"));
+        assert!(local(Method::PUT, "/raft/blobs/sha256:ab"));
+        // A controller that has seen the digest commit answers from its own store.
+        assert!(local(Method::GET, "/v1/blobs/sha256:ab"));
+        assert!(!local(Method::PUT, "/v1/blobs/sha256:ab"));
         assert!(!local(Method::GET, "/v1/cluster"));
         assert!(!local(Method::POST, "/v1/kv/write"));
         assert!(!local(Method::GET, "/v1/apps"));

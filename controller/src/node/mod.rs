@@ -10,6 +10,8 @@
 //! does — soft state from heartbeats, activations, and the reconcile driver.
 
 pub mod analysis;
+mod blobs;
+pub use blobs::{SpreadError, peer_path};
 mod leader;
 mod proposals;
 mod regions;
@@ -26,6 +28,7 @@ use dabba_spec::api::{ClusterStatus, ControllerPlace, Member};
 use dabba_spec::resources::{Grant, Millis, Role};
 use openraft::{BasicNode, ChangeMembers, SnapshotPolicy};
 
+use crate::blobs::BlobStore;
 use crate::command::{Command, Reply};
 use crate::raft::log_store::LogStore;
 use crate::raft::network::Network;
@@ -52,8 +55,8 @@ pub struct ControllerOptions {
 }
 
 /// How fast Raft notices a lost leader. openraft 0.9 also bounds every AppendEntries
-/// RPC by the heartbeat interval, so the interval must exceed the slowest append (a
-/// 4 MiB component entry on a busy machine): slow machines and debug builds need more.
+/// RPC by the heartbeat interval, so the interval must exceed the slowest append (32
+/// entries on a busy machine): slow machines and debug builds need more.
 #[derive(Debug, Clone, Copy)]
 pub struct RaftTiming {
     pub heartbeat_ms: u64,
@@ -93,6 +96,8 @@ pub struct Controller {
     pub raft: Raft,
     pub shared: Shared,
     pub client: HttpClient,
+    /// The components this controller holds, by digest.
+    pub blobs: Arc<BlobStore>,
     peer_token: String,
     data_dir: PathBuf,
     tuning: Tuning,
@@ -135,6 +140,8 @@ impl Controller {
         let sm = StateMachine::open(&opts.data_dir.join("snapshots"))
             .map_err(|e| anyhow::anyhow!("opening the state machine: {e}"))?;
         let shared = sm.shared();
+        let blobs = BlobStore::open(&opts.data_dir.join("blobs"))
+            .map_err(|e| anyhow::anyhow!("opening the blob store: {e}"))?;
         let client = http_client::client();
         let config = openraft::Config {
             cluster_name: "dabba".into(),
@@ -165,6 +172,7 @@ impl Controller {
             raft,
             shared,
             client,
+            blobs: Arc::new(blobs),
             peer_token,
             data_dir: opts.data_dir,
             tuning: opts.tuning,
@@ -178,6 +186,7 @@ impl Controller {
         });
         node.clone().spawn_driver();
         node.clone().spawn_placer();
+        node.clone().spawn_blob_sync();
         Ok(node)
     }
 
@@ -359,6 +368,7 @@ impl Controller {
             version: self.shared.read(|s| s.version),
             survives_region_loss: dabba_spec::regions::survives_region_loss(&by_region),
             preferred_leader_region: preferred,
+            components: self.components(),
         }
     }
 }

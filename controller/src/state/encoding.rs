@@ -1,30 +1,5 @@
-//! How the state's byte maps are written in JSON snapshots: values as base64 strings.
-
-/// A map of byte strings, serialized with base64 values.
-pub(super) mod bytes_map {
-    use std::collections::BTreeMap;
-
-    use dabba_spec::kv::b64;
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-    pub fn serialize<S: Serializer>(
-        m: &BTreeMap<String, Vec<u8>>,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        let encoded: BTreeMap<&String, String> =
-            m.iter().map(|(k, v)| (k, b64::encode(v))).collect();
-        encoded.serialize(s)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<BTreeMap<String, Vec<u8>>, D::Error> {
-        BTreeMap::<String, String>::deserialize(d)?
-            .into_iter()
-            .map(|(k, v)| Ok((k, b64::decode(&v).map_err(serde::de::Error::custom)?)))
-            .collect()
-    }
-}
+//! How the state's key-value buckets are written in JSON snapshots: values as base64
+//! strings.
 
 /// Buckets of byte strings, serialized with base64 values.
 pub(super) mod kv_map {

@@ -42,9 +42,9 @@ pub struct State {
     pub initialized: bool,
     /// Grants by SHA-256 (hex) of the token secret.
     pub tokens: BTreeMap<String, Grant>,
-    /// Components by digest.
-    #[serde(with = "encoding::bytes_map")]
-    pub blobs: BTreeMap<String, Vec<u8>>,
+    /// The components the cluster holds: their sizes by digest (the bytes are in every
+    /// controller's blob store).
+    pub blobs: BTreeMap<String, u64>,
     pub apps: BTreeMap<ResourceKey, App>,
     /// Revisions by app, oldest first.
     pub revisions: BTreeMap<ResourceKey, Vec<Revision>>,
@@ -134,10 +134,13 @@ impl State {
                 self.version += 1;
                 Reply::Ok
             }
-            Command::PutBlob { digest, bytes } => {
-                self.blobs
-                    .entry(digest.to_string())
-                    .or_insert_with(|| bytes.clone());
+            Command::PutBlob { digest, size } => {
+                if let std::collections::btree_map::Entry::Vacant(e) =
+                    self.blobs.entry(digest.to_string())
+                {
+                    e.insert(*size);
+                    self.version += 1;
+                }
                 Reply::Ok
             }
             Command::ApplyApp { spec, at } => self.apply_app(spec, *at),
@@ -295,9 +298,9 @@ impl State {
         });
     }
 
-    /// The component bytes for a digest.
-    pub fn blob(&self, digest: &Digest) -> Option<&[u8]> {
-        self.blobs.get(&digest.to_string()).map(Vec::as_slice)
+    /// The size of a component the cluster holds.
+    pub fn blob(&self, digest: &Digest) -> Option<u64> {
+        self.blobs.get(&digest.to_string()).copied()
     }
 
     /// The revision `number` of an app.

@@ -34,7 +34,7 @@ pub(crate) fn with_blobs() -> State {
     for n in 1..=3 {
         s.apply(&Command::PutBlob {
             digest: digest(n),
-            bytes: vec![n; 4],
+            size: 4,
         });
     }
     s
@@ -363,7 +363,7 @@ fn applying_the_same_log_gives_the_same_state() {
     let log = [
         Command::PutBlob {
             digest: digest(1),
-            bytes: vec![1],
+            size: 1,
         },
         Command::ApplyApp {
             spec: Box::new(spec("a", "/a", 2)),
