@@ -127,6 +127,23 @@ impl BlobStore {
         Ok(Some(bytes))
     }
 
+    /// How long ago the file held for `digest` was written.
+    pub fn age(&self, digest: &Digest) -> Option<std::time::Duration> {
+        let written = std::fs::metadata(self.path(digest)).ok()?.modified().ok()?;
+        Some(written.elapsed().unwrap_or_default())
+    }
+
+    /// Deletes the file held for `digest` (none held is no error).
+    pub fn remove(&self, digest: &Digest) -> Result<(), BlobError> {
+        let path = self.path(digest);
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(BlobError::Io { path, source: e })
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Every digest held, with its file's size.
     pub fn list(&self) -> Vec<(Digest, u64)> {
         let Ok(entries) = std::fs::read_dir(&self.dir) else {

@@ -39,6 +39,13 @@ pub enum Command {
     PutBlob {
         digest: Digest,
         size: u64,
+        at: Millis,
+    },
+    /// Forget components nothing uses (`reconcile::blobs`); one in use again by the
+    /// time this applies is kept.
+    DeleteBlobs {
+        digests: Vec<Digest>,
+        at: Millis,
     },
     /// Create or change an app; a change of anything but `replicas` is a new revision.
     ApplyApp {

@@ -539,3 +539,42 @@ fn a_pod_that_cannot_start_is_replaced_after_a_doubling_back_off() {
     let describe = stdout(&up.cli(&["describe", "app", "broken"]));
     assert!(describe.contains("restarts"), "{describe}");
 }
+
+#[test]
+fn a_component_nothing_uses_is_deleted_after_its_grace_and_one_in_use_never_is() {
+    let up = Up::start_with(false, &["--component-grace", "1s"]);
+    let hello = guest("hello");
+    let digest = Digest::of(&std::fs::read(&hello).unwrap());
+    let file = up
+        .dir
+        .path()
+        .join("state/controller/blobs")
+        .join(digest.hex());
+    let manifest = up.dir.path().join("hello.toml");
+    let text = format!(
+        "[app]\nname = \"hello\"\ncomponent = {:?}\nroute = \"/hello\"\nreplicas = 1\n",
+        hello.display().to_string()
+    );
+    apply_manifest(&|a: &[&str]| up.cli(a), &manifest, &text);
+    // In use: kept well past the grace.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(file.exists(), "a component in use was deleted");
+    let status = stdout(&up.cli(&["cluster", "status"]));
+    assert!(status.contains("components: 1 "), "{status}");
+
+    let out = up.cli(&["delete", "app", "hello"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    eventually(
+        "the unused component deleted",
+        Duration::from_secs(30),
+        || {
+            let status = stdout(&up.cli(&["cluster", "status"]));
+            (!file.exists() && status.contains("components: 0 ")).then_some(())
+        },
+    );
+    // Applied again, it is uploaded again and serves.
+    apply_manifest(&|a: &[&str]| up.cli(a), &manifest, &text);
+    assert!(file.exists());
+    let r = try_request(up.ingress, "GET", "/hello", &[], b"").unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+}

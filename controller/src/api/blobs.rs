@@ -91,6 +91,7 @@ async fn put(api: &Api, call: Call) -> Answer {
     node.propose(Command::PutBlob {
         digest,
         size: body.len() as u64,
+        at: crate::node::now_millis(),
     })
     .await?;
     json(

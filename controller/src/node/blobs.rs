@@ -173,6 +173,23 @@ impl Controller {
         Ok(None)
     }
 
+    /// Removes files of components the cluster no longer holds. A file younger than the
+    /// grace period stays: it may be an upload whose digest has not committed yet.
+    fn forget_unused(&self, wanted: &[Digest]) {
+        let grace = Duration::from_millis(self.tuning.component_grace);
+        for (digest, _) in self.blobs.list() {
+            if wanted.contains(&digest) {
+                continue;
+            }
+            if self.blobs.age(&digest).is_some_and(|age| age >= grace) {
+                match self.blobs.remove(&digest) {
+                    Ok(()) => tracing::info!(%digest, "unused component deleted"),
+                    Err(e) => tracing::warn!(%digest, error = %e, "cannot delete a component"),
+                }
+            }
+        }
+    }
+
     /// The committed components, and how many of them this controller holds.
     pub fn components(&self) -> ComponentsStatus {
         let held: std::collections::BTreeSet<String> = self
@@ -183,7 +200,7 @@ impl Controller {
             .collect();
         self.shared.read(|s| ComponentsStatus {
             count: s.blobs.len() as u64,
-            bytes: s.blobs.values().sum(),
+            bytes: s.blobs.values().map(|b| b.size).sum(),
             held_here: s.blobs.keys().filter(|d| held.contains(*d)).count() as u64,
         })
     }
@@ -196,6 +213,7 @@ impl Controller {
                 let wanted: Vec<Digest> = self
                     .shared
                     .read(|s| s.blobs.keys().filter_map(|d| d.parse().ok()).collect());
+                self.forget_unused(&wanted);
                 for digest in wanted {
                     if self.blobs.size(&digest).is_some() {
                         continue;

@@ -9,6 +9,7 @@
 //! (heartbeats), and commits what it returns through Raft.
 
 pub mod autoscale;
+pub mod blobs;
 pub mod cron;
 mod hosts;
 pub mod pods;
@@ -47,6 +48,9 @@ pub struct Tuning {
     /// A pod its host could not run (Failed) is replaced after this back-off, so a bad
     /// start is retried without a tight loop. By default: 10 s doubling to 5 min.
     pub restart: RestartBackoff,
+    /// A component no kept revision or cron job uses is deleted this long after its
+    /// upload committed. By default: 10 min.
+    pub component_grace: Millis,
 }
 
 impl Default for Tuning {
@@ -54,6 +58,7 @@ impl Default for Tuning {
         Tuning {
             failure_timeout: 3_000,
             restart: RestartBackoff::default(),
+            component_grace: 10 * 60_000,
         }
     }
 }
@@ -98,6 +103,10 @@ pub fn reconcile(state: &State, observed: &Observed, now: Millis, tuning: &Tunin
     let changes = cron::plan_placed(&state.cron, now, &hosts, &region_of);
     if !changes.is_empty() {
         commands.push(Command::Cron { changes, at: now });
+    }
+    let digests = blobs::unused(state, now, tuning.component_grace);
+    if !digests.is_empty() {
+        commands.push(Command::DeleteBlobs { digests, at: now });
     }
     commands
 }

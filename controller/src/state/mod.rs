@@ -14,7 +14,7 @@ pub use apps::replica_set_key;
 pub use rollout::ANALYSIS_RUNS_KEPT;
 pub use workload_kv::KV_WRITE_MEMORY;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use dabba_spec::Digest;
 use dabba_spec::analysis::AnalysisTemplate;
@@ -35,6 +35,14 @@ pub const REVISION_HISTORY: usize = 10;
 /// Events kept for `describe`.
 pub const EVENT_HISTORY: usize = 1000;
 
+/// A component the cluster holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Blob {
+    pub size: u64,
+    /// When its upload committed (a component not used yet is kept a grace period).
+    pub stored_at: Millis,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct State {
     /// Bumped by every command that changes what clients can see; watches wait on it.
@@ -42,9 +50,9 @@ pub struct State {
     pub initialized: bool,
     /// Grants by SHA-256 (hex) of the token secret.
     pub tokens: BTreeMap<String, Grant>,
-    /// The components the cluster holds: their sizes by digest (the bytes are in every
+    /// The components the cluster holds, by digest (the bytes are in every
     /// controller's blob store).
-    pub blobs: BTreeMap<String, u64>,
+    pub blobs: BTreeMap<String, Blob>,
     pub apps: BTreeMap<ResourceKey, App>,
     /// Revisions by app, oldest first.
     pub revisions: BTreeMap<ResourceKey, Vec<Revision>>,
@@ -134,12 +142,30 @@ impl State {
                 self.version += 1;
                 Reply::Ok
             }
-            Command::PutBlob { digest, size } => {
+            Command::PutBlob { digest, size, at } => {
                 if let std::collections::btree_map::Entry::Vacant(e) =
                     self.blobs.entry(digest.to_string())
                 {
-                    e.insert(*size);
+                    e.insert(Blob {
+                        size: *size,
+                        stored_at: *at,
+                    });
                     self.version += 1;
+                }
+                Reply::Ok
+            }
+            Command::DeleteBlobs { digests, at } => {
+                let in_use = self.components_in_use();
+                for digest in digests.iter().filter(|d| !in_use.contains(d)) {
+                    if self.blobs.remove(&digest.to_string()).is_some() {
+                        self.event(
+                            *at,
+                            format!("component/{}", digest.short()),
+                            "Deleted",
+                            "no revision or cron job uses it",
+                        );
+                        self.version += 1;
+                    }
                 }
                 Reply::Ok
             }
@@ -300,7 +326,17 @@ impl State {
 
     /// The size of a component the cluster holds.
     pub fn blob(&self, digest: &Digest) -> Option<u64> {
-        self.blobs.get(&digest.to_string()).copied()
+        self.blobs.get(&digest.to_string()).map(|b| b.size)
+    }
+
+    /// The components a kept revision of an app or a cron job names.
+    pub fn components_in_use(&self) -> BTreeSet<Digest> {
+        self.revisions
+            .values()
+            .flatten()
+            .map(|r| r.spec.component)
+            .chain(self.cron.jobs.values().map(|j| j.component))
+            .collect()
     }
 
     /// The revision `number` of an app.

@@ -35,6 +35,7 @@ pub(crate) fn with_blobs() -> State {
         s.apply(&Command::PutBlob {
             digest: digest(n),
             size: 4,
+            at: 0,
         });
     }
     s
@@ -364,6 +365,7 @@ fn applying_the_same_log_gives_the_same_state() {
         Command::PutBlob {
             digest: digest(1),
             size: 1,
+            at: 0,
         },
         Command::ApplyApp {
             spec: Box::new(spec("a", "/a", 2)),

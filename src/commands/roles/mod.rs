@@ -89,6 +89,14 @@ pub struct TuningFlags {
         value_name = "DURATION"
     )]
     pub restart_backoff: HumanDuration,
+    /// How long a component no kept revision or cron job uses stays after its upload,
+    /// e.g. 10m (an upload is applied after it lands; rollbacks find theirs).
+    #[arg(
+        long,
+        default_value_t = HumanDuration::from_millis(Tuning::default().component_grace),
+        value_name = "DURATION"
+    )]
+    pub component_grace: HumanDuration,
 }
 
 impl TuningFlags {
@@ -105,6 +113,7 @@ impl TuningFlags {
                 first,
                 max: first.saturating_mul(30),
             },
+            component_grace: self.component_grace.get().as_millis() as u64,
         })
     }
 }
