@@ -213,10 +213,10 @@ pub async fn upload(api: &ApiClient, wasm: &ComponentBytes) -> anyhow::Result<()
         );
         return Ok(());
     }
+    let mib = wasm.bytes.len() as f64 / (1 << 20) as f64;
     print!(
-        "uploading {} ({:.1} KiB, {})... ",
+        "uploading {} ({mib:.1} MiB, {})... ",
         wasm.origin,
-        wasm.bytes.len() as f64 / 1024.0,
         digest.short()
     );
     std::io::stdout().flush()?;
@@ -224,7 +224,12 @@ pub async fn upload(api: &ApiClient, wasm: &ComponentBytes) -> anyhow::Result<()
     api.put_blob(&digest, Bytes::copy_from_slice(&wasm.bytes))
         .await
         .context("uploading the component")?;
-    println!("done in {} ms", started.elapsed().as_millis());
+    let took = started.elapsed();
+    println!(
+        "held by a majority of the controllers in {} ms ({:.1} MiB/s)",
+        took.as_millis(),
+        mib / took.as_secs_f64().max(1e-6)
+    );
     Ok(())
 }
 

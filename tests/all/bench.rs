@@ -28,6 +28,15 @@ fn the_cluster_benchmark_takes_every_measurement() {
     }
     assert_eq!(c["failover_ms"].as_array().unwrap().len(), 1, "{c}");
     assert!(stdout(&run).contains("Leader failover"));
+    let k = &c["components"];
+    assert_eq!(k["component_mib"], 16.0, "{k}");
+    assert!(k["upload_ms"].as_f64().unwrap() > 0.0, "{k}");
+    assert!(k["first_serve_ms"].as_f64().unwrap() > 0.0, "{k}");
+    assert!(k["uploads_during"].as_u64().unwrap() >= 1, "{k}");
+    for m in ["raft_write_idle", "raft_write_during_uploads"] {
+        assert!(k[m]["requests"].as_u64().unwrap() > 0, "{m}: {k}");
+    }
+    assert!(stdout(&run).contains("MiB component: upload"));
 }
 
 #[test]

@@ -8,6 +8,10 @@
 //!   new payment (a unique idempotency key), each making three replicated writes.
 //! - Failover: the leader is killed (SIGKILL) while a client writes; the time from the
 //!   kill to the next committed write, through the surviving controllers.
+//! - Components: a large component (the hello guest padded to `component_mib`) uploaded
+//!   (until a majority of controllers hold it) and applied until it first serves; Raft
+//!   write latency from one client while such components are uploaded back to back, against
+//!   the same measurement idle just before, and the elections the uploads caused.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -34,6 +38,22 @@ pub struct ClusterReport {
     pub payments: LoadResult,
     pub payments_concurrency: usize,
     pub failover_ms: Vec<f64>,
+    pub components: ComponentsReport,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ComponentsReport {
+    pub component_mib: f64,
+    /// Upload until a majority of the controllers hold it.
+    pub upload_ms: f64,
+    /// Apply until the app's first 200 through the ingress (the host fetches and
+    /// compiles it).
+    pub first_serve_ms: f64,
+    pub raft_write_idle: LoadResult,
+    pub raft_write_during_uploads: LoadResult,
+    pub uploads_during: usize,
+    /// Raft terms that began during the uploads (each one an election).
+    pub elections_during: u64,
 }
 
 /// Starts 3 controllers and one host per entry of `hosts` (`bench-host-N` in zone
@@ -152,12 +172,91 @@ async fn first_commit_after(api: &ApiClient) -> Instant {
     }
 }
 
+/// The components measurements: see the module docs.
+async fn components(
+    c: &Cluster,
+    guests: &Path,
+    component_mib: usize,
+    duration: Duration,
+) -> anyhow::Result<ComponentsReport> {
+    let hello = std::fs::read(guests.join("hello.wasm"))
+        .context("hello.wasm not found: build the guests with `cargo guests`")?;
+    // Each upload a new component (the padding differs), so none is skipped.
+    let padded = |n: u8| {
+        let mut bytes = dabba_testkit::padded_component(&hello, component_mib << 20);
+        *bytes.last_mut().expect("padding") = n;
+        ComponentBytes {
+            digest: dabba_spec::Digest::of(&bytes),
+            bytes,
+            origin: format!("hello padded to {component_mib} MiB ({n})"),
+        }
+    };
+    let api = c.api();
+    let first = padded(0);
+    eprintln!("uploading a {component_mib} MiB component ...");
+    let started = Instant::now();
+    upload(api, &first).await?;
+    let upload_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let manifest = Manifest::parse(
+        "big.toml",
+        "[app]\nname = \"big\"\ncomponent = \"big.wasm\"\nroute = \"/big\"\nreplicas = 1\n",
+    )?;
+    let host = *c.host_addrs.first().context("host")?;
+    let started = Instant::now();
+    api.apply_app(&manifest.to_spec(first.digest)).await?;
+    crate::probe::until_ok(
+        host,
+        "localhost",
+        "/big",
+        Duration::from_secs(120),
+        Duration::from_millis(5),
+    )
+    .await?;
+    let first_serve_ms = started.elapsed().as_secs_f64() * 1000.0;
+
+    let leader = c.controller_addrs[c.leader().await?];
+    eprintln!("measuring raft writes (1 client), idle ...");
+    let raft_write_idle = load::run(&kv_write(leader, &c.join, 1, duration)).await?;
+    eprintln!("measuring raft writes (1 client) during {component_mib} MiB uploads ...");
+    let term_before = api.cluster_status().await?.term;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let uploader = {
+        let (stop, api) = (stop.clone(), api.clone());
+        let components: Vec<ComponentBytes> = (1..=8).map(padded).collect();
+        tokio::spawn(async move {
+            let mut n = 0;
+            for wasm in &components {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                upload(&api, wasm).await?;
+                n += 1;
+            }
+            anyhow::Ok(n)
+        })
+    };
+    let raft_write_during_uploads = load::run(&kv_write(leader, &c.join, 1, duration)).await?;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let uploads_during = uploader.await??;
+    let elections_during = api.cluster_status().await?.term - term_before;
+    Ok(ComponentsReport {
+        component_mib: component_mib as f64,
+        upload_ms,
+        first_serve_ms,
+        raft_write_idle,
+        raft_write_during_uploads,
+        uploads_during,
+        elections_during,
+    })
+}
+
 pub async fn run(
     dabba: &Path,
     guests: &Path,
     duration: Duration,
     failovers: usize,
     raft_flags: &[String],
+    component_mib: usize,
 ) -> anyhow::Result<ClusterReport> {
     let dir = crate::scratch_dir("cluster")?;
     let mut c = start(dabba, guests, &dir, raft_flags).await?;
@@ -185,6 +284,7 @@ pub async fn run(
     if raft_write_serial.requests == 0 || payments.requests == 0 {
         bail!("a measurement got no successful request");
     }
+    let components = components(&c, guests, component_mib, duration).await?;
 
     let mut failover_ms = Vec::new();
     for round in 0..failovers {
@@ -216,6 +316,7 @@ pub async fn run(
         payments,
         payments_concurrency,
         failover_ms,
+        components,
     })
 }
 
@@ -240,7 +341,9 @@ pub fn render(r: &ClusterReport) -> String {
          | Raft write latency p50 / p99 (1 client) | {} | p99 ≤ 10 ms (goal ÷ p99 = {:.2}) |\n\
          | Raft writes/s ({} clients, batched) | {:.0} (p50 / p99 {}) | ≥ 10,000 (measured ÷ goal = {:.2}) |\n\
          | Durable payments/s through the ingress ({} clients) | {:.0} (p50 / p99 {}) | ≥ 1,100/s with p99 ≤ 50 ms (measured ÷ goal = {:.2}) |\n\
-         | Leader failover, kill → next committed write | median {:.0} ms, worst {:.0} ms of {} | ≤ 500 ms |\n",
+         | Leader failover, kill → next committed write | median {:.0} ms, worst {:.0} ms of {} | ≤ 500 ms |\n\
+         | {:.0} MiB component: upload until a majority holds it / apply until it first serves | {:.0} ms / {:.0} ms | |\n\
+         | Raft write p99 (1 client), idle → during {} back-to-back {:.0} MiB uploads | {:.2} → {:.2} ms ({:.2}×); {} elections | ≤ 2×, no election |\n",
         lat(&r.raft_write_serial),
         10_000.0 / r.raft_write_serial.latency.p99_us.max(1.0),
         r.raft_write_concurrency,
@@ -254,5 +357,15 @@ pub fn render(r: &ClusterReport) -> String {
         median,
         worst,
         r.failover_ms.len(),
+        r.components.component_mib,
+        r.components.upload_ms,
+        r.components.first_serve_ms,
+        r.components.uploads_during,
+        r.components.component_mib,
+        r.components.raft_write_idle.latency.p99_us / 1000.0,
+        r.components.raft_write_during_uploads.latency.p99_us / 1000.0,
+        r.components.raft_write_during_uploads.latency.p99_us
+            / r.components.raft_write_idle.latency.p99_us.max(1.0),
+        r.components.elections_during,
     )
 }

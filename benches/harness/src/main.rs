@@ -362,6 +362,7 @@ fn bench_cluster(args: &BenchArgs) -> anyhow::Result<()> {
         duration,
         failovers,
         &raft_flags,
+        if args.quick { 16 } else { 100 },
     ))?;
     write_results(args, "cluster", &report, &cluster::render(&report))
 }
