@@ -38,8 +38,18 @@ pub enum Command {
     /// controllers (`crate::blobs`), never in the log.
     PutBlob {
         digest: Digest,
+        #[serde(default)]
         size: u64,
+        #[serde(default)]
         at: Millis,
+        /// Only in entries written before components left the log: the bytes, which
+        /// the state machine moves into the blob store as it applies the entry.
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            with = "dabba_spec::kv::b64::opt"
+        )]
+        bytes: Option<Vec<u8>>,
     },
     /// Forget components nothing uses (`reconcile::blobs`); one in use again by the
     /// time this applies is kept.

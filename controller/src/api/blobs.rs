@@ -92,6 +92,7 @@ async fn put(api: &Api, call: Call) -> Answer {
         digest,
         size: body.len() as u64,
         at: crate::node::now_millis(),
+        bytes: None,
     })
     .await?;
     json(

@@ -137,11 +137,13 @@ impl Controller {
         };
         let log = LogStore::open(&opts.data_dir.join("raft.redb"))
             .map_err(|e| anyhow::anyhow!("opening the raft log: {e}"))?;
-        let sm = StateMachine::open(&opts.data_dir.join("snapshots"))
+        let blobs = Arc::new(
+            BlobStore::open(&opts.data_dir.join("blobs"))
+                .map_err(|e| anyhow::anyhow!("opening the blob store: {e}"))?,
+        );
+        let sm = StateMachine::open(&opts.data_dir.join("snapshots"), blobs.clone())
             .map_err(|e| anyhow::anyhow!("opening the state machine: {e}"))?;
         let shared = sm.shared();
-        let blobs = BlobStore::open(&opts.data_dir.join("blobs"))
-            .map_err(|e| anyhow::anyhow!("opening the blob store: {e}"))?;
         let client = http_client::client();
         let config = openraft::Config {
             cluster_name: "dabba".into(),
@@ -172,7 +174,7 @@ impl Controller {
             raft,
             shared,
             client,
-            blobs: Arc::new(blobs),
+            blobs,
             peer_token,
             data_dir: opts.data_dir,
             tuning: opts.tuning,

@@ -47,7 +47,9 @@ mod tests {
         async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError> {
             let dir = tempfile::tempdir().expect("a temporary directory");
             let log = LogStore::open(&dir.path().join("raft.redb"))?;
-            let sm = StateMachine::open(&dir.path().join("snapshots"))?;
+            let blobs =
+                crate::blobs::BlobStore::open(&dir.path().join("blobs")).expect("a blob store");
+            let sm = StateMachine::open(&dir.path().join("snapshots"), blobs.into())?;
             Ok((dir, log, sm))
         }
     }

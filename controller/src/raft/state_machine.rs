@@ -7,6 +7,10 @@
 //! leaves a half-written snapshot; on start the newest snapshot is loaded and openraft
 //! replays the log entries after it. Building a snapshot clones the state under the lock
 //! and serializes it outside, so applying continues meanwhile.
+//!
+//! Components are not in the state (see `crate::blobs`). Snapshots and log entries
+//! written before they left the log carry their bytes: reading one moves the bytes into
+//! the blob store, so a controller upgraded in place keeps every component it had.
 
 use std::io::{Cursor, Write as _};
 use std::path::{Path, PathBuf};
@@ -20,7 +24,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::{Entry, LogId, NodeId, StorageError, TypeConfig};
-use crate::command::Reply;
+use crate::blobs::BlobStore;
+use crate::command::{Command, Reply};
 use crate::state::State;
 
 /// What is applied: the state, and the Raft bookkeeping that goes with it.
@@ -63,6 +68,7 @@ impl Shared {
 pub struct StateMachine {
     shared: Shared,
     dir: PathBuf,
+    blobs: Arc<BlobStore>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -81,9 +87,9 @@ fn snap_write(e: impl std::fmt::Display) -> StorageError {
 
 impl StateMachine {
     /// Opens the state machine in `dir`, loading the newest snapshot there.
-    pub fn open(dir: &Path) -> Result<StateMachine, StorageError> {
+    pub fn open(dir: &Path, blobs: Arc<BlobStore>) -> Result<StateMachine, StorageError> {
         std::fs::create_dir_all(dir).map_err(snap_write)?;
-        let applied = match latest_snapshot(dir)? {
+        let applied = match latest_snapshot(dir, &blobs)? {
             Some((_, file)) => file.applied,
             None => Applied::default(),
         };
@@ -94,6 +100,7 @@ impl StateMachine {
                 version,
             },
             dir: dir.to_path_buf(),
+            blobs,
         })
     }
 
@@ -111,7 +118,10 @@ impl StateMachine {
 }
 
 /// The newest `snapshot-*.json` in `dir`, if any.
-fn latest_snapshot(dir: &Path) -> Result<Option<(PathBuf, SnapshotFile)>, StorageError> {
+fn latest_snapshot(
+    dir: &Path,
+    blobs: &BlobStore,
+) -> Result<Option<(PathBuf, SnapshotFile)>, StorageError> {
     let mut newest: Option<(u64, PathBuf)> = None;
     for entry in std::fs::read_dir(dir).map_err(sm_read)? {
         let path = entry.map_err(sm_read)?.path();
@@ -134,9 +144,30 @@ fn latest_snapshot(dir: &Path) -> Result<Option<(PathBuf, SnapshotFile)>, Storag
         return Ok(None);
     };
     let bytes = std::fs::read(&path).map_err(sm_read)?;
-    let file: SnapshotFile = serde_json::from_slice(&bytes)
+    let file = read_snapshot(&bytes, blobs)
         .map_err(|e| sm_read(format!("snapshot {} is unreadable: {e}", path.display())))?;
     Ok(Some((path, file)))
+}
+
+/// Parses a snapshot; components it carries inside (written before they left the log)
+/// go to the blob store, and the state keeps their sizes.
+fn read_snapshot(bytes: &[u8], blobs: &BlobStore) -> Result<SnapshotFile, String> {
+    let mut value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    if let Some(map) = value
+        .pointer_mut("/applied/state/blobs")
+        .and_then(|b| b.as_object_mut())
+    {
+        for (digest, blob) in map.iter_mut() {
+            let Some(encoded) = blob.as_str() else {
+                continue;
+            };
+            let bytes = dabba_spec::kv::b64::decode(encoded)?;
+            let parsed: dabba_spec::Digest = digest.parse().map_err(|e| format!("{e}"))?;
+            blobs.put(&parsed, &bytes).map_err(|e| e.to_string())?;
+            *blob = serde_json::json!({"size": bytes.len(), "stored_at": 0});
+        }
+    }
+    serde_json::from_value(value).map_err(|e| e.to_string())
 }
 
 /// Writes a snapshot durably and removes older ones.
@@ -222,7 +253,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 a.last_applied = Some(entry.log_id);
                 let reply = match entry.payload {
                     EntryPayload::Blank => Reply::Ok,
-                    EntryPayload::Normal(command) => a.state.apply(&command),
+                    EntryPayload::Normal(command) => {
+                        if let Command::PutBlob {
+                            digest,
+                            bytes: Some(bytes),
+                            ..
+                        } = &command
+                        {
+                            self.blobs.put(digest, bytes).map_err(sm_read)?;
+                        }
+                        a.state.apply(&command)
+                    }
                     EntryPayload::Membership(m) => {
                         a.membership = StoredMembership::new(Some(entry.log_id), m);
                         Reply::Ok
@@ -250,7 +291,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
         let bytes = snapshot.into_inner();
-        let file: SnapshotFile = serde_json::from_slice(&bytes).map_err(sm_read)?;
+        let file = read_snapshot(&bytes, &self.blobs).map_err(sm_read)?;
         let dir = self.dir.clone();
         let installed = SnapshotFile {
             meta: meta.clone(),
@@ -275,8 +316,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        let dir = self.dir.clone();
-        let found = tokio::task::spawn_blocking(move || latest_snapshot(&dir))
+        let (dir, blobs) = (self.dir.clone(), self.blobs.clone());
+        let found = tokio::task::spawn_blocking(move || latest_snapshot(&dir, &blobs))
             .await
             .map_err(sm_read)??;
         Ok(match found {
@@ -289,5 +330,85 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 })
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::{CommittedLeaderId, LogId as RaftLogId};
+
+    use super::*;
+
+    fn component(n: u8) -> (dabba_spec::Digest, Vec<u8>) {
+        let bytes = [b"\0asm\x0d\0\x01\0".as_slice(), &[n; 100]].concat();
+        (dabba_spec::Digest::of(&bytes), bytes)
+    }
+
+    /// A controller upgraded in place keeps the components its old snapshot and log
+    /// carried inside: they move into the blob store as they are read.
+    #[tokio::test]
+    async fn components_inside_an_old_snapshot_or_log_entry_move_to_the_blob_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = Arc::new(BlobStore::open(&dir.path().join("blobs")).unwrap());
+        let snapshots = dir.path().join("snapshots");
+        std::fs::create_dir_all(&snapshots).unwrap();
+
+        // A snapshot as dabba wrote it while components rode in the log.
+        let (in_snapshot, snapshot_bytes) = component(1);
+        let log_id = RaftLogId::new(CommittedLeaderId::new(1, 1), 5);
+        let meta = SnapshotMeta {
+            last_log_id: Some(log_id),
+            last_membership: StoredMembership::default(),
+            snapshot_id: "1-5".into(),
+        };
+        let mut old = serde_json::to_value(SnapshotFile {
+            meta,
+            applied: Applied {
+                last_applied: Some(log_id),
+                ..Applied::default()
+            },
+        })
+        .unwrap();
+        old["applied"]["state"]["blobs"] = serde_json::json!({
+            in_snapshot.to_string(): dabba_spec::kv::b64::encode(&snapshot_bytes)
+        });
+        std::fs::write(
+            snapshots.join("snapshot-1-5.json"),
+            serde_json::to_vec(&old).unwrap(),
+        )
+        .unwrap();
+        let mut sm = StateMachine::open(&snapshots, blobs.clone()).unwrap();
+        assert_eq!(
+            sm.shared().read(|s| s.blob(&in_snapshot)),
+            Some(snapshot_bytes.len() as u64)
+        );
+        assert_eq!(blobs.get(&in_snapshot).unwrap(), Some(snapshot_bytes));
+
+        // A log entry as it was written then, applied after the snapshot.
+        let (in_log, log_bytes) = component(2);
+        let old_entry = format!(
+            r#"{{"op":"put_blob","digest":"{in_log}","bytes":"{}"}}"#,
+            dabba_spec::kv::b64::encode(&log_bytes)
+        );
+        let command: Command = serde_json::from_str(&old_entry).unwrap();
+        let entry = Entry {
+            log_id: RaftLogId::new(CommittedLeaderId::new(1, 1), 6),
+            payload: EntryPayload::Normal(command),
+        };
+        sm.apply([entry]).await.unwrap();
+        assert_eq!(
+            sm.shared().read(|s| s.blob(&in_log)),
+            Some(log_bytes.len() as u64)
+        );
+        assert_eq!(blobs.get(&in_log).unwrap(), Some(log_bytes));
+        // What is written now carries no bytes.
+        let now = serde_json::to_string(&Command::PutBlob {
+            digest: in_log,
+            size: 108,
+            at: 1,
+            bytes: None,
+        })
+        .unwrap();
+        assert!(!now.contains("bytes"), "{now}");
     }
 }

@@ -37,6 +37,7 @@ mod tests {
                 digest: digest(n),
                 size: 10,
                 at: 1_000 * n as u64,
+                bytes: None,
             });
         }
         // Component 1 runs app a; 2 and 3 are used by nothing.

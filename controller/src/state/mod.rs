@@ -142,12 +142,17 @@ impl State {
                 self.version += 1;
                 Reply::Ok
             }
-            Command::PutBlob { digest, size, at } => {
+            Command::PutBlob {
+                digest,
+                size,
+                at,
+                bytes,
+            } => {
                 if let std::collections::btree_map::Entry::Vacant(e) =
                     self.blobs.entry(digest.to_string())
                 {
                     e.insert(Blob {
-                        size: *size,
+                        size: bytes.as_ref().map_or(*size, |b| b.len() as u64),
                         stored_at: *at,
                     });
                     self.version += 1;

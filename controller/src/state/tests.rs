@@ -36,6 +36,7 @@ pub(crate) fn with_blobs() -> State {
             digest: digest(n),
             size: 4,
             at: 0,
+            bytes: None,
         });
     }
     s
@@ -366,6 +367,7 @@ fn applying_the_same_log_gives_the_same_state() {
             digest: digest(1),
             size: 1,
             at: 0,
+            bytes: None,
         },
         Command::ApplyApp {
             spec: Box::new(spec("a", "/a", 2)),
