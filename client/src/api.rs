@@ -113,6 +113,24 @@ impl ApiClient {
         }
     }
 
+    /// The controller to try on attempt `n` of a request: the one that answered last
+    /// first, then the others in turn.
+    pub(crate) fn server(&self, n: usize) -> &str {
+        if self.servers.is_empty() {
+            return "http://no-controller-configured.invalid";
+        }
+        let first = self.preferred.load(Ordering::Relaxed);
+        &self.servers[(first + n) % self.servers.len()]
+    }
+
+    pub(crate) fn token(&self) -> &str {
+        &self.token
+    }
+
+    pub(crate) fn http(&self) -> &HttpClient {
+        &self.http
+    }
+
     /// A client of the same cluster with other retry and timeout bounds (sharing the
     /// connection pool), e.g. for periodic calls where the next call replaces a retry.
     pub fn with_bounds(&self, retry_for: Duration, timeout: Duration) -> ApiClient {
@@ -565,7 +583,7 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(bytes).map_err(|e| ApiError::Decode(e.to_string()))
 }
 
-fn status_error(status: u16, body: &[u8]) -> ApiError {
+pub(crate) fn status_error(status: u16, body: &[u8]) -> ApiError {
     match serde_json::from_slice::<ErrorBody>(body) {
         Ok(b) => ApiError::Status {
             status,

@@ -11,6 +11,7 @@
 //! or a server.
 
 mod api;
+mod download;
 pub mod paths;
 pub mod transport;
 

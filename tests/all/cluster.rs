@@ -474,6 +474,23 @@ fn a_component_larger_than_any_request_is_kept_outside_the_log_and_reaches_a_con
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(Digest::of(&r.body), digest);
     assert_eq!(std::fs::read(blob_of(leader)).unwrap(), big);
+    // A download resumes: the rest from byte N, and nothing past the end.
+    for (from, status, tail) in [
+        (big.len() - 10, 206, &big[big.len() - 10..]),
+        (big.len(), 416, &[][..]),
+    ] {
+        let range = format!("bytes={from}-");
+        let r = try_request(
+            c.controller_addrs[missed],
+            "GET",
+            &format!("/v1/blobs/{digest}"),
+            &[("authorization", &auth), ("range", &range)],
+            b"",
+        )
+        .unwrap();
+        assert_eq!(r.status, status, "{range}");
+        assert_eq!(&r.body[..], tail, "{range}");
+    }
     let out = c.cli(&["cluster", "status"]);
     let text = stdout(&out);
     assert!(

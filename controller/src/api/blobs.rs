@@ -118,26 +118,56 @@ async fn get(api: &Api, call: Call) -> Answer {
             return Err(fail(404, "not_found", format!("no component {digest}")));
         }
     }
-    let body = if call.parts.method == Method::HEAD {
-        Bytes::new()
-    } else {
-        node.blob_bytes(digest)
-            .await
-            .map_err(|e| fail(500, "internal", format!("component {digest}: {e}")))?
-            .ok_or_else(|| {
-                fail(
-                    503,
-                    "unavailable",
-                    format!(
-                        "no reachable controller holds a good copy of component {digest}; retry"
-                    ),
-                )
-            })?
-    };
-    Ok(http::Response::builder()
-        .header(http::header::CONTENT_TYPE, "application/wasm")
-        .body(Full::new(body))
-        .expect("valid response"))
+    if call.parts.method == Method::HEAD {
+        return Ok(http::Response::builder()
+            .header(http::header::CONTENT_TYPE, "application/wasm")
+            .body(Full::new(Bytes::new()))
+            .expect("valid response"));
+    }
+    let body = node
+        .blob_bytes(digest)
+        .await
+        .map_err(|e| fail(500, "internal", format!("component {digest}: {e}")))?
+        .ok_or_else(|| {
+            fail(
+                503,
+                "unavailable",
+                format!("no reachable controller holds a good copy of component {digest}; retry"),
+            )
+        })?;
+    Ok(ranged(&call, body))
+}
+
+/// The answer to a download: the whole, or — for `Range: bytes=N-`, which a host sends
+/// to resume an interrupted download — the rest from byte N (`416` when N is past the
+/// end). Other ranges are answered whole (a server may ignore a range it does not
+/// serve).
+fn ranged(call: &Call, body: Bytes) -> super::Response {
+    let from = call
+        .parts
+        .headers
+        .get(http::header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|r| r.strip_prefix("bytes="))
+        .and_then(|r| r.strip_suffix('-'))
+        .and_then(|n| n.parse::<usize>().ok());
+    let len = body.len();
+    let resp = http::Response::builder().header(http::header::CONTENT_TYPE, "application/wasm");
+    match from {
+        None => resp.body(Full::new(body)),
+        Some(n) if n >= len => resp
+            .status(416)
+            .header(http::header::CONTENT_RANGE, format!("bytes */{len}"))
+            .body(Full::new(Bytes::new())),
+        Some(n) => resp
+            .status(206)
+            .header(
+                http::header::CONTENT_RANGE,
+                format!("bytes {n}-{}/{len}", len - 1),
+            )
+            .body(Full::new(body.slice(n..))),
+    }
+    .expect("valid response")
 }
 
 /// A peer gives this controller a component.

@@ -82,8 +82,6 @@ pub type ActivationError = Box<dyn std::error::Error + Send + Sync>;
 pub enum StartError {
     #[error("fetching component {digest}: {source}")]
     Fetch { digest: String, source: ApiError },
-    #[error("component {digest} arrived corrupted (it hashes to {actual})")]
-    Corrupted { digest: String, actual: String },
     #[error("limits: {0}")]
     Limits(#[from] LimitError),
     #[error("loading panicked: {0}")]

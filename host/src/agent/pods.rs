@@ -136,21 +136,16 @@ impl Agent {
         {
             return Ok(Bytes::from(bytes));
         }
+        // An interrupted download (a lost connection, a restart) resumes from here.
+        let partial = path.with_extension("partial");
         let bytes = self
             .api
-            .blob(digest)
+            .download_blob(digest, &partial)
             .await
             .map_err(|source| StartError::Fetch {
                 digest: digest.short(),
                 source,
             })?;
-        let actual = Digest::of(&bytes);
-        if actual != *digest {
-            return Err(StartError::Corrupted {
-                digest: digest.short(),
-                actual: actual.short(),
-            });
-        }
         let tmp = path.with_extension("tmp");
         if let Err(e) = tokio::fs::write(&tmp, &bytes).await {
             tracing::warn!(error = %e, "cannot cache component");

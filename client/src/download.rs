@@ -1,0 +1,213 @@
+//! Downloading a component so that an interrupted transfer resumes where it stopped.
+//!
+//! Components reach hundreds of MiB; a host that loses its connection (or is
+//! restarted) half-way should not start over. The bytes go to a partial file as they
+//! arrive; the next attempt — to the same controller or another — asks only for the
+//! rest (`Range: bytes=N-`), and the whole is kept only once it hashes to its digest.
+
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use dabba_spec::Digest;
+use http::StatusCode;
+use http_body_util::{BodyExt, Full};
+use tokio::io::AsyncWriteExt;
+
+use crate::api::{ApiClient, ApiError};
+use crate::paths;
+
+/// Attempts (over the controllers in turn) before a download gives up.
+const ATTEMPTS: usize = 6;
+/// The longest a download may wait for the next bytes.
+const STALL: Duration = Duration::from_secs(30);
+
+/// How an attempt ended short of the whole component.
+enum Short {
+    /// Try again (the next controller, resuming).
+    Retry(String),
+    /// Give up: the cluster answered for sure (404, 401, ...).
+    Final(ApiError),
+}
+
+impl ApiClient {
+    /// `GET /v1/blobs/{digest}`, resumably, through `partial` (a file the caller keeps
+    /// across attempts and restarts; it is removed once the whole is read): the
+    /// component's bytes, checked against `digest`.
+    pub async fn download_blob(&self, digest: &Digest, partial: &Path) -> Result<Bytes, ApiError> {
+        let mut last = String::new();
+        for attempt in 0..ATTEMPTS {
+            let server = self.server(attempt);
+            match self.download_once(server, digest, partial).await {
+                Ok(()) => {
+                    let bytes = tokio::fs::read(partial)
+                        .await
+                        .map_err(|e| ApiError::Decode(format!("{}: {e}", partial.display())))?;
+                    let _ = tokio::fs::remove_file(partial).await;
+                    let actual = Digest::of(&bytes);
+                    if actual == *digest {
+                        return Ok(Bytes::from(bytes));
+                    }
+                    last = format!("the download hashed to {actual}, not {digest}");
+                }
+                Err(Short::Retry(why)) => last = why,
+                Err(Short::Final(e)) => return Err(e),
+            }
+            tokio::time::sleep(Duration::from_millis(50 << attempt.min(5))).await;
+        }
+        Err(ApiError::Unavailable(last))
+    }
+
+    /// One attempt: appends what `server` sends after what `partial` holds. `Ok` once
+    /// the server sent the whole rest.
+    async fn download_once(
+        &self,
+        server: &str,
+        digest: &Digest,
+        partial: &Path,
+    ) -> Result<(), Short> {
+        let have = tokio::fs::metadata(partial).await.map_or(0, |m| m.len());
+        let mut req = http::Request::get(format!("{server}{}", paths::blob(digest))).header(
+            http::header::AUTHORIZATION,
+            format!("Bearer {}", self.token()),
+        );
+        if have > 0 {
+            req = req.header(http::header::RANGE, format!("bytes={have}-"));
+        }
+        let req = req
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| Short::Final(ApiError::Decode(e.to_string())))?;
+        let resp = tokio::time::timeout(STALL, self.http().request(req))
+            .await
+            .map_err(|_| Short::Retry(format!("{server}: no answer in {STALL:?}")))?
+            .map_err(|e| Short::Retry(format!("{server}: {e}")))?;
+        let append = match resp.status() {
+            StatusCode::PARTIAL_CONTENT => true,
+            StatusCode::OK => false,
+            // What is held is already the whole (or more): start again from nothing.
+            StatusCode::RANGE_NOT_SATISFIABLE => {
+                let _ = tokio::fs::remove_file(partial).await;
+                return Err(Short::Retry(format!("{server}: range not satisfiable")));
+            }
+            status if status.is_server_error() => {
+                return Err(Short::Retry(format!("{server}: {status}")));
+            }
+            status => {
+                let body = resp.into_body().collect().await.map(|b| b.to_bytes());
+                return Err(Short::Final(crate::api::status_error(
+                    status.as_u16(),
+                    &body.unwrap_or_default(),
+                )));
+            }
+        };
+        let file_error = |e: std::io::Error| {
+            Short::Final(ApiError::Decode(format!("{}: {e}", partial.display())))
+        };
+        let mut file = tokio::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(append)
+            .truncate(!append)
+            .open(partial)
+            .await
+            .map_err(file_error)?;
+        let mut body = resp.into_body();
+        loop {
+            let frame = match tokio::time::timeout(STALL, body.frame()).await {
+                Err(_) => return Err(Short::Retry(format!("{server}: stalled for {STALL:?}"))),
+                Ok(None) => break,
+                Ok(Some(Err(e))) => return Err(Short::Retry(format!("{server}: {e}"))),
+                Ok(Some(Ok(frame))) => frame,
+            };
+            if let Some(data) = frame.data_ref() {
+                file.write_all(data).await.map_err(file_error)?;
+            }
+        }
+        file.flush().await.map_err(file_error)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// A stand-in controller serving `blob` with ranges, that breaks off its first
+    /// answer half-way (a lost connection). Records each request's `Range`.
+    async fn flaky_controller(blob: Vec<u8>, ranges: Arc<Mutex<Vec<Option<String>>>>) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (mut conn, _) = listener.accept().await.unwrap();
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if conn.read(&mut byte).await.unwrap_or(0) == 0 {
+                        break;
+                    }
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).to_lowercase();
+                let range = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("range: bytes="))
+                    .map(|r| r.trim().to_string());
+                let first = {
+                    let mut r = ranges.lock().unwrap();
+                    r.push(range.clone());
+                    r.len() == 1
+                };
+                let from: usize = range
+                    .as_deref()
+                    .and_then(|r| r.trim_end_matches('-').parse().ok())
+                    .unwrap_or(0);
+                let rest = &blob[from..];
+                let status = if from > 0 {
+                    "206 Partial Content"
+                } else {
+                    "200 OK"
+                };
+                let reply = format!(
+                    "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    rest.len()
+                );
+                conn.write_all(reply.as_bytes()).await.unwrap();
+                let send = if first { &rest[..rest.len() / 2] } else { rest };
+                conn.write_all(send).await.unwrap();
+                // Dropping the connection: the first answer ends short.
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn an_interrupted_download_resumes_where_it_stopped_and_is_checked() {
+        let blob: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+        let digest = Digest::of(&blob);
+        let ranges = Arc::new(Mutex::new(Vec::new()));
+        let server = flaky_controller(blob.clone(), ranges.clone()).await;
+        let dir = tempfile::tempdir().unwrap();
+        let partial = dir.path().join("c.partial");
+        let api = ApiClient::new(vec![server.clone()], "t".into());
+        let got = api.download_blob(&digest, &partial).await.unwrap();
+        assert_eq!(&got[..], &blob[..]);
+        assert_eq!(
+            *ranges.lock().unwrap(),
+            vec![None, Some(format!("{}-", blob.len() / 2))],
+            "the second request asked only for the rest"
+        );
+        assert!(!partial.exists(), "the partial file is gone once whole");
+
+        // Bytes that do not hash to the digest are never returned.
+        let other = Digest::of(b"something else");
+        let err = api.download_blob(&other, &partial).await.unwrap_err();
+        assert!(err.to_string().contains("hashed to"), "{err}");
+        assert!(!partial.exists());
+    }
+}
