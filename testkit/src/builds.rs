@@ -121,3 +121,79 @@ pub fn padded_component(component: &[u8], extra: usize) -> Vec<u8> {
     out.extend_from_slice(&content);
     out
 }
+
+/// The componentize-py release the Python test component is built with (from PyPI).
+const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
+
+/// `tests/python/hello` built into a `wasi:http` component by componentize-py (about
+/// 18 MB: CPython is inside), once per process. componentize-py is installed from PyPI
+/// into a virtual environment under the target directory the first time; the WASI WIT
+/// it builds against is the one the host itself implements (wasmtime-wasi-http's, found
+/// with `cargo metadata`).
+pub fn python_component() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let dir = target_dir().join("python");
+            let venv = dir.join("venv");
+            let tool = venv.join("bin/componentize-py");
+            if !tool.exists() {
+                run(
+                    Command::new("python3").args(["-m", "venv"]).arg(&venv),
+                    "creating a Python virtual environment (Debian: apt install python3-venv)",
+                );
+                run(
+                    Command::new(venv.join("bin/pip")).args([
+                        "install",
+                        "--quiet",
+                        COMPONENTIZE_PY,
+                    ]),
+                    "installing componentize-py from PyPI",
+                );
+            }
+            let out = dir.join("hello.wasm");
+            run(
+                Command::new(&tool)
+                    .arg("-d")
+                    .arg(wasi_http_wit())
+                    .args(["-w", "wasi:http/proxy", "componentize", "-p"])
+                    .arg(workspace().join("tests/python/hello"))
+                    .args(["app", "-o"])
+                    .arg(&out),
+                "building the Python component with componentize-py",
+            );
+            out
+        })
+        .clone()
+}
+
+fn run(cmd: &mut Command, what: &str) {
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| panic!("{what}: cannot start {cmd:?}: {e}"));
+    assert!(status.success(), "{what}: {cmd:?} failed ({status})");
+}
+
+/// The WIT directory of the wasmtime-wasi-http crate this workspace builds with.
+fn wasi_http_wit() -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .current_dir(workspace())
+        .args(["metadata", "--format-version", "1"])
+        .output()
+        .expect("running cargo metadata");
+    assert!(out.status.success(), "cargo metadata failed");
+    let meta: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("cargo metadata's JSON");
+    let manifest = meta["packages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["name"] == "wasmtime-wasi-http")
+        .and_then(|p| p["manifest_path"].as_str())
+        .expect("wasmtime-wasi-http among the workspace's packages");
+    Path::new(manifest)
+        .parent()
+        .expect("a crate directory")
+        .join("wit")
+}

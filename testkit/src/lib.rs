@@ -36,7 +36,9 @@ pub mod wan;
 use std::future::Future;
 use std::sync::OnceLock;
 
-pub use builds::{bench_harness, guest, native_servers, padded_component, workspace};
+pub use builds::{
+    bench_harness, guest, native_servers, padded_component, python_component, workspace,
+};
 pub use cluster::{Cluster, ClusterOptions, HostOptions};
 pub use ports::{free_addr, free_port};
 pub use process::Process;

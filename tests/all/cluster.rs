@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use dabba_spec::Digest;
 use dabba_spec::api::ClusterStatus;
 use dabba_spec::resources::{HostState, Pod, PodPhase};
-use dabba_testkit::{ClusterOptions, HostOptions, padded_component};
+use dabba_testkit::{ClusterOptions, HostOptions, padded_component, python_component};
 
 use crate::support::{
     block_on, dabba_bin, eventually, guest, run_dabba, stderr, stdout, try_request,
@@ -497,4 +497,39 @@ fn a_component_larger_than_any_request_is_kept_outside_the_log_and_reaches_a_con
         text.contains("components: 1 (70.") && text.contains("holds 1 of them"),
         "{text}"
     );
+
+    // A real one of that size: Python, built by componentize-py with CPython inside.
+    let python = python_component();
+    let size = std::fs::metadata(&python).unwrap().len();
+    assert!(size > 15 << 20, "a {size}-byte Python component");
+    let manifest = root.join("py.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "[app]\nname = \"py\"\ncomponent = {:?}\nroute = \"/py\"\nreplicas = 1\n",
+            python.display().to_string()
+        ),
+    )
+    .unwrap();
+    // A debug build compiles CPython's 18 MB for a minute or two: room for it.
+    let urls = c.controller_urls();
+    let out = run_dabba(
+        &[
+            "apply",
+            "-f",
+            manifest.to_str().unwrap(),
+            "--wait",
+            "--timeout",
+            "400s",
+            "--server",
+            &urls,
+            "--token",
+            &c.admin,
+        ],
+        Duration::from_secs(420),
+    );
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let r = try_request(c.host_addrs[0], "GET", "/py/hi", &[], b"").unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), "hello from CPython at /py/hi\n");
 }
