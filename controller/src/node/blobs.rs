@@ -61,8 +61,9 @@ impl Controller {
         (peers, voters.len(), voters.contains(&self.id))
     }
 
-    /// Stores `bytes` (which hash to `digest`) here and on the other controllers;
-    /// returns once a majority of the voters hold them. The rest keep receiving them.
+    /// Stores `bytes` (which the caller checked hash to `digest`) here and on the other
+    /// controllers; returns once a majority of the voters hold them. The rest keep
+    /// receiving them.
     pub async fn spread_blob(
         self: &Arc<Self>,
         digest: Digest,
@@ -70,7 +71,7 @@ impl Controller {
     ) -> Result<(), SpreadError> {
         let store = self.blobs.clone();
         let local = bytes.clone();
-        tokio::task::spawn_blocking(move || store.put(&digest, &local))
+        tokio::task::spawn_blocking(move || store.put_checked(&digest, &local))
             .await
             .expect("blob write task")?;
         let (peers, voters, self_votes) = self.peers();
