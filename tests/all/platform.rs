@@ -542,7 +542,8 @@ fn a_pod_that_cannot_start_is_replaced_after_a_doubling_back_off() {
 
 #[test]
 fn a_component_nothing_uses_is_deleted_after_its_grace_and_one_in_use_never_is() {
-    let up = Up::start_with(false, &["--component-grace", "1s"]);
+    // The grace must cover upload → apply of one `dabba apply` on a busy machine.
+    let up = Up::start_with(false, &["--component-grace", "3s"]);
     let hello = guest("hello");
     let digest = Digest::of(&std::fs::read(&hello).unwrap());
     let file = up
@@ -557,7 +558,7 @@ fn a_component_nothing_uses_is_deleted_after_its_grace_and_one_in_use_never_is()
     );
     apply_manifest(&|a: &[&str]| up.cli(a), &manifest, &text);
     // In use: kept well past the grace.
-    std::thread::sleep(Duration::from_secs(3));
+    std::thread::sleep(Duration::from_secs(5));
     assert!(file.exists(), "a component in use was deleted");
     let status = stdout(&up.cli(&["cluster", "status"]));
     assert!(status.contains("components: 1 "), "{status}");
