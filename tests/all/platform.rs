@@ -574,7 +574,13 @@ fn a_component_nothing_uses_is_deleted_after_its_grace_and_one_in_use_never_is()
         },
     );
     // Applied again, it is uploaded again and serves.
-    apply_manifest(&|a: &[&str]| up.cli(a), &manifest, &text);
+    let out = up.cli(&["apply", "-f", manifest.to_str().unwrap(), "--wait"]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(
+        stdout(&out).contains("held by a majority"),
+        "{}",
+        stdout(&out)
+    );
     assert!(file.exists());
     let r = try_request(up.ingress, "GET", "/hello", &[], b"").unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
