@@ -185,8 +185,9 @@ fn up_with_the_demo_serves_the_samples_and_keeps_everything_across_a_restart() {
 #[test]
 fn raft_timing_flags_are_checked() {
     let dir = tempfile::tempdir().unwrap();
-    let out = run_dabba(
-        &[
+    // `dabba controller` with `flags`, which must refuse to start: what it said.
+    let refused = |flags: &[&str]| {
+        let mut args = vec![
             "controller",
             "--id",
             "1",
@@ -194,15 +195,18 @@ fn raft_timing_flags_are_checked() {
             "127.0.0.1:0",
             "--data-dir",
             dir.path().to_str().unwrap(),
-            "--heartbeat-interval",
-            "100ms",
-            "--election-timeout",
-            "50ms",
-        ],
-        Duration::from_secs(30),
-    );
-    assert!(!out.status.success());
-    let err = stderr(&out);
+        ];
+        args.extend_from_slice(flags);
+        let out = run_dabba(&args, Duration::from_secs(30));
+        assert!(!out.status.success(), "{flags:?} was accepted");
+        stderr(&out)
+    };
+    let err = refused(&[
+        "--heartbeat-interval",
+        "100ms",
+        "--election-timeout",
+        "50ms",
+    ]);
     assert!(
         err.contains(
             "--election-timeout (50 ms) must be longer than --heartbeat-interval (100 ms)"
@@ -210,22 +214,7 @@ fn raft_timing_flags_are_checked() {
         "{err}"
     );
     // A zero restart back-off would replace a failed pod in a tight loop.
-    let out = run_dabba(
-        &[
-            "controller",
-            "--id",
-            "1",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            dir.path().to_str().unwrap(),
-            "--restart-backoff",
-            "0s",
-        ],
-        Duration::from_secs(30),
-    );
-    assert!(!out.status.success());
-    let err = stderr(&out);
+    let err = refused(&["--restart-backoff", "0s"]);
     assert!(
         err.contains("--restart-backoff must be longer than 0s"),
         "{err}"
