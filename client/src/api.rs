@@ -17,10 +17,10 @@ use dabba_spec::Digest;
 use dabba_spec::analysis::AnalysisTemplate;
 use dabba_spec::api::{
     ActivateRequest, ActivateResponse, AddMember, AnalysisTemplateView, AppDetail, AppSummary,
-    BlobStored, CheckReport, ClusterStatus, CronJobApply, CronJobView, Empty, ErrorBody, Health,
-    Heartbeat, HostView, KvKeys, KvList, KvRead, KvValues, KvWrite, KvWriteResult, LogLine,
-    PeerToken, PreferredLeaderRegion, RegionMove, RegionView, RolloutAction, RolloutView,
-    ScaleRequest, TokenRequest, TokenResponse, UndoRequest, WatchResponse,
+    CheckReport, ClusterStatus, CronJobApply, CronJobView, Empty, ErrorBody, Health, Heartbeat,
+    HostView, KvKeys, KvList, KvRead, KvValues, KvWrite, KvWriteResult, LogLine, PeerToken,
+    PreferredLeaderRegion, RegionMove, RegionView, RolloutAction, RolloutView, ScaleRequest,
+    TokenRequest, TokenResponse, UndoRequest, WatchResponse,
 };
 use dabba_spec::cronjob::RunReport;
 use dabba_spec::resources::{App, AppSpec, Host, HostInfo, Pod, ResourceKey, Revision};
@@ -179,14 +179,6 @@ impl ApiClient {
             Err(ApiError::Status { status: 404, .. }) => Ok(false),
             Err(e) => Err(e),
         }
-    }
-
-    /// `PUT /v1/blobs/{digest}`: uploads a component.
-    pub async fn put_blob(&self, digest: &Digest, bytes: Bytes) -> Result<BlobStored, ApiError> {
-        let answer = self
-            .request(Method::PUT, &paths::blob(digest), bytes, WASM)
-            .await?;
-        decode(&answer)
     }
 
     /// `GET /v1/blobs/{digest}`: a component's bytes (the caller verifies them).

@@ -11,8 +11,8 @@
 //! or a server.
 
 mod api;
-mod download;
 pub mod paths;
+mod transfer;
 pub mod transport;
 
 pub use api::{ApiClient, ApiError};

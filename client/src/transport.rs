@@ -8,13 +8,65 @@
 
 use std::time::Duration;
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use tokio::sync::mpsc;
 
-pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A body dabba sends or answers with: [`whole`] bytes, or [`streamed`] as they are
+/// produced (a component read from disk, a proxied body), never all held at once.
+pub type Body = BoxBody<Bytes, BoxError>;
+
+pub type HttpClient = Client<HttpConnector, Body>;
+
+/// A body of bytes already at hand.
+pub fn whole(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// A body streamed from a channel: the producer sends pieces in order, and an `Err`
+/// to break the body off (the receiver sees a broken transfer, never a short one
+/// taken as whole). `size`, when known, is announced as the content length. The
+/// channel holds `depth` pieces, so a slow receiver slows the producer.
+pub fn streamed(size: Option<u64>, depth: usize) -> (mpsc::Sender<Result<Bytes, BoxError>>, Body) {
+    let (tx, rx) = mpsc::channel(depth);
+    (tx, Streamed { rx, size }.boxed())
+}
+
+struct Streamed {
+    rx: mpsc::Receiver<Result<Bytes, BoxError>>,
+    size: Option<u64>,
+}
+
+impl http_body::Body for Streamed {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.rx
+            .poll_recv(cx)
+            .map(|piece| piece.map(|r| r.map(Frame::data)))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.size
+            .map_or_else(SizeHint::default, SizeHint::with_exact)
+    }
+}
 
 /// Set by a follower on an answer it relayed from the leader: the leader's URL.
 pub const LEADER_HEADER: &str = "x-dabba-leader";
@@ -61,20 +113,11 @@ pub async fn send(
 ) -> Result<http::Response<Bytes>, SendError> {
     let url = req.uri().to_string();
     let call = async {
-        let resp = client.request(req).await.map_err(|e| {
-            let message = format!("{e:?}");
-            if e.is_connect() {
-                SendError::Unreachable {
-                    url: url.clone(),
-                    message,
-                }
-            } else {
-                SendError::Broken {
-                    url: url.clone(),
-                    message,
-                }
-            }
-        })?;
+        let resp = send_streamed(
+            client,
+            req.map(|b| b.map_err(|never| match never {}).boxed()),
+        )
+        .await?;
         let (parts, body) = resp.into_parts();
         let bytes = body
             .collect()
@@ -90,4 +133,21 @@ pub async fn send(
         Ok(r) => r,
         Err(_) => Err(SendError::Timeout { url, timeout }),
     }
+}
+
+/// Sends `req` (its body may be [`streamed`]) and returns as soon as the head of the
+/// answer is in; the caller reads the body, bounding the wait as it sees fit.
+pub async fn send_streamed(
+    client: &HttpClient,
+    req: http::Request<Body>,
+) -> Result<http::Response<hyper::body::Incoming>, SendError> {
+    let url = req.uri().to_string();
+    client.request(req).await.map_err(|e| {
+        let message = format!("{e:?}");
+        if e.is_connect() {
+            SendError::Unreachable { url, message }
+        } else {
+            SendError::Broken { url, message }
+        }
+    })
 }

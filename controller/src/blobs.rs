@@ -6,25 +6,39 @@
 //! digest, written whole to a temporary file, fsync'd and renamed, so a file under its
 //! digest's name is complete. The leader commits a digest only once a majority of the
 //! voters hold the file (the same majority that makes the entry durable), and a
-//! controller that lacks a committed digest fetches it from a peer (`node::blob_sync`).
+//! controller that lacks a committed digest fetches it from a peer (`node::blobs`).
 //!
-//! A file is checked against its name whenever it is read: a corrupted one is removed
-//! and reported missing, so the controller fetches a good copy instead of serving it.
+//! Bytes are written ([`Incoming`]) and read ([`Reader`]) in pieces, so no component
+//! is ever held whole in memory, and hashed as they are written. A file is checked
+//! against its name before it is first served, and again whenever it changed on disk
+//! ([`BlobStore::verify`]): a corrupted one is removed, so the controller fetches a
+//! good copy instead of serving it.
 
-use std::io::Write;
+use std::collections::HashMap;
+use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::SystemTime;
 
+use bytes::{Bytes, BytesMut};
 use dabba_spec::Digest;
+use dabba_spec::digest::Hasher;
 
 /// Files being written start with this; a crash leaves them, and opening removes them.
 const INCOMING: &str = ".incoming-";
 
-/// A blob is written and synced this much at a time.
+/// A blob is written back to disk (and synced) this much at a time.
 const WRITEBACK_CHUNK: usize = 4 << 20;
+
+/// A blob is read this much at a time.
+pub const PIECE: usize = 1 << 20;
 
 #[derive(Debug)]
 pub struct BlobStore {
     dir: PathBuf,
+    /// Files known to hash to their names, by digest, with the size and modification
+    /// time they had then: a file is hashed once, not on every read.
+    verified: Mutex<HashMap<Digest, (u64, SystemTime)>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +50,99 @@ pub enum BlobError {
         path: PathBuf,
         source: std::io::Error,
     },
+}
+
+/// A blob being received: its bytes go to a temporary file, and into its digest, as
+/// they come. [`BlobStore::keep`] makes it a blob; dropped without that, it leaves
+/// nothing behind.
+#[derive(Debug)]
+pub struct Incoming {
+    tmp: PathBuf,
+    file: std::fs::File,
+    hasher: Hasher,
+    len: u64,
+    unsynced: usize,
+}
+
+impl Incoming {
+    /// Appends `piece`.
+    pub fn write(&mut self, piece: &[u8]) -> Result<(), BlobError> {
+        let io = |source| BlobError::Io {
+            path: self.tmp.clone(),
+            source,
+        };
+        self.file.write_all(piece).map_err(io)?;
+        self.hasher.update(piece);
+        self.len += piece.len() as u64;
+        self.unsynced += piece.len();
+        // Written back as it goes: a burst of 100 MiB of dirty pages would make the Raft
+        // log's own fsync on the same disk wait behind it.
+        if self.unsynced >= WRITEBACK_CHUNK {
+            self.file.sync_data().map_err(io)?;
+            self.unsynced = 0;
+        }
+        Ok(())
+    }
+
+    /// The bytes received so far.
+    pub fn size(&self) -> u64 {
+        self.len
+    }
+}
+
+impl Drop for Incoming {
+    fn drop(&mut self) {
+        // Gone already once kept (renamed).
+        let _ = std::fs::remove_file(&self.tmp);
+    }
+}
+
+/// A blob being read, in pieces of [`PIECE`] bytes.
+#[derive(Debug)]
+pub struct Reader {
+    path: PathBuf,
+    file: std::fs::File,
+    len: u64,
+    read: u64,
+}
+
+impl Reader {
+    /// The blob's size.
+    pub fn size(&self) -> u64 {
+        self.len
+    }
+
+    /// The next piece; `None` after the last.
+    pub fn next_piece(&mut self) -> Result<Option<Bytes>, BlobError> {
+        let want = (self.len - self.read).min(PIECE as u64) as usize;
+        let mut piece = BytesMut::zeroed(want);
+        let mut filled = 0;
+        while filled < want {
+            match self.file.read(&mut piece[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(source) => {
+                    return Err(BlobError::Io {
+                        path: self.path.clone(),
+                        source,
+                    });
+                }
+            }
+        }
+        if filled < want {
+            return Err(BlobError::Io {
+                path: self.path.clone(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the file shrank while it was read",
+                ),
+            });
+        }
+        piece.truncate(filled);
+        self.read += filled as u64;
+        Ok((filled > 0).then(|| piece.freeze()))
+    }
 }
 
 impl BlobStore {
@@ -54,6 +161,7 @@ impl BlobStore {
         }
         Ok(BlobStore {
             dir: dir.to_path_buf(),
+            verified: Mutex::default(),
         })
     }
 
@@ -66,50 +174,42 @@ impl BlobStore {
         std::fs::metadata(self.path(digest)).ok().map(|m| m.len())
     }
 
-    /// Stores `bytes` under `digest` durably, after checking they hash to it. Storing a
-    /// digest already held rewrites nothing.
-    pub fn put(&self, digest: &Digest, bytes: &[u8]) -> Result<(), BlobError> {
-        let actual = Digest::of(bytes);
+    /// A new blob, to be received piece by piece.
+    pub fn incoming(&self) -> Result<Incoming, BlobError> {
+        let tmp = self
+            .dir
+            .join(format!("{INCOMING}{:016x}", rand::random::<u64>()));
+        let file = std::fs::File::create(&tmp).map_err(|source| BlobError::Io {
+            path: tmp.clone(),
+            source,
+        })?;
+        Ok(Incoming {
+            tmp,
+            file,
+            hasher: Digest::hasher(),
+            len: 0,
+            unsynced: 0,
+        })
+    }
+
+    /// Keeps what `incoming` received as the blob `digest`, durably — if it hashes to
+    /// `digest` (otherwise it is dropped, and nothing is kept).
+    pub fn keep(&self, incoming: Incoming, digest: &Digest) -> Result<(), BlobError> {
+        let actual = incoming.hasher.clone().finish();
         if actual != *digest {
             return Err(BlobError::Mismatch {
                 expected: *digest,
                 actual,
             });
         }
-        self.put_checked(digest, bytes)
-    }
-
-    /// [`BlobStore::put`] of bytes the caller has just checked against `digest` (hashing
-    /// 100 MiB again costs a core a third of a second).
-    pub fn put_checked(&self, digest: &Digest, bytes: &[u8]) -> Result<(), BlobError> {
-        let path = self.path(digest);
-        if self.size(digest) == Some(bytes.len() as u64) {
-            return Ok(());
-        }
-        let tmp = self.dir.join(format!(
-            "{INCOMING}{}-{}",
-            rand::random::<u64>(),
-            path.file_name().unwrap_or_default().to_string_lossy()
-        ));
-        let io = |source| BlobError::Io {
-            path: tmp.clone(),
+        incoming.file.sync_all().map_err(|source| BlobError::Io {
+            path: incoming.tmp.clone(),
             source,
-        };
-        let mut file = std::fs::File::create(&tmp).map_err(io)?;
-        // Written back as it goes: a burst of 100 MiB of dirty pages would make the Raft
-        // log's own fsync on the same disk wait behind it.
-        for chunk in bytes.chunks(WRITEBACK_CHUNK) {
-            file.write_all(chunk).map_err(io)?;
-            file.sync_data().map_err(io)?;
-        }
-        file.sync_all().map_err(io)?;
-        drop(file);
-        std::fs::rename(&tmp, &path).map_err(|source| {
-            let _ = std::fs::remove_file(&tmp);
-            BlobError::Io {
-                path: path.clone(),
-                source,
-            }
+        })?;
+        let path = self.path(digest);
+        std::fs::rename(&incoming.tmp, &path).map_err(|source| BlobError::Io {
+            path: path.clone(),
+            source,
         })?;
         // The rename is durable once the directory is.
         std::fs::File::open(&self.dir)
@@ -117,26 +217,95 @@ impl BlobStore {
             .map_err(|source| BlobError::Io {
                 path: self.dir.clone(),
                 source,
-            })
+            })?;
+        // Hashed as it was written.
+        if let Some(stamp) = self.stamp(digest) {
+            self.verified_files().insert(*digest, stamp);
+        }
+        Ok(())
     }
 
-    /// The bytes held for `digest`, checked against it: `None` if none are held, or the
-    /// file was corrupt (it is removed, so a good copy can take its place).
-    pub fn get(&self, digest: &Digest) -> Result<Option<Vec<u8>>, BlobError> {
+    fn verified_files(&self) -> std::sync::MutexGuard<'_, HashMap<Digest, (u64, SystemTime)>> {
+        self.verified.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The size and modification time of the file held for `digest`.
+    fn stamp(&self, digest: &Digest) -> Option<(u64, SystemTime)> {
+        let m = std::fs::metadata(self.path(digest)).ok()?;
+        Some((m.len(), m.modified().ok()?))
+    }
+
+    /// Whether a good copy of `digest` is held: its file hashes to its name. A file is
+    /// hashed when first asked about, and again only if it changed since (size or
+    /// modification time); a corrupt one is removed, so a good copy can take its place.
+    pub fn verify(&self, digest: &Digest) -> Result<bool, BlobError> {
+        let Some(stamp) = self.stamp(digest) else {
+            return Ok(false);
+        };
+        if self.verified_files().get(digest) == Some(&stamp) {
+            return Ok(true);
+        }
+        let Some(mut reader) = self.read(digest)? else {
+            return Ok(false);
+        };
+        let mut hasher = Digest::hasher();
+        while let Some(piece) = reader.next_piece()? {
+            hasher.update(&piece);
+        }
+        let actual = hasher.finish();
+        if actual != *digest {
+            let path = self.path(digest);
+            tracing::warn!(%digest, %actual, path = %path.display(), "corrupt blob removed");
+            self.remove(digest)?;
+            return Ok(false);
+        }
+        self.verified_files().insert(*digest, stamp);
+        Ok(true)
+    }
+
+    /// Stores `bytes` under `digest` durably, after checking they hash to it.
+    pub fn put(&self, digest: &Digest, bytes: &[u8]) -> Result<(), BlobError> {
+        let mut incoming = self.incoming()?;
+        incoming.write(bytes)?;
+        self.keep(incoming, digest)
+    }
+
+    /// The blob held for `digest`, to read in pieces (see [`BlobStore::verify`] for
+    /// whether it is good); `None` if none is held.
+    pub fn read(&self, digest: &Digest) -> Result<Option<Reader>, BlobError> {
         let path = self.path(digest);
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
+        let file = match std::fs::File::open(&path) {
+            Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(source) => return Err(BlobError::Io { path, source }),
         };
-        let actual = Digest::of(&bytes);
-        if actual != *digest {
-            tracing::warn!(%digest, %actual, path = %path.display(), "corrupt blob removed");
-            std::fs::remove_file(&path).map_err(|source| BlobError::Io {
+        let len = file
+            .metadata()
+            .map_err(|source| BlobError::Io {
                 path: path.clone(),
                 source,
-            })?;
+            })?
+            .len();
+        Ok(Some(Reader {
+            path,
+            file,
+            len,
+            read: 0,
+        }))
+    }
+
+    /// The whole of the blob held for `digest`, checked: `None` if none is held, or the
+    /// copy was corrupt (it is removed, so a good copy can take its place).
+    pub fn get(&self, digest: &Digest) -> Result<Option<Vec<u8>>, BlobError> {
+        if !self.verify(digest)? {
             return Ok(None);
+        }
+        let Some(mut reader) = self.read(digest)? else {
+            return Ok(None);
+        };
+        let mut bytes = Vec::with_capacity(reader.size() as usize);
+        while let Some(piece) = reader.next_piece()? {
+            bytes.extend_from_slice(&piece);
         }
         Ok(Some(bytes))
     }
@@ -149,6 +318,7 @@ impl BlobStore {
 
     /// Deletes the file held for `digest` (none held is no error).
     pub fn remove(&self, digest: &Digest) -> Result<(), BlobError> {
+        self.verified_files().remove(digest);
         let path = self.path(digest);
         match std::fs::remove_file(&path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -210,6 +380,66 @@ mod tests {
         assert!(!path.exists());
         store.put(&digest, &bytes).unwrap();
         assert_eq!(store.get(&digest).unwrap().as_deref(), Some(&bytes[..]));
+    }
+
+    #[test]
+    fn a_blob_is_read_in_pieces_and_hashed_again_only_when_its_file_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        // Two and a half pieces, received in odd-sized pieces.
+        let bytes: Vec<u8> = (0..PIECE * 5 / 2).map(|i| (i % 249) as u8).collect();
+        let digest = Digest::of(&bytes);
+        let mut incoming = store.incoming().unwrap();
+        for piece in bytes.chunks(100_003) {
+            incoming.write(piece).unwrap();
+        }
+        assert_eq!(incoming.size(), bytes.len() as u64);
+        store.keep(incoming, &digest).unwrap();
+
+        let mut r = store.read(&digest).unwrap().unwrap();
+        assert_eq!(r.size(), bytes.len() as u64);
+        let mut pieces = Vec::new();
+        while let Some(p) = r.next_piece().unwrap() {
+            pieces.push(p);
+        }
+        assert_eq!(pieces.len(), 3);
+        assert_eq!(pieces.concat(), bytes);
+        assert!(store.verify(&digest).unwrap());
+
+        // Corrupted behind the store's back: the file changed, so it is hashed again,
+        // found corrupt and removed.
+        let path = store.path(&digest);
+        let mut on_disk = std::fs::read(&path).unwrap();
+        on_disk[PIECE + 7] ^= 1;
+        std::fs::write(&path, &on_disk).unwrap();
+        assert!(!store.verify(&digest).unwrap());
+        assert!(!path.exists());
+        assert!(store.read(&digest).unwrap().is_none());
+        assert!(!store.verify(&digest).unwrap());
+
+        // A file cut short is corrupt too; and one that shrinks under a reader is an
+        // error, never a short blob.
+        store.put(&digest, &bytes).unwrap();
+        let mut r = store.read(&digest).unwrap().unwrap();
+        std::fs::write(&path, &bytes[..PIECE + 1]).unwrap();
+        assert!(r.next_piece().unwrap().is_some());
+        assert!(r.next_piece().is_err());
+        assert!(!store.verify(&digest).unwrap());
+    }
+
+    #[test]
+    fn an_upload_that_does_not_hash_to_its_name_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let mut incoming = store.incoming().unwrap();
+        incoming.write(b"\0asm\x0d\0\x01\0").unwrap();
+        let err = store.keep(incoming, &Digest::of(b"else")).unwrap_err();
+        assert!(matches!(err, BlobError::Mismatch { .. }), "{err}");
+        // Nor does one abandoned half-way (a broken connection).
+        let mut incoming = store.incoming().unwrap();
+        incoming.write(b"half").unwrap();
+        drop(incoming);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
     #[test]

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use dabba_client::transport::whole;
 use dabba_spec::{Digest, LimitKind, Limits};
 use http_body_util::{BodyExt, Full, Limited};
 use tokio::sync::{Semaphore, SemaphorePermit, oneshot};
@@ -29,7 +30,7 @@ use crate::outcome::{Failure, describe};
 use crate::pod_load::LoadCounters;
 
 /// The response type of an HTTP function: always a complete body.
-pub type HttpResponse = http::Response<Full<Bytes>>;
+pub type HttpResponse = http::Response<dabba_client::transport::Body>;
 
 pub struct HttpFunction {
     app: LinkedApp,
@@ -268,7 +269,7 @@ impl HttpFunction {
                     bytes.extend_from_slice(&data);
                 }
             }
-            Ok::<_, Option<String>>(http::Response::from_parts(parts, Full::new(bytes.freeze())))
+            Ok::<_, Option<String>>(http::Response::from_parts(parts, whole(bytes.freeze())))
         };
 
         let mut guest = pin!(guest);
@@ -359,6 +360,6 @@ pub fn error_response(
         builder = builder.header(LIMIT_HEADER, l.as_str());
     }
     builder
-        .body(Full::new(Bytes::from(body.to_string())))
+        .body(whole(body.to_string()))
         .expect("a valid status and headers")
 }

@@ -24,7 +24,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 use bytes::Bytes;
-use dabba_client::transport::{HttpClient, send};
+use dabba_client::transport::{HttpClient, send, whole};
 use dabba_spec::api::{RegionStateView, RouteEntry};
 use dabba_spec::regions::Degraded;
 use dabba_spec::resources::{ResourceKey, Route};
@@ -531,7 +531,7 @@ impl Ingress {
         http::Response::builder()
             .status(if serves { 200 } else { 503 })
             .header(http::header::CONTENT_TYPE, "application/json")
-            .body(Full::new(bytes::Bytes::from(body.to_string())))
+            .body(whole(body.to_string()))
             .expect("a valid response")
     }
 
@@ -664,7 +664,7 @@ impl Ingress {
         };
         let resp = send(&self.client, out, PROXY_TIMEOUT).await?;
         let (parts, bytes) = resp.into_parts();
-        Ok(http::Response::from_parts(parts, Full::new(bytes)))
+        Ok(http::Response::from_parts(parts, whole(bytes)))
     }
 }
 

@@ -48,71 +48,136 @@ fn hex(bytes: &[u8]) -> String {
 
 /// Checks that `bytes` start like a component and that its top-level sections fit.
 pub fn check(bytes: &[u8]) -> Result<(), HeaderError> {
-    let b = bytes;
-    if b.is_empty() {
-        return Err(HeaderError::Empty);
-    }
-    let head_len = b.len().min(4);
-    if b[..head_len] != WASM_MAGIC[..head_len] {
-        return Err(HeaderError::NotWasm {
-            head: hex(&b[..b.len().min(8)]),
-        });
-    }
-    if b.len() < 8 {
-        return Err(HeaderError::Truncated {
-            detail: format!("only {} bytes, shorter than the 8-byte header", b.len()),
-        });
-    }
-    let version: [u8; 4] = b[4..8].try_into().expect("4 bytes");
-    if version == CORE_VERSION {
-        return Err(HeaderError::CoreModule);
-    }
-    if version != COMPONENT_VERSION {
-        return Err(HeaderError::UnknownVersion {
-            version: hex(&version),
-        });
-    }
-    check_sections(&b[8..]).map_err(|detail| HeaderError::Truncated { detail })
+    let mut checker = Checker::default();
+    checker.feed(bytes)?;
+    checker.finish()
 }
 
-/// Walks the top-level sections (an id byte, a LEB128 size, the contents) and reports a
-/// section that runs past the end of the file: the sure sign of a truncated download.
-fn check_sections(mut rest: &[u8]) -> Result<(), String> {
-    let mut offset = 8usize;
-    while !rest.is_empty() {
-        let id = rest[0];
-        let mut size: u64 = 0;
-        let mut shift = 0;
-        let mut i = 1;
-        loop {
-            let Some(&byte) = rest.get(i) else {
-                return Err(format!(
-                    "section {id} at byte {offset} has an incomplete size"
-                ));
+/// [`check`] of bytes that arrive in pieces (an upload): `feed` each piece in order —
+/// it fails as soon as the header is wrong — then `finish`. It holds no more than the
+/// 8-byte header, whatever the size of the component.
+#[derive(Debug, Default)]
+pub struct Checker {
+    /// The first 8 bytes, as far as they have come.
+    head: Vec<u8>,
+    /// Bytes fed so far.
+    offset: u64,
+    /// A section whose id has come but not all of its size.
+    sizing: Option<Section>,
+    /// The section whose contents are being skipped, and how many bytes of them remain.
+    within: Option<(Section, u64)>,
+}
+
+/// A top-level section: its id, where it starts, and its size as far as read (LEB128).
+#[derive(Debug, Clone, Copy)]
+struct Section {
+    id: u8,
+    at: u64,
+    size: u64,
+    shift: u32,
+}
+
+impl Checker {
+    pub fn feed(&mut self, mut piece: &[u8]) -> Result<(), HeaderError> {
+        if self.head.len() < 8 {
+            let take = (8 - self.head.len()).min(piece.len());
+            self.head.extend_from_slice(&piece[..take]);
+            piece = &piece[take..];
+            self.offset += take as u64;
+            if self.head.len() == 8 {
+                self.check_head()?;
+            }
+        }
+        while !piece.is_empty() {
+            if let Some((_, left)) = &mut self.within {
+                let n = (*left).min(piece.len() as u64);
+                *left -= n;
+                piece = &piece[n as usize..];
+                self.offset += n;
+                if *left == 0 {
+                    self.within = None;
+                }
+                continue;
+            }
+            let byte = piece[0];
+            piece = &piece[1..];
+            let at = self.offset;
+            self.offset += 1;
+            let Some(s) = &mut self.sizing else {
+                self.sizing = Some(Section {
+                    id: byte,
+                    at,
+                    size: 0,
+                    shift: 0,
+                });
+                continue;
             };
-            size |= u64::from(byte & 0x7f) << shift;
-            i += 1;
+            s.size |= u64::from(byte & 0x7f) << s.shift;
             if byte & 0x80 == 0 {
-                break;
+                let section = *s;
+                self.sizing = None;
+                if section.size > 0 {
+                    self.within = Some((section, section.size));
+                }
+                continue;
             }
-            shift += 7;
-            if shift > 28 {
-                return Err(format!(
-                    "section {id} at byte {offset} has a malformed size"
-                ));
+            s.shift += 7;
+            if s.shift > 28 {
+                return Err(HeaderError::Truncated {
+                    detail: format!("section {} at byte {} has a malformed size", s.id, s.at),
+                });
             }
         }
-        let available = (rest.len() - i) as u64;
-        if size > available {
-            return Err(format!(
-                "section {id} at byte {offset} declares {size} bytes but only {available} remain"
-            ));
-        }
-        let end = i + size as usize;
-        rest = &rest[end..];
-        offset += end;
+        Ok(())
     }
-    Ok(())
+
+    /// The verdict once every piece is fed.
+    pub fn finish(self) -> Result<(), HeaderError> {
+        if self.head.is_empty() {
+            return Err(HeaderError::Empty);
+        }
+        self.check_head()?;
+        if let Some(s) = self.sizing {
+            return Err(HeaderError::Truncated {
+                detail: format!("section {} at byte {} has an incomplete size", s.id, s.at),
+            });
+        }
+        if let Some((s, left)) = self.within {
+            return Err(HeaderError::Truncated {
+                detail: format!(
+                    "section {} at byte {} declares {} bytes but only {} remain",
+                    s.id,
+                    s.at,
+                    s.size,
+                    s.size - left
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    fn check_head(&self) -> Result<(), HeaderError> {
+        let b = &self.head;
+        let head_len = b.len().min(4);
+        if b[..head_len] != WASM_MAGIC[..head_len] {
+            return Err(HeaderError::NotWasm { head: hex(b) });
+        }
+        if b.len() < 8 {
+            return Err(HeaderError::Truncated {
+                detail: format!("only {} bytes, shorter than the 8-byte header", b.len()),
+            });
+        }
+        let version: [u8; 4] = b[4..8].try_into().expect("4 bytes");
+        if version == CORE_VERSION {
+            return Err(HeaderError::CoreModule);
+        }
+        if version != COMPONENT_VERSION {
+            return Err(HeaderError::UnknownVersion {
+                version: hex(&version),
+            });
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -156,5 +221,35 @@ mod tests {
         assert!(
             matches!(check(&NESTED[..9]), Err(HeaderError::Truncated { detail }) if detail.contains("incomplete size"))
         );
+    }
+
+    #[test]
+    fn bytes_checked_in_pieces_get_the_verdict_of_the_whole() {
+        let mut inputs: Vec<Vec<u8>> = (0..=NESTED.len()).map(|n| NESTED[..n].to_vec()).collect();
+        inputs.push(b"hello world".to_vec());
+        inputs.push(b"\0asm\x01\0\0\0 a core module".to_vec());
+        // A size whose LEB128 never ends.
+        inputs.push([&NESTED[..8], &[1, 0x80, 0x80, 0x80, 0x80, 0x80][..]].concat());
+        for bytes in &inputs {
+            let whole = check(bytes);
+            for cut in 0..=bytes.len() {
+                let mut c = Checker::default();
+                let verdict = c
+                    .feed(&bytes[..cut])
+                    .and_then(|()| c.feed(&bytes[cut..]))
+                    .and_then(|()| c.finish());
+                assert_eq!(verdict, whole, "{bytes:?} cut at {cut}");
+            }
+            let mut c = Checker::default();
+            let one_by_one = bytes
+                .iter()
+                .try_for_each(|b| c.feed(std::slice::from_ref(b)))
+                .and_then(|()| c.finish());
+            assert_eq!(one_by_one, whole, "{bytes:?} byte by byte");
+        }
+        assert!(matches!(
+            check(inputs.last().unwrap()),
+            Err(HeaderError::Truncated { detail }) if detail.contains("malformed")
+        ));
     }
 }

@@ -1,7 +1,8 @@
 //! Content digests: components are named by the SHA-256 of their bytes.
 //!
-//! A digest is written `sha256:` followed by 64 lower-case hex digits. [`Digest::of`] is
-//! the one place bytes are hashed into a digest; the edges that read the bytes call it.
+//! A digest is written `sha256:` followed by 64 lower-case hex digits. [`Digest::of`] (or,
+//! for bytes that stream, [`Digest::hasher`]) is the one place bytes are hashed into a
+//! digest; the edges that read the bytes call it.
 
 use std::fmt;
 use std::str::FromStr;
@@ -18,6 +19,12 @@ impl Digest {
         Digest(sha2::Sha256::digest(bytes).into())
     }
 
+    /// A digest computed piece by piece, for bytes that arrive or are read in chunks.
+    pub fn hasher() -> Hasher {
+        use sha2::Digest as _;
+        Hasher(sha2::Sha256::new())
+    }
+
     pub const fn from_bytes(bytes: [u8; 32]) -> Self {
         Digest(bytes)
     }
@@ -31,6 +38,28 @@ impl Digest {
     /// The first 12 hex digits, for people.
     pub fn short(&self) -> String {
         self.hex()[..12].to_string()
+    }
+}
+
+/// [`Digest::of`] in pieces: `update` with each piece in order, then `finish`.
+#[derive(Clone)]
+pub struct Hasher(sha2::Sha256);
+
+impl Hasher {
+    pub fn update(&mut self, piece: &[u8]) {
+        use sha2::Digest as _;
+        self.0.update(piece);
+    }
+
+    pub fn finish(self) -> Digest {
+        use sha2::Digest as _;
+        Digest(self.0.finalize().into())
+    }
+}
+
+impl fmt::Debug for Hasher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Hasher")
     }
 }
 
@@ -94,6 +123,17 @@ mod tests {
             Digest::of(b"abc").to_string(),
             "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+    }
+
+    #[test]
+    fn a_digest_in_pieces_is_the_digest_of_the_whole() {
+        let bytes: Vec<u8> = (0..10_000u32).map(|i| (i % 253) as u8).collect();
+        let mut h = Digest::hasher();
+        for piece in bytes.chunks(777) {
+            h.update(piece);
+        }
+        assert_eq!(h.finish(), Digest::of(&bytes));
+        assert_ne!(Digest::hasher().finish(), Digest::of(&bytes));
     }
 
     #[test]

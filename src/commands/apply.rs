@@ -4,8 +4,10 @@
 //! nothing is sent); each component is uploaded if the cluster lacks its digest; then
 //! the app or jobs are applied. `--wait` follows the new revision until it runs.
 
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -213,22 +215,56 @@ pub async fn upload(api: &ApiClient, wasm: &ComponentBytes) -> anyhow::Result<()
         );
         return Ok(());
     }
-    let mib = wasm.bytes.len() as f64 / (1 << 20) as f64;
-    print!(
-        "uploading {} ({mib:.1} MiB, {})... ",
+    let size = wasm.bytes.len() as u64;
+    let mib = |n: u64| n as f64 / (1 << 20) as f64;
+    println!(
+        "uploading {} ({:.1} MiB, {})",
         wasm.origin,
+        mib(size),
         digest.short()
     );
-    std::io::stdout().flush()?;
     let started = Instant::now();
-    api.put_blob(&digest, Bytes::copy_from_slice(&wasm.bytes))
-        .await
-        .context("uploading the component")?;
+    let sent = Arc::new(AtomicU64::new(0));
+    let upload = api.put_blob(&digest, Bytes::copy_from_slice(&wasm.bytes), sent.clone());
+    let mut upload = std::pin::pin!(upload);
+    // Progress on one line while it goes (a terminal redraws it; a log gets a line a
+    // second), then what it took.
+    let redraw = std::io::stdout().is_terminal();
+    let mut ticks = tokio::time::interval(if redraw {
+        Duration::from_millis(200)
+    } else {
+        Duration::from_secs(1)
+    });
+    ticks.tick().await;
+    let stored = loop {
+        tokio::select! {
+            r = &mut upload => break r,
+            _ = ticks.tick() => {
+                let n = sent.load(Ordering::Relaxed);
+                let secs = started.elapsed().as_secs_f64().max(1e-6);
+                let line = if n < size {
+                    format!("  {:.1} of {:.1} MiB sent ({:.1} MiB/s)", mib(n), mib(size), mib(n) / secs)
+                } else {
+                    format!("  {:.1} MiB sent; waiting for a majority of the controllers to hold it", mib(size))
+                };
+                if redraw {
+                    print!("\r\x1b[2K{line}");
+                } else {
+                    println!("{line}");
+                }
+                std::io::stdout().flush()?;
+            }
+        }
+    };
+    if redraw {
+        print!("\r\x1b[2K");
+    }
+    stored.context("uploading the component")?;
     let took = started.elapsed();
     println!(
-        "held by a majority of the controllers in {} ms ({:.1} MiB/s)",
+        "  held by a majority of the controllers in {} ms ({:.1} MiB/s)",
         took.as_millis(),
-        mib / took.as_secs_f64().max(1e-6)
+        mib(size) / took.as_secs_f64().max(1e-6)
     );
     Ok(())
 }

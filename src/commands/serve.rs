@@ -65,9 +65,7 @@ impl Handler for MetricsEndpoint {
         }
         http::Response::builder()
             .header("content-type", "text/plain; version=0.0.4")
-            .body(http_body_util::Full::new(bytes::Bytes::from(
-                self.0.metrics().render(),
-            )))
+            .body(dabba_client::transport::whole(self.0.metrics().render()))
             .expect("valid response")
     }
 }

@@ -41,7 +41,7 @@ pub use builds::{
 };
 pub use cluster::{Cluster, ClusterOptions, HostOptions};
 pub use ports::{free_addr, free_port};
-pub use process::Process;
+pub use process::{Process, status_kib};
 pub use ready::{eventually, until};
 pub use serve::{Served, start_server};
 pub use up::{Up, UpOptions};

@@ -88,6 +88,12 @@ impl Process {
         self.child.as_ref().map(Child::id)
     }
 
+    /// The most memory the running process has held resident at once, in KiB.
+    pub fn peak_memory_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        status_kib(&status, "VmHWM")
+    }
+
     pub fn is_running(&self) -> bool {
         self.child.is_some()
     }
@@ -138,5 +144,32 @@ impl Process {
 impl Drop for Process {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A memory field (`VmRSS`: resident now, `VmHWM`: the most resident at once) of a
+/// `/proc/PID/status` text, in KiB. Kernel threads have none.
+pub fn status_kib(status: &str, field: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_is_read_from_proc_status() {
+        let status = "Name:\tdabba\nVmPeak:\t  9000 kB\nVmHWM:\t    7000 kB\nVmRSS:\t    5632 kB\nThreads:\t4\n";
+        assert_eq!(status_kib(status, "VmRSS"), Some(5632));
+        assert_eq!(status_kib(status, "VmHWM"), Some(7000));
+        assert_eq!(status_kib(status, "VmRS"), None);
+        assert_eq!(
+            status_kib("Name:\tkworker\n", "VmRSS"),
+            None,
+            "kernel threads have none"
+        );
     }
 }

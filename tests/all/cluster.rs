@@ -428,10 +428,34 @@ fn a_component_larger_than_any_request_is_kept_outside_the_log_and_reaches_a_con
         ),
     )
     .unwrap();
+    let peaks = |c: &Cluster| -> Vec<u64> {
+        (0..3)
+            .filter(|i| *i != missed)
+            .map(|i| {
+                c.controllers[i]
+                    .peak_memory_kib()
+                    .expect("a live controller")
+            })
+            .collect()
+    };
+    let before = peaks(&c);
     let out = c.cli(&["apply", "-f", manifest.to_str().unwrap(), "--wait"]);
-    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let shown = stdout(&out);
+    assert!(out.status.success(), "{shown}{}", stderr(&out));
+    assert!(
+        shown.contains("held by a majority of the controllers in"),
+        "{shown}"
+    );
     let r = try_request(c.host_addrs[0], "GET", "/big", &[], b"").unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
+    // Streamed through, never held whole: no controller's peak memory grew by as much
+    // as half the component (holding it whole would add all of it, and more).
+    for ((i, was), now) in (0..3).filter(|i| *i != missed).zip(before).zip(peaks(&c)) {
+        assert!(
+            now - was < (35 << 10),
+            "controller {i}: peak resident memory {was} -> {now} KiB during a 70 MiB upload"
+        );
+    }
 
     // Outside the log: each live controller holds the file under its digest, and no
     // Raft log grew by the component.

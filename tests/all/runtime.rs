@@ -39,7 +39,7 @@ fn get(path: &str) -> http::Request<Full<Bytes>> {
         .unwrap()
 }
 
-async fn text(resp: http::Response<Full<Bytes>>) -> (u16, String) {
+async fn text(resp: dabba_host::function::HttpResponse) -> (u16, String) {
     let status = resp.status().as_u16();
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     (status, String::from_utf8_lossy(&body).into_owned())

@@ -22,9 +22,13 @@ pub fn key(name: &str) -> ResourceKey {
 /// Uploads a component unless the cluster has it.
 pub async fn upload(api: &ApiClient, wasm: &ComponentBytes) -> anyhow::Result<()> {
     if !api.has_blob(&wasm.digest).await? {
-        api.put_blob(&wasm.digest, Bytes::copy_from_slice(&wasm.bytes))
-            .await
-            .with_context(|| format!("uploading {}", wasm.origin))?;
+        api.put_blob(
+            &wasm.digest,
+            Bytes::copy_from_slice(&wasm.bytes),
+            Default::default(),
+        )
+        .await
+        .with_context(|| format!("uploading {}", wasm.origin))?;
     }
     Ok(())
 }

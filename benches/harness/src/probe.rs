@@ -66,24 +66,5 @@ pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
 
 /// The `VmRSS` of a `/proc/PID/status` text, in KiB.
 pub fn vm_rss_kib(status: &str) -> Option<u64> {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn resident_memory_is_read_from_proc_status() {
-        let status = "Name:\tdabba\nVmPeak:\t  9000 kB\nVmRSS:\t    5632 kB\nThreads:\t4\n";
-        assert_eq!(vm_rss_kib(status), Some(5632));
-        assert_eq!(
-            vm_rss_kib("Name:\tkworker\n"),
-            None,
-            "kernel threads have none"
-        );
-    }
+    dabba_testkit::status_kib(status, "VmRSS")
 }

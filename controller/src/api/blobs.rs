@@ -6,12 +6,10 @@
 //! store (fetching it from a peer first if it lacks it), so hosts need not all ask the
 //! leader; one that has not yet seen the digest commit asks the leader.
 
-use bytes::Bytes;
+use dabba_client::transport::{Body, whole};
 use dabba_spec::Digest;
 use dabba_spec::api::{BlobStored, Empty};
-use dabba_spec::component;
 use http::Method;
-use http_body_util::Full;
 
 use super::auth::Need;
 use super::raft_rpc::check_peer;
@@ -19,11 +17,10 @@ use super::router::Router;
 use super::{Answer, Api, Call, Failure, fail, json};
 use crate::blobs::BlobError;
 use crate::command::Command;
-use crate::node::SpreadError;
+use crate::node::{ReceiveError, SpreadError};
 
-/// The largest component the cluster stores (an upload is held in the leader's memory
-/// while it is sent to the other controllers).
-pub const MAX_COMPONENT: usize = 256 << 20;
+/// The largest component the cluster stores.
+pub const MAX_COMPONENT: u64 = 256 << 20;
 
 pub(super) fn routes(r: &mut Router) {
     r.leader(Method::PUT, "/v1/blobs/{digest}", handler!(put));
@@ -33,7 +30,7 @@ pub(super) fn routes(r: &mut Router) {
     r.local(Method::GET, "/raft/blobs/{digest}", handler!(give));
 }
 
-/// Whether a request's body may be as large as a component.
+/// Whether a request's body is a component, streamed to disk by its handler.
 pub(super) fn carries_component(method: &Method, path: &str) -> bool {
     method == Method::PUT && (path.starts_with("/v1/blobs/") || path.starts_with("/raft/blobs/"))
 }
@@ -44,32 +41,53 @@ fn digest(call: &Call) -> Result<Digest, Failure> {
         .map_err(|e| fail(400, "bad_request", format!("{e}")))
 }
 
-async fn put(api: &Api, call: Call) -> Answer {
+/// The component a request carries, unread — refused at once if it announces more
+/// bytes than the cluster stores.
+fn upload(call: &mut Call) -> Result<Body, Failure> {
+    let announced = call
+        .parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(n) = announced.filter(|n| *n > MAX_COMPONENT) {
+        return Err(too_large(Some(n)));
+    }
+    Ok(call
+        .stream
+        .take()
+        .unwrap_or_else(|| whole(std::mem::take(&mut call.body))))
+}
+
+fn too_large(size: Option<u64>) -> Failure {
+    let size = size.map_or_else(|| "larger".to_string(), |n| format!("{n} bytes"));
+    fail(
+        413,
+        "too_large",
+        format!(
+            "the component is {size}; the cluster stores components of at most {} MiB",
+            MAX_COMPONENT >> 20
+        ),
+    )
+}
+
+/// The answer to a component that could not be received.
+fn not_received(digest: &Digest, e: ReceiveError) -> Failure {
+    match e {
+        ReceiveError::TooLarge { .. } => too_large(None),
+        ReceiveError::NotComponent(e) => fail(422, "not_a_component", e.to_string()),
+        ReceiveError::Broken { .. } => fail(400, "bad_request", format!("component {digest}: {e}")),
+        ReceiveError::Store(e @ BlobError::Mismatch { .. }) => {
+            fail(400, "digest_mismatch", format!("the body {e}"))
+        }
+        ReceiveError::Store(e) => fail(500, "internal", format!("component {digest}: {e}")),
+    }
+}
+
+async fn put(api: &Api, mut call: Call) -> Answer {
     api.authorize(&call, Need::Upload)?;
     let digest = digest(&call)?;
-    let body = &call.body;
-    let actual = Digest::of(body);
-    if actual != digest {
-        return Err(fail(
-            400,
-            "digest_mismatch",
-            format!("the body hashes to {actual}, not {digest}"),
-        ));
-    }
-    if body.len() > MAX_COMPONENT {
-        return Err(fail(
-            413,
-            "too_large",
-            format!(
-                "the component is {} bytes; the cluster stores components of at most {} MiB",
-                body.len(),
-                MAX_COMPONENT >> 20
-            ),
-        ));
-    }
-    if let Err(e) = component::check(body) {
-        return Err(fail(422, "not_a_component", format!("the body {e}")));
-    }
+    let body = upload(&mut call)?;
     let node = &api.node;
     if node.shared.read(|s| s.blob(&digest).is_some()) {
         return json(
@@ -80,17 +98,18 @@ async fn put(api: &Api, call: Call) -> Answer {
             },
         );
     }
-    node.spread_blob(digest, body.clone())
+    let size = node
+        .spread_blob(digest, body, MAX_COMPONENT)
         .await
         .map_err(|e| match e {
             SpreadError::NoMajority { .. } => {
                 fail(503, "not_replicated", format!("component {digest}: {e}"))
             }
-            SpreadError::Store(e) => fail(500, "internal", format!("component {digest}: {e}")),
+            SpreadError::Receive(e) => not_received(&digest, e),
         })?;
     node.propose(Command::PutBlob {
         digest,
-        size: body.len() as u64,
+        size,
         at: crate::node::now_millis(),
         bytes: None,
     })
@@ -111,7 +130,7 @@ async fn get(api: &Api, call: Call) -> Answer {
     if node.shared.read(|s| s.blob(&digest).is_none()) {
         // Not committed as far as this controller knows: the leader knows for sure.
         if !node.is_leader() {
-            return api.forward(call.parts, call.body).await;
+            return api.forward(call).await;
         }
         node.linearize().await?;
         if node.shared.read(|s| s.blob(&digest).is_none()) {
@@ -121,84 +140,95 @@ async fn get(api: &Api, call: Call) -> Answer {
     if call.parts.method == Method::HEAD {
         return Ok(http::Response::builder()
             .header(http::header::CONTENT_TYPE, "application/wasm")
-            .body(Full::new(Bytes::new()))
+            .body(whole(bytes::Bytes::new()))
             .expect("valid response"));
     }
-    let body = node
-        .blob_bytes(digest)
+    let unavailable = || {
+        fail(
+            503,
+            "unavailable",
+            format!("no reachable controller holds a good copy of component {digest}; retry"),
+        )
+    };
+    let internal = |e: BlobError| fail(500, "internal", format!("component {digest}: {e}"));
+    if !node.fetch_blob(digest).await.map_err(internal)? {
+        return Err(unavailable());
+    }
+    let from = range_start(&call);
+    let (len, body) = node
+        .blob_body(digest, from.unwrap_or(0))
         .await
-        .map_err(|e| fail(500, "internal", format!("component {digest}: {e}")))?
-        .ok_or_else(|| {
-            fail(
-                503,
-                "unavailable",
-                format!("no reachable controller holds a good copy of component {digest}; retry"),
-            )
-        })?;
-    Ok(ranged(&call, body))
+        .map_err(internal)?
+        .ok_or_else(unavailable)?;
+    Ok(ranged(from, len, body))
 }
 
-/// The answer to a download: the whole, or — for `Range: bytes=N-`, which a host sends
-/// to resume an interrupted download — the rest from byte N (`416` when N is past the
-/// end). Other ranges are answered whole (a server may ignore a range it does not
-/// serve).
-fn ranged(call: &Call, body: Bytes) -> super::Response {
-    let from = call
-        .parts
+/// The `N` of `Range: bytes=N-`, which a host sends to resume an interrupted download.
+/// Other ranges are answered whole (a server may ignore a range it does not serve).
+fn range_start(call: &Call) -> Option<u64> {
+    call.parts
         .headers
         .get(http::header::RANGE)
         .and_then(|v| v.to_str().ok())
         .and_then(|r| r.strip_prefix("bytes="))
         .and_then(|r| r.strip_suffix('-'))
-        .and_then(|n| n.parse::<usize>().ok());
-    let len = body.len();
+        .and_then(|n| n.parse::<u64>().ok())
+}
+
+/// The answer to a download of a component of `len` bytes: the whole, or from byte
+/// `from` on (`206`; `416` when `from` is past the end). The body is read from disk as
+/// it is sent.
+fn ranged(from: Option<u64>, len: u64, body: Body) -> super::Response {
     let resp = http::Response::builder().header(http::header::CONTENT_TYPE, "application/wasm");
     match from {
-        None => resp.body(Full::new(body)),
+        None => resp.body(body),
         Some(n) if n >= len => resp
             .status(416)
             .header(http::header::CONTENT_RANGE, format!("bytes */{len}"))
-            .body(Full::new(Bytes::new())),
+            .body(whole(bytes::Bytes::new())),
         Some(n) => resp
             .status(206)
             .header(
                 http::header::CONTENT_RANGE,
                 format!("bytes {n}-{}/{len}", len - 1),
             )
-            .body(Full::new(body.slice(n..))),
+            .body(body),
     }
     .expect("valid response")
 }
 
 /// A peer gives this controller a component.
-async fn take(api: &Api, call: Call) -> Answer {
+async fn take(api: &Api, mut call: Call) -> Answer {
     check_peer(api, &call)?;
     let digest = digest(&call)?;
-    match api.node.take_blob(digest, call.body).await {
-        Ok(()) => json(201, &Empty {}),
-        Err(e @ BlobError::Mismatch { .. }) => Err(fail(400, "digest_mismatch", e.to_string())),
-        Err(e) => Err(fail(500, "internal", e.to_string())),
-    }
+    let body = upload(&mut call)?;
+    api.node
+        .receive_blob(digest, body, MAX_COMPONENT)
+        .await
+        .map_err(|e| not_received(&digest, e))?;
+    json(201, &Empty {})
 }
 
 /// A peer asks for a component this controller holds.
 async fn give(api: &Api, call: Call) -> Answer {
     check_peer(api, &call)?;
     let digest = digest(&call)?;
-    let bytes = api
-        .node
-        .local_blob(digest)
-        .await
-        .map_err(|e| fail(500, "internal", e.to_string()))?
-        .ok_or_else(|| {
-            fail(
-                404,
-                "not_found",
-                format!("this controller holds no component {digest}"),
-            )
-        })?;
+    let internal = |e: BlobError| fail(500, "internal", e.to_string());
+    let held = api.node.verify_blob(digest).await.map_err(internal)?;
+    let (_, body) = if held {
+        api.node.blob_body(digest, 0).await.map_err(internal)?
+    } else {
+        None
+    }
+    .ok_or_else(|| {
+        fail(
+            404,
+            "not_found",
+            format!("this controller holds no component {digest}"),
+        )
+    })?;
     Ok(http::Response::builder()
         .header(http::header::CONTENT_TYPE, "application/wasm")
-        .body(Full::new(bytes))
+        .body(body)
         .expect("valid response"))
 }

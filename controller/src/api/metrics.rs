@@ -5,12 +5,11 @@
 //! analysis's latest measurements — with, on the leader, the weight the ingresses
 //! actually made).
 
-use bytes::Bytes;
+use dabba_client::transport::whole;
 use dabba_spec::api::Health;
 use dabba_spec::resources::ResourceKey;
 use dabba_spec::rollout::RolloutStatus;
 use http::{Method, StatusCode};
-use http_body_util::Full;
 use prometheus::{GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 use super::router::Router;
@@ -238,6 +237,6 @@ async fn metrics(api: &Api, _: Call) -> Answer {
     .expect("encoding to a Vec");
     Ok(http::Response::builder()
         .header(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")
-        .body(Full::new(Bytes::from(out)))
+        .body(whole(out))
         .expect("valid response"))
 }

@@ -39,9 +39,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use dabba_client::transport as http_client;
+use dabba_client::transport::{Body, whole};
 use dabba_spec::api::{Empty, ErrorBody, ErrorDetail, KvWriteResult};
 use http::StatusCode;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -50,7 +51,7 @@ use crate::node::{Controller, ProposeError};
 
 pub use router::Call;
 
-pub type Response = http::Response<Full<Bytes>>;
+pub type Response = http::Response<Body>;
 
 /// The largest request body accepted.
 pub const MAX_BODY: usize = 64 << 20;
@@ -88,7 +89,7 @@ fn json<T: Serialize>(status: u16, body: &T) -> Answer {
     Ok(http::Response::builder()
         .status(status)
         .header(http::header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(bytes)))
+        .body(whole(bytes))
         .expect("valid response"))
 }
 
@@ -136,40 +137,48 @@ impl Api {
     /// Answers one request.
     pub async fn handle<B>(&self, req: http::Request<B>) -> Response
     where
-        B: http_body::Body<Data = Bytes> + Send,
+        B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let method = req.method().clone();
         let (parts, body) = req.into_parts();
-        let limit = if blobs::carries_component(&parts.method, parts.uri.path()) {
-            blobs::MAX_COMPONENT
+        let answer = if blobs::carries_component(&parts.method, parts.uri.path()) {
+            // Streamed to disk by its handler, never collected here.
+            let stream = body.map_err(Into::into).boxed();
+            self.route(parts, Bytes::new(), Some(stream)).await
         } else {
-            MAX_BODY
-        };
-        let answer = match Limited::new(body, limit).collect().await {
-            Ok(b) => self.route(parts, b.to_bytes()).await,
-            Err(e) => Err(fail(
-                413,
-                "too_large",
-                format!("request body: {e} (at most {} MiB here)", limit >> 20),
-            )),
+            match Limited::new(body, MAX_BODY).collect().await {
+                Ok(b) => self.route(parts, b.to_bytes(), None).await,
+                Err(e) => Err(fail(
+                    413,
+                    "too_large",
+                    format!("request body: {e} (at most {} MiB here)", MAX_BODY >> 20),
+                )),
+            }
         };
         let resp = answer.unwrap_or_else(error_response);
         self.metrics.count(&method, resp.status());
         resp
     }
 
-    async fn route(&self, parts: http::request::Parts, body: Bytes) -> Answer {
-        let (endpoint, call) = self.router.find(parts, body)?;
+    async fn route(
+        &self,
+        parts: http::request::Parts,
+        body: Bytes,
+        stream: Option<Body>,
+    ) -> Answer {
+        let (endpoint, call) = self.router.find(parts, body, stream)?;
         tracing::trace!(endpoint = endpoint.pattern, method = %call.parts.method, "routed");
         if endpoint.leader_only && !self.node.is_leader() {
-            return self.forward(call.parts, call.body).await;
+            return self.forward(call).await;
         }
         (endpoint.handler)(self, call).await
     }
 
     /// Sends a request received by a follower to the leader, and relays its answer.
-    async fn forward(&self, parts: http::request::Parts, body: Bytes) -> Answer {
+    /// Both bodies stream through (a component is never held here whole).
+    async fn forward(&self, call: Call) -> Answer {
+        let parts = call.parts;
         if parts.headers.contains_key(FORWARDED) {
             return Err(fail(503, "no_leader", "leadership is changing; retry"));
         }
@@ -192,34 +201,47 @@ impl Api {
             .method(parts.method.clone())
             .uri(format!("{leader}{path}"));
         for (k, v) in &parts.headers {
-            if k != http::header::HOST && k != http::header::CONTENT_LENGTH {
+            if k != http::header::HOST {
                 req = req.header(k, v);
             }
         }
+        let body = call.stream.unwrap_or_else(|| whole(call.body));
         let req = req
             .header(FORWARDED, self.node.id.to_string())
-            .body(Full::new(body))
+            .body(body)
             .map_err(|e| fail(500, "internal", e.to_string()))?;
-        let resp = http_client::send(&self.node.client, req, MAX_WAIT + Duration::from_secs(5))
-            .await
-            .map_err(|e| {
-                if e.never_sent() {
-                    fail(503, "no_leader", format!("forwarding to the leader: {e}"))
-                } else {
-                    // The leader may have committed the request before it went away.
+        let timeout = MAX_WAIT + Duration::from_secs(5);
+        let resp =
+            tokio::time::timeout(timeout, http_client::send_streamed(&self.node.client, req))
+                .await
+                .map_err(|_| {
                     fail(
                         504,
                         "outcome_unknown",
-                        format!("forwarding to the leader: {e}"),
+                        format!("forwarding to the leader: no answer within {timeout:?}"),
                     )
-                }
-            })?;
-        let (mut parts, bytes) = resp.into_parts();
+                })?
+                .map_err(|e| {
+                    if e.never_sent() {
+                        fail(503, "no_leader", format!("forwarding to the leader: {e}"))
+                    } else {
+                        // The leader may have committed the request before it went away.
+                        fail(
+                            504,
+                            "outcome_unknown",
+                            format!("forwarding to the leader: {e}"),
+                        )
+                    }
+                })?;
+        let (mut parts, body) = resp.into_parts();
         // Tell the client who leads, so its next request can go there directly.
         if let Ok(v) = http::HeaderValue::from_str(&leader) {
             parts.headers.insert(http_client::LEADER_HEADER, v);
         }
-        Ok(http::Response::from_parts(parts, Full::new(bytes)))
+        Ok(http::Response::from_parts(
+            parts,
+            body.map_err(Into::into).boxed(),
+        ))
     }
 
     /// Waits until the state's version passes `since`, or `wait` elapses.

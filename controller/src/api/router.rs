@@ -11,6 +11,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use bytes::Bytes;
+use dabba_client::transport::Body;
 use http::Method;
 
 use super::{Answer, Api, Failure, fail};
@@ -22,13 +23,15 @@ pub type Handled<'a> = Pin<Box<dyn Future<Output = Answer> + Send + 'a>>;
 pub type Handler = for<'a> fn(&'a Api, Call) -> Handled<'a>;
 
 /// One request, as a handler gets it: the head, the decoded path parameters and query,
-/// and the whole body.
+/// and the whole body — or, for a request that carries a component, the body unread,
+/// to be streamed (`body` is then empty).
 #[derive(Debug)]
 pub struct Call {
     pub parts: http::request::Parts,
     params: Vec<(String, String)>,
     query: HashMap<String, String>,
     pub body: Bytes,
+    pub stream: Option<Body>,
 }
 
 impl Call {
@@ -93,6 +96,7 @@ impl Router {
         &self,
         parts: http::request::Parts,
         body: Bytes,
+        stream: Option<Body>,
     ) -> Result<(&Endpoint, Call), Failure> {
         let not_found = || {
             fail(
@@ -124,6 +128,7 @@ impl Router {
             params,
             query,
             body,
+            stream,
         };
         Ok((endpoint, call))
     }
@@ -173,7 +178,7 @@ mod tests {
             .body(())
             .unwrap()
             .into_parts();
-        let (e, call) = router.find(parts, Bytes::new())?;
+        let (e, call) = router.find(parts, Bytes::new(), None)?;
         Ok((e.pattern, e.leader_only, call))
     }
 

@@ -11,14 +11,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use dabba_client::transport::send;
+use bytes::{Bytes, BytesMut};
+use dabba_client::transport::{Body, send_streamed, streamed, whole};
 use dabba_spec::Digest;
 use dabba_spec::api::ComponentsStatus;
-use http_body_util::Full;
+use dabba_spec::component::{Checker, HeaderError};
+use http_body_util::BodyExt;
 
 use super::Controller;
-use crate::blobs::BlobError;
+use crate::blobs::{BlobError, PIECE};
 use crate::raft::NodeId;
 use crate::raft::network::PEER_TOKEN_HEADER;
 
@@ -29,17 +30,33 @@ const TRANSFER_TIMEOUT: Duration = Duration::from_secs(120);
 /// state changes.
 const SYNC_EVERY: Duration = Duration::from_secs(5);
 
+/// Pieces in flight between the network and the disk, each way.
+const DEPTH: usize = 4;
+
 /// Why a component could not be stored on a majority.
 #[derive(Debug, thiserror::Error)]
 pub enum SpreadError {
     #[error(transparent)]
-    Store(#[from] BlobError),
+    Receive(#[from] ReceiveError),
     #[error("only {held} of {voters} voting controllers hold the component, {need} must")]
     NoMajority {
         held: usize,
         voters: usize,
         need: usize,
     },
+}
+
+/// Why a component that was being received is not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum ReceiveError {
+    #[error("the component is larger than the {max} bytes the cluster stores")]
+    TooLarge { max: u64 },
+    #[error("the body {0}")]
+    NotComponent(HeaderError),
+    #[error("the transfer broke off after {after} bytes: {message}")]
+    Broken { after: u64, message: String },
+    #[error(transparent)]
+    Store(#[from] BlobError),
 }
 
 /// The path of a component on the controllers' peer API.
@@ -61,27 +78,137 @@ impl Controller {
         (peers, voters.len(), voters.contains(&self.id))
     }
 
-    /// Stores `bytes` (which the caller checked hash to `digest`) here and on the other
-    /// controllers; returns once a majority of the voters hold them. The rest keep
-    /// receiving them.
+    /// Receives `body` into this controller's store as the component `digest`: written
+    /// to disk and hashed as it comes (never held whole), checked to be a component of
+    /// at most `max` bytes that hashes to `digest`, then kept durably. Returns its size.
+    pub async fn receive_blob(
+        &self,
+        digest: Digest,
+        mut body: Body,
+        max: u64,
+    ) -> Result<u64, ReceiveError> {
+        let store = self.blobs.clone();
+        let mut incoming = tokio::task::spawn_blocking(move || store.incoming())
+            .await
+            .expect("blob task")?;
+        let (pieces, mut to_disk) = tokio::sync::mpsc::channel::<Bytes>(DEPTH);
+        let writer = tokio::task::spawn_blocking(move || {
+            while let Some(piece) = to_disk.blocking_recv() {
+                incoming.write(&piece)?;
+            }
+            Ok::<_, BlobError>(incoming)
+        });
+        let mut checker = Checker::default();
+        let mut len = 0u64;
+        let mut pending = BytesMut::new();
+        let received = loop {
+            let data = match body.frame().await {
+                None => break Ok(()),
+                Some(Err(e)) => {
+                    break Err(ReceiveError::Broken {
+                        after: len,
+                        message: e.to_string(),
+                    });
+                }
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => data,
+                    Err(_) => continue,
+                },
+            };
+            len += data.len() as u64;
+            if len > max {
+                break Err(ReceiveError::TooLarge { max });
+            }
+            if let Err(e) = checker.feed(&data) {
+                break Err(ReceiveError::NotComponent(e));
+            }
+            pending.extend_from_slice(&data);
+            // The disk is written in pieces, not in the network's small frames.
+            if pending.len() >= PIECE && pieces.send(pending.split().freeze()).await.is_err() {
+                break Ok(()); // the writer failed: its error is below
+            }
+        };
+        if received.is_ok() && !pending.is_empty() {
+            let _ = pieces.send(pending.freeze()).await;
+        }
+        drop(pieces);
+        let incoming = writer.await.expect("blob write task")?;
+        received?;
+        checker.finish().map_err(ReceiveError::NotComponent)?;
+        let store = self.blobs.clone();
+        tokio::task::spawn_blocking(move || store.keep(incoming, &digest))
+            .await
+            .expect("blob task")?;
+        Ok(len)
+    }
+
+    /// The component `digest` from this controller's store as a body, from byte `from`
+    /// on: its size and the body, or `None` if it holds none. It is read from disk as
+    /// it is sent; a read error breaks the body off.
+    pub async fn blob_body(
+        &self,
+        digest: Digest,
+        from: u64,
+    ) -> Result<Option<(u64, Body)>, BlobError> {
+        let store = self.blobs.clone();
+        let reader = tokio::task::spawn_blocking(move || store.read(&digest))
+            .await
+            .expect("blob task")?;
+        let Some(mut reader) = reader else {
+            return Ok(None);
+        };
+        let len = reader.size();
+        let (tx, body) = streamed(Some(len.saturating_sub(from)), DEPTH);
+        tokio::task::spawn_blocking(move || {
+            let mut at = 0u64;
+            loop {
+                let piece = match reader.next_piece() {
+                    Ok(Some(piece)) => piece,
+                    Ok(None) => return,
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(e.into()));
+                        return;
+                    }
+                };
+                let end = at + piece.len() as u64;
+                if end > from {
+                    let skip = from.saturating_sub(at) as usize;
+                    if tx.blocking_send(Ok(piece.slice(skip..))).is_err() {
+                        return; // the receiver went away
+                    }
+                }
+                at = end;
+            }
+        });
+        Ok(Some((len, body)))
+    }
+
+    /// Whether this controller holds a good copy of `digest` (hashed once per file).
+    pub async fn verify_blob(&self, digest: Digest) -> Result<bool, BlobError> {
+        let store = self.blobs.clone();
+        tokio::task::spawn_blocking(move || store.verify(&digest))
+            .await
+            .expect("blob task")
+    }
+
+    /// Stores an upload (`body`, which must hash to `digest`) here and on the other
+    /// controllers; returns its size once a majority of the voters hold it. The rest
+    /// keep receiving it.
     pub async fn spread_blob(
         self: &Arc<Self>,
         digest: Digest,
-        bytes: Bytes,
-    ) -> Result<(), SpreadError> {
-        let store = self.blobs.clone();
-        let local = bytes.clone();
-        tokio::task::spawn_blocking(move || store.put_checked(&digest, &local))
-            .await
-            .expect("blob write task")?;
+        body: Body,
+        max: u64,
+    ) -> Result<u64, SpreadError> {
+        let size = self.receive_blob(digest, body, max).await?;
         let (peers, voters, self_votes) = self.peers();
         let need = voters / 2 + 1;
         let mut held = usize::from(self_votes);
         let (done, mut results) = tokio::sync::mpsc::unbounded_channel();
         for (id, address, votes) in peers {
-            let (node, bytes, done) = (self.clone(), bytes.clone(), done.clone());
+            let (node, done) = (self.clone(), done.clone());
             tokio::spawn(async move {
-                let ok = node.give_blob(&address, &digest, bytes).await;
+                let ok = node.give_blob(&address, &digest).await;
                 if let Err(e) = &ok {
                     tracing::warn!(peer = id, %digest, error = %e, "component not stored on a controller");
                 }
@@ -93,85 +220,91 @@ impl Controller {
             match results.recv().await {
                 Some(true) => held += 1,
                 Some(false) => {}
-                None => {
-                    return Err(SpreadError::NoMajority { held, voters, need });
-                }
+                None => return Err(SpreadError::NoMajority { held, voters, need }),
             }
         }
-        Ok(())
+        Ok(size)
     }
 
-    async fn give_blob(&self, address: &str, digest: &Digest, bytes: Bytes) -> Result<(), String> {
+    /// Sends the component `digest` from this controller's store to the controller at
+    /// `address` (which checks it as it receives it).
+    async fn give_blob(&self, address: &str, digest: &Digest) -> Result<(), String> {
+        let (_, body) = self
+            .blob_body(*digest, 0)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("the component is no longer held here")?;
         let req = http::Request::put(format!("{address}{}", peer_path(digest)))
             .header(PEER_TOKEN_HEADER, &self.peer_token)
             .header(http::header::CONTENT_TYPE, "application/wasm")
-            .body(Full::new(bytes))
+            .body(body)
             .map_err(|e| e.to_string())?;
-        let resp = send(&self.client, req, TRANSFER_TIMEOUT)
+        let call = async {
+            let resp = send_streamed(&self.client, req)
+                .await
+                .map_err(|e| e.to_string())?;
+            let status = resp.status();
+            let answer = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?
+                .to_bytes();
+            if status.is_success() {
+                Ok(())
+            } else {
+                Err(format!("{status}: {}", String::from_utf8_lossy(&answer)))
+            }
+        };
+        tokio::time::timeout(TRANSFER_TIMEOUT, call)
             .await
-            .map_err(|e| e.to_string())?;
-        if resp.status().is_success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "{}: {}",
-                resp.status(),
-                String::from_utf8_lossy(resp.body())
-            ))
-        }
+            .map_err(|_| format!("not stored within {TRANSFER_TIMEOUT:?}"))?
     }
 
-    /// Stores bytes a peer gave (checked against `digest`).
-    pub async fn take_blob(&self, digest: Digest, bytes: Bytes) -> Result<(), BlobError> {
-        let store = self.blobs.clone();
-        tokio::task::spawn_blocking(move || store.put(&digest, &bytes))
-            .await
-            .expect("blob write task")
-    }
-
-    /// The bytes of `digest` from this controller's store, checked (`None` when it has
-    /// none, or a corrupted copy).
-    pub async fn local_blob(&self, digest: Digest) -> Result<Option<Bytes>, BlobError> {
-        let store = self.blobs.clone();
-        tokio::task::spawn_blocking(move || store.get(&digest))
-            .await
-            .expect("blob read task")
-            .map(|b| b.map(Bytes::from))
-    }
-
-    /// The bytes of `digest`: from this controller's store, or else fetched from a peer
-    /// (and kept). `None` when no reachable controller holds a good copy.
-    pub async fn blob_bytes(&self, digest: Digest) -> Result<Option<Bytes>, BlobError> {
-        if let Some(b) = self.local_blob(digest).await? {
-            return Ok(Some(b));
+    /// Makes sure this controller holds a good copy of the component `digest`
+    /// ([`crate::blobs::BlobStore::verify`]), fetching one from a peer if it does not.
+    /// `false` when no reachable controller holds a good copy.
+    pub async fn fetch_blob(&self, digest: Digest) -> Result<bool, BlobError> {
+        if self.verify_blob(digest).await? {
+            return Ok(true);
         }
         let (peers, _, _) = self.peers();
         for (id, address, _) in peers {
             let req = http::Request::get(format!("{address}{}", peer_path(&digest)))
                 .header(PEER_TOKEN_HEADER, &self.peer_token)
-                .body(Full::new(Bytes::new()))
+                .body(whole(Bytes::new()))
                 .expect("valid request");
-            match send(&self.client, req, TRANSFER_TIMEOUT).await {
-                Ok(resp) if resp.status().is_success() => {
-                    let bytes = resp.into_body();
-                    match self.take_blob(digest, bytes.clone()).await {
-                        Ok(()) => {
-                            tracing::info!(peer = id, %digest, "component fetched from a peer");
-                            return Ok(Some(bytes));
-                        }
-                        Err(BlobError::Mismatch { actual, .. }) => {
-                            tracing::warn!(peer = id, %digest, %actual, "a peer gave a corrupted component");
-                        }
-                        Err(e) => return Err(e),
-                    }
+            let fetched = async {
+                let resp =
+                    send_streamed(&self.client, req)
+                        .await
+                        .map_err(|e| ReceiveError::Broken {
+                            after: 0,
+                            message: e.to_string(),
+                        })?;
+                if !resp.status().is_success() {
+                    return Err(ReceiveError::Broken {
+                        after: 0,
+                        message: format!("answered {}", resp.status()),
+                    });
                 }
-                Ok(resp) => {
-                    tracing::debug!(peer = id, %digest, status = %resp.status(), "peer lacks the component");
+                let body = resp.into_body().map_err(Into::into).boxed();
+                self.receive_blob(digest, body, u64::MAX).await
+            };
+            match tokio::time::timeout(TRANSFER_TIMEOUT, fetched).await {
+                Ok(Ok(_)) => {
+                    tracing::info!(peer = id, %digest, "component fetched from a peer");
+                    return Ok(true);
                 }
-                Err(e) => tracing::debug!(peer = id, %digest, error = %e, "peer unreachable"),
+                Ok(Err(ReceiveError::Store(BlobError::Mismatch { actual, .. }))) => {
+                    tracing::warn!(peer = id, %digest, %actual, "a peer gave a corrupted component");
+                }
+                Ok(Err(ReceiveError::Store(e))) => return Err(e),
+                Ok(Err(e)) => tracing::debug!(peer = id, %digest, error = %e, "not fetched"),
+                Err(_) => tracing::debug!(peer = id, %digest, "fetch timed out"),
             }
         }
-        Ok(None)
+        Ok(false)
     }
 
     /// Removes files of components the cluster no longer holds. A file younger than the
@@ -219,9 +352,9 @@ impl Controller {
                     if self.blobs.size(&digest).is_some() {
                         continue;
                     }
-                    match self.blob_bytes(digest).await {
-                        Ok(Some(_)) => {}
-                        Ok(None) => {
+                    match self.fetch_blob(digest).await {
+                        Ok(true) => {}
+                        Ok(false) => {
                             tracing::debug!(%digest, "no peer holds a committed component yet")
                         }
                         Err(e) => tracing::warn!(%digest, error = %e, "cannot store a component"),

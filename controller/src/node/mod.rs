@@ -11,7 +11,7 @@
 
 pub mod analysis;
 mod blobs;
-pub use blobs::{SpreadError, peer_path};
+pub use blobs::{ReceiveError, SpreadError, peer_path};
 mod leader;
 mod proposals;
 mod regions;

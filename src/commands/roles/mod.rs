@@ -13,9 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use bytes::Bytes;
 use clap::Args;
 use dabba_client::ApiClient;
+use dabba_client::transport::whole;
 use dabba_controller::api::Api;
 use dabba_controller::node::{Controller, ControllerOptions, RaftTiming};
 use dabba_controller::reconcile::Tuning;
@@ -29,7 +29,6 @@ use dabba_host::runtime::{Runtime, RuntimeOptions};
 use dabba_host::server::{self, Handler};
 use dabba_spec::HumanDuration;
 use dabba_spec::resources::{HostInfo, RestartBackoff};
-use http_body_util::Full;
 use hyper::body::Incoming;
 
 /// Raft timing. The defaults fail over in about 400 ms on a release build; slower
@@ -162,7 +161,7 @@ impl Handler for ApiHandler {
                     .map(|b| b.to_bytes().to_vec())
                     .unwrap_or_default();
                 text.extend_from_slice(rt.metrics().render().as_bytes());
-                http::Response::from_parts(parts, Full::new(Bytes::from(text)))
+                http::Response::from_parts(parts, whole(text))
             }
             _ => resp,
         }
@@ -178,7 +177,7 @@ impl Handler for MetricsOnly {
         }
         http::Response::builder()
             .header("content-type", "text/plain; version=0.0.4")
-            .body(Full::new(Bytes::from(self.0.metrics().render())))
+            .body(whole(self.0.metrics().render()))
             .expect("valid response")
     }
 }

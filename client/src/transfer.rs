@@ -1,26 +1,38 @@
-//! Downloading a component so that an interrupted transfer resumes where it stopped.
+//! Moving components to and from the cluster in pieces, never as one request body.
 //!
-//! Components reach hundreds of MiB; a host that loses its connection (or is
-//! restarted) half-way should not start over. The bytes go to a partial file as they
-//! arrive; the next attempt — to the same controller or another — asks only for the
-//! rest (`Range: bytes=N-`), and the whole is kept only once it hashes to its digest.
+//! Components reach hundreds of MiB. An upload is streamed in pieces of [`PIECE`]
+//! bytes, counting what has gone so the CLI can show progress; it is a `PUT` of
+//! content-addressed bytes, so an attempt that failed in any way is simply repeated.
+//! A host that loses its connection (or is restarted) half-way through a download
+//! should not start over: the bytes go to a partial file as they arrive; the next
+//! attempt — to the same controller or another — asks only for the rest
+//! (`Range: bytes=N-`), and the whole is kept only once it hashes to its digest.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use dabba_spec::Digest;
+use dabba_spec::api::BlobStored;
 use http::StatusCode;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use tokio::io::AsyncWriteExt;
 
 use crate::api::{ApiClient, ApiError};
 use crate::paths;
+use crate::transport::{send_streamed, streamed, whole};
 
-/// Attempts (over the controllers in turn) before a download gives up.
+/// Attempts (over the controllers in turn) before a transfer gives up.
 const ATTEMPTS: usize = 6;
 /// The longest a download may wait for the next bytes.
 const STALL: Duration = Duration::from_secs(30);
+/// An upload is sent this much at a time.
+const PIECE: usize = 1 << 20;
+/// The longest one upload attempt may take, answer included (the leader answers once a
+/// majority of the controllers hold the component).
+const UPLOAD_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// How an attempt ended short of the whole component.
 enum Short {
@@ -31,6 +43,86 @@ enum Short {
 }
 
 impl ApiClient {
+    /// `PUT /v1/blobs/{digest}`: uploads a component (`bytes`, which hash to `digest`)
+    /// in pieces, adding each piece's size to `sent` as it leaves (it restarts from 0
+    /// when an attempt is repeated).
+    pub async fn put_blob(
+        &self,
+        digest: &Digest,
+        bytes: Bytes,
+        sent: Arc<AtomicU64>,
+    ) -> Result<BlobStored, ApiError> {
+        let mut last = String::new();
+        for attempt in 0..ATTEMPTS {
+            let server = self.server(attempt);
+            let once = self.upload_once(server, digest, bytes.clone(), sent.clone());
+            match tokio::time::timeout(UPLOAD_TIMEOUT, once).await {
+                Ok(Ok(stored)) => return Ok(stored),
+                Ok(Err(Short::Retry(why))) => last = why,
+                Ok(Err(Short::Final(e))) => return Err(e),
+                Err(_) => last = format!("{server}: no answer in {UPLOAD_TIMEOUT:?}"),
+            }
+            tokio::time::sleep(Duration::from_millis(50 << attempt.min(5))).await;
+        }
+        Err(ApiError::Unavailable(last))
+    }
+
+    async fn upload_once(
+        &self,
+        server: &str,
+        digest: &Digest,
+        bytes: Bytes,
+        sent: Arc<AtomicU64>,
+    ) -> Result<BlobStored, Short> {
+        let (pieces, body) = streamed(Some(bytes.len() as u64), 2);
+        let req = http::Request::put(format!("{server}{}", paths::blob(digest)))
+            .header(
+                http::header::AUTHORIZATION,
+                format!("Bearer {}", self.token()),
+            )
+            .header(http::header::CONTENT_TYPE, "application/wasm")
+            .body(body)
+            .map_err(|e| Short::Final(ApiError::Decode(e.to_string())))?;
+        sent.store(0, Ordering::Relaxed);
+        // The pieces go from a task of their own: the server may answer (a refusal)
+        // before it has read them all, and then stops reading.
+        let producer = tokio::spawn(async move {
+            for from in (0..bytes.len()).step_by(PIECE) {
+                let piece = bytes.slice(from..(from + PIECE).min(bytes.len()));
+                let n = piece.len() as u64;
+                if pieces.send(Ok(piece)).await.is_err() {
+                    return;
+                }
+                sent.fetch_add(n, Ordering::Relaxed);
+            }
+        });
+        let answer = async {
+            let resp = send_streamed(self.http(), req)
+                .await
+                .map_err(|e| Short::Retry(e.to_string()))?;
+            let status = resp.status();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| Short::Retry(format!("{server}: {e}")))?
+                .to_bytes();
+            if status.is_success() {
+                return serde_json::from_slice(&body)
+                    .map_err(|e| Short::Final(ApiError::Decode(e.to_string())));
+            }
+            let error = crate::api::status_error(status.as_u16(), &body);
+            if status.is_server_error() {
+                Err(Short::Retry(format!("{server}: {error}")))
+            } else {
+                Err(Short::Final(error))
+            }
+        }
+        .await;
+        producer.abort();
+        answer
+    }
+
     /// `GET /v1/blobs/{digest}`, resumably, through `partial` (a file the caller keeps
     /// across attempts and restarts; it is removed once the whole is read): the
     /// component's bytes, checked against `digest`.
@@ -75,7 +167,7 @@ impl ApiClient {
             req = req.header(http::header::RANGE, format!("bytes={have}-"));
         }
         let req = req
-            .body(Full::new(Bytes::new()))
+            .body(whole(Bytes::new()))
             .map_err(|e| Short::Final(ApiError::Decode(e.to_string())))?;
         let resp = tokio::time::timeout(STALL, self.http().request(req))
             .await
