@@ -522,6 +522,67 @@ fn a_component_larger_than_any_request_is_kept_outside_the_log_and_reaches_a_con
         "{text}"
     );
 
+    // A host killed half-way through downloading it resumes where it stopped once it
+    // is back: a controller answers its next request with the rest (206), and the
+    // whole — checked against its digest — serves.
+    let resumed = |c: &Cluster| -> f64 {
+        c.controller_addrs
+            .iter()
+            .filter_map(|a| try_request(*a, "GET", "/metrics", &[], b"").ok())
+            .flat_map(|r| {
+                r.text()
+                    .lines()
+                    .filter(|l| {
+                        l.starts_with("dabba_api_requests_total{")
+                            && l.contains("code=\"206\"")
+                            && l.contains("method=\"GET\"")
+                    })
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                    .collect::<Vec<_>>()
+            })
+            .sum()
+    };
+    let components = root.join("h1").join("components");
+    let cached = components.join(format!("{}.wasm", digest.hex()));
+    let partial = components.join(format!("{}.partial", digest.hex()));
+    let before = resumed(&c);
+    let mut cut_at = None;
+    for _ in 0..3 {
+        c.hosts[0].kill();
+        let _ = std::fs::remove_file(&cached);
+        c.hosts[0].restart().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while Instant::now() < deadline && !cached.exists() {
+            let held = std::fs::metadata(&partial).map_or(0, |m| m.len());
+            if held > 0 && held < big.len() as u64 {
+                c.hosts[0].kill();
+                cut_at = std::fs::metadata(&partial).ok().map(|m| m.len());
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if cut_at.is_some() {
+            break;
+        }
+    }
+    let cut_at = cut_at.expect("the host killed while its download was under way");
+    assert!(cut_at > 0 && cut_at < big.len() as u64, "{cut_at}");
+    c.hosts[0].restart().unwrap();
+    eventually(
+        "the restarted host to serve the component again",
+        Duration::from_secs(120),
+        || {
+            let r = try_request(c.host_addrs[0], "GET", "/big", &[], b"").ok()?;
+            (r.status == 200).then_some(())
+        },
+    );
+    assert!(
+        resumed(&c) > before,
+        "the download after the restart asked only for the rest (from byte {cut_at})"
+    );
+    assert_eq!(std::fs::read(&cached).unwrap(), big);
+    assert!(!partial.exists());
+
     // A real one of that size: Python, built by componentize-py with CPython inside.
     let python = python_component();
     let size = std::fs::metadata(&python).unwrap().len();
