@@ -28,7 +28,7 @@ use dabba_spec::digest::Hasher;
 const INCOMING: &str = ".incoming-";
 
 /// A blob is written back to disk (and synced) this much at a time.
-const WRITEBACK_CHUNK: usize = 4 << 20;
+const WRITEBACK_CHUNK: usize = 1 << 20;
 
 /// A blob is read this much at a time.
 pub const PIECE: usize = 1 << 20;
