@@ -23,13 +23,14 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
-use bytes::Bytes;
-use dabba_client::transport::{HttpClient, send, whole};
+use bytes::{Bytes, BytesMut};
+use dabba_client::transport::{Body, BoxError, HttpClient, send_streamed, whole};
 use dabba_spec::api::{RegionStateView, RouteEntry};
 use dabba_spec::regions::Degraded;
 use dabba_spec::resources::{ResourceKey, Route};
 use dabba_spec::rollout::{PREVIEW_HEADER, Sticky};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body::Frame;
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::function::{HttpFunction, HttpResponse, error_response};
@@ -49,9 +50,10 @@ pub const NOT_RUN: &str = "x-dabba-not-run";
 /// On a response: the revision that answered. On a proxied request: the revision the
 /// first host chose, which the next one serves.
 pub const REVISION: &str = "x-dabba-revision";
-/// The largest request body the ingress proxies to another host.
-pub const MAX_PROXIED_BODY: usize = 16 << 20;
-/// How long a proxied request may take.
+/// A request body up to this size is read before it is proxied, so an attempt that
+/// fails can be made again with it; a larger one streams through (see [`Outgoing`]).
+pub const REPLAY_BUFFER: usize = 64 << 10;
+/// How long a proxied request may take until its answer begins.
 const PROXY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long a host this ingress could not reach gets no proxied requests (as a service
@@ -634,27 +636,31 @@ impl Ingress {
         self.turn.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Sends a request (its head and whole body) to another host's ingress.
+    /// Sends a request to another host's ingress; the answer streams back.
     async fn proxy(
         &self,
         endpoint: &str,
         revision: Option<u64>,
         parts: &http::request::Parts,
-        body: Bytes,
+        body: Body,
     ) -> Result<HttpResponse, dabba_client::transport::SendError> {
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let mut out = http::Request::builder()
             .method(parts.method.clone())
             .uri(format!("{endpoint}{path}"));
         for (k, v) in &parts.headers {
-            if k != http::header::CONTENT_LENGTH && k != http::header::CONNECTION && k != REVISION {
+            if k != http::header::CONTENT_LENGTH
+                && k != http::header::TRANSFER_ENCODING
+                && k != http::header::CONNECTION
+                && k != REVISION
+            {
                 out = out.header(k, v);
             }
         }
         if let Some(r) = revision {
             out = out.header(REVISION, r);
         }
-        let Ok(out) = out.header(HOP, "1").body(Full::new(body)) else {
+        let Ok(out) = out.header(HOP, "1").body(body) else {
             return Ok(error_response(
                 400,
                 "bad_request",
@@ -662,10 +668,131 @@ impl Ingress {
                 None,
             ));
         };
-        let resp = send(&self.client, out, PROXY_TIMEOUT).await?;
-        let (parts, bytes) = resp.into_parts();
-        Ok(http::Response::from_parts(parts, whole(bytes)))
+        let url = out.uri().to_string();
+        let resp = tokio::time::timeout(PROXY_TIMEOUT, send_streamed(&self.client, out))
+            .await
+            .map_err(|_| dabba_client::transport::SendError::Timeout {
+                url,
+                timeout: PROXY_TIMEOUT,
+            })??;
+        Ok(resp.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed()))
     }
+}
+
+/// A request body on its way to another host. One of at most [`REPLAY_BUFFER`] bytes is
+/// held whole, so every attempt sends it again. A larger one streams from the client to
+/// the host, never held: an attempt that failed before it read any of it (the host
+/// could not be reached) leaves it for the next; once an attempt has started on it,
+/// there is no other.
+enum Outgoing {
+    Whole(Bytes),
+    Streamed(Arc<Mutex<Unsent>>),
+}
+
+/// A streamed body: what was read to see it is large, the rest, and whether an attempt
+/// has begun reading it.
+struct Unsent {
+    head: Option<Bytes>,
+    rest: Incoming,
+    started: bool,
+}
+
+/// The body of one attempt: the whole, or reading from the shared [`Unsent`].
+enum Attempt {
+    Whole(Option<Bytes>),
+    Streamed(Arc<Mutex<Unsent>>),
+}
+
+impl http_body::Body for Attempt {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let unsent = match self.get_mut() {
+            Attempt::Whole(bytes) => {
+                return std::task::Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b))));
+            }
+            Attempt::Streamed(unsent) => unsent,
+        };
+        let mut unsent = unsent.lock().unwrap_or_else(|e| e.into_inner());
+        unsent.started = true;
+        if let Some(head) = unsent.head.take() {
+            return std::task::Poll::Ready(Some(Ok(Frame::data(head))));
+        }
+        std::pin::Pin::new(&mut unsent.rest).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self, Attempt::Whole(None))
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            Attempt::Whole(b) => {
+                http_body::SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64))
+            }
+            Attempt::Streamed(_) => http_body::SizeHint::default(),
+        }
+    }
+}
+
+impl Outgoing {
+    /// Reads up to [`REPLAY_BUFFER`] bytes of `body`: all of it, or enough to know it is
+    /// larger (then it streams).
+    async fn read(mut body: Incoming) -> Result<Outgoing, hyper::Error> {
+        let mut head = BytesMut::new();
+        loop {
+            match body.frame().await {
+                None => return Ok(Outgoing::Whole(head.freeze())),
+                Some(Err(e)) => return Err(e),
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        head.extend_from_slice(&data);
+                    }
+                }
+            }
+            if head.len() > REPLAY_BUFFER {
+                return Ok(Outgoing::Streamed(Arc::new(Mutex::new(Unsent {
+                    head: Some(head.freeze()),
+                    rest: body,
+                    started: false,
+                }))));
+            }
+        }
+    }
+
+    /// The body for the next attempt; `None` once a streamed body has been (partly)
+    /// sent.
+    fn attempt(&self) -> Option<Attempt> {
+        match self {
+            Outgoing::Whole(b) => Some(Attempt::Whole(Some(b.clone()))),
+            Outgoing::Streamed(unsent) => {
+                let started = unsent.lock().unwrap_or_else(|e| e.into_inner()).started;
+                (!started).then(|| Attempt::Streamed(unsent.clone()))
+            }
+        }
+    }
+}
+
+/// The answer when a streamed body went to a host that did not serve it: it is gone.
+fn body_spent(app: &ResourceKey) -> HttpResponse {
+    let mut resp = error_response(
+        503,
+        "upstream_unavailable",
+        &format!(
+            "app {app}: the host this request was sent to could not serve it, and its body \
+             (over {REPLAY_BUFFER} bytes, streamed) cannot be sent again; retry"
+        ),
+        None,
+    );
+    resp.headers_mut().insert(
+        http::header::RETRY_AFTER,
+        http::HeaderValue::from_static("1"),
+    );
+    resp
 }
 
 /// Marks an answer to a proxied request as [`NOT_RUN`].
@@ -779,19 +906,18 @@ impl Ingress {
         if !pods.is_empty() {
             return self.run_on(pods, req).await;
         }
-        // To another host: the body is read first, so a request that host never
+        // To another host: a small body is read first, so a request that host never
         // received can go to the next (a host that cannot be reached is skipped for a
-        // while, and when none is left the request is held for a pod here).
+        // while, and when none is left the request is held for a pod here); a large one
+        // streams through.
         let (parts, body) = req.into_parts();
-        let body = match Limited::new(body, MAX_PROXIED_BODY).collect().await {
-            Ok(b) => b.to_bytes(),
+        let body = match Outgoing::read(body).await {
+            Ok(b) => b,
             Err(e) => {
                 return error_response(
-                    413,
-                    "body_too_large",
-                    &format!(
-                        "request body: {e} (the ingress proxies at most {MAX_PROXIED_BODY} bytes)"
-                    ),
+                    400,
+                    "bad_request",
+                    &format!("reading the request body: {e}"),
                     None,
                 );
             }
@@ -819,7 +945,10 @@ impl Ingress {
                     table = self.table();
                     let pods = table.local_pods(app, revision);
                     if !pods.is_empty() {
-                        let req = http::Request::from_parts(parts, Full::new(body));
+                        let Some(body) = body.attempt() else {
+                            return body_spent(app);
+                        };
+                        let req = http::Request::from_parts(parts, body);
                         return self.run_on(pods, req).await;
                     }
                     continue;
@@ -833,14 +962,21 @@ impl Ingress {
                 };
                 let pods = table.local_pods(app, revision);
                 if !pods.is_empty() {
-                    let req = http::Request::from_parts(parts, Full::new(body));
+                    let Some(body) = body.attempt() else {
+                        return body_spent(app);
+                    };
+                    let req = http::Request::from_parts(parts, body);
                     return self.run_on(pods, req).await;
                 }
                 continue;
             }
             let endpoint = self.nearest(&table, &others).clone();
             tries += 1;
-            match self.proxy(&endpoint, revision, &parts, body.clone()).await {
+            let Some(attempt) = body.attempt() else {
+                return body_spent(app);
+            };
+            let attempt = attempt.map_err(|e| Box::new(e) as BoxError).boxed();
+            match self.proxy(&endpoint, revision, &parts, attempt).await {
                 Ok(resp) if resp.headers().contains_key(NOT_RUN) => {
                     tracing::debug!(%endpoint, "host runs no pod of {app}: trying another");
                     not_running.push(endpoint);
@@ -1163,6 +1299,8 @@ mod proxy_tests {
     use std::net::SocketAddr;
     use std::sync::atomic::AtomicUsize;
 
+    use dabba_client::transport::send;
+    use http_body_util::Full;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
@@ -1253,16 +1391,78 @@ mod proxy_tests {
 
     /// `GET /pay` from the ingress at `front`.
     async fn get(front: SocketAddr) -> http::Response<Bytes> {
-        let req = http::Request::get(format!("http://{front}/pay"))
-            .body(Full::new(Bytes::new()))
+        post(front, Bytes::new()).await
+    }
+
+    /// A request to `/pay` at the ingress at `front`, with `body` (none: a `GET`).
+    async fn post(front: SocketAddr, body: Bytes) -> http::Response<Bytes> {
+        let method = if body.is_empty() { "GET" } else { "POST" };
+        let req = http::Request::builder()
+            .method(method)
+            .uri(format!("http://{front}/pay"))
+            .body(Full::new(body))
             .unwrap();
         send(
             &dabba_client::transport::client(),
             req,
-            Duration::from_secs(5),
+            Duration::from_secs(30),
         )
         .await
         .unwrap()
+    }
+
+    /// A stand-in for another host's ingress that reads each request's body as it
+    /// comes and answers its size and digest.
+    struct Digesting;
+
+    impl Handler for Digesting {
+        async fn call(&self, req: http::Request<Incoming>) -> HttpResponse {
+            let mut body = req.into_body();
+            let (mut hasher, mut size) = (dabba_spec::Digest::hasher(), 0);
+            while let Some(Ok(frame)) = body.frame().await {
+                if let Ok(data) = frame.into_data() {
+                    size += data.len();
+                    hasher.update(&data);
+                }
+            }
+            http::Response::new(whole(format!("{size} {}", hasher.finish())))
+        }
+    }
+
+    async fn digesting_host() -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(crate::server::serve(
+            listener,
+            Arc::new(Digesting),
+            std::future::pending(),
+        ));
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn a_body_larger_than_any_buffer_streams_through_and_outlives_a_host_that_cannot_be_reached()
+     {
+        let live = digesting_host().await;
+        let dead = dead_host().await;
+        let route = pay_route(vec![dead.clone(), live]);
+        let (ingress, front) = ingress_at(&route, Duration::from_secs(10)).await;
+        // 20 MiB: more than the ingress ever held for a proxied body (16 MiB).
+        let big: Bytes = (0..20u32 << 20).map(|i| (i % 251) as u8).collect();
+        let small = big.slice(..1000);
+        for (i, body) in [&big, &big, &small, &big, &small].into_iter().enumerate() {
+            let resp = post(front, body.clone()).await;
+            assert_eq!(resp.status(), 200, "request {i}: {:?}", resp.body());
+            assert_eq!(
+                String::from_utf8_lossy(resp.body()),
+                format!("{} {}", body.len(), dabba_spec::Digest::of(body)),
+                "request {i}: every byte arrived, in order"
+            );
+        }
+        assert!(
+            ingress.ejected.lock().unwrap().contains_key(&dead),
+            "the unreachable host was tried (and the body it never read went on)"
+        );
     }
 
     #[tokio::test]
