@@ -51,7 +51,7 @@ pub const NOT_RUN: &str = "x-dabba-not-run";
 /// first host chose, which the next one serves.
 pub const REVISION: &str = "x-dabba-revision";
 /// A request body up to this size is read before it is proxied, so an attempt that
-/// fails can be made again with it; a larger one streams through (see [`Outgoing`]).
+/// fails can be made again with it; a larger one streams through.
 pub const REPLAY_BUFFER: usize = 64 << 10;
 /// How long a proxied request may take until its answer begins.
 const PROXY_TIMEOUT: Duration = Duration::from_secs(60);
