@@ -540,7 +540,13 @@ impl ApiClient {
                         return Err(status_error(status, resp.body()));
                     }
                     Err(e) if e.never_sent() => last = e.to_string(),
-                    Err(e) => return Err(ApiError::Unknown(e.to_string())),
+                    Err(e) => {
+                        // Its answer was lost or late: the next request starts at the
+                        // next controller (one cut off by a partition never answers).
+                        self.preferred
+                            .store((idx + 1) % self.servers.len(), Ordering::Relaxed);
+                        return Err(ApiError::Unknown(e.to_string()));
+                    }
                 }
             }
             if tokio::time::Instant::now() + pause > deadline {
@@ -587,5 +593,57 @@ pub(crate) fn status_error(status: u16, body: &[u8]) -> ApiError {
             code: "http".into(),
             message: String::from_utf8_lossy(body).chars().take(200).collect(),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn after_a_controller_never_answers_the_next_request_starts_at_the_next() {
+        // One controller accepts and never answers (cut off); the other answers.
+        let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let silent_addr = silent.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((conn, _)) = silent.accept().await {
+                held.push(conn);
+            }
+        });
+        let live = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let live_addr = live.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = live.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n) = conn.read(&mut buf).await {
+                        if n == 0 {
+                            return;
+                        }
+                        let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}";
+                        if conn.write_all(reply).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let api = ApiClient::new(
+            vec![
+                format!("http://{silent_addr}"),
+                format!("http://{live_addr}"),
+            ],
+            "t".into(),
+        )
+        .with_bounds(Duration::ZERO, Duration::from_millis(300));
+        let key = ResourceKey::new("default", "a");
+        let first = api.delete_app(&key).await.unwrap_err();
+        assert!(matches!(first, ApiError::Unknown(_)), "{first}");
+        api.delete_app(&key).await.unwrap();
+        api.delete_app(&key).await.unwrap();
     }
 }
