@@ -204,15 +204,27 @@ pub fn check_ledger(ingress: SocketAddr, accepted: &BTreeMap<String, String>) ->
         ..LedgerCheck::default()
     };
     let mut slots = BTreeSet::new();
+    // A 503 says "not now, retry" (a host still rejoining after a partition refuses
+    // writes and reads alike): asked again for a while, unlike any other answer.
+    let patience = std::time::Instant::now() + Duration::from_secs(30);
     for (key, id) in accepted {
-        let r = match exchange(
-            ingress,
-            "GET",
-            &format!("/payments/{id}"),
-            &[],
-            b"",
-            Duration::from_secs(30),
-        ) {
+        let read = || {
+            exchange(
+                ingress,
+                "GET",
+                &format!("/payments/{id}"),
+                &[],
+                b"",
+                Duration::from_secs(30),
+            )
+        };
+        let mut answer = read();
+        while answer.as_ref().is_ok_and(|r| r.status == 503) && std::time::Instant::now() < patience
+        {
+            std::thread::sleep(Duration::from_millis(200));
+            answer = read();
+        }
+        let r = match answer {
             Ok(r) => r,
             Err(e) => {
                 check.lost.insert(key.clone(), format!("{id}: {e}"));
