@@ -181,12 +181,6 @@ impl ApiClient {
         }
     }
 
-    /// `GET /v1/blobs/{digest}`: a component's bytes (the caller verifies them).
-    pub async fn blob(&self, digest: &Digest) -> Result<Bytes, ApiError> {
-        self.request(Method::GET, &paths::blob(digest), Bytes::new(), JSON)
-            .await
-    }
-
     /// `GET /v1/apps`, in `namespace` (`None`: every namespace the token covers).
     pub async fn apps(&self, namespace: Option<&str>) -> Result<Vec<AppSummary>, ApiError> {
         self.get(&paths::listing("apps", namespace, None)).await
