@@ -3,6 +3,7 @@
 //! thin drivers.
 
 pub mod api;
+mod background;
 pub mod blobs;
 pub mod command;
 pub mod node;

@@ -56,7 +56,7 @@ impl Cluster {
                 )
             })
             .collect();
-        Cluster::start_with(n_controllers, hosts, None, Vec::new())
+        Cluster::start_with(n_controllers, hosts, None, Vec::new(), &[])
     }
 
     /// Starts controllers (in `controller_regions`, with emulated regions) and `hosts`.
@@ -65,6 +65,7 @@ impl Cluster {
         hosts: Vec<HostOptions>,
         wan: Option<std::sync::Arc<dabba_testkit::wan::Wan>>,
         controller_regions: Vec<String>,
+        controller_flags: &[&str],
     ) -> Cluster {
         let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         guest("payment");
@@ -83,8 +84,10 @@ impl Cluster {
                 "--election-timeout",
                 "400ms",
             ]
-            .map(String::from)
-            .to_vec(),
+            .iter()
+            .chain(controller_flags)
+            .map(|f| f.to_string())
+            .collect(),
             hosts: hosts
                 .into_iter()
                 .map(|mut h| {
@@ -617,4 +620,146 @@ fn a_component_larger_than_any_request_is_kept_outside_the_log_and_reaches_a_con
     let r = try_request(c.host_addrs[0], "GET", "/py/hi", &[], b"").unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.text(), "hello from CPython at /py/hi\n");
+}
+
+/// Workload keys live on each controller's disk, and a controller that lost its disk
+/// catches up from a snapshot streamed from the leader, not from a log that no longer
+/// goes back far enough: it then holds every key, answers every read as the leader,
+/// and still answers a retried write instead of applying it twice.
+#[test]
+fn a_wiped_controller_catches_up_from_a_streamed_snapshot_of_the_workload_store() {
+    use dabba_spec::api::{KvList, KvRead, KvWrite};
+    use dabba_spec::kv::{Outcome, Write};
+
+    // c3 in its own region, so leadership can be handed to it to read what it holds.
+    let regions = ["a", "a", "b"].map(String::from).to_vec();
+    let mut c = Cluster::start_with(3, Vec::new(), None, regions, &["--snapshot-logs", "40"]);
+    let api = c.api().clone();
+    let bucket = "default/ledger".to_string();
+    let payment = |i: u32| format!("{{\"id\":\"pay-{i:06}\",\"amount\":{}}}", 100 + i % 997);
+    let write_batch = |b: u32| {
+        // 100 payments per write, and a running total: both identified, as a guest's
+        // retried writes are.
+        let payments = (b * 100..(b + 1) * 100)
+            .map(|i| (format!("pay-{i:06}"), Some(payment(i).into_bytes())))
+            .collect();
+        let put = block_on(api.kv_write(&KvWrite {
+            bucket: bucket.clone(),
+            write: Write::Put(payments),
+            id: Some(format!("batch-{b}")),
+        }))
+        .unwrap();
+        assert_eq!(put.result, Ok(Outcome::Done));
+        let total = block_on(api.kv_write(&KvWrite {
+            bucket: bucket.clone(),
+            write: Write::Increment {
+                key: "total".into(),
+                delta: 100,
+            },
+            id: Some(format!("total-{b}")),
+        }))
+        .unwrap();
+        assert_eq!(total.result, Ok(Outcome::Counter(i64::from(b + 1) * 100)));
+    };
+    for b in 0..100 {
+        write_batch(b);
+    }
+
+    // c3 loses everything while the cluster goes on far past what its log keeps.
+    let victim = 2;
+    c.kill_controller(victim);
+    std::fs::remove_dir_all(c.dir.path().join("c3")).unwrap();
+    for b in 100..200 {
+        write_batch(b);
+    }
+    // Started again as it was, it refuses to answer Raft under an id whose log and
+    // votes it forgot, and says what to do.
+    c.controllers[victim].restart().unwrap();
+    eventually(
+        "the wiped c3 to refuse to start",
+        Duration::from_secs(60),
+        || c.controllers[victim].exited(),
+    );
+    let log = c.controllers[victim].log();
+    assert!(
+        log.contains("already a member") && log.contains("dabba cluster remove 3"),
+        "{log}"
+    );
+    assert_eq!(c.status().unwrap().members.len(), 3);
+    let out = c.cli(&["cluster", "remove", "3"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Removed, it joins again as a new member and catches up.
+    let _ = std::fs::remove_dir_all(c.dir.path().join("c3"));
+    block_on(c.restart_controller(victim)).unwrap();
+    block_on(c.wait_voters(3, true)).unwrap();
+
+    let metric = |text: &str, name: &str| -> Option<u64> {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .map(|v| v as u64)
+    };
+    eventually(
+        "the wiped controller to hold every key, from a snapshot",
+        Duration::from_secs(60),
+        || {
+            let r = try_request(c.controller_addrs[victim], "GET", "/metrics", &[], b"").ok()?;
+            let text = r.text();
+            let keys = metric(&text, "dabba_workload_keys")?;
+            let installed = metric(&text, "dabba_raft_state{field=\"snapshots_installed\"}")?;
+            (keys == 20_001 && installed >= 1).then_some(())
+        },
+    );
+
+    // Read back through it: leadership moves to c3's region.
+    let out = c.cli(&["cluster", "prefer-leader-region", "b"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    eventually("c3 to lead", Duration::from_secs(60), || {
+        (c.leader()? == victim).then_some(())
+    });
+    let mut listed = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = block_on(api.kv_list(&KvList {
+            bucket: bucket.clone(),
+            cursor: cursor.clone(),
+            limit: 1000,
+        }))
+        .unwrap();
+        listed.extend(page.keys);
+        match page.cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(listed.len(), 20_001);
+    let wanted: Vec<String> = (0..20_000).map(|i| format!("pay-{i:06}")).collect();
+    for chunk in wanted.chunks(500) {
+        let got = block_on(api.kv_read(&KvRead {
+            bucket: bucket.clone(),
+            keys: chunk.to_vec(),
+        }))
+        .unwrap();
+        for (key, value) in chunk.iter().zip(got.values) {
+            let i: u32 = key["pay-".len()..].parse().unwrap();
+            assert_eq!(value, Some(payment(i).into_bytes()), "{key}");
+        }
+    }
+    let total = block_on(api.kv_read(&KvRead {
+        bucket: bucket.clone(),
+        keys: vec!["total".into()],
+    }))
+    .unwrap();
+    assert_eq!(total.values, vec![Some(b"20000".to_vec())]);
+    // A write retried from before the wipe is answered, not applied again.
+    let retry = block_on(api.kv_write(&KvWrite {
+        bucket: bucket.clone(),
+        write: Write::Increment {
+            key: "total".into(),
+            delta: 100,
+        },
+        id: Some("total-7".into()),
+    }))
+    .unwrap();
+    assert_eq!(retry.result, Ok(Outcome::Counter(800)));
 }

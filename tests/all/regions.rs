@@ -56,7 +56,7 @@ impl World {
                 })
             })
             .collect();
-        let c = Cluster::start_with(5, hosts, Some(wan.clone()), controllers);
+        let c = Cluster::start_with(5, hosts, Some(wan.clone()), controllers, &[]);
         Some(World { c, wan })
     }
 

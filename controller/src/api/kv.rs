@@ -2,8 +2,6 @@
 //! Writes go through Raft (a write with an id is applied at most once); reads are
 //! linearizable.
 
-use std::ops::Bound;
-
 use dabba_spec::api::{KvKeys, KvList, KvRead, KvValues, KvWrite, KvWriteResult};
 use http::Method;
 
@@ -39,13 +37,12 @@ async fn read(api: &Api, call: Call) -> Answer {
     api.authorize(&call, Need::Host)?;
     let r: KvRead = parse(&call.body)?;
     api.node.linearize().await?;
-    let values = api.node.shared.read(|s| {
-        let bucket = s.kv.get(&r.bucket);
-        r.keys
-            .iter()
-            .map(|k| bucket.and_then(|b| b.get(k)).cloned())
-            .collect()
-    });
+    let values = api
+        .node
+        .shared
+        .workload()
+        .and_then(|view| view.read_many(&r.bucket, &r.keys))
+        .map_err(unavailable)?;
     json(200, &KvValues { values })
 }
 
@@ -54,20 +51,21 @@ async fn list(api: &Api, call: Call) -> Answer {
     let r: KvList = parse(&call.body)?;
     api.node.linearize().await?;
     let limit = r.limit.clamp(1, dabba_spec::kv::LIST_PAGE);
-    let keys: Vec<String> = api.node.shared.read(|s| {
-        let Some(bucket) = s.kv.get(&r.bucket) else {
-            return Vec::new();
-        };
-        let start = match &r.cursor {
-            Some(c) => Bound::Excluded(c.clone()),
-            None => Bound::Unbounded,
-        };
-        bucket
-            .range((start, Bound::Unbounded))
-            .take(limit + 1)
-            .map(|(k, _)| k.clone())
-            .collect()
-    });
+    let keys = api
+        .node
+        .shared
+        .workload()
+        .and_then(|view| view.keys(&r.bucket, r.cursor.as_deref(), limit + 1))
+        .map_err(unavailable)?;
     let (keys, cursor) = dabba_spec::kv::page(keys, limit);
     json(200, &KvKeys { keys, cursor })
+}
+
+/// The workload store could not be read: this controller cannot answer, another may.
+fn unavailable(e: dabba_spec::kv::KvError) -> super::Failure {
+    fail(
+        503,
+        "storage_unavailable",
+        format!("reading the workload store: {e}"),
+    )
 }

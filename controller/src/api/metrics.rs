@@ -28,6 +28,7 @@ pub(super) struct ApiMetrics {
     requests: IntCounterVec,
     raft_gauges: IntGaugeVec,
     lag: IntGaugeVec,
+    workload_keys: prometheus::IntGauge,
     rollout: RolloutMetrics,
 }
 
@@ -168,7 +169,7 @@ impl ApiMetrics {
         let raft_gauges = IntGaugeVec::new(
             Opts::new(
                 "dabba_raft_state",
-                "Raft state of this controller: term, leader id, last log, commit and applied index.",
+                "Raft state of this controller: term, leader id, last log, applied and snapshot index, snapshots installed from the leader.",
             ),
             &["field"],
         )
@@ -181,11 +182,17 @@ impl ApiMetrics {
             &["member"],
         )
         .expect("valid metric");
+        let workload_keys = prometheus::IntGauge::new(
+            "dabba_workload_keys",
+            "Keys in this controller's workload store (every bucket).",
+        )
+        .expect("valid metric");
         let registry = Registry::new();
         for m in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(raft_gauges.clone()),
             Box::new(lag.clone()),
+            Box::new(workload_keys.clone()),
         ] {
             registry.register(m).expect("unique metric");
         }
@@ -195,6 +202,7 @@ impl ApiMetrics {
             requests,
             raft_gauges,
             lag,
+            workload_keys,
             rollout,
         }
     }
@@ -215,6 +223,13 @@ async fn metrics(api: &Api, _: Call) -> Answer {
     set("leader", m.current_leader.unwrap_or(0));
     set("last_log_index", m.last_log_index.unwrap_or(0));
     set("applied_index", m.last_applied.map_or(0, |l| l.index));
+    set("snapshot_index", m.snapshot.map_or(0, |l| l.index));
+    set("snapshots_installed", api.node.shared.snapshots_installed());
+    if let Ok(view) = api.node.shared.workload() {
+        gauges
+            .workload_keys
+            .set(view.keys_held().unwrap_or(0) as i64);
+    }
     set(
         "is_leader",
         u64::from(m.current_leader == Some(api.node.id)),

@@ -6,7 +6,7 @@ use http::Method;
 
 use super::router::Router;
 use super::{Api, Call, Failure, fail, json, parse};
-use crate::raft::network::PEER_TOKEN_HEADER;
+use crate::raft::network::{PEER_TOKEN_HEADER, decode_snapshot_chunk};
 use crate::secrets::token_hash;
 
 pub(super) fn routes(r: &mut Router) {
@@ -25,10 +25,9 @@ pub(super) fn routes(r: &mut Router) {
     r.local(Method::POST, "/raft/snapshot", |api, call| {
         Box::pin(async move {
             check_peer(api, &call)?;
-            json(
-                200,
-                &api.node.raft.install_snapshot(parse(&call.body)?).await,
-            )
+            let chunk =
+                decode_snapshot_chunk(&call.body).map_err(|e| fail(400, "invalid_body", e))?;
+            json(200, &api.node.raft.install_snapshot(chunk).await)
         })
     });
 }

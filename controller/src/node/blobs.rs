@@ -59,31 +59,6 @@ pub enum ReceiveError {
     Store(#[from] BlobError),
 }
 
-/// Runs `f` — a component's bytes to or from the disk, hashed — on a thread of its own
-/// at the lowest CPU priority: moving a component may take its time, but never a core
-/// the Raft log, heartbeats or the API need (on a 2-core machine an upload otherwise
-/// multiplies the latency of every write it overlaps). The future resolves to `f`'s
-/// result; dropping it leaves `f` running to its end.
-fn in_background<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> impl std::future::Future<Output = T> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new()
-        .name("dabba-blob-io".into())
-        .spawn(move || {
-            if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 19)
-            {
-                tracing::debug!(error = %e, "blob I/O runs at normal priority");
-            }
-            let _ = tx.send(f());
-        })
-        .expect("a thread for blob I/O");
-    async move {
-        rx.await
-            .expect("the blob I/O thread ends by sending its result")
-    }
-}
-
 /// The path of a component on the controllers' peer API.
 pub fn peer_path(digest: &Digest) -> String {
     format!("/raft/blobs/{digest}")
@@ -117,7 +92,7 @@ impl Controller {
             .await
             .expect("blob task")?;
         let (pieces, mut to_disk) = tokio::sync::mpsc::channel::<Bytes>(DEPTH);
-        let writer = in_background(move || {
+        let writer = crate::background::at_low_priority("dabba-blob-io", move || {
             while let Some(piece) = to_disk.blocking_recv() {
                 incoming.write(&piece)?;
             }
@@ -184,34 +159,37 @@ impl Controller {
         };
         let len = reader.size();
         let (tx, body) = streamed(Some(len.saturating_sub(from)), DEPTH);
-        drop(in_background(move || {
-            let mut at = 0u64;
-            loop {
-                let piece = match reader.next_piece() {
-                    Ok(Some(piece)) => piece,
-                    Ok(None) => return,
-                    Err(e) => {
-                        let _ = tx.blocking_send(Err(e.into()));
-                        return;
+        drop(crate::background::at_low_priority(
+            "dabba-blob-io",
+            move || {
+                let mut at = 0u64;
+                loop {
+                    let piece = match reader.next_piece() {
+                        Ok(Some(piece)) => piece,
+                        Ok(None) => return,
+                        Err(e) => {
+                            let _ = tx.blocking_send(Err(e.into()));
+                            return;
+                        }
+                    };
+                    let end = at + piece.len() as u64;
+                    if end > from {
+                        let skip = from.saturating_sub(at) as usize;
+                        if tx.blocking_send(Ok(piece.slice(skip..))).is_err() {
+                            return; // the receiver went away
+                        }
                     }
-                };
-                let end = at + piece.len() as u64;
-                if end > from {
-                    let skip = from.saturating_sub(at) as usize;
-                    if tx.blocking_send(Ok(piece.slice(skip..))).is_err() {
-                        return; // the receiver went away
-                    }
+                    at = end;
                 }
-                at = end;
-            }
-        }));
+            },
+        ));
         Ok(Some((len, body)))
     }
 
     /// Whether this controller holds a good copy of `digest` (hashed once per file).
     pub async fn verify_blob(&self, digest: Digest) -> Result<bool, BlobError> {
         let store = self.blobs.clone();
-        in_background(move || store.verify(&digest)).await
+        crate::background::at_low_priority("dabba-blob-io", move || store.verify(&digest)).await
     }
 
     /// Stores an upload (`body`, which must hash to `digest`) here and on the other

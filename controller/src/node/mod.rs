@@ -48,11 +48,17 @@ pub struct ControllerOptions {
     /// The cluster's peer token, for a node joining an existing cluster.
     pub peer_token: Option<String>,
     pub timing: RaftTiming,
+    /// Log entries between snapshots ([`SNAPSHOT_LOGS`] unless told).
+    pub snapshot_logs: u64,
     /// Where this controller runs.
     pub place: ControllerPlace,
     /// At initialization: keep the leader in this region while it is healthy.
     pub preferred_leader_region: Option<String>,
 }
+
+/// Log entries between snapshots by default. Each snapshot writes the whole state, the
+/// workload store included, in the background.
+pub const SNAPSHOT_LOGS: u64 = 5000;
 
 /// How fast Raft notices a lost leader. openraft 0.9 also bounds every AppendEntries
 /// RPC by the heartbeat interval, so the interval must exceed the slowest append (32
@@ -141,8 +147,12 @@ impl Controller {
             BlobStore::open(&opts.data_dir.join("blobs"))
                 .map_err(|e| anyhow::anyhow!("opening the blob store: {e}"))?,
         );
-        let sm = StateMachine::open(&opts.data_dir.join("snapshots"), blobs.clone())
-            .map_err(|e| anyhow::anyhow!("opening the state machine: {e}"))?;
+        let sm = StateMachine::open(
+            &opts.data_dir.join("snapshots"),
+            &opts.data_dir.join("workload.redb"),
+            blobs.clone(),
+        )
+        .map_err(|e| anyhow::anyhow!("opening the state machine: {e}"))?;
         let shared = sm.shared();
         let client = http_client::client();
         let config = openraft::Config {
@@ -150,8 +160,9 @@ impl Controller {
             heartbeat_interval: opts.timing.heartbeat_ms,
             election_timeout_min: opts.timing.election_ms,
             election_timeout_max: 2 * opts.timing.election_ms,
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(5000),
-            max_in_snapshot_log_to_keep: 1000,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(opts.snapshot_logs),
+            // A follower this close behind catches up from the log, not a snapshot.
+            max_in_snapshot_log_to_keep: opts.snapshot_logs / 5,
             // openraft bounds an AppendEntries RPC by the heartbeat interval: keep each
             // one small enough to fit, also when a follower catches up.
             max_payload_entries: 32,

@@ -2,16 +2,17 @@
 //!
 //! - [`log_store`]: the Raft log, vote and commit index in a redb file, fsync'd before
 //!   openraft is told an append or a vote is done.
-//! - [`state_machine`]: applies committed [`Command`]s to the [`State`](crate::state::State); snapshots are JSON
-//!   files written atomically, so a restart loads the last snapshot and replays only the
-//!   log after it.
-//! - [`network`]: Raft RPCs between controllers over HTTP/JSON.
+//! - [`state_machine`]: applies committed [`Command`]s to the [`State`](crate::state::State)
+//!   in memory and to the [`workload`] store on disk; snapshots are files written
+//!   atomically and streamed, so a restart reads the last snapshot's header and replays
+//!   only the log after it.
+//! - [`workload`]: the workload key-value buckets, a redb file per controller.
+//! - [`network`]: Raft RPCs between controllers over HTTP (JSON; snapshot chunks raw).
 
 pub mod log_store;
 pub mod network;
 pub mod state_machine;
-
-use std::io::Cursor;
+pub mod workload;
 
 use crate::command::{Command, Reply};
 
@@ -23,7 +24,7 @@ openraft::declare_raft_types!(
         NodeId = u64,
         Node = openraft::BasicNode,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = tokio::fs::File,
         AsyncRuntime = openraft::TokioRuntime,
 );
 
@@ -49,7 +50,11 @@ mod tests {
             let log = LogStore::open(&dir.path().join("raft.redb"))?;
             let blobs =
                 crate::blobs::BlobStore::open(&dir.path().join("blobs")).expect("a blob store");
-            let sm = StateMachine::open(&dir.path().join("snapshots"), blobs.into())?;
+            let sm = StateMachine::open(
+                &dir.path().join("snapshots"),
+                &dir.path().join("workload.redb"),
+                blobs.into(),
+            )?;
             Ok((dir, log, sm))
         }
     }

@@ -1,5 +1,8 @@
-//! Raft RPCs between controllers: JSON over HTTP POST to `/raft/{append,vote,snapshot}`
-//! on the peer's API address, authenticated with the cluster's peer token.
+//! Raft RPCs between controllers: HTTP POST to `/raft/{append,vote,snapshot}` on the
+//! peer's API address, authenticated with the cluster's peer token. Appends and votes
+//! are JSON; a snapshot chunk is its metadata as JSON followed by its bytes as they are
+//! (JSON would write each byte as a number, and snapshots run to gigabytes), see
+//! [`encode_snapshot_chunk`].
 //!
 //! A peer that cannot be reached is reported as `Unreachable`, so openraft backs off
 //! instead of retrying in a tight loop.
@@ -31,6 +34,8 @@ use dabba_client::transport::{HttpClient, SendError, send};
 const APPEND_TIMEOUT_FLOOR: Duration = Duration::from_secs(5);
 const VOTE_TIMEOUT_FLOOR: Duration = Duration::from_millis(500);
 const SNAPSHOT_TIMEOUT_FLOOR: Duration = Duration::from_secs(30);
+/// How long the last chunk of a snapshot may take to be answered (see `install_snapshot`).
+const INSTALL_TIMEOUT: Duration = Duration::from_secs(3600);
 
 pub const PEER_TOKEN_HEADER: &str = "x-dabba-peer-token";
 
@@ -75,8 +80,22 @@ impl Peer {
         E: std::error::Error + DeserializeOwned,
     {
         let body = serde_json::to_vec(rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        self.send(path, body, "application/json", timeout).await
+    }
+
+    async fn send<Resp, E>(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+        content_type: &str,
+        timeout: Duration,
+    ) -> RpcResult<Resp, E>
+    where
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
         let req = http::Request::post(format!("{}/raft/{path}", self.address))
-            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(http::header::CONTENT_TYPE, content_type)
             .header(PEER_TOKEN_HEADER, &self.peer_token)
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
@@ -118,12 +137,18 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
-        self.call(
-            "snapshot",
-            &rpc,
-            option.hard_ttl().max(SNAPSHOT_TIMEOUT_FLOOR),
-        )
-        .await
+        // The last chunk is answered after the follower has installed the whole
+        // snapshot, which takes as long as the snapshot is large: a timeout would make
+        // the leader start sending it again from the beginning, for ever.
+        let timeout = if rpc.done {
+            INSTALL_TIMEOUT
+        } else {
+            option.hard_ttl().max(SNAPSHOT_TIMEOUT_FLOOR)
+        };
+        let body =
+            encode_snapshot_chunk(&rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        self.send("snapshot", body, "application/octet-stream", timeout)
+            .await
     }
 
     async fn vote(
@@ -133,5 +158,87 @@ impl RaftNetwork<TypeConfig> for Peer {
     ) -> RpcResult<VoteResponse<NodeId>, openraft::error::Infallible> {
         self.call("vote", &rpc, option.hard_ttl().max(VOTE_TIMEOUT_FLOOR))
             .await
+    }
+}
+
+/// A snapshot chunk's metadata: the request without its bytes.
+#[derive(Serialize, serde::Deserialize)]
+struct ChunkHead {
+    vote: openraft::Vote<NodeId>,
+    meta: openraft::SnapshotMeta<NodeId, BasicNode>,
+    offset: u64,
+    done: bool,
+}
+
+/// A snapshot chunk on the wire: the length of its metadata (8 bytes, little-endian),
+/// the metadata as JSON, then the chunk's bytes.
+pub fn encode_snapshot_chunk(
+    rpc: &InstallSnapshotRequest<TypeConfig>,
+) -> serde_json::Result<Vec<u8>> {
+    let head = serde_json::to_vec(&ChunkHead {
+        vote: rpc.vote,
+        meta: rpc.meta.clone(),
+        offset: rpc.offset,
+        done: rpc.done,
+    })?;
+    let mut body = Vec::with_capacity(8 + head.len() + rpc.data.len());
+    body.extend_from_slice(&(head.len() as u64).to_le_bytes());
+    body.extend_from_slice(&head);
+    body.extend_from_slice(&rpc.data);
+    Ok(body)
+}
+
+/// Reads a chunk written by [`encode_snapshot_chunk`].
+pub fn decode_snapshot_chunk(body: &[u8]) -> Result<InstallSnapshotRequest<TypeConfig>, String> {
+    let (len, rest) = body
+        .split_first_chunk::<8>()
+        .ok_or("a snapshot chunk starts with the 8-byte length of its metadata")?;
+    let len = usize::try_from(u64::from_le_bytes(*len)).map_err(|e| e.to_string())?;
+    if rest.len() < len {
+        return Err(format!(
+            "a snapshot chunk announces {len} bytes of metadata but has {}",
+            rest.len()
+        ));
+    }
+    let (head, data) = rest.split_at(len);
+    let head: ChunkHead =
+        serde_json::from_slice(head).map_err(|e| format!("snapshot chunk metadata: {e}"))?;
+    Ok(InstallSnapshotRequest {
+        vote: head.vote,
+        meta: head.meta,
+        offset: head.offset,
+        data: data.to_vec(),
+        done: head.done,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::{CommittedLeaderId, LogId, SnapshotMeta, Vote};
+
+    use super::*;
+
+    #[test]
+    fn a_snapshot_chunk_round_trips_and_a_cut_one_is_refused() {
+        let rpc = InstallSnapshotRequest::<TypeConfig> {
+            vote: Vote::new_committed(3, 1),
+            meta: SnapshotMeta {
+                last_log_id: Some(LogId::new(CommittedLeaderId::new(3, 1), 40)),
+                last_membership: Default::default(),
+                snapshot_id: "3-40".into(),
+            },
+            offset: 1 << 22,
+            data: (0..=255u8).cycle().take(10_000).collect(),
+            done: true,
+        };
+        let body = encode_snapshot_chunk(&rpc).unwrap();
+        assert!(
+            body.len() < rpc.data.len() + 400,
+            "the bytes travel as they are"
+        );
+        assert_eq!(decode_snapshot_chunk(&body).unwrap(), rpc);
+        let err = decode_snapshot_chunk(&body[..20]).unwrap_err();
+        assert!(err.contains("announces"), "{err}");
+        assert!(decode_snapshot_chunk(&body[..5]).is_err());
     }
 }

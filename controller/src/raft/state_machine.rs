@@ -1,21 +1,30 @@
-//! The state machine as openraft sees it: committed entries applied to [`State`], plus
-//! snapshots.
+//! The state machine as openraft sees it: committed entries applied to [`State`] and
+//! to the workload store, plus snapshots.
 //!
 //! The state lives in memory behind a lock shared with the API (reads) and the
-//! reconcile driver. Snapshots are the JSON of the state, written to
-//! `snapshot-<term>-<index>.json` by temporary file, fsync and rename, so a crash never
-//! leaves a half-written snapshot; on start the newest snapshot is loaded and openraft
-//! replays the log entries after it. Building a snapshot clones the state under the lock
-//! and serializes it outside, so applying continues meanwhile.
+//! reconcile driver; workload buckets live on disk in the [`WorkloadStore`], written in
+//! the same apply, under the same lock, so a reader holding the lock sees both at one
+//! log index.
 //!
-//! Components are not in the state (see `crate::blobs`). Snapshots and log entries
-//! written before they left the log carry their bytes: reading one moves the bytes into
-//! the blob store, so a controller upgraded in place keeps every component it had.
+//! A snapshot is one file, `snapshot-<term>-<index>.snap`: a header (the Raft metadata
+//! and the state, as JSON), then the workload records streamed from one read
+//! transaction (see [`workload::dump`]). It is written by temporary file, fsync and
+//! rename, so a crash never leaves half of one, and it is sent to a follower in chunks
+//! straight from the file and received into a file: no snapshot is ever whole in memory.
+//! A restart reads only the header — the workload store on disk already holds the
+//! records (it is made durable before the snapshot is) — and openraft replays the log
+//! after it; log entries the workload store already holds are not applied to it again.
+//!
+//! Components are not in the state (see `crate::blobs`). Snapshots (JSON, before the
+//! workload store) and log entries written before they left the log carry their bytes:
+//! reading one moves the bytes into the blob store, so a controller upgraded in place
+//! keeps every component it had, and every workload key.
 
-use std::io::{Cursor, Write as _};
+use std::io::{BufRead, BufReader, BufWriter, Read, Seek, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
+use dabba_spec::kv::KvError;
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
     BasicNode, EntryPayload, RaftSnapshotBuilder, SnapshotMeta, StorageIOError, StoredMembership,
@@ -23,10 +32,11 @@ use openraft::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use super::workload::{self, Tables, View, WorkloadStore};
 use super::{Entry, LogId, NodeId, StorageError, TypeConfig};
 use crate::blobs::BlobStore;
 use crate::command::{Command, Reply};
-use crate::state::State;
+use crate::state::{AlreadyApplied, State};
 
 /// What is applied: the state, and the Raft bookkeeping that goes with it.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
@@ -40,14 +50,27 @@ pub struct Applied {
 #[derive(Clone)]
 pub struct Shared {
     applied: Arc<RwLock<Applied>>,
+    workload: Arc<WorkloadStore>,
     /// The state's `version` after each apply, for watches.
     version: watch::Sender<u64>,
+    /// Snapshots installed from the leader since this process started.
+    installed: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Shared {
     /// Reads the state.
     pub fn read<T>(&self, f: impl FnOnce(&State) -> T) -> T {
         f(&self.applied.read().expect("state lock poisoned").state)
+    }
+
+    /// A consistent view of the workload buckets, as applied so far.
+    pub fn workload(&self) -> Result<View, KvError> {
+        self.workload.view()
+    }
+
+    /// Snapshots installed from the leader since this process started.
+    pub fn snapshots_installed(&self) -> u64 {
+        self.installed.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The last applied log id.
@@ -69,38 +92,88 @@ pub struct StateMachine {
     shared: Shared,
     dir: PathBuf,
     blobs: Arc<BlobStore>,
+    /// The file a snapshot is being received into.
+    receiving: Option<PathBuf>,
 }
 
+/// The head of a snapshot file: everything but the workload records.
 #[derive(Serialize, Deserialize)]
 struct SnapshotFile {
     meta: SnapshotMeta<NodeId, BasicNode>,
     applied: Applied,
 }
 
+/// The first bytes of a snapshot file, so a file of another kind is refused by name.
+const MAGIC: &[u8] = b"dabba-snapshot 2\n";
+
 fn sm_read(e: impl std::fmt::Display) -> StorageError {
     StorageIOError::read_state_machine(&std::io::Error::other(e.to_string())).into()
+}
+
+fn sm_write(e: impl std::fmt::Display) -> StorageError {
+    StorageIOError::write_state_machine(&std::io::Error::other(e.to_string())).into()
 }
 
 fn snap_write(e: impl std::fmt::Display) -> StorageError {
     StorageIOError::write_snapshot(None, &std::io::Error::other(e.to_string())).into()
 }
 
+fn snap_read(e: impl std::fmt::Display) -> StorageError {
+    StorageIOError::read_snapshot(None, &std::io::Error::other(e.to_string())).into()
+}
+
 impl StateMachine {
-    /// Opens the state machine in `dir`, loading the newest snapshot there.
-    pub fn open(dir: &Path, blobs: Arc<BlobStore>) -> Result<StateMachine, StorageError> {
+    /// Opens the state machine: snapshots in `dir`, workload buckets in the file
+    /// `workload`. The state comes from the newest snapshot's header; the workload
+    /// store is refilled from the snapshot only if it holds less than the snapshot (a
+    /// new or replaced file).
+    pub fn open(
+        dir: &Path,
+        workload: &Path,
+        blobs: Arc<BlobStore>,
+    ) -> Result<StateMachine, StorageError> {
         std::fs::create_dir_all(dir).map_err(snap_write)?;
-        let applied = match latest_snapshot(dir, &blobs)? {
-            Some((_, file)) => file.applied,
+        for entry in std::fs::read_dir(dir).map_err(sm_read)?.flatten() {
+            // A snapshot that was being received when the process stopped.
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with("receiving-")
+            {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        let store = Arc::new(WorkloadStore::open(workload).map_err(sm_read)?);
+        let applied = match newest_snapshot(dir).map_err(sm_read)? {
             None => Applied::default(),
+            Some(Found::Legacy(path)) => upgrade(dir, &path, &blobs, &store)?,
+            Some(Found::Current(path)) => {
+                let mut reader = BufReader::new(std::fs::File::open(&path).map_err(sm_read)?);
+                let file = read_header(&mut reader)
+                    .map_err(|e| sm_read(format!("snapshot {}: {e}", path.display())))?;
+                let index = file.meta.last_log_id.map(|l| l.index);
+                if let Some(index) = index
+                    && store.applied().map_err(sm_read)? < Some(index)
+                {
+                    tracing::info!(snapshot = %path.display(), "refilling the workload store from the snapshot");
+                    store
+                        .replace(&mut reader, index)
+                        .map_err(|e| sm_read(format!("snapshot {}: {e}", path.display())))?;
+                }
+                file.applied
+            }
         };
         let (version, _) = watch::channel(applied.state.version);
         Ok(StateMachine {
             shared: Shared {
                 applied: Arc::new(RwLock::new(applied)),
+                workload: store,
                 version,
+                installed: Arc::default(),
             },
             dir: dir.to_path_buf(),
             blobs,
+            receiving: None,
         })
     }
 
@@ -117,71 +190,96 @@ impl StateMachine {
     }
 }
 
-/// The newest `snapshot-*.json` in `dir`, if any.
-fn latest_snapshot(
-    dir: &Path,
-    blobs: &BlobStore,
-) -> Result<Option<(PathBuf, SnapshotFile)>, StorageError> {
-    let mut newest: Option<(u64, PathBuf)> = None;
-    for entry in std::fs::read_dir(dir).map_err(sm_read)? {
-        let path = entry.map_err(sm_read)?.path();
+enum Found {
+    Current(PathBuf),
+    /// A JSON snapshot, written before the workload store existed.
+    Legacy(PathBuf),
+}
+
+/// The newest snapshot in `dir`, if any.
+fn newest_snapshot(dir: &Path) -> std::io::Result<Option<Found>> {
+    let mut newest: Option<(u64, Found)> = None;
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
         let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
             continue;
         };
-        let Some(index) = name
-            .strip_prefix("snapshot-")
-            .and_then(|r| r.strip_suffix(".json"))
-            .and_then(|r| r.rsplit('-').next())
-            .and_then(|i| i.parse::<u64>().ok())
-        else {
+        let Some(rest) = name.strip_prefix("snapshot-") else {
+            continue;
+        };
+        let (rest, legacy) = match (rest.strip_suffix(".snap"), rest.strip_suffix(".json")) {
+            (Some(r), _) => (r, false),
+            (_, Some(r)) => (r, true),
+            _ => continue,
+        };
+        let Some(index) = rest.rsplit('-').next().and_then(|i| i.parse::<u64>().ok()) else {
             continue;
         };
         if newest.as_ref().is_none_or(|(i, _)| index > *i) {
-            newest = Some((index, path));
-        }
-    }
-    let Some((_, path)) = newest else {
-        return Ok(None);
-    };
-    let bytes = std::fs::read(&path).map_err(sm_read)?;
-    let file = read_snapshot(&bytes, blobs)
-        .map_err(|e| sm_read(format!("snapshot {} is unreadable: {e}", path.display())))?;
-    Ok(Some((path, file)))
-}
-
-/// Parses a snapshot; components it carries inside (written before they left the log)
-/// go to the blob store, and the state keeps their sizes.
-fn read_snapshot(bytes: &[u8], blobs: &BlobStore) -> Result<SnapshotFile, String> {
-    let mut value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
-    if let Some(map) = value
-        .pointer_mut("/applied/state/blobs")
-        .and_then(|b| b.as_object_mut())
-    {
-        for (digest, blob) in map.iter_mut() {
-            let Some(encoded) = blob.as_str() else {
-                continue;
+            let found = if legacy {
+                Found::Legacy(path)
+            } else {
+                Found::Current(path)
             };
-            let bytes = dabba_spec::kv::b64::decode(encoded)?;
-            let parsed: dabba_spec::Digest = digest.parse().map_err(|e| format!("{e}"))?;
-            blobs.put(&parsed, &bytes).map_err(|e| e.to_string())?;
-            *blob = serde_json::json!({"size": bytes.len(), "stored_at": 0});
+            newest = Some((index, found));
         }
     }
-    serde_json::from_value(value).map_err(|e| e.to_string())
+    Ok(newest.map(|(_, f)| f))
 }
 
-/// Writes a snapshot durably and removes older ones.
-fn persist(dir: &Path, file: &SnapshotFile, bytes: &[u8]) -> Result<(), StorageError> {
-    let (term, index) = file
-        .meta
+/// Reads a snapshot file's header, leaving `reader` at the first workload record.
+fn read_header(reader: &mut impl Read) -> Result<SnapshotFile, String> {
+    let mut magic = vec![0; MAGIC.len()];
+    reader
+        .read_exact(&mut magic)
+        .map_err(|e| format!("too short for a snapshot: {e}"))?;
+    if magic != MAGIC {
+        return Err("not a dabba snapshot (its first bytes are wrong)".into());
+    }
+    let mut len = [0; 8];
+    reader
+        .read_exact(&mut len)
+        .map_err(|e| format!("header cut short: {e}"))?;
+    let len = u64::from_le_bytes(len);
+    let mut header = Vec::new();
+    reader
+        .take(len)
+        .read_to_end(&mut header)
+        .map_err(|e| format!("header cut short: {e}"))?;
+    if header.len() as u64 != len {
+        return Err(format!("header cut short: {} of {len} bytes", header.len()));
+    }
+    serde_json::from_slice(&header).map_err(|e| format!("header is unreadable: {e}"))
+}
+
+/// Writes a snapshot file: the header, then the workload records of `view`.
+fn write_snapshot(
+    out: &mut impl std::io::Write,
+    file: &SnapshotFile,
+    view: &View,
+) -> Result<workload::Counts, String> {
+    let header = serde_json::to_vec(file).map_err(|e| e.to_string())?;
+    out.write_all(MAGIC).map_err(|e| e.to_string())?;
+    out.write_all(&(header.len() as u64).to_le_bytes())
+        .map_err(|e| e.to_string())?;
+    out.write_all(&header).map_err(|e| e.to_string())?;
+    workload::dump(view, out).map_err(|e| e.to_string())
+}
+
+fn snapshot_name(meta: &SnapshotMeta<NodeId, BasicNode>) -> String {
+    let (term, index) = meta
         .last_log_id
         .map_or((0, 0), |l| (l.leader_id.term, l.index));
-    let name = format!("snapshot-{term}-{index}.json");
-    let tmp = dir.join(format!("{name}.tmp"));
-    let mut f = std::fs::File::create(&tmp).map_err(snap_write)?;
-    f.write_all(bytes).map_err(snap_write)?;
-    f.sync_all().map_err(snap_write)?;
-    std::fs::rename(&tmp, dir.join(&name)).map_err(snap_write)?;
+    format!("snapshot-{term}-{index}.snap")
+}
+
+/// Makes the written file `tmp` the snapshot `name`: fsync, rename, fsync the directory,
+/// and remove every older snapshot.
+fn persist(dir: &Path, tmp: &Path, name: &str) -> Result<(), StorageError> {
+    std::fs::File::open(tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(snap_write)?;
+    std::fs::rename(tmp, dir.join(name)).map_err(snap_write)?;
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
     }
@@ -195,15 +293,122 @@ fn persist(dir: &Path, file: &SnapshotFile, bytes: &[u8]) -> Result<(), StorageE
     Ok(())
 }
 
+/// Moves a JSON snapshot written before the workload store into the current form: its
+/// components into the blob store, its buckets and remembered writes into the
+/// workload store, and the rest into a snapshot file of the current kind.
+fn upgrade(
+    dir: &Path,
+    path: &Path,
+    blobs: &BlobStore,
+    store: &WorkloadStore,
+) -> Result<Applied, StorageError> {
+    let unreadable = |e: String| sm_read(format!("snapshot {} is unreadable: {e}", path.display()));
+    let bytes = std::fs::read(path).map_err(sm_read)?;
+    let mut value: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| unreadable(e.to_string()))?;
+    if let Some(map) = value
+        .pointer_mut("/applied/state/blobs")
+        .and_then(|b| b.as_object_mut())
+    {
+        for (digest, blob) in map.iter_mut() {
+            let Some(encoded) = blob.as_str() else {
+                continue;
+            };
+            let bytes = dabba_spec::kv::b64::decode(encoded).map_err(&unreadable)?;
+            let parsed: dabba_spec::Digest =
+                digest.parse().map_err(|e| unreadable(format!("{e}")))?;
+            blobs.put(&parsed, &bytes).map_err(sm_write)?;
+            *blob = serde_json::json!({"size": bytes.len(), "stored_at": 0});
+        }
+    }
+    let legacy = value
+        .pointer_mut("/applied/state")
+        .and_then(|s| s.as_object_mut())
+        .map(|state| LegacyWorkload {
+            buckets: state.remove("kv"),
+            remembered: state.remove("kv_writes"),
+            order: state.remove("kv_write_order"),
+        });
+    let file: SnapshotFile =
+        serde_json::from_value(value).map_err(|e| unreadable(e.to_string()))?;
+    if let (Some(legacy), Some(index)) = (legacy, file.meta.last_log_id.map(|l| l.index))
+        && store.applied().map_err(sm_read)? < Some(index)
+    {
+        legacy.move_into(store, index).map_err(&unreadable)?;
+    }
+    let tmp = dir.join("snapshot.upgrading");
+    let view = store.view().map_err(sm_read)?;
+    let mut out = BufWriter::new(std::fs::File::create(&tmp).map_err(snap_write)?);
+    write_snapshot(&mut out, &file, &view).map_err(snap_write)?;
+    out.flush().map_err(snap_write)?;
+    drop(out);
+    persist(dir, &tmp, &snapshot_name(&file.meta))?;
+    Ok(file.applied)
+}
+
+/// The workload parts of a JSON snapshot: buckets (base64 values) and remembered writes.
+struct LegacyWorkload {
+    buckets: Option<serde_json::Value>,
+    remembered: Option<serde_json::Value>,
+    order: Option<serde_json::Value>,
+}
+
+impl LegacyWorkload {
+    fn move_into(self, store: &WorkloadStore, index: u64) -> Result<(), String> {
+        use crate::state::Workload as _;
+        type Buckets =
+            std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>;
+        let buckets: Buckets = match self.buckets {
+            Some(v) => serde_json::from_value(v).map_err(|e| format!("kv: {e}"))?,
+            None => Buckets::new(),
+        };
+        let mut remembered: std::collections::BTreeMap<String, crate::state::Remembered> =
+            match self.remembered {
+                Some(v) => serde_json::from_value(v).map_err(|e| format!("kv_writes: {e}"))?,
+                None => Default::default(),
+            };
+        let order: Vec<String> = match self.order {
+            Some(v) => serde_json::from_value(v).map_err(|e| format!("kv_write_order: {e}"))?,
+            None => Vec::new(),
+        };
+        let tx = store.begin().map_err(|e| e.to_string())?;
+        {
+            let mut tables = Tables::open(&tx).map_err(|e| e.to_string())?;
+            for (bucket, keys) in &buckets {
+                for (key, value) in keys {
+                    let value = dabba_spec::kv::b64::decode(value)?;
+                    tables
+                        .store(bucket, key, Some(&value))
+                        .map_err(|e| e.to_string())?;
+                }
+            }
+            for id in order {
+                if let Some(outcome) = remembered.remove(&id) {
+                    tables.remember(&id, &outcome).map_err(|e| e.to_string())?;
+                }
+            }
+            tables.set_applied(index).map_err(|e| e.to_string())?;
+        }
+        tx.commit().map_err(|e| e.to_string())?;
+        store.sync().map_err(|e| e.to_string())
+    }
+}
+
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let applied = self
-            .shared
-            .applied
-            .read()
-            .expect("state lock poisoned")
-            .clone();
-        let dir = self.dir.clone();
+        // The state and a view of the workload store at one log index. Right after a
+        // restart the store can be ahead of the state (it kept entries the state is
+        // still replaying): wait for the state to catch up.
+        let (applied, view) = loop {
+            {
+                let a = self.shared.applied.read().expect("state lock poisoned");
+                let view = self.shared.workload.view().map_err(snap_read)?;
+                if view.applied() <= a.last_applied.map(|l| l.index) {
+                    break (a.clone(), view);
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        };
         let meta = SnapshotMeta {
             last_log_id: applied.last_applied,
             last_membership: applied.membership.clone(),
@@ -217,16 +422,32 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             meta: meta.clone(),
             applied,
         };
-        let bytes = tokio::task::spawn_blocking(move || {
-            let bytes = serde_json::to_vec(&file).map_err(snap_write)?;
-            persist(&dir, &file, &bytes)?;
-            Ok::<_, StorageError>(bytes)
+        // The log before this snapshot may go once it is written: what the store holds
+        // must not depend on that log any more. (At normal priority: it holds the
+        // store's one writer, which the next apply waits for.)
+        let store = self.shared.workload.clone();
+        tokio::task::spawn_blocking(move || store.sync())
+            .await
+            .map_err(snap_write)?
+            .map_err(snap_write)?;
+        let dir = self.dir.clone();
+        let path = crate::background::at_low_priority("dabba-snapshot", move || {
+            let name = snapshot_name(&file.meta);
+            let tmp = dir.join(format!("{name}.tmp"));
+            let mut out =
+                BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp).map_err(snap_write)?);
+            let counts = write_snapshot(&mut out, &file, &view).map_err(snap_write)?;
+            out.flush().map_err(snap_write)?;
+            drop(out);
+            persist(&dir, &tmp, &name)?;
+            tracing::debug!(snapshot = %name, entries = counts.entries, "snapshot written");
+            Ok::<_, StorageError>(dir.join(name))
         })
-        .await
-        .map_err(snap_write)??;
+        .await?;
+        let data = tokio::fs::File::open(&path).await.map_err(snap_read)?;
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(bytes)),
+            snapshot: Box::new(data),
         })
     }
 }
@@ -249,28 +470,49 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut replies = Vec::new();
         let version = {
             let mut a = self.shared.applied.write().expect("state lock poisoned");
-            for entry in entries {
-                a.last_applied = Some(entry.log_id);
-                let reply = match entry.payload {
-                    EntryPayload::Blank => Reply::Ok,
-                    EntryPayload::Normal(command) => {
-                        if let Command::PutBlob {
-                            digest,
-                            bytes: Some(bytes),
-                            ..
-                        } = &command
-                        {
-                            self.blobs.put(digest, bytes).map_err(sm_read)?;
+            let tx = self.shared.workload.begin().map_err(sm_write)?;
+            {
+                let mut tables = Tables::open(&tx).map_err(sm_write)?;
+                let held = tables.applied().map_err(sm_read)?;
+                let mut last = held;
+                for entry in entries {
+                    a.last_applied = Some(entry.log_id);
+                    let index = entry.log_id.index;
+                    let reply = match entry.payload {
+                        EntryPayload::Blank => Reply::Ok,
+                        EntryPayload::Normal(command) => {
+                            if let Command::PutBlob {
+                                digest,
+                                bytes: Some(bytes),
+                                ..
+                            } = &command
+                            {
+                                self.blobs.put(digest, bytes).map_err(sm_write)?;
+                            }
+                            if held.is_some_and(|h| index <= h) {
+                                a.state.apply_with(&command, &mut AlreadyApplied)
+                            } else {
+                                a.state.apply_with(&command, &mut tables)
+                            }
                         }
-                        a.state.apply(&command)
+                        EntryPayload::Membership(m) => {
+                            a.membership = StoredMembership::new(Some(entry.log_id), m);
+                            Reply::Ok
+                        }
+                    };
+                    if let Some(e) = tables.failed() {
+                        return Err(sm_write(format!(
+                            "the workload store failed applying log index {index}: {e}"
+                        )));
                     }
-                    EntryPayload::Membership(m) => {
-                        a.membership = StoredMembership::new(Some(entry.log_id), m);
-                        Reply::Ok
-                    }
-                };
-                replies.push(reply);
+                    last = last.max(Some(index));
+                    replies.push(reply);
+                }
+                if let Some(last) = last {
+                    tables.set_applied(last).map_err(sm_write)?;
+                }
             }
+            tx.commit().map_err(sm_write)?;
             a.state.version
         };
         self.publish(version);
@@ -281,55 +523,136 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let path = self.dir.join(format!("receiving-{nanos}"));
+        if let Some(abandoned) = self.receiving.take() {
+            let _ = tokio::fs::remove_file(abandoned).await;
+        }
+        let file = tokio::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .await
+            .map_err(snap_write)?;
+        self.receiving = Some(path);
+        Ok(Box::new(file))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<NodeId, BasicNode>,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<tokio::fs::File>,
     ) -> Result<(), StorageError> {
-        let bytes = snapshot.into_inner();
-        let file = read_snapshot(&bytes, &self.blobs).map_err(sm_read)?;
-        let dir = self.dir.clone();
-        let installed = SnapshotFile {
-            meta: meta.clone(),
-            applied: Applied {
+        let mut file = snapshot.into_std().await;
+        let (dir, store, meta) = (self.dir.clone(), self.shared.workload.clone(), meta.clone());
+        let received = self.receiving.take();
+        let leftover = received.clone();
+        let installed = tokio::task::spawn_blocking(move || {
+            file.flush().map_err(snap_write)?;
+            file.rewind().map_err(snap_read)?;
+            let mut reader = BufReader::with_capacity(1 << 20, file);
+            let header = read_header(&mut reader).map_err(snap_read)?;
+            // Keep the received file as this controller's own snapshot (a follower that
+            // becomes leader sends it on) if it is the file we received into; a
+            // snapshot handed over another way is written anew from the store.
+            let received = match received {
+                Some(path) if same_file(&path, reader.get_ref()) => Some(path),
+                Some(other) => {
+                    let _ = std::fs::remove_file(other);
+                    None
+                }
+                None => None,
+            };
+            let index = meta.last_log_id.map_or(0, |l| l.index);
+            let counts = store
+                .replace(&mut reader, index)
+                .map_err(|e| snap_read(format!("installing snapshot {}: {e}", meta.snapshot_id)))?;
+            ensure_consumed(&mut reader).map_err(snap_read)?;
+            let applied = Applied {
                 last_applied: meta.last_log_id,
                 membership: meta.last_membership.clone(),
-                state: file.applied.state,
-            },
-        };
-        let bytes = serde_json::to_vec(&installed).map_err(snap_write)?;
-        let to_disk = SnapshotFile {
-            meta: installed.meta.clone(),
-            applied: installed.applied.clone(),
-        };
-        tokio::task::spawn_blocking(move || persist(&dir, &to_disk, &bytes))
-            .await
-            .map_err(snap_write)??;
-        let version = installed.applied.state.version;
-        *self.shared.applied.write().expect("state lock poisoned") = installed.applied;
+                state: header.applied.state,
+            };
+            let name = snapshot_name(&meta);
+            match received {
+                Some(path) => persist(&dir, &path, &name)?,
+                None => {
+                    let tmp = dir.join(format!("{name}.tmp"));
+                    let view = store.view().map_err(snap_read)?;
+                    let mut out = BufWriter::new(std::fs::File::create(&tmp).map_err(snap_write)?);
+                    let file = SnapshotFile {
+                        meta: meta.clone(),
+                        applied: applied.clone(),
+                    };
+                    write_snapshot(&mut out, &file, &view).map_err(snap_write)?;
+                    out.flush().map_err(snap_write)?;
+                    drop(out);
+                    persist(&dir, &tmp, &name)?;
+                }
+            }
+            tracing::info!(snapshot = %name, entries = counts.entries, "snapshot installed");
+            Ok::<_, StorageError>(applied)
+        })
+        .await
+        .map_err(snap_write)
+        .flatten()
+        .inspect_err(|_| {
+            // A snapshot that did not install is of no use: it comes again.
+            if let Some(path) = leftover {
+                let _ = std::fs::remove_file(path);
+            }
+        })?;
+        let version = installed.state.version;
+        *self.shared.applied.write().expect("state lock poisoned") = installed;
+        self.shared
+            .installed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.publish(version);
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        let (dir, blobs) = (self.dir.clone(), self.blobs.clone());
-        let found = tokio::task::spawn_blocking(move || latest_snapshot(&dir, &blobs))
-            .await
-            .map_err(sm_read)??;
+        let dir = self.dir.clone();
+        let found = tokio::task::spawn_blocking(move || {
+            let Some(Found::Current(path)) = newest_snapshot(&dir).map_err(sm_read)? else {
+                return Ok(None);
+            };
+            let mut reader = BufReader::new(std::fs::File::open(&path).map_err(sm_read)?);
+            let file = read_header(&mut reader)
+                .map_err(|e| sm_read(format!("snapshot {}: {e}", path.display())))?;
+            Ok::<_, StorageError>(Some((path, file.meta)))
+        })
+        .await
+        .map_err(sm_read)??;
         Ok(match found {
             None => None,
-            Some((path, file)) => {
-                let bytes = std::fs::read(&path).map_err(sm_read)?;
-                Some(Snapshot {
-                    meta: file.meta,
-                    snapshot: Box::new(Cursor::new(bytes)),
-                })
-            }
+            Some((path, meta)) => Some(Snapshot {
+                meta,
+                snapshot: Box::new(tokio::fs::File::open(&path).await.map_err(sm_read)?),
+            }),
         })
+    }
+}
+
+/// Whether `file` is the file at `path`.
+fn same_file(path: &Path, file: &std::fs::File) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    match (std::fs::metadata(path), file.metadata()) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
+    }
+}
+
+/// Refuses a snapshot with bytes after its end record (not one this code wrote).
+fn ensure_consumed(reader: &mut impl BufRead) -> Result<(), String> {
+    if reader.fill_buf().map_err(|e| e.to_string())?.is_empty() {
+        Ok(())
+    } else {
+        Err("the snapshot has bytes after its last record".into())
     }
 }
 
@@ -345,9 +668,11 @@ mod tests {
     }
 
     /// A controller upgraded in place keeps the components its old snapshot and log
-    /// carried inside: they move into the blob store as they are read.
+    /// carried inside (they move into the blob store as they are read), and the
+    /// workload keys and remembered writes its JSON snapshot held (they move into the
+    /// workload store).
     #[tokio::test]
-    async fn components_inside_an_old_snapshot_or_log_entry_move_to_the_blob_store() {
+    async fn components_and_keys_inside_an_old_snapshot_or_log_entry_move_to_their_stores() {
         let dir = tempfile::tempdir().unwrap();
         let blobs = Arc::new(BlobStore::open(&dir.path().join("blobs")).unwrap());
         let snapshots = dir.path().join("snapshots");
@@ -372,17 +697,49 @@ mod tests {
         old["applied"]["state"]["blobs"] = serde_json::json!({
             in_snapshot.to_string(): dabba_spec::kv::b64::encode(&snapshot_bytes)
         });
+        old["applied"]["state"]["kv"] = serde_json::json!({
+            "default/ledger": {"n": dabba_spec::kv::b64::encode(b"41"), "bin": "AJ//"}
+        });
+        old["applied"]["state"]["kv_writes"] = serde_json::json!({
+            "pay-1": {"Ok": {"counter": 41}}
+        });
+        old["applied"]["state"]["kv_write_order"] = serde_json::json!(["pay-1"]);
         std::fs::write(
             snapshots.join("snapshot-1-5.json"),
             serde_json::to_vec(&old).unwrap(),
         )
         .unwrap();
-        let mut sm = StateMachine::open(&snapshots, blobs.clone()).unwrap();
+        let mut sm =
+            StateMachine::open(&snapshots, &dir.path().join("kv.redb"), blobs.clone()).unwrap();
         assert_eq!(
             sm.shared().read(|s| s.blob(&in_snapshot)),
             Some(snapshot_bytes.len() as u64)
         );
         assert_eq!(blobs.get(&in_snapshot).unwrap(), Some(snapshot_bytes));
+        let view = sm.shared().workload().unwrap();
+        assert_eq!(
+            view.read_many("default/ledger", &["n".into(), "bin".into()])
+                .unwrap(),
+            vec![Some(b"41".to_vec()), Some(vec![0, 159, 255])]
+        );
+        assert_eq!(view.applied(), Some(5));
+        // The JSON snapshot is replaced by one of the current kind.
+        let names: Vec<String> = std::fs::read_dir(&snapshots)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["snapshot-1-5.snap"]);
+        // The remembered write is still answered, not applied again.
+        let retry = Entry {
+            log_id: RaftLogId::new(CommittedLeaderId::new(1, 1), 6),
+            payload: EntryPayload::Normal(increment("default/ledger", "n", Some("pay-1"))),
+        };
+        assert_eq!(
+            sm.apply([retry]).await.unwrap(),
+            [Reply::Kv {
+                result: Ok(dabba_spec::kv::Outcome::Counter(41))
+            }]
+        );
 
         // A log entry as it was written then, applied after the snapshot.
         let (in_log, log_bytes) = component(2);
@@ -392,7 +749,7 @@ mod tests {
         );
         let command: Command = serde_json::from_str(&old_entry).unwrap();
         let entry = Entry {
-            log_id: RaftLogId::new(CommittedLeaderId::new(1, 1), 6),
+            log_id: RaftLogId::new(CommittedLeaderId::new(1, 1), 7),
             payload: EntryPayload::Normal(command),
         };
         sm.apply([entry]).await.unwrap();
@@ -410,5 +767,153 @@ mod tests {
         })
         .unwrap();
         assert!(!now.contains("bytes"), "{now}");
+    }
+
+    fn increment(bucket: &str, key: &str, id: Option<&str>) -> Command {
+        Command::Kv {
+            bucket: bucket.into(),
+            write: dabba_spec::kv::Write::Increment {
+                key: key.into(),
+                delta: 1,
+            },
+            id: id.map(String::from),
+        }
+    }
+
+    fn entries(from: u64, to: u64) -> Vec<Entry> {
+        (from..=to)
+            .map(|i| Entry {
+                log_id: RaftLogId::new(CommittedLeaderId::new(1, 1), i),
+                payload: EntryPayload::Normal(Command::Batch {
+                    commands: vec![
+                        increment("b", "n", None),
+                        increment("b", "m", Some(&format!("w{i}"))),
+                    ],
+                }),
+            })
+            .collect()
+    }
+
+    fn counter(sm: &StateMachine, key: &str) -> i64 {
+        let v = sm
+            .shared()
+            .workload()
+            .unwrap()
+            .read_many("b", &[key.into()])
+            .unwrap();
+        String::from_utf8(v[0].clone().unwrap())
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    fn open(dir: &Path) -> StateMachine {
+        let blobs = Arc::new(BlobStore::open(&dir.join("blobs")).unwrap());
+        StateMachine::open(&dir.join("snapshots"), &dir.join("kv.redb"), blobs).unwrap()
+    }
+
+    /// After a restart openraft replays the log after the last snapshot; entries the
+    /// workload store already held are not applied to it twice (an increment applied
+    /// twice is a wrong balance), and those it lacks are.
+    #[tokio::test]
+    async fn a_replayed_entry_is_applied_to_the_workload_store_once() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut sm = open(dir.path());
+            sm.apply(entries(1, 10)).await.unwrap();
+            sm.get_snapshot_builder()
+                .await
+                .build_snapshot()
+                .await
+                .unwrap();
+            sm.apply(entries(11, 25)).await.unwrap();
+            assert_eq!(counter(&sm, "n"), 25);
+        }
+        let mut sm = open(dir.path());
+        // The state restarts at the snapshot; the store holds at least that much.
+        assert_eq!(sm.shared().last_applied().map(|l| l.index), Some(10));
+        let held = sm.shared().workload().unwrap().applied().unwrap();
+        assert!(held >= 10, "the store holds {held}");
+        sm.apply(entries(11, 30)).await.unwrap();
+        assert_eq!(counter(&sm, "n"), 30);
+        assert_eq!(counter(&sm, "m"), 30);
+        assert_eq!(sm.shared().workload().unwrap().applied(), Some(30));
+    }
+
+    /// A snapshot streams from one controller's file into another's and installs there:
+    /// the same keys and remembered writes, and the receiver keeps the file to send on.
+    #[tokio::test]
+    async fn a_snapshot_streams_to_another_controller_and_installs() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+        let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mut a = open(a_dir.path());
+        a.apply(entries(1, 2_000)).await.unwrap();
+        let mut snapshot = a
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+
+        let mut b = open(b_dir.path());
+        b.apply(entries(1, 3)).await.unwrap();
+        let mut into = b.begin_receiving_snapshot().await.unwrap();
+        // In chunks, as openraft sends it.
+        let mut chunk = vec![0; 4096];
+        loop {
+            let n = snapshot.snapshot.read(&mut chunk).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            into.write_all(&chunk[..n]).await.unwrap();
+        }
+        b.install_snapshot(&snapshot.meta, into).await.unwrap();
+        assert_eq!(counter(&b, "n"), 2_000);
+        assert_eq!(b.shared().last_applied().map(|l| l.index), Some(2_000));
+        // The retried write `w7` is answered, not applied.
+        let retry = Entry {
+            log_id: RaftLogId::new(CommittedLeaderId::new(1, 1), 2_001),
+            payload: EntryPayload::Normal(increment("b", "m", Some("w7"))),
+        };
+        assert_eq!(
+            b.apply([retry]).await.unwrap(),
+            [Reply::Kv {
+                result: Ok(dabba_spec::kv::Outcome::Counter(7))
+            }]
+        );
+        let current = b.get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!(current.meta, snapshot.meta);
+        // After a restart, b still has it all.
+        drop(b);
+        let b = open(b_dir.path());
+        assert_eq!(counter(&b, "n"), 2_000);
+    }
+
+    /// A snapshot cut short in transfer is refused, and what the receiver had stays.
+    #[tokio::test]
+    async fn a_snapshot_cut_short_is_refused_and_changes_nothing() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+        let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mut a = open(a_dir.path());
+        a.apply(entries(1, 500)).await.unwrap();
+        let mut snapshot = a
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+        let mut bytes = Vec::new();
+        snapshot.snapshot.read_to_end(&mut bytes).await.unwrap();
+
+        let mut b = open(b_dir.path());
+        b.apply(entries(1, 3)).await.unwrap();
+        let mut into = b.begin_receiving_snapshot().await.unwrap();
+        into.write_all(&bytes[..bytes.len() - 10]).await.unwrap();
+        let err = b.install_snapshot(&snapshot.meta, into).await.unwrap_err();
+        assert!(err.to_string().contains("end early"), "{err}");
+        assert_eq!(counter(&b, "n"), 3);
+        assert_eq!(b.shared().last_applied().map(|l| l.index), Some(3));
     }
 }

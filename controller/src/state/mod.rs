@@ -1,10 +1,10 @@
 //! The replicated state: everything the cluster knows that must survive the loss of any
-//! minority of controllers. [`State::apply`] is the state machine: a pure, deterministic
-//! function of the state and one command.
+//! minority of controllers. [`State::apply_with`] is the state machine: a deterministic
+//! function of the state, one command and the workload buckets (kept apart, on disk:
+//! see `workload_kv`).
 
 mod apps;
 pub mod cron;
-mod encoding;
 mod regions;
 mod rollout;
 mod templates;
@@ -12,14 +12,15 @@ mod workload_kv;
 
 pub use apps::replica_set_key;
 pub use rollout::ANALYSIS_RUNS_KEPT;
-pub use workload_kv::KV_WRITE_MEMORY;
+pub use workload_kv::{
+    AlreadyApplied, KV_WRITE_MEMORY, MemoryWorkload, Remembered, Workload, apply_kv,
+};
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use dabba_spec::Digest;
 use dabba_spec::analysis::AnalysisTemplate;
 use dabba_spec::api::ControllerPlace;
-use dabba_spec::kv::{KvError, Outcome};
 use dabba_spec::regions::PlacementStatus;
 use dabba_spec::resources::{
     App, Grant, Host, HostInfo, HostState, Millis, Pod, ReplicaSet, ResourceKey, Revision,
@@ -60,18 +61,9 @@ pub struct State {
     pub replica_sets: BTreeMap<String, ReplicaSet>,
     pub pods: BTreeMap<ResourceKey, Pod>,
     pub hosts: BTreeMap<String, Host>,
-    /// Workload buckets by scoped bucket name, then key.
-    #[serde(with = "encoding::kv_map")]
-    pub kv: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
     /// Numbers pod names, so no name is used twice.
     pub pod_seq: u64,
     pub events: VecDeque<Event>,
-    /// Outcomes of the most recent identified KV writes by id, so a retried write is
-    /// answered instead of applied twice; `kv_write_order` says which to forget first.
-    #[serde(default)]
-    pub kv_writes: BTreeMap<String, Result<Outcome, KvError>>,
-    #[serde(default)]
-    pub kv_write_order: VecDeque<String>,
     /// Cron jobs and their runs.
     #[serde(default)]
     pub cron: CronState,
@@ -110,11 +102,18 @@ pub(super) fn rejected(code: Rejection, message: impl Into<String>) -> Reply {
 }
 
 impl State {
-    /// Applies one command. A rejected command changes nothing.
+    /// Applies a command that writes no workload keys (tests of everything else).
+    #[cfg(test)]
     pub fn apply(&mut self, command: &Command) -> Reply {
+        self.apply_with(command, &mut MemoryWorkload::default())
+    }
+
+    /// Applies one command, its workload key-value writes to `kv`. A rejected command
+    /// changes nothing.
+    pub fn apply_with(&mut self, command: &Command, kv: &mut impl Workload) -> Reply {
         match command {
             Command::Batch { commands } => Reply::Batch {
-                replies: commands.iter().map(|c| self.apply(c)).collect(),
+                replies: commands.iter().map(|c| self.apply_with(c, kv)).collect(),
             },
             Command::Init { tokens } => {
                 if self.initialized {
@@ -266,7 +265,9 @@ impl State {
                 to,
                 at,
             } => self.undo(namespace, name, *to, *at),
-            Command::Kv { bucket, write, id } => self.apply_kv(bucket, write, id.as_ref()),
+            Command::Kv { bucket, write, id } => Reply::Kv {
+                result: workload_kv::apply_kv(kv, bucket, write, id.as_deref()),
+            },
         }
     }
 

@@ -300,6 +300,7 @@ fn hosts_register_and_change_state() {
 #[test]
 fn key_value_writes_apply_the_shared_semantics() {
     let mut s = State::default();
+    let mut kv = MemoryWorkload::default();
     let inc = Command::Kv {
         bucket: "default/default".into(),
         write: Write::Increment {
@@ -309,13 +310,13 @@ fn key_value_writes_apply_the_shared_semantics() {
         id: None,
     };
     assert_eq!(
-        s.apply(&inc),
+        s.apply_with(&inc, &mut kv),
         Reply::Kv {
             result: Ok(Outcome::Counter(2))
         }
     );
     assert_eq!(
-        s.apply(&inc),
+        s.apply_with(&inc, &mut kv),
         Reply::Kv {
             result: Ok(Outcome::Counter(4))
         }
@@ -330,13 +331,13 @@ fn key_value_writes_apply_the_shared_semantics() {
         id: None,
     };
     assert_eq!(
-        s.apply(&swap),
+        s.apply_with(&swap, &mut kv),
         Reply::Kv {
             result: Ok(Outcome::Swapped)
         }
     );
     assert_eq!(
-        s.apply(&swap),
+        s.apply_with(&swap, &mut kv),
         Reply::Kv {
             result: Ok(Outcome::Conflict(Some(b"a".to_vec())))
         }
@@ -349,11 +350,6 @@ fn state_round_trips_through_json_for_snapshots() {
     s.apply(&Command::ApplyApp {
         spec: Box::new(spec("pay", "/pay", 2)),
         at: 1,
-    });
-    s.apply(&Command::Kv {
-        bucket: "default/default".into(),
-        write: Write::Put(vec![("k".into(), Some(vec![0, 159, 255]))]),
-        id: None,
     });
     let json = serde_json::to_vec(&s).unwrap();
     let back: State = serde_json::from_slice(&json).unwrap();
@@ -395,8 +391,9 @@ fn applying_the_same_log_gives_the_same_state() {
     ];
     let run = || {
         let mut s = State::default();
-        let replies: Vec<Reply> = log.iter().map(|c| s.apply(c)).collect();
-        (s, replies)
+        let mut kv = MemoryWorkload::default();
+        let replies: Vec<Reply> = log.iter().map(|c| s.apply_with(c, &mut kv)).collect();
+        (s, kv, replies)
     };
     assert_eq!(run(), run());
 }
@@ -404,6 +401,7 @@ fn applying_the_same_log_gives_the_same_state() {
 #[test]
 fn an_identified_write_is_applied_once_however_often_it_is_retried() {
     let mut s = State::default();
+    let mut kv = MemoryWorkload::default();
     let inc = |id: &str| Command::Kv {
         bucket: "b".into(),
         write: Write::Increment {
@@ -418,26 +416,31 @@ fn an_identified_write_is_applied_once_however_often_it_is_retried() {
         } => n,
         other => panic!("unexpected {other:?}"),
     };
-    assert_eq!(counter(s.apply(&inc("a"))), 5);
+    assert_eq!(counter(s.apply_with(&inc("a"), &mut kv)), 5);
     assert_eq!(
-        counter(s.apply(&inc("a"))),
+        counter(s.apply_with(&inc("a"), &mut kv)),
         5,
         "the retry gets the first answer"
     );
-    assert_eq!(counter(s.apply(&inc("b"))), 10, "another write applies");
-    let json = serde_json::to_vec(&s).unwrap();
-    let mut back: State = serde_json::from_slice(&json).unwrap();
     assert_eq!(
-        counter(back.apply(&inc("a"))),
-        5,
-        "remembered across snapshots"
+        counter(s.apply_with(&inc("b"), &mut kv)),
+        10,
+        "another write applies"
     );
-    assert_eq!(back.kv["b"]["n"], b"10".to_vec());
+    assert_eq!(kv.buckets["b"]["n"], b"10".to_vec());
+    // The remembering is bounded: the oldest id is forgotten first.
+    for i in 0..KV_WRITE_MEMORY {
+        s.apply_with(&inc(&format!("filler-{i}")), &mut kv);
+    }
+    assert_eq!(kv.remembered.len(), KV_WRITE_MEMORY);
+    assert!(!kv.remembered.contains_key("a") && !kv.remembered.contains_key("b"));
+    assert!(kv.remembered.contains_key("filler-0"));
 }
 
 #[test]
 fn a_batch_applies_its_commands_in_order_with_one_reply_each() {
     let mut s = State::default();
+    let mut kv = MemoryWorkload::default();
     let inc = |delta| Command::Kv {
         bucket: "b".into(),
         write: Write::Increment {
@@ -457,7 +460,7 @@ fn a_batch_applies_its_commands_in_order_with_one_reply_each() {
             },
         ],
     };
-    match s.apply(&batch) {
+    match s.apply_with(&batch, &mut kv) {
         Reply::Batch { replies } => {
             assert_eq!(replies.len(), 3);
             assert_eq!(

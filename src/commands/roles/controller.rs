@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use clap::Args;
 use dabba_client::ApiClient;
 use dabba_controller::node::ControllerOptions;
@@ -70,6 +70,23 @@ pub fn controller(args: ControllerArgs) -> anyhow::Result<()> {
                     .peer_token()
                     .await
                     .with_context(|| format!("asking {url} for the cluster's peer token"))?;
+                // A member that lost its data must not answer Raft under its old id: it
+                // would have forgotten its log and its votes, which Raft's safety rests
+                // on (and the leader refuses a follower whose log went backwards).
+                let status = api
+                    .cluster_status()
+                    .await
+                    .with_context(|| format!("asking {url} for the cluster's members"))?;
+                if status.members.iter().any(|m| m.id == args.id) {
+                    bail!(
+                        "controller {id} is already a member of the cluster at {url}, but {dir} \
+                         holds no Raft log: its data was lost or wiped. Remove the old member \
+                         first (`dabba cluster remove {id}`), then start this controller again: \
+                         it joins as a new member and catches up from a snapshot.",
+                        id = args.id,
+                        dir = args.data_dir.display()
+                    );
+                }
                 Some(p.token)
             }
             _ => None,
@@ -81,6 +98,7 @@ pub fn controller(args: ControllerArgs) -> anyhow::Result<()> {
             tuning,
             peer_token,
             timing: args.raft.timing()?,
+            snapshot_logs: args.raft.snapshot_logs()?,
             place: ControllerPlace {
                 region: args.region.clone(),
                 zone: args.zone.clone(),

@@ -50,6 +50,11 @@ pub struct RaftFlags {
         value_name = "DURATION"
     )]
     pub election_timeout: HumanDuration,
+    /// Raft log entries between snapshots. A snapshot copies the whole state (the
+    /// workload store included) and lets the log before it go; a follower that falls
+    /// further behind than the log kept is sent the snapshot.
+    #[arg(long, default_value_t = dabba_controller::node::SNAPSHOT_LOGS, value_name = "ENTRIES")]
+    pub snapshot_logs: u64,
 }
 
 impl RaftFlags {
@@ -66,6 +71,16 @@ impl RaftFlags {
             );
         }
         Ok(t)
+    }
+
+    pub(super) fn snapshot_logs(&self) -> anyhow::Result<u64> {
+        if self.snapshot_logs < 10 {
+            bail!(
+                "--snapshot-logs must be at least 10 (got {}): each snapshot copies the whole state",
+                self.snapshot_logs
+            );
+        }
+        Ok(self.snapshot_logs)
     }
 }
 

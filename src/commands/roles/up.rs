@@ -85,6 +85,7 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
             tuning: args.tuning.tuning()?,
             peer_token: None,
             timing: args.raft.timing()?,
+            snapshot_logs: args.raft.snapshot_logs()?,
             place: ControllerPlace {
                 region: "local".into(),
                 zone: "local-a".into(),
