@@ -242,9 +242,27 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let server = std::thread::spawn(move || {
             let (mut s, _) = listener.accept().unwrap();
+            // The head and the body may come in separate segments: read until the
+            // body the head announces is all here.
+            let mut got = Vec::new();
             let mut buf = [0u8; 4096];
-            let n = s.read(&mut buf).unwrap();
-            let got = String::from_utf8_lossy(&buf[..n]).into_owned();
+            loop {
+                let n = s.read(&mut buf).unwrap();
+                got.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&got);
+                let whole = text.split_once("\r\n\r\n").is_some_and(|(head, body)| {
+                    let announced = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length: "))
+                        .and_then(|v| v.trim().parse::<usize>().ok())
+                        .unwrap_or(0);
+                    body.len() >= announced
+                });
+                if n == 0 || whole {
+                    break;
+                }
+            }
+            let got = String::from_utf8_lossy(&got).into_owned();
             s.write_all(
                 b"HTTP/1.1 201 Created\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok",
             )

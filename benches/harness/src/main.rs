@@ -31,6 +31,7 @@ mod regions;
 mod rollout;
 mod runtime;
 mod settlement;
+mod state;
 mod stats;
 mod targets;
 
@@ -54,6 +55,9 @@ pub enum Suite {
     Autoscale,
     /// The settlement job: payments settled per second over a 1,000,000-payment day.
     Settlement,
+    /// Workload state: controller memory, restart and catch-up of a follower, as a
+    /// ledger of 10,000,000 payments grows in the controllers' store.
+    State,
     /// Rollouts: abort detection and propagation, split accuracy, blue-green switch.
     Rollout,
     /// Regions (emulated; needs root): RTO and RPO over region losses, planned drain
@@ -97,7 +101,8 @@ pub struct BenchArgs {
     /// How long each measurement runs, after a 1 s warm-up. Default: 5s (1s with --quick).
     #[arg(long, value_name = "DURATION")]
     pub duration: Option<HumanDuration>,
-    /// Payments in the settlement suite's ledger. Default: 1,000,000 (20,000 with --quick).
+    /// Payments in the settlement suite's ledger (default 1,000,000) and the state
+    /// suite's (default 10,000,000); 20,000 with --quick.
     #[arg(long, value_name = "N")]
     pub payments: Option<u64>,
     /// Where the native servers for the container images are (`cargo build --profile
@@ -154,6 +159,9 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
     }
     if matches!(args.suite, Suite::Settlement | Suite::All) {
         bench_settlement(&args)?;
+    }
+    if matches!(args.suite, Suite::State | Suite::All) {
+        bench_state(&args)?;
     }
     if matches!(args.suite, Suite::Rollout | Suite::All) {
         bench_rollout(&args)?;
@@ -314,6 +322,16 @@ fn bench_settlement(args: &BenchArgs) -> anyhow::Result<()> {
         &raft_flags(args),
     ))?;
     write_results(args, "settlement", &report, &settlement::render(&report))
+}
+
+fn bench_state(args: &BenchArgs) -> anyhow::Result<()> {
+    let payments = args
+        .payments
+        .unwrap_or(if args.quick { 20_000 } else { 10_000_000 });
+    let rt = tokio::runtime::Runtime::new()?;
+    let dabba = dabba_binary(args)?;
+    let report = rt.block_on(state::run(&dabba, payments, &raft_flags(args)))?;
+    write_results(args, "state", &report, &state::render(&report))
 }
 
 /// A fresh scratch directory for suite `name` (removed by the suite when it is done).

@@ -38,6 +38,24 @@ pub async fn first_byte(addr: SocketAddr, host: &str, path: &str) -> anyhow::Res
     Ok(took)
 }
 
+/// The body of `GET path` on `addr`, which must answer 200 (read to the connection's
+/// end: for small answers such as `/metrics`).
+pub async fn get_text(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    let request = format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n");
+    s.write_all(request.as_bytes()).await?;
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).await?;
+    let text = String::from_utf8_lossy(&all);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .with_context(|| format!("GET {path}: no complete answer"))?;
+    if !head.starts_with("HTTP/1.1 200") {
+        bail!("GET {path}: {}", head.lines().next().unwrap_or_default());
+    }
+    Ok(body.to_string())
+}
+
 /// Waits until `path` on `addr` answers 200, asking again every `pause`.
 pub async fn until_ok(
     addr: SocketAddr,

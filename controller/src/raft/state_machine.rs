@@ -15,6 +15,14 @@
 //! records (it is made durable before the snapshot is) — and openraft replays the log
 //! after it; log entries the workload store already holds are not applied to it again.
 //!
+//! Snapshots come every few thousand entries, and an entry can carry a megabyte of
+//! workload writes: replaying gigabytes of log after a restart would make restart time
+//! grow with the data after all. So between snapshots the state alone (small: no
+//! workload keys) is written as a checkpoint, `state-<term>-<index>.json`, after every
+//! [`CHECKPOINT_BYTES`] of workload writes or [`CHECKPOINT_ENTRIES`] entries, with the
+//! workload store made durable first; a restart starts from the newest of checkpoint
+//! and snapshot, and replays at most that much log.
+//!
 //! Components are not in the state (see `crate::blobs`). Snapshots (JSON, before the
 //! workload store) and log entries written before they left the log carry their bytes:
 //! reading one moves the bytes into the blob store, so a controller upgraded in place
@@ -94,6 +102,10 @@ pub struct StateMachine {
     blobs: Arc<BlobStore>,
     /// The file a snapshot is being received into.
     receiving: Option<PathBuf>,
+    /// Workload bytes written and entries applied since the last checkpoint began.
+    since_checkpoint: (u64, u64),
+    /// Set while a checkpoint is being written.
+    checkpointing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The head of a snapshot file: everything but the workload records.
@@ -102,6 +114,11 @@ struct SnapshotFile {
     meta: SnapshotMeta<NodeId, BasicNode>,
     applied: Applied,
 }
+
+/// Workload bytes written between checkpoints at most (see the module docs).
+pub const CHECKPOINT_BYTES: u64 = 64 << 20;
+/// Entries applied between checkpoints at most.
+pub const CHECKPOINT_ENTRIES: u64 = 1_000;
 
 /// The first bytes of a snapshot file, so a file of another kind is refused by name.
 const MAGIC: &[u8] = b"dabba-snapshot 2\n";
@@ -163,6 +180,14 @@ impl StateMachine {
                 file.applied
             }
         };
+        // A checkpoint newer than the snapshot counts only if the store holds what it
+        // says (a store refilled from the snapshot above does not).
+        let held = store.applied().map_err(sm_read)?;
+        let index = |a: &Applied| a.last_applied.map(|l| l.index);
+        let applied = match newest_checkpoint(dir)? {
+            Some(c) if index(&c) > index(&applied) && index(&c) <= held => c,
+            _ => applied,
+        };
         let (version, _) = watch::channel(applied.state.version);
         Ok(StateMachine {
             shared: Shared {
@@ -174,6 +199,8 @@ impl StateMachine {
             dir: dir.to_path_buf(),
             blobs,
             receiving: None,
+            since_checkpoint: (0, 0),
+            checkpointing: Arc::default(),
         })
     }
 
@@ -225,6 +252,61 @@ fn newest_snapshot(dir: &Path) -> std::io::Result<Option<Found>> {
         }
     }
     Ok(newest.map(|(_, f)| f))
+}
+
+/// The newest checkpoint in `dir`, if any.
+fn newest_checkpoint(dir: &Path) -> Result<Option<Applied>, StorageError> {
+    let Some((_, path)) = checkpoints(dir).map_err(sm_read)?.pop() else {
+        return Ok(None);
+    };
+    let bytes = std::fs::read(&path).map_err(sm_read)?;
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| sm_read(format!("checkpoint {} is unreadable: {e}", path.display())))
+}
+
+/// The checkpoints in `dir`, oldest first.
+fn checkpoints(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let index = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix("state-")?.strip_suffix(".json"))
+            .and_then(|r| r.rsplit('-').next()?.parse::<u64>().ok());
+        if let Some(index) = index {
+            found.push((index, path));
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// Writes a checkpoint of `applied`: first the workload store is made durable (it holds
+/// at least what `applied` has applied), then the file, by temporary file, fsync and
+/// rename; older checkpoints go.
+fn write_checkpoint(dir: &Path, store: &WorkloadStore, applied: &Applied) -> Result<(), String> {
+    store.sync().map_err(|e| e.to_string())?;
+    let (term, index) = applied
+        .last_applied
+        .map_or((0, 0), |l| (l.leader_id.term, l.index));
+    let name = format!("state-{term}-{index}.json");
+    let tmp = dir.join(format!("{name}.tmp"));
+    let mut out = BufWriter::new(std::fs::File::create(&tmp).map_err(|e| e.to_string())?);
+    serde_json::to_writer(&mut out, applied).map_err(|e| e.to_string())?;
+    let file = out.into_inner().map_err(|e| e.to_string())?;
+    file.sync_all().map_err(|e| e.to_string())?;
+    std::fs::rename(&tmp, dir.join(&name)).map_err(|e| e.to_string())?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    for (older, path) in checkpoints(dir).map_err(|e| e.to_string())? {
+        if older < index {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+    Ok(())
 }
 
 /// Reads a snapshot file's header, leaving `reader` at the first workload record.
@@ -511,8 +593,34 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 if let Some(last) = last {
                     tables.set_applied(last).map_err(sm_write)?;
                 }
+                self.since_checkpoint.0 += tables.written;
+                self.since_checkpoint.1 += replies.len() as u64;
             }
             tx.commit().map_err(sm_write)?;
+            let (bytes, entries) = self.since_checkpoint;
+            let due = bytes >= CHECKPOINT_BYTES || entries >= CHECKPOINT_ENTRIES;
+            if due
+                && !self
+                    .checkpointing
+                    .swap(true, std::sync::atomic::Ordering::AcqRel)
+            {
+                self.since_checkpoint = (0, 0);
+                let applied = a.clone();
+                let (dir, store, busy) = (
+                    self.dir.clone(),
+                    self.shared.workload.clone(),
+                    self.checkpointing.clone(),
+                );
+                std::thread::Builder::new()
+                    .name("dabba-checkpoint".into())
+                    .spawn(move || {
+                        if let Err(e) = write_checkpoint(&dir, &store, &applied) {
+                            tracing::warn!(error = %e, "writing a state checkpoint");
+                        }
+                        busy.store(false, std::sync::atomic::Ordering::Release);
+                    })
+                    .map_err(sm_write)?;
+            }
             a.state.version
         };
         self.publish(version);
@@ -915,5 +1023,39 @@ mod tests {
         assert!(err.to_string().contains("end early"), "{err}");
         assert_eq!(counter(&b, "n"), 3);
         assert_eq!(b.shared().last_applied().map(|l| l.index), Some(3));
+    }
+
+    /// Between snapshots the state is checkpointed, so a restart replays a bounded
+    /// stretch of log; a checkpoint the workload store does not back is not used.
+    #[tokio::test]
+    async fn a_restart_starts_from_the_newest_checkpoint_the_store_backs() {
+        let dir = tempfile::tempdir().unwrap();
+        let snapshots = dir.path().join("snapshots");
+        {
+            let mut sm = open(dir.path());
+            sm.apply(entries(1, CHECKPOINT_ENTRIES + 5)).await.unwrap();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while checkpoints(&snapshots).unwrap().is_empty() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "no checkpoint written"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
+        let sm = open(dir.path());
+        let at = sm.shared().last_applied().map(|l| l.index);
+        assert!(
+            at.is_some_and(|i| i >= CHECKPOINT_ENTRIES),
+            "restarted at {at:?}"
+        );
+        assert_eq!(counter(&sm, "n"), (CHECKPOINT_ENTRIES + 5) as i64);
+        drop(sm);
+
+        // The store lost (a wiped file): the checkpoint says more than the store holds,
+        // so the state starts from scratch and the log is replayed onto both.
+        std::fs::remove_file(dir.path().join("kv.redb")).unwrap();
+        let sm = open(dir.path());
+        assert_eq!(sm.shared().last_applied(), None);
     }
 }

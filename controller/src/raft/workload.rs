@@ -157,6 +157,8 @@ pub struct Tables<'txn> {
     order: Table<'txn, u64, &'static str>,
     meta: Table<'txn, &'static str, u64>,
     failed: std::cell::Cell<Option<KvError>>,
+    /// Bytes of keys and values stored through these tables.
+    pub written: u64,
 }
 
 impl<'txn> Tables<'txn> {
@@ -167,6 +169,7 @@ impl<'txn> Tables<'txn> {
             order: tx.open_table(REMEMBERED_ORDER).map_err(storage)?,
             meta: tx.open_table(META).map_err(storage)?,
             failed: std::cell::Cell::new(None),
+            written: 0,
         })
     }
 
@@ -211,6 +214,7 @@ impl Workload for Tables<'_> {
     }
 
     fn store(&mut self, bucket: &str, key: &str, value: Option<&[u8]>) -> Result<(), KvError> {
+        self.written += (key.len() + value.map_or(0, <[u8]>::len)) as u64;
         let r = match value {
             Some(v) => self.entries.insert((bucket, key), v).map(drop),
             None => self.entries.remove((bucket, key)).map(drop),
