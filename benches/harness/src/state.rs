@@ -2,8 +2,7 @@
 //! store, and what its size costs.
 //!
 //! Three controllers (no hosts); the synthetic day of the settlement suite is written
-//! through Raft in entries of 2,000 payments, as the settlement suite's platform run
-//! writes it. At each checkpoint (1 M, 5 M, 10 M payments by default) it records every
+//! through Raft in entries of 500 payments. At each size (1 M, 5 M, 10 M payments by default) it records every
 //! controller's resident memory, the size of the leader's store file, and how long a
 //! follower killed with SIGKILL takes to serve again and catch up (the restart time).
 //! At the end one follower loses its data, is removed and joins again: the time until it
@@ -26,16 +25,16 @@ use serde::Serialize;
 use super::stats::thousands;
 
 const DATE: &str = "2026-11-25";
-/// Payments per ledger write through Raft, as in the settlement suite.
-const RAFT_BATCH: u64 = 2_000;
+/// Payments per ledger write through Raft (about 600 KiB of JSON).
+const RAFT_BATCH: u64 = 500;
 const BUCKET: &str = "default/ledger";
 
 #[derive(Debug, Serialize)]
-pub struct Checkpoint {
+pub struct AtSize {
     pub payments: u64,
     /// Bytes of keys and values written so far.
     pub ledger_bytes: u64,
-    /// Seconds the writes since the previous checkpoint took, and their rate.
+    /// Seconds the writes since the previous size took, and their rate.
     pub write_seconds: f64,
     pub payments_per_second: f64,
     /// Resident memory of each controller (KiB), in id order.
@@ -43,8 +42,8 @@ pub struct Checkpoint {
     /// The leader's workload store file and Raft log file.
     pub store_bytes: u64,
     pub log_bytes: u64,
-    /// A follower killed and started again: until it serves, and until it is within 10
-    /// entries of the leader.
+    /// A follower killed and started again: until it serves, and until it has applied
+    /// what the leader had.
     pub restart_serving_seconds: f64,
     pub restart_caught_up_seconds: f64,
 }
@@ -63,12 +62,12 @@ pub struct CatchUp {
 pub struct StateReport {
     /// Each controller's resident memory before anything was written (KiB).
     pub empty_rss_kib: Vec<u64>,
-    pub checkpoints: Vec<Checkpoint>,
+    pub sizes: Vec<AtSize>,
     pub catch_up: CatchUp,
 }
 
-/// The checkpoints for a ledger of `payments`: a tenth, half, and all of it.
-pub fn checkpoints(payments: u64) -> Vec<u64> {
+/// The sizes measured for a ledger of `payments`: a tenth, half, and all of it.
+pub fn sizes(payments: u64) -> Vec<u64> {
     let round = |n: u64| (n / RAFT_BATCH).max(1) * RAFT_BATCH;
     let mut points = vec![round(payments / 10), round(payments / 2), round(payments)];
     points.dedup();
@@ -81,8 +80,16 @@ pub async fn run(
     raft_flags: &[String],
 ) -> anyhow::Result<StateReport> {
     let dir = crate::scratch_dir("state")?;
+    // Two snapshots over the ledger (half-way and at its end): the wiped follower is
+    // sent the last, whole.
+    let entries = payments.div_ceil(RAFT_BATCH);
+    let mut flags = raft_flags.to_vec();
+    flags.extend([
+        "--snapshot-logs".to_string(),
+        (entries / 2).max(10).to_string(),
+    ]);
     let outcome = async {
-        let mut c = crate::cluster::start_cluster(dabba, &dir, raft_flags, &[]).await?;
+        let mut c = crate::cluster::start_cluster(dabba, &dir, &flags, &[]).await?;
         let r = measure(&mut c, &dir, payments).await;
         if r.is_err() {
             eprintln!("state: logs:\n{}", c.logs());
@@ -124,7 +131,7 @@ async fn measure(c: &mut Cluster, dir: &Path, payments: u64) -> anyhow::Result<S
     let empty_rss_kib = rss(c);
     let mut report = StateReport {
         empty_rss_kib,
-        checkpoints: Vec::new(),
+        sizes: Vec::new(),
         catch_up: CatchUp {
             payments,
             snapshot_bytes: 0,
@@ -134,7 +141,7 @@ async fn measure(c: &mut Cluster, dir: &Path, payments: u64) -> anyhow::Result<S
     };
     let mut ledger_bytes = 0;
     let mut written = 0;
-    for point in checkpoints(payments) {
+    for point in sizes(payments) {
         eprintln!("state: writing payments {}..={point}", written + 1);
         let started = Instant::now();
         for (from, to) in day.batches(RAFT_BATCH) {
@@ -165,7 +172,7 @@ async fn measure(c: &mut Cluster, dir: &Path, payments: u64) -> anyhow::Result<S
         let leader = c.leader().await?;
         let data = dir.join(format!("c{}", leader + 1));
         let (serving, caught_up) = restart_follower(c, leader).await?;
-        report.checkpoints.push(Checkpoint {
+        report.sizes.push(AtSize {
             payments: point,
             ledger_bytes,
             write_seconds,
@@ -176,7 +183,7 @@ async fn measure(c: &mut Cluster, dir: &Path, payments: u64) -> anyhow::Result<S
             restart_serving_seconds: serving,
             restart_caught_up_seconds: caught_up,
         });
-        eprintln!("state: {:?}", report.checkpoints.last());
+        eprintln!("state: {:?}", report.sizes.last());
     }
     report.catch_up = wiped_catch_up(c, dir, payments).await?;
     Ok(report)
@@ -187,14 +194,24 @@ fn follower(leader: usize) -> usize {
     if leader == 1 { 2 } else { 1 }
 }
 
-/// Kills a follower, starts it again, and times it to serving and to caught up.
+/// Kills a follower, starts it again, and times it to serving and to having applied
+/// everything the leader had applied when it was killed.
 async fn restart_follower(c: &mut Cluster, leader: usize) -> anyhow::Result<(f64, f64)> {
+    let applied = "dabba_raft_state{field=\"applied_index\"}";
+    let target = metric(c, leader, applied)
+        .await
+        .context("the leader's applied index")?;
     let f = follower(leader);
     c.kill_controller(f);
     let started = Instant::now();
     c.restart_controller(f).await?;
     let serving = started.elapsed().as_secs_f64();
-    c.wait_voters(3, true).await?;
+    while metric(c, f, applied).await.is_none_or(|a| a < target) {
+        if started.elapsed() > Duration::from_secs(600) {
+            bail!("c{} has not applied index {target} after 10 min", f + 1);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     Ok((serving, started.elapsed().as_secs_f64()))
 }
 
@@ -220,8 +237,8 @@ async fn wiped_catch_up(c: &mut Cluster, dir: &Path, payments: u64) -> anyhow::R
     eprintln!("state: controller c{} wiped and joining again", v + 1);
     let started = Instant::now();
     c.restart_controller(v).await?;
-    // Every payment and the sequence record the day has: none here, so one per payment.
-    let want = payments as f64;
+    // Each payment is two keys: its record and its index entry.
+    let want = (2 * payments) as f64;
     loop {
         let keys = metric(c, v, "dabba_workload_keys").await;
         let installed = metric(c, v, "dabba_raft_state{field=\"snapshots_installed\"}").await;
@@ -264,7 +281,7 @@ pub fn render(r: &StateReport) -> String {
          |---|---|---|---|---|---|---|\n",
         list(&r.empty_rss_kib)
     );
-    for p in &r.checkpoints {
+    for p in &r.sizes {
         md.push_str(&format!(
             "| {} | {:.0} MiB | {}/s | {} | {:.0} MiB | {:.0} MiB | {:.2} s / {:.2} s |\n",
             thousands(p.payments as f64),
@@ -294,9 +311,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn checkpoints_are_whole_batches_up_to_the_ledger() {
-        assert_eq!(checkpoints(10_000_000), [1_000_000, 5_000_000, 10_000_000]);
-        assert_eq!(checkpoints(20_000), [2_000, 10_000, 20_000]);
-        assert_eq!(checkpoints(3_000), [2_000]);
+    fn sizes_are_whole_batches_up_to_the_ledger() {
+        assert_eq!(sizes(10_000_000), [1_000_000, 5_000_000, 10_000_000]);
+        assert_eq!(sizes(20_000), [2_000, 10_000, 20_000]);
+        assert_eq!(sizes(3_000), [500, 1_500, 3_000]);
+        assert_eq!(sizes(600), [500]);
     }
 }

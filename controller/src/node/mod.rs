@@ -166,6 +166,10 @@ impl Controller {
             // openraft bounds an AppendEntries RPC by the heartbeat interval: keep each
             // one small enough to fit, also when a follower catches up.
             max_payload_entries: 32,
+            // Each chunk of a snapshot is bounded by this, and the last is answered only
+            // once the follower has installed the whole snapshot (gigabytes take a
+            // while): a shorter bound sends the snapshot again from the start, for ever.
+            install_snapshot_timeout: 30 * 60 * 1000,
             ..Default::default()
         }
         .validate()?;

@@ -36,14 +36,52 @@ const LAST_PURGED: &str = "last_purged";
 pub struct LogStore {
     db: Arc<Database>,
     /// Entries appended but not yet committed to the file, and the most recent
-    /// [`RECENT`] committed ones, by index: a contiguous tail of the log, so the
-    /// replication of new entries to followers reads memory, not the file.
-    pending: Arc<Mutex<BTreeMap<u64, Entry>>>,
+    /// committed ones: a contiguous tail of the log, so the replication of new entries
+    /// to followers reads memory, not the file.
+    pending: Arc<Mutex<Tail>>,
     writer: mpsc::Sender<Queued>,
 }
 
-/// Committed entries kept in memory behind the unflushed ones.
+/// Committed entries kept in memory behind the unflushed ones, at most this many...
 const RECENT: usize = 4096;
+/// ...and of at most this many bytes (as written): an entry of workload writes can be a
+/// megabyte, and a tail bounded only by count would hold gigabytes.
+const RECENT_BYTES: usize = 64 << 20;
+
+/// The tail of the log held in memory, by index, with each entry's encoded size.
+#[derive(Default)]
+struct Tail {
+    entries: BTreeMap<u64, (Entry, usize)>,
+    bytes: usize,
+}
+
+impl Tail {
+    fn insert(&mut self, entry: Entry, size: usize) {
+        self.bytes += size;
+        if let Some((_, old)) = self.entries.insert(entry.log_id.index, (entry, size)) {
+            self.bytes -= old;
+        }
+    }
+
+    fn retain(&mut self, keep: impl Fn(u64) -> bool) {
+        self.entries.retain(|i, _| keep(*i));
+        self.bytes = self.entries.values().map(|(_, size)| size).sum();
+    }
+
+    /// Drops the oldest entries beyond the bounds, never one not yet on disk.
+    fn trim(&mut self, on_disk: Option<u64>) {
+        while self.entries.len() > RECENT || self.bytes > RECENT_BYTES {
+            match self.entries.first_key_value() {
+                Some((&first, _)) if on_disk.is_some_and(|f| first <= f) => {
+                    if let Some((_, size)) = self.entries.remove(&first) {
+                        self.bytes -= size;
+                    }
+                }
+                _ => break,
+            }
+        }
+    }
+}
 
 /// Work for the writer thread, in the order openraft asked for it.
 enum Queued {
@@ -62,7 +100,7 @@ enum Queued {
 /// disk; alone, it is written without an fsync.
 fn writer_loop(
     db: &Database,
-    pending: &Mutex<BTreeMap<u64, Entry>>,
+    pending: &Mutex<Tail>,
     inbox: &mpsc::Receiver<Queued>,
     mut on_disk: Option<u64>,
 ) {
@@ -121,13 +159,8 @@ fn writer_loop(
             }
             {
                 // Keep a bounded tail in memory; never drop an entry not yet on disk.
-                let mut mem = pending.lock().expect("pending log lock");
-                while mem.len() > RECENT
-                    && let Some((&first, _)) = mem.first_key_value()
-                    && flushed.is_some_and(|f| first <= f)
-                    && written.is_ok()
-                {
-                    mem.remove(&first);
+                if written.is_ok() {
+                    pending.lock().expect("pending log lock").trim(flushed);
                 }
             }
             for (_, callback) in appends {
@@ -161,9 +194,17 @@ async fn blocking<T: Send + 'static>(
         .and_then(|r| r)
 }
 
+/// The cache redb keeps of the log (its default is 1 GiB, which a busy log fills: the
+/// controller's memory would grow with the write rate). Replication reads the newest
+/// entries, which are in it.
+const CACHE_BYTES: usize = 32 << 20;
+
 impl LogStore {
     pub fn open(path: &Path) -> Result<LogStore, StorageError> {
-        let db = Database::create(path).map_err(io_write)?;
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
+            .map_err(io_write)?;
         let tx = db.begin_write().map_err(io_write)?;
         tx.open_table(LOG).map_err(io_write)?;
         tx.open_table(META).map_err(io_write)?;
@@ -174,7 +215,7 @@ impl LogStore {
             table.last().map_err(io_read)?.map(|(k, _)| k.value())
         };
         let db = Arc::new(db);
-        let pending = Arc::new(Mutex::new(BTreeMap::new()));
+        let pending = Arc::new(Mutex::new(Tail::default()));
         let (writer, inbox) = mpsc::channel();
         {
             let (db, pending) = (db.clone(), pending.clone());
@@ -258,10 +299,14 @@ impl RaftLogReader<TypeConfig> for LogStore {
         let (unflushed, covered): (Vec<Entry>, bool) = {
             let mem = self.pending.lock().expect("pending log lock");
             let covered = mem
+                .entries
                 .first_key_value()
                 .is_some_and(|(f, _)| *f <= first_wanted);
             (
-                mem.range((start, end)).map(|(_, e)| e.clone()).collect(),
+                mem.entries
+                    .range((start, end))
+                    .map(|(_, (e, _))| e.clone())
+                    .collect(),
                 covered,
             )
         };
@@ -351,8 +396,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .collect::<Result<_, StorageError>>()?;
         {
             let mut mem = self.pending.lock().expect("pending log lock");
-            for e in entries {
-                mem.insert(e.log_id.index, e);
+            for (e, (_, bytes)) in entries.into_iter().zip(&encoded) {
+                mem.insert(e, bytes.len());
             }
         }
         self.writer
@@ -368,7 +413,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.pending
             .lock()
             .expect("pending log lock")
-            .retain(|i, _| *i < log_id.index);
+            .retain(|i| i < log_id.index);
         let db = self.db.clone();
         blocking(move || {
             let tx = db.begin_write().map_err(io_write)?;
@@ -386,7 +431,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.pending
             .lock()
             .expect("pending log lock")
-            .retain(|i, _| *i > log_id.index);
+            .retain(|i| i > log_id.index);
         let db = self.db.clone();
         blocking(move || {
             let bytes = serde_json::to_vec(&Some(log_id)).map_err(io_write)?;
@@ -402,5 +447,50 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             tx.commit().map_err(io_write)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    use super::*;
+
+    fn entry(index: u64) -> Entry {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Blank,
+        }
+    }
+
+    /// The tail in memory is bounded by bytes as well as by count, and never loses an
+    /// entry that is not on disk yet.
+    #[test]
+    fn the_tail_in_memory_is_bounded_by_bytes_and_keeps_what_is_not_on_disk() {
+        let mut tail = Tail::default();
+        let big = 1 << 20;
+        for i in 1..=200 {
+            tail.insert(entry(i), big);
+        }
+        tail.trim(Some(100));
+        // Only entries on disk go: 1..=100 could, and enough of them did.
+        assert_eq!(tail.entries.first_key_value().map(|(i, _)| *i), Some(101));
+        assert_eq!(tail.bytes, 100 * big);
+        tail.trim(Some(200));
+        assert_eq!(tail.bytes, RECENT_BYTES);
+        assert_eq!(tail.entries.len(), RECENT_BYTES / big);
+        assert_eq!(tail.entries.last_key_value().map(|(i, _)| *i), Some(200));
+        // Small entries: the count bounds it.
+        let mut tail = Tail::default();
+        for i in 1..=(RECENT as u64 + 50) {
+            tail.insert(entry(i), 100);
+        }
+        tail.trim(Some(RECENT as u64 + 50));
+        assert_eq!(tail.entries.len(), RECENT);
+        // A replaced entry is counted once.
+        tail.insert(entry(RECENT as u64 + 50), 300);
+        assert_eq!(tail.bytes, (RECENT - 1) * 100 + 300);
+        tail.retain(|i| i <= 100);
+        assert_eq!(tail.bytes, tail.entries.len() * 100);
     }
 }

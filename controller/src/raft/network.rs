@@ -39,6 +39,22 @@ const INSTALL_TIMEOUT: Duration = Duration::from_secs(3600);
 
 pub const PEER_TOKEN_HEADER: &str = "x-dabba-peer-token";
 
+/// The most bytes one AppendEntries should carry. openraft bounds an append by a count
+/// of entries, and a workload write can make an entry of a megabyte or more: 32 of them
+/// could never be sent and stored within the heartbeat interval that bounds the RPC, and
+/// a follower behind by that much would never catch up.
+const APPEND_BYTES: usize = 2 << 20;
+
+/// How many entries to send instead, when `entries` entries made a body of `bytes`:
+/// as many as fit in [`APPEND_BYTES`] at their average size, at least one (which goes
+/// whatever its size). `None` when the body is fine as it is.
+fn fewer_entries(entries: usize, bytes: usize) -> Option<u64> {
+    (entries > 1 && bytes > APPEND_BYTES).then(|| {
+        let fit = APPEND_BYTES as u128 * entries as u128 / bytes as u128;
+        (fit as u64).clamp(1, entries as u64 - 1)
+    })
+}
+
 #[derive(Clone)]
 pub struct Network {
     pub client: HttpClient,
@@ -128,8 +144,20 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>, openraft::error::Infallible> {
-        self.call("append", &rpc, option.hard_ttl().max(APPEND_TIMEOUT_FLOOR))
-            .await
+        let body =
+            serde_json::to_vec(&rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        if let Some(fewer) = fewer_entries(rpc.entries.len(), body.len()) {
+            return Err(RPCError::PayloadTooLarge(
+                openraft::error::PayloadTooLarge::new_entries_hint(fewer),
+            ));
+        }
+        self.send(
+            "append",
+            body,
+            "application/json",
+            option.hard_ttl().max(APPEND_TIMEOUT_FLOOR),
+        )
+        .await
     }
 
     async fn install_snapshot(
@@ -217,6 +245,27 @@ mod tests {
     use openraft::{CommittedLeaderId, LogId, SnapshotMeta, Vote};
 
     use super::*;
+
+    #[test]
+    fn an_append_larger_than_the_bound_asks_for_fewer_entries() {
+        assert_eq!(fewer_entries(32, 1 << 20), None, "small enough");
+        assert_eq!(
+            fewer_entries(1, 50 << 20),
+            None,
+            "one entry goes whatever its size"
+        );
+        assert_eq!(
+            fewer_entries(32, 32 << 20),
+            Some(2),
+            "1 MiB entries: two fit"
+        );
+        assert_eq!(fewer_entries(2, 40 << 20), Some(1));
+        assert_eq!(
+            fewer_entries(4, (2 << 20) + 1),
+            Some(3),
+            "always fewer than sent"
+        );
+    }
 
     #[test]
     fn a_snapshot_chunk_round_trips_and_a_cut_one_is_refused() {

@@ -948,24 +948,33 @@ mod tests {
         assert_eq!(sm.shared().workload().unwrap().applied(), Some(30));
     }
 
+    /// A snapshot of `n` entries built by one controller, and another that applied 3.
+    async fn snapshot_and_receiver(
+        n: u64,
+    ) -> (Snapshot<TypeConfig>, (tempfile::TempDir, StateMachine)) {
+        let a_dir = tempfile::tempdir().unwrap();
+        let mut a = open(a_dir.path());
+        a.apply(entries(1, n)).await.unwrap();
+        let snapshot = a
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+        let b_dir = tempfile::tempdir().unwrap();
+        let mut b = open(b_dir.path());
+        b.apply(entries(1, 3)).await.unwrap();
+        // The snapshot is an open file: it reads on after `a`'s directory is gone.
+        (snapshot, (b_dir, b))
+    }
+
     /// A snapshot streams from one controller's file into another's and installs there:
     /// the same keys and remembered writes, and the receiver keeps the file to send on.
     #[tokio::test]
     async fn a_snapshot_streams_to_another_controller_and_installs() {
         use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-        let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let mut a = open(a_dir.path());
-        a.apply(entries(1, 2_000)).await.unwrap();
-        let mut snapshot = a
-            .get_snapshot_builder()
-            .await
-            .build_snapshot()
-            .await
-            .unwrap();
-
-        let mut b = open(b_dir.path());
-        b.apply(entries(1, 3)).await.unwrap();
+        let (mut snapshot, (b_dir, mut b)) = snapshot_and_receiver(2_000).await;
         let mut into = b.begin_receiving_snapshot().await.unwrap();
         // In chunks, as openraft sends it.
         let mut chunk = vec![0; 4096];
@@ -1003,20 +1012,9 @@ mod tests {
     async fn a_snapshot_cut_short_is_refused_and_changes_nothing() {
         use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-        let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let mut a = open(a_dir.path());
-        a.apply(entries(1, 500)).await.unwrap();
-        let mut snapshot = a
-            .get_snapshot_builder()
-            .await
-            .build_snapshot()
-            .await
-            .unwrap();
+        let (mut snapshot, (_b_dir, mut b)) = snapshot_and_receiver(500).await;
         let mut bytes = Vec::new();
         snapshot.snapshot.read_to_end(&mut bytes).await.unwrap();
-
-        let mut b = open(b_dir.path());
-        b.apply(entries(1, 3)).await.unwrap();
         let mut into = b.begin_receiving_snapshot().await.unwrap();
         into.write_all(&bytes[..bytes.len() - 10]).await.unwrap();
         let err = b.install_snapshot(&snapshot.meta, into).await.unwrap_err();
