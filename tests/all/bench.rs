@@ -246,7 +246,7 @@ fn the_container_benchmark_takes_every_measurement() {
 #[test]
 fn the_state_benchmark_takes_every_measurement() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let (run, report, _) = quick_bench("state", "hello", &["--payments", "40000"]);
+    let (run, report, _) = quick_bench("state", "hello", &["--payments", "20000"]);
     let s = &report["state"];
     let points = s["sizes"].as_array().unwrap();
     assert_eq!(points.len(), 3, "{s}");
@@ -260,9 +260,9 @@ fn the_state_benchmark_takes_every_measurement() {
             assert!(rss.as_u64().unwrap() > 0, "{p}");
         }
     }
-    assert_eq!(points[2]["payments"], 40_000, "{s}");
+    assert_eq!(points[2]["payments"], 20_000, "{s}");
     let c = &s["catch_up"];
-    assert!(c["snapshot_bytes"].as_u64().unwrap() > 40_000 * 300, "{c}");
+    assert!(c["snapshot_bytes"].as_u64().unwrap() > 20_000 * 300, "{c}");
     assert!(c["seconds"].as_f64().unwrap() > 0.0, "{c}");
     assert!(stdout(&run).contains("A follower wiped, removed and joined again"));
 }

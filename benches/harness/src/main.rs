@@ -330,7 +330,12 @@ fn bench_state(args: &BenchArgs) -> anyhow::Result<()> {
         .unwrap_or(if args.quick { 20_000 } else { 10_000_000 });
     let rt = tokio::runtime::Runtime::new()?;
     let dabba = dabba_binary(args)?;
-    let report = rt.block_on(state::run(&dabba, payments, &raft_flags(args)))?;
+    let batch = if args.quick {
+        state::QUICK_BATCH
+    } else {
+        state::RAFT_BATCH
+    };
+    let report = rt.block_on(state::run(&dabba, payments, batch, &raft_flags(args)))?;
     write_results(args, "state", &report, &state::render(&report))
 }
 

@@ -25,8 +25,10 @@ use serde::Serialize;
 use super::stats::thousands;
 
 const DATE: &str = "2026-11-25";
-/// Payments per ledger write through Raft (about 600 KiB of JSON).
-const RAFT_BATCH: u64 = 500;
+/// Payments per ledger write through Raft (about 300 KiB of JSON); `--quick` writes 100,
+/// so that debug builds (the test suite's) keep each replication RPC within its bound.
+pub const RAFT_BATCH: u64 = 500;
+pub const QUICK_BATCH: u64 = 100;
 const BUCKET: &str = "default/ledger";
 
 #[derive(Debug, Serialize)]
@@ -60,15 +62,18 @@ pub struct CatchUp {
 
 #[derive(Debug, Serialize)]
 pub struct StateReport {
+    /// Payments per write.
+    pub batch: u64,
     /// Each controller's resident memory before anything was written (KiB).
     pub empty_rss_kib: Vec<u64>,
     pub sizes: Vec<AtSize>,
     pub catch_up: CatchUp,
 }
 
-/// The sizes measured for a ledger of `payments`: a tenth, half, and all of it.
-pub fn sizes(payments: u64) -> Vec<u64> {
-    let round = |n: u64| (n / RAFT_BATCH).max(1) * RAFT_BATCH;
+/// The sizes measured for a ledger of `payments` written `batch` at a time: a tenth,
+/// half, and all of it.
+pub fn sizes(payments: u64, batch: u64) -> Vec<u64> {
+    let round = |n: u64| (n / batch).max(1) * batch;
     let mut points = vec![round(payments / 10), round(payments / 2), round(payments)];
     points.dedup();
     points
@@ -77,12 +82,13 @@ pub fn sizes(payments: u64) -> Vec<u64> {
 pub async fn run(
     dabba: &Path,
     payments: u64,
+    batch: u64,
     raft_flags: &[String],
 ) -> anyhow::Result<StateReport> {
     let dir = crate::scratch_dir("state")?;
     // Two snapshots over the ledger (half-way and at its end): the wiped follower is
     // sent the last, whole.
-    let entries = payments.div_ceil(RAFT_BATCH);
+    let entries = payments.div_ceil(batch);
     let mut flags = raft_flags.to_vec();
     flags.extend([
         "--snapshot-logs".to_string(),
@@ -90,7 +96,7 @@ pub async fn run(
     ]);
     let outcome = async {
         let mut c = crate::cluster::start_cluster(dabba, &dir, &flags, &[]).await?;
-        let r = measure(&mut c, &dir, payments).await;
+        let r = measure(&mut c, &dir, payments, batch).await;
         if r.is_err() {
             eprintln!("state: logs:\n{}", c.logs());
         }
@@ -116,7 +122,12 @@ fn file_size(path: &Path) -> u64 {
     std::fs::metadata(path).map_or(0, |m| m.len())
 }
 
-async fn measure(c: &mut Cluster, dir: &Path, payments: u64) -> anyhow::Result<StateReport> {
+async fn measure(
+    c: &mut Cluster,
+    dir: &Path,
+    payments: u64,
+    batch: u64,
+) -> anyhow::Result<StateReport> {
     let api = c
         .api()
         .clone()
@@ -130,6 +141,7 @@ async fn measure(c: &mut Cluster, dir: &Path, payments: u64) -> anyhow::Result<S
     tokio::time::sleep(Duration::from_secs(2)).await;
     let empty_rss_kib = rss(c);
     let mut report = StateReport {
+        batch,
         empty_rss_kib,
         sizes: Vec::new(),
         catch_up: CatchUp {
@@ -141,10 +153,10 @@ async fn measure(c: &mut Cluster, dir: &Path, payments: u64) -> anyhow::Result<S
     };
     let mut ledger_bytes = 0;
     let mut written = 0;
-    for point in sizes(payments) {
+    for point in sizes(payments, batch) {
         eprintln!("state: writing payments {}..={point}", written + 1);
         let started = Instant::now();
-        for (from, to) in day.batches(RAFT_BATCH) {
+        for (from, to) in day.batches(batch) {
             if to <= written || from > point {
                 continue;
             }
@@ -275,10 +287,11 @@ pub fn render(r: &StateReport) -> String {
     };
     let mut md = format!(
         "## State: a payment ledger in the controllers' workload store\n\n\
-         Three controllers; payments written through Raft in entries of {RAFT_BATCH}. \
+         Three controllers; payments written through Raft in entries of {}. \
          Controller RSS with an empty store: {} MiB.\n\n\
          | payments | ledger | written at | controller RSS (MiB) | store file | Raft log | follower restart: serving / caught up |\n\
          |---|---|---|---|---|---|---|\n",
+        r.batch,
         list(&r.empty_rss_kib)
     );
     for p in &r.sizes {
@@ -312,9 +325,12 @@ mod tests {
 
     #[test]
     fn sizes_are_whole_batches_up_to_the_ledger() {
-        assert_eq!(sizes(10_000_000), [1_000_000, 5_000_000, 10_000_000]);
-        assert_eq!(sizes(20_000), [2_000, 10_000, 20_000]);
-        assert_eq!(sizes(3_000), [500, 1_500, 3_000]);
-        assert_eq!(sizes(600), [500]);
+        assert_eq!(
+            sizes(10_000_000, RAFT_BATCH),
+            [1_000_000, 5_000_000, 10_000_000]
+        );
+        assert_eq!(sizes(20_000, QUICK_BATCH), [2_000, 10_000, 20_000]);
+        assert_eq!(sizes(3_000, RAFT_BATCH), [500, 1_500, 3_000]);
+        assert_eq!(sizes(600, RAFT_BATCH), [500]);
     }
 }

@@ -43,7 +43,7 @@ pub const PEER_TOKEN_HEADER: &str = "x-dabba-peer-token";
 /// of entries, and a workload write can make an entry of a megabyte or more: 32 of them
 /// could never be sent and stored within the heartbeat interval that bounds the RPC, and
 /// a follower behind by that much would never catch up.
-const APPEND_BYTES: usize = 2 << 20;
+const APPEND_BYTES: usize = 1 << 20;
 
 /// How many entries to send instead, when `entries` entries made a body of `bytes`:
 /// as many as fit in [`APPEND_BYTES`] at their average size, at least one (which goes
