@@ -255,13 +255,13 @@ mod tests {
             "one entry goes whatever its size"
         );
         assert_eq!(
-            fewer_entries(32, 32 << 20),
+            fewer_entries(32, 16 << 20),
             Some(2),
-            "1 MiB entries: two fit"
+            "512 KiB entries: two fit"
         );
         assert_eq!(fewer_entries(2, 40 << 20), Some(1));
         assert_eq!(
-            fewer_entries(4, (2 << 20) + 1),
+            fewer_entries(4, (1 << 20) + 1),
             Some(3),
             "always fewer than sent"
         );
