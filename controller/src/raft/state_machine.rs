@@ -151,12 +151,10 @@ impl StateMachine {
     ) -> Result<StateMachine, StorageError> {
         std::fs::create_dir_all(dir).map_err(snap_write)?;
         for entry in std::fs::read_dir(dir).map_err(sm_read)?.flatten() {
-            // A snapshot that was being received when the process stopped.
-            if entry
-                .file_name()
-                .to_string_lossy()
-                .starts_with("receiving-")
-            {
+            // A snapshot being received, or a file being written, when the process stopped.
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with("receiving-") || name.ends_with(".tmp") {
                 let _ = std::fs::remove_file(entry.path());
             }
         }
