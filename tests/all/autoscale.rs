@@ -143,7 +143,9 @@ fn scale_from_zero_and_back(
 
 #[test]
 fn an_idle_app_scales_to_zero_and_back_on_the_embedded_default() {
-    let up = Up::start(false);
+    // As the cluster tests' hosts: a debug build compiling a component for the first
+    // time on a busy machine can take longer than the default 10 s a request is held.
+    let up = Up::start_with(false, &["--activator-timeout", "60s"]);
     let dir = up.dir.path().to_path_buf();
     scale_from_zero_and_back(&dir, &|args| up.cli(args), &[(up.ingress, "local")]);
 }
