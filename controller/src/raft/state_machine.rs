@@ -281,6 +281,77 @@ fn checkpoints(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
     Ok(found)
 }
 
+/// What one batch of entries did.
+struct Batch {
+    replies: Vec<Reply>,
+    /// Workload bytes written.
+    written: u64,
+    /// The state's version after it.
+    version: u64,
+}
+
+/// Applies `entries` to the state and, in one transaction, to the workload store.
+/// Blocking. The store's writer is taken before the state's lock: a durable commit in
+/// progress (a checkpoint's, a snapshot's) holds the writer through its fsync, and the
+/// state's readers must not wait for that.
+fn apply_entries(
+    shared: &Shared,
+    blobs: &BlobStore,
+    entries: Vec<Entry>,
+) -> Result<Batch, StorageError> {
+    let tx = shared.workload.begin().map_err(sm_write)?;
+    let mut a = shared.applied.write().expect("state lock poisoned");
+    let mut replies = Vec::with_capacity(entries.len());
+    let written = {
+        let mut tables = Tables::open(&tx).map_err(sm_write)?;
+        let held = tables.applied().map_err(sm_read)?;
+        let mut last = held;
+        for entry in entries {
+            a.last_applied = Some(entry.log_id);
+            let index = entry.log_id.index;
+            let reply = match entry.payload {
+                EntryPayload::Blank => Reply::Ok,
+                EntryPayload::Normal(command) => {
+                    if let Command::PutBlob {
+                        digest,
+                        bytes: Some(bytes),
+                        ..
+                    } = &command
+                    {
+                        blobs.put(digest, bytes).map_err(sm_write)?;
+                    }
+                    if held.is_some_and(|h| index <= h) {
+                        a.state.apply_with(&command, &mut AlreadyApplied)
+                    } else {
+                        a.state.apply_with(&command, &mut tables)
+                    }
+                }
+                EntryPayload::Membership(m) => {
+                    a.membership = StoredMembership::new(Some(entry.log_id), m);
+                    Reply::Ok
+                }
+            };
+            if let Some(e) = tables.failed() {
+                return Err(sm_write(format!(
+                    "the workload store failed applying log index {index}: {e}"
+                )));
+            }
+            last = last.max(Some(index));
+            replies.push(reply);
+        }
+        if let Some(last) = last {
+            tables.set_applied(last).map_err(sm_write)?;
+        }
+        tables.written
+    };
+    tx.commit().map_err(sm_write)?;
+    Ok(Batch {
+        replies,
+        written,
+        version: a.state.version,
+    })
+}
+
 /// Writes a checkpoint of `applied`: first the workload store is made durable (it holds
 /// at least what `applied` has applied), then the file, by temporary file, fsync and
 /// rename; older checkpoints go.
@@ -547,82 +618,47 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        let mut replies = Vec::new();
-        let version = {
-            let mut a = self.shared.applied.write().expect("state lock poisoned");
-            let tx = self.shared.workload.begin().map_err(sm_write)?;
-            {
-                let mut tables = Tables::open(&tx).map_err(sm_write)?;
-                let held = tables.applied().map_err(sm_read)?;
-                let mut last = held;
-                for entry in entries {
-                    a.last_applied = Some(entry.log_id);
-                    let index = entry.log_id.index;
-                    let reply = match entry.payload {
-                        EntryPayload::Blank => Reply::Ok,
-                        EntryPayload::Normal(command) => {
-                            if let Command::PutBlob {
-                                digest,
-                                bytes: Some(bytes),
-                                ..
-                            } = &command
-                            {
-                                self.blobs.put(digest, bytes).map_err(sm_write)?;
-                            }
-                            if held.is_some_and(|h| index <= h) {
-                                a.state.apply_with(&command, &mut AlreadyApplied)
-                            } else {
-                                a.state.apply_with(&command, &mut tables)
-                            }
-                        }
-                        EntryPayload::Membership(m) => {
-                            a.membership = StoredMembership::new(Some(entry.log_id), m);
-                            Reply::Ok
-                        }
-                    };
-                    if let Some(e) = tables.failed() {
-                        return Err(sm_write(format!(
-                            "the workload store failed applying log index {index}: {e}"
-                        )));
+        // The store's writes and fsyncs block: they run off the async workers, so a
+        // slow disk delays the applies and nothing else (heartbeats, the API).
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let (shared, blobs) = (self.shared.clone(), self.blobs.clone());
+        let applied = tokio::task::spawn_blocking(move || apply_entries(&shared, &blobs, entries))
+            .await
+            .map_err(sm_write)??;
+        self.since_checkpoint.0 += applied.written;
+        self.since_checkpoint.1 += applied.replies.len() as u64;
+        let (bytes, entries) = self.since_checkpoint;
+        let due = bytes >= CHECKPOINT_BYTES || entries >= CHECKPOINT_ENTRIES;
+        if due
+            && !self
+                .checkpointing
+                .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            self.since_checkpoint = (0, 0);
+            // The applies are sequential: this is the state the last one left.
+            let state = self
+                .shared
+                .applied
+                .read()
+                .expect("state lock poisoned")
+                .clone();
+            let (dir, store, busy) = (
+                self.dir.clone(),
+                self.shared.workload.clone(),
+                self.checkpointing.clone(),
+            );
+            std::thread::Builder::new()
+                .name("dabba-checkpoint".into())
+                .spawn(move || {
+                    if let Err(e) = write_checkpoint(&dir, &store, &state) {
+                        tracing::warn!(error = %e, "writing a state checkpoint");
                     }
-                    last = last.max(Some(index));
-                    replies.push(reply);
-                }
-                if let Some(last) = last {
-                    tables.set_applied(last).map_err(sm_write)?;
-                }
-                self.since_checkpoint.0 += tables.written;
-                self.since_checkpoint.1 += replies.len() as u64;
-            }
-            tx.commit().map_err(sm_write)?;
-            let (bytes, entries) = self.since_checkpoint;
-            let due = bytes >= CHECKPOINT_BYTES || entries >= CHECKPOINT_ENTRIES;
-            if due
-                && !self
-                    .checkpointing
-                    .swap(true, std::sync::atomic::Ordering::AcqRel)
-            {
-                self.since_checkpoint = (0, 0);
-                let applied = a.clone();
-                let (dir, store, busy) = (
-                    self.dir.clone(),
-                    self.shared.workload.clone(),
-                    self.checkpointing.clone(),
-                );
-                std::thread::Builder::new()
-                    .name("dabba-checkpoint".into())
-                    .spawn(move || {
-                        if let Err(e) = write_checkpoint(&dir, &store, &applied) {
-                            tracing::warn!(error = %e, "writing a state checkpoint");
-                        }
-                        busy.store(false, std::sync::atomic::Ordering::Release);
-                    })
-                    .map_err(sm_write)?;
-            }
-            a.state.version
-        };
-        self.publish(version);
-        Ok(replies)
+                    busy.store(false, std::sync::atomic::Ordering::Release);
+                })
+                .map_err(sm_write)?;
+        }
+        self.publish(applied.version);
+        Ok(applied.replies)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
