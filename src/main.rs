@@ -69,6 +69,13 @@ enum Command {
     Bench(commands::bench::BenchArgs),
 }
 
+/// jemalloc instead of glibc's malloc: a controller's memory must not grow with the
+/// workload data it has read or written, and glibc keeps freed memory in per-thread
+/// arenas (a controller that had served a large snapshot held on to hundreds of MiB it
+/// no longer used); jemalloc gives unused pages back to the system after a few seconds.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);

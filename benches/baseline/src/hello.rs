@@ -10,6 +10,10 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 
+/// The allocator `dabba` uses: the baseline runs on the same footing.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> std::io::Result<()> {
     let addr = std::env::args()
         .nth(1)

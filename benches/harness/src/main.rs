@@ -128,6 +128,11 @@ pub(crate) struct Machine {
     when_unix: u64,
 }
 
+/// The allocator `dabba` itself uses, so the native baselines measured here (the
+/// settlement in memory, the native servers) run on the same footing as dabba.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let args = BenchArgs::parse();
     match bench(args) {
