@@ -70,6 +70,10 @@ impl ApiError {
     }
 }
 
+/// How long adding a controller may take: the leader answers once the new controller
+/// has caught up, which for a large workload store means a snapshot of gigabytes.
+pub const MEMBER_CATCH_UP: Duration = Duration::from_secs(3600);
+
 /// A client of the `/v1` API of a cluster: a list of controller URLs and a token.
 pub struct ApiClient {
     http: HttpClient,
@@ -431,9 +435,13 @@ impl ApiClient {
             .await
     }
 
-    /// `POST /v1/cluster/members`: adds a controller (learner, then voter).
+    /// `POST /v1/cluster/members`: adds a controller (learner, then voter). The leader
+    /// answers once the new controller has caught up (a snapshot of the whole state may
+    /// be on its way to it), so this waits up to [`MEMBER_CATCH_UP`].
     pub async fn add_member(&self, req: &AddMember) -> Result<ClusterStatus, ApiError> {
-        self.send_json(Method::POST, paths::MEMBERS, req).await
+        self.with_bounds(self.retry_for, MEMBER_CATCH_UP)
+            .send_json(Method::POST, paths::MEMBERS, req)
+            .await
     }
 
     /// `DELETE /v1/cluster/members/{id}`.

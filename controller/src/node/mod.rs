@@ -312,12 +312,43 @@ impl Controller {
             .add_learner(id, BasicNode::new(address), true)
             .await
             .map_err(|e| raft_err(&e))?;
+        // `add_learner` waits for the learner to hold its own membership entry only,
+        // and not at all when it is already a learner (a retry of this call after the
+        // first timed out). A voter that is still far behind — receiving a snapshot of
+        // gigabytes, with its disk busy — misses heartbeats, stands for election and
+        // unseats the leader again and again: it votes only once it has caught up.
+        self.wait_caught_up(id).await?;
         let voters: BTreeSet<NodeId> = self.voters().into_iter().chain([id]).collect();
         self.raft
             .change_membership(ChangeMembers::ReplaceAllVoters(voters), false)
             .await
             .map_err(|e| raft_err(&e))?;
         Ok(())
+    }
+
+    /// Waits until learner `id` holds what this leader's log held when the wait began.
+    async fn wait_caught_up(&self, id: NodeId) -> Result<(), ProposeError> {
+        let mut metrics = self.raft.metrics();
+        let target = metrics.borrow().last_log_index;
+        loop {
+            {
+                let m = metrics.borrow_and_update();
+                let Some(replication) = &m.replication else {
+                    return Err(ProposeError::Raft(format!(
+                        "controller {} stopped leading while controller {id} caught up",
+                        m.id
+                    )));
+                };
+                let matched = replication.get(&id).cloned().flatten().map(|l| l.index);
+                if matched >= target {
+                    return Ok(());
+                }
+            }
+            metrics
+                .changed()
+                .await
+                .map_err(|_| ProposeError::Raft("Raft stopped".into()))?;
+        }
     }
 
     /// Removes a controller from the voters and the cluster.
