@@ -15,4 +15,4 @@ pub mod paths;
 mod transfer;
 pub mod transport;
 
-pub use api::{ApiClient, ApiError};
+pub use api::{ApiClient, ApiError, MEMBER_CATCH_UP};
