@@ -121,17 +121,18 @@ pub fn controller(args: ControllerArgs) -> anyhow::Result<()> {
                 // The cluster may still be electing its first leader, or finishing
                 // another member's change: keep asking for a minute. Adding a member
                 // that is already there changes nothing, so a retry is safe. The
-                // leader answers once this controller has caught up; a controller that
-                // answers 5xx, or an answer lost on the way (a follower forwarding the
-                // request gives up on it sooner than the leader does), means the
-                // cluster is there and working on it: the minute starts again.
+                // leader answers once this controller has caught up; an answer lost on
+                // the way or a 504 (a follower forwarding the request gives up on it
+                // sooner than the leader does) means the cluster is there and working
+                // on it: the minute starts again.
                 let mut deadline = tokio::time::Instant::now() + JOIN_PATIENCE;
                 loop {
                     match api.add_member(&add).await {
                         Ok(_) => break,
-                        Err(e @ (ApiError::Unknown(_) | ApiError::Status { status: 500.., .. })) => {
+                        Err(e @ (ApiError::Unknown(_) | ApiError::Status { status: 504, .. })) => {
                             tracing::info!(error = %e, "still catching up; asking {url} again");
                             deadline = tokio::time::Instant::now() + JOIN_PATIENCE;
+                            tokio::time::sleep(Duration::from_millis(500)).await;
                         }
                         // A wrong token or a refused request will not get better.
                         Err(e)
