@@ -64,6 +64,10 @@ const EJECT_FOR: Duration = Duration::from_secs(10);
 /// At most this many hosts are tried for one request that none of them received.
 const MAX_TRIES: usize = 4;
 
+/// The first pause before asking again hosts that all answered [`NOT_RUN`] (doubling,
+/// to 8 times this), unless this host's table changes first.
+const NOT_RUN_PAUSE: Duration = Duration::from_millis(25);
+
 /// A pod this host runs.
 pub struct LocalPod {
     pub key: ResourceKey,
@@ -438,6 +442,21 @@ impl Ingress {
     }
 
     pub fn replace_table(&self, mut table: RoutingTable) {
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let local: Vec<String> = table
+                .local
+                .iter()
+                .map(|(app, by_rev)| {
+                    format!("{app}: {}", by_rev.values().map(Vec::len).sum::<usize>())
+                })
+                .collect();
+            let endpoints: Vec<String> = table
+                .entries
+                .iter()
+                .map(|r| format!("{}: {:?}", r.key(), r.endpoints))
+                .collect();
+            tracing::debug!(?local, ?endpoints, "new routing table");
+        }
         let mut current = self.table.write().expect("routing table lock");
         table.carry_pickers(&current);
         *current = Arc::new(table);
@@ -845,6 +864,7 @@ impl Handler for Ingress {
             && let Err(why) = self.control_plane.check()
         {
             // Cut off from the majority: refuse now, so the client goes elsewhere.
+            tracing::debug!(%app, %why, hopped, "refused: cut off from the controllers");
             let refused = unavailable(&app, "region_isolated", &format!("is refused here: {why}"));
             return if hopped { not_run(refused) } else { refused };
         }
@@ -892,6 +912,7 @@ impl Ingress {
             let autoscaled = table.entry(app).is_some_and(|r| r.autoscaled);
             if hopped {
                 // The other host thought a pod runs here; it does not (any more).
+                tracing::debug!(%app, ?revision, "proxied here, but no pod of it runs here");
                 return not_run(unavailable(app, "no_ready_pod", "has no running pod here"));
             }
             if !autoscaled {
@@ -922,11 +943,16 @@ impl Ingress {
                 );
             }
         };
-        // Hosts that answered they run no pod of the app: the table that named them is
-        // older than their pods, and a newer one will say who runs them.
+        // Hosts that answered they run no pod of the app: one of the two tables is
+        // behind — ours (the pod stopped; a newer table will say who runs it now) or
+        // theirs (the pod started and the controllers listed it before that host's
+        // table had it). So once every host named has answered so, they are asked again
+        // when our table changes or after a short pause, until the patience runs out.
         let mut not_running: Vec<String> = Vec::new();
         let mut generation = self.generation.subscribe();
         let deadline = tokio::time::Instant::now() + self.activator.options.patience;
+        let mut pause = NOT_RUN_PAUSE;
+        // Hosts that could not be reached (a host that answered is not counted).
         let mut tries = 0;
         while tries < MAX_TRIES {
             let Some(route) = table.entry(app) else {
@@ -936,12 +962,19 @@ impl Ingress {
             others.retain(|e| !not_running.contains(e));
             if others.is_empty() {
                 if !not_running.is_empty() {
-                    if !matches!(
-                        tokio::time::timeout_at(deadline, generation.changed()).await,
-                        Ok(Ok(()))
-                    ) {
+                    let now = tokio::time::Instant::now();
+                    if now >= deadline {
                         return unavailable(app, "no_ready_pod", "has no running pod");
                     }
+                    let wake = (now + pause).min(deadline);
+                    if !matches!(
+                        tokio::time::timeout_at(wake, generation.changed()).await,
+                        Ok(Ok(()))
+                    ) {
+                        tokio::time::sleep_until(wake).await;
+                    }
+                    pause = (pause * 2).min(NOT_RUN_PAUSE * 8);
+                    not_running.clear();
                     table = self.table();
                     let pods = table.local_pods(app, revision);
                     if !pods.is_empty() {
@@ -971,7 +1004,6 @@ impl Ingress {
                 continue;
             }
             let endpoint = self.nearest(&table, &others).clone();
-            tries += 1;
             let Some(attempt) = body.attempt() else {
                 return body_spent(app);
             };
@@ -985,6 +1017,7 @@ impl Ingress {
                 Ok(resp) => return resp,
                 Err(e) => {
                     self.eject(&endpoint);
+                    tries += 1;
                     if !e.never_sent() {
                         return error_response(
                             502,
@@ -1308,6 +1341,16 @@ mod proxy_tests {
 
     /// A stand-in for another host's ingress: answers every request `200 ok`, counting.
     async fn answering_host(count: Arc<AtomicUsize>) -> String {
+        host_serving_from(std::time::Instant::now(), count, Arc::default()).await
+    }
+
+    /// A stand-in for a host whose pod enters its table at `ready`: until then it
+    /// answers [`NOT_RUN`] (counted in `refused`), then `200 ok` (counted in `served`).
+    async fn host_serving_from(
+        ready: std::time::Instant,
+        served: Arc<AtomicUsize>,
+        refused: Arc<AtomicUsize>,
+    ) -> String {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
@@ -1315,7 +1358,7 @@ mod proxy_tests {
                 let Ok((mut conn, _)) = listener.accept().await else {
                     return;
                 };
-                let count = count.clone();
+                let (served, refused) = (served.clone(), refused.clone());
                 tokio::spawn(async move {
                     let mut buf = vec![0u8; 64 * 1024];
                     let mut seen = Vec::new();
@@ -1330,8 +1373,13 @@ mod proxy_tests {
                         // One request per read of a whole head (these have no body).
                         while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
                             seen.drain(..end + 4);
-                            count.fetch_add(1, Ordering::Relaxed);
-                            let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                            let reply: &[u8] = if std::time::Instant::now() < ready {
+                                refused.fetch_add(1, Ordering::Relaxed);
+                                b"HTTP/1.1 503 Service Unavailable\r\nx-dabba-not-run: 1\r\ncontent-length: 2\r\n\r\nno"
+                            } else {
+                                served.fetch_add(1, Ordering::Relaxed);
+                                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+                            };
                             if conn.write_all(reply).await.is_err() {
                                 return;
                             }
@@ -1555,5 +1603,23 @@ mod proxy_tests {
             "{body}"
         );
         assert_eq!(served.load(Ordering::Relaxed), 11);
+    }
+
+    #[tokio::test]
+    async fn a_host_listed_before_its_own_table_has_the_pod_is_asked_again_until_it_serves() {
+        // The controllers list a host as running the pod (it told them so) while that
+        // host's table does not have it yet: it answers NOT_RUN for 300 ms. This host's
+        // table never changes, so only asking that host again serves the request.
+        let (served, refused) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let ready = std::time::Instant::now() + Duration::from_millis(300);
+        let late = host_serving_from(ready, served.clone(), refused.clone()).await;
+        let (_, front) = ingress_at(&pay_route(vec![late]), Duration::from_secs(5)).await;
+        let resp = get(front).await;
+        assert_eq!(resp.status(), 200, "{:?}", resp.body());
+        assert!(!resp.headers().contains_key(NOT_RUN));
+        assert_eq!(served.load(Ordering::Relaxed), 1);
+        let asked = refused.load(Ordering::Relaxed);
+        // Paused 25, 50, 100, 200 ms between askings: 300 ms take a handful, not a flood.
+        assert!((2..=8).contains(&asked), "refused {asked} times");
     }
 }

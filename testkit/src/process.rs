@@ -33,6 +33,8 @@ impl Process {
     ///
     /// Children run without `RUST_BACKTRACE`: with it set, every internal error on the
     /// hot path of a Rust server captures a backtrace, which halves its throughput.
+    /// `DABBA_TEST_LOG`, when set, replaces the `RUST_LOG` a launcher asks for (e.g.
+    /// `DABBA_TEST_LOG=warn,dabba_host=debug` to see where a flaky request went).
     pub fn start(
         name: &str,
         program: &Path,
@@ -49,7 +51,10 @@ impl Process {
             args: args.to_vec(),
             envs: envs
                 .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .map(|(k, v)| match std::env::var("DABBA_TEST_LOG") {
+                    Ok(filter) if *k == "RUST_LOG" => (k.to_string(), filter),
+                    _ => (k.to_string(), v.to_string()),
+                })
                 .collect(),
             dir: dir.map(Path::to_path_buf),
             child: None,

@@ -45,7 +45,6 @@ impl Agent {
                         let answered = asked.elapsed();
                         if let Some(a) = answer.assignment {
                             agent.install(&a, answer.version).await;
-                            agent.publish();
                         }
                         tracing::debug!(
                             app = %d.app,

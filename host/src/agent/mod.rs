@@ -340,11 +340,8 @@ impl Agent {
         // New routes and stopped pods take effect now, not after new pods start (a
         // first compile can take seconds).
         self.publish();
-        if !to_start.is_empty() {
-            for a in to_start {
-                self.install(a, view.version).await;
-            }
-            self.publish();
+        for a in to_start {
+            self.install(a, view.version).await;
         }
     }
 }

@@ -2,6 +2,7 @@
 //! from memory, the local cache or a controller, and verified), tracking it, and
 //! publishing the routing table of the pods that run.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -15,7 +16,14 @@ use crate::component::ComponentBytes;
 use crate::ingress::{LocalPod, RoutingTable};
 
 impl Agent {
-    /// Starts an assigned pod and tracks it (unless it already is).
+    /// Starts an assigned pod, tracks it (unless it already is) and publishes the
+    /// routing table with it.
+    ///
+    /// The pod enters the table under the same lock that makes it Running for the
+    /// heartbeat: once the controllers hear it runs, other hosts route requests here,
+    /// and it must already take them. (Published only after every pod of an assignment
+    /// batch started, a pod that ran seconds before the slowest compile was listed
+    /// elsewhere while this host answered that it ran nothing.)
     pub(super) async fn install(&self, a: &Assignment, version: u64) {
         let state = match self.start(a).await {
             Ok(pod) => {
@@ -28,22 +36,26 @@ impl Agent {
                 Local::Failed(e.to_string())
             }
         };
-        self.pods
-            .lock()
-            .expect("pods lock")
-            .entry(a.pod.key())
-            .or_insert(Tracked {
-                app: a.pod.app_key(),
-                state,
-                log_seen: 0,
-                assigned_at: version,
-            });
+        let mut pods = self.pods.lock().expect("pods lock");
+        pods.entry(a.pod.key()).or_insert(Tracked {
+            app: a.pod.app_key(),
+            state,
+            log_seen: 0,
+            assigned_at: version,
+        });
+        self.publish_from(&pods);
     }
 
     /// Swaps in a routing table of the last routes and the pods running here.
     pub(super) fn publish(&self) {
+        let pods = self.pods.lock().expect("pods lock");
+        self.publish_from(&pods);
+    }
+
+    /// [`Agent::publish`] with the pods already locked (the table is swapped in before
+    /// the lock is released, so a heartbeat never reports a pod the table lacks).
+    fn publish_from(&self, pods: &HashMap<ResourceKey, Tracked>) {
         let local: Vec<(ResourceKey, Arc<LocalPod>)> = {
-            let pods = self.pods.lock().expect("pods lock");
             let (mut running, mut failed) = (0, 0);
             let list = pods
                 .values()
