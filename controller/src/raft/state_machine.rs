@@ -2,9 +2,9 @@
 //! to the workload store, plus snapshots.
 //!
 //! The state lives in memory behind a lock shared with the API (reads) and the
-//! reconcile driver; workload buckets live in the [`WorkloadStore`] (on disk, the
-//! writes since its last flush in memory), written in the same apply, under the same
-//! lock, so a reader holding the lock sees both at one log index.
+//! reconcile driver; workload buckets live on disk in the [`WorkloadStore`], written in
+//! the same apply, under the same lock, so a reader holding the lock sees both at one
+//! log index.
 //!
 //! A snapshot is one file, `snapshot-<term>-<index>.snap`: a header (the Raft metadata
 //! and the state, as JSON), then the workload records streamed from one read
@@ -21,9 +21,7 @@
 //! workload keys) is written as a checkpoint, `state-<term>-<index>.json`, after every
 //! [`CHECKPOINT_BYTES`] of workload writes or [`CHECKPOINT_ENTRIES`] entries, with the
 //! workload store made durable first; a restart starts from the newest of checkpoint
-//! and snapshot, and replays at most that much log. The checkpoint is also when the
-//! workload store writes what it holds in memory into its file: it never holds much
-//! more than the writes since the last checkpoint.
+//! and snapshot, and replays at most that much log.
 //!
 //! Components are not in the state (see `crate::blobs`). Snapshots (JSON, before the
 //! workload store) and log entries written before they left the log carry their bytes:
@@ -42,7 +40,7 @@ use openraft::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use super::workload::{self, View, WorkloadStore};
+use super::workload::{self, Tables, View, WorkloadStore};
 use super::{Entry, LogId, NodeId, StorageError, TypeConfig};
 use crate::blobs::BlobStore;
 use crate::command::{Command, Reply};
@@ -292,22 +290,20 @@ struct Batch {
     version: u64,
 }
 
-/// Applies `entries` to the state and, as one batch, to the workload store. Blocking.
-/// The store's writer is taken before the state's lock (a flush holds the writer a
-/// moment, and the state's readers must not wait for that); a store holding more than
-/// [`workload::BUFFERED_BOUND`] in memory is flushed first, without an fsync.
+/// Applies `entries` to the state and, in one transaction, to the workload store.
+/// Blocking. The store's writer is taken before the state's lock: a durable commit in
+/// progress (a checkpoint's, a snapshot's) holds the writer through its fsync, and the
+/// state's readers must not wait for that.
 fn apply_entries(
     shared: &Shared,
     blobs: &BlobStore,
     entries: Vec<Entry>,
 ) -> Result<Batch, StorageError> {
-    if shared.workload.buffered() > workload::BUFFERED_BOUND {
-        shared.workload.flush(false).map_err(sm_write)?;
-    }
-    let mut tables = shared.workload.begin().map_err(sm_write)?;
+    let tx = shared.workload.begin().map_err(sm_write)?;
     let mut a = shared.applied.write().expect("state lock poisoned");
     let mut replies = Vec::with_capacity(entries.len());
     let written = {
+        let mut tables = Tables::open(&tx).map_err(sm_write)?;
         let held = tables.applied().map_err(sm_read)?;
         let mut last = held;
         for entry in entries {
@@ -348,7 +344,7 @@ fn apply_entries(
         }
         tables.written
     };
-    tables.commit().map_err(sm_write)?;
+    tx.commit().map_err(sm_write)?;
     Ok(Batch {
         replies,
         written,
@@ -560,8 +556,9 @@ impl LegacyWorkload {
             Some(v) => serde_json::from_value(v).map_err(|e| format!("kv_write_order: {e}"))?,
             None => Vec::new(),
         };
+        let tx = store.begin().map_err(|e| e.to_string())?;
         {
-            let mut tables = store.begin().map_err(|e| e.to_string())?;
+            let mut tables = Tables::open(&tx).map_err(|e| e.to_string())?;
             for (bucket, keys) in &buckets {
                 for (key, value) in keys {
                     let value = dabba_spec::kv::b64::decode(value)?;
@@ -576,8 +573,8 @@ impl LegacyWorkload {
                 }
             }
             tables.set_applied(index).map_err(|e| e.to_string())?;
-            tables.commit().map_err(|e| e.to_string())?;
         }
+        tx.commit().map_err(|e| e.to_string())?;
         store.sync().map_err(|e| e.to_string())
     }
 }
@@ -611,8 +608,8 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             applied,
         };
         // The log before this snapshot may go once it is written: what the store holds
-        // must not depend on that log any more. (At normal priority: the next apply
-        // waits for it a moment, when it drops what it wrote from memory.)
+        // must not depend on that log any more. (At normal priority: it holds the
+        // store's one writer, which the next apply waits for.)
         let store = self.shared.workload.clone();
         tokio::task::spawn_blocking(move || store.sync())
             .await

@@ -6,30 +6,25 @@
 //! (`kv.redb`), read through a bounded cache, so memory use does not depend on how much
 //! is stored, and a restart opens the file instead of loading it.
 //!
-//! Applies write to memory first (an overlay over the file, see [`WorkloadStore`]); a
-//! flush writes the overlay into the file in key order with the log index it reaches,
-//! in one transaction, so the file always says exactly which entries it holds; a log
-//! entry replayed after a restart that the file already holds is not applied to it
-//! again (an increment applied twice would be a wrong balance). The Raft log is what
-//! makes a write durable: the store is flushed and made durable at every checkpoint and
-//! before a snapshot lets the log before it go ([`WorkloadStore::sync`]). A crash loses
-//! only what the log still holds.
+//! Every apply writes its workload changes and the log index it has applied in one
+//! transaction, so the file always says exactly which entries it holds; a log entry
+//! replayed after a restart that the file already holds is not applied to it again (an
+//! increment applied twice would be a wrong balance). Those commits are not fsync'd —
+//! the Raft log is — and the store is made durable before a snapshot lets the log
+//! before it go ([`WorkloadStore::sync`]). A crash loses only commits the log still holds.
 //!
-//! Snapshots carry the buckets as a stream of records read from one [`View`] — a read
-//! transaction (redb's MVCC keeps it consistent while writes go on) and the overlay as
-//! it was then — see [`dump`] and [`load`].
+//! Snapshots carry the buckets as a stream of records read from one read transaction
+//! (redb's MVCC keeps it consistent while writes go on), see [`dump`] and [`load`].
 
-use std::cmp::Ordering;
 use std::io::{BufRead, Read, Write};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, RwLock};
 
 use dabba_spec::kv::KvError;
-use imbl::OrdMap;
 use redb::{
     Database, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable,
-    ReadableTableMetadata, TableDefinition,
+    ReadableTableMetadata, Table, TableDefinition, WriteTransaction,
 };
 
 use crate::state::{KV_WRITE_MEMORY, Remembered, Workload};
@@ -50,79 +45,15 @@ const CACHE_BYTES: usize = 32 << 20;
 /// Records per transaction while a snapshot is loaded: bounds memory during an install.
 const LOAD_BATCH: u64 = 50_000;
 
-/// Bytes held in memory past which an apply writes them into the file itself, without
-/// waiting for the next checkpoint (which normally comes every 64 MiB written).
-pub const BUFFERED_BOUND: u64 = 256 << 20;
-
 pub fn storage(e: impl std::fmt::Display) -> KvError {
     KvError::storage(e)
 }
 
-/// A remembered write: its sequence number and its outcome (JSON).
-type Remembrance = (u64, Arc<[u8]>);
-
-/// What was applied since the last flush, in memory; each change replaces the key's
-/// entry (`None`: removed). Clones share structure, so a reader's copy costs nothing
-/// and the next apply copies only the paths it changes.
-#[derive(Clone, Default)]
-struct Overlay {
-    entries: OrdMap<(String, String), Option<Arc<[u8]>>>,
-    remembered: OrdMap<String, Option<Remembrance>>,
-    order: OrdMap<u64, Option<String>>,
-    /// The next sequence number of a remembered write, once one was remembered here.
-    next: Option<u64>,
-    /// The last log index applied, once one was applied here.
-    applied: Option<u64>,
-    /// Bytes of the buckets, keys and values held (those replaced since included).
-    bytes: u64,
-}
-
-impl Overlay {
-    /// What is left once `flushed` (an earlier copy of this one) is in the file: the
-    /// changes made since it was taken.
-    fn without(&self, flushed: &Overlay) -> Overlay {
-        let mut left = self.clone();
-        for (k, v) in flushed.entries.iter() {
-            if left.entries.get(k) == Some(v) {
-                left.entries.remove(k);
-            }
-        }
-        for (k, v) in flushed.remembered.iter() {
-            if left.remembered.get(k) == Some(v) {
-                left.remembered.remove(k);
-            }
-        }
-        for (k, v) in flushed.order.iter() {
-            if left.order.get(k) == Some(v) {
-                left.order.remove(k);
-            }
-        }
-        left.bytes = left
-            .entries
-            .iter()
-            .map(|((b, k), v)| (b.len() + k.len() + v.as_ref().map_or(0, |v| v.len())) as u64)
-            .sum();
-        left
-    }
-}
-
 /// The workload store of one controller.
-///
-/// Applies change an in-memory [`Overlay`] over the file; a flush (every checkpoint
-/// and snapshot, and whenever the overlay outgrows [`BUFFERED_BOUND`]) writes it into the
-/// file in key order, as one transaction with the log index it reaches. Written per
-/// apply instead, a 2,000-payment entry copied ~2,000 random B-tree leaves (8 MiB for
-/// 0.8 MiB of records), which halved the settlement job's throughput.
 pub struct WorkloadStore {
     path: PathBuf,
     /// Replaced whole when a snapshot is installed; readers hold the old file until done.
     db: RwLock<Arc<Database>>,
-    /// Published by each apply; readers take it with a read of the file, as one pair.
-    overlay: RwLock<Arc<Overlay>>,
-    /// The one applier's; a flush takes it only to drop what it wrote.
-    writer: Mutex<()>,
-    /// One flush (or install) at a time.
-    flushing: Mutex<()>,
 }
 
 fn open_db(path: &Path) -> Result<Database, KvError> {
@@ -139,10 +70,6 @@ fn open_db(path: &Path) -> Result<Database, KvError> {
     Ok(db)
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().expect("workload lock poisoned")
-}
-
 impl WorkloadStore {
     /// Opens (or creates) the store at `path`, a file.
     pub fn open(path: &Path) -> Result<WorkloadStore, KvError> {
@@ -151,9 +78,6 @@ impl WorkloadStore {
         Ok(WorkloadStore {
             path: path.to_path_buf(),
             db: RwLock::new(Arc::new(open_db(path)?)),
-            overlay: RwLock::default(),
-            writer: Mutex::new(()),
-            flushing: Mutex::new(()),
         })
     }
 
@@ -161,127 +85,38 @@ impl WorkloadStore {
         self.db.read().expect("workload lock poisoned").clone()
     }
 
-    fn overlay(&self) -> Arc<Overlay> {
-        self.overlay.read().expect("workload lock poisoned").clone()
-    }
-
     /// The last log index whose workload writes the store holds.
     pub fn applied(&self) -> Result<Option<u64>, KvError> {
-        Ok(self.view()?.applied())
+        let tx = self.db().begin_read().map_err(storage)?;
+        let meta = tx.open_table(META).map_err(storage)?;
+        Ok(meta.get("applied").map_err(storage)?.map(|v| v.value()))
     }
 
-    /// Bytes applied and not yet flushed into the file.
-    pub fn buffered(&self) -> u64 {
-        self.overlay().bytes
+    /// A write transaction (not fsync'd on commit: the Raft log is).
+    pub fn begin(&self) -> Result<WriteTransaction, KvError> {
+        let mut tx = self.db().begin_write().map_err(storage)?;
+        tx.set_durability(redb::Durability::None).map_err(storage)?;
+        Ok(tx)
     }
 
-    /// The batch the next applies write to; nothing of it is seen until it is
-    /// committed.
-    pub fn begin(&self) -> Result<WriteBatch<'_>, KvError> {
-        let writer = lock(&self.writer);
-        let (overlay, file) = {
-            let overlay = self.overlay.read().expect("workload lock poisoned");
-            let tx = self.db().begin_read().map_err(storage)?;
-            (Overlay::clone(&overlay), FileView::new(tx)?)
-        };
-        Ok(WriteBatch {
-            store: self,
-            _writer: writer,
-            overlay,
-            file,
-            failed: std::cell::Cell::new(None),
-            written: 0,
-        })
-    }
-
-    /// Writes everything applied so far into the file and makes it durable (one
-    /// fsync), with a quick-repair record so that opening the file after a crash does not
-    /// walk all of it.
+    /// Makes every commit so far durable (one fsync), with a quick-repair record so that
+    /// opening the file after a crash does not walk all of it.
     pub fn sync(&self) -> Result<(), KvError> {
-        self.flush(true)
-    }
-
-    /// Writes everything applied so far into the file, in key order, in one
-    /// transaction (durable or not), then drops from memory what it wrote and was not
-    /// changed since. Applies go on meanwhile.
-    pub fn flush(&self, durable: bool) -> Result<(), KvError> {
-        let _one = lock(&self.flushing);
-        let flushed = self.overlay();
-        let db = self.db();
-        let mut tx = db.begin_write().map_err(storage)?;
-        if durable {
-            tx.set_quick_repair(true);
-        } else {
-            tx.set_durability(redb::Durability::None).map_err(storage)?;
-        }
-        {
-            let mut entries = tx.open_table(ENTRIES).map_err(storage)?;
-            for ((b, k), v) in flushed.entries.iter() {
-                match v {
-                    Some(v) => entries.insert((b.as_str(), k.as_str()), &v[..]).map(drop),
-                    None => entries.remove((b.as_str(), k.as_str())).map(drop),
-                }
-                .map_err(storage)?;
-            }
-            let mut remembered = tx.open_table(REMEMBERED).map_err(storage)?;
-            for (id, v) in flushed.remembered.iter() {
-                match v {
-                    Some((seq, outcome)) => remembered
-                        .insert(id.as_str(), (*seq, &outcome[..]))
-                        .map(drop),
-                    None => remembered.remove(id.as_str()).map(drop),
-                }
-                .map_err(storage)?;
-            }
-            let mut order = tx.open_table(REMEMBERED_ORDER).map_err(storage)?;
-            for (seq, id) in flushed.order.iter() {
-                match id {
-                    Some(id) => order.insert(*seq, id.as_str()).map(drop),
-                    None => order.remove(*seq).map(drop),
-                }
-                .map_err(storage)?;
-            }
-            let mut meta = tx.open_table(META).map_err(storage)?;
-            if let Some(next) = flushed.next {
-                meta.insert("next", next).map_err(storage)?;
-            }
-            if let Some(applied) = flushed.applied {
-                meta.insert("applied", applied).map_err(storage)?;
-            }
-        }
-        tx.commit().map_err(storage)?;
-        // Applies wait while what is left is worked out; readers go on with the overlay
-        // as it is (it and the file now agree on everything it holds).
-        let _writer = lock(&self.writer);
-        let live = self.overlay();
-        let left = if Arc::ptr_eq(&live, &flushed) {
-            Overlay {
-                next: live.next,
-                applied: live.applied,
-                ..Overlay::default()
-            }
-        } else {
-            live.without(&flushed)
-        };
-        *self.overlay.write().expect("workload lock poisoned") = Arc::new(left);
-        Ok(())
+        let mut tx = self.db().begin_write().map_err(storage)?;
+        tx.set_quick_repair(true);
+        tx.commit().map_err(storage)
     }
 
     /// A consistent view for reads and snapshots.
     pub fn view(&self) -> Result<View, KvError> {
-        let overlay = self.overlay.read().expect("workload lock poisoned");
         let tx = self.db().begin_read().map_err(storage)?;
-        Ok(View {
-            overlay: overlay.clone(),
-            file: FileView::new(tx)?,
-        })
+        View::new(tx)
     }
 
     /// Replaces the whole store with the records of a snapshot, which end at log index
     /// `applied`. The new file is written beside the old one and renamed over it, so a
     /// crash leaves one or the other, never a mix.
     pub fn replace(&self, records: &mut impl BufRead, applied: u64) -> Result<Counts, KvError> {
-        let _one = lock(&self.flushing);
         let next = installing(&self.path);
         let _ = std::fs::remove_file(&next);
         let counts = {
@@ -296,8 +131,6 @@ impl WorkloadStore {
             tx.commit().map_err(storage)?;
             counts
         };
-        let _writer = lock(&self.writer);
-        let mut overlay = self.overlay.write().expect("workload lock poisoned");
         let mut current = self.db.write().expect("workload lock poisoned");
         std::fs::rename(&next, &self.path).map_err(storage)?;
         if let Some(dir) = self.path.parent()
@@ -306,7 +139,6 @@ impl WorkloadStore {
             let _ = d.sync_all();
         }
         *current = Arc::new(open_db(&self.path)?);
-        *overlay = Arc::default();
         Ok(counts)
     }
 }
@@ -317,139 +149,49 @@ fn installing(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// The file's tables as of one read transaction.
-struct FileView {
-    entries: ReadOnlyTable<(&'static str, &'static str), &'static [u8]>,
-    remembered: ReadOnlyTable<&'static str, (u64, &'static [u8])>,
-    order: ReadOnlyTable<u64, &'static str>,
-    applied: Option<u64>,
-    next: Option<u64>,
-}
-
-impl FileView {
-    fn new(tx: ReadTransaction) -> Result<FileView, KvError> {
-        let meta = tx.open_table(META).map_err(storage)?;
-        Ok(FileView {
-            entries: tx.open_table(ENTRIES).map_err(storage)?,
-            remembered: tx.open_table(REMEMBERED).map_err(storage)?,
-            order: tx.open_table(REMEMBERED_ORDER).map_err(storage)?,
-            applied: meta.get("applied").map_err(storage)?.map(|v| v.value()),
-            next: meta.get("next").map_err(storage)?.map(|v| v.value()),
-        })
-    }
-
-    fn get(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, KvError> {
-        self.entries
-            .get((bucket, key))
-            .map(|v| v.map(|v| v.value().to_vec()))
-            .map_err(storage)
-    }
-
-    fn remembered(&self, id: &str) -> Result<Option<Remembrance>, KvError> {
-        Ok(self.remembered.get(id).map_err(storage)?.map(|v| {
-            let (seq, outcome) = v.value();
-            (seq, Arc::from(outcome))
-        }))
-    }
-
-    fn order(&self, seq: u64) -> Result<Option<String>, KvError> {
-        Ok(self
-            .order
-            .get(seq)
-            .map_err(storage)?
-            .map(|v| v.value().to_string()))
-    }
-}
-
-/// The overlay's answer for a key if it has one, else the file's.
-fn newest<T: Clone>(
-    in_memory: Option<&Option<T>>,
-    in_file: impl FnOnce() -> Result<Option<T>, KvError>,
-) -> Result<Option<T>, KvError> {
-    match in_memory {
-        Some(v) => Ok(v.clone()),
-        None => in_file(),
-    }
-}
-
-/// Visits the union of `file` (in key order) and `memory` (in key order, newer; `None`:
-/// removed) in key order — memory's entry where both have the key, none where memory
-/// removed it — until `each` answers `false`.
-fn merge<K: Ord, V>(
-    file: impl Iterator<Item = Result<(K, V), KvError>>,
-    memory: impl Iterator<Item = (K, Option<V>)>,
-    mut each: impl FnMut(K, V) -> Result<bool, KvError>,
-) -> Result<(), KvError> {
-    enum Take {
-        File,
-        Memory,
-        MemoryOverFile,
-    }
-    let (mut file, mut memory) = (file.peekable(), memory.peekable());
-    loop {
-        let take = match (file.peek(), memory.peek()) {
-            (None, None) => return Ok(()),
-            (Some(Err(_)), _) | (Some(Ok(_)), None) => Take::File,
-            (None, Some(_)) => Take::Memory,
-            (Some(Ok((f, _))), Some((m, _))) => match f.cmp(m) {
-                Ordering::Less => Take::File,
-                Ordering::Equal => Take::MemoryOverFile,
-                Ordering::Greater => Take::Memory,
-            },
-        };
-        let (k, v) = match take {
-            Take::File => file.next().expect("peeked")?,
-            Take::Memory | Take::MemoryOverFile => {
-                if matches!(take, Take::MemoryOverFile) {
-                    file.next();
-                }
-                match memory.next().expect("peeked") {
-                    (k, Some(v)) => (k, v),
-                    (_, None) => continue,
-                }
-            }
-        };
-        if !each(k, v)? {
-            return Ok(());
-        }
-    }
-}
-
-/// One batch of applies: they read through it and write to it, and [`WriteBatch::commit`]
-/// makes them what readers see. The first storage error is kept, for the state machine
-/// to stop on.
-pub struct WriteBatch<'s> {
-    store: &'s WorkloadStore,
-    _writer: MutexGuard<'s, ()>,
-    overlay: Overlay,
-    file: FileView,
+/// The store's tables inside one write transaction: what the state machine applies
+/// workload writes to. The first storage error is kept, for the state machine to stop on.
+pub struct Tables<'txn> {
+    entries: Table<'txn, (&'static str, &'static str), &'static [u8]>,
+    remembered: Table<'txn, &'static str, (u64, &'static [u8])>,
+    order: Table<'txn, u64, &'static str>,
+    meta: Table<'txn, &'static str, u64>,
     failed: std::cell::Cell<Option<KvError>>,
-    /// Bytes of keys and values stored through this batch.
+    /// Bytes of keys and values stored through these tables.
     pub written: u64,
 }
 
-impl WriteBatch<'_> {
-    /// The last log index the store held when the batch began.
+impl<'txn> Tables<'txn> {
+    pub fn open(tx: &'txn WriteTransaction) -> Result<Tables<'txn>, KvError> {
+        Ok(Tables {
+            entries: tx.open_table(ENTRIES).map_err(storage)?,
+            remembered: tx.open_table(REMEMBERED).map_err(storage)?,
+            order: tx.open_table(REMEMBERED_ORDER).map_err(storage)?,
+            meta: tx.open_table(META).map_err(storage)?,
+            failed: std::cell::Cell::new(None),
+            written: 0,
+        })
+    }
+
+    /// The last log index the store held when the transaction began.
     pub fn applied(&self) -> Result<Option<u64>, KvError> {
-        Ok(self.overlay.applied.or(self.file.applied))
+        Ok(self
+            .meta
+            .get("applied")
+            .map_err(storage)?
+            .map(|v| v.value()))
     }
 
     pub fn set_applied(&mut self, index: u64) -> Result<(), KvError> {
-        self.overlay.applied = Some(index);
+        self.meta.insert("applied", index).map_err(storage)?;
         Ok(())
     }
 
-    /// The first storage error met since the batch began.
+    /// The first storage error met since the tables were opened.
     pub fn failed(&self) -> Option<KvError> {
         let first = self.failed.take();
         self.failed.set(first.clone());
         first
-    }
-
-    /// Makes the batch what readers (and the next batch) see.
-    pub fn commit(self) -> Result<(), KvError> {
-        *self.store.overlay.write().expect("workload lock poisoned") = Arc::new(self.overlay);
-        Ok(())
     }
 
     fn noted<T>(&self, r: Result<T, KvError>) -> Result<T, KvError> {
@@ -459,65 +201,65 @@ impl WriteBatch<'_> {
         }
         r
     }
-
-    fn remembered_raw(&self, id: &str) -> Result<Option<Remembrance>, KvError> {
-        newest(self.overlay.remembered.get(id), || self.file.remembered(id))
-    }
 }
 
-impl Workload for WriteBatch<'_> {
+impl Workload for Tables<'_> {
     fn read(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, KvError> {
-        let in_memory = self
-            .overlay
+        let r = self
             .entries
-            .get(&(bucket.to_string(), key.to_string()));
-        let r = match in_memory {
-            Some(v) => Ok(v.as_ref().map(|v| v.to_vec())),
-            None => self.file.get(bucket, key),
-        };
+            .get((bucket, key))
+            .map(|v| v.map(|g| g.value().to_vec()))
+            .map_err(storage);
         self.noted(r)
     }
 
     fn store(&mut self, bucket: &str, key: &str, value: Option<&[u8]>) -> Result<(), KvError> {
-        let len = value.map_or(0, <[u8]>::len);
-        self.written += (key.len() + len) as u64;
-        self.overlay.bytes += (bucket.len() + key.len() + len) as u64;
-        self.overlay
-            .entries
-            .insert((bucket.to_string(), key.to_string()), value.map(Arc::from));
-        Ok(())
+        self.written += (key.len() + value.map_or(0, <[u8]>::len)) as u64;
+        let r = match value {
+            Some(v) => self.entries.insert((bucket, key), v).map(drop),
+            None => self.entries.remove((bucket, key)).map(drop),
+        }
+        .map_err(storage);
+        self.noted(r)
     }
 
     fn remembered(&self, id: &str) -> Result<Option<Remembered>, KvError> {
-        let r = self.remembered_raw(id).and_then(|found| match found {
-            Some((_, outcome)) => serde_json::from_slice(&outcome).map(Some).map_err(storage),
-            None => Ok(None),
-        });
+        let r = (|| {
+            let Some(found) = self.remembered.get(id).map_err(storage)? else {
+                return Ok(None);
+            };
+            let (_, outcome) = found.value();
+            serde_json::from_slice(outcome).map(Some).map_err(storage)
+        })();
         self.noted(r)
     }
 
     fn remember(&mut self, id: &str, outcome: &Remembered) -> Result<(), KvError> {
         let r = (|| {
-            let seq = self.overlay.next.or(self.file.next).unwrap_or(0);
+            let seq = self
+                .meta
+                .get("next")
+                .map_err(storage)?
+                .map_or(0, |v| v.value());
             let json = serde_json::to_vec(outcome).map_err(storage)?;
-            self.overlay
-                .remembered
-                .insert(id.to_string(), Some((seq, Arc::from(json))));
-            self.overlay.order.insert(seq, Some(id.to_string()));
-            self.overlay.next = Some(seq + 1);
+            self.remembered
+                .insert(id, (seq, json.as_slice()))
+                .map_err(storage)?;
+            self.order.insert(seq, id).map_err(storage)?;
+            self.meta.insert("next", seq + 1).map_err(storage)?;
             if let Some(old_seq) = seq.checked_sub(KV_WRITE_MEMORY as u64)
-                && let Some(old) = newest(self.overlay.order.get(&old_seq), || {
-                    self.file.order(old_seq)
-                })?
+                && let Some(old) = self.order.remove(old_seq).map_err(storage)?
             {
-                self.overlay.order.insert(old_seq, None);
+                let old = old.value().to_string();
                 // The id may have been forgotten and written again since: only its
                 // old remembrance goes.
                 let stale = self
-                    .remembered_raw(&old)?
-                    .is_some_and(|(seq, _)| seq == old_seq);
+                    .remembered
+                    .get(old.as_str())
+                    .map_err(storage)?
+                    .is_some_and(|v| v.value().0 == old_seq);
                 if stale {
-                    self.overlay.remembered.insert(old, None);
+                    self.remembered.remove(old.as_str()).map_err(storage)?;
                 }
             }
             Ok(())
@@ -526,17 +268,28 @@ impl Workload for WriteBatch<'_> {
     }
 }
 
-/// A consistent read of the store — memory and file as of one moment: what the API
-/// reads and what a snapshot is built from.
+/// A read transaction: what the API reads and what a snapshot is built from.
 pub struct View {
-    overlay: Arc<Overlay>,
-    file: FileView,
+    entries: ReadOnlyTable<(&'static str, &'static str), &'static [u8]>,
+    remembered: ReadOnlyTable<&'static str, (u64, &'static [u8])>,
+    order: ReadOnlyTable<u64, &'static str>,
+    applied: Option<u64>,
 }
 
 impl View {
+    fn new(tx: ReadTransaction) -> Result<View, KvError> {
+        let meta = tx.open_table(META).map_err(storage)?;
+        Ok(View {
+            entries: tx.open_table(ENTRIES).map_err(storage)?,
+            remembered: tx.open_table(REMEMBERED).map_err(storage)?,
+            order: tx.open_table(REMEMBERED_ORDER).map_err(storage)?,
+            applied: meta.get("applied").map_err(storage)?.map(|v| v.value()),
+        })
+    }
+
     /// The last log index this view holds.
     pub fn applied(&self) -> Option<u64> {
-        self.overlay.applied.or(self.file.applied)
+        self.applied
     }
 
     pub fn read_many(
@@ -544,17 +297,12 @@ impl View {
         bucket: &str,
         keys: &[String],
     ) -> Result<Vec<Option<Vec<u8>>>, KvError> {
-        let mut probe = (bucket.to_string(), String::new());
         keys.iter()
             .map(|k| {
-                if self.overlay.entries.is_empty() {
-                    return self.file.get(bucket, k);
-                }
-                k.clone_into(&mut probe.1);
-                match self.overlay.entries.get(&probe) {
-                    Some(v) => Ok(v.as_ref().map(|v| v.to_vec())),
-                    None => self.file.get(bucket, k),
-                }
+                self.entries
+                    .get((bucket, k.as_str()))
+                    .map(|v| v.map(|v| v.value().to_vec()))
+                    .map_err(storage)
             })
             .collect()
     }
@@ -570,53 +318,25 @@ impl View {
             Some(c) => Bound::Excluded((bucket, c)),
             None => Bound::Included((bucket, "")),
         };
-        let file = self
-            .file
+        let mut keys = Vec::new();
+        for entry in self
             .entries
             .range::<(&str, &str)>((start, Bound::Unbounded))
             .map_err(storage)?
-            .map(|entry| {
-                let (k, _) = entry.map_err(storage)?;
-                let (b, key) = k.value();
-                Ok((b == bucket).then(|| key.to_string()))
-            })
-            .map_while(|r: Result<Option<String>, KvError>| r.transpose())
-            .map(|r| r.map(|k| (k, ())));
-        let owned_start = match cursor {
-            Some(c) => Bound::Excluded((bucket.to_string(), c.to_string())),
-            None => Bound::Included((bucket.to_string(), String::new())),
-        };
-        let memory = self
-            .overlay
-            .entries
-            .range((owned_start, Bound::Unbounded))
-            .take_while(|((b, _), _)| b == bucket)
-            .map(|((_, k), v)| (k.clone(), v.as_ref().map(|_| ())));
-        let mut keys = Vec::new();
-        if limit > 0 {
-            merge(file, memory, |k, ()| {
-                keys.push(k);
-                Ok(keys.len() < limit)
-            })?;
+        {
+            let (k, _) = entry.map_err(storage)?;
+            let (b, key) = k.value();
+            if b != bucket || keys.len() == limit {
+                break;
+            }
+            keys.push(key.to_string());
         }
         Ok(keys)
     }
 
     /// How many keys the store holds, over all buckets.
     pub fn keys_held(&self) -> Result<u64, KvError> {
-        let mut held = self.file.entries.len().map_err(storage)?;
-        for ((b, k), v) in self.overlay.entries.iter() {
-            match (self.file.get(b, k)?.is_some(), v.is_some()) {
-                (false, true) => held += 1,
-                (true, false) => held -= 1,
-                _ => {}
-            }
-        }
-        Ok(held)
-    }
-
-    fn remembered(&self, id: &str) -> Result<Option<Remembrance>, KvError> {
-        newest(self.overlay.remembered.get(id), || self.file.remembered(id))
+        self.entries.len().map_err(storage)
     }
 }
 
@@ -641,53 +361,37 @@ fn field(out: &mut impl Write, bytes: &[u8]) -> std::io::Result<()> {
 /// first), then an end record with both counts, so a cut-off stream is detected.
 pub fn dump(view: &View, out: &mut impl Write) -> Result<Counts, KvError> {
     let mut counts = Counts::default();
-    let file = view.file.entries.iter().map_err(storage)?.map(|entry| {
+    for entry in view.entries.iter().map_err(storage)? {
         let (k, v) = entry.map_err(storage)?;
         let (bucket, key) = k.value();
-        Ok(((bucket.to_string(), key.to_string()), v.value().to_vec()))
-    });
-    let memory = view
-        .overlay
-        .entries
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_ref().map(|v| v.to_vec())));
-    merge(file, memory, |(bucket, key), value| {
         (|| {
             out.write_all(&[ENTRY])?;
             field(out, bucket.as_bytes())?;
             field(out, key.as_bytes())?;
-            field(out, &value)
+            field(out, v.value())
         })()
         .map_err(storage)?;
         counts.entries += 1;
-        Ok(true)
-    })?;
-    let file = view.file.order.iter().map_err(storage)?.map(|entry| {
+    }
+    for entry in view.order.iter().map_err(storage)? {
         let (seq, id) = entry.map_err(storage)?;
-        Ok((seq.value(), id.value().to_string()))
-    });
-    let memory = view
-        .overlay
-        .order
-        .iter()
-        .map(|(seq, id)| (*seq, id.clone()));
-    merge(file, memory, |seq, id| {
-        let Some((remembered_seq, outcome)) = view.remembered(&id)? else {
-            return Ok(true);
+        let (seq, id) = (seq.value(), id.value());
+        let Some(found) = view.remembered.get(id).map_err(storage)? else {
+            continue;
         };
+        let (remembered_seq, outcome) = found.value();
         if remembered_seq != seq {
-            return Ok(true);
+            continue;
         }
         (|| {
             out.write_all(&[REMEMBERED_WRITE])?;
             field(out, id.as_bytes())?;
             out.write_all(&seq.to_le_bytes())?;
-            field(out, &outcome)
+            field(out, outcome)
         })()
         .map_err(storage)?;
         counts.remembered += 1;
-        Ok(true)
-    })?;
+    }
     (|| {
         out.write_all(&[END])?;
         out.write_all(&counts.entries.to_le_bytes())?;
@@ -794,8 +498,6 @@ pub fn load(db: &Database, input: &mut impl BufRead) -> Result<Counts, KvError> 
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use dabba_spec::kv::{Outcome, Write as KvWrite};
 
     use super::*;
@@ -833,9 +535,10 @@ mod tests {
                 (bucket, write, id)
             })
             .collect();
+        let tx = store.begin().unwrap();
         let mut on_disk = Vec::new();
         {
-            let mut tables = store.begin().unwrap();
+            let mut tables = Tables::open(&tx).unwrap();
             for (bucket, write, id) in &writes {
                 on_disk.push(crate::state::apply_kv(
                     &mut tables,
@@ -846,8 +549,8 @@ mod tests {
             }
             tables.set_applied(7).unwrap();
             assert!(tables.failed().is_none());
-            tables.commit().unwrap();
         }
+        tx.commit().unwrap();
         let in_memory: Vec<_> = writes
             .iter()
             .map(|(b, w, id)| crate::state::apply_kv(&mut memory, b, w, id.as_deref()))
@@ -880,8 +583,9 @@ mod tests {
     fn records_rebuild_the_store_and_a_cut_stream_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let store = WorkloadStore::open(&dir.path().join("a.redb")).unwrap();
+        let tx = store.begin().unwrap();
         {
-            let mut tables = store.begin().unwrap();
+            let mut tables = Tables::open(&tx).unwrap();
             for i in 0..120_000u32 {
                 let id = format!("id-{i}");
                 crate::state::apply_kv(
@@ -893,8 +597,8 @@ mod tests {
                 .unwrap();
             }
             tables.set_applied(99).unwrap();
-            tables.commit().unwrap();
         }
+        tx.commit().unwrap();
         let mut bytes = Vec::new();
         let counts = dump(&store.view().unwrap(), &mut bytes).unwrap();
         assert_eq!(
@@ -916,8 +620,9 @@ mod tests {
             vec![Some(119_999u32.to_le_bytes().to_vec())]
         );
         // A remembered write is still answered, not applied again.
+        let tx = other.begin().unwrap();
         {
-            let mut tables = other.begin().unwrap();
+            let mut tables = Tables::open(&tx).unwrap();
             let again = crate::state::apply_kv(
                 &mut tables,
                 "ledger",
@@ -927,6 +632,7 @@ mod tests {
             assert_eq!(again, Ok(Outcome::Done));
             assert!(tables.read("ledger", "p0000003").unwrap().is_some());
         }
+        drop(tx);
 
         let cut = &bytes[..bytes.len() / 2];
         let third = WorkloadStore::open(&dir.path().join("c.redb")).unwrap();
@@ -935,185 +641,5 @@ mod tests {
         // What was there is still there (nothing), and still answers.
         assert_eq!(third.view().unwrap().keys_held().unwrap(), 0);
         assert_eq!(third.applied().unwrap(), None);
-    }
-
-    /// Every key of every bucket `view` holds, listed a page at a time (so the cursor
-    /// crosses from memory to file and back), with its value.
-    fn contents(view: &View, buckets: &[&str]) -> BTreeMap<String, BTreeMap<String, Vec<u8>>> {
-        let mut out = BTreeMap::new();
-        for bucket in buckets {
-            let mut keys: Vec<String> = Vec::new();
-            loop {
-                let page = view
-                    .keys(bucket, keys.last().map(String::as_str), 333)
-                    .unwrap();
-                if page.is_empty() {
-                    break;
-                }
-                keys.extend(page);
-            }
-            let values = view.read_many(bucket, &keys).unwrap();
-            let listed: BTreeMap<String, Vec<u8>> = keys
-                .into_iter()
-                .zip(
-                    values
-                        .into_iter()
-                        .map(|v| v.expect("a listed key has a value")),
-                )
-                .collect();
-            if !listed.is_empty() {
-                out.insert(bucket.to_string(), listed);
-            }
-        }
-        out
-    }
-
-    const BUCKETS: [&str; 3] = ["b0", "b1", "b2"];
-
-    fn snapshot_bytes(view: &View) -> Vec<u8> {
-        let mut bytes = Vec::new();
-        dump(view, &mut bytes).unwrap();
-        bytes
-    }
-
-    /// Applied in batches with flushes between them (durable, not durable, none), the
-    /// store answers as one in memory does: keys listed across memory and file, keys
-    /// removed after they reached the file, remembered writes forgotten after they
-    /// reached it. A flush changes no byte of a snapshot; what was not flushed is not
-    /// in the file when it is opened again, which says where it stops.
-    #[test]
-    fn flushes_between_batches_change_no_answer_and_no_snapshot_byte() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("kv.redb");
-        let store = WorkloadStore::open(&path).unwrap();
-        let mut memory = MemoryWorkload::default();
-        // More identified writes than are remembered: the first are forgotten.
-        let n = KV_WRITE_MEMORY as u32 + 5_000;
-        let write = |i: u32| -> (String, KvWrite, Option<String>) {
-            let bucket = format!("b{}", i % 3);
-            let w = match i % 5 {
-                0 => increment(&format!("n{}", i % 7)),
-                1 | 2 => KvWrite::Put(vec![(
-                    format!("k{}", i % 20_000),
-                    Some(i.to_le_bytes().to_vec()),
-                )]),
-                3 => KvWrite::Put(vec![(format!("k{}", (i * 7) % 20_000), None)]),
-                _ => KvWrite::Swap {
-                    key: "claim".into(),
-                    expected: None,
-                    value: vec![i as u8],
-                },
-            };
-            // Every 11th is a retry of an earlier write.
-            let id = if i.is_multiple_of(11) {
-                i.saturating_sub(5)
-            } else {
-                i
-            };
-            (bucket, w, Some(format!("w{id}")))
-        };
-        let mut writes: Vec<_> = (0..n).map(write).collect();
-        // At the end, retries of the oldest (forgotten: applied again) and the newest.
-        writes.extend((0..10).chain(n - 10..n).map(write));
-        let (mut on_disk, mut in_memory) = (Vec::new(), Vec::new());
-        for (batch, chunk) in writes.chunks(7_500).enumerate() {
-            {
-                let mut tables = store.begin().unwrap();
-                for (bucket, w, id) in chunk {
-                    on_disk.push(crate::state::apply_kv(
-                        &mut tables,
-                        bucket,
-                        w,
-                        id.as_deref(),
-                    ));
-                }
-                tables.set_applied(batch as u64 + 1).unwrap();
-                assert!(tables.failed().is_none());
-                tables.commit().unwrap();
-            }
-            for (bucket, w, id) in chunk {
-                in_memory.push(crate::state::apply_kv(
-                    &mut memory,
-                    bucket,
-                    w,
-                    id.as_deref(),
-                ));
-            }
-            let view = store.view().unwrap();
-            assert_eq!(contents(&view, &BUCKETS), memory.buckets, "batch {batch}");
-            let keys: u64 = memory.buckets.values().map(|b| b.len() as u64).sum();
-            assert_eq!(view.keys_held().unwrap(), keys, "batch {batch}");
-            let before = snapshot_bytes(&view);
-            drop(view);
-            match batch % 3 {
-                0 => store.sync().unwrap(),
-                1 => store.flush(false).unwrap(),
-                _ => continue,
-            }
-            assert_eq!(store.buffered(), 0, "batch {batch}");
-            assert!(
-                snapshot_bytes(&store.view().unwrap()) == before,
-                "batch {batch}: a flush changed the snapshot"
-            );
-        }
-        assert_eq!(on_disk.len(), in_memory.len());
-        for (i, (d, m)) in on_disk.iter().zip(&in_memory).enumerate() {
-            assert_eq!(d, m, "write {i}: {:?}", writes[i]);
-        }
-        let view = store.view().unwrap();
-        assert_eq!(view.applied(), Some(15));
-
-        // Reopened: the file holds what the last flush wrote (to 15), not what came after.
-        store.sync().unwrap();
-        let flushed = contents(&store.view().unwrap(), &BUCKETS);
-        {
-            let mut tables = store.begin().unwrap();
-            tables.store("b0", "late", Some(b"x")).unwrap();
-            tables.set_applied(16).unwrap();
-            tables.commit().unwrap();
-        }
-        drop(view);
-        drop(store);
-        let store = WorkloadStore::open(&path).unwrap();
-        assert_eq!(store.applied().unwrap(), Some(15));
-        assert_eq!(contents(&store.view().unwrap(), &BUCKETS), flushed);
-    }
-
-    /// What a flush leaves in memory: the changes made after its copy was taken, and
-    /// nothing it wrote.
-    #[test]
-    fn a_flush_keeps_in_memory_only_what_changed_after_it_began() {
-        let mut flushed = Overlay::default();
-        let key = |k: &str| ("b".to_string(), k.to_string());
-        let value = |v: &[u8]| Some(Arc::<[u8]>::from(v));
-        flushed.entries.insert(key("same"), value(b"1"));
-        flushed.entries.insert(key("changed"), value(b"1"));
-        flushed.entries.insert(key("removed"), value(b"1"));
-        flushed.order.insert(1, Some("w1".into()));
-        flushed
-            .remembered
-            .insert("w1".into(), Some((1, Arc::from(&b"{}"[..]))));
-        let mut live = flushed.clone();
-        live.entries.insert(key("changed"), value(b"22"));
-        live.entries.insert(key("removed"), None);
-        live.entries.insert(key("new"), value(b"333"));
-        live.order.insert(2, Some("w2".into()));
-        let left = live.without(&flushed);
-        let entries: Vec<_> = left
-            .entries
-            .iter()
-            .map(|(k, v)| (k.1.clone(), v.clone()))
-            .collect();
-        assert_eq!(
-            entries,
-            [
-                ("changed".to_string(), value(b"22")),
-                ("new".to_string(), value(b"333")),
-                ("removed".to_string(), None),
-            ]
-        );
-        assert!(left.remembered.is_empty());
-        assert_eq!(left.order.keys().copied().collect::<Vec<_>>(), [2]);
-        assert_eq!(left.bytes, (1 + 7 + 2) + (1 + 3 + 3) + (1 + 7));
     }
 }
