@@ -292,6 +292,7 @@ impl View {
         self.applied
     }
 
+    /// The values of `keys` in `bucket` (`None`: absent), in the order asked.
     pub fn read_many(
         &self,
         bucket: &str,
@@ -641,5 +642,46 @@ mod tests {
         // What was there is still there (nothing), and still answers.
         assert_eq!(third.view().unwrap().keys_held().unwrap(), 0);
         assert_eq!(third.applied().unwrap(), None);
+    }
+
+    /// Reading many keys at once answers as reading each does: keys in order with
+    /// absent ones among them, spread thin, out of order, repeated, beyond the last key,
+    /// and in a bucket with neighbours.
+    #[test]
+    fn reading_many_keys_answers_as_reading_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = WorkloadStore::open(&dir.path().join("kv.redb")).unwrap();
+        let key = |i: u32| format!("k{i:05}");
+        let mut model = std::collections::BTreeMap::new();
+        let tx = store.begin().unwrap();
+        {
+            let mut tables = Tables::open(&tx).unwrap();
+            for i in (0..10_000).step_by(2) {
+                tables.store("b", &key(i), Some(&i.to_le_bytes())).unwrap();
+                model.insert(key(i), i.to_le_bytes().to_vec());
+            }
+            tables.store("a", "k00001", Some(b"before")).unwrap();
+            tables.store("c", "k00001", Some(b"after")).unwrap();
+        }
+        tx.commit().unwrap();
+        let view = store.view().unwrap();
+        let cases: Vec<(&str, Vec<String>)> = vec![
+            ("in order, half absent", (0..2_000).map(key).collect()),
+            ("spread thin", (0..10_000).step_by(97).map(key).collect()),
+            ("out of order", (0..300).rev().map(key).collect()),
+            ("repeated", [10, 10, 11, 12, 12, 12].map(key).to_vec()),
+            (
+                "beyond the last",
+                [9_998, 9_999, 20_000, 30_000].map(key).to_vec(),
+            ),
+            ("absent, between neighbours", [1, 1].map(key).to_vec()),
+            ("one", vec![key(4)]),
+            ("none", vec![]),
+        ];
+        for (case, keys) in cases {
+            let expected: Vec<Option<Vec<u8>>> =
+                keys.iter().map(|k| model.get(k).cloned()).collect();
+            assert_eq!(view.read_many("b", &keys).unwrap(), expected, "{case}");
+        }
     }
 }
