@@ -54,6 +54,13 @@ pub struct ControllerOptions {
     pub place: ControllerPlace,
     /// At initialization: keep the leader in this region while it is healthy.
     pub preferred_leader_region: Option<String>,
+    /// A new node joining a cluster: it stands for no election until it has joined
+    /// ([`Controller::joined`]). It is sent the leader's log from where that log
+    /// starts, which can hold membership entries from before a member of its id was
+    /// removed: appended, they make it a voter for a while, and a node far behind (its
+    /// appends timing out while a snapshot is on its way) then campaigns every election
+    /// timeout — each higher term unseats the leader, which starts the snapshot over.
+    pub joining: bool,
 }
 
 /// Log entries between snapshots by default. Each snapshot writes the whole state, the
@@ -170,6 +177,7 @@ impl Controller {
             // once the follower has installed the whole snapshot (gigabytes take a
             // while): a shorter bound sends the snapshot again from the start, for ever.
             install_snapshot_timeout: 30 * 60 * 1000,
+            enable_elect: !opts.joining,
             ..Default::default()
         }
         .validate()?;
@@ -209,6 +217,11 @@ impl Controller {
 
     pub fn peer_token(&self) -> &str {
         &self.peer_token
+    }
+
+    /// The cluster has made this node a voter, caught up: it may stand for election.
+    pub fn joined(&self) {
+        self.raft.runtime_config().elect(true);
     }
 
     pub fn data_dir(&self) -> &Path {

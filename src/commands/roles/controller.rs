@@ -104,6 +104,7 @@ pub fn controller(args: ControllerArgs) -> anyhow::Result<()> {
                 zone: args.zone.clone(),
             },
             preferred_leader_region: args.preferred_leader_region.clone(),
+            joining: args.join.is_some() && fresh,
         };
         let node = start_controller(opts, listener, None).await?;
         match (&args.join, fresh) {
@@ -149,6 +150,7 @@ pub fn controller(args: ControllerArgs) -> anyhow::Result<()> {
                         }
                     }
                 }
+                node.joined();
                 println!("controller {} joined the cluster at {url}", args.id);
             }
             (None, true) => {

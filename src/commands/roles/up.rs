@@ -91,6 +91,7 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
                 zone: "local-a".into(),
             },
             preferred_leader_region: None,
+            joining: false,
         };
         let node = start_controller(opts, api_listener, Some(runtime.clone())).await?;
         node.initialize().await?;
