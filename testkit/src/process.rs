@@ -45,14 +45,15 @@ impl Process {
     ) -> anyhow::Result<Process> {
         std::fs::create_dir_all(log_dir)
             .with_context(|| format!("creating {}", log_dir.display()))?;
+        let log_filter = std::env::var("DABBA_TEST_LOG").ok();
         let mut p = Process {
             name: name.to_string(),
             program: program.to_path_buf(),
             args: args.to_vec(),
             envs: envs
                 .iter()
-                .map(|(k, v)| match std::env::var("DABBA_TEST_LOG") {
-                    Ok(filter) if *k == "RUST_LOG" => (k.to_string(), filter),
+                .map(|(k, v)| match &log_filter {
+                    Some(filter) if *k == "RUST_LOG" => (k.to_string(), filter.clone()),
                     _ => (k.to_string(), v.to_string()),
                 })
                 .collect(),

@@ -340,7 +340,8 @@ fn a_planned_drain_fails_no_request_failback_returns_and_a_partitioned_primary_a
     let failed: Vec<_> = attempts.iter().filter(|a| !a.acknowledged()).collect();
     if !failed.is_empty() {
         // When each failed, from the drain command on (negative: before it), and what
-        // every process logged: a failure here has so far been seen only on CI.
+        // every process logged (more of it with DABBA_TEST_LOG): such a failure shows
+        // on a busy machine, seldom at rest.
         let when: Vec<String> = failed
             .iter()
             .map(|a| {
