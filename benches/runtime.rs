@@ -41,6 +41,7 @@ fn load(runtime: &Arc<Runtime>, guest: &str, fuel: Option<u64>) -> HttpFunction 
             ..Default::default()
         },
         kv: Arc::new(MemoryKv::new()),
+        log: None,
     };
     runtime.load_http(app, &wasm).expect("loads")
 }

@@ -18,7 +18,7 @@ use dabba_spec::analysis::AnalysisTemplate;
 use dabba_spec::api::{
     ActivateRequest, ActivateResponse, AddMember, AnalysisTemplateView, AppDetail, AppSummary,
     CheckReport, ClusterStatus, CronJobApply, CronJobView, Empty, ErrorBody, Health, Heartbeat,
-    HostView, KvKeys, KvList, KvRead, KvValues, KvWrite, KvWriteResult, LogLine, PeerToken,
+    HostView, KvKeys, KvList, KvRead, KvValues, KvWrite, KvWriteResult, PeerToken,
     PreferredLeaderRegion, RegionMove, RegionView, RolloutAction, RolloutView, ScaleRequest,
     TokenRequest, TokenResponse, UndoRequest, WatchResponse,
 };
@@ -226,11 +226,6 @@ impl ApiClient {
             &ScaleRequest { replicas },
         )
         .await
-    }
-
-    /// `GET /v1/apps/{ns}/{name}/logs?tail=N`.
-    pub async fn app_logs(&self, key: &ResourceKey, tail: usize) -> Result<Vec<LogLine>, ApiError> {
-        self.get(&paths::app_logs(key, tail)).await
     }
 
     /// `GET /v1/rollouts`, in `namespace` (`None`: every namespace the token covers).

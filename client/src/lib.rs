@@ -11,6 +11,7 @@
 //! or a server.
 
 mod api;
+pub mod logs;
 pub mod paths;
 mod transfer;
 pub mod transport;

@@ -90,10 +90,20 @@ pub fn app_action(key: &ResourceKey, action: &str) -> String {
     v1(&["apps", key.namespace(), key.name(), action])
 }
 
-pub fn app_logs(key: &ResourceKey, tail: usize) -> String {
+/// `/v1/{apps|runs}/{ns}/{name}/logs` and the query.
+pub fn logs(kind: &str, key: &ResourceKey, q: &crate::logs::LogQuery) -> String {
+    let (tail, since) = (
+        q.tail.map(|t| t.to_string()),
+        q.since.map(|s| s.to_string()),
+    );
     with_query(
-        app_action(key, "logs"),
-        &[("tail", Some(&tail.to_string()))],
+        v1(&[kind, key.namespace(), key.name(), "logs"]),
+        &[
+            ("tail", tail.as_deref()),
+            ("since", since.as_deref()),
+            ("pod", q.pod.as_deref()),
+            ("follow", q.follow.then_some("1")),
+        ],
     )
 }
 

@@ -11,7 +11,7 @@ use crate::engine::Engines;
 use crate::guest::GuestState;
 use crate::interfaces::Grants;
 use crate::kv::KvBackend;
-use crate::logs::AppLog;
+use crate::logs::{AppLog, LogPath};
 use crate::metrics::AppMetrics;
 
 /// Everything an app is, apart from its component.
@@ -27,6 +27,8 @@ pub struct AppConfig {
     pub capabilities: Capabilities,
     /// Where its buckets live.
     pub kv: Arc<dyn KvBackend>,
+    /// The log its output goes to, when it runs as a pod (or a job run) of a cluster.
+    pub log: Option<LogPath>,
 }
 
 /// A component ready to instantiate for one app.

@@ -19,6 +19,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 use crate::interfaces::{Grants, InterfacesView};
+use crate::logs::{AppLog, Stream};
 
 /// Bytes of table growth charged per table element against the memory cap.
 const TABLE_ELEMENT_BYTES: usize = 8;
@@ -112,7 +113,8 @@ impl ResourceLimiter for MemoryLimiter {
 
 /// A bounded capture of a guest's stdout or stderr. Output past the cap is dropped
 /// (and counted) instead of failing the guest: logging too much is not a reason to fail
-/// a payment.
+/// a payment. A capture can be teed into the pod's log, a line as soon as it is
+/// complete (a job's output is readable while it runs).
 #[derive(Clone)]
 pub struct CapturedOutput {
     inner: Arc<Mutex<Captured>>,
@@ -123,6 +125,9 @@ struct Captured {
     bytes: Vec<u8>,
     cap: usize,
     dropped: u64,
+    tee: Option<(Arc<AppLog>, Stream)>,
+    /// The last line captured, not yet complete (so not yet in the log).
+    partial: Vec<u8>,
 }
 
 impl CapturedOutput {
@@ -135,17 +140,45 @@ impl CapturedOutput {
         }
     }
 
+    /// A capture whose lines also go to `log`, as `stream`.
+    pub fn teed(cap: usize, log: Arc<AppLog>, stream: Stream) -> Self {
+        CapturedOutput {
+            inner: Arc::new(Mutex::new(Captured {
+                cap,
+                tee: Some((log, stream)),
+                ..Default::default()
+            })),
+        }
+    }
+
     fn push(&self, data: &[u8]) {
         let mut c = self.inner.lock().expect("output lock poisoned");
         let room = c.cap.saturating_sub(c.bytes.len());
         let take = room.min(data.len());
         c.bytes.extend_from_slice(&data[..take]);
         c.dropped += (data.len() - take) as u64;
+        if let Some((log, stream)) = c.tee.clone() {
+            let kept = &data[..take];
+            match kept.iter().rposition(|b| *b == b'\n') {
+                Some(end) => {
+                    let mut lines = std::mem::take(&mut c.partial);
+                    lines.extend_from_slice(&kept[..end]);
+                    log.record(stream, &lines);
+                    c.partial.extend_from_slice(&kept[end + 1..]);
+                }
+                None => c.partial.extend_from_slice(kept),
+            }
+        }
     }
 
-    /// What was captured, and how many bytes were dropped past the cap.
+    /// What was captured, and how many bytes were dropped past the cap (a last line
+    /// without its newline goes to the log now).
     pub fn take(&self) -> (Vec<u8>, u64) {
         let mut c = self.inner.lock().expect("output lock poisoned");
+        if let Some((log, stream)) = c.tee.clone() {
+            let rest = std::mem::take(&mut c.partial);
+            log.record(stream, &rest);
+        }
         (std::mem::take(&mut c.bytes), c.dropped)
     }
 }
@@ -340,6 +373,35 @@ pub fn new_store(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_teed_capture_logs_each_line_once_it_is_complete_and_within_the_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.log");
+        let file = crate::logs::LogFile::open(path.clone(), 1 << 20).unwrap();
+        let log = Arc::new(AppLog::new("a", Some(file), false));
+        let out = CapturedOutput::teed(20, log, Stream::Stdout);
+        let logged = || -> Vec<String> {
+            crate::logs::read_log(&path)
+                .0
+                .into_iter()
+                .map(|e| e.l)
+                .collect()
+        };
+        out.push(b"hel");
+        assert!(logged().is_empty(), "half a line is not logged yet");
+        out.push(b"lo\nwor");
+        assert_eq!(logged(), ["hello"]);
+        out.push(b"ld\nthis is past the cap\n");
+        let (bytes, dropped) = out.take();
+        assert_eq!(bytes.len(), 20);
+        assert!(dropped > 0);
+        assert_eq!(
+            logged(),
+            ["hello", "world", "this is "],
+            "only what was captured"
+        );
+    }
 
     #[test]
     fn the_limiter_charges_memories_and_tables_together() {

@@ -34,6 +34,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::function::{HttpFunction, HttpResponse, error_response};
+use crate::logs::LogService;
 use crate::reachability::ControlPlane;
 use crate::server::Handler;
 
@@ -413,6 +414,8 @@ pub struct Ingress {
     region_rtts: RwLock<HashMap<String, f64>>,
     /// Hosts a proxied request failed to reach, and until when they are skipped.
     ejected: Mutex<HashMap<String, std::time::Instant>>,
+    /// This host's logs, answered under `/.dabba/logs/` (a host in a cluster).
+    logs: Option<Arc<LogService>>,
 }
 
 impl Ingress {
@@ -437,8 +440,15 @@ impl Ingress {
             control_plane,
             region_rtts: RwLock::new(HashMap::new()),
             ejected: Mutex::new(HashMap::new()),
+            logs: None,
         };
         (ingress, demands)
+    }
+
+    /// Answers this host's logs to the controllers that show the key.
+    pub fn with_logs(mut self, logs: Arc<LogService>) -> Ingress {
+        self.logs = Some(logs);
+        self
     }
 
     pub fn replace_table(&self, mut table: RoutingTable) {
@@ -840,6 +850,12 @@ impl Handler for Ingress {
             .map(str::to_string);
         if req.uri().path() == HEALTH_PATH {
             return self.health(&req);
+        }
+        if let Some(logs) = &self.logs
+            && req.uri().path().starts_with(crate::logs::PREFIX)
+        {
+            let (parts, _) = req.into_parts();
+            return logs.answer(&parts);
         }
         let hopped = req.headers().contains_key(HOP);
         let Some((route, preview)) = table.route(host.as_deref(), req.uri().path()) else {

@@ -72,8 +72,9 @@ impl LinkedApp {
         extra_env: &[(String, String)],
         deadline: Instant,
     ) -> wasmtime::Result<Fresh> {
-        let stdout = CapturedOutput::new(self.limits.max_output.as_usize());
-        let stderr = CapturedOutput::new(self.limits.max_output.as_usize());
+        let cap = self.limits.max_output.as_usize();
+        let stdout = CapturedOutput::teed(cap, self.log.clone(), Stream::Stdout);
+        let stderr = CapturedOutput::teed(cap, self.log.clone(), Stream::Stderr);
         let mut wasi = WasiCtxBuilder::new();
         if extra_env.is_empty() {
             wasi.envs(&self.env);
@@ -116,8 +117,9 @@ impl LinkedApp {
             .map(|budget| budget.saturating_sub(store.get_fuel().unwrap_or(0)))
     }
 
-    /// Accounts for a finished instance: fuel used, and its output into the app's log.
-    /// Returns what it wrote on stdout and stderr, and the bytes dropped from each.
+    /// Accounts for a finished instance: fuel used, and the rest of its output into the
+    /// app's log. Returns what it wrote on stdout and stderr, and the bytes dropped from
+    /// each.
     pub fn settle(
         &self,
         fuel_used: Option<u64>,
@@ -129,8 +131,6 @@ impl LinkedApp {
         }
         let (out, out_dropped) = stdout.take();
         let (err, err_dropped) = stderr.take();
-        self.log.record(Stream::Stdout, &out);
-        self.log.record(Stream::Stderr, &err);
         if out_dropped + err_dropped > 0 {
             self.metrics
                 .output_dropped

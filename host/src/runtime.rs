@@ -17,7 +17,7 @@ use crate::function::HttpFunction;
 use crate::guest::GuestState;
 use crate::interfaces::{self, Grants};
 use crate::job::Job;
-use crate::logs::AppLog;
+use crate::logs::{AppLog, LogPath};
 use crate::metrics::Metrics;
 
 /// How a host runtime is set up.
@@ -151,7 +151,11 @@ impl Runtime {
             instance_pre,
             digest: wasm.digest,
             grants,
-            log: Arc::new(AppLog::new(&app.name, 1000, self.echo)),
+            log: Arc::new(AppLog::new(
+                &app.name,
+                app.log.as_ref().and_then(LogPath::open),
+                self.echo,
+            )),
         })
     }
 }

@@ -267,13 +267,10 @@ pub struct WatchResponse {
     pub version: u64,
 }
 
-/// `POST /v1/hosts/{name}/heartbeat`: what the host is running, the load on it, and
-/// recent guest output.
+/// `POST /v1/hosts/{name}/heartbeat`: what the host is running and the load on it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Heartbeat {
     pub pods: Vec<PodReport>,
-    #[serde(default)]
-    pub logs: Vec<AppLogLines>,
     /// Requests the host's activator holds for apps with no ready pod.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub held: Vec<HeldRequests>,
@@ -356,20 +353,28 @@ pub struct AutoscalerStatus {
     pub at: u64,
 }
 
-/// New output lines of one app's instances on one host.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AppLogLines {
-    pub namespace: String,
-    pub app: String,
-    pub lines: Vec<LogLine>,
-}
-
+/// One line of a pod's (or a job run's) log, as `GET /v1/apps/{ns}/{name}/logs` and
+/// `GET /v1/runs/{ns}/{run}/logs` stream it: one JSON object per line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogLine {
+    /// The host whose disk holds it.
     pub host: String,
+    /// The pod, or the job run, that wrote it.
+    pub pod: String,
+    /// When it was written, in Unix milliseconds (the host's clock).
+    pub t: u64,
+    /// `stdout`, `stderr`, or `event` (what the platform did: started, stopped, ended).
     pub stream: String,
     pub line: String,
 }
+
+/// The header a controller reads a host's logs with (`GET /.dabba/logs/...` on the
+/// host's ingress); its value is the [`HostView::log_key`] of the cluster.
+pub const LOG_KEY_HEADER: &str = "x-dabba-log-key";
+
+/// The header of a log answer that names the hosts that could not be asked (their
+/// lines are missing), comma-separated.
+pub const LOGS_UNREACHABLE_HEADER: &str = "x-dabba-logs-unreachable";
 
 /// `GET /v1/hosts/{name}/assignments`: everything a host needs to converge.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -393,6 +398,10 @@ pub struct HostView {
     /// or drained): this host's ingress sends it nothing there.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub region_states: Vec<RegionStateView>,
+    /// The secret a controller shows to read this host's logs ([`LOG_KEY_HEADER`]); the
+    /// same on every host of the cluster, given only to hosts that authenticated.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub log_key: String,
 }
 
 /// `GET /v1/regions`: one region, its health and the placed apps there.

@@ -49,6 +49,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             limits,
             capabilities: args.capabilities.capabilities(),
             kv: args.capabilities.kv_backend()?,
+            log: None,
         };
         let job = runtime.load_job(app, &wasm)?;
         let report = job.run(RunInput { args: args.args, env: Vec::new() }).await;

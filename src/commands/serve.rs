@@ -91,6 +91,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             limits,
             capabilities: args.capabilities.capabilities(),
             kv: args.capabilities.kv_backend()?,
+            log: None,
         };
         let function = runtime.load_http(app, &wasm)?;
         let listener = tokio::net::TcpListener::bind(args.listen)

@@ -16,6 +16,7 @@ mod cluster;
 mod cron;
 mod jobs;
 mod limits;
+mod logs;
 mod platform;
 mod regions;
 mod rollouts;

@@ -29,6 +29,7 @@ fn app(name: &str, scope: &str, kv: &Arc<MemoryKv>, fuel: Option<u64>) -> AppCon
             ..Default::default()
         },
         kv: kv.clone() as Arc<dyn KvBackend>,
+        log: None,
     }
 }
 

@@ -204,6 +204,7 @@ async fn measure(
             ..Default::default()
         },
         kv: store.clone(),
+        log: None,
     };
     let job = runtime.load_job(app, wasm)?;
     let mut runs = Vec::new();

@@ -1,5 +1,5 @@
 //! Apps and their revisions: `/v1/apps`, `/v1/apps/{ns}/{name}` and its `scale`,
-//! `activate` and `logs`, and `/v1/revisions`.
+//! `activate`, and `/v1/revisions`.
 
 use dabba_spec::api::{ActivateRequest, ScaleRequest};
 use dabba_spec::resources::{AppSpec, ResourceKey};
@@ -23,7 +23,6 @@ pub(super) fn routes(r: &mut Router) {
         "/v1/apps/{ns}/{name}/activate",
         handler!(activate),
     );
-    r.leader(Method::GET, "/v1/apps/{ns}/{name}/logs", handler!(logs));
     r.leader(Method::GET, "/v1/revisions", handler!(revisions));
 }
 
@@ -122,16 +121,6 @@ async fn activate(api: &Api, call: Call) -> Answer {
     let req: ActivateRequest = parse(&call.body)?;
     let answer = api.node.activate(&key(&call), &req.host, req.held).await?;
     json(200, &answer)
-}
-
-async fn logs(api: &Api, call: Call) -> Answer {
-    let key = key(&call);
-    api.authorize(&call, Need::View(Some(key.namespace())))?;
-    let tail = call
-        .query("tail")
-        .and_then(|t| t.parse().ok())
-        .unwrap_or(100);
-    json(200, &api.node.logs(&key, tail))
 }
 
 async fn revisions(api: &Api, call: Call) -> Answer {

@@ -2,7 +2,7 @@
 //! heartbeat, and the long-poll of their assignments.
 
 use dabba_spec::api::{Empty, Heartbeat};
-use dabba_spec::resources::{HostInfo, ResourceKey, valid_name};
+use dabba_spec::resources::{HostInfo, valid_name};
 use http::Method;
 
 use super::auth::Need;
@@ -47,7 +47,7 @@ async fn register(api: &Api, call: Call) -> Answer {
         ));
     }
     let node = &api.node;
-    node.heartbeat(&info.name, &[], &[], Vec::new()).await;
+    node.heartbeat(&info.name, &[], &[]).await;
     reply(
         node.propose(Command::RegisterHost {
             info,
@@ -63,13 +63,8 @@ async fn heartbeat(api: &Api, call: Call) -> Answer {
     // An answered heartbeat tells the host a majority of controllers is reachable
     // (`spec/regions.md`, partitions): a leader cut off from it does not answer.
     api.node.linearize().await?;
-    let logs = hb
-        .logs
-        .into_iter()
-        .map(|l| (ResourceKey::new(&l.namespace, &l.app), l.lines))
-        .collect();
     api.node
-        .heartbeat(call.param("name"), &hb.pods, &hb.held, logs)
+        .heartbeat(call.param("name"), &hb.pods, &hb.held)
         .await;
     json(200, &Empty {})
 }
@@ -80,5 +75,7 @@ async fn assignments(api: &Api, call: Call) -> Answer {
     let node = &api.node;
     node.linearize().await?;
     let name = call.param("name");
-    json(200, &node.shared.read(|s| views::host_view(s, name)))
+    let mut view = node.shared.read(|s| views::host_view(s, name));
+    view.log_key = node.log_key();
+    json(200, &view)
 }

@@ -25,6 +25,7 @@ mod cluster;
 mod cronjobs;
 mod hosts;
 mod kv;
+mod logs;
 mod metrics;
 mod pods;
 mod raft_rpc;

@@ -161,6 +161,7 @@ pub fn routes() -> Router {
     super::cronjobs::routes(&mut r);
     super::hosts::routes(&mut r);
     super::kv::routes(&mut r);
+    super::logs::routes(&mut r);
     super::tokens::routes(&mut r);
     super::cluster::routes(&mut r);
     r

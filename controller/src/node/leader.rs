@@ -7,9 +7,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use dabba_spec::api::{
-    ActivateResponse, Assignment, AutoscalerStatus, HeldRequests, LogLine, PodReport,
-};
+use dabba_spec::api::{ActivateResponse, Assignment, AutoscalerStatus, HeldRequests, PodReport};
 use dabba_spec::resources::{Millis, ResourceKey};
 use dabba_spec::scale::AutoscalerMode;
 
@@ -18,9 +16,6 @@ use super::{Controller, ProposeError, now_millis};
 use crate::command::{Command, Reply};
 use crate::reconcile::autoscale::{self, AppScaler, LoadReports, ScalerKey};
 use crate::reconcile::{self, Observed};
-
-/// Lines of recent guest output kept per app on the leader.
-const LOG_LINES: usize = 1000;
 
 /// One heartbeat's report of what an app's pods in a region served: when, requests,
 /// errors.
@@ -36,7 +31,6 @@ pub(super) struct Soft {
     last_autoscale: Millis,
     /// When this node last became leader; `None` while it follows.
     pub(super) leader_since: Option<Millis>,
-    logs: HashMap<ResourceKey, VecDeque<LogLine>>,
     /// Load by revision of apps with a rollout, and checks running.
     pub(super) analysis: Analysis,
     /// Requests and errors of apps placed across regions, by app and region, as
@@ -51,13 +45,7 @@ pub(super) struct Soft {
 
 impl Controller {
     /// Records a host's heartbeat (leader only), and proposes the pod phases that changed.
-    pub async fn heartbeat(
-        &self,
-        host: &str,
-        reports: &[PodReport],
-        held: &[HeldRequests],
-        logs: Vec<(ResourceKey, Vec<LogLine>)>,
-    ) {
+    pub async fn heartbeat(&self, host: &str, reports: &[PodReport], held: &[HeldRequests]) {
         {
             let now = now_millis();
             let mut soft = self.soft.lock().expect("soft state lock");
@@ -77,15 +65,6 @@ impl Controller {
             }
             let stale = now.saturating_sub(10 * autoscale::REPORT_FRESHNESS);
             soft.load.pods.retain(|_, (at, _)| *at >= stale);
-            for (app, lines) in logs {
-                let ring = soft.logs.entry(app).or_default();
-                for l in lines {
-                    if ring.len() == LOG_LINES {
-                        ring.pop_front();
-                    }
-                    ring.push_back(l);
-                }
-            }
         }
         self.record_rollout_load(reports, now_millis());
         self.record_served(host, reports, now_millis());
@@ -171,20 +150,6 @@ impl Controller {
             .filter(|((k, _), _)| k == app)
             .filter_map(|(_, s)| s.status.clone())
             .max_by_key(|s| s.desired)
-    }
-
-    /// Recent output lines of an app's instances, from every host.
-    pub fn logs(&self, app: &ResourceKey, tail: usize) -> Vec<LogLine> {
-        let soft = self.soft.lock().expect("soft state lock");
-        soft.logs
-            .get(app)
-            .map(|r| {
-                r.iter()
-                    .skip(r.len().saturating_sub(tail))
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default()
     }
 
     /// Runs the reconcilers on the leader, a few times a second and whenever the state

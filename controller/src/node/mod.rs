@@ -219,6 +219,17 @@ impl Controller {
         &self.peer_token
     }
 
+    /// The key this cluster's controllers read the hosts' logs with: derived from the
+    /// peer token (the same on every controller), so a host that learns it cannot work
+    /// back to the token.
+    pub fn log_key(&self) -> String {
+        use sha2::Digest as _;
+        let mut h = sha2::Sha256::new();
+        h.update(b"dabba host logs\0");
+        h.update(self.peer_token.as_bytes());
+        hex::encode(h.finalize())
+    }
+
     /// The cluster has made this node a voter, caught up: it may stand for election.
     pub fn joined(&self) {
         self.raft.runtime_config().elect(true);

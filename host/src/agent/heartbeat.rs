@@ -1,11 +1,11 @@
 //! Heartbeats: every interval, and right after each change, the phase and load of every
-//! pod, the requests the activator holds, and the new lines of guest output.
+//! pod and the requests the activator holds. (Guest output stays on this host's disk:
+//! `crate::logs`.)
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use dabba_spec::api::{AppLogLines, Heartbeat, HeldRequests, LogLine, PodReport};
-use dabba_spec::resources::{PodPhase, ResourceKey};
+use dabba_spec::api::{Heartbeat, HeldRequests, PodReport};
+use dabba_spec::resources::PodPhase;
 
 use super::{Agent, Local};
 
@@ -30,18 +30,16 @@ impl Agent {
         }
     }
 
-    /// The phase and load of every pod, the held requests, and the guest output since
-    /// the last heartbeat.
+    /// The phase and load of every pod, and the held requests.
     fn heartbeat(&self) -> Heartbeat {
         let interval = {
             let mut last = self.last_report.lock().expect("report lock");
             let now = Instant::now();
             now - std::mem::replace(&mut *last, now)
         };
-        let mut pods = self.pods.lock().expect("pods lock");
+        let pods = self.pods.lock().expect("pods lock");
         let mut reports = Vec::with_capacity(pods.len());
-        let mut logs: HashMap<ResourceKey, AppLogLines> = HashMap::new();
-        for (key, t) in pods.iter_mut() {
+        for (key, t) in pods.iter() {
             match &t.state {
                 Local::Running(p) => {
                     reports.push(PodReport {
@@ -50,24 +48,6 @@ impl Agent {
                         reason: None,
                         load: p.function.load().take(interval),
                     });
-                    // Each pod keeps its own ring of output lines.
-                    let (lines, seen) = p.function.log().since(t.log_seen);
-                    t.log_seen = seen;
-                    if !lines.is_empty() {
-                        let entry = logs.entry(t.app.clone()).or_insert_with(|| AppLogLines {
-                            namespace: t.app.namespace().to_string(),
-                            app: t.app.name().to_string(),
-                            lines: Vec::new(),
-                        });
-                        entry.lines.extend(lines.into_iter().map(|l| LogLine {
-                            host: self.opts.info.name.clone(),
-                            stream: match l.stream {
-                                crate::logs::Stream::Stdout => "stdout".into(),
-                                crate::logs::Stream::Stderr => "stderr".into(),
-                            },
-                            line: l.line,
-                        }));
-                    }
                 }
                 Local::Failed(reason) => reports.push(PodReport {
                     key: key.clone(),
@@ -79,7 +59,6 @@ impl Agent {
         }
         Heartbeat {
             pods: reports,
-            logs: logs.into_values().collect(),
             held: self
                 .ingress
                 .held()

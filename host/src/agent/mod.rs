@@ -5,8 +5,9 @@
 //! fetches each assigned component by digest (from a local cache, or from any
 //! controller, verifying the SHA-256), loads it as a pod, drops pods no longer
 //! assigned, and swaps the ingress's routing table. The heartbeat loop reports, every
-//! interval and right after each change, the phase and load of every pod, the requests
-//! the activator holds, and the new lines of guest output. The activation loop turns
+//! interval and right after each change, the phase and load of every pod and the
+//! requests the activator holds; guest output stays in the pods' logs on this host's
+//! disk, which the ingress answers to the controllers (`crate::logs`). The activation loop turns
 //! the activator's demand for an app with no pod into an activation at the leader and,
 //! when the leader places the first pod here, starts it without waiting for the next
 //! assignments. The controller decides; the agent only converges and reports.
@@ -37,6 +38,7 @@ use tokio::sync::{Notify, mpsc};
 use crate::component::{ComponentBytes, LoadError};
 use crate::ingress::{Demand, Ingress, LocalPod};
 use crate::kv::KvBackend;
+use crate::logs::{LogDir, LogService};
 use crate::runtime::Runtime;
 
 #[derive(Clone)]
@@ -48,6 +50,8 @@ pub struct AgentOptions {
     /// A shorter way to the leader for activations, when it runs in this process (the
     /// embedded default); otherwise they go over the API.
     pub local_leader: Option<Arc<dyn LocalLeader>>,
+    /// Where the pods' and runs' logs are kept (the ingress answers them).
+    pub logs: Arc<LogService>,
 }
 
 impl AgentOptions {
@@ -105,8 +109,6 @@ enum Local {
 struct Tracked {
     app: ResourceKey,
     state: Local,
-    /// Guest output lines already reported.
-    log_seen: u64,
     /// The state version it was assigned at: a view older than that does not know it
     /// yet and must not stop it.
     assigned_at: u64,
@@ -191,6 +193,8 @@ impl Agent {
         tokio::spawn(async move { beat.heartbeat_loop().await });
         let prober = self.clone();
         tokio::spawn(async move { prober.probe_regions().await });
+        let sweeper = self.clone();
+        tokio::spawn(async move { sweeper.sweep_logs().await });
         let demands = self.demands.lock().expect("demands lock").take();
         if let Some(demands) = demands {
             let activator = self.clone();
@@ -237,6 +241,34 @@ impl Agent {
         }
     }
 
+    /// Removes, every ten minutes, the logs of pods and runs that ended here longer
+    /// than [`LogDir::RETENTION`] ago.
+    async fn sweep_logs(self: Arc<Self>) {
+        loop {
+            let keep: Vec<std::path::PathBuf> = {
+                let pods = self.pods.lock().expect("pods lock");
+                pods.iter()
+                    .map(|(pod, t)| self.pod_log(&t.app, pod).path)
+                    .collect()
+            };
+            let logs = self.opts.logs.clone();
+            let removed =
+                tokio::task::spawn_blocking(move || logs.dir().sweep(LogDir::RETENTION, &keep))
+                    .await
+                    .unwrap_or(0);
+            if removed > 0 {
+                tracing::info!(removed, "removed logs past their retention");
+            }
+            tokio::time::sleep(Duration::from_secs(600)).await;
+        }
+    }
+
+    /// Where a pod of `app` keeps its log.
+    fn pod_log(&self, app: &ResourceKey, pod: &ResourceKey) -> crate::logs::LogPath {
+        let dir = self.opts.logs.dir();
+        dir.log(dir.pod_path(app.namespace(), app.name(), pod.name()))
+    }
+
     async fn register(&self) {
         let mut pause = Duration::from_millis(100);
         loop {
@@ -268,6 +300,7 @@ impl Agent {
             match api.assignments(self.name(), since, ASSIGNMENTS_WAIT).await {
                 Ok(view) => {
                     since = view.version;
+                    self.opts.logs.set_key(&view.log_key);
                     if view.host.is_none() {
                         // The controllers forgot this host (a restored cluster): register
                         // again.
@@ -327,7 +360,15 @@ impl Agent {
             .collect();
         let to_start: Vec<&Assignment> = {
             let mut pods = self.pods.lock().expect("pods lock");
-            pods.retain(|key, t| wanted.contains_key(key) || t.assigned_at > view.version);
+            pods.retain(|key, t| {
+                let keep = wanted.contains_key(key) || t.assigned_at > view.version;
+                if !keep && let Local::Running(p) = &t.state {
+                    p.function
+                        .log()
+                        .event("stopped: no longer assigned to this host");
+                }
+                keep
+            });
             wanted
                 .iter()
                 .filter(|(key, _)| !pods.contains_key(*key))

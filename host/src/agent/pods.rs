@@ -28,11 +28,18 @@ impl Agent {
         let state = match self.start(a).await {
             Ok(pod) => {
                 self.pod_starts.with_label_values(&["ok"]).inc();
+                pod.function.log().event(format!(
+                    "started: revision {}, component {}",
+                    a.pod.revision,
+                    a.spec.component.short()
+                ));
                 Local::Running(Arc::new(pod))
             }
             Err(e) => {
                 self.pod_starts.with_label_values(&["failed"]).inc();
                 tracing::warn!(pod = %a.pod.key(), reason = %e, "pod failed to start");
+                self.pod_log(&a.pod.app_key(), &a.pod.key())
+                    .event(format!("failed to start: {e}"));
                 Local::Failed(e.to_string())
             }
         };
@@ -40,7 +47,6 @@ impl Agent {
         pods.entry(a.pod.key()).or_insert(Tracked {
             app: a.pod.app_key(),
             state,
-            log_seen: 0,
             assigned_at: version,
         });
         self.publish_from(&pods);
@@ -97,6 +103,7 @@ impl Agent {
             limits,
             capabilities: a.spec.capabilities.clone(),
             kv: self.kv.clone(),
+            log: Some(self.pod_log(&a.pod.app_key(), &a.pod.key())),
         };
         let runtime = self.runtime.clone();
         let function = if runtime.is_linked(&digest, &config.limits, WorkloadKind::Http) {

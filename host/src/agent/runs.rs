@@ -11,13 +11,17 @@ use dabba_spec::cronjob::{RunAssignment, RunReport};
 use super::{Agent, StartError};
 use crate::app::AppConfig;
 use crate::job::RunInput;
+use crate::logs::LogPath;
 
 impl Agent {
     /// Runs one attempt of a cron job run and reports how it ended (retrying the report
     /// for up to a minute; the controllers give the attempt up if the host is lost).
     pub(super) async fn execute(self: Arc<Self>, a: RunAssignment) {
         let started = Instant::now();
-        let report = match self.run_job(&a).await {
+        let dir = self.opts.logs.dir();
+        let log = dir.log(dir.run_path(&a.run.namespace, &a.run.name));
+        log.event(format!("attempt {} started", a.run.attempt));
+        let report = match self.run_job(&a, log.clone()).await {
             Ok(r) => r,
             Err(reason) => RunReport {
                 attempt: a.run.attempt,
@@ -28,6 +32,16 @@ impl Agent {
                 output: String::new(),
             },
         };
+        log.event(match &report.reason {
+            Some(why) => format!(
+                "attempt {} ended: exit code {}, {why}",
+                report.attempt, report.exit_code
+            ),
+            None => format!(
+                "attempt {} ended: exit code {} after {} ms",
+                report.attempt, report.exit_code, report.duration_ms
+            ),
+        });
         let api = self
             .api
             .with_bounds(Duration::from_secs(60), Duration::from_secs(5));
@@ -36,7 +50,7 @@ impl Agent {
         }
     }
 
-    async fn run_job(&self, a: &RunAssignment) -> Result<RunReport, StartError> {
+    async fn run_job(&self, a: &RunAssignment, log: LogPath) -> Result<RunReport, StartError> {
         let bytes = self.component(&a.component).await?;
         let s = &a.spec;
         let limits = s.limits.resolve(WorkloadKind::Job)?;
@@ -52,6 +66,7 @@ impl Agent {
                 key_value_buckets: s.key_value_buckets.clone(),
             },
             kv: self.kv.clone(),
+            log: Some(log),
         };
         let runtime = self.runtime.clone();
         let job = tokio::task::spawn_blocking(move || runtime.load_job(config, &bytes))
@@ -140,6 +155,7 @@ impl Agent {
                 key_value_buckets: a.job.key_value_buckets.clone(),
             },
             kv: self.kv.clone(),
+            log: None,
         };
         let runtime = self.runtime.clone();
         let job = tokio::task::spawn_blocking(move || runtime.load_job(config, &bytes))

@@ -53,6 +53,10 @@ pub struct HostArgs {
     /// Pods the host runs at most.
     #[arg(long, default_value_t = 1000, value_name = "N")]
     pub instances: u32,
+    /// The cap of one log file of a pod or job run on this host's disk; a log that
+    /// reaches it rotates, keeping one previous file (so at most twice this per pod).
+    #[arg(long, default_value = "10Mi", value_name = "SIZE")]
+    pub log_size: ByteSize,
     /// Heartbeat interval.
     #[arg(
         long,
@@ -98,6 +102,7 @@ pub fn host(args: HostArgs) -> anyhow::Result<()> {
             heartbeat: args.heartbeat.get(),
             local_leader: None,
             activator: args.activator.options(),
+            log_size: args.log_size.as_u64(),
         })?;
         if let Some(addr) = args.metrics_listen {
             let ml = bind(addr, "metrics").await?;

@@ -24,6 +24,7 @@ use dabba_host::agent::{Agent, AgentOptions, LocalLeader};
 use dabba_host::function::HttpResponse;
 use dabba_host::ingress::{ActivatorOptions, Ingress};
 use dabba_host::kv::ReplicatedKv;
+use dabba_host::logs::{LogDir, LogService};
 use dabba_host::reachability::ControlPlane;
 use dabba_host::runtime::{Runtime, RuntimeOptions};
 use dabba_host::server::{self, Handler};
@@ -247,6 +248,8 @@ pub(super) struct HostSetup<'a> {
     pub heartbeat: Duration,
     pub local_leader: Option<Arc<dyn LocalLeader>>,
     pub activator: ActivatorOptions,
+    /// The cap of one log file of a pod or run (`dabba host --log-size`).
+    pub log_size: u64,
 }
 
 /// Starts a host's agent and its ingress.
@@ -260,14 +263,19 @@ pub(super) fn start_host(h: HostSetup<'_>) -> anyhow::Result<()> {
         &h.info.name,
         control_plane.clone(),
     ));
+    let logs = Arc::new(LogService::new(
+        LogDir::new(h.data_dir.join("logs"), h.log_size),
+        &h.info.name,
+    ));
     let (ingress, demands) = Ingress::new(&h.info.address, h.activator, control_plane);
-    let ingress = Arc::new(ingress);
+    let ingress = Arc::new(ingress.with_logs(logs.clone()));
     let agent = Agent::new(
         AgentOptions {
             info: h.info,
             data_dir: h.data_dir.to_path_buf(),
             heartbeat: h.heartbeat,
             local_leader: h.local_leader,
+            logs,
         },
         api,
         h.runtime,

@@ -11,6 +11,7 @@ use anyhow::Context;
 use clap::Args;
 use dabba_controller::node::{Controller, ControllerOptions};
 use dabba_host::agent::{Activation, AgentOptions, LocalLeader};
+use dabba_host::logs::LogDir;
 use dabba_spec::api::ActivateRequest;
 use dabba_spec::api::ControllerPlace;
 use dabba_spec::resources::{Capacity, HostInfo, ResourceKey};
@@ -118,6 +119,7 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
             heartbeat: AgentOptions::DEFAULT_HEARTBEAT,
             local_leader: Some(Arc::new(EmbeddedLeader(node.clone()))),
             activator: args.activator.options(),
+            log_size: LogDir::DEFAULT_CAP,
         })?;
         let config = ClientConfig {
             servers: vec![api_url.clone()],

@@ -21,6 +21,7 @@
 //! | `/fs` | tries to list `/` |
 //! | `/kv?bucket=B` | increments `hits` in bucket B and returns it |
 //! | `/outbound?url=U` | makes an outbound GET to U |
+//! | `/log?line=T&n=N` | prints `T #0` … `T #N-1` on stdout, then `T done` on stderr |
 
 use dabba_sdk::{HttpError, Method, Request, Response};
 
@@ -91,6 +92,14 @@ pub fn handle(req: Request) -> Response {
             }
         }
         (_, "/outbound") => outbound(&param("url")),
+        (_, "/log") => {
+            let line = param("line");
+            for i in 0..num("n") {
+                println!("{line} #{i}");
+            }
+            eprintln!("{line} done");
+            Response::text(200, "logged")
+        }
         _ => Response::text(404, "no such route"),
     }
 }

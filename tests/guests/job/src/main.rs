@@ -7,6 +7,7 @@
 //! | `fail MSG` | prints MSG on stderr and exits 3 |
 //! | `spin` | loops forever |
 //! | `sleep MS` | sleeps MS milliseconds, then prints `slept` |
+//! | `tick N MS` | prints `tick 0` … `tick N-1`, sleeping MS milliseconds after each |
 //! | `alloc N` | allocates N MiB |
 //! | `flood N` | writes N KiB to stdout |
 //! | `kv BUCKET` | increments `runs` in BUCKET and prints it |
@@ -22,6 +23,12 @@ fn main() -> ExitCode {
         Some("echo") => {
             for a in &args[1..] {
                 println!("{a}");
+            }
+        }
+        Some("tick") => {
+            for i in 0..n(1) {
+                println!("tick {i}");
+                std::thread::sleep(std::time::Duration::from_millis(n(2)));
             }
         }
         Some("env") => {
@@ -81,7 +88,7 @@ fn main() -> ExitCode {
             }
         }
         _ => {
-            eprintln!("usage: job (echo|env|fail|spin|sleep|alloc|flood|kv|tally) ...");
+            eprintln!("usage: job (echo|env|fail|spin|sleep|tick|alloc|flood|kv|tally) ...");
             return ExitCode::from(2);
         }
     }

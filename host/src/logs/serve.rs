@@ -1,0 +1,393 @@
+//! `GET /.dabba/logs/apps/{ns}/{app}` and `GET /.dabba/logs/runs/{ns}/{run}` on the
+//! host's ingress: the lines of this host's logs, for a controller to merge with the
+//! other hosts' (`spec/api.md`, logs). Only a caller that shows the cluster's log key
+//! (handed to hosts that authenticated, in their assignments) is answered: a guest's
+//! output is a merchant's business.
+//!
+//! One JSON [`LogLine`] per line. Query: `pod` (only that pod), `since` (Unix ms),
+//! `tail` (the last N lines), `follow` (keep the answer open and send each new line:
+//! the logs are polled, new pods' logs picked up as they appear).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use dabba_client::transport::{streamed, whole};
+use dabba_spec::api::{LOG_KEY_HEADER, LogLine};
+
+use super::{Cursor, Entry, LogDir, read_log, read_new};
+use crate::function::{HttpResponse, error_response};
+
+/// Where a request for logs starts.
+pub const PREFIX: &str = "/.dabba/logs/";
+
+/// How often a followed log is looked at for new lines.
+const POLL: Duration = Duration::from_millis(200);
+
+/// This host's logs, as the controllers read them.
+pub struct LogService {
+    dir: LogDir,
+    host: String,
+    key: RwLock<String>,
+}
+
+/// Whose logs a request asks for.
+#[derive(Debug, PartialEq, Eq)]
+enum Target {
+    App { namespace: String, app: String },
+    Run { namespace: String, run: String },
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Query {
+    pod: Option<String>,
+    since: u64,
+    tail: Option<usize>,
+    follow: bool,
+}
+
+impl LogService {
+    pub fn new(dir: LogDir, host: &str) -> LogService {
+        LogService {
+            dir,
+            host: host.to_string(),
+            key: RwLock::new(String::new()),
+        }
+    }
+
+    pub fn dir(&self) -> &LogDir {
+        &self.dir
+    }
+
+    /// The key the controllers show (from the host's assignments).
+    pub fn set_key(&self, key: &str) {
+        let mut k = self.key.write().expect("log key lock");
+        if *k != key {
+            *k = key.to_string();
+        }
+    }
+
+    /// Answers a request under [`PREFIX`].
+    pub fn answer(self: &Arc<Self>, parts: &http::request::Parts) -> HttpResponse {
+        let shown = parts
+            .headers
+            .get(LOG_KEY_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let key = self.key.read().expect("log key lock").clone();
+        if key.is_empty() || !same(shown.as_bytes(), key.as_bytes()) {
+            return error_response(
+                403,
+                "forbidden",
+                "logs are answered to the controllers only",
+                None,
+            );
+        }
+        let target = match target(parts.uri.path()) {
+            Ok(t) => t,
+            Err(why) => return error_response(404, "not_found", &why, None),
+        };
+        let query = match query(parts.uri.query().unwrap_or("")) {
+            Ok(q) => q,
+            Err(why) => return error_response(400, "bad_request", &why, None),
+        };
+        let mut files: HashMap<PathBuf, Cursor> = HashMap::new();
+        let first = self.collect(&target, &query, &mut files);
+        if !query.follow {
+            let mut body = Vec::new();
+            for l in &first {
+                push_line(&mut body, l);
+            }
+            return ndjson(whole(body));
+        }
+        let (tx, body) = streamed(None, 16);
+        let me = self.clone();
+        // The tail is of what was there; every line written from now on is sent.
+        let query = Query {
+            tail: None,
+            ..query
+        };
+        tokio::spawn(async move {
+            let mut batch = Vec::new();
+            for l in &first {
+                push_line(&mut batch, l);
+            }
+            if tx.send(Ok(Bytes::from(batch))).await.is_err() {
+                return;
+            }
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(POLL) => {}
+                    () = tx.closed() => return,
+                }
+                let new = me.collect(&target, &query, &mut files);
+                if new.is_empty() {
+                    continue;
+                }
+                let mut batch = Vec::new();
+                for l in &new {
+                    push_line(&mut batch, l);
+                }
+                if tx.send(Ok(Bytes::from(batch))).await.is_err() {
+                    return;
+                }
+            }
+        });
+        ndjson(body)
+    }
+
+    /// The lines of `target`'s logs not yet read (by `files`' cursors; a log not in
+    /// `files` is read whole), oldest first, with `query` applied.
+    fn collect(
+        &self,
+        target: &Target,
+        query: &Query,
+        files: &mut HashMap<PathBuf, Cursor>,
+    ) -> Vec<LogLine> {
+        let mut lines = Vec::new();
+        for (pod, path) in self.logs_of(target, query.pod.as_deref()) {
+            let entries = match files.get_mut(&path) {
+                Some(cursor) => read_new(&path, cursor),
+                None => {
+                    let (entries, cursor) = read_log(&path);
+                    files.insert(path, cursor);
+                    entries
+                }
+            };
+            lines.extend(
+                entries
+                    .into_iter()
+                    .filter(|e| e.t >= query.since)
+                    .map(|e| self.line(&pod, e)),
+            );
+        }
+        lines.sort_by_key(|l| l.t);
+        if let Some(n) = query.tail {
+            lines.drain(..lines.len().saturating_sub(n));
+        }
+        lines
+    }
+
+    /// The logs a target has here, by pod (or run).
+    fn logs_of(&self, target: &Target, pod: Option<&str>) -> Vec<(String, PathBuf)> {
+        match target {
+            Target::Run { namespace, run } => {
+                let path = self.dir.run_path(namespace, run);
+                if path.exists() {
+                    vec![(run.clone(), path)]
+                } else {
+                    Vec::new()
+                }
+            }
+            Target::App { namespace, app } => {
+                let Ok(list) = std::fs::read_dir(self.dir.app_dir(namespace, app)) else {
+                    return Vec::new();
+                };
+                let mut logs: Vec<(String, PathBuf)> = list
+                    .flatten()
+                    .filter_map(|e| {
+                        let name = e.file_name().into_string().ok()?;
+                        let p = name.strip_suffix(".log")?.to_string();
+                        (pod.is_none_or(|want| want == p)).then(|| (p, e.path()))
+                    })
+                    .collect();
+                logs.sort();
+                logs
+            }
+        }
+    }
+
+    fn line(&self, pod: &str, e: Entry) -> LogLine {
+        LogLine {
+            host: self.host.clone(),
+            pod: pod.to_string(),
+            t: e.t,
+            stream: e.s.as_str().to_string(),
+            line: e.l,
+        }
+    }
+}
+
+/// Compares without stopping at the first difference (the key is a secret).
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn target(path: &str) -> Result<Target, String> {
+    let rest = path.strip_prefix(PREFIX).unwrap_or("");
+    let parts: Vec<&str> = rest.split('/').collect();
+    let checked = |s: &str| {
+        if segment(s) {
+            Ok(s.to_string())
+        } else {
+            Err(format!("`{s}` in {path} is not a name"))
+        }
+    };
+    match parts.as_slice() {
+        ["apps", ns, app] => Ok(Target::App {
+            namespace: checked(ns)?,
+            app: checked(app)?,
+        }),
+        ["runs", ns, run] => Ok(Target::Run {
+            namespace: checked(ns)?,
+            run: checked(run)?,
+        }),
+        _ => Err(format!(
+            "no logs at {path} (apps/NAMESPACE/APP or runs/NAMESPACE/RUN)"
+        )),
+    }
+}
+
+/// A name that can be a path segment here: what resource names are made of (never
+/// `..`, never a slash).
+fn segment(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.as_bytes()[0].is_ascii_alphanumeric()
+        && s.bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'.')
+}
+
+fn query(q: &str) -> Result<Query, String> {
+    let mut out = Query::default();
+    for (k, v) in form_urlencoded::parse(q.as_bytes()) {
+        match &*k {
+            "pod" if segment(&v) => out.pod = Some(v.into_owned()),
+            "pod" => return Err(format!("pod `{v}` is not a name")),
+            "since" => {
+                out.since = v
+                    .parse()
+                    .map_err(|_| format!("since `{v}`: expected Unix milliseconds"))?
+            }
+            "tail" => {
+                out.tail = Some(
+                    v.parse()
+                        .map_err(|_| format!("tail `{v}`: expected a number of lines"))?,
+                )
+            }
+            "follow" => out.follow = v == "1" || v == "true",
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+fn push_line(buf: &mut Vec<u8>, l: &LogLine) {
+    serde_json::to_writer(&mut *buf, l).expect("a log line serializes");
+    buf.push(b'\n');
+}
+
+fn ndjson(body: dabba_client::transport::Body) -> HttpResponse {
+    http::Response::builder()
+        .status(200)
+        .header(http::header::CONTENT_TYPE, "application/x-ndjson")
+        .body(body)
+        .expect("a valid response")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_name_an_app_or_a_run_and_nothing_else() {
+        assert_eq!(
+            target("/.dabba/logs/apps/default/pay"),
+            Ok(Target::App {
+                namespace: "default".into(),
+                app: "pay".into()
+            })
+        );
+        assert_eq!(
+            target("/.dabba/logs/runs/d/nightly-202612010200"),
+            Ok(Target::Run {
+                namespace: "d".into(),
+                run: "nightly-202612010200".into()
+            })
+        );
+        for bad in [
+            "/.dabba/logs/apps/d/..",
+            "/.dabba/logs/apps/../etc",
+            "/.dabba/logs/apps/d/pay/extra",
+            "/.dabba/logs/pods/d/p",
+            "/.dabba/logs/apps/d/.hidden",
+        ] {
+            assert!(target(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_query_reads_its_options_and_refuses_bad_ones() {
+        assert_eq!(
+            query("pod=pay-1-a&since=17&tail=5&follow=1"),
+            Ok(Query {
+                pod: Some("pay-1-a".into()),
+                since: 17,
+                tail: Some(5),
+                follow: true
+            })
+        );
+        assert!(query("since=yesterday").unwrap_err().contains("since"));
+        assert!(query("pod=../x").unwrap_err().contains("pod"));
+        assert!(query("tail=-1").unwrap_err().contains("tail"));
+    }
+
+    #[test]
+    fn lines_of_every_pod_are_merged_in_time_order_and_cut_to_the_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = LogDir::new(dir.path().to_path_buf(), 1 << 20);
+        let service = LogService::new(logs.clone(), "h1");
+        let write = |pod: &str, t: u64, l: &str| {
+            let mut f = logs.log(logs.pod_path("d", "pay", pod)).open().unwrap();
+            f.append(&[Entry {
+                t,
+                s: super::super::Stream::Stdout,
+                l: l.into(),
+            }])
+            .unwrap();
+        };
+        write("pay-1-a", 10, "a10");
+        write("pay-1-b", 5, "b5");
+        write("pay-1-a", 20, "a20");
+        write("pay-1-b", 30, "b30");
+        let app = Target::App {
+            namespace: "d".into(),
+            app: "pay".into(),
+        };
+        let text = |q: &Query, files: &mut HashMap<PathBuf, Cursor>| -> Vec<String> {
+            service
+                .collect(&app, q, files)
+                .into_iter()
+                .map(|l| format!("{}:{}", l.pod, l.line))
+                .collect()
+        };
+        let all = Query::default();
+        assert_eq!(
+            text(&all, &mut HashMap::new()),
+            ["pay-1-b:b5", "pay-1-a:a10", "pay-1-a:a20", "pay-1-b:b30"]
+        );
+        let q = Query {
+            since: 10,
+            tail: Some(2),
+            ..Default::default()
+        };
+        assert_eq!(
+            text(&q, &mut HashMap::new()),
+            ["pay-1-a:a20", "pay-1-b:b30"]
+        );
+        let q = Query {
+            pod: Some("pay-1-b".into()),
+            ..Default::default()
+        };
+        assert_eq!(text(&q, &mut HashMap::new()), ["pay-1-b:b5", "pay-1-b:b30"]);
+        // Following: only what is new, including a pod that appears.
+        let mut files = HashMap::new();
+        assert_eq!(text(&all, &mut files).len(), 4);
+        write("pay-1-a", 40, "a40");
+        write("pay-2-c", 35, "c35");
+        assert_eq!(text(&all, &mut files), ["pay-2-c:c35", "pay-1-a:a40"]);
+        assert!(text(&all, &mut files).is_empty());
+    }
+}
