@@ -155,6 +155,14 @@ fn an_apps_logs_stay_on_its_host_rotate_at_the_cap_and_outlive_a_leader_and_a_ho
     let follow_args = cli_args(&["logs", "app", "printer", "--follow", "--tail", "5"]);
     let mut f = Follower::start(&follow_args.iter().map(String::as_str).collect::<Vec<_>>());
 
+    // A host answers its logs to the controllers only.
+    let path = "/.dabba/logs/apps/default/printer";
+    for key in [None, Some("not-the-key")] {
+        let headers: Vec<(&str, &str)> = key.map(|k| ("x-dabba-log-key", k)).into_iter().collect();
+        let r = try_request(c.host_addrs[0], "GET", path, &headers, b"").unwrap();
+        assert_eq!(r.status, 403, "{key:?}: {}", r.text());
+    }
+
     // Written, and streamed to the follower as they are.
     print_lines(&c, "alpha", 3);
     assert!(f.wait_for("alpha done", Duration::from_secs(20)));
