@@ -763,3 +763,50 @@ fn a_wiped_controller_catches_up_from_a_streamed_snapshot_of_the_workload_store(
     .unwrap();
     assert_eq!(retry.result, Ok(Outcome::Counter(800)));
 }
+
+/// A controller stopped after it began to join but before the cluster answered asks
+/// again when it starts (its data directory says the join did not finish), and becomes
+/// a voter. (Started again without asking, it stayed outside the voters for good.)
+#[test]
+fn a_controller_killed_while_joining_asks_again_when_it_restarts() {
+    let mut c = Cluster::start(3, 0);
+    eventually("c1 to lead", Duration::from_secs(30), || {
+        c.leader().filter(|l| *l == 0)
+    });
+    let victim = 2;
+    c.kill_controller(victim);
+    let out = c.cli(&["cluster", "remove", "3"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let data = c.dir.path().join("c3");
+    std::fs::remove_dir_all(&data).unwrap();
+    // c2 frozen: c1 alone cannot commit c3's membership, so the join waits.
+    let frozen = c.controllers[1].pid().expect("c2 runs");
+    let signal = |sig: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &frozen.to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} {frozen}");
+    };
+    signal("-STOP");
+    c.controllers[victim].restart().unwrap();
+    eventually("c3 to begin its join", Duration::from_secs(60), || {
+        data.join("raft.redb").exists().then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    // Its log holds every start: the first one joined, this one has not.
+    let log = c.controllers[victim].log();
+    assert_eq!(log.matches("joined the cluster").count(), 1, "{log}");
+    assert!(data.join("joining").exists());
+    c.kill_controller(victim);
+    signal("-CONT");
+
+    block_on(c.restart_controller(victim)).unwrap();
+    block_on(c.wait_voters(3, true)).unwrap();
+    let log = c.controllers[victim].log();
+    assert_eq!(log.matches("joined the cluster").count(), 2, "{log}");
+    assert!(
+        !data.join("joining").exists(),
+        "the marker goes once joined"
+    );
+}

@@ -59,6 +59,18 @@ pub fn controller(args: ControllerArgs) -> anyhow::Result<()> {
         let advertise = args.advertise.unwrap_or_else(|| url_of(args.listen));
         let tuning = args.tuning.tuning()?;
         let fresh = !args.data_dir.join("raft.redb").exists();
+        // A controller stopped before the cluster answered its join asks again when it
+        // starts (and stands for no election until then), whatever its log holds.
+        let marker = args.data_dir.join(JOINING);
+        let interrupted = !fresh && marker.exists();
+        if interrupted && args.join.is_none() {
+            bail!(
+                "{} says this controller's join of a cluster did not finish; start it again \
+                 with --join URL and --token, so it can ask the cluster again",
+                marker.display()
+            );
+        }
+        let joining = args.join.is_some() && (fresh || interrupted);
         let peer_token = match (&args.join, fresh) {
             (Some(url), true) => {
                 let token = args
@@ -104,11 +116,15 @@ pub fn controller(args: ControllerArgs) -> anyhow::Result<()> {
                 zone: args.zone.clone(),
             },
             preferred_leader_region: args.preferred_leader_region.clone(),
-            joining: args.join.is_some() && fresh,
+            joining,
         };
+        if joining && fresh {
+            write_durably(&marker, args.join.as_deref().unwrap_or_default())
+                .with_context(|| format!("writing {}", marker.display()))?;
+        }
         let node = start_controller(opts, listener, None).await?;
-        match (&args.join, fresh) {
-            (Some(url), true) => {
+        match (&args.join, joining, fresh) {
+            (Some(url), true, _) => {
                 let api = ApiClient::new(
                     vec![url.clone()],
                     args.token.clone().unwrap_or_default(),
@@ -151,9 +167,11 @@ pub fn controller(args: ControllerArgs) -> anyhow::Result<()> {
                     }
                 }
                 node.joined();
+                std::fs::remove_file(&marker)
+                    .with_context(|| format!("removing {}", marker.display()))?;
                 println!("controller {} joined the cluster at {url}", args.id);
             }
-            (None, true) => {
+            (None, _, true) => {
                 if node.initialize().await?.is_some() {
                     println!(
                         "controller {} started a new cluster; admin token in {}, host join token in {}",
@@ -163,7 +181,7 @@ pub fn controller(args: ControllerArgs) -> anyhow::Result<()> {
                     );
                 }
             }
-            (_, false) => println!("controller {} rejoined its cluster", args.id),
+            _ => println!("controller {} rejoined its cluster", args.id),
         }
         println!("controller {} serving the API on {advertise}", args.id);
         super::super::shutdown_signal().await;
@@ -172,6 +190,24 @@ pub fn controller(args: ControllerArgs) -> anyhow::Result<()> {
         let _ = node.raft.shutdown().await;
         Ok(())
     })
+}
+
+/// The file a joining controller keeps in its data directory until the cluster has
+/// answered its join (it holds the URL it joins).
+const JOINING: &str = "joining";
+
+/// Writes `text` to `path` and makes it (and its name) durable before returning.
+fn write_durably(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut f = std::fs::File::create(path)?;
+    std::io::Write::write_all(&mut f, text.as_bytes())?;
+    f.sync_all()?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// How long a new controller keeps asking to join.
