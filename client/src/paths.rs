@@ -75,6 +75,11 @@ pub fn blob(digest: &Digest) -> String {
     v1(&["blobs", &digest.to_string()])
 }
 
+/// `/.dabba/blobs/{digest}` on a host's ingress: a component it has cached.
+pub fn host_blob(digest: &Digest) -> String {
+    format!("/.dabba/blobs/{digest}")
+}
+
 /// `/v1/apps`, `/v1/revisions`, `/v1/pods`, `/v1/cronjobs`, `/v1/rollouts` or
 /// `/v1/analysistemplates`, optionally narrowed.
 pub fn listing(resource: &str, namespace: Option<&str>, app: Option<&str>) -> String {

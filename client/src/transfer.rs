@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use dabba_spec::Digest;
-use dabba_spec::api::BlobStored;
+use dabba_spec::api::{BlobStored, READ_KEY_HEADER};
 use http::StatusCode;
 use http_body_util::BodyExt;
 use tokio::io::AsyncWriteExt;
@@ -128,20 +128,17 @@ impl ApiClient {
     /// component's bytes, checked against `digest`.
     pub async fn download_blob(&self, digest: &Digest, partial: &Path) -> Result<Bytes, ApiError> {
         let mut last = String::new();
+        let auth = format!("Bearer {}", self.token());
         for attempt in 0..ATTEMPTS {
-            let server = self.server(attempt);
-            match self.download_once(server, digest, partial).await {
-                Ok(()) => {
-                    let bytes = tokio::fs::read(partial)
-                        .await
-                        .map_err(|e| ApiError::Decode(format!("{}: {e}", partial.display())))?;
-                    let _ = tokio::fs::remove_file(partial).await;
-                    let actual = Digest::of(&bytes);
-                    if actual == *digest {
-                        return Ok(Bytes::from(bytes));
-                    }
-                    last = format!("the download hashed to {actual}, not {digest}");
-                }
+            let url = format!("{}{}", self.server(attempt), paths::blob(digest));
+            match self
+                .download_once(&url, (http::header::AUTHORIZATION.as_str(), &auth), partial)
+                .await
+            {
+                Ok(()) => match whole_download(digest, partial).await? {
+                    Ok(bytes) => return Ok(bytes),
+                    Err(why) => last = why,
+                },
                 Err(Short::Retry(why)) => last = why,
                 Err(Short::Final(e)) => return Err(e),
             }
@@ -150,19 +147,52 @@ impl ApiClient {
         Err(ApiError::Unavailable(last))
     }
 
-    /// One attempt: appends what `server` sends after what `partial` holds. `Ok` once
-    /// the server sent the whole rest.
-    async fn download_once(
+    /// A component from the first of `peers` (hosts' ingress addresses, shown the
+    /// cluster's read `key`) that holds it, else from the controllers
+    /// ([`ApiClient::download_blob`]); a transfer a peer broke off resumes from the next
+    /// source (the bytes are the same wherever they come from: the digest says so).
+    /// Answers where the bytes came from: `true` for a peer.
+    pub async fn download_blob_via_peers(
         &self,
-        server: &str,
+        peers: &[String],
+        key: &str,
         digest: &Digest,
         partial: &Path,
+    ) -> Result<(Bytes, bool), ApiError> {
+        if !key.is_empty() {
+            for peer in peers {
+                let url = format!("{}{}", peer.trim_end_matches('/'), paths::host_blob(digest));
+                let done = self
+                    .download_once(&url, (READ_KEY_HEADER, key), partial)
+                    .await;
+                match done {
+                    Ok(()) => match whole_download(digest, partial).await? {
+                        Ok(bytes) => return Ok((bytes, true)),
+                        Err(why) => tracing::warn!(%peer, %why, "a peer's component was not it"),
+                    },
+                    // A peer that lacks it, or cannot be reached: the next source.
+                    Err(Short::Retry(why)) => tracing::debug!(%peer, %why, "fetching from a peer"),
+                    Err(Short::Final(e)) => {
+                        tracing::debug!(%peer, error = %e, "fetching from a peer")
+                    }
+                }
+            }
+        }
+        Ok((self.download_blob(digest, partial).await?, false))
+    }
+
+    /// One attempt: appends what `url` sends after what `partial` holds, showing the
+    /// credential `auth` (a header and its value). `Ok` once the server sent the whole
+    /// rest.
+    async fn download_once(
+        &self,
+        url: &str,
+        auth: (&str, &str),
+        partial: &Path,
     ) -> Result<(), Short> {
+        let server = url;
         let have = tokio::fs::metadata(partial).await.map_or(0, |m| m.len());
-        let mut req = http::Request::get(format!("{server}{}", paths::blob(digest))).header(
-            http::header::AUTHORIZATION,
-            format!("Bearer {}", self.token()),
-        );
+        let mut req = http::Request::get(url).header(auth.0, auth.1);
         if have > 0 {
             req = req.header(http::header::RANGE, format!("bytes={have}-"));
         }
@@ -217,6 +247,26 @@ impl ApiClient {
         }
         file.flush().await.map_err(file_error)?;
         Ok(())
+    }
+}
+
+/// Reads a download `partial` holds whole: its bytes if they hash to `digest`, else
+/// why not (the partial file is gone either way).
+async fn whole_download(
+    digest: &Digest,
+    partial: &Path,
+) -> Result<Result<Bytes, String>, ApiError> {
+    let bytes = tokio::fs::read(partial)
+        .await
+        .map_err(|e| ApiError::Decode(format!("{}: {e}", partial.display())))?;
+    let _ = tokio::fs::remove_file(partial).await;
+    let actual = Digest::of(&bytes);
+    if actual == *digest {
+        Ok(Ok(Bytes::from(bytes)))
+    } else {
+        Ok(Err(format!(
+            "the download hashed to {actual}, not {digest}"
+        )))
     }
 }
 
@@ -300,6 +350,74 @@ mod tests {
         let other = Digest::of(b"something else");
         let err = api.download_blob(&other, &partial).await.unwrap_err();
         assert!(err.to_string().contains("hashed to"), "{err}");
+        assert!(!partial.exists());
+    }
+
+    /// A stand-in host that answers every request with `status` and `body`, and counts
+    /// the requests that showed the read key `key`.
+    async fn stand_in_peer(
+        status: &'static str,
+        body: Vec<u8>,
+        key: &'static str,
+    ) -> (String, Arc<Mutex<usize>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let keyed = Arc::new(Mutex::new(0));
+        let count = keyed.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut conn, _) = listener.accept().await.unwrap();
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if conn.read(&mut byte).await.unwrap_or(0) == 0 {
+                        break;
+                    }
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).to_lowercase();
+                if head.contains(&format!("x-dabba-read-key: {key}")) {
+                    *count.lock().unwrap() += 1;
+                }
+                let reply = format!(
+                    "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                conn.write_all(reply.as_bytes()).await.unwrap();
+                conn.write_all(&body).await.unwrap();
+            }
+        });
+        (format!("http://{addr}"), keyed)
+    }
+
+    #[tokio::test]
+    async fn a_component_comes_from_a_peer_that_has_it_else_from_the_controllers() {
+        let blob: Vec<u8> = (0..300_000u32).map(|i| (i % 241) as u8).collect();
+        let digest = Digest::of(&blob);
+        let ranges = Arc::new(Mutex::new(Vec::new()));
+        let controller = flaky_controller(blob.clone(), ranges.clone()).await;
+        let api = ApiClient::new(vec![controller], "t".into());
+        let dir = tempfile::tempdir().unwrap();
+        let partial = dir.path().join("c.partial");
+
+        // A peer that has it: the controllers are not asked.
+        let (good, asked) = stand_in_peer("200 OK", blob.clone(), "k").await;
+        let (bytes, from_peer) = api
+            .download_blob_via_peers(&[good], "k", &digest, &partial)
+            .await
+            .unwrap();
+        assert_eq!((&bytes[..], from_peer), (&blob[..], true));
+        assert_eq!(*asked.lock().unwrap(), 1, "shown the read key");
+        assert!(ranges.lock().unwrap().is_empty());
+
+        // Peers that lack it or send other bytes are passed over; the controller serves.
+        let (missing, _) = stand_in_peer("404 Not Found", b"{}".to_vec(), "k").await;
+        let (wrong, _) = stand_in_peer("200 OK", vec![7u8; blob.len()], "k").await;
+        let (bytes, from_peer) = api
+            .download_blob_via_peers(&[missing, wrong], "k", &digest, &partial)
+            .await
+            .unwrap();
+        assert_eq!((&bytes[..], from_peer), (&blob[..], false));
         assert!(!partial.exists());
     }
 }

@@ -28,6 +28,18 @@ pub type Body = BoxBody<Bytes, BoxError>;
 
 pub type HttpClient = Client<HttpConnector, Body>;
 
+/// The `N` of a `Range: bytes=N-` header, which a client sends to resume an
+/// interrupted download (other ranges are answered whole: a server may ignore a range
+/// it does not serve).
+pub fn range_start(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(http::header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|r| r.strip_prefix("bytes="))
+        .and_then(|r| r.strip_suffix('-'))
+        .and_then(|n| n.parse::<u64>().ok())
+}
+
 /// A body of bytes already at hand.
 pub fn whole(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into())

@@ -34,7 +34,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::function::{HttpFunction, HttpResponse, error_response};
-use crate::logs::LogService;
+use crate::peer::PeerReads;
 use crate::reachability::ControlPlane;
 use crate::server::Handler;
 
@@ -414,8 +414,8 @@ pub struct Ingress {
     region_rtts: RwLock<HashMap<String, f64>>,
     /// Hosts a proxied request failed to reach, and until when they are skipped.
     ejected: Mutex<HashMap<String, std::time::Instant>>,
-    /// This host's logs, answered under `/.dabba/logs/` (a host in a cluster).
-    logs: Option<Arc<LogService>>,
+    /// What this host answers its peers (logs, cached components), in a cluster.
+    peer: Option<Arc<PeerReads>>,
 }
 
 impl Ingress {
@@ -440,14 +440,15 @@ impl Ingress {
             control_plane,
             region_rtts: RwLock::new(HashMap::new()),
             ejected: Mutex::new(HashMap::new()),
-            logs: None,
+            peer: None,
         };
         (ingress, demands)
     }
 
-    /// Answers this host's logs to the controllers that show the key.
-    pub fn with_logs(mut self, logs: Arc<LogService>) -> Ingress {
-        self.logs = Some(logs);
+    /// Answers this host's logs and cached components to the controllers and hosts
+    /// that show the read key.
+    pub fn with_peer_reads(mut self, peer: Arc<PeerReads>) -> Ingress {
+        self.peer = Some(peer);
         self
     }
 
@@ -851,11 +852,11 @@ impl Handler for Ingress {
         if req.uri().path() == HEALTH_PATH {
             return self.health(&req);
         }
-        if let Some(logs) = &self.logs
-            && req.uri().path().starts_with(crate::logs::PREFIX)
+        if let Some(peer) = &self.peer
+            && PeerReads::handles(req.uri().path())
         {
             let (parts, _) = req.into_parts();
-            return logs.answer(&parts);
+            return peer.answer(&parts).await;
         }
         let hopped = req.headers().contains_key(HOP);
         let Some((route, preview)) = table.route(host.as_deref(), req.uri().path()) else {

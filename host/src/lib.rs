@@ -32,6 +32,7 @@ mod linked;
 pub mod logs;
 pub mod metrics;
 pub mod outcome;
+pub mod peer;
 pub mod pod_load;
 pub mod reachability;
 pub mod runtime;

@@ -368,9 +368,10 @@ pub struct LogLine {
     pub line: String,
 }
 
-/// The header a controller reads a host's logs with (`GET /.dabba/logs/...` on the
-/// host's ingress); its value is the [`HostView::log_key`] of the cluster.
-pub const LOG_KEY_HEADER: &str = "x-dabba-log-key";
+/// The header a controller or a host shows to read from a host (`GET /.dabba/logs/...`,
+/// `GET /.dabba/blobs/...` on its ingress); its value is the cluster's
+/// [`HostView::read_key`].
+pub const READ_KEY_HEADER: &str = "x-dabba-read-key";
 
 /// The header of a log answer that names the hosts that could not be asked (their
 /// lines are missing), comma-separated.
@@ -398,10 +399,11 @@ pub struct HostView {
     /// or drained): this host's ingress sends it nothing there.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub region_states: Vec<RegionStateView>,
-    /// The secret a controller shows to read this host's logs ([`LOG_KEY_HEADER`]); the
-    /// same on every host of the cluster, given only to hosts that authenticated.
+    /// The secret a controller or another host shows to read this host's logs and cached
+    /// components ([`READ_KEY_HEADER`]); the same on every host of the cluster, given
+    /// only to hosts that authenticated.
     #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub log_key: String,
+    pub read_key: String,
 }
 
 /// `GET /v1/regions`: one region, its health and the placed apps there.

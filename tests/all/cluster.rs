@@ -810,3 +810,70 @@ fn a_controller_killed_while_joining_asks_again_when_it_restarts() {
         "the marker goes once joined"
     );
 }
+
+/// A host starting a pod fetches its component from a host that already runs the app,
+/// not from the controllers; a caller without the cluster's read key gets nothing.
+#[test]
+fn a_host_fetches_a_component_from_a_peer_that_runs_the_app() {
+    let metrics: Vec<std::net::SocketAddr> = (0..2)
+        .map(|_| dabba_testkit::free_addr().unwrap())
+        .collect();
+    let hosts = (0..2)
+        .map(|i| {
+            let mut h = HostOptions::new(
+                &format!("h{}", i + 1),
+                &format!("zone-{}", (b'a' + i as u8) as char),
+            );
+            h.flags
+                .extend(["--metrics-listen".into(), metrics[i].to_string()]);
+            h
+        })
+        .collect();
+    let c = Cluster::start_with(3, hosts, None, Vec::new(), &[]);
+    let fetches = |host: usize, source: &str| -> u64 {
+        let text = try_request(metrics[host], "GET", "/metrics", &[], b"")
+            .map(|r| r.text())
+            .unwrap_or_default();
+        let series = format!("dabba_component_fetches_total{{source=\"{source}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&series))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    c.deploy_payment(1);
+    let first = c
+        .pods()
+        .iter()
+        .find(|p| p.phase == PodPhase::Running)
+        .and_then(|p| p.host.clone())
+        .expect("a running pod");
+    let (first, second) = if first == "h1" { (0, 1) } else { (1, 0) };
+    assert_eq!(fetches(first, "controller"), 1);
+
+    let out = c.cli(&["scale", "app", "payment", "--replicas", "2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    eventually("a pod on each host", Duration::from_secs(60), || {
+        let running: BTreeSet<String> = c
+            .pods()
+            .into_iter()
+            .filter(|p| p.phase == PodPhase::Running)
+            .filter_map(|p| p.host)
+            .collect();
+        (running.len() == 2).then_some(())
+    });
+    assert_eq!(fetches(second, "peer"), 1, "from the host that runs it");
+    assert_eq!(fetches(second, "controller"), 0);
+    pay(
+        c.host_addrs[second],
+        "served-by-the-second",
+        Instant::now() + Duration::from_secs(20),
+    )
+    .expect("the second host serves");
+
+    let path = format!(
+        "/.dabba/blobs/{}",
+        Digest::of(&std::fs::read(guest("payment")).unwrap())
+    );
+    let r = try_request(c.host_addrs[first], "GET", &path, &[], b"").unwrap();
+    assert_eq!(r.status, 403, "{}", r.text());
+}

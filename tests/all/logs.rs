@@ -158,7 +158,7 @@ fn an_apps_logs_stay_on_its_host_rotate_at_the_cap_and_outlive_a_leader_and_a_ho
     // A host answers its logs to the controllers only.
     let path = "/.dabba/logs/apps/default/printer";
     for key in [None, Some("not-the-key")] {
-        let headers: Vec<(&str, &str)> = key.map(|k| ("x-dabba-log-key", k)).into_iter().collect();
+        let headers: Vec<(&str, &str)> = key.map(|k| ("x-dabba-read-key", k)).into_iter().collect();
         let r = try_request(c.host_addrs[0], "GET", path, &headers, b"").unwrap();
         assert_eq!(r.status, 403, "{key:?}: {}", r.text());
     }

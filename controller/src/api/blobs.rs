@@ -6,7 +6,7 @@
 //! store (fetching it from a peer first if it lacks it), so hosts need not all ask the
 //! leader; one that has not yet seen the digest commit asks the leader.
 
-use dabba_client::transport::{Body, whole};
+use dabba_client::transport::{Body, range_start, whole};
 use dabba_spec::Digest;
 use dabba_spec::api::{BlobStored, Empty};
 use http::Method;
@@ -154,25 +154,13 @@ async fn get(api: &Api, call: Call) -> Answer {
     if !node.fetch_blob(digest).await.map_err(internal)? {
         return Err(unavailable());
     }
-    let from = range_start(&call);
+    let from = range_start(&call.parts.headers);
     let (len, body) = node
         .blob_body(digest, from.unwrap_or(0))
         .await
         .map_err(internal)?
         .ok_or_else(unavailable)?;
     Ok(ranged(from, len, body))
-}
-
-/// The `N` of `Range: bytes=N-`, which a host sends to resume an interrupted download.
-/// Other ranges are answered whole (a server may ignore a range it does not serve).
-fn range_start(call: &Call) -> Option<u64> {
-    call.parts
-        .headers
-        .get(http::header::RANGE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|r| r.strip_prefix("bytes="))
-        .and_then(|r| r.strip_suffix('-'))
-        .and_then(|n| n.parse::<u64>().ok())
 }
 
 /// The answer to a download of a component of `len` bytes: the whole, or from byte

@@ -76,6 +76,6 @@ async fn assignments(api: &Api, call: Call) -> Answer {
     node.linearize().await?;
     let name = call.param("name");
     let mut view = node.shared.read(|s| views::host_view(s, name));
-    view.log_key = node.log_key();
+    view.read_key = node.read_key();
     json(200, &view)
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use dabba_client::transport::{self as http_client, Body, streamed, whole};
-use dabba_spec::api::{LOG_KEY_HEADER, LOGS_UNREACHABLE_HEADER, LogLine};
+use dabba_spec::api::{LOGS_UNREACHABLE_HEADER, LogLine, READ_KEY_HEADER};
 use dabba_spec::resources::{HostInfo, ResourceKey};
 use http::Method;
 use http_body_util::BodyExt;
@@ -109,7 +109,7 @@ async fn gather(api: &Api, path: &str, opts: Options, run: Option<ResourceKey>) 
         .node
         .shared
         .read(|s| s.hosts.values().map(|h| h.info.clone()).collect());
-    let key = api.node.log_key();
+    let key = api.node.read_key();
     let mut asks = tokio::task::JoinSet::new();
     for h in hosts {
         let url = format!(
@@ -155,7 +155,7 @@ async fn open(
     key: &str,
 ) -> Result<hyper::body::Incoming, String> {
     let req = http::Request::get(url)
-        .header(LOG_KEY_HEADER, key)
+        .header(READ_KEY_HEADER, key)
         .body(whole(Bytes::new()))
         .map_err(|e| e.to_string())?;
     let resp = tokio::time::timeout(HOST_PATIENCE, http_client::send_streamed(client, req))

@@ -246,7 +246,7 @@ pub fn host_view(state: &State, name: &str) -> HostView {
                 })
             })
             .collect(),
-        log_key: String::new(),
+        read_key: String::new(),
     }
 }
 

@@ -219,13 +219,13 @@ impl Controller {
         &self.peer_token
     }
 
-    /// The key this cluster's controllers read the hosts' logs with: derived from the
-    /// peer token (the same on every controller), so a host that learns it cannot work
-    /// back to the token.
-    pub fn log_key(&self) -> String {
+    /// The key that reads from a host (its logs, its cached components): derived from
+    /// the peer token (the same on every controller), so a host that learns it cannot
+    /// work back to the token.
+    pub fn read_key(&self) -> String {
         use sha2::Digest as _;
         let mut h = sha2::Sha256::new();
-        h.update(b"dabba host logs\0");
+        h.update(b"dabba host reads\0");
         h.update(self.peer_token.as_bytes());
         hex::encode(h.finalize())
     }

@@ -38,7 +38,8 @@ use tokio::sync::{Notify, mpsc};
 use crate::component::{ComponentBytes, LoadError};
 use crate::ingress::{Demand, Ingress, LocalPod};
 use crate::kv::KvBackend;
-use crate::logs::{LogDir, LogService};
+use crate::logs::LogDir;
+use crate::peer::PeerReads;
 use crate::runtime::Runtime;
 
 #[derive(Clone)]
@@ -50,8 +51,9 @@ pub struct AgentOptions {
     /// A shorter way to the leader for activations, when it runs in this process (the
     /// embedded default); otherwise they go over the API.
     pub local_leader: Option<Arc<dyn LocalLeader>>,
-    /// Where the pods' and runs' logs are kept (the ingress answers them).
-    pub logs: Arc<LogService>,
+    /// What the ingress answers other hosts and the controllers: where the pods' and
+    /// runs' logs are kept, and the read key.
+    pub reads: Arc<PeerReads>,
 }
 
 impl AgentOptions {
@@ -136,6 +138,8 @@ pub struct Agent {
     report_now: Notify,
     pod_gauge: IntGaugeVec,
     pod_starts: IntCounterVec,
+    /// Components fetched for pods and runs, by where from.
+    fetches: IntCounterVec,
 }
 
 impl Agent {
@@ -160,6 +164,15 @@ impl Agent {
             ),
             &["result"],
         )?;
+        let fetches = IntCounterVec::new(
+            Opts::new(
+                "dabba_component_fetches_total",
+                "Components a pod or run needed that were not in memory, by where they came \
+                 from: cache (this host's disk), peer (another host), controller.",
+            ),
+            &["source"],
+        )?;
+        registry.register(Box::new(fetches.clone()))?;
         registry.register(Box::new(pod_gauge.clone()))?;
         registry.register(Box::new(pod_starts.clone()))?;
         Ok(Arc::new(Agent {
@@ -179,6 +192,7 @@ impl Agent {
             report_now: Notify::new(),
             pod_gauge,
             pod_starts,
+            fetches,
         }))
     }
 
@@ -251,11 +265,12 @@ impl Agent {
                     .map(|(pod, t)| self.pod_log(&t.app, pod).path)
                     .collect()
             };
-            let logs = self.opts.logs.clone();
-            let removed =
-                tokio::task::spawn_blocking(move || logs.dir().sweep(LogDir::RETENTION, &keep))
-                    .await
-                    .unwrap_or(0);
+            let reads = self.opts.reads.clone();
+            let removed = tokio::task::spawn_blocking(move || {
+                reads.logs().dir().sweep(LogDir::RETENTION, &keep)
+            })
+            .await
+            .unwrap_or(0);
             if removed > 0 {
                 tracing::info!(removed, "removed logs past their retention");
             }
@@ -265,7 +280,7 @@ impl Agent {
 
     /// Where a pod of `app` keeps its log.
     fn pod_log(&self, app: &ResourceKey, pod: &ResourceKey) -> crate::logs::LogPath {
-        let dir = self.opts.logs.dir();
+        let dir = self.opts.reads.logs().dir();
         dir.log(dir.pod_path(app.namespace(), app.name(), pod.name()))
     }
 
@@ -300,7 +315,7 @@ impl Agent {
             match api.assignments(self.name(), since, ASSIGNMENTS_WAIT).await {
                 Ok(view) => {
                     since = view.version;
-                    self.opts.logs.set_key(&view.log_key);
+                    self.opts.reads.set_key(&view.read_key);
                     if view.host.is_none() {
                         // The controllers forgot this host (a restored cluster): register
                         // again.

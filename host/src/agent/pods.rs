@@ -94,7 +94,9 @@ impl Agent {
     /// Fetches an assignment's component and loads it as a pod.
     async fn start(&self, a: &Assignment) -> Result<LocalPod, StartError> {
         let digest = a.spec.component;
-        let bytes = self.component(&digest).await?;
+        let bytes = self
+            .component(&digest, &self.peers_running(&a.spec.key()))
+            .await?;
         let limits = a.spec.limits.resolve(WorkloadKind::Http)?;
         let config = AppConfig {
             name: a.spec.key().to_string(),
@@ -122,16 +124,37 @@ impl Agent {
         })
     }
 
-    /// A component by digest: from memory, from the local cache, or fetched from the
-    /// controllers and verified before it is cached.
+    /// The other hosts that run pods of `app` (so have its component cached, unless
+    /// a new revision brings a new one), those of this host's region first.
+    fn peers_running(&self, app: &ResourceKey) -> Vec<String> {
+        let own = self.opts.info.address.trim_end_matches('/');
+        let routes = self.routes.lock().expect("routes lock");
+        let regions = self.regions.lock().expect("regions lock");
+        let mut peers: Vec<String> = routes
+            .iter()
+            .filter(|r| r.key() == *app)
+            .flat_map(|r| r.endpoints.iter())
+            .filter(|e| e.trim_end_matches('/') != own)
+            .cloned()
+            .collect();
+        peers.sort();
+        peers.dedup();
+        peers.sort_by_key(|p| regions.0.get(p) != Some(&self.opts.info.region));
+        peers
+    }
+
+    /// A component by digest: from memory, from the local cache, or fetched — from one
+    /// of `peers` that has it, else from the controllers — and verified before it is
+    /// cached.
     pub(super) async fn component(
         &self,
         digest: &Digest,
+        peers: &[String],
     ) -> Result<Arc<ComponentBytes>, StartError> {
         if let Some(c) = self.components.lock().expect("components lock").get(digest) {
             return Ok(c.clone());
         }
-        let bytes = self.component_bytes(digest).await?;
+        let bytes = self.component_bytes(digest, peers).await?;
         let c = Arc::new(ComponentBytes::verified(
             bytes.to_vec(),
             *digest,
@@ -144,7 +167,11 @@ impl Agent {
         Ok(c)
     }
 
-    async fn component_bytes(&self, digest: &Digest) -> Result<Bytes, StartError> {
+    async fn component_bytes(
+        &self,
+        digest: &Digest,
+        peers: &[String],
+    ) -> Result<Bytes, StartError> {
         let path = self
             .opts
             .data_dir
@@ -153,18 +180,22 @@ impl Agent {
         if let Ok(bytes) = tokio::fs::read(&path).await
             && Digest::of(&bytes) == *digest
         {
+            self.fetches.with_label_values(&["cache"]).inc();
             return Ok(Bytes::from(bytes));
         }
         // An interrupted download (a lost connection, a restart) resumes from here.
         let partial = path.with_extension("partial");
-        let bytes = self
+        let (bytes, from_peer) = self
             .api
-            .download_blob(digest, &partial)
+            .download_blob_via_peers(peers, &self.opts.reads.key(), digest, &partial)
             .await
             .map_err(|source| StartError::Fetch {
                 digest: digest.short(),
                 source,
             })?;
+        self.fetches
+            .with_label_values(&[if from_peer { "peer" } else { "controller" }])
+            .inc();
         let tmp = path.with_extension("tmp");
         if let Err(e) = tokio::fs::write(&tmp, &bytes).await {
             tracing::warn!(error = %e, "cannot cache component");

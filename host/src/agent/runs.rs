@@ -18,7 +18,7 @@ impl Agent {
     /// for up to a minute; the controllers give the attempt up if the host is lost).
     pub(super) async fn execute(self: Arc<Self>, a: RunAssignment) {
         let started = Instant::now();
-        let dir = self.opts.logs.dir();
+        let dir = self.opts.reads.logs().dir();
         let log = dir.log(dir.run_path(&a.run.namespace, &a.run.name));
         log.event(format!("attempt {} started", a.run.attempt));
         let report = match self.run_job(&a, log.clone()).await {
@@ -51,7 +51,7 @@ impl Agent {
     }
 
     async fn run_job(&self, a: &RunAssignment, log: LogPath) -> Result<RunReport, StartError> {
-        let bytes = self.component(&a.component).await?;
+        let bytes = self.component(&a.component, &[]).await?;
         let s = &a.spec;
         let limits = s.limits.resolve(WorkloadKind::Job)?;
         let config = AppConfig {
@@ -137,7 +137,7 @@ impl Agent {
                     .into(),
             )
         })?;
-        let bytes = self.component(&digest).await?;
+        let bytes = self.component(&digest, &[]).await?;
         let limits = dabba_spec::LimitOverrides::default().resolve(WorkloadKind::Job)?;
         let ingress = self.opts.info.address.trim_end_matches('/').to_string();
         let outbound = ingress

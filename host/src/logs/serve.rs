@@ -1,8 +1,7 @@
 //! `GET /.dabba/logs/apps/{ns}/{app}` and `GET /.dabba/logs/runs/{ns}/{run}` on the
 //! host's ingress: the lines of this host's logs, for a controller to merge with the
-//! other hosts' (`spec/api.md`, logs). Only a caller that shows the cluster's log key
-//! (handed to hosts that authenticated, in their assignments) is answered: a guest's
-//! output is a merchant's business.
+//! other hosts' (`spec/api.md`, logs). `crate::peer` answers only callers that show
+//! the cluster's read key: a guest's output is a merchant's business.
 //!
 //! One JSON [`LogLine`] per line. Query: `pod` (only that pod), `since` (Unix ms),
 //! `tail` (the last N lines), `follow` (keep the answer open and send each new line:
@@ -10,12 +9,12 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use dabba_client::transport::{streamed, whole};
-use dabba_spec::api::{LOG_KEY_HEADER, LogLine};
+use dabba_spec::api::LogLine;
 
 use super::{Cursor, Entry, LogDir, read_log, read_new};
 use crate::function::{HttpResponse, error_response};
@@ -30,7 +29,6 @@ const POLL: Duration = Duration::from_millis(200);
 pub struct LogService {
     dir: LogDir,
     host: String,
-    key: RwLock<String>,
 }
 
 /// Whose logs a request asks for.
@@ -53,7 +51,6 @@ impl LogService {
         LogService {
             dir,
             host: host.to_string(),
-            key: RwLock::new(String::new()),
         }
     }
 
@@ -61,30 +58,8 @@ impl LogService {
         &self.dir
     }
 
-    /// The key the controllers show (from the host's assignments).
-    pub fn set_key(&self, key: &str) {
-        let mut k = self.key.write().expect("log key lock");
-        if *k != key {
-            *k = key.to_string();
-        }
-    }
-
-    /// Answers a request under [`PREFIX`].
+    /// Answers a request under [`PREFIX`] (the caller showed the read key).
     pub fn answer(self: &Arc<Self>, parts: &http::request::Parts) -> HttpResponse {
-        let shown = parts
-            .headers
-            .get(LOG_KEY_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        let key = self.key.read().expect("log key lock").clone();
-        if key.is_empty() || !same(shown.as_bytes(), key.as_bytes()) {
-            return error_response(
-                403,
-                "forbidden",
-                "logs are answered to the controllers only",
-                None,
-            );
-        }
         let target = match target(parts.uri.path()) {
             Ok(t) => t,
             Err(why) => return error_response(404, "not_found", &why, None),
@@ -208,11 +183,6 @@ impl LogService {
             line: e.l,
         }
     }
-}
-
-/// Compares without stopping at the first difference (the key is a secret).
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn target(path: &str) -> Result<Target, String> {

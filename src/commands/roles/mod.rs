@@ -25,6 +25,7 @@ use dabba_host::function::HttpResponse;
 use dabba_host::ingress::{ActivatorOptions, Ingress};
 use dabba_host::kv::ReplicatedKv;
 use dabba_host::logs::{LogDir, LogService};
+use dabba_host::peer::PeerReads;
 use dabba_host::reachability::ControlPlane;
 use dabba_host::runtime::{Runtime, RuntimeOptions};
 use dabba_host::server::{self, Handler};
@@ -263,19 +264,22 @@ pub(super) fn start_host(h: HostSetup<'_>) -> anyhow::Result<()> {
         &h.info.name,
         control_plane.clone(),
     ));
-    let logs = Arc::new(LogService::new(
-        LogDir::new(h.data_dir.join("logs"), h.log_size),
-        &h.info.name,
+    let reads = Arc::new(PeerReads::new(
+        LogService::new(
+            LogDir::new(h.data_dir.join("logs"), h.log_size),
+            &h.info.name,
+        ),
+        h.data_dir.join("components"),
     ));
     let (ingress, demands) = Ingress::new(&h.info.address, h.activator, control_plane);
-    let ingress = Arc::new(ingress.with_logs(logs.clone()));
+    let ingress = Arc::new(ingress.with_peer_reads(reads.clone()));
     let agent = Agent::new(
         AgentOptions {
             info: h.info,
             data_dir: h.data_dir.to_path_buf(),
             heartbeat: h.heartbeat,
             local_leader: h.local_leader,
-            logs,
+            reads,
         },
         api,
         h.runtime,
