@@ -17,12 +17,14 @@
 use std::collections::HashMap;
 use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
 use dabba_spec::Digest;
 use dabba_spec::digest::Hasher;
+
+use crate::background::Pacer;
 
 /// Files being written start with this; a crash leaves them, and opening removes them.
 const INCOMING: &str = ".incoming-";
@@ -39,6 +41,9 @@ pub struct BlobStore {
     /// Files known to hash to their names, by digest, with the size and modification
     /// time they had then: a file is hashed once, not on every read.
     verified: Mutex<HashMap<Digest, (u64, SystemTime)>>,
+    /// What blobs written and read may take of the disk and the network, each way.
+    writes: Arc<Pacer>,
+    reads: Arc<Pacer>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +67,7 @@ pub struct Incoming {
     hasher: Hasher,
     len: u64,
     unsynced: usize,
+    pacer: Arc<Pacer>,
 }
 
 impl Incoming {
@@ -71,6 +77,7 @@ impl Incoming {
             path: self.tmp.clone(),
             source,
         };
+        self.pacer.pace(piece.len() as u64);
         self.file.write_all(piece).map_err(io)?;
         self.hasher.update(piece);
         self.len += piece.len() as u64;
@@ -104,6 +111,7 @@ pub struct Reader {
     file: std::fs::File,
     len: u64,
     read: u64,
+    pacer: Arc<Pacer>,
 }
 
 impl Reader {
@@ -115,6 +123,7 @@ impl Reader {
     /// The next piece; `None` after the last.
     pub fn next_piece(&mut self) -> Result<Option<Bytes>, BlobError> {
         let want = (self.len - self.read).min(PIECE as u64) as usize;
+        self.pacer.pace(want as u64);
         let mut piece = BytesMut::zeroed(want);
         let mut filled = 0;
         while filled < want {
@@ -162,7 +171,19 @@ impl BlobStore {
         Ok(BlobStore {
             dir: dir.to_path_buf(),
             verified: Mutex::default(),
+            writes: Arc::new(Pacer::new(0)),
+            reads: Arc::new(Pacer::new(0)),
         })
+    }
+
+    /// The store, its blobs written and read each at most `bandwidth` bytes a second
+    /// (0: as fast as they go).
+    pub fn paced(self, bandwidth: u64) -> BlobStore {
+        BlobStore {
+            writes: Arc::new(Pacer::new(bandwidth)),
+            reads: Arc::new(Pacer::new(bandwidth)),
+            ..self
+        }
     }
 
     fn path(&self, digest: &Digest) -> PathBuf {
@@ -189,6 +210,7 @@ impl BlobStore {
             hasher: Digest::hasher(),
             len: 0,
             unsynced: 0,
+            pacer: self.writes.clone(),
         })
     }
 
@@ -291,6 +313,7 @@ impl BlobStore {
             file,
             len,
             read: 0,
+            pacer: self.reads.clone(),
         }))
     }
 

@@ -91,6 +91,10 @@ pub struct BenchArgs {
     /// Raft election timeout for the benchmarks' controllers. Default: theirs.
     #[arg(long, value_name = "DURATION")]
     pub election_timeout: Option<HumanDuration>,
+    /// The controllers' `--blob-bandwidth` (components moved at most this many bytes a
+    /// second). Default: theirs.
+    #[arg(long, value_name = "SIZE")]
+    pub blob_bandwidth: Option<dabba_spec::ByteSize>,
     /// A short run (1 s per measurement, concurrency 32) that checks every measurement can
     /// be taken.
     #[arg(long)]
@@ -194,6 +198,9 @@ fn raft_flags(args: &BenchArgs) -> Vec<String> {
             "--election-timeout".to_string(),
             format!("{}ms", e.get().as_millis()),
         ]);
+    }
+    if let Some(b) = args.blob_bandwidth {
+        flags.extend(["--blob-bandwidth".to_string(), b.as_u64().to_string()]);
     }
     flags
 }

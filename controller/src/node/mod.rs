@@ -50,6 +50,9 @@ pub struct ControllerOptions {
     pub timing: RaftTiming,
     /// Log entries between snapshots ([`SNAPSHOT_LOGS`] unless told).
     pub snapshot_logs: u64,
+    /// Bytes a second components may be written (and read) at on this controller, each
+    /// way; 0: as fast as they go.
+    pub blob_bandwidth: u64,
     /// Where this controller runs.
     pub place: ControllerPlace,
     /// At initialization: keep the leader in this region while it is healthy.
@@ -152,6 +155,7 @@ impl Controller {
             .map_err(|e| anyhow::anyhow!("opening the raft log: {e}"))?;
         let blobs = Arc::new(
             BlobStore::open(&opts.data_dir.join("blobs"))
+                .map(|store| store.paced(opts.blob_bandwidth))
                 .map_err(|e| anyhow::anyhow!("opening the blob store: {e}"))?,
         );
         let sm = StateMachine::open(

@@ -111,6 +111,7 @@ pub fn controller(args: ControllerArgs) -> anyhow::Result<()> {
             peer_token,
             timing: args.raft.timing()?,
             snapshot_logs: args.raft.snapshot_logs()?,
+            blob_bandwidth: args.raft.blob_bandwidth.as_u64(),
             place: ControllerPlace {
                 region: args.region.clone(),
                 zone: args.zone.clone(),

@@ -29,8 +29,8 @@ use dabba_host::peer::PeerReads;
 use dabba_host::reachability::ControlPlane;
 use dabba_host::runtime::{Runtime, RuntimeOptions};
 use dabba_host::server::{self, Handler};
-use dabba_spec::HumanDuration;
 use dabba_spec::resources::{HostInfo, RestartBackoff};
+use dabba_spec::{ByteSize, HumanDuration};
 use hyper::body::Incoming;
 
 /// Raft timing. The defaults fail over in about 400 ms on a release build; slower
@@ -57,6 +57,11 @@ pub struct RaftFlags {
     /// further behind than the log kept is sent the snapshot.
     #[arg(long, default_value_t = dabba_controller::node::SNAPSHOT_LOGS, value_name = "ENTRIES")]
     pub snapshot_logs: u64,
+    /// Bytes a second a component may be written to (and, apart, read from) this
+    /// controller's store: an upload paced so leaves the disk and the cores to the Raft
+    /// log (0: as fast as it goes).
+    #[arg(long, default_value = "0", value_name = "SIZE")]
+    pub blob_bandwidth: ByteSize,
 }
 
 impl RaftFlags {

@@ -87,6 +87,7 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
             peer_token: None,
             timing: args.raft.timing()?,
             snapshot_logs: args.raft.snapshot_logs()?,
+            blob_bandwidth: args.raft.blob_bandwidth.as_u64(),
             place: ControllerPlace {
                 region: "local".into(),
                 zone: "local-a".into(),
