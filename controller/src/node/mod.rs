@@ -50,8 +50,8 @@ pub struct ControllerOptions {
     pub timing: RaftTiming,
     /// Log entries between snapshots ([`SNAPSHOT_LOGS`] unless told).
     pub snapshot_logs: u64,
-    /// Bytes a second components may be written (and read) at on this controller, each
-    /// way; 0: as fast as they go.
+    /// Bytes a second components may be written at on this controller, all together;
+    /// 0: as fast as they go.
     pub blob_bandwidth: u64,
     /// Where this controller runs.
     pub place: ControllerPlace,

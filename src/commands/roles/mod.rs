@@ -57,10 +57,10 @@ pub struct RaftFlags {
     /// further behind than the log kept is sent the snapshot.
     #[arg(long, default_value_t = dabba_controller::node::SNAPSHOT_LOGS, value_name = "ENTRIES")]
     pub snapshot_logs: u64,
-    /// Bytes a second a component may be written to (and, apart, read from) this
-    /// controller's store: an upload paced so leaves the disk and the cores to the Raft
-    /// log (0: as fast as it goes).
-    #[arg(long, default_value = "0", value_name = "SIZE")]
+    /// Bytes a second components may be written to this controller's store, all
+    /// together: an upload paced so leaves the disk to the Raft log's fsync (0: as fast
+    /// as it goes; see spec/benchmarks.md for what each costs).
+    #[arg(long, default_value = "48Mi", value_name = "SIZE")]
     pub blob_bandwidth: ByteSize,
 }
 
