@@ -877,3 +877,50 @@ fn a_host_fetches_a_component_from_a_peer_that_runs_the_app() {
     let r = try_request(c.host_addrs[first], "GET", &path, &[], b"").unwrap();
     assert_eq!(r.status, 403, "{}", r.text());
 }
+
+/// The leader sends an upload on to the other controllers as it arrives; one that takes
+/// nothing (frozen) is left behind after a moment, the upload is stored on the majority
+/// all the same, and the frozen one fetches the component once it runs again.
+#[test]
+fn an_upload_goes_on_without_a_controller_that_stalls_and_that_one_catches_up_after() {
+    let c = Cluster::start(3, 0);
+    let leader = c.leader().unwrap();
+    let frozen = (leader + 1) % 3;
+    let pid = c.controllers[frozen].pid().expect("a live controller");
+    let signal = |sig: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} {pid}");
+    };
+    let hello = std::fs::read(guest("hello")).unwrap();
+    let big = padded_component(&hello, 24 << 20);
+    let digest = Digest::of(&big);
+    let api = dabba_client::ApiClient::new(
+        vec![format!("http://{}", c.controller_addrs[leader])],
+        c.admin.clone(),
+    );
+    signal("-STOP");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let bytes = bytes::Bytes::from(big.clone());
+    std::thread::spawn(move || {
+        let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let _ = tx.send(block_on(api.put_blob(&digest, bytes, sent)));
+    });
+    let stored = rx.recv_timeout(Duration::from_secs(90));
+    signal("-CONT");
+    let stored = stored.expect("the upload waited for the frozen controller");
+    assert!(stored.is_ok(), "{stored:?}");
+    let file = c
+        .dir
+        .path()
+        .join(format!("c{}", frozen + 1))
+        .join("blobs")
+        .join(digest.hex());
+    eventually(
+        "the frozen controller to hold it",
+        Duration::from_secs(60),
+        || std::fs::read(&file).ok().filter(|b| *b == big),
+    );
+}

@@ -1,8 +1,10 @@
 //! Components onto a majority before their digest commits, and onto every controller
 //! after (see `crate::blobs` for why they are kept outside the log).
 //!
-//! The leader stores an upload and sends it to every other controller at once; it
-//! proposes the digest as soon as a majority of the voters hold it (itself included),
+//! The leader stores an upload and sends it on to every other controller as it arrives,
+//! piece by piece (a controller too slow to take the next piece is left to fetch it
+//! later); it proposes the digest as soon as a majority of the voters hold it (itself
+//! included),
 //! so a committed digest survives the loss of any minority, as a committed entry does.
 //! A controller that missed it — down during the upload, added later, restored from a
 //! snapshot, or holding a corrupted copy — fetches it from a peer: at once when asked
@@ -32,6 +34,32 @@ const SYNC_EVERY: Duration = Duration::from_secs(5);
 
 /// Pieces in flight between the network and the disk, each way.
 const DEPTH: usize = 4;
+
+/// How long a copy of an upload to another controller may refuse the next piece before
+/// it is dropped.
+const COPY_PATIENCE: Duration = Duration::from_secs(2);
+
+/// The sending end of a copy of an upload.
+type Copy = tokio::sync::mpsc::Sender<Result<Bytes, dabba_client::transport::BoxError>>;
+
+/// Sends `data` to every copy that still takes it within [`COPY_PATIENCE`].
+async fn send_copies(copies: &mut Vec<Copy>, data: &Bytes) {
+    let mut i = 0;
+    while i < copies.len() {
+        match copies[i]
+            .send_timeout(Ok(data.clone()), COPY_PATIENCE)
+            .await
+        {
+            Ok(()) => i += 1,
+            Err(_) => {
+                tracing::warn!(
+                    "a controller took no piece of an upload for {COPY_PATIENCE:?}; it fetches the component later"
+                );
+                copies.swap_remove(i);
+            }
+        }
+    }
+}
 
 /// Why a component could not be stored on a majority.
 #[derive(Debug, thiserror::Error)]
@@ -84,8 +112,24 @@ impl Controller {
     pub async fn receive_blob(
         &self,
         digest: Digest,
+        body: Body,
+        max: u64,
+    ) -> Result<u64, ReceiveError> {
+        self.receive_blob_copying(digest, body, max, Vec::new())
+            .await
+    }
+
+    /// [`Controller::receive_blob`], sending each piece on to `copies` as it arrives
+    /// (the bodies of transfers to other controllers, which check it themselves). A copy
+    /// that takes no piece for [`COPY_PATIENCE`] is dropped (its controller fetches the
+    /// component later), so one stalled peer never stalls the upload; a failed receive
+    /// breaks every copy off.
+    async fn receive_blob_copying(
+        &self,
+        digest: Digest,
         mut body: Body,
         max: u64,
+        mut copies: Vec<Copy>,
     ) -> Result<u64, ReceiveError> {
         let store = self.blobs.clone();
         let mut incoming = tokio::task::spawn_blocking(move || store.incoming())
@@ -123,18 +167,40 @@ impl Controller {
                 break Err(ReceiveError::NotComponent(e));
             }
             pending.extend_from_slice(&data);
-            // The disk is written in pieces, not in the network's small frames.
-            if pending.len() >= PIECE && pieces.send(pending.split().freeze()).await.is_err() {
-                break Ok(()); // the writer failed: its error is below
+            // The disk (and the copies) get pieces, not the network's small frames.
+            if pending.len() >= PIECE {
+                let piece = pending.split().freeze();
+                send_copies(&mut copies, &piece).await;
+                if pieces.send(piece).await.is_err() {
+                    break Ok(()); // the writer failed: its error is below
+                }
             }
         };
         if received.is_ok() && !pending.is_empty() {
-            let _ = pieces.send(pending.freeze()).await;
+            let piece = pending.freeze();
+            send_copies(&mut copies, &piece).await;
+            let _ = pieces.send(piece).await;
         }
         drop(pieces);
-        let incoming = writer.await?;
-        received?;
-        checker.finish().map_err(ReceiveError::NotComponent)?;
+        let incoming = writer.await;
+        let checked = match (incoming, received) {
+            (Ok(incoming), Ok(())) => checker
+                .finish()
+                .map(|()| incoming)
+                .map_err(ReceiveError::NotComponent),
+            (Err(e), _) => Err(e.into()),
+            (_, Err(e)) => Err(e),
+        };
+        let incoming = match checked {
+            Ok(incoming) => incoming,
+            Err(e) => {
+                for c in copies {
+                    let _ = c.try_send(Err("the upload failed".into()));
+                }
+                return Err(e);
+            }
+        };
+        drop(copies);
         let store = self.blobs.clone();
         tokio::task::spawn_blocking(move || store.keep(incoming, &digest))
             .await
@@ -201,15 +267,19 @@ impl Controller {
         body: Body,
         max: u64,
     ) -> Result<u64, SpreadError> {
-        let size = self.receive_blob(digest, body, max).await?;
         let (peers, voters, self_votes) = self.peers();
         let need = voters / 2 + 1;
         let mut held = usize::from(self_votes);
         let (done, mut results) = tokio::sync::mpsc::unbounded_channel();
+        // Every controller receives the upload as this one does, not after it: the
+        // transfers are paced, and one after the other they took twice as long.
+        let mut copies = Vec::new();
         for (id, address, votes) in peers {
             let (node, done) = (self.clone(), done.clone());
+            let (copy, body) = streamed(None, DEPTH);
+            copies.push(copy);
             tokio::spawn(async move {
-                let ok = node.give_blob(&address, &digest).await;
+                let ok = node.put_blob(&address, &digest, body).await;
                 if let Err(e) = &ok {
                     tracing::warn!(peer = id, %digest, error = %e, "component not stored on a controller");
                 }
@@ -217,6 +287,7 @@ impl Controller {
             });
         }
         drop(done);
+        let size = self.receive_blob_copying(digest, body, max, copies).await?;
         while held < need {
             match results.recv().await {
                 Some(true) => held += 1,
@@ -227,14 +298,9 @@ impl Controller {
         Ok(size)
     }
 
-    /// Sends the component `digest` from this controller's store to the controller at
+    /// Sends the component `digest`, as `body` brings it, to the controller at
     /// `address` (which checks it as it receives it).
-    async fn give_blob(&self, address: &str, digest: &Digest) -> Result<(), String> {
-        let (_, body) = self
-            .blob_body(*digest, 0)
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or("the component is no longer held here")?;
+    async fn put_blob(&self, address: &str, digest: &Digest, body: Body) -> Result<(), String> {
         let req = http::Request::put(format!("{address}{}", peer_path(digest)))
             .header(PEER_TOKEN_HEADER, &self.peer_token)
             .header(http::header::CONTENT_TYPE, "application/wasm")

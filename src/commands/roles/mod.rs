@@ -60,7 +60,7 @@ pub struct RaftFlags {
     /// Bytes a second components may be written to this controller's store, all
     /// together: an upload paced so leaves the disk to the Raft log's fsync (0: as fast
     /// as it goes; see spec/benchmarks.md for what each costs).
-    #[arg(long, default_value = "48Mi", value_name = "SIZE")]
+    #[arg(long, default_value = "24Mi", value_name = "SIZE")]
     pub blob_bandwidth: ByteSize,
 }
 
