@@ -279,6 +279,19 @@ mod tests {
 
     use super::*;
 
+    /// The head of the request on `conn`, lowercased.
+    async fn read_head(conn: &mut tokio::net::TcpStream) -> String {
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if conn.read(&mut byte).await.unwrap_or(0) == 0 {
+                break;
+            }
+            head.push(byte[0]);
+        }
+        String::from_utf8_lossy(&head).to_lowercase()
+    }
+
     /// A stand-in controller serving `blob` with ranges, that breaks off its first
     /// answer half-way (a lost connection). Records each request's `Range`.
     async fn flaky_controller(blob: Vec<u8>, ranges: Arc<Mutex<Vec<Option<String>>>>) -> String {
@@ -287,15 +300,7 @@ mod tests {
         tokio::spawn(async move {
             loop {
                 let (mut conn, _) = listener.accept().await.unwrap();
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    if conn.read(&mut byte).await.unwrap_or(0) == 0 {
-                        break;
-                    }
-                    head.push(byte[0]);
-                }
-                let head = String::from_utf8_lossy(&head).to_lowercase();
+                let head = read_head(&mut conn).await;
                 let range = head
                     .lines()
                     .find_map(|l| l.strip_prefix("range: bytes="))
@@ -367,15 +372,7 @@ mod tests {
         tokio::spawn(async move {
             loop {
                 let (mut conn, _) = listener.accept().await.unwrap();
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    if conn.read(&mut byte).await.unwrap_or(0) == 0 {
-                        break;
-                    }
-                    head.push(byte[0]);
-                }
-                let head = String::from_utf8_lossy(&head).to_lowercase();
+                let head = read_head(&mut conn).await;
                 if head.contains(&format!("x-dabba-read-key: {key}")) {
                     *count.lock().unwrap() += 1;
                 }

@@ -174,6 +174,15 @@ impl Drop for Cluster {
     }
 }
 
+/// `kill SIG PID` (`-STOP` freezes a process, `-CONT` lets it run again).
+fn send_signal(pid: u32, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill {sig} {pid}");
+}
+
 const PAYMENT: &[u8] =
     br#"{"merchant_id":"m_1","payer_vpa":"alice@upi","amount":125000,"currency":"INR"}"#;
 
@@ -781,13 +790,7 @@ fn a_controller_killed_while_joining_asks_again_when_it_restarts() {
     std::fs::remove_dir_all(&data).unwrap();
     // c2 frozen: c1 alone cannot commit c3's membership, so the join waits.
     let frozen = c.controllers[1].pid().expect("c2 runs");
-    let signal = |sig: &str| {
-        let ok = std::process::Command::new("kill")
-            .args([sig, &frozen.to_string()])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "kill {sig} {frozen}");
-    };
+    let signal = |sig: &str| send_signal(frozen, sig);
     signal("-STOP");
     c.controllers[victim].restart().unwrap();
     eventually("c3 to begin its join", Duration::from_secs(60), || {
@@ -887,13 +890,7 @@ fn an_upload_goes_on_without_a_controller_that_stalls_and_that_one_catches_up_af
     let leader = c.leader().unwrap();
     let frozen = (leader + 1) % 3;
     let pid = c.controllers[frozen].pid().expect("a live controller");
-    let signal = |sig: &str| {
-        let ok = std::process::Command::new("kill")
-            .args([sig, &pid.to_string()])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "kill {sig} {pid}");
-    };
+    let signal = |sig: &str| send_signal(pid, sig);
     let hello = std::fs::read(guest("hello")).unwrap();
     let big = padded_component(&hello, 24 << 20);
     let digest = Digest::of(&big);

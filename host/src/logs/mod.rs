@@ -386,6 +386,14 @@ fn base_of(path: &Path) -> PathBuf {
 mod tests {
     use super::*;
 
+    /// The bytes one `line-NNN` entry takes in a log.
+    fn line_bytes() -> usize {
+        serde_json::to_vec(&Entry::now(Stream::Stdout, "line-000"))
+            .unwrap()
+            .len()
+            + 1
+    }
+
     fn lines(entries: &[Entry]) -> Vec<String> {
         entries.iter().map(|e| e.l.clone()).collect()
     }
@@ -421,10 +429,7 @@ mod tests {
     fn a_log_rotates_at_its_cap_and_keeps_one_previous_part() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("p.log");
-        let one_line = serde_json::to_vec(&Entry::now(Stream::Stdout, "line-000"))
-            .unwrap()
-            .len()
-            + 1;
+        let one_line = line_bytes();
         // Room for 10 lines a part.
         let mut f = LogFile::open(path.clone(), 10 * one_line as u64).unwrap();
         for i in 0..35 {
@@ -456,10 +461,7 @@ mod tests {
     fn a_cursor_follows_a_log_across_a_rotation_without_loss_or_repeat() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("p.log");
-        let one_line = serde_json::to_vec(&Entry::now(Stream::Stdout, "line-000"))
-            .unwrap()
-            .len()
-            + 1;
+        let one_line = line_bytes();
         let mut f = LogFile::open(path.clone(), 4 * one_line as u64).unwrap();
         let (first, mut cursor) = read_log(&path);
         assert!(first.is_empty());
