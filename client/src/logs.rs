@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+pub use dabba_spec::api::LogQuery;
 use dabba_spec::api::{LOGS_UNREACHABLE_HEADER, LogLine};
 use dabba_spec::resources::ResourceKey;
 use http::StatusCode;
@@ -21,19 +22,6 @@ pub enum LogSource {
     App,
     /// A cron job run's attempts.
     Run,
-}
-
-/// What to read of a log.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct LogQuery {
-    /// The last N lines (per host, when following).
-    pub tail: Option<usize>,
-    /// Lines written at or after this Unix millisecond.
-    pub since: Option<u64>,
-    /// Only this pod's lines.
-    pub pod: Option<String>,
-    /// Keep reading new lines as they are written.
-    pub follow: bool,
 }
 
 /// An answer being read, line by line.

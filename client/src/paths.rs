@@ -96,20 +96,12 @@ pub fn app_action(key: &ResourceKey, action: &str) -> String {
 }
 
 /// `/v1/{apps|runs}/{ns}/{name}/logs` and the query.
-pub fn logs(kind: &str, key: &ResourceKey, q: &crate::logs::LogQuery) -> String {
-    let (tail, since) = (
-        q.tail.map(|t| t.to_string()),
-        q.since.map(|s| s.to_string()),
-    );
-    with_query(
-        v1(&[kind, key.namespace(), key.name(), "logs"]),
-        &[
-            ("tail", tail.as_deref()),
-            ("since", since.as_deref()),
-            ("pod", q.pod.as_deref()),
-            ("follow", q.follow.then_some("1")),
-        ],
-    )
+pub fn logs(kind: &str, key: &ResourceKey, q: &dabba_spec::api::LogQuery) -> String {
+    let path = v1(&[kind, key.namespace(), key.name(), "logs"]);
+    match q.to_query() {
+        query if query.is_empty() => path,
+        query => format!("{path}?{query}"),
+    }
 }
 
 pub const REGIONS: &str = "/v1/regions";

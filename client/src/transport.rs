@@ -40,6 +40,28 @@ pub fn range_start(headers: &http::HeaderMap) -> Option<u64> {
         .and_then(|n| n.parse::<u64>().ok())
 }
 
+/// The answer to a download of a component of `len` bytes: `body` whole, or (asked
+/// with [`range_start`] `from`) from byte `from` on as `206`, or `416` when `from` is
+/// past the end (`body` unused).
+pub fn ranged(from: Option<u64>, len: u64, body: Body) -> http::Response<Body> {
+    let resp = http::Response::builder().header(http::header::CONTENT_TYPE, "application/wasm");
+    match from {
+        None => resp.body(body),
+        Some(n) if n >= len => resp
+            .status(416)
+            .header(http::header::CONTENT_RANGE, format!("bytes */{len}"))
+            .body(whole(Bytes::new())),
+        Some(n) => resp
+            .status(206)
+            .header(
+                http::header::CONTENT_RANGE,
+                format!("bytes {n}-{}/{len}", len - 1),
+            )
+            .body(body),
+    }
+    .expect("valid response")
+}
+
 /// A body of bytes already at hand.
 pub fn whole(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into())

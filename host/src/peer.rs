@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
-use dabba_client::transport::{range_start, streamed, whole};
+use dabba_client::transport::{range_start, ranged, streamed, whole};
 use dabba_spec::Digest;
 use dabba_spec::api::READ_KEY_HEADER;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
@@ -81,7 +81,7 @@ impl PeerReads {
         let path = parts.uri.path();
         match path.strip_prefix(BLOBS) {
             Some(digest) => self.blob(digest, range_start(&parts.headers)).await,
-            None => self.logs.answer(parts),
+            None => self.logs.answer(parts).await,
         }
     }
 
@@ -113,11 +113,7 @@ impl PeerReads {
         };
         let start = from.unwrap_or(0);
         if start >= len && from.is_some() {
-            return http::Response::builder()
-                .status(416)
-                .header(http::header::CONTENT_RANGE, format!("bytes */{len}"))
-                .body(whole(Bytes::new()))
-                .expect("a valid response");
+            return ranged(from, len, whole(Bytes::new()));
         }
         if file.seek(std::io::SeekFrom::Start(start)).await.is_err() {
             return error_response(500, "internal", "cannot seek the component", None);
@@ -141,15 +137,7 @@ impl PeerReads {
                 }
             }
         });
-        let mut resp =
-            http::Response::builder().header(http::header::CONTENT_TYPE, "application/wasm");
-        if from.is_some() {
-            resp = resp.status(206).header(
-                http::header::CONTENT_RANGE,
-                format!("bytes {start}-{}/{len}", len - 1),
-            );
-        }
-        resp.body(body).expect("a valid response")
+        ranged(from, len, body)
     }
 }
 

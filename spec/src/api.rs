@@ -353,6 +353,67 @@ pub struct AutoscalerStatus {
     pub at: u64,
 }
 
+/// What a reader asks of a log: the query of `GET /v1/apps/{ns}/{name}/logs`, of
+/// `GET /v1/runs/{ns}/{run}/logs` and of a host's `/.dabba/logs/...`, which a
+/// controller passes on as it got it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogQuery {
+    /// The last N lines (per host, when following).
+    pub tail: Option<usize>,
+    /// Lines written at or after this Unix millisecond.
+    pub since: Option<u64>,
+    /// Only this pod's lines.
+    pub pod: Option<String>,
+    /// Keep the answer open and send each new line.
+    pub follow: bool,
+}
+
+impl LogQuery {
+    /// Reads a URL query (unknown names are ignored); says which value is wrong.
+    pub fn parse(query: &str) -> Result<LogQuery, String> {
+        let mut q = LogQuery::default();
+        for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+            match &*k {
+                "tail" => {
+                    q.tail = Some(
+                        v.parse()
+                            .map_err(|_| format!("tail `{v}`: expected a number of lines"))?,
+                    )
+                }
+                "since" => {
+                    q.since = Some(
+                        v.parse()
+                            .map_err(|_| format!("since `{v}`: expected Unix milliseconds"))?,
+                    )
+                }
+                "pod" if crate::resources::valid_segment(&v) => q.pod = Some(v.into_owned()),
+                "pod" => return Err(format!("pod `{v}` is not a name")),
+                "follow" => q.follow = v == "1" || v == "true",
+                _ => {}
+            }
+        }
+        Ok(q)
+    }
+
+    /// The URL query that [`LogQuery::parse`] reads back (empty when nothing is asked).
+    pub fn to_query(&self) -> String {
+        let mut s = form_urlencoded::Serializer::new(String::new());
+        if let Some(t) = self.tail {
+            s.append_pair("tail", &t.to_string());
+        }
+        if let Some(t) = self.since {
+            s.append_pair("since", &t.to_string());
+        }
+        if let Some(p) = &self.pod {
+            s.append_pair("pod", p);
+        }
+        if self.follow {
+            s.append_pair("follow", "1");
+        }
+        s.finish()
+    }
+}
+
 /// One line of a pod's (or a job run's) log, as `GET /v1/apps/{ns}/{name}/logs` and
 /// `GET /v1/runs/{ns}/{run}/logs` stream it: one JSON object per line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -620,5 +681,31 @@ mod opt_values {
                     .map_err(serde::de::Error::custom)
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LogQuery;
+
+    #[test]
+    fn a_log_query_reads_back_what_it_writes_and_refuses_bad_values() {
+        let q = LogQuery {
+            tail: Some(5),
+            since: Some(17),
+            pod: Some("pay-r1-1".into()),
+            follow: true,
+        };
+        assert_eq!(q.to_query(), "tail=5&since=17&pod=pay-r1-1&follow=1");
+        assert_eq!(LogQuery::parse(&q.to_query()), Ok(q));
+        assert_eq!(LogQuery::default().to_query(), "");
+        assert_eq!(LogQuery::parse("other=1"), Ok(LogQuery::default()));
+        assert!(
+            LogQuery::parse("since=yesterday")
+                .unwrap_err()
+                .contains("since")
+        );
+        assert!(LogQuery::parse("pod=../x").unwrap_err().contains("pod"));
+        assert!(LogQuery::parse("tail=-1").unwrap_err().contains("tail"));
     }
 }

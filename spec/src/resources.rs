@@ -422,6 +422,16 @@ pub struct Grant {
     pub label: String,
 }
 
+/// Checks a name generated from resource names (a pod's, a run's), safe as one segment
+/// of a URL path or a file path: 1–253 lower-case letters, digits, `-` and `.`,
+/// starting with a letter or digit (so never `..`, never a slash).
+pub fn valid_segment(s: &str) -> bool {
+    (1..=253).contains(&s.len())
+        && s.as_bytes()[0].is_ascii_alphanumeric()
+        && s.bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'.')
+}
+
 /// Checks a DNS-label-like name: 1–63 lower-case letters, digits and `-`, starting with a
 /// letter, not ending with `-`.
 pub fn valid_name(s: &str) -> bool {

@@ -152,3 +152,32 @@ fn malformed_flags_are_explained() {
         stderr(&out)
     );
 }
+
+/// A controller whose join did not finish (its data directory says so) is not started
+/// without `--join`: it says what to give, and writes nothing.
+#[test]
+fn a_controller_whose_join_did_not_finish_needs_join_again() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("raft.redb"), b"").unwrap();
+    std::fs::write(dir.path().join("joining"), b"http://127.0.0.1:1").unwrap();
+    let addr = dabba_testkit::free_addr().unwrap().to_string();
+    let out = run_dabba(
+        &[
+            "controller",
+            "--id",
+            "2",
+            "--listen",
+            &addr,
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("join of a cluster did not finish") && err.contains("--join"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(dir.path().join("raft.redb")).unwrap(), b"");
+}

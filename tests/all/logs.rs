@@ -314,4 +314,20 @@ fn a_job_runs_output_streams_while_it_runs_and_the_follow_ends_with_it() {
         assert_eq!(f.count(&format!("] tick {i}")), 1, "{:?}", f.seen);
     }
     assert_eq!(f.count("(event) attempt 1 started"), 1, "{:?}", f.seen);
+
+    // A run that does not exist, and an option that is for apps.
+    let out = up.cli(&["logs", "job", "ticker-nope"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("no job run default/ticker-nope"),
+        "{}",
+        stderr(&out)
+    );
+    let out = up.cli(&["logs", "job", &run.name, "--pod", "x"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("--pod is for `dabba logs app`"),
+        "{}",
+        stderr(&out)
+    );
 }

@@ -6,7 +6,7 @@
 //! store (fetching it from a peer first if it lacks it), so hosts need not all ask the
 //! leader; one that has not yet seen the digest commit asks the leader.
 
-use dabba_client::transport::{Body, range_start, whole};
+use dabba_client::transport::{Body, range_start, ranged, whole};
 use dabba_spec::Digest;
 use dabba_spec::api::{BlobStored, Empty};
 use http::Method;
@@ -161,28 +161,6 @@ async fn get(api: &Api, call: Call) -> Answer {
         .map_err(internal)?
         .ok_or_else(unavailable)?;
     Ok(ranged(from, len, body))
-}
-
-/// The answer to a download of a component of `len` bytes: the whole, or from byte
-/// `from` on (`206`; `416` when `from` is past the end). The body is read from disk as
-/// it is sent.
-fn ranged(from: Option<u64>, len: u64, body: Body) -> super::Response {
-    let resp = http::Response::builder().header(http::header::CONTENT_TYPE, "application/wasm");
-    match from {
-        None => resp.body(body),
-        Some(n) if n >= len => resp
-            .status(416)
-            .header(http::header::CONTENT_RANGE, format!("bytes */{len}"))
-            .body(whole(bytes::Bytes::new())),
-        Some(n) => resp
-            .status(206)
-            .header(
-                http::header::CONTENT_RANGE,
-                format!("bytes {n}-{}/{len}", len - 1),
-            )
-            .body(body),
-    }
-    .expect("valid response")
 }
 
 /// A peer gives this controller a component.

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use dabba_client::transport::{self as http_client, Body, streamed, whole};
-use dabba_spec::api::{LOGS_UNREACHABLE_HEADER, LogLine, READ_KEY_HEADER};
+use dabba_spec::api::{LOGS_UNREACHABLE_HEADER, LogLine, LogQuery, READ_KEY_HEADER};
 use dabba_spec::resources::{HostInfo, ResourceKey};
 use http::Method;
 use http_body_util::BodyExt;
@@ -32,51 +32,11 @@ const HOST_PATIENCE: Duration = Duration::from_secs(3);
 /// The most one host's answer may hold, unfollowed.
 const MAX_ANSWER: usize = 64 << 20;
 
-/// What a request asks of the hosts (checked here, so a bad value is a 400 from the
+/// What a request asks of the hosts (checked here, so a bad value is one 400 from the
 /// controller, not one per host).
-struct Options {
-    query: String,
-    tail: Option<usize>,
-    follow: bool,
-}
-
-fn options(call: &Call) -> Result<Options, super::Failure> {
-    let mut q = form_urlencoded::Serializer::new(String::new());
-    let tail = match call.query("tail") {
-        Some(t) => Some(t.parse::<usize>().map_err(|_| {
-            fail(
-                400,
-                "bad_request",
-                format!("tail `{t}`: expected a number of lines"),
-            )
-        })?),
-        None => None,
-    };
-    if let Some(t) = tail {
-        q.append_pair("tail", &t.to_string());
-    }
-    if let Some(s) = call.query("since") {
-        s.parse::<u64>().map_err(|_| {
-            fail(
-                400,
-                "bad_request",
-                format!("since `{s}`: expected Unix milliseconds"),
-            )
-        })?;
-        q.append_pair("since", s);
-    }
-    if let Some(p) = call.query("pod") {
-        q.append_pair("pod", p);
-    }
-    let follow = matches!(call.query("follow"), Some("1" | "true"));
-    if follow {
-        q.append_pair("follow", "1");
-    }
-    Ok(Options {
-        query: q.finish(),
-        tail,
-        follow,
-    })
+fn options(call: &Call) -> Result<LogQuery, super::Failure> {
+    LogQuery::parse(call.parts.uri.query().unwrap_or(""))
+        .map_err(|why| fail(400, "bad_request", why))
 }
 
 async fn app_logs(api: &Api, call: Call) -> Answer {
@@ -104,7 +64,7 @@ async fn run_logs(api: &Api, call: Call) -> Answer {
 
 /// Asks every host for `path`'s lines and merges them; when following a run, until it
 /// has ended.
-async fn gather(api: &Api, path: &str, opts: Options, run: Option<ResourceKey>) -> Answer {
+async fn gather(api: &Api, path: &str, opts: LogQuery, run: Option<ResourceKey>) -> Answer {
     let hosts: Vec<HostInfo> = api
         .node
         .shared
@@ -115,7 +75,7 @@ async fn gather(api: &Api, path: &str, opts: Options, run: Option<ResourceKey>) 
         let url = format!(
             "{}/.dabba/logs/{path}?{}",
             h.address.trim_end_matches('/'),
-            opts.query
+            opts.to_query()
         );
         let (client, key) = (api.node.client.clone(), key.clone());
         asks.spawn(async move { (h.name, open(&client, &url, &key).await) });

@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use dabba_client::transport::{streamed, whole};
-use dabba_spec::api::LogLine;
+use dabba_spec::api::{LogLine, LogQuery};
+use dabba_spec::resources::valid_segment;
 
 use super::{Cursor, Entry, LogDir, read_log, read_new};
 use crate::function::{HttpResponse, error_response};
@@ -38,14 +39,6 @@ enum Target {
     Run { namespace: String, run: String },
 }
 
-#[derive(Debug, Default, PartialEq, Eq)]
-struct Query {
-    pod: Option<String>,
-    since: u64,
-    tail: Option<usize>,
-    follow: bool,
-}
-
 impl LogService {
     pub fn new(dir: LogDir, host: &str) -> LogService {
         LogService {
@@ -58,59 +51,64 @@ impl LogService {
         &self.dir
     }
 
-    /// Answers a request under [`PREFIX`] (the caller showed the read key).
-    pub fn answer(self: &Arc<Self>, parts: &http::request::Parts) -> HttpResponse {
+    /// Answers a request under [`PREFIX`] (the caller showed the read key). The logs are
+    /// read on the blocking pool: a first read can be tens of MiB, and the ingress's
+    /// threads answer requests.
+    pub async fn answer(self: &Arc<Self>, parts: &http::request::Parts) -> HttpResponse {
         let target = match target(parts.uri.path()) {
-            Ok(t) => t,
+            Ok(t) => Arc::new(t),
             Err(why) => return error_response(404, "not_found", &why, None),
         };
-        let query = match query(parts.uri.query().unwrap_or("")) {
+        let query = match LogQuery::parse(parts.uri.query().unwrap_or("")) {
             Ok(q) => q,
             Err(why) => return error_response(400, "bad_request", &why, None),
         };
-        let mut files: HashMap<PathBuf, Cursor> = HashMap::new();
-        let first = self.collect(&target, &query, &mut files);
+        let (first, files) = self
+            .collect_off_runtime(target.clone(), Arc::new(query.clone()), HashMap::new())
+            .await;
         if !query.follow {
-            let mut body = Vec::new();
-            for l in &first {
-                push_line(&mut body, l);
-            }
-            return ndjson(whole(body));
+            return ndjson(whole(encode(&first)));
         }
         let (tx, body) = streamed(None, 16);
         let me = self.clone();
         // The tail is of what was there; every line written from now on is sent.
-        let query = Query {
+        let query = Arc::new(LogQuery {
             tail: None,
             ..query
-        };
+        });
         tokio::spawn(async move {
-            let mut batch = Vec::new();
-            for l in &first {
-                push_line(&mut batch, l);
-            }
-            if tx.send(Ok(Bytes::from(batch))).await.is_err() {
-                return;
-            }
+            let mut files = files;
+            let mut new = first;
             loop {
+                if !new.is_empty() && tx.send(Ok(encode(&new))).await.is_err() {
+                    return;
+                }
                 tokio::select! {
                     () = tokio::time::sleep(POLL) => {}
                     () = tx.closed() => return,
                 }
-                let new = me.collect(&target, &query, &mut files);
-                if new.is_empty() {
-                    continue;
-                }
-                let mut batch = Vec::new();
-                for l in &new {
-                    push_line(&mut batch, l);
-                }
-                if tx.send(Ok(Bytes::from(batch))).await.is_err() {
-                    return;
-                }
+                (new, files) = me
+                    .collect_off_runtime(target.clone(), query.clone(), files)
+                    .await;
             }
         });
         ndjson(body)
+    }
+
+    /// [`LogService::collect`] on the blocking pool.
+    async fn collect_off_runtime(
+        self: &Arc<Self>,
+        target: Arc<Target>,
+        query: Arc<LogQuery>,
+        mut files: HashMap<PathBuf, Cursor>,
+    ) -> (Vec<LogLine>, HashMap<PathBuf, Cursor>) {
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let lines = me.collect(&target, &query, &mut files);
+            (lines, files)
+        })
+        .await
+        .unwrap_or_default()
     }
 
     /// The lines of `target`'s logs not yet read (by `files`' cursors; a log not in
@@ -118,7 +116,7 @@ impl LogService {
     fn collect(
         &self,
         target: &Target,
-        query: &Query,
+        query: &LogQuery,
         files: &mut HashMap<PathBuf, Cursor>,
     ) -> Vec<LogLine> {
         let mut lines = Vec::new();
@@ -134,7 +132,7 @@ impl LogService {
             lines.extend(
                 entries
                     .into_iter()
-                    .filter(|e| e.t >= query.since)
+                    .filter(|e| query.since.is_none_or(|s| e.t >= s))
                     .map(|e| self.line(&pod, e)),
             );
         }
@@ -189,7 +187,7 @@ fn target(path: &str) -> Result<Target, String> {
     let rest = path.strip_prefix(PREFIX).unwrap_or("");
     let parts: Vec<&str> = rest.split('/').collect();
     let checked = |s: &str| {
-        if segment(s) {
+        if valid_segment(s) {
             Ok(s.to_string())
         } else {
             Err(format!("`{s}` in {path} is not a name"))
@@ -210,43 +208,14 @@ fn target(path: &str) -> Result<Target, String> {
     }
 }
 
-/// A name that can be a path segment here: what resource names are made of (never
-/// `..`, never a slash).
-fn segment(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && s.as_bytes()[0].is_ascii_alphanumeric()
-        && s.bytes()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'.')
-}
-
-fn query(q: &str) -> Result<Query, String> {
-    let mut out = Query::default();
-    for (k, v) in form_urlencoded::parse(q.as_bytes()) {
-        match &*k {
-            "pod" if segment(&v) => out.pod = Some(v.into_owned()),
-            "pod" => return Err(format!("pod `{v}` is not a name")),
-            "since" => {
-                out.since = v
-                    .parse()
-                    .map_err(|_| format!("since `{v}`: expected Unix milliseconds"))?
-            }
-            "tail" => {
-                out.tail = Some(
-                    v.parse()
-                        .map_err(|_| format!("tail `{v}`: expected a number of lines"))?,
-                )
-            }
-            "follow" => out.follow = v == "1" || v == "true",
-            _ => {}
-        }
+/// Lines as the answer carries them: one JSON object each.
+fn encode(lines: &[LogLine]) -> Bytes {
+    let mut buf = Vec::new();
+    for l in lines {
+        serde_json::to_writer(&mut buf, l).expect("a log line serializes");
+        buf.push(b'\n');
     }
-    Ok(out)
-}
-
-fn push_line(buf: &mut Vec<u8>, l: &LogLine) {
-    serde_json::to_writer(&mut *buf, l).expect("a log line serializes");
-    buf.push(b'\n');
+    Bytes::from(buf)
 }
 
 fn ndjson(body: dabba_client::transport::Body) -> HttpResponse {
@@ -289,22 +258,6 @@ mod tests {
     }
 
     #[test]
-    fn a_query_reads_its_options_and_refuses_bad_ones() {
-        assert_eq!(
-            query("pod=pay-1-a&since=17&tail=5&follow=1"),
-            Ok(Query {
-                pod: Some("pay-1-a".into()),
-                since: 17,
-                tail: Some(5),
-                follow: true
-            })
-        );
-        assert!(query("since=yesterday").unwrap_err().contains("since"));
-        assert!(query("pod=../x").unwrap_err().contains("pod"));
-        assert!(query("tail=-1").unwrap_err().contains("tail"));
-    }
-
-    #[test]
     fn lines_of_every_pod_are_merged_in_time_order_and_cut_to_the_tail() {
         let dir = tempfile::tempdir().unwrap();
         let logs = LogDir::new(dir.path().to_path_buf(), 1 << 20);
@@ -326,20 +279,20 @@ mod tests {
             namespace: "d".into(),
             app: "pay".into(),
         };
-        let text = |q: &Query, files: &mut HashMap<PathBuf, Cursor>| -> Vec<String> {
+        let text = |q: &LogQuery, files: &mut HashMap<PathBuf, Cursor>| -> Vec<String> {
             service
                 .collect(&app, q, files)
                 .into_iter()
                 .map(|l| format!("{}:{}", l.pod, l.line))
                 .collect()
         };
-        let all = Query::default();
+        let all = LogQuery::default();
         assert_eq!(
             text(&all, &mut HashMap::new()),
             ["pay-1-b:b5", "pay-1-a:a10", "pay-1-a:a20", "pay-1-b:b30"]
         );
-        let q = Query {
-            since: 10,
+        let q = LogQuery {
+            since: Some(10),
             tail: Some(2),
             ..Default::default()
         };
@@ -347,7 +300,7 @@ mod tests {
             text(&q, &mut HashMap::new()),
             ["pay-1-a:a20", "pay-1-b:b30"]
         );
-        let q = Query {
+        let q = LogQuery {
             pod: Some("pay-1-b".into()),
             ..Default::default()
         };
