@@ -122,8 +122,9 @@ impl Controller {
     /// [`Controller::receive_blob`], sending each piece on to `copies` as it arrives
     /// (the bodies of transfers to other controllers, which check it themselves). A copy
     /// that takes no piece for [`COPY_PATIENCE`] is dropped (its controller fetches the
-    /// component later), so one stalled peer never stalls the upload; a failed receive
-    /// breaks every copy off.
+    /// component later), so one stalled peer never stalls the upload; a receive that
+    /// fails before its end breaks every copy off (bytes that end whole but do not hash
+    /// to `digest` are refused by each copy's controller as they are here).
     async fn receive_blob_copying(
         &self,
         digest: Digest,
