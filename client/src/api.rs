@@ -18,9 +18,9 @@ use dabba_spec::analysis::AnalysisTemplate;
 use dabba_spec::api::{
     ActivateRequest, ActivateResponse, AddMember, AnalysisTemplateView, AppDetail, AppSummary,
     CheckReport, ClusterStatus, CronJobApply, CronJobView, Empty, ErrorBody, Health, Heartbeat,
-    HostView, KvKeys, KvList, KvRead, KvValues, KvWrite, KvWriteResult, PeerToken,
-    PreferredLeaderRegion, RegionMove, RegionView, RolloutAction, RolloutView, ScaleRequest,
-    TokenRequest, TokenResponse, UndoRequest, WatchResponse,
+    HostView, KV_VALUES_BINARY, KvKeys, KvList, KvRead, KvValues, KvWrite, KvWriteResult,
+    PeerToken, PreferredLeaderRegion, RegionMove, RegionView, RolloutAction, RolloutView,
+    ScaleRequest, TokenRequest, TokenResponse, UndoRequest, WatchResponse,
 };
 use dabba_spec::cronjob::RunReport;
 use dabba_spec::resources::{App, AppSpec, Host, HostInfo, Pod, ResourceKey, Revision};
@@ -479,7 +479,26 @@ impl ApiClient {
 
     /// `POST /v1/kv/read` (hosts): linearizable reads of several keys.
     pub async fn kv_read(&self, read: &KvRead) -> Result<KvValues, ApiError> {
-        self.send_json(Method::POST, paths::KV_READ, read).await
+        let body = serde_json::to_vec(read).map_err(|e| ApiError::Decode(e.to_string()))?;
+        let resp = self
+            .exchange(
+                Method::POST,
+                paths::KV_READ,
+                Bytes::from(body),
+                JSON,
+                Some(KV_VALUES_BINARY),
+            )
+            .await?;
+        // A controller of an earlier version answers JSON whatever was asked.
+        let binary = resp
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|t| t == KV_VALUES_BINARY);
+        if binary {
+            KvValues::from_binary(resp.body()).map_err(ApiError::Decode)
+        } else {
+            decode(resp.body())
+        }
     }
 
     /// `POST /v1/kv/list` (hosts).
@@ -489,7 +508,8 @@ impl ApiClient {
 
     // --- the transport ------------------------------------------------------------
 
-    /// Sends one request, trying each controller in turn while none can serve it.
+    /// Sends one request, trying each controller in turn while none can serve it; the
+    /// body of a successful answer.
     async fn request(
         &self,
         method: Method,
@@ -497,6 +517,21 @@ impl ApiClient {
         body: Bytes,
         content_type: &str,
     ) -> Result<Bytes, ApiError> {
+        self.exchange(method, path, body, content_type, None)
+            .await
+            .map(http::Response::into_body)
+    }
+
+    /// [`ApiClient::request`] asking for an answer of the type `accept`, and giving the
+    /// whole answer.
+    async fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+        content_type: &str,
+        accept: Option<&str>,
+    ) -> Result<http::Response<Bytes>, ApiError> {
         let deadline = tokio::time::Instant::now() + self.retry_for;
         let mut pause = Duration::from_millis(10);
         let mut last = String::from("no controller URL configured");
@@ -505,14 +540,18 @@ impl ApiClient {
             for i in 0..self.servers.len() {
                 let idx = (first + i) % self.servers.len();
                 let url = format!("{}{path}", self.servers[idx]);
-                let req = http::Request::builder()
+                let mut req = http::Request::builder()
                     .method(method.clone())
                     .uri(&url)
                     .header(
                         http::header::AUTHORIZATION,
                         format!("Bearer {}", self.token),
                     )
-                    .header(http::header::CONTENT_TYPE, content_type)
+                    .header(http::header::CONTENT_TYPE, content_type);
+                if let Some(accept) = accept {
+                    req = req.header(http::header::ACCEPT, accept);
+                }
+                let req = req
                     .body(Full::new(body.clone()))
                     .map_err(|e| ApiError::Decode(e.to_string()))?;
                 match send(&self.http, req, self.timeout).await {
@@ -532,7 +571,7 @@ impl ApiClient {
                             .store(leader.unwrap_or(idx), Ordering::Relaxed);
                         let status = resp.status().as_u16();
                         if resp.status().is_success() {
-                            return Ok(resp.into_body());
+                            return Ok(resp);
                         }
                         return Err(status_error(status, resp.body()));
                     }
@@ -642,5 +681,58 @@ mod tests {
         assert!(matches!(first, ApiError::Unknown(_)), "{first}");
         api.delete_app(&key).await.unwrap();
         api.delete_app(&key).await.unwrap();
+    }
+
+    /// A stand-in controller that answers `/v1/kv/read` with `values`: in binary when
+    /// the request accepts it and `binary` is set (a current controller), in JSON when
+    /// not (an earlier one). Refuses a request without the accept header when `binary`.
+    async fn kv_controller(values: KvValues, binary: bool) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let head = crate::transfer::tests::read_head(&mut conn).await;
+                let asked = head.contains(&format!("accept: {KV_VALUES_BINARY}"));
+                let (status, kind, body) = match (binary, asked) {
+                    (true, true) => ("200 OK", KV_VALUES_BINARY, values.to_binary()),
+                    (true, false) => ("400 Bad Request", JSON, b"{}".to_vec()),
+                    (false, _) => ("200 OK", JSON, serde_json::to_vec(&values).unwrap()),
+                };
+                let reply = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: {kind}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = conn.write_all(reply.as_bytes()).await;
+                let _ = conn.write_all(&body).await;
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    /// Hosts read values in binary from a current controller and in JSON from an
+    /// earlier one, to the same values.
+    #[tokio::test]
+    async fn key_values_are_read_in_binary_or_in_json_from_an_earlier_controller() {
+        let values = KvValues {
+            values: vec![
+                Some(b"{\"amount\":5}".to_vec()),
+                None,
+                Some(vec![0, 255, 10]),
+            ],
+        };
+        let read = KvRead {
+            bucket: "default/ledger".into(),
+            keys: vec!["a".into(), "b".into(), "c".into()],
+        };
+        for binary in [true, false] {
+            let url = kv_controller(values.clone(), binary).await;
+            let api = ApiClient::new(vec![url], "t".into())
+                .with_bounds(Duration::ZERO, Duration::from_secs(5));
+            assert_eq!(
+                api.kv_read(&read).await.unwrap(),
+                values,
+                "binary: {binary}"
+            );
+        }
     }
 }

@@ -271,7 +271,7 @@ async fn whole_download(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::{Arc, Mutex};
 
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -280,7 +280,7 @@ mod tests {
     use super::*;
 
     /// The head of the request on `conn`, lowercased.
-    async fn read_head(conn: &mut tokio::net::TcpStream) -> String {
+    pub(crate) async fn read_head(conn: &mut tokio::net::TcpStream) -> String {
         let mut head = Vec::new();
         let mut byte = [0u8; 1];
         while !head.ends_with(b"\r\n\r\n") {

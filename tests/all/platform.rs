@@ -458,6 +458,16 @@ fn every_mutating_endpoint_checks_the_token_and_its_role() {
     }
     // None of it changed anything.
     assert_eq!(up.apps(), []);
+    // A host's read that does not ask for the binary answer gets JSON (curl, earlier
+    // hosts); the write above was refused, so the key is absent.
+    let (status, v) = up.call(
+        "POST",
+        "/v1/kv/read",
+        Some(&join),
+        br#"{"bucket":"b","keys":["k"]}"#,
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v, serde_json::json!({"values": [null]}));
     // And the admin may: the same scale on a missing app is a 404, not a 403.
     let (status, _) = up.call(
         "POST",

@@ -95,6 +95,10 @@ pub struct BenchArgs {
     /// second). Default: theirs.
     #[arg(long, value_name = "SIZE")]
     pub blob_bandwidth: Option<dabba_spec::ByteSize>,
+    /// The controllers' `--kv-cache` (memory for the workload store's cache). Default:
+    /// theirs.
+    #[arg(long, value_name = "SIZE")]
+    pub kv_cache: Option<dabba_spec::ByteSize>,
     /// A short run (1 s per measurement, concurrency 32) that checks every measurement can
     /// be taken.
     #[arg(long)]
@@ -201,6 +205,9 @@ fn raft_flags(args: &BenchArgs) -> Vec<String> {
     }
     if let Some(b) = args.blob_bandwidth {
         flags.extend(["--blob-bandwidth".to_string(), b.as_u64().to_string()]);
+    }
+    if let Some(c) = args.kv_cache {
+        flags.extend(["--kv-cache".to_string(), c.as_u64().to_string()]);
     }
     flags
 }

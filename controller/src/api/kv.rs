@@ -2,7 +2,7 @@
 //! Writes go through Raft (a write with an id is applied at most once); reads are
 //! linearizable.
 
-use dabba_spec::api::{KvKeys, KvList, KvRead, KvValues, KvWrite, KvWriteResult};
+use dabba_spec::api::{KV_VALUES_BINARY, KvKeys, KvList, KvRead, KvValues, KvWrite, KvWriteResult};
 use http::Method;
 
 use super::auth::Need;
@@ -43,7 +43,22 @@ async fn read(api: &Api, call: Call) -> Answer {
         .workload()
         .and_then(|view| view.read_many(&r.bucket, &r.keys))
         .map_err(unavailable)?;
-    json(200, &KvValues { values })
+    let values = KvValues { values };
+    let binary = call
+        .parts
+        .headers
+        .get_all(http::header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').any(|t| t.trim() == KV_VALUES_BINARY));
+    if !binary {
+        return json(200, &values);
+    }
+    Ok(http::Response::builder()
+        .status(200)
+        .header(http::header::CONTENT_TYPE, KV_VALUES_BINARY)
+        .body(dabba_client::transport::whole(values.to_binary()))
+        .expect("valid response"))
 }
 
 async fn list(api: &Api, call: Call) -> Answer {

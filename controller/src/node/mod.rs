@@ -53,6 +53,8 @@ pub struct ControllerOptions {
     /// Bytes a second components may be written at on this controller, all together;
     /// 0: as fast as they go.
     pub blob_bandwidth: u64,
+    /// Bytes of cache for the workload store.
+    pub kv_cache: u64,
     /// Where this controller runs.
     pub place: ControllerPlace,
     /// At initialization: keep the leader in this region while it is healthy.
@@ -161,6 +163,7 @@ impl Controller {
         let sm = StateMachine::open(
             &opts.data_dir.join("snapshots"),
             &opts.data_dir.join("workload.redb"),
+            opts.kv_cache,
             blobs.clone(),
         )
         .map_err(|e| anyhow::anyhow!("opening the state machine: {e}"))?;

@@ -53,6 +53,7 @@ mod tests {
             let sm = StateMachine::open(
                 &dir.path().join("snapshots"),
                 &dir.path().join("workload.redb"),
+                super::workload::DEFAULT_CACHE,
                 blobs.into(),
             )?;
             Ok((dir, log, sm))

@@ -141,12 +141,13 @@ fn snap_read(e: impl std::fmt::Display) -> StorageError {
 
 impl StateMachine {
     /// Opens the state machine: snapshots in `dir`, workload buckets in the file
-    /// `workload`. The state comes from the newest snapshot's header; the workload
+    /// `workload` read through `cache` bytes of cache. The state comes from the newest snapshot's header; the workload
     /// store is refilled from the snapshot only if it holds less than the snapshot (a
     /// new or replaced file).
     pub fn open(
         dir: &Path,
         workload: &Path,
+        cache: u64,
         blobs: Arc<BlobStore>,
     ) -> Result<StateMachine, StorageError> {
         std::fs::create_dir_all(dir).map_err(snap_write)?;
@@ -158,7 +159,8 @@ impl StateMachine {
                 let _ = std::fs::remove_file(entry.path());
             }
         }
-        let store = Arc::new(WorkloadStore::open(workload).map_err(sm_read)?);
+        let store = Arc::new(WorkloadStore::open(workload, cache).map_err(sm_read)?);
+        store.sync_when_idle().map_err(sm_read)?;
         let applied = match newest_snapshot(dir).map_err(sm_read)? {
             None => Applied::default(),
             Some(Found::Legacy(path)) => upgrade(dir, &path, &blobs, &store)?,
@@ -291,7 +293,12 @@ struct Batch {
 }
 
 /// Applies `entries` to the state and, in one transaction, to the workload store.
-/// Blocking. The store's writer is taken before the state's lock: a durable commit in
+/// Entries that write nothing to the workload (heartbeats, most of the log) leave the
+/// store alone: a commit, even an empty one, leaves pages in redb's write buffer, and
+/// while any are there every read that misses redb's cache pays for a walk of that
+/// buffer (see [`WorkloadStore::sync_when_idle`]). The store's own record of what it
+/// holds then lags behind the state's, which is safe: replaying an entry that writes
+/// nothing changes nothing. Blocking. The store's writer is taken before the state's lock: a durable commit in
 /// progress (a checkpoint's, a snapshot's) holds the writer through its fsync, and the
 /// state's readers must not wait for that.
 fn apply_entries(
@@ -339,12 +346,25 @@ fn apply_entries(
             last = last.max(Some(index));
             replies.push(reply);
         }
-        if let Some(last) = last {
-            tables.set_applied(last).map_err(sm_write)?;
+        if !tables.touched {
+            None
+        } else {
+            if let Some(last) = last {
+                tables.set_applied(last).map_err(sm_write)?;
+            }
+            Some(tables.written)
         }
-        tables.written
     };
-    tx.commit().map_err(sm_write)?;
+    let written = match written {
+        Some(written) => {
+            shared.workload.commit(tx).map_err(sm_write)?;
+            written
+        }
+        None => {
+            tx.abort().map_err(sm_write)?;
+            0
+        }
+    };
     Ok(Batch {
         replies,
         written,
@@ -356,10 +376,12 @@ fn apply_entries(
 /// at least what `applied` has applied), then the file, by temporary file, fsync and
 /// rename; older checkpoints go.
 fn write_checkpoint(dir: &Path, store: &WorkloadStore, applied: &Applied) -> Result<(), String> {
-    store.sync().map_err(|e| e.to_string())?;
     let (term, index) = applied
         .last_applied
         .map_or((0, 0), |l| (l.leader_id.term, l.index));
+    store
+        .sync(applied.last_applied.map(|l| l.index))
+        .map_err(|e| e.to_string())?;
     let name = format!("state-{term}-{index}.json");
     let tmp = dir.join(format!("{name}.tmp"));
     let mut out = BufWriter::new(std::fs::File::create(&tmp).map_err(|e| e.to_string())?);
@@ -574,8 +596,8 @@ impl LegacyWorkload {
             }
             tables.set_applied(index).map_err(|e| e.to_string())?;
         }
-        tx.commit().map_err(|e| e.to_string())?;
-        store.sync().map_err(|e| e.to_string())
+        store.commit(tx).map_err(|e| e.to_string())?;
+        store.sync(None).map_err(|e| e.to_string())
     }
 }
 
@@ -611,7 +633,8 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         // must not depend on that log any more. (At normal priority: it holds the
         // store's one writer, which the next apply waits for.)
         let store = self.shared.workload.clone();
-        tokio::task::spawn_blocking(move || store.sync())
+        let held = meta.last_log_id.map(|l| l.index);
+        tokio::task::spawn_blocking(move || store.sync(held))
             .await
             .map_err(snap_write)?
             .map_err(snap_write)?;
@@ -904,8 +927,13 @@ mod tests {
             serde_json::to_vec(&old).unwrap(),
         )
         .unwrap();
-        let mut sm =
-            StateMachine::open(&snapshots, &dir.path().join("kv.redb"), blobs.clone()).unwrap();
+        let mut sm = StateMachine::open(
+            &snapshots,
+            &dir.path().join("kv.redb"),
+            workload::DEFAULT_CACHE,
+            blobs.clone(),
+        )
+        .unwrap();
         assert_eq!(
             sm.shared().read(|s| s.blob(&in_snapshot)),
             Some(snapshot_bytes.len() as u64)
@@ -1004,7 +1032,13 @@ mod tests {
 
     fn open(dir: &Path) -> StateMachine {
         let blobs = Arc::new(BlobStore::open(&dir.join("blobs")).unwrap());
-        StateMachine::open(&dir.join("snapshots"), &dir.join("kv.redb"), blobs).unwrap()
+        StateMachine::open(
+            &dir.join("snapshots"),
+            &dir.join("kv.redb"),
+            workload::DEFAULT_CACHE,
+            blobs,
+        )
+        .unwrap()
     }
 
     /// After a restart openraft replays the log after the last snapshot; entries the
@@ -1142,5 +1176,73 @@ mod tests {
         std::fs::remove_file(dir.path().join("kv.redb")).unwrap();
         let sm = open(dir.path());
         assert_eq!(sm.shared().last_applied(), None);
+    }
+
+    fn blanks(from: u64, to: u64) -> Vec<Entry> {
+        (from..=to)
+            .map(|i| Entry {
+                log_id: RaftLogId::new(CommittedLeaderId::new(1, 1), i),
+                payload: EntryPayload::Blank,
+            })
+            .collect()
+    }
+
+    /// Entries that write nothing to the workload do not commit to the store (its
+    /// record of what it holds stays behind); a checkpoint after them says the store
+    /// holds them all, so a restart starts from it instead of replaying everything.
+    #[tokio::test]
+    async fn entries_without_workload_writes_leave_the_store_alone_and_checkpoints_still_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let snapshots = dir.path().join("snapshots");
+        let last = CHECKPOINT_ENTRIES + 10;
+        {
+            let mut sm = open(dir.path());
+            sm.apply(entries(1, 5)).await.unwrap();
+            sm.apply(blanks(6, 10)).await.unwrap();
+            assert_eq!(sm.shared().workload().unwrap().applied(), Some(5));
+            assert_eq!(sm.shared().last_applied().map(|l| l.index), Some(10));
+            sm.apply(blanks(11, last)).await.unwrap();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while checkpoints(&snapshots).unwrap().is_empty() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "no checkpoint written"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
+        let sm = open(dir.path());
+        let at = sm.shared().last_applied().map(|l| l.index);
+        assert!(
+            at.is_some_and(|i| i >= CHECKPOINT_ENTRIES),
+            "restarted at {at:?}"
+        );
+        let held = sm.shared().workload().unwrap().applied();
+        assert!(
+            held >= at,
+            "the store says it holds {held:?}, the state {at:?}"
+        );
+        assert_eq!(counter(&sm, "n"), 5);
+        assert_eq!(counter(&sm, "m"), 5);
+    }
+
+    /// Writes that pause are made durable without waiting for the next checkpoint.
+    #[tokio::test]
+    async fn the_store_is_made_durable_when_writes_pause() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = open(dir.path());
+        sm.apply(entries(1, 3)).await.unwrap();
+        let store = sm.shared.workload.clone();
+        assert!(store.unsynced());
+        let deadline = std::time::Instant::now() + 10 * workload::SYNC_WHEN_IDLE;
+        while store.unsynced() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "still not durable after {:?}",
+                10 * workload::SYNC_WHEN_IDLE
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert_eq!(counter(&sm, "n"), 3);
     }
 }

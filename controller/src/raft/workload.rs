@@ -19,7 +19,9 @@
 use std::io::{BufRead, Read, Write};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use dabba_spec::kv::KvError;
 use redb::{
@@ -38,9 +40,12 @@ const REMEMBERED_ORDER: TableDefinition<u64, &str> = TableDefinition::new("remem
 /// `applied`: the last log index applied; `next`: the next sequence number.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
-/// The cache redb keeps in memory. Reads beyond it go to the file (and the kernel's page
-/// cache, which the kernel can take back), so this bounds the store's share of RSS.
-const CACHE_BYTES: usize = 32 << 20;
+/// The cache redb keeps in memory unless told otherwise (`--kv-cache`). Reads beyond it
+/// go to the file (and the kernel's page cache, which the kernel can take back), so it
+/// bounds the store's share of RSS. Why this much: each read that misses it is a system
+/// call and a fresh page in the cache; a settlement job reading a day's ledger ran
+/// 1.3x faster with 256 MiB than with 32 (spec/benchmarks.md).
+pub const DEFAULT_CACHE: u64 = 256 << 20;
 
 /// Records per transaction while a snapshot is loaded: bounds memory during an install.
 const LOAD_BATCH: u64 = 50_000;
@@ -49,16 +54,25 @@ pub fn storage(e: impl std::fmt::Display) -> KvError {
     KvError::storage(e)
 }
 
+/// How long writes must pause before the store makes them durable on its own.
+pub const SYNC_WHEN_IDLE: Duration = Duration::from_secs(1);
+
 /// The workload store of one controller.
 pub struct WorkloadStore {
     path: PathBuf,
     /// Replaced whole when a snapshot is installed; readers hold the old file until done.
     db: RwLock<Arc<Database>>,
+    /// Bytes of redb's cache.
+    cache: u64,
+    /// Commits made through [`WorkloadStore::commit`], and how many of them the last
+    /// durable commit covers.
+    committed: AtomicU64,
+    synced: AtomicU64,
 }
 
-fn open_db(path: &Path) -> Result<Database, KvError> {
+fn open_db(path: &Path, cache: u64) -> Result<Database, KvError> {
     let db = Database::builder()
-        .set_cache_size(CACHE_BYTES)
+        .set_cache_size(usize::try_from(cache).unwrap_or(usize::MAX))
         .create(path)
         .map_err(|e| storage(format!("opening {}: {e}", path.display())))?;
     let tx = db.begin_write().map_err(storage)?;
@@ -71,14 +85,55 @@ fn open_db(path: &Path) -> Result<Database, KvError> {
 }
 
 impl WorkloadStore {
-    /// Opens (or creates) the store at `path`, a file.
-    pub fn open(path: &Path) -> Result<WorkloadStore, KvError> {
+    /// Opens (or creates) the store at `path`, a file, with `cache` bytes of redb's cache.
+    pub fn open(path: &Path, cache: u64) -> Result<WorkloadStore, KvError> {
         // A half-written install left by a crash is of no use: the snapshot comes again.
         let _ = std::fs::remove_file(installing(path));
         Ok(WorkloadStore {
             path: path.to_path_buf(),
-            db: RwLock::new(Arc::new(open_db(path)?)),
+            db: RwLock::new(Arc::new(open_db(path, cache)?)),
+            cache,
+            committed: AtomicU64::new(0),
+            synced: AtomicU64::new(0),
         })
+    }
+
+    /// Makes the store durable whenever its writes have paused for [`SYNC_WHEN_IDLE`],
+    /// on a thread of its own that ends with the store.
+    ///
+    /// Why, besides durability: redb keeps the pages of non-durable commits in its
+    /// write buffer, and until a durable commit empties it, every read that misses
+    /// redb's cache first walks all the buffer's stripes looking for a page to write
+    /// back — a third of a read-heavy job's time once the buffer is drained (measured
+    /// with the settlement job). Commits keep coming while writes go on; the reads of
+    /// a quiet spell are fast.
+    pub fn sync_when_idle(self: &Arc<Self>) -> std::io::Result<()> {
+        let store = Arc::downgrade(self);
+        std::thread::Builder::new()
+            .name("dabba-kv-sync".into())
+            .spawn(move || {
+                let mut seen = 0;
+                loop {
+                    std::thread::sleep(SYNC_WHEN_IDLE);
+                    let Some(store) = store.upgrade() else {
+                        return;
+                    };
+                    let committed = store.committed.load(Ordering::Acquire);
+                    if committed == seen
+                        && store.unsynced()
+                        && let Err(e) = store.sync(None)
+                    {
+                        tracing::warn!(error = %e, "making the workload store durable");
+                    }
+                    seen = committed;
+                }
+            })
+            .map(drop)
+    }
+
+    /// Whether commits were made since the last durable one.
+    pub fn unsynced(&self) -> bool {
+        self.synced.load(Ordering::Acquire) < self.committed.load(Ordering::Acquire)
     }
 
     fn db(&self) -> Arc<Database> {
@@ -99,12 +154,35 @@ impl WorkloadStore {
         Ok(tx)
     }
 
+    /// Commits a transaction of [`WorkloadStore::begin`].
+    pub fn commit(&self, tx: WriteTransaction) -> Result<(), KvError> {
+        tx.commit().map_err(storage)?;
+        self.committed.fetch_add(1, Ordering::AcqRel);
+        Ok(())
+    }
+
     /// Makes every commit so far durable (one fsync), with a quick-repair record so that
     /// opening the file after a crash does not walk all of it.
-    pub fn sync(&self) -> Result<(), KvError> {
+    ///
+    /// `held`: a log index whose entries the caller knows are all applied (their
+    /// workload writes committed). The store then says it holds at least that much: an
+    /// apply that writes nothing to the workload does not commit to the store (see
+    /// `apply_entries`), so its own record can lag behind the state's.
+    pub fn sync(&self, held: Option<u64>) -> Result<(), KvError> {
         let mut tx = self.db().begin_write().map_err(storage)?;
+        // Taken with the writer: every transaction begun before is committed or gone.
+        let covered = self.committed.load(Ordering::Acquire);
         tx.set_quick_repair(true);
-        tx.commit().map_err(storage)
+        if let Some(held) = held {
+            let mut meta = tx.open_table(META).map_err(storage)?;
+            let applied = meta.get("applied").map_err(storage)?.map(|v| v.value());
+            if applied < Some(held) {
+                meta.insert("applied", held).map_err(storage)?;
+            }
+        }
+        tx.commit().map_err(storage)?;
+        self.synced.fetch_max(covered, Ordering::AcqRel);
+        Ok(())
     }
 
     /// A consistent view for reads and snapshots.
@@ -120,7 +198,7 @@ impl WorkloadStore {
         let next = installing(&self.path);
         let _ = std::fs::remove_file(&next);
         let counts = {
-            let db = open_db(&next)?;
+            let db = open_db(&next, self.cache)?;
             let counts = load(&db, records)?;
             let mut tx = db.begin_write().map_err(storage)?;
             tx.set_quick_repair(true);
@@ -138,7 +216,7 @@ impl WorkloadStore {
         {
             let _ = d.sync_all();
         }
-        *current = Arc::new(open_db(&self.path)?);
+        *current = Arc::new(open_db(&self.path, self.cache)?);
         Ok(counts)
     }
 }
@@ -159,6 +237,8 @@ pub struct Tables<'txn> {
     failed: std::cell::Cell<Option<KvError>>,
     /// Bytes of keys and values stored through these tables.
     pub written: u64,
+    /// Whether anything was stored or remembered through these tables.
+    pub touched: bool,
 }
 
 impl<'txn> Tables<'txn> {
@@ -170,6 +250,7 @@ impl<'txn> Tables<'txn> {
             meta: tx.open_table(META).map_err(storage)?,
             failed: std::cell::Cell::new(None),
             written: 0,
+            touched: false,
         })
     }
 
@@ -215,6 +296,7 @@ impl Workload for Tables<'_> {
 
     fn store(&mut self, bucket: &str, key: &str, value: Option<&[u8]>) -> Result<(), KvError> {
         self.written += (key.len() + value.map_or(0, <[u8]>::len)) as u64;
+        self.touched = true;
         let r = match value {
             Some(v) => self.entries.insert((bucket, key), v).map(drop),
             None => self.entries.remove((bucket, key)).map(drop),
@@ -235,6 +317,7 @@ impl Workload for Tables<'_> {
     }
 
     fn remember(&mut self, id: &str, outcome: &Remembered) -> Result<(), KvError> {
+        self.touched = true;
         let r = (|| {
             let seq = self
                 .meta
@@ -292,7 +375,8 @@ impl View {
         self.applied
     }
 
-    /// The values of `keys` in `bucket` (`None`: absent), in the order asked.
+    /// The values of `keys` in `bucket` (`None`: absent), in the order asked, all from
+    /// this view's one version of the store.
     pub fn read_many(
         &self,
         bucket: &str,
@@ -516,7 +600,7 @@ mod tests {
     #[test]
     fn the_store_on_disk_answers_as_the_one_in_memory() {
         let dir = tempfile::tempdir().unwrap();
-        let store = WorkloadStore::open(&dir.path().join("kv.redb")).unwrap();
+        let store = WorkloadStore::open(&dir.path().join("kv.redb"), DEFAULT_CACHE).unwrap();
         let mut memory = MemoryWorkload::default();
         let writes: Vec<(String, KvWrite, Option<String>)> = (0..300)
             .map(|i| {
@@ -583,7 +667,7 @@ mod tests {
     #[test]
     fn records_rebuild_the_store_and_a_cut_stream_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let store = WorkloadStore::open(&dir.path().join("a.redb")).unwrap();
+        let store = WorkloadStore::open(&dir.path().join("a.redb"), DEFAULT_CACHE).unwrap();
         let tx = store.begin().unwrap();
         {
             let mut tables = Tables::open(&tx).unwrap();
@@ -610,7 +694,7 @@ mod tests {
             }
         );
 
-        let other = WorkloadStore::open(&dir.path().join("b.redb")).unwrap();
+        let other = WorkloadStore::open(&dir.path().join("b.redb"), DEFAULT_CACHE).unwrap();
         let loaded = other.replace(&mut bytes.as_slice(), 99).unwrap();
         assert_eq!(loaded, counts);
         let view = other.view().unwrap();
@@ -636,7 +720,7 @@ mod tests {
         drop(tx);
 
         let cut = &bytes[..bytes.len() / 2];
-        let third = WorkloadStore::open(&dir.path().join("c.redb")).unwrap();
+        let third = WorkloadStore::open(&dir.path().join("c.redb"), DEFAULT_CACHE).unwrap();
         let err = third.replace(&mut &cut[..], 99).unwrap_err();
         assert!(err.to_string().contains("end early"), "{err}");
         // What was there is still there (nothing), and still answers.
@@ -650,7 +734,7 @@ mod tests {
     #[test]
     fn reading_many_keys_answers_as_reading_each() {
         let dir = tempfile::tempdir().unwrap();
-        let store = WorkloadStore::open(&dir.path().join("kv.redb")).unwrap();
+        let store = WorkloadStore::open(&dir.path().join("kv.redb"), DEFAULT_CACHE).unwrap();
         let key = |i: u32| format!("k{i:05}");
         let mut model = std::collections::BTreeMap::new();
         let tx = store.begin().unwrap();

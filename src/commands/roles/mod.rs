@@ -62,6 +62,15 @@ pub struct RaftFlags {
     /// as it goes; see spec/benchmarks.md for what each costs).
     #[arg(long, default_value = "24Mi", value_name = "SIZE")]
     pub blob_bandwidth: ByteSize,
+    /// Memory for the workload store's cache (key-value buckets are on disk, read
+    /// through it): bounds the store's share of this controller's memory, whatever the
+    /// buckets hold. Reads beyond it go to the file and are slower.
+    #[arg(
+        long,
+        default_value_t = ByteSize::bytes(dabba_controller::raft::workload::DEFAULT_CACHE),
+        value_name = "SIZE"
+    )]
+    pub kv_cache: ByteSize,
 }
 
 impl RaftFlags {

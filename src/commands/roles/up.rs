@@ -88,6 +88,7 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
             timing: args.raft.timing()?,
             snapshot_logs: args.raft.snapshot_logs()?,
             blob_bandwidth: args.raft.blob_bandwidth.as_u64(),
+            kv_cache: args.raft.kv_cache.as_u64(),
             place: ControllerPlace {
                 region: "local".into(),
                 zone: "local-a".into(),
