@@ -409,3 +409,71 @@ fn a_run_whose_host_is_lost_is_retried_on_another_host() {
     let described = stdout(&c.cli(&["describe", "cronjob", "slow"]));
     assert!(described.contains(&done.name), "{described}");
 }
+
+/// A host killed during an attempt and started again under the same name, before the
+/// controllers judge it lost, does not run that attempt a second time: it reports it
+/// cut short, and the controllers retry it as a new attempt. Counted by the job itself
+/// (one increment per execution) and by the run's log (one `started` per attempt).
+#[test]
+fn a_host_restarted_during_an_attempt_does_not_run_it_again() {
+    use dabba_spec::api::KvRead;
+
+    let mut c = crate::cluster::Cluster::start(3, 1);
+    apply_manifest(
+        &|args| c.cli(args),
+        &c.dir.path().join("once.toml"),
+        &format!(
+            "[[cron]]\nname = \"once\"\nschedule = \"0 1 * * *\"\ncomponent = \"{}\"\nargs = [\"tally\", \"execs\", \"4000\"]\nkey_value_buckets = [\"execs\"]\nsuspend = true\nbackoff_limit = 2\n",
+            guest("job").display()
+        ),
+    );
+    fn run(c: &crate::cluster::Cluster) -> Option<JobRun> {
+        block_on(c.api().cron_jobs(None)).ok()?.pop()?.runs.pop()
+    }
+    let executions = |c: &crate::cluster::Cluster, run: &str| -> u64 {
+        let read = KvRead {
+            bucket: "default/execs".into(),
+            keys: vec![run.to_string()],
+        };
+        let values = block_on(c.host_api().kv_read(&read)).expect("reading the executions");
+        values.values[0]
+            .as_deref()
+            .map_or(0, |v| std::str::from_utf8(v).unwrap().parse().unwrap())
+    };
+    let out = c.cli(&["create", "job", "--from", "cronjob/once"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let first = eventually(
+        "the first attempt to have begun its work",
+        Duration::from_secs(60),
+        || run(&c).filter(|r| r.phase == RunPhase::Running && executions(&c, &r.name) == 1),
+    );
+    assert_eq!(first.attempt, 1, "{first:#?}");
+    c.hosts[0].kill();
+    c.hosts[0].restart().unwrap();
+
+    let done = eventually(
+        "the run to be retried and succeed",
+        Duration::from_secs(120),
+        || {
+            let r = run(&c)?;
+            assert_ne!(r.phase, RunPhase::Failed, "the run failed: {r:#?}");
+            (r.phase == RunPhase::Succeeded).then_some(r)
+        },
+    );
+    assert_eq!(done.name, first.name);
+    assert_eq!(done.attempt, 2, "attempt 1 ran again instead: {done:#?}");
+    assert_eq!(executions(&c, &done.name), 2, "one execution per attempt");
+    let logs = c.cli(&["logs", "job", &done.name]);
+    assert!(logs.status.success(), "{}", stderr(&logs));
+    let logs = stdout(&logs);
+    for (line, times) in [
+        ("attempt 1 started", 1),
+        ("attempt 2 started", 1),
+        (
+            "attempt 1 ended: exit code -1, the host restarted while this attempt ran",
+            1,
+        ),
+    ] {
+        assert_eq!(logs.matches(line).count(), times, "{line:?} in\n{logs}");
+    }
+}

@@ -17,11 +17,12 @@
 //! `heartbeat` reports.
 
 mod activation;
+mod attempts;
 mod heartbeat;
 mod pods;
 mod runs;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -35,6 +36,7 @@ use dabba_spec::{Digest, LimitError};
 use prometheus::{IntCounterVec, IntGaugeVec, Opts};
 use tokio::sync::{Notify, mpsc};
 
+use self::attempts::{Attempt, Attempts, Next};
 use crate::component::{ComponentBytes, LoadError};
 use crate::ingress::{Demand, Ingress, LocalPod};
 use crate::kv::KvBackend;
@@ -130,8 +132,8 @@ pub struct Agent {
     /// Verified components by digest, so a pod start neither reads nor hashes them.
     components: Mutex<HashMap<Digest, Arc<ComponentBytes>>>,
     demands: Mutex<Option<mpsc::UnboundedReceiver<Demand>>>,
-    /// Cron job attempts started here, by (run key, attempt): each runs once.
-    runs_started: Mutex<std::collections::HashSet<(ResourceKey, u32)>>,
+    /// Cron job attempts started here, on disk: each runs once, across restarts.
+    attempts: Mutex<Attempts>,
     /// Rollout checks started here, by id: each runs once.
     checks_started: Mutex<std::collections::HashSet<String>>,
     last_report: Mutex<Instant>,
@@ -152,6 +154,9 @@ impl Agent {
         demands: mpsc::UnboundedReceiver<Demand>,
     ) -> anyhow::Result<Arc<Agent>> {
         std::fs::create_dir_all(opts.data_dir.join("components"))?;
+        let attempts = Attempts::open(&opts.data_dir).map_err(|e| {
+            anyhow::anyhow!("reading which cron job attempts this host started: {e}")
+        })?;
         let registry = runtime.metrics().registry();
         let pod_gauge = IntGaugeVec::new(
             Opts::new("dabba_pods", "Pods on this host, by phase."),
@@ -186,7 +191,7 @@ impl Agent {
             regions: Mutex::new(Default::default()),
             components: Mutex::new(HashMap::new()),
             demands: Mutex::new(Some(demands)),
-            runs_started: Mutex::new(std::collections::HashSet::new()),
+            attempts: Mutex::new(attempts),
             checks_started: Mutex::new(std::collections::HashSet::new()),
             last_report: Mutex::new(Instant::now()),
             report_now: Notify::new(),
@@ -336,25 +341,41 @@ impl Agent {
     async fn converge(self: &Arc<Self>, view: HostView) {
         {
             // Forget attempts no longer assigned (they reported, or were given up).
-            let assigned: std::collections::HashSet<(ResourceKey, u32)> = view
+            let assigned: BTreeSet<Attempt> = view
                 .runs
                 .iter()
                 .map(|a| (a.run.key(), a.run.attempt))
                 .collect();
-            self.runs_started
+            if let Err(e) = self
+                .attempts
                 .lock()
-                .expect("runs lock")
-                .retain(|k| assigned.contains(k));
+                .expect("attempts lock")
+                .retain(&assigned)
+            {
+                tracing::warn!(error = %e, "forgetting finished cron job attempts");
+            }
         }
         for a in &view.runs {
-            let first = self
-                .runs_started
+            let next = self
+                .attempts
                 .lock()
-                .expect("runs lock")
-                .insert((a.run.key(), a.run.attempt));
-            if first {
-                let (agent, a) = (self.clone(), a.clone());
-                tokio::spawn(async move { agent.execute(a).await });
+                .expect("attempts lock")
+                .next(&(a.run.key(), a.run.attempt));
+            let (agent, a) = (self.clone(), a.clone());
+            match next {
+                Ok(Next::Start) => {
+                    tokio::spawn(async move { agent.execute(a).await });
+                }
+                Ok(Next::CutShort) => {
+                    tokio::spawn(async move { agent.cut_short(a).await });
+                }
+                Ok(Next::Nothing) => {}
+                // Not started: the next view assigns it again.
+                Err(e) => tracing::warn!(
+                    run = %a.run.name,
+                    error = %e,
+                    "recording a cron job attempt before starting it failed"
+                ),
             }
         }
         {

@@ -14,8 +14,7 @@ use crate::job::RunInput;
 use crate::logs::LogPath;
 
 impl Agent {
-    /// Runs one attempt of a cron job run and reports how it ended (retrying the report
-    /// for up to a minute; the controllers give the attempt up if the host is lost).
+    /// Runs one attempt of a cron job run and reports how it ended.
     pub(super) async fn execute(self: Arc<Self>, a: RunAssignment) {
         let started = Instant::now();
         let dir = self.opts.reads.logs().dir();
@@ -32,6 +31,29 @@ impl Agent {
                 output: String::new(),
             },
         };
+        self.report(&a, &log, report).await;
+    }
+
+    /// Reports an attempt that an earlier process of this host started and did not
+    /// finish (it was killed or crashed): the controllers retry it as a new attempt, as
+    /// they would had the host been lost; it is never run again here.
+    pub(super) async fn cut_short(self: Arc<Self>, a: RunAssignment) {
+        let dir = self.opts.reads.logs().dir();
+        let log = dir.log(dir.run_path(&a.run.namespace, &a.run.name));
+        let report = RunReport {
+            attempt: a.run.attempt,
+            exit_code: -1,
+            fuel: None,
+            duration_ms: 0,
+            reason: Some("the host restarted while this attempt ran: it did not finish".into()),
+            output: String::new(),
+        };
+        self.report(&a, &log, report).await;
+    }
+
+    /// Logs how an attempt ended and reports it (retrying for up to a minute; the
+    /// controllers give the attempt up if the host is lost).
+    async fn report(&self, a: &RunAssignment, log: &LogPath, report: RunReport) {
         log.event(match &report.reason {
             Some(why) => format!(
                 "attempt {} ended: exit code {}, {why}",

@@ -11,7 +11,7 @@
 //! | `alloc N` | allocates N MiB |
 //! | `flood N` | writes N KiB to stdout |
 //! | `kv BUCKET` | increments `runs` in BUCKET and prints it |
-//! | `tally BUCKET` | increments the key named by `DABBA_RUN` in BUCKET and prints it |
+//! | `tally BUCKET [MS]` | increments the key named by `DABBA_RUN` in BUCKET, prints it, then sleeps MS milliseconds |
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -75,7 +75,10 @@ fn main() -> ExitCode {
             match dabba_sdk::kv::Bucket::open(args.get(1).map(String::as_str).unwrap_or("default"))
             {
                 Ok(b) => match b.increment(&key, 1) {
-                    Ok(v) => println!("{key}={v}"),
+                    Ok(v) => {
+                        println!("{key}={v}");
+                        std::thread::sleep(std::time::Duration::from_millis(n(2)));
+                    }
                     Err(e) => {
                         eprintln!("{e}");
                         return ExitCode::from(1);
