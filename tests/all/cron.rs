@@ -477,3 +477,57 @@ fn a_host_restarted_during_an_attempt_does_not_run_it_again() {
         assert_eq!(logs.matches(line).count(), times, "{line:?} in\n{logs}");
     }
 }
+
+/// A run failed by the controllers while its attempt runs (here at its active deadline)
+/// is stopped on the host too: its output ends, and its log says why.
+#[test]
+fn an_attempt_past_its_deadline_is_stopped_on_the_host() {
+    let up = Up::start(false);
+    apply_manifest(
+        &|args| up.cli(args),
+        &up.dir.path().join("long.toml"),
+        &format!(
+            "[[cron]]\nname = \"long\"\nschedule = \"0 1 * * *\"\ncomponent = \"{}\"\nargs = [\"tick\", \"150\", \"200\"]\nsuspend = true\nactive_deadline = \"3s\"\n",
+            guest("job").display()
+        ),
+    );
+    let out = up.cli(&["create", "job", "--from", "cronjob/long"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let runs = || -> Vec<JobRun> {
+        let out = up.cli(&["get", "jobs", "-o", "json"]);
+        serde_json::from_slice(&out.stdout).unwrap_or_default()
+    };
+    let failed = eventually(
+        "the run to fail at its deadline",
+        Duration::from_secs(90),
+        || runs().into_iter().find(|r| r.phase == RunPhase::Failed),
+    );
+    assert!(
+        failed
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("active deadline")),
+        "{failed:#?}"
+    );
+    let ticks = || -> (usize, String) {
+        let out = up.cli(&["logs", "job", &failed.name]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let text = stdout(&out);
+        (text.lines().filter(|l| l.contains("tick ")).count(), text)
+    };
+    let (_, log) = eventually("the attempt to be stopped", Duration::from_secs(30), || {
+        let (n, text) = ticks();
+        text.contains("attempt 1 stopped: no longer assigned to this host")
+            .then_some((n, text))
+    });
+    let (before, _) = ticks();
+    assert!(before > 0, "the attempt ticked before its deadline:\n{log}");
+    // It ticked every 200 ms; stopped, it ticks no more.
+    std::thread::sleep(Duration::from_secs(2));
+    let (after, log) = ticks();
+    assert_eq!(
+        after, before,
+        "the attempt went on after it was stopped:\n{log}"
+    );
+    assert!(after < 150, "{log}");
+}

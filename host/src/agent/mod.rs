@@ -134,6 +134,9 @@ pub struct Agent {
     demands: Mutex<Option<mpsc::UnboundedReceiver<Demand>>>,
     /// Cron job attempts started here, on disk: each runs once, across restarts.
     attempts: Mutex<Attempts>,
+    /// The attempts running in this process, to stop one the controllers no longer
+    /// assign here (failed at its deadline, replaced, given up).
+    running: Mutex<HashMap<Attempt, tokio::task::AbortHandle>>,
     /// Rollout checks started here, by id: each runs once.
     checks_started: Mutex<std::collections::HashSet<String>>,
     last_report: Mutex<Instant>,
@@ -192,6 +195,7 @@ impl Agent {
             components: Mutex::new(HashMap::new()),
             demands: Mutex::new(Some(demands)),
             attempts: Mutex::new(attempts),
+            running: Mutex::new(HashMap::new()),
             checks_started: Mutex::new(std::collections::HashSet::new()),
             last_report: Mutex::new(Instant::now()),
             report_now: Notify::new(),
@@ -354,6 +358,28 @@ impl Agent {
             {
                 tracing::warn!(error = %e, "forgetting finished cron job attempts");
             }
+            let stopped: Vec<Attempt> = {
+                let mut running = self.running.lock().expect("running lock");
+                let gone: Vec<Attempt> = running
+                    .keys()
+                    .filter(|a| !assigned.contains(*a))
+                    .cloned()
+                    .collect();
+                for a in &gone {
+                    if let Some(task) = running.remove(a) {
+                        task.abort();
+                    }
+                }
+                gone
+            };
+            for (run, attempt) in stopped {
+                let dir = self.opts.reads.logs().dir();
+                dir.log(dir.run_path(run.namespace(), run.name()))
+                    .event(format!(
+                        "attempt {attempt} stopped: no longer assigned to this host (the run \
+                     failed at its deadline, was replaced or was given up)"
+                    ));
+            }
         }
         for a in &view.runs {
             let next = self
@@ -364,7 +390,10 @@ impl Agent {
             let (agent, a) = (self.clone(), a.clone());
             match next {
                 Ok(Next::Start) => {
-                    tokio::spawn(async move { agent.execute(a).await });
+                    let attempt = (a.run.key(), a.run.attempt);
+                    let mut running = self.running.lock().expect("running lock");
+                    let task = tokio::spawn(async move { agent.execute(a).await });
+                    running.insert(attempt, task.abort_handle());
                 }
                 Ok(Next::CutShort) => {
                     tokio::spawn(async move { agent.cut_short(a).await });

@@ -31,6 +31,11 @@ impl Agent {
                 output: String::new(),
             },
         };
+        // Ended: nothing left to stop once the controllers hear of it.
+        self.running
+            .lock()
+            .expect("running lock")
+            .remove(&(a.run.key(), a.run.attempt));
         self.report(&a, &log, report).await;
     }
 
