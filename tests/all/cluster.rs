@@ -175,7 +175,7 @@ impl Drop for Cluster {
 }
 
 /// `kill SIG PID` (`-STOP` freezes a process, `-CONT` lets it run again).
-fn send_signal(pid: u32, sig: &str) {
+pub(crate) fn send_signal(pid: u32, sig: &str) {
     let ok = std::process::Command::new("kill")
         .args([sig, &pid.to_string()])
         .status()

@@ -531,3 +531,76 @@ fn an_attempt_past_its_deadline_is_stopped_on_the_host() {
     );
     assert!(after < 150, "{log}");
 }
+
+/// A host cut off from the controllers stops its running attempts itself once it has
+/// heard from no majority for its patience, before the controllers may give the
+/// attempt to another host; the run goes on with its next attempt. (All three
+/// controllers frozen with SIGSTOP for 6 s: the host reaches none of them.)
+#[test]
+fn a_host_cut_off_from_the_controllers_stops_its_attempt() {
+    let c = crate::cluster::Cluster::start(3, 1);
+    apply_manifest(
+        &|args| c.cli(args),
+        &c.dir.path().join("ticks.toml"),
+        &format!(
+            "[[cron]]\nname = \"ticks\"\nschedule = \"0 1 * * *\"\ncomponent = \"{}\"\nargs = [\"tick\", \"40\", \"200\"]\nsuspend = true\nbackoff_limit = 2\n",
+            guest("job").display()
+        ),
+    );
+    fn run(c: &crate::cluster::Cluster) -> Option<JobRun> {
+        block_on(c.api().cron_jobs(None)).ok()?.pop()?.runs.pop()
+    }
+    let out = c.cli(&["create", "job", "--from", "cronjob/ticks"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let first = eventually("the run to start", Duration::from_secs(60), || {
+        run(&c).filter(|r| r.phase == RunPhase::Running)
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let pids: Vec<u32> = c.controllers.iter().filter_map(|p| p.pid()).collect();
+    assert_eq!(pids.len(), 3);
+    for pid in &pids {
+        crate::cluster::send_signal(*pid, "-STOP");
+    }
+    std::thread::sleep(Duration::from_secs(6));
+    for pid in &pids {
+        crate::cluster::send_signal(*pid, "-CONT");
+    }
+    let done = eventually(
+        "the run to go on and succeed",
+        Duration::from_secs(120),
+        || {
+            let r = run(&c)?;
+            assert_ne!(r.phase, RunPhase::Failed, "the run failed: {r:#?}");
+            (r.phase == RunPhase::Succeeded).then_some(r)
+        },
+    );
+    assert_eq!(done.name, first.name);
+    assert_eq!(done.attempt, 2, "{done:#?}");
+    let out = c.cli(&["logs", "job", &done.name]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let log = stdout(&out);
+    let lines: Vec<&str> = log.lines().collect();
+    let stopped = lines
+        .iter()
+        .position(|l| l.contains("attempt 1 stopped: cut off from the controllers"))
+        .unwrap_or_else(|| panic!("attempt 1 was not stopped by its host:\n{log}"));
+    let second = lines
+        .iter()
+        .position(|l| l.contains("attempt 2 started"))
+        .unwrap_or_else(|| panic!("no second attempt:\n{log}"));
+    assert!(stopped < second, "{log}");
+    let between = &lines[stopped..second];
+    assert!(
+        !between.iter().any(|l| l.contains("tick ")),
+        "attempt 1 went on after its host stopped it:\n{log}"
+    );
+    assert_eq!(log.matches("attempt 1 started").count(), 1, "{log}");
+    assert_eq!(
+        lines[second..]
+            .iter()
+            .filter(|l| l.contains("tick "))
+            .count(),
+        40,
+        "{log}"
+    );
+}

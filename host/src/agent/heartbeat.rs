@@ -2,6 +2,7 @@
 //! pod and the requests the activator holds. (Guest output stays on this host's disk:
 //! `crate::logs`.)
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dabba_spec::api::{Heartbeat, HeldRequests, PodReport};
@@ -10,7 +11,7 @@ use dabba_spec::resources::PodPhase;
 use super::{Agent, Local};
 
 impl Agent {
-    pub(super) async fn heartbeat_loop(&self) {
+    pub(super) async fn heartbeat_loop(self: &Arc<Self>) {
         // A heartbeat that cannot be delivered soon is worthless: the next one replaces
         // it. Never let one stall the loop past the controllers' failure timeout.
         let every = self.opts.heartbeat;
@@ -23,10 +24,26 @@ impl Agent {
                 Ok(()) => self.ingress.control_plane().reached(),
                 Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
             }
+            if let Err(why) = self.ingress.control_plane().check() {
+                self.fence(&why);
+            }
             tokio::select! {
                 () = tokio::time::sleep(self.opts.heartbeat) => {}
                 () = self.report_now.notified() => {}
             }
+        }
+    }
+
+    /// Stops every attempt running here: cut off from the controllers' majority for
+    /// longer than its patience, this host may soon be judged lost and its attempts
+    /// given to another host, and an attempt must not run in two places. The timing
+    /// argument is in spec/cron.md. Each is reported cut short once the controllers
+    /// answer again (if they have not given it up by then).
+    fn fence(self: &Arc<Self>, why: &str) {
+        let why = format!("cut off from the controllers: {why}");
+        for attempt in self.stop_attempts(|_| false, &why) {
+            let (agent, why) = (self.clone(), why.clone());
+            tokio::spawn(async move { agent.cut_short(attempt, why).await });
         }
     }
 

@@ -358,28 +358,11 @@ impl Agent {
             {
                 tracing::warn!(error = %e, "forgetting finished cron job attempts");
             }
-            let stopped: Vec<Attempt> = {
-                let mut running = self.running.lock().expect("running lock");
-                let gone: Vec<Attempt> = running
-                    .keys()
-                    .filter(|a| !assigned.contains(*a))
-                    .cloned()
-                    .collect();
-                for a in &gone {
-                    if let Some(task) = running.remove(a) {
-                        task.abort();
-                    }
-                }
-                gone
-            };
-            for (run, attempt) in stopped {
-                let dir = self.opts.reads.logs().dir();
-                dir.log(dir.run_path(run.namespace(), run.name()))
-                    .event(format!(
-                        "attempt {attempt} stopped: no longer assigned to this host (the run \
-                     failed at its deadline, was replaced or was given up)"
-                    ));
-            }
+            self.stop_attempts(
+                |a| assigned.contains(a),
+                "no longer assigned to this host (the run failed at its deadline, was \
+                 replaced or was given up)",
+            );
         }
         for a in &view.runs {
             let next = self
@@ -396,7 +379,9 @@ impl Agent {
                     running.insert(attempt, task.abort_handle());
                 }
                 Ok(Next::CutShort) => {
-                    tokio::spawn(async move { agent.cut_short(a).await });
+                    let why = "the host restarted while this attempt ran: it did not finish";
+                    let attempt = (a.run.key(), a.run.attempt);
+                    tokio::spawn(async move { agent.cut_short(attempt, why.into()).await });
                 }
                 Ok(Next::Nothing) => {}
                 // Not started: the next view assigns it again.

@@ -8,6 +8,9 @@ use dabba_spec::WorkloadKind;
 use dabba_spec::api::{CheckAssignment, CheckReport};
 use dabba_spec::cronjob::{RunAssignment, RunReport};
 
+use dabba_spec::resources::ResourceKey;
+
+use super::attempts::Attempt;
 use super::{Agent, StartError};
 use crate::app::AppConfig;
 use crate::job::RunInput;
@@ -17,8 +20,7 @@ impl Agent {
     /// Runs one attempt of a cron job run and reports how it ended.
     pub(super) async fn execute(self: Arc<Self>, a: RunAssignment) {
         let started = Instant::now();
-        let dir = self.opts.reads.logs().dir();
-        let log = dir.log(dir.run_path(&a.run.namespace, &a.run.name));
+        let log = self.run_log(&a.run.key());
         log.event(format!("attempt {} started", a.run.attempt));
         let report = match self.run_job(&a, log.clone()).await {
             Ok(r) => r,
@@ -36,29 +38,55 @@ impl Agent {
             .lock()
             .expect("running lock")
             .remove(&(a.run.key(), a.run.attempt));
-        self.report(&a, &log, report).await;
+        self.report(&a.run.key(), &log, report).await;
     }
 
-    /// Reports an attempt that an earlier process of this host started and did not
-    /// finish (it was killed or crashed): the controllers retry it as a new attempt, as
-    /// they would had the host been lost; it is never run again here.
-    pub(super) async fn cut_short(self: Arc<Self>, a: RunAssignment) {
-        let dir = self.opts.reads.logs().dir();
-        let log = dir.log(dir.run_path(&a.run.namespace, &a.run.name));
+    /// Reports an attempt that did not finish, saying `why`: an earlier process of this
+    /// host started it and is gone, or this host stopped it, cut off from the
+    /// controllers. The controllers retry it as a new attempt, as they would had the
+    /// host been lost (a report of an attempt they already gave up changes nothing); it
+    /// is never run again here.
+    pub(super) async fn cut_short(self: Arc<Self>, (run, attempt): Attempt, why: String) {
+        let log = self.run_log(&run);
         let report = RunReport {
-            attempt: a.run.attempt,
+            attempt,
             exit_code: -1,
             fuel: None,
             duration_ms: 0,
-            reason: Some("the host restarted while this attempt ran: it did not finish".into()),
+            reason: Some(why),
             output: String::new(),
         };
-        self.report(&a, &log, report).await;
+        self.report(&run, &log, report).await;
+    }
+
+    /// Stops the attempts running here that `keep` rejects, logging `why`: the
+    /// guest is interrupted at its next epoch tick. The stopped attempts.
+    pub(super) fn stop_attempts(&self, keep: impl Fn(&Attempt) -> bool, why: &str) -> Vec<Attempt> {
+        let stopped: Vec<Attempt> = {
+            let mut running = self.running.lock().expect("running lock");
+            let gone: Vec<Attempt> = running.keys().filter(|a| !keep(a)).cloned().collect();
+            for a in &gone {
+                if let Some(task) = running.remove(a) {
+                    task.abort();
+                }
+            }
+            gone
+        };
+        for (run, attempt) in &stopped {
+            self.run_log(run)
+                .event(format!("attempt {attempt} stopped: {why}"));
+        }
+        stopped
+    }
+
+    fn run_log(&self, run: &ResourceKey) -> LogPath {
+        let dir = self.opts.reads.logs().dir();
+        dir.log(dir.run_path(run.namespace(), run.name()))
     }
 
     /// Logs how an attempt ended and reports it (retrying for up to a minute; the
     /// controllers give the attempt up if the host is lost).
-    async fn report(&self, a: &RunAssignment, log: &LogPath, report: RunReport) {
+    async fn report(&self, run: &ResourceKey, log: &LogPath, report: RunReport) {
         log.event(match &report.reason {
             Some(why) => format!(
                 "attempt {} ended: exit code {}, {why}",
@@ -72,8 +100,8 @@ impl Agent {
         let api = self
             .api
             .with_bounds(Duration::from_secs(60), Duration::from_secs(5));
-        if let Err(e) = api.report_run(&a.run.key(), &report).await {
-            tracing::warn!(run = %a.run.name, error = %e, "reporting a run failed");
+        if let Err(e) = api.report_run(run, &report).await {
+            tracing::warn!(run = %run, error = %e, "reporting a run failed");
         }
     }
 
