@@ -372,37 +372,17 @@ fn every_schedule_time_runs_once_while_the_leader_is_killed_again_and_again() {
 #[test]
 fn a_run_whose_host_is_lost_is_retried_on_another_host() {
     let mut c = crate::cluster::Cluster::start(3, 2);
-    apply_manifest(
-        &|args| c.cli(args),
-        &c.dir.path().join("slow.toml"),
-        &format!(
-            "[[cron]]\nname = \"slow\"\nschedule = \"0 1 * * *\"\ncomponent = \"{}\"\nargs = [\"sleep\", \"6000\"]\nsuspend = true\nbackoff_limit = 2\n",
-            guest("job").display()
-        ),
-    );
-    fn run(c: &crate::cluster::Cluster) -> Option<dabba_spec::cronjob::JobRun> {
-        block_on(c.api().cron_jobs(None)).ok()?.pop()?.runs.pop()
-    }
-    let out = c.cli(&["create", "job", "--from", "cronjob/slow"]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    run_once_on(&c, "slow", r#""sleep", "6000""#, "");
     let first = eventually(
         "the run to start on a host",
         Duration::from_secs(60),
-        || run(&c).filter(|r| r.phase == RunPhase::Running),
+        || newest_run(&c).filter(|r| r.phase == RunPhase::Running),
     );
     let host = first.host.clone().expect("a running run has a host");
     let index: usize = host.trim_start_matches('h').parse::<usize>().unwrap() - 1;
     c.hosts[index].kill();
 
-    let done = eventually(
-        "the run to be retried elsewhere and succeed",
-        Duration::from_secs(120),
-        || {
-            let r = run(&c)?;
-            assert_ne!(r.phase, RunPhase::Failed, "the run failed: {r:#?}");
-            (r.phase == RunPhase::Succeeded).then_some(r)
-        },
-    );
+    let done = succeeded(&c);
     assert_eq!(done.attempt, 2, "{done:#?}");
     assert_ne!(done.host.as_deref(), Some(host.as_str()), "{done:#?}");
     assert!(done.output.contains("slept"), "{done:#?}");
@@ -419,17 +399,12 @@ fn a_host_restarted_during_an_attempt_does_not_run_it_again() {
     use dabba_spec::api::KvRead;
 
     let mut c = crate::cluster::Cluster::start(3, 1);
-    apply_manifest(
-        &|args| c.cli(args),
-        &c.dir.path().join("once.toml"),
-        &format!(
-            "[[cron]]\nname = \"once\"\nschedule = \"0 1 * * *\"\ncomponent = \"{}\"\nargs = [\"tally\", \"execs\", \"4000\"]\nkey_value_buckets = [\"execs\"]\nsuspend = true\nbackoff_limit = 2\n",
-            guest("job").display()
-        ),
+    run_once_on(
+        &c,
+        "once",
+        r#""tally", "execs", "4000""#,
+        "key_value_buckets = [\"execs\"]\n",
     );
-    fn run(c: &crate::cluster::Cluster) -> Option<JobRun> {
-        block_on(c.api().cron_jobs(None)).ok()?.pop()?.runs.pop()
-    }
     let executions = |c: &crate::cluster::Cluster, run: &str| -> u64 {
         let read = KvRead {
             bucket: "default/execs".into(),
@@ -440,26 +415,16 @@ fn a_host_restarted_during_an_attempt_does_not_run_it_again() {
             .as_deref()
             .map_or(0, |v| std::str::from_utf8(v).unwrap().parse().unwrap())
     };
-    let out = c.cli(&["create", "job", "--from", "cronjob/once"]);
-    assert!(out.status.success(), "{}", stderr(&out));
     let first = eventually(
         "the first attempt to have begun its work",
         Duration::from_secs(60),
-        || run(&c).filter(|r| r.phase == RunPhase::Running && executions(&c, &r.name) == 1),
+        || newest_run(&c).filter(|r| r.phase == RunPhase::Running && executions(&c, &r.name) == 1),
     );
     assert_eq!(first.attempt, 1, "{first:#?}");
     c.hosts[0].kill();
     c.hosts[0].restart().unwrap();
 
-    let done = eventually(
-        "the run to be retried and succeed",
-        Duration::from_secs(120),
-        || {
-            let r = run(&c)?;
-            assert_ne!(r.phase, RunPhase::Failed, "the run failed: {r:#?}");
-            (r.phase == RunPhase::Succeeded).then_some(r)
-        },
-    );
+    let done = succeeded(&c);
     assert_eq!(done.name, first.name);
     assert_eq!(done.attempt, 2, "attempt 1 ran again instead: {done:#?}");
     assert_eq!(executions(&c, &done.name), 2, "one execution per attempt");
@@ -539,21 +504,9 @@ fn an_attempt_past_its_deadline_is_stopped_on_the_host() {
 #[test]
 fn a_host_cut_off_from_the_controllers_stops_its_attempt() {
     let c = crate::cluster::Cluster::start(3, 1);
-    apply_manifest(
-        &|args| c.cli(args),
-        &c.dir.path().join("ticks.toml"),
-        &format!(
-            "[[cron]]\nname = \"ticks\"\nschedule = \"0 1 * * *\"\ncomponent = \"{}\"\nargs = [\"tick\", \"40\", \"200\"]\nsuspend = true\nbackoff_limit = 2\n",
-            guest("job").display()
-        ),
-    );
-    fn run(c: &crate::cluster::Cluster) -> Option<JobRun> {
-        block_on(c.api().cron_jobs(None)).ok()?.pop()?.runs.pop()
-    }
-    let out = c.cli(&["create", "job", "--from", "cronjob/ticks"]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    run_once_on(&c, "ticks", r#""tick", "40", "200""#, "");
     let first = eventually("the run to start", Duration::from_secs(60), || {
-        run(&c).filter(|r| r.phase == RunPhase::Running)
+        newest_run(&c).filter(|r| r.phase == RunPhase::Running)
     });
     std::thread::sleep(Duration::from_secs(1));
     let pids: Vec<u32> = c.controllers.iter().filter_map(|p| p.pid()).collect();
@@ -565,15 +518,7 @@ fn a_host_cut_off_from_the_controllers_stops_its_attempt() {
     for pid in &pids {
         crate::cluster::send_signal(*pid, "-CONT");
     }
-    let done = eventually(
-        "the run to go on and succeed",
-        Duration::from_secs(120),
-        || {
-            let r = run(&c)?;
-            assert_ne!(r.phase, RunPhase::Failed, "the run failed: {r:#?}");
-            (r.phase == RunPhase::Succeeded).then_some(r)
-        },
-    );
+    let done = succeeded(&c);
     assert_eq!(done.name, first.name);
     assert_eq!(done.attempt, 2, "{done:#?}");
     let out = c.cli(&["logs", "job", &done.name]);
@@ -603,4 +548,35 @@ fn a_host_cut_off_from_the_controllers_stops_its_attempt() {
         40,
         "{log}"
     );
+}
+
+/// Applies on `c` a suspended cron job `name` of the job guest with `args` (the items
+/// of its TOML array) and `extra` manifest lines, up to two retries, and creates a
+/// manual run of it.
+fn run_once_on(c: &crate::cluster::Cluster, name: &str, args: &str, extra: &str) {
+    apply_manifest(
+        &|a| c.cli(a),
+        &c.dir.path().join(format!("{name}.toml")),
+        &format!(
+            "[[cron]]\nname = \"{name}\"\nschedule = \"0 1 * * *\"\ncomponent = \"{}\"\nargs = [{args}]\nsuspend = true\nbackoff_limit = 2\n{extra}",
+            guest("job").display()
+        ),
+    );
+    let out = c.cli(&["create", "job", "--from", &format!("cronjob/{name}")]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// The newest run of the first cron job on `c`.
+fn newest_run(c: &crate::cluster::Cluster) -> Option<JobRun> {
+    block_on(c.api().cron_jobs(None)).ok()?.pop()?.runs.pop()
+}
+
+/// The newest run once it has succeeded (within two minutes); the test fails if it
+/// fails.
+fn succeeded(c: &crate::cluster::Cluster) -> JobRun {
+    eventually("the run to succeed", Duration::from_secs(120), || {
+        let r = newest_run(c)?;
+        assert_ne!(r.phase, RunPhase::Failed, "the run failed: {r:#?}");
+        (r.phase == RunPhase::Succeeded).then_some(r)
+    })
 }

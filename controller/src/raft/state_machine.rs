@@ -1153,21 +1153,10 @@ mod tests {
         {
             let mut sm = open(dir.path());
             sm.apply(entries(1, CHECKPOINT_ENTRIES + 5)).await.unwrap();
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-            while checkpoints(&snapshots).unwrap().is_empty() {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "no checkpoint written"
-                );
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-            }
+            a_checkpoint_in(&snapshots).await;
         }
         let sm = open(dir.path());
-        let at = sm.shared().last_applied().map(|l| l.index);
-        assert!(
-            at.is_some_and(|i| i >= CHECKPOINT_ENTRIES),
-            "restarted at {at:?}"
-        );
+        restarted_at_a_checkpoint(&sm);
         assert_eq!(counter(&sm, "n"), (CHECKPOINT_ENTRIES + 5) as i64);
         drop(sm);
 
@@ -1176,6 +1165,28 @@ mod tests {
         std::fs::remove_file(dir.path().join("kv.redb")).unwrap();
         let sm = open(dir.path());
         assert_eq!(sm.shared().last_applied(), None);
+    }
+
+    /// Waits (up to 10 s) for a checkpoint to be written in `snapshots`.
+    async fn a_checkpoint_in(snapshots: &Path) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while checkpoints(snapshots).unwrap().is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no checkpoint written"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Where `sm`, just opened, restarted: at a checkpoint, not from the beginning.
+    fn restarted_at_a_checkpoint(sm: &StateMachine) -> Option<u64> {
+        let at = sm.shared().last_applied().map(|l| l.index);
+        assert!(
+            at.is_some_and(|i| i >= CHECKPOINT_ENTRIES),
+            "restarted at {at:?}"
+        );
+        at
     }
 
     fn blanks(from: u64, to: u64) -> Vec<Entry> {
@@ -1202,21 +1213,10 @@ mod tests {
             assert_eq!(sm.shared().workload().unwrap().applied(), Some(5));
             assert_eq!(sm.shared().last_applied().map(|l| l.index), Some(10));
             sm.apply(blanks(11, last)).await.unwrap();
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-            while checkpoints(&snapshots).unwrap().is_empty() {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "no checkpoint written"
-                );
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-            }
+            a_checkpoint_in(&snapshots).await;
         }
         let sm = open(dir.path());
-        let at = sm.shared().last_applied().map(|l| l.index);
-        assert!(
-            at.is_some_and(|i| i >= CHECKPOINT_ENTRIES),
-            "restarted at {at:?}"
-        );
+        let at = restarted_at_a_checkpoint(&sm);
         let held = sm.shared().workload().unwrap().applied();
         assert!(
             held >= at,
