@@ -644,6 +644,13 @@ mod tests {
 
         let view = store.view().unwrap();
         assert_eq!(view.applied(), Some(7));
+        // A durable commit that vouches for less than the store holds lowers nothing;
+        // one that vouches for more raises it.
+        store.sync(Some(3)).unwrap();
+        assert_eq!(store.applied().unwrap(), Some(7));
+        store.sync(Some(9)).unwrap();
+        assert_eq!(store.applied().unwrap(), Some(9));
+        assert!(!store.unsynced());
         let mut on_disk_buckets = std::collections::BTreeMap::new();
         for (bucket, keys) in &memory.buckets {
             let listed = view.keys(bucket, None, 1000).unwrap();

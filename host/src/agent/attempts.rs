@@ -144,6 +144,19 @@ mod tests {
         assert_eq!(a.next(&attempt("r2", 1)).unwrap(), Next::Start);
     }
 
+    /// An attempt whose record cannot be written is not started, and is not taken
+    /// for started: the next view asks again.
+    #[test]
+    fn an_attempt_not_written_down_does_not_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = Attempts::open(dir.path()).unwrap();
+        // The temporary file cannot be created where a directory stands.
+        std::fs::create_dir(dir.path().join("attempts.json.tmp")).unwrap();
+        assert!(a.next(&attempt("r1", 1)).is_err());
+        std::fs::remove_dir(dir.path().join("attempts.json.tmp")).unwrap();
+        assert_eq!(a.next(&attempt("r1", 1)).unwrap(), Next::Start);
+    }
+
     #[test]
     fn an_unreadable_record_is_an_error_not_a_fresh_start() {
         let dir = tempfile::tempdir().unwrap();

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 use dabba_spec::WorkloadKind;
 use dabba_spec::api::{CheckAssignment, CheckReport};
 use dabba_spec::cronjob::{RunAssignment, RunReport};
-
 use dabba_spec::resources::ResourceKey;
 
 use super::attempts::Attempt;
