@@ -162,11 +162,15 @@ pub enum Command {
     /// A write to a workload's key-value bucket. A write with an `id` is applied at
     /// most once: a retry with the same id (after an answer was lost in a leader change)
     /// gets the first outcome back instead of applying again.
+    /// A write with a `fence` (a cron job attempt's) is refused unless that attempt is
+    /// the run's attempt running now.
     Kv {
         bucket: String,
         write: Write,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fence: Option<dabba_spec::cronjob::Fence>,
     },
 }
 

@@ -624,6 +624,10 @@ pub struct KvWrite {
     /// A unique id: a retry with the same id is applied at most once.
     #[serde(default)]
     pub id: Option<String>,
+    /// The cron job attempt making the write: applied only while it is the run's
+    /// attempt running now (a stopped or given-up attempt's late write is refused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fence: Option<crate::cronjob::Fence>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

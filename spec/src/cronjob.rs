@@ -452,6 +452,37 @@ pub struct RunReport {
     pub output: String,
 }
 
+/// The cron job attempt a key-value write is made for: the fencing token. The
+/// replicated store applies a fenced write only while `attempt` is the attempt of
+/// `run` that is running, so an attempt its host failed to stop in time (a zombie
+/// behind a partition, a paused process) cannot write once the run moved on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fence {
+    pub run: crate::resources::ResourceKey,
+    pub attempt: u32,
+}
+
+impl Fence {
+    /// Why `run` (as it stands, `None`: gone) no longer takes writes of this attempt;
+    /// `None` when it does.
+    pub fn refuses(&self, run: Option<&JobRun>) -> Option<crate::kv::KvError> {
+        let why = match run {
+            None => "the run no longer exists".to_string(),
+            Some(r) if r.attempt != self.attempt => {
+                format!("the run is at attempt {} ({:?})", r.attempt, r.phase)
+            }
+            Some(r) if r.phase != RunPhase::Running => format!("the run is {:?}", r.phase),
+            Some(_) => return None,
+        };
+        Some(crate::kv::KvError::Fenced {
+            message: format!(
+                "attempt {} of run {} may no longer write: {why}",
+                self.attempt, self.run
+            ),
+        })
+    }
+}
+
 /// A run this host should execute, with what it needs to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunAssignment {

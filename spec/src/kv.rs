@@ -27,6 +27,10 @@ pub enum KvError {
     ValueTooLarge { key: String, len: usize, max: usize },
     #[error("storage failed: {message}")]
     Storage { message: String },
+    /// A cron job attempt's write after the attempt stopped being the run's current
+    /// one ([`crate::cronjob::Fence`]).
+    #[error("write refused: {message}")]
+    Fenced { message: String },
 }
 
 impl KvError {

@@ -111,6 +111,25 @@ impl Cluster {
         }
     }
 
+    /// The sum over every controller that answers of metric `family`'s samples whose
+    /// labels contain each of `labels` (`name="value"`).
+    pub fn summed(&self, family: &str, labels: &[&str]) -> f64 {
+        self.controller_addrs
+            .iter()
+            .filter_map(|a| try_request(*a, "GET", "/metrics", &[], b"").ok())
+            .flat_map(|r| {
+                r.text()
+                    .lines()
+                    .filter(|l| {
+                        l.starts_with(&format!("{family}{{"))
+                            && labels.iter().all(|want| l.contains(want))
+                    })
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                    .collect::<Vec<_>>()
+            })
+            .sum()
+    }
+
     pub fn controller_urls(&self) -> String {
         self.urls().join(",")
     }
@@ -537,22 +556,11 @@ fn a_component_larger_than_any_request_is_kept_outside_the_log_and_reaches_a_con
     // A host killed half-way through downloading it resumes where it stopped once it
     // is back: a controller answers its next request with the rest (206), and the
     // whole — checked against its digest — serves.
-    let resumed = |c: &Cluster| -> f64 {
-        c.controller_addrs
-            .iter()
-            .filter_map(|a| try_request(*a, "GET", "/metrics", &[], b"").ok())
-            .flat_map(|r| {
-                r.text()
-                    .lines()
-                    .filter(|l| {
-                        l.starts_with("dabba_api_requests_total{")
-                            && l.contains("code=\"206\"")
-                            && l.contains("method=\"GET\"")
-                    })
-                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                    .collect::<Vec<_>>()
-            })
-            .sum()
+    let resumed = |c: &Cluster| {
+        c.summed(
+            "dabba_api_requests_total",
+            &["code=\"206\"", "method=\"GET\""],
+        )
     };
     let components = root.join("h1").join("components");
     let cached = components.join(format!("{}.wasm", digest.hex()));
@@ -656,6 +664,7 @@ fn a_wiped_controller_catches_up_from_a_streamed_snapshot_of_the_workload_store(
             bucket: bucket.clone(),
             write: Write::Put(payments),
             id: Some(format!("batch-{b}")),
+            fence: None,
         }))
         .unwrap();
         assert_eq!(put.result, Ok(Outcome::Done));
@@ -666,6 +675,7 @@ fn a_wiped_controller_catches_up_from_a_streamed_snapshot_of_the_workload_store(
                 delta: 100,
             },
             id: Some(format!("total-{b}")),
+            fence: None,
         }))
         .unwrap();
         assert_eq!(total.result, Ok(Outcome::Counter(i64::from(b + 1) * 100)));
@@ -768,6 +778,7 @@ fn a_wiped_controller_catches_up_from_a_streamed_snapshot_of_the_workload_store(
             delta: 100,
         },
         id: Some("total-7".into()),
+        fence: None,
     }))
     .unwrap();
     assert_eq!(retry.result, Ok(Outcome::Counter(800)));

@@ -369,6 +369,7 @@ fn every_schedule_time_runs_once_while_the_leader_is_killed_again_and_again() {
 
 /// A host lost in the middle of a run: the attempt fails ("host … was lost") and the
 /// run is retried, after its back-off, on the host that is left, where it succeeds.
+/// Writes fenced with the lost attempt are refused meanwhile.
 #[test]
 fn a_run_whose_host_is_lost_is_retried_on_another_host() {
     let mut c = crate::cluster::Cluster::start(3, 2);
@@ -382,8 +383,44 @@ fn a_run_whose_host_is_lost_is_retried_on_another_host() {
     let index: usize = host.trim_start_matches('h').parse::<usize>().unwrap() - 1;
     c.hosts[index].kill();
 
+    // The lost attempt is fenced off: a write it makes late (a zombie behind a
+    // partition, a paused process) is refused once the run has moved on; the attempt
+    // running now writes.
+    let second = eventually("the second attempt to run", Duration::from_secs(60), || {
+        newest_run(&c).filter(|r| r.phase == RunPhase::Running && r.attempt == 2)
+    });
+    let fenced = |attempt| {
+        let write = dabba_spec::api::KvWrite {
+            bucket: "default/fenced".into(),
+            write: dabba_spec::kv::Write::Increment {
+                key: "n".into(),
+                delta: 1,
+            },
+            id: None,
+            fence: Some(dabba_spec::cronjob::Fence {
+                run: second.key(),
+                attempt,
+            }),
+        };
+        block_on(c.host_api().kv_write(&write))
+            .expect("the write is answered")
+            .result
+    };
+    match fenced(1) {
+        Err(dabba_spec::kv::KvError::Fenced { message }) => assert!(
+            message.contains("attempt 1 of run default/") && message.contains("attempt 2"),
+            "{message}"
+        ),
+        other => panic!("the lost attempt's write was not refused: {other:?}"),
+    }
+    assert_eq!(fenced(2), Ok(dabba_spec::kv::Outcome::Counter(1)));
+
     let done = succeeded(&c);
     assert_eq!(done.attempt, 2, "{done:#?}");
+    assert!(
+        matches!(fenced(2), Err(dabba_spec::kv::KvError::Fenced { .. })),
+        "an ended run takes no writes"
+    );
     assert_ne!(done.host.as_deref(), Some(host.as_str()), "{done:#?}");
     assert!(done.output.contains("slept"), "{done:#?}");
     let described = stdout(&c.cli(&["describe", "cronjob", "slow"]));
@@ -396,8 +433,6 @@ fn a_run_whose_host_is_lost_is_retried_on_another_host() {
 /// (one increment per execution) and by the run's log (one `started` per attempt).
 #[test]
 fn a_host_restarted_during_an_attempt_does_not_run_it_again() {
-    use dabba_spec::api::KvRead;
-
     let mut c = crate::cluster::Cluster::start(3, 1);
     run_once_on(
         &c,
@@ -405,16 +440,6 @@ fn a_host_restarted_during_an_attempt_does_not_run_it_again() {
         r#""tally", "execs", "4000""#,
         "key_value_buckets = [\"execs\"]\n",
     );
-    let executions = |c: &crate::cluster::Cluster, run: &str| -> u64 {
-        let read = KvRead {
-            bucket: "default/execs".into(),
-            keys: vec![run.to_string()],
-        };
-        let values = block_on(c.host_api().kv_read(&read)).expect("reading the executions");
-        values.values[0]
-            .as_deref()
-            .map_or(0, |v| std::str::from_utf8(v).unwrap().parse().unwrap())
-    };
     let first = eventually(
         "the first attempt to have begun its work",
         Duration::from_secs(60),
@@ -428,6 +453,10 @@ fn a_host_restarted_during_an_attempt_does_not_run_it_again() {
     assert_eq!(done.name, first.name);
     assert_eq!(done.attempt, 2, "attempt 1 ran again instead: {done:#?}");
     assert_eq!(executions(&c, &done.name), 2, "one execution per attempt");
+    assert!(
+        c.summed("dabba_kv_fenced_writes_total", &["result=\"applied\""]) >= 2.0,
+        "the job's writes carry its attempt"
+    );
     let logs = c.cli(&["logs", "job", &done.name]);
     assert!(logs.status.success(), "{}", stderr(&logs));
     let logs = stdout(&logs);
@@ -441,6 +470,73 @@ fn a_host_restarted_during_an_attempt_does_not_run_it_again() {
     ] {
         assert_eq!(logs.matches(line).count(), times, "{line:?} in\n{logs}");
     }
+}
+
+/// An attempt that ended while no controller could hear its report, on a host then
+/// restarted, is reported from the host's disk: the run succeeds at attempt 1 with that
+/// attempt's output and one execution. (All three controllers killed while the attempt
+/// ends, the host killed and started again, then the controllers. Before, the
+/// restarted host called the attempt cut short and the run executed a second time.)
+#[test]
+fn an_ended_attempt_whose_report_was_lost_is_reported_from_the_hosts_disk() {
+    let mut c = crate::cluster::Cluster::start(3, 1);
+    run_once_on(
+        &c,
+        "lost",
+        r#""tally", "execs", "3000""#,
+        "key_value_buckets = [\"execs\"]\n",
+    );
+    let first = eventually(
+        "the first attempt to have begun its work",
+        Duration::from_secs(60),
+        || newest_run(&c).filter(|r| r.phase == RunPhase::Running && executions(&c, &r.name) == 1),
+    );
+    for i in 0..3 {
+        c.kill_controller(i);
+    }
+    let log = c
+        .dir
+        .path()
+        .join("h1/logs/runs/default")
+        .join(format!("{}.log", first.name));
+    eventually(
+        "the attempt to end on its host",
+        Duration::from_secs(30),
+        || {
+            std::fs::read_to_string(&log)
+                .ok()
+                .filter(|l| l.contains("attempt 1 ended: exit code 0"))
+        },
+    );
+    c.hosts[0].kill();
+    c.hosts[0].restart().unwrap();
+    for i in 0..3 {
+        block_on(c.restart_controller(i)).unwrap();
+    }
+
+    let done = succeeded(&c);
+    assert_eq!(done.name, first.name);
+    assert_eq!(
+        done.attempt, 1,
+        "attempt 1 was not taken as reported: {done:#?}"
+    );
+    assert!(
+        done.output.contains("=1"),
+        "attempt 1's own output: {done:#?}"
+    );
+    assert_eq!(executions(&c, &done.name), 1, "executed once");
+}
+
+/// How many times run `run` has executed the `tally` job on bucket `execs`.
+fn executions(c: &crate::cluster::Cluster, run: &str) -> u64 {
+    let read = dabba_spec::api::KvRead {
+        bucket: "default/execs".into(),
+        keys: vec![run.to_string()],
+    };
+    let values = block_on(c.host_api().kv_read(&read)).expect("reading the executions");
+    values.values[0]
+        .as_deref()
+        .map_or(0, |v| std::str::from_utf8(v).unwrap().parse().unwrap())
 }
 
 /// A run failed by the controllers while its attempt runs (here at its active deadline)

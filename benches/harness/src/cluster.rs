@@ -129,6 +129,7 @@ pub(crate) fn kv_write(
                 bucket: "bench/raft".into(),
                 write: Write::Put(vec![("k".into(), Some(b"value".to_vec()))]),
                 id: None,
+                fence: None,
             })
             .expect("a write serializes"),
         ),
@@ -164,6 +165,7 @@ async fn first_commit_after(api: &ApiClient) -> Instant {
             bucket: "bench/failover".into(),
             write: Write::Put(vec![("k".into(), Some(b"v".to_vec()))]),
             id: None,
+            fence: None,
         };
         if api.kv_write(&write).await.is_ok() {
             return Instant::now();

@@ -305,6 +305,7 @@ async fn on_platform(
             bucket: scoped.clone(),
             write: Write::Put(pairs),
             id: None,
+            fence: None,
         };
         let r = api
             .kv_write(&w)

@@ -169,6 +169,7 @@ async fn measure(
                 bucket: BUCKET.into(),
                 write: Write::Put(entries.into_iter().map(|(k, v)| (k, Some(v))).collect()),
                 id: Some(format!("ledger-{from}")),
+                fence: None,
             };
             api.kv_write(&w)
                 .await

@@ -19,16 +19,27 @@ pub(super) fn routes(r: &mut Router) {
 async fn write(api: &Api, call: Call) -> Answer {
     api.authorize(&call, Need::Host)?;
     let w: KvWrite = parse(&call.body)?;
+    let fenced = w.fence.is_some();
     match api
         .node
         .propose(Command::Kv {
             bucket: w.bucket,
             write: w.write,
             id: w.id,
+            fence: w.fence,
         })
         .await?
     {
-        Reply::Kv { result } => json(200, &KvWriteResult { result }),
+        Reply::Kv { result } => {
+            if fenced {
+                let refused = matches!(result, Err(dabba_spec::kv::KvError::Fenced { .. }));
+                api.metrics
+                    .fenced_writes
+                    .with_label_values(&[if refused { "refused" } else { "applied" }])
+                    .inc();
+            }
+            json(200, &KvWriteResult { result })
+        }
         other => Err(fail(500, "internal", format!("unexpected reply {other:?}"))),
     }
 }

@@ -29,6 +29,8 @@ pub(super) struct ApiMetrics {
     raft_gauges: IntGaugeVec,
     lag: IntGaugeVec,
     workload_keys: prometheus::IntGauge,
+    /// Cron job attempts' writes, applied or refused by their fence.
+    pub(super) fenced_writes: IntCounterVec,
     rollout: RolloutMetrics,
 }
 
@@ -187,9 +189,19 @@ impl ApiMetrics {
             "Keys in this controller's workload store (every bucket).",
         )
         .expect("valid metric");
+        let fenced_writes = IntCounterVec::new(
+            Opts::new(
+                "dabba_kv_fenced_writes_total",
+                "Key-value writes of cron job attempts this controller proposed, by result: \
+                 applied, or refused because the attempt was no longer the one running.",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
         let registry = Registry::new();
         for m in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(fenced_writes.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(requests.clone()),
             Box::new(raft_gauges.clone()),
             Box::new(lag.clone()),
             Box::new(workload_keys.clone()),
@@ -203,6 +215,7 @@ impl ApiMetrics {
             raft_gauges,
             lag,
             workload_keys,
+            fenced_writes,
             rollout,
         }
     }

@@ -1000,6 +1000,7 @@ mod tests {
                 delta: 1,
             },
             id: id.map(String::from),
+            fence: None,
         }
     }
 

@@ -190,7 +190,7 @@ pub fn plan_placed(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use dabba_spec::cronjob::{CronJob, CronManifest, RunReport};
 
     use super::*;
@@ -206,7 +206,7 @@ mod tests {
     }
 
     /// A state with one job from a `[[cron]]` table body, created at `created`.
-    fn with_job(body: &str, created: Millis) -> CronState {
+    pub(crate) fn with_job(body: &str, created: Millis) -> CronState {
         let text = format!("[[cron]]\ncomponent = \"job.wasm\"\n{body}");
         let spec = CronManifest::parse("t.toml", &text).unwrap().cron.remove(0);
         let key = ResourceKey::new(&spec.namespace, &spec.name);

@@ -265,8 +265,19 @@ impl State {
                 to,
                 at,
             } => self.undo(namespace, name, *to, *at),
-            Command::Kv { bucket, write, id } => Reply::Kv {
-                result: workload_kv::apply_kv(kv, bucket, write, id.as_deref()),
+            Command::Kv {
+                bucket,
+                write,
+                id,
+                fence,
+            } => Reply::Kv {
+                result: match fence
+                    .as_ref()
+                    .and_then(|f| f.refuses(self.cron.runs.get(&f.run)))
+                {
+                    Some(refused) => Err(refused),
+                    None => workload_kv::apply_kv(kv, bucket, write, id.as_deref()),
+                },
             },
         }
     }

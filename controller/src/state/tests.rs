@@ -1,4 +1,4 @@
-use dabba_spec::kv::{Outcome, Write};
+use dabba_spec::kv::{KvError, Outcome, Write};
 use dabba_spec::resources::{AppSpec, Capacity, HostInfo, PodPhase, Role, Route};
 use dabba_spec::{Digest, LimitOverrides};
 
@@ -308,6 +308,7 @@ fn key_value_writes_apply_the_shared_semantics() {
             delta: 2,
         },
         id: None,
+        fence: None,
     };
     assert_eq!(
         s.apply_with(&inc, &mut kv),
@@ -329,6 +330,7 @@ fn key_value_writes_apply_the_shared_semantics() {
             value: b"a".to_vec(),
         },
         id: None,
+        fence: None,
     };
     assert_eq!(
         s.apply_with(&swap, &mut kv),
@@ -387,6 +389,7 @@ fn applying_the_same_log_gives_the_same_state() {
                 delta: 1,
             },
             id: Some("w1".into()),
+            fence: None,
         },
     ];
     let run = || {
@@ -409,6 +412,7 @@ fn an_identified_write_is_applied_once_however_often_it_is_retried() {
             delta: 5,
         },
         id: Some(id.into()),
+        fence: None,
     };
     let counter = |r: Reply| match r {
         Reply::Kv {
@@ -448,6 +452,7 @@ fn a_batch_applies_its_commands_in_order_with_one_reply_each() {
             delta,
         },
         id: None,
+        fence: None,
     };
     let batch = Command::Batch {
         commands: vec![
@@ -483,4 +488,99 @@ fn a_batch_applies_its_commands_in_order_with_one_reply_each() {
         }
         other => panic!("unexpected {other:?}"),
     }
+}
+
+/// A cron job attempt's write is applied only while that attempt is the run's attempt
+/// running now: not before it is placed, not once it failed over to the next attempt,
+/// not after the run ended or is gone. A refused write changes nothing.
+#[test]
+fn a_fenced_write_applies_only_while_its_attempt_runs() {
+    use crate::command::CronChange;
+    use dabba_spec::cronjob::{Fence, JobRun, RunReport};
+
+    let mut s = State {
+        cron: crate::reconcile::cron::tests::with_job(
+            "name = \"settle\"\nschedule = \"0 1 * * *\"\nbackoff_limit = 2\n",
+            0,
+        ),
+        ..State::default()
+    };
+    let mut kv = MemoryWorkload::default();
+    let run = JobRun::pending("default", "settle", "settle-1".into(), 10, 10);
+    let key = run.key();
+    s.cron.runs.insert(key.clone(), run);
+    let write = |attempt| Command::Kv {
+        bucket: "default/ledger".into(),
+        write: Write::Increment {
+            key: "n".into(),
+            delta: 1,
+        },
+        id: None,
+        fence: Some(Fence {
+            run: key.clone(),
+            attempt,
+        }),
+    };
+    let applied =
+        |s: &mut State, kv: &mut MemoryWorkload, attempt| match s.apply_with(&write(attempt), kv) {
+            Reply::Kv { result: Ok(_) } => true,
+            Reply::Kv {
+                result: Err(KvError::Fenced { message }),
+            } => {
+                assert!(message.contains("default/settle-1"), "{message}");
+                false
+            }
+            other => panic!("{other:?}"),
+        };
+    let change = |s: &mut State, c: CronChange| assert!(s.cron.apply(&c, 20));
+
+    assert!(!applied(&mut s, &mut kv, 1), "pending: not running yet");
+    change(
+        &mut s,
+        CronChange::Place {
+            run: key.clone(),
+            host: "h1".into(),
+        },
+    );
+    assert!(applied(&mut s, &mut kv, 1));
+    assert!(!applied(&mut s, &mut kv, 2), "no such attempt yet");
+    change(
+        &mut s,
+        CronChange::AttemptFailed {
+            run: key.clone(),
+            reason: "host h1 was lost".into(),
+        },
+    );
+    change(
+        &mut s,
+        CronChange::Place {
+            run: key.clone(),
+            host: "h2".into(),
+        },
+    );
+    assert!(!applied(&mut s, &mut kv, 1), "the zombie attempt");
+    assert!(applied(&mut s, &mut kv, 2));
+    let report = RunReport {
+        attempt: 2,
+        exit_code: 0,
+        fuel: None,
+        duration_ms: 5,
+        reason: None,
+        output: String::new(),
+    };
+    change(
+        &mut s,
+        CronChange::Report {
+            run: key.clone(),
+            report,
+        },
+    );
+    assert!(!applied(&mut s, &mut kv, 2), "the run has ended");
+    s.cron.runs.clear();
+    assert!(!applied(&mut s, &mut kv, 2), "the run is gone");
+    assert_eq!(
+        workload_kv::Workload::read(&kv, "default/ledger", "n").unwrap(),
+        Some(b"2".to_vec()),
+        "only the two writes of running attempts"
+    );
 }

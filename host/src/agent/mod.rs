@@ -211,6 +211,7 @@ impl Agent {
 
     /// Registers, then watches and heartbeats until the process ends.
     pub async fn run(self: Arc<Self>) {
+        self.log_restarted();
         self.register().await;
         let beat = self.clone();
         tokio::spawn(async move { beat.heartbeat_loop().await });
@@ -369,7 +370,7 @@ impl Agent {
                 .attempts
                 .lock()
                 .expect("attempts lock")
-                .next(&(a.run.key(), a.run.attempt));
+                .next(&(a.run.key(), a.run.attempt), Instant::now());
             let (agent, a) = (self.clone(), a.clone());
             match next {
                 Ok(Next::Start) => {
@@ -378,10 +379,9 @@ impl Agent {
                     let task = tokio::spawn(async move { agent.execute(a).await });
                     running.insert(attempt, task.abort_handle());
                 }
-                Ok(Next::CutShort) => {
-                    let why = "the host restarted while this attempt ran: it did not finish";
+                Ok(Next::Report(report)) => {
                     let attempt = (a.run.key(), a.run.attempt);
-                    tokio::spawn(async move { agent.cut_short(attempt, why.into()).await });
+                    tokio::spawn(async move { agent.send_report(attempt, report).await });
                 }
                 Ok(Next::Nothing) => {}
                 // Not started: the next view assigns it again.

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use dabba_spec::WorkloadKind;
 use dabba_spec::api::{CheckAssignment, CheckReport};
-use dabba_spec::cronjob::{RunAssignment, RunReport};
+use dabba_spec::cronjob::{Fence, RunAssignment, RunReport};
 use dabba_spec::resources::ResourceKey;
 
 use super::attempts::Attempt;
@@ -33,29 +33,61 @@ impl Agent {
             },
         };
         // Ended: nothing left to stop once the controllers hear of it.
-        self.running
-            .lock()
-            .expect("running lock")
-            .remove(&(a.run.key(), a.run.attempt));
-        self.report(&a.run.key(), &log, report).await;
+        let attempt = (a.run.key(), a.run.attempt);
+        self.running.lock().expect("running lock").remove(&attempt);
+        self.ended(attempt, &log, report).await;
     }
 
-    /// Reports an attempt that did not finish, saying `why`: an earlier process of this
-    /// host started it and is gone, or this host stopped it, cut off from the
-    /// controllers. The controllers retry it as a new attempt, as they would had the
-    /// host been lost (a report of an attempt they already gave up changes nothing); it
-    /// is never run again here.
-    pub(super) async fn cut_short(self: Arc<Self>, (run, attempt): Attempt, why: String) {
-        let log = self.run_log(&run);
-        let report = RunReport {
-            attempt,
-            exit_code: -1,
-            fuel: None,
-            duration_ms: 0,
-            reason: Some(why),
-            output: String::new(),
-        };
-        self.report(&run, &log, report).await;
+    /// Reports an attempt that did not finish, saying `why`: this host stopped it, cut
+    /// off from the controllers. The controllers retry it as a new attempt, as they
+    /// would had the host been lost (a report of an attempt they already gave up
+    /// changes nothing); it is never run again here.
+    pub(super) async fn cut_short(self: Arc<Self>, attempt: Attempt, why: String) {
+        let log = self.run_log(&attempt.0);
+        let report = super::attempts::cut_short(attempt.1, why);
+        self.ended(attempt, &log, report).await;
+    }
+
+    /// Logs how an attempt ended, writes its report down (so it is sent again while
+    /// the attempt stays assigned here, by this process or the next) and sends it.
+    async fn ended(&self, attempt: Attempt, log: &LogPath, report: RunReport) {
+        log.event(ended_line(&report));
+        let recorded = self.attempts.lock().expect("attempts lock").end(
+            &attempt,
+            report.clone(),
+            Instant::now(),
+        );
+        if let Err(e) = recorded {
+            // Sent anyway; only a restart before it is applied loses it (the attempt is
+            // then reported cut short).
+            tracing::warn!(run = %attempt.0, error = %e, "writing down how an attempt ended");
+        }
+        self.send_report(attempt, report).await;
+    }
+
+    /// Logs, in each run's log, the attempts an earlier process of this host started
+    /// and never saw end (they are reported cut short as the controllers ask).
+    pub(super) fn log_restarted(&self) {
+        let restarted = self
+            .attempts
+            .lock()
+            .expect("attempts lock")
+            .take_restarted();
+        for ((run, _), report) in restarted {
+            self.run_log(&run).event(ended_line(&report));
+        }
+    }
+
+    /// Sends the report of an ended attempt (retrying for up to a minute; while the
+    /// attempt stays assigned here, the next view of the assignments sends it again).
+    pub(super) async fn send_report(&self, attempt: Attempt, report: RunReport) {
+        let api = self
+            .api
+            .with_bounds(Duration::from_secs(60), Duration::from_secs(5));
+        if let Err(e) = api.report_run(&attempt.0, &report).await {
+            tracing::warn!(run = %attempt.0, error = %e, "reporting a run failed");
+        }
+        self.attempts.lock().expect("attempts lock").sent(&attempt);
     }
 
     /// Stops the attempts running here that `keep` rejects, logging `why`: the
@@ -83,27 +115,6 @@ impl Agent {
         dir.log(dir.run_path(run.namespace(), run.name()))
     }
 
-    /// Logs how an attempt ended and reports it (retrying for up to a minute; the
-    /// controllers give the attempt up if the host is lost).
-    async fn report(&self, run: &ResourceKey, log: &LogPath, report: RunReport) {
-        log.event(match &report.reason {
-            Some(why) => format!(
-                "attempt {} ended: exit code {}, {why}",
-                report.attempt, report.exit_code
-            ),
-            None => format!(
-                "attempt {} ended: exit code {} after {} ms",
-                report.attempt, report.exit_code, report.duration_ms
-            ),
-        });
-        let api = self
-            .api
-            .with_bounds(Duration::from_secs(60), Duration::from_secs(5));
-        if let Err(e) = api.report_run(run, &report).await {
-            tracing::warn!(run = %run, error = %e, "reporting a run failed");
-        }
-    }
-
     async fn run_job(&self, a: &RunAssignment, log: LogPath) -> Result<RunReport, StartError> {
         let bytes = self.component(&a.component, &[]).await?;
         let s = &a.spec;
@@ -119,7 +130,13 @@ impl Agent {
                 allowed_outbound_hosts: Vec::new(),
                 key_value_buckets: s.key_value_buckets.clone(),
             },
-            kv: self.kv.clone(),
+            kv: self
+                .kv
+                .fenced(Fence {
+                    run: a.run.key(),
+                    attempt: a.run.attempt,
+                })
+                .unwrap_or_else(|| self.kv.clone()),
             log: Some(log),
         };
         let runtime = self.runtime.clone();
@@ -150,6 +167,20 @@ impl Agent {
             reason: r.failure.map(|(_, why)| why),
             output,
         })
+    }
+}
+
+/// What a run's log says when an attempt ends.
+fn ended_line(report: &RunReport) -> String {
+    match &report.reason {
+        Some(why) => format!(
+            "attempt {} ended: exit code {}, {why}",
+            report.attempt, report.exit_code
+        ),
+        None => format!(
+            "attempt {} ended: exit code {} after {} ms",
+            report.attempt, report.exit_code, report.duration_ms
+        ),
     }
 }
 

@@ -16,6 +16,9 @@ mod replicated;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+
+use dabba_spec::cronjob::Fence;
 
 pub use memory::MemoryKv;
 pub use redb_store::RedbKv;
@@ -45,6 +48,13 @@ pub trait KvBackend: Send + Sync + 'static {
 
     /// Applies `write` atomically. The future resolves once the write is durable.
     fn write(&self, bucket: &str, write: Write) -> WriteFuture;
+
+    /// This store as cron job attempt `fence` writes to it: each write is applied only
+    /// while that attempt is the run's attempt running now. `None` where no other host
+    /// can run the attempt (a store on this host alone): the store as it is.
+    fn fenced(&self, _fence: Fence) -> Option<Arc<dyn KvBackend>> {
+        None
+    }
 }
 
 /// A backend on this host (memory or local disk) that answers reads at once. Every

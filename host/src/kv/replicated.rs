@@ -6,7 +6,10 @@
 //! to this host process; when the answer to a write is lost (the leader died after
 //! receiving it) the write is sent again with the same id, and the state machine answers
 //! the retry with the first outcome instead of applying it twice. So an increment is
-//! applied exactly once even across a leader failover.
+//! applied exactly once even across a leader failover. A cron job attempt's writes
+//! also carry the attempt ([`Fence`]): the state machine refuses them once that attempt
+//! is no longer the one running, so an attempt its host failed to stop cannot write
+//! beside its retry.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,6 +17,7 @@ use std::time::Duration;
 
 use dabba_client::{ApiClient, ApiError};
 use dabba_spec::api::{KvList, KvRead, KvWrite};
+use dabba_spec::cronjob::Fence;
 
 use super::{KvBackend, KvError, KvFuture, Write, WriteFuture};
 use crate::reachability::ControlPlane;
@@ -27,8 +31,10 @@ pub struct ReplicatedKv {
     /// once, saying so, instead of waiting out its retries.
     control_plane: Arc<ControlPlane>,
     /// Makes write ids unique to this process.
-    prefix: String,
-    next: AtomicU64,
+    prefix: Arc<str>,
+    next: Arc<AtomicU64>,
+    /// The cron job attempt this backend writes for ([`KvBackend::fenced`]).
+    fence: Option<Fence>,
 }
 
 impl ReplicatedKv {
@@ -37,8 +43,9 @@ impl ReplicatedKv {
         ReplicatedKv {
             api,
             control_plane,
-            prefix: format!("{host}-{boot:016x}"),
-            next: AtomicU64::new(0),
+            prefix: format!("{host}-{boot:016x}").into(),
+            next: Arc::new(AtomicU64::new(0)),
+            fence: None,
         }
     }
 }
@@ -55,6 +62,16 @@ impl ReplicatedKv {
 }
 
 impl KvBackend for ReplicatedKv {
+    fn fenced(&self, fence: Fence) -> Option<Arc<dyn KvBackend>> {
+        Some(Arc::new(ReplicatedKv {
+            api: self.api.clone(),
+            control_plane: self.control_plane.clone(),
+            prefix: self.prefix.clone(),
+            next: self.next.clone(),
+            fence: Some(fence),
+        }))
+    }
+
     fn get(&self, bucket: &str, key: &str) -> KvFuture<Option<Vec<u8>>> {
         let fut = self.get_many(bucket, &[key.to_string()]);
         Box::pin(async move { Ok(fut.await?.into_iter().next().flatten()) })
@@ -106,6 +123,7 @@ impl KvBackend for ReplicatedKv {
             bucket: bucket.to_string(),
             write,
             id: Some(format!("{}-{n}", self.prefix)),
+            fence: self.fence.clone(),
         };
         Box::pin(async move {
             let deadline = tokio::time::Instant::now() + WRITE_RETRY;
