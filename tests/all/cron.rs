@@ -434,17 +434,7 @@ fn a_run_whose_host_is_lost_is_retried_on_another_host() {
 #[test]
 fn a_host_restarted_during_an_attempt_does_not_run_it_again() {
     let mut c = crate::cluster::Cluster::start(3, 1);
-    run_once_on(
-        &c,
-        "once",
-        r#""tally", "execs", "4000""#,
-        "key_value_buckets = [\"execs\"]\n",
-    );
-    let first = eventually(
-        "the first attempt to have begun its work",
-        Duration::from_secs(60),
-        || newest_run(&c).filter(|r| r.phase == RunPhase::Running && executions(&c, &r.name) == 1),
-    );
+    let first = tally_begun(&c, "once", 4000);
     assert_eq!(first.attempt, 1, "{first:#?}");
     c.hosts[0].kill();
     c.hosts[0].restart().unwrap();
@@ -480,17 +470,7 @@ fn a_host_restarted_during_an_attempt_does_not_run_it_again() {
 #[test]
 fn an_ended_attempt_whose_report_was_lost_is_reported_from_the_hosts_disk() {
     let mut c = crate::cluster::Cluster::start(3, 1);
-    run_once_on(
-        &c,
-        "lost",
-        r#""tally", "execs", "3000""#,
-        "key_value_buckets = [\"execs\"]\n",
-    );
-    let first = eventually(
-        "the first attempt to have begun its work",
-        Duration::from_secs(60),
-        || newest_run(&c).filter(|r| r.phase == RunPhase::Running && executions(&c, &r.name) == 1),
-    );
+    let first = tally_begun(&c, "lost", 3000);
     for i in 0..3 {
         c.kill_controller(i);
     }
@@ -525,6 +505,22 @@ fn an_ended_attempt_whose_report_was_lost_is_reported_from_the_hosts_disk() {
         "attempt 1's own output: {done:#?}"
     );
     assert_eq!(executions(&c, &done.name), 1, "executed once");
+}
+
+/// Runs once on `c` a job that counts its executions (`tally` on bucket `execs`, then
+/// sleeps `ms`), and returns its run once the first attempt has counted itself.
+fn tally_begun(c: &crate::cluster::Cluster, name: &str, ms: u64) -> JobRun {
+    run_once_on(
+        c,
+        name,
+        &format!(r#""tally", "execs", "{ms}""#),
+        "key_value_buckets = [\"execs\"]\n",
+    );
+    eventually(
+        "the first attempt to have begun its work",
+        Duration::from_secs(60),
+        || newest_run(c).filter(|r| r.phase == RunPhase::Running && executions(c, &r.name) == 1),
+    )
 }
 
 /// How many times run `run` has executed the `tally` job on bucket `execs`.

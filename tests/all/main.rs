@@ -9,6 +9,7 @@
 
 mod support;
 
+mod auth;
 mod autoscale;
 mod bad_input;
 mod bench;

@@ -6,24 +6,55 @@ use dabba_spec::resources::{AppSpec, ResourceKey};
 use dabba_spec::validate::MAX_REPLICAS;
 use http::Method;
 
-use super::auth::Need;
+use super::auth::{Access, Ns, Rule};
 use super::router::Router;
 use super::{Answer, Api, Call, fail, json, parse, reply, views};
 use crate::command::Command;
 use crate::node::now_millis;
 
 pub(super) fn routes(r: &mut Router) {
-    r.leader(Method::GET, "/v1/apps", handler!(list));
-    r.leader(Method::PUT, "/v1/apps/{ns}/{name}", handler!(apply));
-    r.leader(Method::GET, "/v1/apps/{ns}/{name}", handler!(detail));
-    r.leader(Method::DELETE, "/v1/apps/{ns}/{name}", handler!(delete));
-    r.leader(Method::POST, "/v1/apps/{ns}/{name}/scale", handler!(scale));
+    r.leader(
+        Method::GET,
+        "/v1/apps",
+        Access::Token(Rule::View(Ns::Query)),
+        handler!(list),
+    );
+    r.leader(
+        Method::PUT,
+        "/v1/apps/{ns}/{name}",
+        Access::Token(Rule::Deploy),
+        handler!(apply),
+    );
+    r.leader(
+        Method::GET,
+        "/v1/apps/{ns}/{name}",
+        Access::Token(Rule::View(Ns::Path)),
+        handler!(detail),
+    );
+    r.leader(
+        Method::DELETE,
+        "/v1/apps/{ns}/{name}",
+        Access::Token(Rule::Deploy),
+        handler!(delete),
+    );
+    r.leader(
+        Method::POST,
+        "/v1/apps/{ns}/{name}/scale",
+        Access::Token(Rule::Deploy),
+        handler!(scale),
+    );
     r.leader(
         Method::POST,
         "/v1/apps/{ns}/{name}/activate",
+        Access::Token(Rule::Host),
         handler!(activate),
     );
-    r.leader(Method::GET, "/v1/revisions", handler!(revisions));
+    r.leader(
+        Method::GET,
+        "/v1/revisions",
+        Access::Token(Rule::View(Ns::Query)),
+        handler!(revisions),
+    );
 }
 
 /// The app a path names.
@@ -43,7 +74,6 @@ async fn list(api: &Api, call: Call) -> Answer {
 
 async fn apply(api: &Api, call: Call) -> Answer {
     let key = key(&call);
-    api.authorize(&call, Need::Deploy(key.namespace()))?;
     let spec: AppSpec = parse(&call.body)?;
     if spec.key() != key {
         return Err(fail(
@@ -66,7 +96,6 @@ async fn apply(api: &Api, call: Call) -> Answer {
 
 async fn detail(api: &Api, call: Call) -> Answer {
     let key = key(&call);
-    api.authorize(&call, Need::View(Some(key.namespace())))?;
     let node = &api.node;
     node.linearize().await?;
     let mut detail = node
@@ -80,7 +109,6 @@ async fn detail(api: &Api, call: Call) -> Answer {
 
 async fn delete(api: &Api, call: Call) -> Answer {
     let key = key(&call);
-    api.authorize(&call, Need::Deploy(key.namespace()))?;
     reply(
         api.node
             .propose(Command::DeleteApp {
@@ -94,7 +122,6 @@ async fn delete(api: &Api, call: Call) -> Answer {
 
 async fn scale(api: &Api, call: Call) -> Answer {
     let key = key(&call);
-    api.authorize(&call, Need::Deploy(key.namespace()))?;
     let req: ScaleRequest = parse(&call.body)?;
     if req.replicas > MAX_REPLICAS {
         return Err(fail(
@@ -117,7 +144,6 @@ async fn scale(api: &Api, call: Call) -> Answer {
 }
 
 async fn activate(api: &Api, call: Call) -> Answer {
-    api.authorize(&call, Need::Host)?;
     let req: ActivateRequest = parse(&call.body)?;
     let answer = api.node.activate(&key(&call), &req.host, req.held).await?;
     json(200, &answer)

@@ -3,8 +3,19 @@
 //! or one the cluster does not know: 401. A token whose role or namespace does not cover
 //! the request: 403.
 //!
-//! [`allows`] is the whole policy, a pure function of a grant and what a request needs;
-//! the handlers say what they need with [`Need`].
+//! [`allows`] is the whole policy, a pure function of a grant and what a request needs.
+//! Every endpoint declares who may call it ([`Access`]) where it is routed, and the
+//! controller that receives a request admits it ([`Api::admit`]) before anything else —
+//! before forwarding it to the leader, and when there is no leader — so an
+//! unauthenticated request gets its 401 from any controller, never a 503 or a hop to
+//! the leader. Declared with the route, a rule cannot be forgotten in a handler, and the
+//! route table is the list a test walks (every endpoint × every role).
+//!
+//! A follower's copy of the tokens may lag the leader's by a few entries: a token it
+//! does not know yet is not refused there when a leader is known — the request goes to
+//! the leader, which admits it again with the latest tokens. A token the follower knows
+//! is judged there (a revocation reaches a follower as it reaches the leader, by the
+//! log; the leader admits forwarded requests again anyway).
 
 use dabba_spec::resources::{Grant, Role};
 
@@ -26,6 +37,70 @@ pub enum Need<'a> {
     Admin,
     /// What hosts do: register, heartbeat, assignments, activations, buckets, reports.
     Host,
+}
+
+/// Who may call an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone: health and metrics.
+    Open,
+    /// Other controllers, with the peer token: Raft's RPCs, components between
+    /// controllers, a handed-over election.
+    Peer,
+    /// A token whose grant covers the rule.
+    Token(Rule),
+    /// Another controller, or a token whose grant covers the rule.
+    PeerOr(Rule),
+}
+
+/// What a token needs for an endpoint, with where the namespace comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rule {
+    View(Ns),
+    /// Change what is in the path's namespace (`{ns}`).
+    Deploy,
+    Upload,
+    Download,
+    Admin,
+    Host,
+}
+
+/// Which namespace a view is of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ns {
+    /// The path's `{ns}`.
+    Path,
+    /// A listing's `?namespace=` (none: what the token covers).
+    Query,
+    /// Cluster-wide state any viewer sees (hosts, regions, members).
+    Any,
+}
+
+impl Rule {
+    /// What `call` needs under this rule.
+    pub fn need(self, call: &Call) -> Need<'_> {
+        match self {
+            Rule::View(Ns::Path) => Need::View(Some(call.param("ns"))),
+            Rule::View(Ns::Query) => Need::View(call.query("namespace")),
+            Rule::View(Ns::Any) => Need::View(None),
+            Rule::Deploy => Need::Deploy(call.param("ns")),
+            Rule::Upload => Need::Upload,
+            Rule::Download => Need::Download,
+            Rule::Admin => Need::Admin,
+            Rule::Host => Need::Host,
+        }
+    }
+}
+
+/// How a request was admitted.
+#[derive(Debug)]
+pub(super) enum Admitted {
+    /// Open, or another controller's.
+    Anyone,
+    /// With this token's grant.
+    Grant(Grant),
+    /// A token this follower does not know (yet): only the leader can judge it.
+    ByTheLeader,
 }
 
 /// Whether `grant` covers `need`.
@@ -82,32 +157,46 @@ fn bearer(parts: &http::request::Parts) -> Result<&str, Failure> {
 }
 
 impl Api {
-    /// For a listing: authorizes a view of `?namespace=` (or, without one, of what the
-    /// token covers), confirms this node still leads, and says which namespace to list
-    /// (`None`: all of them).
+    /// For a listing (admitted with [`Ns::Query`]): confirms this node still leads, and
+    /// says which namespace to list (`None`: all of them) — the one asked, or else the
+    /// one the token is limited to.
     pub(super) async fn listed_namespace(&self, call: &Call) -> Result<Option<String>, Failure> {
-        let asked = call.query("namespace");
-        let grant = self.authorize(call, Need::View(asked))?;
         self.node.linearize().await?;
-        Ok(asked.map(str::to_string).or(grant.namespace))
+        Ok(call
+            .query("namespace")
+            .map(str::to_string)
+            .or_else(|| call.grant().namespace.clone()))
     }
 
-    /// The grant of the request's token, if it may do what it needs.
-    pub(super) fn authorize(&self, call: &Call, need: Need<'_>) -> Result<Grant, Failure> {
+    /// Admits `call` to an endpoint of `access`, on this controller, leader or not.
+    pub(super) fn admit(&self, access: Access, call: &Call) -> Result<Admitted, Failure> {
+        let rule = match access {
+            Access::Open => return Ok(Admitted::Anyone),
+            Access::Peer => {
+                return super::raft_rpc::check_peer(self, call).map(|()| Admitted::Anyone);
+            }
+            Access::PeerOr(rule) => {
+                if super::raft_rpc::check_peer(self, call).is_ok() {
+                    return Ok(Admitted::Anyone);
+                }
+                rule
+            }
+            Access::Token(rule) => rule,
+        };
         let hash = token_hash(bearer(&call.parts)?);
-        let grant = self
-            .node
-            .shared
-            .read(|s| s.tokens.get(&hash).cloned())
-            .ok_or_else(|| {
-                fail(
-                    401,
-                    "unauthenticated",
-                    "the token is not valid for this cluster",
-                )
-            })?;
+        let Some(grant) = self.node.shared.read(|s| s.tokens.get(&hash).cloned()) else {
+            if !self.node.is_leader() && self.node.leader_address().is_some() {
+                return Ok(Admitted::ByTheLeader);
+            }
+            return Err(fail(
+                401,
+                "unauthenticated",
+                "the token is not valid for this cluster",
+            ));
+        };
+        let need = rule.need(call);
         if allows(&grant, need) {
-            Ok(grant)
+            Ok(Admitted::Grant(grant))
         } else {
             Err(forbidden(&grant, need))
         }

@@ -11,8 +11,7 @@ use dabba_spec::Digest;
 use dabba_spec::api::{BlobStored, Empty};
 use http::Method;
 
-use super::auth::Need;
-use super::raft_rpc::check_peer;
+use super::auth::{Access, Rule};
 use super::router::Router;
 use super::{Answer, Api, Call, Failure, fail, json};
 use crate::blobs::BlobError;
@@ -23,11 +22,36 @@ use crate::node::{ReceiveError, SpreadError};
 pub const MAX_COMPONENT: u64 = 256 << 20;
 
 pub(super) fn routes(r: &mut Router) {
-    r.leader(Method::PUT, "/v1/blobs/{digest}", handler!(put));
-    r.local(Method::GET, "/v1/blobs/{digest}", handler!(get));
-    r.local(Method::HEAD, "/v1/blobs/{digest}", handler!(get));
-    r.local(Method::PUT, "/raft/blobs/{digest}", handler!(take));
-    r.local(Method::GET, "/raft/blobs/{digest}", handler!(give));
+    r.leader(
+        Method::PUT,
+        "/v1/blobs/{digest}",
+        Access::Token(Rule::Upload),
+        handler!(put),
+    );
+    r.local(
+        Method::GET,
+        "/v1/blobs/{digest}",
+        Access::Token(Rule::Download),
+        handler!(get),
+    );
+    r.local(
+        Method::HEAD,
+        "/v1/blobs/{digest}",
+        Access::Token(Rule::Download),
+        handler!(get),
+    );
+    r.local(
+        Method::PUT,
+        "/raft/blobs/{digest}",
+        Access::Peer,
+        handler!(take),
+    );
+    r.local(
+        Method::GET,
+        "/raft/blobs/{digest}",
+        Access::Peer,
+        handler!(give),
+    );
 }
 
 /// Whether a request's body is a component, streamed to disk by its handler.
@@ -85,7 +109,6 @@ fn not_received(digest: &Digest, e: ReceiveError) -> Failure {
 }
 
 async fn put(api: &Api, mut call: Call) -> Answer {
-    api.authorize(&call, Need::Upload)?;
     let digest = digest(&call)?;
     let body = upload(&mut call)?;
     let node = &api.node;
@@ -124,7 +147,6 @@ async fn put(api: &Api, mut call: Call) -> Answer {
 }
 
 async fn get(api: &Api, call: Call) -> Answer {
-    api.authorize(&call, Need::Download)?;
     let digest = digest(&call)?;
     let node = &api.node;
     if node.shared.read(|s| s.blob(&digest).is_none()) {
@@ -165,7 +187,6 @@ async fn get(api: &Api, call: Call) -> Answer {
 
 /// A peer gives this controller a component.
 async fn take(api: &Api, mut call: Call) -> Answer {
-    check_peer(api, &call)?;
     let digest = digest(&call)?;
     let body = upload(&mut call)?;
     api.node
@@ -177,7 +198,6 @@ async fn take(api: &Api, mut call: Call) -> Answer {
 
 /// A peer asks for a component this controller holds.
 async fn give(api: &Api, call: Call) -> Answer {
-    check_peer(api, &call)?;
     let digest = digest(&call)?;
     let internal = |e: BlobError| fail(500, "internal", e.to_string());
     let held = api.node.verify_blob(digest).await.map_err(internal)?;

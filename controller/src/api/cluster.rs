@@ -6,46 +6,70 @@ use dabba_spec::api::{
 };
 use http::Method;
 
-use super::auth::Need;
+use super::auth::{Access, Ns, Rule};
 use super::router::Router;
 use super::{Answer, Api, Call, fail, json, parse, reply, since_of, wait_of};
 use crate::command::Command;
 
 pub(super) fn routes(r: &mut Router) {
-    r.leader(Method::GET, "/v1/cluster", handler!(status));
-    r.leader(Method::GET, "/v1/cluster/peer-token", handler!(peer_token));
-    r.leader(Method::POST, "/v1/cluster/members", handler!(add_member));
+    r.leader(
+        Method::GET,
+        "/v1/cluster",
+        Access::Token(Rule::View(Ns::Any)),
+        handler!(status),
+    );
+    r.leader(
+        Method::GET,
+        "/v1/cluster/peer-token",
+        Access::Token(Rule::Admin),
+        handler!(peer_token),
+    );
+    r.leader(
+        Method::POST,
+        "/v1/cluster/members",
+        Access::Token(Rule::Admin),
+        handler!(add_member),
+    );
     r.leader(
         Method::DELETE,
         "/v1/cluster/members/{id}",
+        Access::Token(Rule::Admin),
         handler!(remove_member),
     );
     r.leader(
         Method::PUT,
         "/v1/cluster/members/{id}/place",
+        Access::PeerOr(Rule::Admin),
         handler!(place_member),
     );
     r.leader(
         Method::PUT,
         "/v1/cluster/preferred-leader-region",
+        Access::Token(Rule::Admin),
         handler!(prefer_leader_region),
     );
-    r.local(Method::POST, "/v1/cluster/elect", handler!(elect));
-    r.leader(Method::GET, "/v1/watch", handler!(watch));
+    r.local(
+        Method::POST,
+        "/v1/cluster/elect",
+        Access::Peer,
+        handler!(elect),
+    );
+    r.leader(
+        Method::GET,
+        "/v1/watch",
+        Access::Token(Rule::View(Ns::Any)),
+        handler!(watch),
+    );
 }
 
 /// A leader handing over asks this controller to stand for election (peer token).
-async fn elect(api: &Api, call: Call) -> Answer {
-    super::raft_rpc::check_peer(api, &call)?;
+async fn elect(api: &Api, _: Call) -> Answer {
     api.node.stand_for_election();
     json(200, &dabba_spec::api::Empty {})
 }
 
 /// A controller says where it runs (with the peer token), or an admin does.
 async fn place_member(api: &Api, call: Call) -> Answer {
-    if super::raft_rpc::check_peer(api, &call).is_err() {
-        api.authorize(&call, Need::Admin)?;
-    }
     let id: u64 = call
         .param("id")
         .parse()
@@ -68,7 +92,6 @@ async fn place_member(api: &Api, call: Call) -> Answer {
 }
 
 async fn prefer_leader_region(api: &Api, call: Call) -> Answer {
-    api.authorize(&call, Need::Admin)?;
     let req: PreferredLeaderRegion = parse(&call.body)?;
     reply(
         api.node
@@ -78,13 +101,11 @@ async fn prefer_leader_region(api: &Api, call: Call) -> Answer {
     json(200, &api.node.status())
 }
 
-async fn status(api: &Api, call: Call) -> Answer {
-    api.authorize(&call, Need::View(None))?;
+async fn status(api: &Api, _: Call) -> Answer {
     json(200, &api.node.status())
 }
 
-async fn peer_token(api: &Api, call: Call) -> Answer {
-    api.authorize(&call, Need::Admin)?;
+async fn peer_token(api: &Api, _: Call) -> Answer {
     json(
         200,
         &PeerToken {
@@ -94,7 +115,6 @@ async fn peer_token(api: &Api, call: Call) -> Answer {
 }
 
 async fn add_member(api: &Api, call: Call) -> Answer {
-    api.authorize(&call, Need::Admin)?;
     let req: AddMember = parse(&call.body)?;
     let place = ControllerPlace {
         region: req.region,
@@ -105,7 +125,6 @@ async fn add_member(api: &Api, call: Call) -> Answer {
 }
 
 async fn remove_member(api: &Api, call: Call) -> Answer {
-    api.authorize(&call, Need::Admin)?;
     let id: u64 = call
         .param("id")
         .parse()
@@ -115,7 +134,6 @@ async fn remove_member(api: &Api, call: Call) -> Answer {
 }
 
 async fn watch(api: &Api, call: Call) -> Answer {
-    api.authorize(&call, Need::View(None))?;
     let version = api.wait_past(since_of(&call), wait_of(&call)).await;
     json(200, &WatchResponse { version })
 }

@@ -6,7 +6,7 @@ use dabba_spec::cronjob::RunReport;
 use dabba_spec::resources::ResourceKey;
 use http::Method;
 
-use super::auth::Need;
+use super::auth::{Access, Ns, Rule};
 use super::router::Router;
 use super::{Answer, Api, Call, fail, json, parse, reply, views};
 use crate::command::Command;
@@ -14,23 +14,48 @@ use crate::command::CronChange;
 use crate::node::now_millis;
 
 pub(super) fn routes(r: &mut Router) {
-    r.leader(Method::GET, "/v1/cronjobs", handler!(list));
-    r.leader(Method::PUT, "/v1/cronjobs/{ns}/{name}", handler!(apply));
-    r.leader(Method::DELETE, "/v1/cronjobs/{ns}/{name}", handler!(delete));
+    r.leader(
+        Method::GET,
+        "/v1/cronjobs",
+        Access::Token(Rule::View(Ns::Query)),
+        handler!(list),
+    );
+    r.leader(
+        Method::PUT,
+        "/v1/cronjobs/{ns}/{name}",
+        Access::Token(Rule::Deploy),
+        handler!(apply),
+    );
+    r.leader(
+        Method::DELETE,
+        "/v1/cronjobs/{ns}/{name}",
+        Access::Token(Rule::Deploy),
+        handler!(delete),
+    );
     r.leader(
         Method::POST,
         "/v1/cronjobs/{ns}/{name}/suspend",
+        Access::Token(Rule::Deploy),
         |api, call| Box::pin(change(api, call, Action::Suspend)),
     );
     r.leader(
         Method::POST,
         "/v1/cronjobs/{ns}/{name}/resume",
+        Access::Token(Rule::Deploy),
         |api, call| Box::pin(change(api, call, Action::Resume)),
     );
-    r.leader(Method::POST, "/v1/cronjobs/{ns}/{name}/run", |api, call| {
-        Box::pin(change(api, call, Action::Run))
-    });
-    r.leader(Method::POST, "/v1/runs/{ns}/{run}/report", handler!(report));
+    r.leader(
+        Method::POST,
+        "/v1/cronjobs/{ns}/{name}/run",
+        Access::Token(Rule::Deploy),
+        |api, call| Box::pin(change(api, call, Action::Run)),
+    );
+    r.leader(
+        Method::POST,
+        "/v1/runs/{ns}/{run}/report",
+        Access::Token(Rule::Host),
+        handler!(report),
+    );
 }
 
 fn key(call: &Call) -> ResourceKey {
@@ -51,7 +76,6 @@ async fn list(api: &Api, call: Call) -> Answer {
 
 async fn apply(api: &Api, call: Call) -> Answer {
     let key = key(&call);
-    api.authorize(&call, Need::Deploy(key.namespace()))?;
     let req: CronJobApply = parse(&call.body)?;
     if req.spec.key() != key {
         return Err(fail(
@@ -76,7 +100,6 @@ async fn apply(api: &Api, call: Call) -> Answer {
 
 async fn delete(api: &Api, call: Call) -> Answer {
     let key = key(&call);
-    api.authorize(&call, Need::Deploy(key.namespace()))?;
     reply(
         api.node
             .propose(Command::DeleteCronJob {
@@ -98,7 +121,6 @@ enum Action {
 
 async fn change(api: &Api, call: Call, action: Action) -> Answer {
     let job = key(&call);
-    api.authorize(&call, Need::Deploy(job.namespace()))?;
     if !api.node.shared.read(|s| s.cron.jobs.contains_key(&job)) {
         return Err(fail(404, "not_found", format!("no cron job {job}")));
     }
@@ -121,7 +143,6 @@ async fn change(api: &Api, call: Call, action: Action) -> Answer {
 }
 
 async fn report(api: &Api, call: Call) -> Answer {
-    api.authorize(&call, Need::Host)?;
     let report: RunReport = parse(&call.body)?;
     reply(
         api.node

@@ -5,19 +5,33 @@
 use dabba_spec::api::{KV_VALUES_BINARY, KvKeys, KvList, KvRead, KvValues, KvWrite, KvWriteResult};
 use http::Method;
 
-use super::auth::Need;
+use super::auth::{Access, Rule};
 use super::router::Router;
 use super::{Answer, Api, Call, fail, json, parse};
 use crate::command::{Command, Reply};
 
 pub(super) fn routes(r: &mut Router) {
-    r.leader(Method::POST, "/v1/kv/write", handler!(write));
-    r.leader(Method::POST, "/v1/kv/read", handler!(read));
-    r.leader(Method::POST, "/v1/kv/list", handler!(list));
+    r.leader(
+        Method::POST,
+        "/v1/kv/write",
+        Access::Token(Rule::Host),
+        handler!(write),
+    );
+    r.leader(
+        Method::POST,
+        "/v1/kv/read",
+        Access::Token(Rule::Host),
+        handler!(read),
+    );
+    r.leader(
+        Method::POST,
+        "/v1/kv/list",
+        Access::Token(Rule::Host),
+        handler!(list),
+    );
 }
 
 async fn write(api: &Api, call: Call) -> Answer {
-    api.authorize(&call, Need::Host)?;
     let w: KvWrite = parse(&call.body)?;
     let fenced = w.fence.is_some();
     match api
@@ -45,7 +59,6 @@ async fn write(api: &Api, call: Call) -> Answer {
 }
 
 async fn read(api: &Api, call: Call) -> Answer {
-    api.authorize(&call, Need::Host)?;
     let r: KvRead = parse(&call.body)?;
     api.node.linearize().await?;
     let values = api
@@ -73,7 +86,6 @@ async fn read(api: &Api, call: Call) -> Answer {
 }
 
 async fn list(api: &Api, call: Call) -> Answer {
-    api.authorize(&call, Need::Host)?;
     let r: KvList = parse(&call.body)?;
     api.node.linearize().await?;
     let limit = r.limit.clamp(1, dabba_spec::kv::LIST_PAGE);

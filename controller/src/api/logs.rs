@@ -18,13 +18,23 @@ use http::Method;
 use http_body_util::BodyExt;
 use tokio::sync::{mpsc, watch};
 
-use super::auth::Need;
+use super::auth::{Access, Ns, Rule};
 use super::router::Router;
 use super::{Answer, Api, Call, fail};
 
 pub(super) fn routes(r: &mut Router) {
-    r.leader(Method::GET, "/v1/apps/{ns}/{name}/logs", handler!(app_logs));
-    r.leader(Method::GET, "/v1/runs/{ns}/{name}/logs", handler!(run_logs));
+    r.leader(
+        Method::GET,
+        "/v1/apps/{ns}/{name}/logs",
+        Access::Token(Rule::View(Ns::Path)),
+        handler!(app_logs),
+    );
+    r.leader(
+        Method::GET,
+        "/v1/runs/{ns}/{name}/logs",
+        Access::Token(Rule::View(Ns::Path)),
+        handler!(run_logs),
+    );
 }
 
 /// How long a host may take to begin its answer.
@@ -41,7 +51,6 @@ fn options(call: &Call) -> Result<LogQuery, super::Failure> {
 
 async fn app_logs(api: &Api, call: Call) -> Answer {
     let key = ResourceKey::new(call.param("ns"), call.param("name"));
-    api.authorize(&call, Need::View(Some(key.namespace())))?;
     let opts = options(&call)?;
     let path = format!("apps/{}/{}", key.namespace(), key.name());
     gather(api, &path, opts, None).await
@@ -49,7 +58,6 @@ async fn app_logs(api: &Api, call: Call) -> Answer {
 
 async fn run_logs(api: &Api, call: Call) -> Answer {
     let key = ResourceKey::new(call.param("ns"), call.param("name"));
-    api.authorize(&call, Need::View(Some(key.namespace())))?;
     if api.node.shared.read(|s| !s.cron.runs.contains_key(&key)) {
         return Err(fail(
             404,

@@ -12,14 +12,15 @@ use dabba_spec::rollout::RolloutStatus;
 use http::{Method, StatusCode};
 use prometheus::{GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 
+use super::auth::Access;
 use super::router::Router;
 use super::{Answer, Api, Call, json};
 
 pub(super) fn routes(r: &mut Router) {
-    r.local(Method::GET, "/v1/healthz", |_, _| {
+    r.local(Method::GET, "/v1/healthz", Access::Open, |_, _| {
         Box::pin(async { json(200, &Health { ok: true }) })
     });
-    r.local(Method::GET, "/metrics", handler!(metrics));
+    r.local(Method::GET, "/metrics", Access::Open, handler!(metrics));
 }
 
 /// The API's own metrics.

@@ -3,9 +3,10 @@
 //! A request is matched by the `router` to one endpoint. Raft RPCs (and components
 //! between controllers), `/v1/healthz`, `/metrics` and downloads of committed components
 //! are answered by the node itself; every other request that reaches a
-//! follower is forwarded whole to the leader, so the leader authenticates, proposes
-//! writes through Raft and answers reads after confirming it still leads (linearizable
-//! reads).
+//! follower is forwarded whole to the leader, which proposes writes through Raft and
+//! answers reads after confirming it still leads (linearizable reads). Whichever
+//! controller a request reaches admits it first (`auth`): who may call each endpoint is
+//! declared with its route.
 //!
 //! One module per resource, each registering its endpoints with the router: a new
 //! resource is one new file and one line in `router::routes`. `auth` decides what a
@@ -50,7 +51,14 @@ use serde::de::DeserializeOwned;
 use crate::command::Reply;
 use crate::node::{Controller, ProposeError};
 
+pub use auth::{Access, Ns, Rule};
 pub use router::Call;
+
+/// Every endpoint of the API: method, route and who may call it (what a test of every
+/// endpoint × every role walks).
+pub fn route_table() -> Vec<(http::Method, &'static str, Access)> {
+    router::routes().all().to_vec()
+}
 
 pub type Response = http::Response<Body>;
 
@@ -168,8 +176,13 @@ impl Api {
         body: Bytes,
         stream: Option<Body>,
     ) -> Answer {
-        let (endpoint, call) = self.router.find(parts, body, stream)?;
+        let (endpoint, mut call) = self.router.find(parts, body, stream)?;
         tracing::trace!(endpoint = endpoint.pattern, method = %call.parts.method, "routed");
+        match self.admit(endpoint.access, &call)? {
+            auth::Admitted::Anyone => {}
+            auth::Admitted::Grant(grant) => call.grant = Some(grant),
+            auth::Admitted::ByTheLeader => return self.forward(call).await,
+        }
         if endpoint.leader_only && !self.node.is_leader() {
             return self.forward(call).await;
         }

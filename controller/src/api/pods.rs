@@ -2,11 +2,17 @@
 
 use http::Method;
 
+use super::auth::{Access, Ns, Rule};
 use super::router::Router;
 use super::{Answer, Api, Call, json, views};
 
 pub(super) fn routes(r: &mut Router) {
-    r.leader(Method::GET, "/v1/pods", handler!(list));
+    r.leader(
+        Method::GET,
+        "/v1/pods",
+        Access::Token(Rule::View(Ns::Query)),
+        handler!(list),
+    );
 }
 
 async fn list(api: &Api, call: Call) -> Answer {

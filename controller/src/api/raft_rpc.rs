@@ -4,27 +4,21 @@
 
 use http::Method;
 
+use super::auth::Access;
 use super::router::Router;
 use super::{Api, Call, Failure, fail, json, parse};
 use crate::raft::network::{PEER_TOKEN_HEADER, decode_snapshot_chunk};
 use crate::secrets::token_hash;
 
 pub(super) fn routes(r: &mut Router) {
-    r.local(Method::POST, "/raft/append", |api, call| {
-        Box::pin(async move {
-            check_peer(api, &call)?;
-            json(200, &api.node.raft.append_entries(parse(&call.body)?).await)
-        })
+    r.local(Method::POST, "/raft/append", Access::Peer, |api, call| {
+        Box::pin(async move { json(200, &api.node.raft.append_entries(parse(&call.body)?).await) })
     });
-    r.local(Method::POST, "/raft/vote", |api, call| {
-        Box::pin(async move {
-            check_peer(api, &call)?;
-            json(200, &api.node.raft.vote(parse(&call.body)?).await)
-        })
+    r.local(Method::POST, "/raft/vote", Access::Peer, |api, call| {
+        Box::pin(async move { json(200, &api.node.raft.vote(parse(&call.body)?).await) })
     });
-    r.local(Method::POST, "/raft/snapshot", |api, call| {
+    r.local(Method::POST, "/raft/snapshot", Access::Peer, |api, call| {
         Box::pin(async move {
-            check_peer(api, &call)?;
             let chunk =
                 decode_snapshot_chunk(&call.body).map_err(|e| fail(400, "invalid_body", e))?;
             json(200, &api.node.raft.install_snapshot(chunk).await)

@@ -8,7 +8,7 @@ use dabba_spec::regions::FailoverKind;
 use dabba_spec::resources::{HostState, PodPhase};
 use http::Method;
 
-use super::auth::Need;
+use super::auth::{Access, Ns, Rule};
 use super::router::Router;
 use super::{Answer, Api, Call, fail, json, parse, reply};
 use crate::command::{Command, RegionChange};
@@ -17,22 +17,33 @@ use crate::reconcile::regions;
 use crate::state::State;
 
 pub(super) fn routes(r: &mut Router) {
-    r.leader(Method::GET, "/v1/regions", handler!(list));
+    r.leader(
+        Method::GET,
+        "/v1/regions",
+        Access::Token(Rule::View(Ns::Any)),
+        handler!(list),
+    );
     r.leader(
         Method::POST,
         "/v1/regions/{region}/failover",
+        Access::Token(Rule::Admin),
         |api, call| Box::pin(act(api, call, Move::Failover)),
     );
-    r.leader(Method::POST, "/v1/regions/{region}/drain", |api, call| {
-        Box::pin(act(api, call, Move::Drain))
-    });
-    r.leader(Method::POST, "/v1/regions/{region}/restore", |api, call| {
-        Box::pin(act(api, call, Move::Restore))
-    });
+    r.leader(
+        Method::POST,
+        "/v1/regions/{region}/drain",
+        Access::Token(Rule::Admin),
+        |api, call| Box::pin(act(api, call, Move::Drain)),
+    );
+    r.leader(
+        Method::POST,
+        "/v1/regions/{region}/restore",
+        Access::Token(Rule::Admin),
+        |api, call| Box::pin(act(api, call, Move::Restore)),
+    );
 }
 
-async fn list(api: &Api, call: Call) -> Answer {
-    api.authorize(&call, Need::View(None))?;
+async fn list(api: &Api, _: Call) -> Answer {
     api.node.linearize().await?;
     let voters = api.node.voter_ids();
     let served = api.node.served_now();
@@ -91,7 +102,6 @@ enum Move {
 }
 
 async fn act(api: &Api, call: Call, what: Move) -> Answer {
-    api.authorize(&call, Need::Admin)?;
     let region = call.param("region").to_string();
     let body: RegionMove = if call.body.is_empty() {
         RegionMove { to: None }

@@ -15,7 +15,7 @@ use dabba_spec::resources::ResourceKey;
 use dabba_spec::rollout::{PauseReason, RolloutStatus};
 use http::Method;
 
-use super::auth::Need;
+use super::auth::{Access, Ns, Rule};
 use super::router::Router;
 use super::{Answer, Api, Call, Failure, fail, json, parse, reply, views};
 use crate::command::{Command, RolloutChange};
@@ -23,28 +23,52 @@ use crate::node::analysis::OBSERVED_WINDOW;
 use crate::node::now_millis;
 
 pub(super) fn routes(r: &mut Router) {
-    r.leader(Method::GET, "/v1/rollouts", handler!(list));
+    r.leader(
+        Method::GET,
+        "/v1/rollouts",
+        Access::Token(Rule::View(Ns::Query)),
+        handler!(list),
+    );
     r.leader(
         Method::GET,
         "/v1/apps/{ns}/{name}/rollout",
+        Access::Token(Rule::View(Ns::Path)),
         handler!(status),
     );
-    r.leader(Method::POST, "/v1/apps/{ns}/{name}/rollout", handler!(act));
-    r.leader(Method::POST, "/v1/apps/{ns}/{name}/undo", handler!(undo));
-    r.leader(Method::POST, "/v1/apps/{ns}/{name}/checks", handler!(check));
+    r.leader(
+        Method::POST,
+        "/v1/apps/{ns}/{name}/rollout",
+        Access::Token(Rule::Deploy),
+        handler!(act),
+    );
+    r.leader(
+        Method::POST,
+        "/v1/apps/{ns}/{name}/undo",
+        Access::Token(Rule::Deploy),
+        handler!(undo),
+    );
+    r.leader(
+        Method::POST,
+        "/v1/apps/{ns}/{name}/checks",
+        Access::Token(Rule::Host),
+        handler!(check),
+    );
     r.leader(
         Method::GET,
         "/v1/analysistemplates",
+        Access::Token(Rule::View(Ns::Query)),
         handler!(list_templates),
     );
     r.leader(
         Method::PUT,
         "/v1/analysistemplates/{ns}/{name}",
+        Access::Token(Rule::Deploy),
         handler!(apply_template),
     );
     r.leader(
         Method::DELETE,
         "/v1/analysistemplates/{ns}/{name}",
+        Access::Token(Rule::Deploy),
         handler!(delete_template),
     );
 }
@@ -85,7 +109,6 @@ async fn list(api: &Api, call: Call) -> Answer {
 
 async fn status(api: &Api, call: Call) -> Answer {
     let key = key(&call);
-    api.authorize(&call, Need::View(Some(key.namespace())))?;
     api.node.linearize().await?;
     let view = view(api, &key).ok_or_else(|| no_rollout(api, &key))?;
     json(200, &view)
@@ -107,7 +130,7 @@ fn no_rollout(api: &Api, key: &ResourceKey) -> Failure {
 
 async fn act(api: &Api, call: Call) -> Answer {
     let key = key(&call);
-    let grant = api.authorize(&call, Need::Deploy(key.namespace()))?;
+    let grant = call.grant().clone();
     let action: RolloutAction = parse(&call.body)?;
     api.node.linearize().await?;
     let status = api
@@ -184,7 +207,6 @@ fn change(
 
 async fn undo(api: &Api, call: Call) -> Answer {
     let key = key(&call);
-    api.authorize(&call, Need::Deploy(key.namespace()))?;
     let req: UndoRequest = if call.body.is_empty() {
         UndoRequest::default()
     } else {
@@ -204,7 +226,6 @@ async fn undo(api: &Api, call: Call) -> Answer {
 
 /// A host reports a `job` check: it becomes the metric's measurement.
 async fn check(api: &Api, call: Call) -> Answer {
-    api.authorize(&call, Need::Host)?;
     let key = key(&call);
     let report: CheckReport = parse(&call.body)?;
     let now = now_millis();
@@ -295,7 +316,6 @@ async fn list_templates(api: &Api, call: Call) -> Answer {
 
 async fn apply_template(api: &Api, call: Call) -> Answer {
     let key = key(&call);
-    api.authorize(&call, Need::Deploy(key.namespace()))?;
     let template: AnalysisTemplate = parse(&call.body)?;
     if template.name != key.name() {
         return Err(fail(
@@ -321,7 +341,6 @@ async fn apply_template(api: &Api, call: Call) -> Answer {
 
 async fn delete_template(api: &Api, call: Call) -> Answer {
     let key = key(&call);
-    api.authorize(&call, Need::Deploy(key.namespace()))?;
     reply(
         api.node
             .propose(Command::DeleteAnalysisTemplate {

@@ -14,7 +14,9 @@ use bytes::Bytes;
 use dabba_client::transport::Body;
 use http::Method;
 
+use super::auth::Access;
 use super::{Answer, Api, Failure, fail};
+use dabba_spec::resources::Grant;
 
 /// What a handler returns: its answer, to come.
 pub type Handled<'a> = Pin<Box<dyn Future<Output = Answer> + Send + 'a>>;
@@ -32,6 +34,8 @@ pub struct Call {
     query: HashMap<String, String>,
     pub body: Bytes,
     pub stream: Option<Body>,
+    /// The grant the request was admitted with, for endpoints that need a token.
+    pub(super) grant: Option<Grant>,
 }
 
 impl Call {
@@ -44,18 +48,27 @@ impl Call {
             .unwrap_or_else(|| panic!("the route has no parameter `{name}`"))
     }
 
+    /// The grant the request was admitted with (an endpoint without a token rule
+    /// asking is a programming error).
+    pub fn grant(&self) -> &Grant {
+        self.grant
+            .as_ref()
+            .expect("the endpoint is declared with a token rule")
+    }
+
     /// A query value, decoded (the last one when a name repeats).
     pub fn query(&self, name: &str) -> Option<&str> {
         self.query.get(name).map(String::as_str)
     }
 }
 
-/// An endpoint: its handler, and whether only the leader may answer it (everything but
-/// health, metrics and Raft's own RPCs).
+/// An endpoint: its handler, who may call it, and whether only the leader may answer
+/// it (everything but health, metrics and Raft's own RPCs).
 pub struct Endpoint {
     /// The route as registered, e.g. `/v1/apps/{ns}/{name}`.
     pub pattern: &'static str,
     pub handler: Handler,
+    pub access: Access,
     pub leader_only: bool,
 }
 
@@ -63,20 +76,41 @@ pub struct Endpoint {
 #[derive(Default)]
 pub struct Router {
     methods: HashMap<Method, matchit::Router<Endpoint>>,
+    /// Every route, in the order registered: what tests walk.
+    all: Vec<(Method, &'static str, Access)>,
 }
 
 impl Router {
     /// Adds an endpoint the leader answers (followers forward it).
-    pub fn leader(&mut self, method: Method, pattern: &'static str, handler: Handler) {
-        self.add(method, pattern, handler, true);
+    pub fn leader(
+        &mut self,
+        method: Method,
+        pattern: &'static str,
+        access: Access,
+        handler: Handler,
+    ) {
+        self.add(method, pattern, access, handler, true);
     }
 
     /// Adds an endpoint every node answers itself.
-    pub fn local(&mut self, method: Method, pattern: &'static str, handler: Handler) {
-        self.add(method, pattern, handler, false);
+    pub fn local(
+        &mut self,
+        method: Method,
+        pattern: &'static str,
+        access: Access,
+        handler: Handler,
+    ) {
+        self.add(method, pattern, access, handler, false);
     }
 
-    fn add(&mut self, method: Method, pattern: &'static str, handler: Handler, leader_only: bool) {
+    fn add(
+        &mut self,
+        method: Method,
+        pattern: &'static str,
+        access: Access,
+        handler: Handler,
+        leader_only: bool,
+    ) {
         self.methods
             .entry(method.clone())
             .or_default()
@@ -85,10 +119,17 @@ impl Router {
                 Endpoint {
                     pattern,
                     handler,
+                    access,
                     leader_only,
                 },
             )
             .unwrap_or_else(|e| panic!("route {method} {pattern}: {e}"));
+        self.all.push((method, pattern, access));
+    }
+
+    /// Every route: method, pattern and who may call it.
+    pub fn all(&self) -> &[(Method, &'static str, Access)] {
+        &self.all
     }
 
     /// The endpoint for a request, and the request as its handler takes it.
@@ -129,6 +170,7 @@ impl Router {
             query,
             body,
             stream,
+            grant: None,
         };
         Ok((endpoint, call))
     }

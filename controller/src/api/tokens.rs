@@ -5,18 +5,22 @@ use dabba_spec::api::{TokenRequest, TokenResponse};
 use dabba_spec::resources::{Grant, valid_name};
 use http::Method;
 
-use super::auth::Need;
+use super::auth::{Access, Rule};
 use super::router::Router;
 use super::{Answer, Api, Call, fail, json, parse};
 use crate::command::Command;
 use crate::secrets::{new_token, token_hash};
 
 pub(super) fn routes(r: &mut Router) {
-    r.leader(Method::POST, "/v1/tokens", handler!(create));
+    r.leader(
+        Method::POST,
+        "/v1/tokens",
+        Access::Token(Rule::Admin),
+        handler!(create),
+    );
 }
 
 async fn create(api: &Api, call: Call) -> Answer {
-    api.authorize(&call, Need::Admin)?;
     let req: TokenRequest = parse(&call.body)?;
     if let Some(ns) = &req.namespace
         && !valid_name(ns)
