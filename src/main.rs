@@ -62,6 +62,9 @@ enum Command {
     Cluster(commands::cluster::ClusterCommand),
     /// Create an API token (admin only); prints it once.
     Token(commands::token::TokenArgs),
+    /// Show who changed what and who was refused (admin only), from the replicated,
+    /// hash-chained audit log.
+    Audit(commands::audit::AuditArgs),
     /// Measure dabba against its baselines on this machine: native servers, `wasmtime
     /// serve`, Docker containers (runs `dabba-bench`; `dabba bench --help` lists the
     /// suites).
@@ -101,6 +104,7 @@ fn main() -> ExitCode {
         Command::Region(cmd) => commands::region::region(cmd).map(|()| ExitCode::SUCCESS),
         Command::Cluster(cmd) => commands::cluster::cluster(cmd).map(|()| ExitCode::SUCCESS),
         Command::Token(args) => commands::token::token(args).map(|()| ExitCode::SUCCESS),
+        Command::Audit(args) => commands::audit::audit(args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -10,6 +10,7 @@
 //! (key-value writes) retry those themselves.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,8 +20,8 @@ use dabba_spec::api::{
     ActivateRequest, ActivateResponse, AddMember, AnalysisTemplateView, AppDetail, AppSummary,
     CheckReport, ClusterStatus, CronJobApply, CronJobView, Empty, ErrorBody, Health, Heartbeat,
     HostView, KV_VALUES_BINARY, KvKeys, KvList, KvRead, KvValues, KvWrite, KvWriteResult,
-    PeerToken, PreferredLeaderRegion, RegionMove, RegionView, RolloutAction, RolloutView,
-    ScaleRequest, TokenRequest, TokenResponse, UndoRequest, WatchResponse,
+    PeerToken, PreferredLeaderRegion, RegionMove, RegionView, Registered, RolloutAction,
+    RolloutView, ScaleRequest, TokenRequest, TokenResponse, UndoRequest, WatchResponse,
 };
 use dabba_spec::cronjob::RunReport;
 use dabba_spec::resources::{App, AppSpec, Host, HostInfo, Pod, ResourceKey, Revision};
@@ -78,7 +79,9 @@ pub const MEMBER_CATCH_UP: Duration = Duration::from_secs(3600);
 pub struct ApiClient {
     http: HttpClient,
     servers: Vec<String>,
-    token: String,
+    /// Shared by the clients made with [`ApiClient::with_bounds`], so one
+    /// [`ApiClient::set_token`] (a host given its own credential) changes them all.
+    token: Arc<RwLock<Arc<str>>>,
     /// The server that answered last; tried first next time.
     preferred: AtomicUsize,
     /// How long to keep trying while no controller can serve (an election). By
@@ -110,7 +113,7 @@ impl ApiClient {
                 .into_iter()
                 .map(|s| s.trim_end_matches('/').to_string())
                 .collect(),
-            token,
+            token: Arc::new(RwLock::new(token.into())),
             preferred: AtomicUsize::new(0),
             retry_for: Duration::from_secs(10),
             timeout: Duration::from_secs(40),
@@ -127,8 +130,15 @@ impl ApiClient {
         &self.servers[(first + n) % self.servers.len()]
     }
 
-    pub(crate) fn token(&self) -> &str {
-        &self.token
+    /// The token this client sends.
+    pub fn token(&self) -> Arc<str> {
+        self.token.read().expect("token lock").clone()
+    }
+
+    /// Sends `token` from now on, from this client and every client made from it with
+    /// [`ApiClient::with_bounds`].
+    pub fn set_token(&self, token: &str) {
+        *self.token.write().expect("token lock") = token.into();
     }
 
     pub(crate) fn http(&self) -> &HttpClient {
@@ -151,7 +161,7 @@ impl ApiClient {
     /// The same cluster, with another token.
     pub fn with_token(&self, token: &str) -> ApiClient {
         ApiClient {
-            token: token.to_string(),
+            token: Arc::new(RwLock::new(token.into())),
             ..self.clone()
         }
     }
@@ -313,6 +323,12 @@ impl ApiClient {
         self.get(&paths::listing("cronjobs", namespace, None)).await
     }
 
+    /// `GET /v1/audit` (admins): the audit log's entries recorded at or after `since`
+    /// (ms since the epoch), with the hash before the first.
+    pub async fn audit(&self, since: u64) -> Result<dabba_spec::audit::AuditLog, ApiError> {
+        self.get(&paths::audit(since)).await
+    }
+
     /// `DELETE /v1/cronjobs/{ns}/{name}`.
     pub async fn delete_cron_job(&self, key: &ResourceKey) -> Result<(), ApiError> {
         self.request(Method::DELETE, &paths::cron_job(key), Bytes::new(), JSON)
@@ -448,10 +464,9 @@ impl ApiClient {
     }
 
     /// `POST /v1/hosts/register` (hosts).
-    pub async fn register_host(&self, info: &HostInfo) -> Result<(), ApiError> {
-        self.send_json::<_, Empty>(Method::POST, paths::REGISTER_HOST, info)
+    pub async fn register_host(&self, info: &HostInfo) -> Result<Registered, ApiError> {
+        self.send_json(Method::POST, paths::REGISTER_HOST, info)
             .await
-            .map(drop)
     }
 
     /// `POST /v1/hosts/{name}/heartbeat` (hosts).
@@ -545,7 +560,7 @@ impl ApiClient {
                     .uri(&url)
                     .header(
                         http::header::AUTHORIZATION,
-                        format!("Bearer {}", self.token),
+                        format!("Bearer {}", self.token()),
                     )
                     .header(http::header::CONTENT_TYPE, content_type);
                 if let Some(accept) = accept {

@@ -67,6 +67,11 @@ pub const KV_WRITE: &str = "/v1/kv/write";
 pub const KV_READ: &str = "/v1/kv/read";
 pub const KV_LIST: &str = "/v1/kv/list";
 
+/// `GET /v1/audit?since=MS`.
+pub fn audit(since: u64) -> String {
+    format!("/v1/audit?since={since}")
+}
+
 pub fn member(id: u64) -> String {
     v1(&["cluster", "members", &id.to_string()])
 }

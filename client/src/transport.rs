@@ -20,6 +20,11 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tokio::sync::mpsc;
 
+/// The address a request came from, put in the request's extensions by the server
+/// that accepted it (for the audit log's `source`).
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub std::net::SocketAddr);
+
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A body dabba sends or answers with: [`whole`] bytes, or [`streamed`] as they are

@@ -85,9 +85,15 @@ pub enum Command {
         host: Option<String>,
         at: Millis,
     },
+    /// A host (re-)registers. With a `credential` (the SHA-256 of a new host token,
+    /// when the join token registered it) that token becomes the host's only one, and
+    /// only a new host or one judged NotReady may be registered so: the join token
+    /// cannot take over a live host's name.
     RegisterHost {
         info: HostInfo,
         at: Millis,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        credential: Option<String>,
     },
     SetHostState {
         name: String,
@@ -158,6 +164,11 @@ pub enum Command {
         name: String,
         to: Option<u64>,
         at: Millis,
+    },
+    /// Audited requests, appended to the audit log in this order (numbered and
+    /// chained when applied).
+    Audit {
+        entries: Vec<dabba_spec::audit::AuditEntry>,
     },
     /// A write to a workload's key-value bucket. A write with an `id` is applied at
     /// most once: a retry with the same id (after an answer was lost in a leader change)
@@ -443,6 +454,8 @@ pub enum Rejection {
     RouteConflict,
     MissingComponent,
     Invalid,
+    /// The request conflicts with what is there (a live host's name).
+    Conflict,
 }
 
 impl Rejection {
@@ -454,6 +467,7 @@ impl Rejection {
             Rejection::RouteConflict => "route_conflict",
             Rejection::MissingComponent => "missing_component",
             Rejection::Invalid => "invalid",
+            Rejection::Conflict => "conflict",
         }
     }
 
@@ -461,7 +475,7 @@ impl Rejection {
     pub fn status(self) -> u16 {
         match self {
             Rejection::NotFound => 404,
-            Rejection::RouteConflict | Rejection::AlreadyInitialized => 409,
+            Rejection::RouteConflict | Rejection::AlreadyInitialized | Rejection::Conflict => 409,
             Rejection::MissingComponent | Rejection::Invalid => 422,
         }
     }

@@ -13,6 +13,8 @@ use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
+use dabba_client::transport::PeerAddr;
+
 use crate::function::HttpResponse;
 
 /// Something that answers requests.
@@ -32,7 +34,7 @@ pub async fn serve<H: Handler>(
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
@@ -46,7 +48,8 @@ pub async fn serve<H: Handler>(
         };
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
-        let service = service_fn(move |req| {
+        let service = service_fn(move |mut req: http::Request<Incoming>| {
+            req.extensions_mut().insert(PeerAddr(peer));
             let handler = handler.clone();
             async move { Ok::<_, Infallible>(handler.call(req).await) }
         });

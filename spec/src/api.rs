@@ -175,6 +175,14 @@ pub struct TokenResponse {
     pub token: String,
 }
 
+/// The answer to `POST /v1/hosts/register`: registered with the join token, the host's
+/// own credential, which it keeps and uses from then on (it speaks for that host only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registered {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
 /// `GET /v1/cluster`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClusterStatus {

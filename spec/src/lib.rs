@@ -11,6 +11,7 @@
 
 pub mod analysis;
 pub mod api;
+pub mod audit;
 pub mod capabilities;
 pub mod component;
 pub mod condition;

@@ -420,6 +420,10 @@ pub struct Grant {
     pub namespace: Option<String>,
     /// A name for people (`ci-deployer`), never the secret.
     pub label: String,
+    /// For a host's own credential: the one host it speaks for. A `Host` grant without
+    /// one is the cluster's join token, which may only register new hosts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 /// Checks a name generated from resource names (a pod's, a run's), safe as one segment

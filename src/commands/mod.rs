@@ -3,6 +3,7 @@
 //! cluster to talk to (`target`) and how to print (`output`).
 
 pub mod apply;
+pub mod audit;
 pub mod bench;
 pub mod cluster;
 pub mod cron;

@@ -291,11 +291,6 @@ impl Cluster {
         &self.api
     }
 
-    /// A client with the hosts' join token (for the endpoints only hosts call).
-    pub fn host_api(&self) -> ApiClient {
-        self.api.with_token(&self.join)
-    }
-
     /// The index (0-based) of the controller that leads.
     pub async fn leader(&self) -> anyhow::Result<usize> {
         let s = self.api.cluster_status().await?;

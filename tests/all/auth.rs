@@ -24,11 +24,13 @@ enum Caller {
     /// A deployer of namespace `shop` only.
     ShopDeployer,
     Admin,
-    /// A host (the join token).
-    Host,
+    /// The cluster's join token: it only registers hosts.
+    Join,
+    /// Host `h1`'s own credential.
+    H1,
 }
 
-const CALLERS: [Caller; 8] = [
+const CALLERS: [Caller; 9] = [
     Caller::NoToken,
     Caller::BadToken,
     Caller::Viewer,
@@ -36,7 +38,8 @@ const CALLERS: [Caller; 8] = [
     Caller::Deployer,
     Caller::ShopDeployer,
     Caller::Admin,
-    Caller::Host,
+    Caller::Join,
+    Caller::H1,
 ];
 
 /// What each endpoint allows, written out by hand from spec/controller.md ("Tokens and
@@ -93,9 +96,11 @@ fn expected() -> BTreeMap<(&'static str, &'static str), &'static str> {
         (("POST", "/v1/regions/{region}/drain"), "admin"),
         (("POST", "/v1/regions/{region}/restore"), "admin"),
         (("POST", "/v1/tokens"), "admin"),
-        (("POST", "/v1/hosts/register"), "host"),
-        (("POST", "/v1/hosts/{name}/heartbeat"), "host"),
-        (("GET", "/v1/hosts/{name}/assignments"), "host"),
+        (("GET", "/v1/audit"), "admin"),
+        (("POST", "/v1/audit"), "peer"),
+        (("POST", "/v1/hosts/register"), "register"),
+        (("POST", "/v1/hosts/{name}/heartbeat"), "host as {name}"),
+        (("GET", "/v1/hosts/{name}/assignments"), "host as {name}"),
         (("POST", "/v1/kv/write"), "host"),
         (("POST", "/v1/kv/read"), "host"),
         (("POST", "/v1/kv/list"), "host"),
@@ -105,8 +110,8 @@ fn expected() -> BTreeMap<(&'static str, &'static str), &'static str> {
 }
 
 /// Whether `caller` may call an endpoint of `kind` in namespace `ns` (for a listing,
-/// `ns` is its `?namespace=`; `None`: not given).
-fn may(kind: &str, caller: Caller, ns: Option<&str>) -> bool {
+/// `ns` is its `?namespace=`; `None`: not given), with `{name}` = `name`.
+fn may(kind: &str, caller: Caller, ns: Option<&str>, name: &str) -> bool {
     use Caller::*;
     let shop = ns.is_none_or(|n| n == "shop");
     match kind {
@@ -115,7 +120,7 @@ fn may(kind: &str, caller: Caller, ns: Option<&str>) -> bool {
         "peer" => false,
         "peer or admin" | "admin" => caller == Admin,
         "upload" => matches!(caller, Deployer | ShopDeployer | Admin),
-        "download" => matches!(caller, Deployer | ShopDeployer | Admin | Host),
+        "download" => matches!(caller, Deployer | ShopDeployer | Admin | H1),
         "deploy" => matches!(caller, Deployer | Admin) || (caller == ShopDeployer && shop),
         "view ns" | "view listed" => {
             matches!(caller, Viewer | Deployer | Admin)
@@ -125,7 +130,9 @@ fn may(kind: &str, caller: Caller, ns: Option<&str>) -> bool {
             caller,
             Viewer | ShopViewer | Deployer | ShopDeployer | Admin
         ),
-        "host" => matches!(caller, Host | Admin),
+        "host" => matches!(caller, H1 | Admin),
+        "host as {name}" => caller == Admin || (caller == H1 && name == "h1"),
+        "register" => matches!(caller, Join | H1 | Admin),
         other => panic!("no such kind {other}"),
     }
 }
@@ -145,16 +152,18 @@ fn declared(access: Access) -> &'static str {
         Access::Token(Rule::Download) => "download",
         Access::Token(Rule::Admin) => "admin",
         Access::Token(Rule::Host) => "host",
+        Access::Token(Rule::HostAs) => "host as {name}",
+        Access::Token(Rule::Register) => "register",
         other => panic!("an access the table has no word for: {other:?}"),
     }
 }
 
-/// `pattern` with its parameters filled in, namespace `ns`.
-fn path(pattern: &str, ns: &str) -> String {
+/// `pattern` with its parameters filled in, namespace `ns` and name `name`.
+fn path(pattern: &str, ns: &str, name: &str) -> String {
     let digest = format!("sha256:{}", "1".repeat(64));
     pattern
         .replace("{ns}", ns)
-        .replace("{name}", "nothing")
+        .replace("{name}", name)
         .replace("{run}", "nothing")
         .replace("{digest}", &digest)
         .replace("{id}", "9")
@@ -163,7 +172,7 @@ fn path(pattern: &str, ns: &str) -> String {
 
 #[test]
 fn every_endpoint_answers_every_caller_as_its_rule_says_on_any_controller() {
-    let mut c = crate::cluster::Cluster::start(3, 0);
+    let mut c = crate::cluster::Cluster::start(3, 1);
     let token = |role: Role, namespace: Option<&str>| {
         let req = TokenRequest {
             role,
@@ -181,7 +190,8 @@ fn every_endpoint_answers_every_caller_as_its_rule_says_on_any_controller() {
         (Caller::Deployer, token(Role::Deployer, None)),
         (Caller::ShopDeployer, token(Role::Deployer, Some("shop"))),
         (Caller::Admin, c.admin.clone()),
-        (Caller::Host, c.join.clone()),
+        (Caller::Join, c.join.clone()),
+        (Caller::H1, credential(&c, "h1")),
     ]
     .into_iter()
     .map(|(k, v)| (format!("{k:?}"), v))
@@ -211,8 +221,17 @@ fn every_endpoint_answers_every_caller_as_its_rule_says_on_any_controller() {
             _ if pattern.contains("{ns}") => &[Some("shop"), Some("bank")],
             _ => &[None],
         };
-        for &ns in namespaces {
-            let mut uri = path(pattern, ns.unwrap_or("shop"));
+        // A host's own endpoints are tried under its name and another's.
+        let names: &[&str] = if *kind == "host as {name}" {
+            &["h1", "h2"]
+        } else {
+            &["nothing"]
+        };
+        for (&ns, &name) in namespaces
+            .iter()
+            .flat_map(|ns| names.iter().map(move |n| (ns, n)))
+        {
+            let mut uri = path(pattern, ns.unwrap_or("shop"), name);
             uri.push_str("?wait_ms=0");
             if *kind == "view listed"
                 && let Some(ns) = ns
@@ -241,7 +260,7 @@ fn every_endpoint_answers_every_caller_as_its_rule_says_on_any_controller() {
                         "{method} {uri} as {caller:?} on the {at}: {status} {}",
                         r.text()
                     );
-                    if may(kind, caller, ns) {
+                    if may(kind, caller, ns, name) {
                         assert!(status != 401 && status != 403, "let through: {what}");
                     } else if matches!(caller, Caller::NoToken | Caller::BadToken)
                         || *kind == "peer"
@@ -329,4 +348,208 @@ fn every_endpoint_answers_every_caller_as_its_rule_says_on_any_controller() {
             r.text()
         );
     }
+}
+
+/// Host `name`'s own credential, as it keeps it in its data directory.
+fn credential(c: &crate::cluster::Cluster, name: &str) -> String {
+    let path = c.dir.path().join(name).join("host.token");
+    eventually(
+        "the host to keep its credential",
+        Duration::from_secs(30),
+        || {
+            std::fs::read_to_string(&path)
+                .ok()
+                .filter(|t| !t.is_empty())
+        },
+    )
+}
+
+/// A host's credential speaks for that host alone: it reaches the buckets of the pods
+/// it runs and nothing else (not another namespace's, not those of pods on another
+/// host), heartbeats only under its own name, and the join token reaches no bucket at
+/// all. A host restarted keeps its credential; registering a live host's name with the
+/// join token is refused.
+#[test]
+fn a_host_credential_reaches_only_what_its_host_runs() {
+    use dabba_spec::api::KvRead;
+
+    let mut c = crate::cluster::Cluster::start(3, 2);
+    c.deploy_payment(1);
+    let pod = c.pods().pop().expect("the payment pod");
+    let on = pod.host.clone().expect("a placed pod");
+    let other = if on == "h1" { "h2" } else { "h1" };
+    let (own, stolen) = (credential(&c, &on), credential(&c, other));
+    let admin = c.api().clone();
+    let read = |token: &str, bucket: &str| -> u16 {
+        let api = admin.with_token(token);
+        let r = KvRead {
+            bucket: bucket.into(),
+            keys: vec!["k".into()],
+        };
+        match block_on(api.kv_read(&r)) {
+            Ok(_) => 200,
+            Err(e) => e.status().unwrap_or_else(|| panic!("{e}")),
+        }
+    };
+    assert_eq!(read(&own, "default/default"), 200, "its own pod's bucket");
+    assert_eq!(read(&own, "bank/ledger"), 403, "another namespace's bucket");
+    assert_eq!(
+        read(&own, "default/ledger"),
+        403,
+        "a bucket no pod of it is granted"
+    );
+    assert_eq!(
+        read(&stolen, "default/default"),
+        403,
+        "a pod on another host"
+    );
+    assert_eq!(read(&c.join, "default/default"), 403, "the join token");
+    assert_eq!(read(&c.admin, "bank/ledger"), 200, "an admin");
+    // The pod's writes went through (it serves payments).
+    let heartbeat = |token: &str, host: &str| {
+        let api = c.api().with_token(token);
+        block_on(api.heartbeat(host, &Default::default()))
+            .err()
+            .and_then(|e| e.status())
+    };
+    assert_eq!(heartbeat(&stolen, other), None);
+    assert_eq!(
+        heartbeat(&stolen, &on),
+        Some(403),
+        "heartbeat as another host"
+    );
+
+    // The join token cannot register a live host's name (and so take its credential).
+    let info = block_on(c.api().hosts())
+        .unwrap()
+        .into_iter()
+        .find(|h| h.info.name == on)
+        .unwrap()
+        .info;
+    let taken = block_on(c.api().with_token(&c.join).register_host(&info));
+    assert_eq!(
+        taken.err().and_then(|e| e.status()),
+        Some(409),
+        "registering {on} again with the join token"
+    );
+    assert_eq!(read(&own, "default/default"), 200, "still its credential");
+
+    // Restarted, the host comes back with the credential it kept.
+    let index: usize = on.trim_start_matches('h').parse::<usize>().unwrap() - 1;
+    c.hosts[index].kill();
+    c.hosts[index].restart().unwrap();
+    eventually(
+        "the host to be Ready again",
+        Duration::from_secs(60),
+        || {
+            c.host_is(&on, dabba_spec::resources::HostState::Ready)
+                .then_some(())
+        },
+    );
+    assert_eq!(credential(&c, &on), own);
+    assert_eq!(read(&own, "default/default"), 200);
+}
+
+/// Every change and every refusal is in the audit log once — with who, what, from where
+/// and the request id the client was answered — whichever controller it reached, and the
+/// log outlives the leader: after a failover `dabba audit` verifies the chain and shows
+/// them.
+#[test]
+fn changes_and_refusals_are_audited_once_and_outlive_the_leader() {
+    use dabba_spec::audit::AuditEntry;
+
+    let mut c = crate::cluster::Cluster::start(3, 1);
+    c.deploy_payment(1);
+    let token = |role: Role, label: &str| {
+        let req = TokenRequest {
+            role,
+            namespace: None,
+            label: label.into(),
+        };
+        block_on(c.api().create_token(&req)).unwrap().token
+    };
+    let deployer = format!("Bearer {}", token(Role::Deployer, "ci-deployer"));
+    let viewer = format!("Bearer {}", token(Role::Viewer, "auditor"));
+    let leader = c.leader().expect("a leader");
+    let follower = (0..3).find(|i| *i != leader).unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    let scale = |node: usize, auth: &str, replicas: u32| {
+        let body = format!(r#"{{"replicas":{replicas}}}"#);
+        try_request(
+            c.controller_addrs[node],
+            "POST",
+            "/v1/apps/default/payment/scale",
+            &[
+                ("authorization", auth),
+                ("content-type", "application/json"),
+            ],
+            body.as_bytes(),
+        )
+        .unwrap()
+    };
+    let scales = |c: &crate::cluster::Cluster| -> Option<Vec<AuditEntry>> {
+        let out = c.cli(&["audit", "--verb", "scale", "-o", "json"]);
+        assert!(out.status.success(), "{}", crate::support::stderr(&out));
+        serde_json::from_slice(&out.stdout).ok()
+    };
+    // Refusals on a follower and on the leader: committed within 200 ms.
+    let refused = scale(follower, &viewer, 5);
+    assert_eq!(refused.status, 403, "{}", refused.text());
+    let unknown = scale(leader, "Bearer not-a-token", 7);
+    assert_eq!(unknown.status, 401, "{}", unknown.text());
+    eventually(
+        "the refusals in the audit log",
+        Duration::from_secs(30),
+        || scales(&c).filter(|e| e.len() == 2),
+    );
+    // A change through a follower (forwarded: recorded once, by the leader, with the
+    // follower's view of the client), and the leader killed the moment it answered: a
+    // change's entry is committed before the change is answered.
+    let changed = scale(follower, &deployer, 2);
+    c.kill_controller(leader);
+    assert_eq!(changed.status, 200, "{}", changed.text());
+    let ids: Vec<String> = [&changed, &refused, &unknown]
+        .iter()
+        .map(|r| {
+            r.header("x-dabba-request-id")
+                .expect("a request id")
+                .to_string()
+        })
+        .collect();
+    eventually("a new leader", Duration::from_secs(30), || {
+        c.leader().filter(|l| *l != leader)
+    });
+    let entries = scales(&c).expect("the audit log from the new leader");
+    assert_eq!(entries.len(), 3, "each request once: {entries:#?}");
+    let by_id = |id: &str| {
+        entries
+            .iter()
+            .find(|e| e.request_id == id)
+            .unwrap_or_else(|| panic!("no entry for request {id}: {entries:#?}"))
+    };
+    let e = by_id(&ids[0]);
+    assert_eq!(
+        (e.user.as_str(), e.status, e.path.as_str()),
+        ("ci-deployer", 200, "/v1/apps/default/payment/scale")
+    );
+    assert_eq!(e.namespace.as_deref(), Some("default"));
+    assert_eq!(e.controller, leader as u64 + 1, "recorded by the leader");
+    assert!(e.source.starts_with("127.0.0.1:"), "{e:#?}");
+    let e = by_id(&ids[1]);
+    assert_eq!((e.user.as_str(), e.status), ("auditor", 403));
+    assert_eq!(
+        e.controller,
+        follower as u64 + 1,
+        "recorded where it was refused"
+    );
+    let e = by_id(&ids[2]);
+    assert_eq!((e.user.as_str(), e.status), ("anonymous", 401));
+    // The admin's own apply is there too, and the table form verifies the chain.
+    let out = c.cli(&["audit", "--user", "admin"]);
+    assert!(out.status.success(), "{}", crate::support::stderr(&out));
+    let text = crate::support::stdout(&out);
+    assert!(
+        text.contains("apply") && text.contains("/v1/apps/default/payment"),
+        "{text}"
+    );
 }

@@ -291,7 +291,7 @@ fn every_schedule_time_runs_once_while_the_leader_is_killed_again_and_again() {
     });
 
     // The job's own count of executions, per run (read as a host reads its buckets).
-    let hosts = c.host_api();
+    let hosts = c.api().clone();
     let list = KvList {
         bucket: "default/ticks".into(),
         cursor: None,
@@ -402,7 +402,7 @@ fn a_run_whose_host_is_lost_is_retried_on_another_host() {
                 attempt,
             }),
         };
-        block_on(c.host_api().kv_write(&write))
+        block_on(c.api().kv_write(&write))
             .expect("the write is answered")
             .result
     };
@@ -529,7 +529,7 @@ fn executions(c: &crate::cluster::Cluster, run: &str) -> u64 {
         bucket: "default/execs".into(),
         keys: vec![run.to_string()],
     };
-    let values = block_on(c.host_api().kv_read(&read)).expect("reading the executions");
+    let values = block_on(c.api().kv_read(&read)).expect("reading the executions");
     values.values[0]
         .as_deref()
         .map_or(0, |v| std::str::from_utf8(v).unwrap().parse().unwrap())

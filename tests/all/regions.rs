@@ -209,7 +209,7 @@ fn three_regions_place_pods_in_the_primary_and_survive_losing_it() {
         let v = block_on(c.api().cron_jobs(None)).ok()?.pop()?;
         v.runs.iter().all(|r| !r.phase.is_active()).then_some(v)
     });
-    let hosts_api = c.host_api();
+    let hosts_api = c.api().clone();
     let keys = block_on(hosts_api.kv_list(&dabba_spec::api::KvList {
         bucket: "default/ticks".into(),
         cursor: None,

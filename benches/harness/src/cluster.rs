@@ -218,7 +218,7 @@ async fn components(
 
     let leader = c.controller_addrs[c.leader().await?];
     eprintln!("measuring raft writes (1 client), idle ...");
-    let raft_write_idle = load::run(&kv_write(leader, &c.join, 1, duration)).await?;
+    let raft_write_idle = load::run(&kv_write(leader, &c.admin, 1, duration)).await?;
     eprintln!("measuring raft writes (1 client) during {component_mib} MiB uploads ...");
     let term_before = api.cluster_status().await?.term;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -237,7 +237,7 @@ async fn components(
             anyhow::Ok(n)
         })
     };
-    let raft_write_during_uploads = load::run(&kv_write(leader, &c.join, 1, duration)).await?;
+    let raft_write_during_uploads = load::run(&kv_write(leader, &c.admin, 1, duration)).await?;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let uploads_during = uploader.await??;
     let elections_during = api.cluster_status().await?.term - term_before;
@@ -266,12 +266,12 @@ pub async fn run(
     let leader_addr = c.controller_addrs[leader];
 
     eprintln!("measuring raft writes (1 client) ...");
-    let raft_write_serial = load::run(&kv_write(leader_addr, &c.join, 1, duration)).await?;
+    let raft_write_serial = load::run(&kv_write(leader_addr, &c.admin, 1, duration)).await?;
     let raft_write_concurrency = 64;
     eprintln!("measuring raft writes ({raft_write_concurrency} clients) ...");
     let raft_write_concurrent = load::run(&kv_write(
         leader_addr,
-        &c.join,
+        &c.admin,
         raft_write_concurrency,
         duration,
     ))
@@ -300,7 +300,7 @@ pub async fn run(
             .filter(|(i, _)| *i != leader)
             .map(|(_, u)| u)
             .collect();
-        let mut api = ApiClient::new(survivors, c.join.clone());
+        let mut api = ApiClient::new(survivors, c.admin.clone());
         api.retry_for = Duration::from_secs(30);
         api.timeout = Duration::from_secs(5);
         let killed = Instant::now();

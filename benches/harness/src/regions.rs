@@ -484,10 +484,10 @@ impl World {
         let leader = self.c.leader().await?;
         let addr = self.c.controller_addrs[leader];
         eprintln!("  raft writes (1 client) ...");
-        let raft_write_serial = load::run(&kv_write(addr, &self.c.join, 1, duration)).await?;
+        let raft_write_serial = load::run(&kv_write(addr, &self.c.admin, 1, duration)).await?;
         eprintln!("  raft writes ({RAFT_CONCURRENCY} clients) ...");
         let raft_write_concurrent =
-            load::run(&kv_write(addr, &self.c.join, RAFT_CONCURRENCY, duration)).await?;
+            load::run(&kv_write(addr, &self.c.admin, RAFT_CONCURRENCY, duration)).await?;
         eprintln!("  durable payments ({PAYMENT_CONCURRENCY} clients) ...");
         let payments = load::run(&payments(
             self.ingress("m1")?,

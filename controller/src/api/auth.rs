@@ -35,8 +35,13 @@ pub enum Need<'a> {
     Download,
     /// Tokens and cluster membership.
     Admin,
-    /// What hosts do: register, heartbeat, assignments, activations, buckets, reports.
+    /// What any host does: activations, buckets, reports (which ones: the handler).
     Host,
+    /// What only host `name` does: heartbeat and read its assignments.
+    HostAs(&'a str),
+    /// Register a host: the join token's one power (and a host's own credential, for
+    /// itself).
+    Register,
 }
 
 /// Who may call an endpoint.
@@ -63,6 +68,9 @@ pub enum Rule {
     Download,
     Admin,
     Host,
+    /// Host `{name}` itself.
+    HostAs,
+    Register,
 }
 
 /// Which namespace a view is of.
@@ -88,6 +96,8 @@ impl Rule {
             Rule::Download => Need::Download,
             Rule::Admin => Need::Admin,
             Rule::Host => Need::Host,
+            Rule::HostAs => Need::HostAs(call.param("name")),
+            Rule::Register => Need::Register,
         }
     }
 }
@@ -113,16 +123,63 @@ pub fn allows(grant: &Grant, need: Need<'_>) -> bool {
         }
         Need::Deploy(ns) => matches!(grant.role, Role::Deployer | Role::Admin) && in_scope(ns),
         Need::Upload => matches!(grant.role, Role::Deployer | Role::Admin),
-        Need::Download => matches!(grant.role, Role::Host | Role::Admin | Role::Deployer),
+        Need::Download => matches!(grant.role, Role::Admin | Role::Deployer) || is_a_host(grant),
         Need::Admin => grant.role == Role::Admin && grant.namespace.is_none(),
-        Need::Host => matches!(grant.role, Role::Host | Role::Admin),
+        Need::Host => grant.role == Role::Admin || is_a_host(grant),
+        Need::HostAs(name) => {
+            grant.role == Role::Admin || (is_a_host(grant) && grant.host.as_deref() == Some(name))
+        }
+        Need::Register => matches!(grant.role, Role::Host | Role::Admin),
     }
+}
+
+/// Whether `grant` is one host's own credential (not the join token).
+fn is_a_host(grant: &Grant) -> bool {
+    grant.role == Role::Host && grant.host.is_some()
+}
+
+/// Refuses a host's call about `what`, assigned to host `on` (`None`: to none), unless
+/// the caller is that host (or an admin): a host reports only its own runs and checks,
+/// and reaches only the buckets of what it runs.
+pub(super) fn on_own_host(call: &Call, what: &str, on: Option<&str>) -> Result<(), Failure> {
+    let grant = call.grant();
+    if grant.role == Role::Admin || (grant.host.is_some() && grant.host.as_deref() == on) {
+        return Ok(());
+    }
+    Err(fail(
+        403,
+        "forbidden",
+        format!(
+            "host {} may not touch {what}: {}",
+            grant.host.as_deref().unwrap_or("?"),
+            match on {
+                Some(h) => format!("it is assigned to host {h}"),
+                None => "it is assigned to no host".into(),
+            }
+        ),
+    ))
 }
 
 /// The 403 for a grant that does not allow what was asked.
 fn forbidden(grant: &Grant, need: Need<'_>) -> Failure {
-    if let Need::Download = need {
-        return fail(403, "forbidden", "only hosts and deployers read components");
+    match need {
+        Need::Download => {
+            return fail(403, "forbidden", "only hosts and deployers read components");
+        }
+        Need::HostAs(name) if grant.role == Role::Host => {
+            return fail(
+                403,
+                "forbidden",
+                match &grant.host {
+                    Some(own) => format!("host {own} may act only as itself, not as {name}"),
+                    None => "the join token only registers hosts".into(),
+                },
+            );
+        }
+        Need::Host if grant.role == Role::Host => {
+            return fail(403, "forbidden", "the join token only registers hosts");
+        }
+        _ => {}
     }
     let scope = grant
         .namespace
@@ -169,15 +226,25 @@ impl Api {
     }
 
     /// Admits `call` to an endpoint of `access`, on this controller, leader or not.
-    pub(super) fn admit(&self, access: Access, call: &Call) -> Result<Admitted, Failure> {
+    /// Who the caller is goes into `seen`, for the audit log.
+    pub(super) fn admit(
+        &self,
+        access: Access,
+        call: &Call,
+        seen: &mut super::audit::Seen,
+    ) -> Result<Admitted, Failure> {
+        let mut peer = || {
+            super::raft_rpc::check_peer(self, call).map(|()| {
+                seen.user = Some("peer".into());
+                Admitted::Anyone
+            })
+        };
         let rule = match access {
             Access::Open => return Ok(Admitted::Anyone),
-            Access::Peer => {
-                return super::raft_rpc::check_peer(self, call).map(|()| Admitted::Anyone);
-            }
+            Access::Peer => return peer(),
             Access::PeerOr(rule) => {
-                if super::raft_rpc::check_peer(self, call).is_ok() {
-                    return Ok(Admitted::Anyone);
+                if let Ok(admitted) = peer() {
+                    return Ok(admitted);
                 }
                 rule
             }
@@ -194,6 +261,7 @@ impl Api {
                 "the token is not valid for this cluster",
             ));
         };
+        seen.user = Some(grant.label.clone());
         let need = rule.need(call);
         if allows(&grant, need) {
             Ok(Admitted::Grant(grant))
@@ -212,6 +280,7 @@ mod tests {
             role,
             namespace: namespace.map(Into::into),
             label: "t".into(),
+            host: None,
         }
     }
 
@@ -228,6 +297,8 @@ mod tests {
             ("download", Download),
             ("admin", Admin),
             ("host", Host),
+            ("as h1", HostAs("h1")),
+            ("register", Register),
         ];
         // Rows: what each grant may do, in the order of `needs`.
         for (g, allowed) in [
@@ -243,14 +314,29 @@ mod tests {
             ),
             (
                 grant(Role::Admin, None),
-                "view any, view shop, view bank, deploy shop, deploy bank, upload, download, admin, host",
+                "view any, view shop, view bank, deploy shop, deploy bank, upload, download, admin, host, as h1, register",
             ),
             // A namespaced admin is not a cluster admin.
             (
                 grant(Role::Admin, Some("shop")),
-                "view any, view shop, deploy shop, upload, download, host",
+                "view any, view shop, deploy shop, upload, download, host, as h1, register",
             ),
-            (grant(Role::Host, None), "download, host"),
+            // The join token only registers hosts.
+            (grant(Role::Host, None), "register"),
+            (
+                Grant {
+                    host: Some("h1".into()),
+                    ..grant(Role::Host, None)
+                },
+                "download, host, as h1, register",
+            ),
+            (
+                Grant {
+                    host: Some("h2".into()),
+                    ..grant(Role::Host, None)
+                },
+                "download, host, register",
+            ),
         ] {
             let got: Vec<&str> = needs
                 .iter()

@@ -144,13 +144,18 @@ async fn change(api: &Api, call: Call, action: Action) -> Answer {
 
 async fn report(api: &Api, call: Call) -> Answer {
     let report: RunReport = parse(&call.body)?;
+    let run = ResourceKey::new(call.param("ns"), call.param("run"));
+    if let Some(host) = api
+        .node
+        .shared
+        .read(|s| s.cron.runs.get(&run).map(|r| r.host.clone()))
+    {
+        super::auth::on_own_host(&call, &format!("run {run}"), host.as_deref())?;
+    }
     reply(
         api.node
             .propose(Command::Cron {
-                changes: vec![CronChange::Report {
-                    run: ResourceKey::new(call.param("ns"), call.param("run")),
-                    report,
-                }],
+                changes: vec![CronChange::Report { run, report }],
                 at: now_millis(),
             })
             .await?,

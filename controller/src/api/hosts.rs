@@ -1,7 +1,9 @@
 //! Hosts: the listing (`GET /v1/hosts`), and what the hosts' agents call — register,
-//! heartbeat, and the long-poll of their assignments.
+//! heartbeat, and the long-poll of their assignments. A host speaks for itself only:
+//! the join token registers it and gets back the host's own credential, which alone may
+//! heartbeat and read assignments under its name (`auth`).
 
-use dabba_spec::api::{Empty, Heartbeat};
+use dabba_spec::api::{Empty, Heartbeat, Registered};
 use dabba_spec::resources::{HostInfo, valid_name};
 use http::Method;
 
@@ -10,6 +12,7 @@ use super::router::Router;
 use super::{Answer, Api, Call, fail, json, parse, reply, since_of, views, wait_of};
 use crate::command::Command;
 use crate::node::now_millis;
+use crate::secrets::{new_token, token_hash};
 
 pub(super) fn routes(r: &mut Router) {
     r.leader(
@@ -21,19 +24,19 @@ pub(super) fn routes(r: &mut Router) {
     r.leader(
         Method::POST,
         "/v1/hosts/register",
-        Access::Token(Rule::Host),
+        Access::Token(Rule::Register),
         handler!(register),
     );
     r.leader(
         Method::POST,
         "/v1/hosts/{name}/heartbeat",
-        Access::Token(Rule::Host),
+        Access::Token(Rule::HostAs),
         handler!(heartbeat),
     );
     r.leader(
         Method::GET,
         "/v1/hosts/{name}/assignments",
-        Access::Token(Rule::Host),
+        Access::Token(Rule::HostAs),
         handler!(assignments),
     );
 }
@@ -47,6 +50,9 @@ async fn list(api: &Api, _: Call) -> Answer {
     json(200, &hosts)
 }
 
+/// Registers a host. With the join token (or an admin's), the host gets its own
+/// credential in the answer, and its earlier ones stop working; with its own
+/// credential, a host re-registers itself only.
 async fn register(api: &Api, call: Call) -> Answer {
     let info: HostInfo = parse(&call.body)?;
     if !valid_name(&info.name) {
@@ -56,15 +62,32 @@ async fn register(api: &Api, call: Call) -> Answer {
             format!("`{}` is not a valid host name", info.name),
         ));
     }
+    let (token, credential) = match &call.grant().host {
+        Some(own) if *own != info.name => {
+            return Err(fail(
+                403,
+                "forbidden",
+                format!("host {own} may register only itself, not {}", info.name),
+            ));
+        }
+        Some(_) => (None, None),
+        None => {
+            let token = new_token();
+            let hash = token_hash(&token);
+            (Some(token), Some(hash))
+        }
+    };
     let node = &api.node;
     node.heartbeat(&info.name, &[], &[]).await;
     reply(
         node.propose(Command::RegisterHost {
             info,
             at: now_millis(),
+            credential,
         })
         .await?,
-    )
+    )?;
+    json(200, &Registered { token })
 }
 
 async fn heartbeat(api: &Api, call: Call) -> Answer {

@@ -1,8 +1,12 @@
 //! Workload state: the hosts' `wasi:keyvalue` calls, `POST /v1/kv/{write,read,list}`.
 //! Writes go through Raft (a write with an id is applied at most once); reads are
-//! linearizable.
+//! linearizable. A host reaches only the buckets granted to what runs on it — its
+//! pods, its cron job runs, its rollout checks — so a stolen host credential opens one
+//! host's tenants, not every namespace's ledger.
 
 use dabba_spec::api::{KV_VALUES_BINARY, KvKeys, KvList, KvRead, KvValues, KvWrite, KvWriteResult};
+use std::collections::{HashMap, HashSet};
+
 use http::Method;
 
 use super::auth::{Access, Rule};
@@ -33,6 +37,7 @@ pub(super) fn routes(r: &mut Router) {
 
 async fn write(api: &Api, call: Call) -> Answer {
     let w: KvWrite = parse(&call.body)?;
+    api.reaches(&call, &w.bucket)?;
     let fenced = w.fence.is_some();
     match api
         .node
@@ -60,6 +65,7 @@ async fn write(api: &Api, call: Call) -> Answer {
 
 async fn read(api: &Api, call: Call) -> Answer {
     let r: KvRead = parse(&call.body)?;
+    api.reaches(&call, &r.bucket)?;
     api.node.linearize().await?;
     let values = api
         .node
@@ -87,6 +93,7 @@ async fn read(api: &Api, call: Call) -> Answer {
 
 async fn list(api: &Api, call: Call) -> Answer {
     let r: KvList = parse(&call.body)?;
+    api.reaches(&call, &r.bucket)?;
     api.node.linearize().await?;
     let limit = r.limit.clamp(1, dabba_spec::kv::LIST_PAGE);
     let keys = api
@@ -106,4 +113,44 @@ fn unavailable(e: dabba_spec::kv::KvError) -> super::Failure {
         "storage_unavailable",
         format!("reading the workload store: {e}"),
     )
+}
+
+/// Which buckets each host may reach, as of one state version: worked out again only
+/// when the state changed, not on every call (a settlement reads thousands of times a
+/// second).
+#[derive(Default)]
+pub(super) struct BucketGrants {
+    version: Option<u64>,
+    by_host: HashMap<String, HashSet<String>>,
+}
+
+impl Api {
+    /// Refuses a call on `bucket` from a host that runs nothing granted it (admins
+    /// reach every bucket).
+    fn reaches(&self, call: &Call, bucket: &str) -> Result<(), super::Failure> {
+        let grant = call.grant();
+        let Some(host) = grant.host.as_deref() else {
+            return Ok(());
+        };
+        let allowed = {
+            let mut cache = self.buckets.lock().expect("bucket grants lock");
+            let version = self.node.shared.read(|s| s.version);
+            if cache.version != Some(version) {
+                cache.by_host = self.node.shared.read(super::views::host_buckets);
+                cache.version = Some(version);
+            }
+            cache
+                .by_host
+                .get(host)
+                .is_some_and(|set| set.contains(bucket))
+        };
+        if allowed {
+            return Ok(());
+        }
+        Err(fail(
+            403,
+            "forbidden",
+            format!("host {host} runs nothing granted bucket {bucket}"),
+        ))
+    }
 }

@@ -32,6 +32,8 @@ pub(super) struct ApiMetrics {
     workload_keys: prometheus::IntGauge,
     /// Cron job attempts' writes, applied or refused by their fence.
     pub(super) fenced_writes: IntCounterVec,
+    /// Audit entries committed, or dropped (spec/controller.md, "Audit").
+    pub(super) audit_entries: IntCounterVec,
     rollout: RolloutMetrics,
 }
 
@@ -199,9 +201,20 @@ impl ApiMetrics {
             &["result"],
         )
         .expect("valid metric");
+        let audit_entries = IntCounterVec::new(
+            Opts::new(
+                "dabba_audit_entries_total",
+                "Audit entries this controller recorded and saw committed, or dropped (more \
+                 refusals a second than it records, or more held than it keeps while no \
+                 leader takes them).",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
         let registry = Registry::new();
         for m in [
             Box::new(fenced_writes.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(audit_entries.clone()),
             Box::new(requests.clone()),
             Box::new(raft_gauges.clone()),
             Box::new(lag.clone()),
@@ -217,6 +230,7 @@ impl ApiMetrics {
             lag,
             workload_keys,
             fenced_writes,
+            audit_entries,
             rollout,
         }
     }

@@ -20,6 +20,7 @@ macro_rules! handler {
 }
 
 mod apps;
+mod audit;
 mod auth;
 mod blobs;
 mod cluster;
@@ -50,6 +51,7 @@ use serde::de::DeserializeOwned;
 
 use crate::command::Reply;
 use crate::node::{Controller, ProposeError};
+use crate::secrets;
 
 pub use auth::{Access, Ns, Rule};
 pub use router::Call;
@@ -73,6 +75,8 @@ pub struct Api {
     node: Arc<Controller>,
     router: router::Router,
     metrics: metrics::ApiMetrics,
+    buckets: std::sync::Mutex<kv::BucketGrants>,
+    audit: Arc<audit::Recorder>,
 }
 
 /// An API failure, answered as `{"error": {"code", "message"}}`.
@@ -131,11 +135,22 @@ fn reply(reply: Reply) -> Answer {
 }
 
 impl Api {
+    /// The API of `node`; its audit entries are committed from a task of the current
+    /// Tokio runtime.
     pub fn new(node: Arc<Controller>) -> Api {
+        let metrics = metrics::ApiMetrics::new();
+        let audit = Arc::new(audit::Recorder::new(
+            node.audit_level,
+            node.id,
+            metrics.audit_entries.clone(),
+        ));
+        tokio::spawn(audit.clone().flush_loop(node.clone()));
         Api {
             node,
             router: router::routes(),
-            metrics: metrics::ApiMetrics::new(),
+            metrics,
+            buckets: Default::default(),
+            audit,
         }
     }
 
@@ -150,14 +165,23 @@ impl Api {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let method = req.method().clone();
+        let path = req.uri().path().to_string();
         let (parts, body) = req.into_parts();
+        let mut seen = self.origin(&parts);
+        let request_id = seen.request_id.clone();
+        let mut kept = None;
         let answer = if blobs::carries_component(&parts.method, parts.uri.path()) {
             // Streamed to disk by its handler, never collected here.
             let stream = body.map_err(Into::into).boxed();
-            self.route(parts, Bytes::new(), Some(stream)).await
+            self.route(parts, Bytes::new(), Some(stream), &mut seen)
+                .await
         } else {
             match Limited::new(body, MAX_BODY).collect().await {
-                Ok(b) => self.route(parts, b.to_bytes(), None).await,
+                Ok(b) => {
+                    let b = b.to_bytes();
+                    kept = Some(b.clone());
+                    self.route(parts, b, None, &mut seen).await
+                }
                 Err(e) => Err(fail(
                     413,
                     "too_large",
@@ -165,9 +189,56 @@ impl Api {
                 )),
             }
         };
-        let resp = answer.unwrap_or_else(error_response);
+        let mut resp = answer.unwrap_or_else(error_response);
         self.metrics.count(&method, resp.status());
+        if let Some(entry) = self.audit.record(
+            seen,
+            &method,
+            &path,
+            resp.status().as_u16(),
+            kept.as_deref(),
+        ) {
+            self.audit.commit(&self.node, entry).await;
+        }
+        if let Ok(v) = http::HeaderValue::from_str(&request_id) {
+            resp.headers_mut().insert(audit::REQUEST_ID_HEADER, v);
+        }
         resp
+    }
+
+    /// Where a request came from and its id: as this controller sees it, or — for a
+    /// request another controller forwarded, with the peer token — as that one saw it.
+    fn origin(&self, parts: &http::request::Parts) -> audit::Seen {
+        let header = |name: &str| {
+            parts
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let from_peer = parts.headers.contains_key(FORWARDED)
+            && header(audit::FORWARDER_HEADER).is_some_and(|t| {
+                secrets::token_hash(&t) == secrets::token_hash(self.node.peer_token())
+            });
+        let (source, request_id) = match (
+            from_peer,
+            header(audit::SOURCE_HEADER),
+            header(audit::REQUEST_ID_HEADER),
+        ) {
+            (true, Some(source), Some(id)) => (source, id),
+            _ => (
+                parts
+                    .extensions
+                    .get::<http_client::PeerAddr>()
+                    .map_or_else(String::new, |p| p.0.to_string()),
+                format!("{:016x}", rand::random::<u64>()),
+            ),
+        };
+        audit::Seen {
+            source,
+            request_id,
+            ..Default::default()
+        }
     }
 
     async fn route(
@@ -175,15 +246,28 @@ impl Api {
         parts: http::request::Parts,
         body: Bytes,
         stream: Option<Body>,
+        seen: &mut audit::Seen,
     ) -> Answer {
         let (endpoint, mut call) = self.router.find(parts, body, stream)?;
         tracing::trace!(endpoint = endpoint.pattern, method = %call.parts.method, "routed");
-        match self.admit(endpoint.access, &call)? {
+        call.origin = (seen.source.clone(), seen.request_id.clone());
+        seen.access = Some(endpoint.access);
+        seen.pattern = Some(endpoint.pattern);
+        seen.namespace = endpoint
+            .pattern
+            .contains("{ns}")
+            .then(|| call.param("ns").to_string())
+            .or_else(|| call.query("namespace").map(str::to_string));
+        match self.admit(endpoint.access, &call, seen)? {
             auth::Admitted::Anyone => {}
             auth::Admitted::Grant(grant) => call.grant = Some(grant),
-            auth::Admitted::ByTheLeader => return self.forward(call).await,
+            auth::Admitted::ByTheLeader => {
+                seen.forwarded = true;
+                return self.forward(call).await;
+            }
         }
         if endpoint.leader_only && !self.node.is_leader() {
+            seen.forwarded = true;
             return self.forward(call).await;
         }
         (endpoint.handler)(self, call).await
@@ -215,10 +299,21 @@ impl Api {
             .method(parts.method.clone())
             .uri(format!("{leader}{path}"));
         for (k, v) in &parts.headers {
-            if k != http::header::HOST {
+            // What is passed on between controllers is set here, never taken from the
+            // client.
+            if k != http::header::HOST
+                && k != audit::SOURCE_HEADER
+                && k != audit::REQUEST_ID_HEADER
+                && k != audit::FORWARDER_HEADER
+            {
                 req = req.header(k, v);
             }
         }
+        let (source, request_id) = &call.origin;
+        req = req
+            .header(audit::SOURCE_HEADER, source)
+            .header(audit::REQUEST_ID_HEADER, request_id)
+            .header(audit::FORWARDER_HEADER, self.node.peer_token());
         let body = call.stream.unwrap_or_else(|| whole(call.body));
         let req = req
             .header(FORWARDED, self.node.id.to_string())

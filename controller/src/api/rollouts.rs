@@ -229,6 +229,13 @@ async fn check(api: &Api, call: Call) -> Answer {
     let key = key(&call);
     let report: CheckReport = parse(&call.body)?;
     let now = now_millis();
+    let assigned = api.node.shared.read(|s| {
+        let r = s.rollouts.get(&key)?;
+        Some(r.checks.iter().find(|c| c.id == report.id)?.host.clone())
+    });
+    if let Some(host) = assigned {
+        super::auth::on_own_host(&call, &format!("check {}", report.id), Some(&host))?;
+    }
     let spec = api.node.shared.read(|s| {
         let r = s.rollouts.get(&key)?;
         r.checks.iter().find(|c| c.id == report.id)?;

@@ -36,6 +36,8 @@ pub struct Call {
     pub stream: Option<Body>,
     /// The grant the request was admitted with, for endpoints that need a token.
     pub(super) grant: Option<Grant>,
+    /// Where the request came from and its id (passed on when it is forwarded).
+    pub(super) origin: (String, String),
 }
 
 impl Call {
@@ -171,6 +173,7 @@ impl Router {
             body,
             stream,
             grant: None,
+            origin: Default::default(),
         };
         Ok((endpoint, call))
     }
@@ -205,6 +208,7 @@ pub fn routes() -> Router {
     super::kv::routes(&mut r);
     super::logs::routes(&mut r);
     super::tokens::routes(&mut r);
+    super::audit::routes(&mut r);
     super::cluster::routes(&mut r);
     r
 }

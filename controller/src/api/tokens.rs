@@ -39,6 +39,7 @@ async fn create(api: &Api, call: Call) -> Answer {
                 role: req.role,
                 namespace: req.namespace,
                 label: req.label,
+                host: None,
             },
         })
         .await?;

@@ -1,7 +1,7 @@
 //! Read-only views of the state for API answers: pure functions, tested without a
 //! server.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use dabba_spec::api::{
     AppDetail, AppSummary, Assignment, CheckAssignment, CronJobView, EventView, HostView,
@@ -250,6 +250,59 @@ pub fn host_view(state: &State, name: &str) -> HostView {
     }
 }
 
+/// The buckets each host may reach (scoped `namespace/bucket`): those granted to the
+/// pods placed on it, to the cron job runs running on it and to the rollout checks
+/// given to it. Everything else is another tenant's.
+pub fn host_buckets(state: &State) -> HashMap<String, HashSet<String>> {
+    let mut out: HashMap<String, HashSet<String>> = HashMap::new();
+    let mut grant = |host: &str, namespace: &str, buckets: &[String]| {
+        let set = out.entry(host.to_string()).or_default();
+        for b in buckets {
+            set.insert(ResourceKey::new(namespace, b).to_string());
+        }
+    };
+    for p in state.pods.values() {
+        if let (Some(host), Some(rev)) = (
+            p.host.as_deref(),
+            state.revision(&p.namespace, &p.app, p.revision),
+        ) {
+            grant(host, &p.namespace, &rev.spec.capabilities.key_value_buckets);
+        }
+    }
+    for r in state.cron.runs.values() {
+        if let (RunPhase::Running, Some(host), Some(job)) = (
+            r.phase,
+            r.host.as_deref(),
+            state.cron.jobs.get(&r.job_key()),
+        ) {
+            grant(host, &r.namespace, &job.spec.key_value_buckets);
+        }
+    }
+    for (key, r) in &state.rollouts {
+        for c in &r.checks {
+            if let Some(job) = check_job(state, key, r, c) {
+                grant(&c.host, key.namespace(), &job.key_value_buckets);
+            }
+        }
+    }
+    out
+}
+
+/// What rollout check `c` of app `key` runs, if its metric still asks for it.
+fn check_job<'a>(
+    state: &'a State,
+    key: &ResourceKey,
+    r: &'a dabba_spec::rollout::RolloutStatus,
+    c: &dabba_spec::rollout::PendingCheck,
+) -> Option<&'a dabba_spec::analysis::JobCheck> {
+    let run = r
+        .analysis
+        .iter()
+        .find(|run| (run.kind, run.started) == (c.run, c.started))?;
+    let m = run.metrics.get(c.metric as usize)?;
+    state.metric_spec(key, &m.template, &m.metric)?.job.as_ref()
+}
+
 /// The rollout `job` checks given to host `name`.
 fn checks(state: &State, name: &str) -> Vec<CheckAssignment> {
     let mut out = Vec::new();
@@ -258,13 +311,7 @@ fn checks(state: &State, name: &str) -> Vec<CheckAssignment> {
             continue;
         };
         for c in r.checks.iter().filter(|c| c.host == name) {
-            let job = r
-                .analysis
-                .iter()
-                .find(|run| (run.kind, run.started) == (c.run, c.started))
-                .and_then(|run| run.metrics.get(c.metric as usize))
-                .and_then(|m| state.metric_spec(key, &m.template, &m.metric)?.job.clone());
-            if let Some(job) = job {
+            if let Some(job) = check_job(state, key, r, c) {
                 out.push(CheckAssignment {
                     app: key.clone(),
                     canary,
@@ -273,7 +320,7 @@ fn checks(state: &State, name: &str) -> Vec<CheckAssignment> {
                     started: c.started,
                     metric: c.metric,
                     id: c.id.clone(),
-                    job,
+                    job: job.clone(),
                 });
             }
         }
@@ -383,6 +430,7 @@ mod tests {
                     },
                 },
                 at: 0,
+                credential: None,
             });
         }
         s.apply(&Command::ApplyApp {

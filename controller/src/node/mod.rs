@@ -55,6 +55,8 @@ pub struct ControllerOptions {
     pub blob_bandwidth: u64,
     /// Bytes of cache for the workload store.
     pub kv_cache: u64,
+    /// How much of each audited request the audit log keeps.
+    pub audit_level: dabba_spec::audit::AuditLevel,
     /// Where this controller runs.
     pub place: ControllerPlace,
     /// At initialization: keep the leader in this region while it is healthy.
@@ -116,6 +118,7 @@ pub struct Controller {
     pub client: HttpClient,
     /// The components this controller holds, by digest.
     pub blobs: Arc<BlobStore>,
+    pub audit_level: dabba_spec::audit::AuditLevel,
     peer_token: String,
     data_dir: PathBuf,
     tuning: Tuning,
@@ -205,6 +208,7 @@ impl Controller {
             shared,
             client,
             blobs,
+            audit_level: opts.audit_level,
             peer_token,
             data_dir: opts.data_dir,
             tuning: opts.tuning,
@@ -267,6 +271,7 @@ impl Controller {
             role,
             namespace: None,
             label: label.into(),
+            host: None,
         };
         let init = Command::Init {
             tokens: vec![

@@ -112,4 +112,4 @@ pub fn reconcile(state: &State, observed: &Observed, now: Millis, tuning: &Tunin
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

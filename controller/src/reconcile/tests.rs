@@ -9,7 +9,7 @@ use crate::state::tests::{spec, with_blobs};
 
 pub(super) const GIB: u64 = 1 << 30;
 
-pub(super) fn host(name: &str, zone: &str, memory: u64, labels: &[(&str, &str)]) -> Command {
+pub(crate) fn host(name: &str, zone: &str, memory: u64, labels: &[(&str, &str)]) -> Command {
     Command::RegisterHost {
         info: HostInfo {
             name: name.into(),
@@ -26,6 +26,7 @@ pub(super) fn host(name: &str, zone: &str, memory: u64, labels: &[(&str, &str)])
             },
         },
         at: 0,
+        credential: None,
     }
 }
 

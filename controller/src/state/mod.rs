@@ -4,6 +4,7 @@
 //! see `workload_kv`).
 
 mod apps;
+pub mod audit;
 pub mod cron;
 mod regions;
 mod rollout;
@@ -23,7 +24,7 @@ use dabba_spec::analysis::AnalysisTemplate;
 use dabba_spec::api::ControllerPlace;
 use dabba_spec::regions::PlacementStatus;
 use dabba_spec::resources::{
-    App, Grant, Host, HostInfo, HostState, Millis, Pod, ReplicaSet, ResourceKey, Revision,
+    App, Grant, Host, HostInfo, HostState, Millis, Pod, ReplicaSet, ResourceKey, Revision, Role,
 };
 use dabba_spec::rollout::RolloutStatus;
 use serde::{Deserialize, Serialize};
@@ -73,6 +74,9 @@ pub struct State {
     /// Analysis templates applied on their own, by namespace and name.
     #[serde(default)]
     pub analysis_templates: BTreeMap<ResourceKey, AnalysisTemplate>,
+    /// Who did what, and who was refused (spec/controller.md, "Audit").
+    #[serde(default)]
+    pub audit: audit::AuditTrail,
     /// Apps placed across regions: their pods per region and failovers.
     #[serde(default)]
     pub placements: BTreeMap<ResourceKey, PlacementStatus>,
@@ -198,7 +202,11 @@ impl State {
                 }
                 Reply::Ok
             }
-            Command::RegisterHost { info, at } => self.register_host(info, *at),
+            Command::RegisterHost {
+                info,
+                at,
+                credential,
+            } => self.register_host(info, *at, credential.as_deref()),
             Command::SetHostState { name, state, at } => self.set_host_state(name, *state, *at),
             Command::ApplyCronJob {
                 spec,
@@ -265,6 +273,12 @@ impl State {
                 to,
                 at,
             } => self.undo(namespace, name, *to, *at),
+            Command::Audit { entries } => {
+                for e in entries {
+                    self.audit.append(e.clone());
+                }
+                Reply::Ok
+            }
             Command::Kv {
                 bucket,
                 write,
@@ -282,9 +296,37 @@ impl State {
         }
     }
 
-    fn register_host(&mut self, info: &HostInfo, at: Millis) -> Reply {
+    fn register_host(&mut self, info: &HostInfo, at: Millis, credential: Option<&str>) -> Reply {
         let name = info.name.clone();
         let known = self.hosts.contains_key(&name);
+        if let Some(hash) = credential {
+            if self
+                .hosts
+                .get(&name)
+                .is_some_and(|h| h.state == HostState::Ready)
+            {
+                return rejected(
+                    Rejection::Conflict,
+                    format!(
+                        "host {name} is registered and Ready: it re-registers with its own \
+                         credential (host.token in its data directory); the join token may \
+                         register it again once it is judged NotReady"
+                    ),
+                );
+            }
+            // The host's earlier credentials (a reinstalled machine's) stop working.
+            self.tokens
+                .retain(|_, g| g.host.as_deref() != Some(name.as_str()));
+            self.tokens.insert(
+                hash.to_string(),
+                Grant {
+                    role: Role::Host,
+                    namespace: None,
+                    label: format!("host/{name}"),
+                    host: Some(name.clone()),
+                },
+            );
+        }
         self.hosts.insert(
             name.clone(),
             Host {

@@ -56,6 +56,7 @@ fn init_happens_once() {
         role: Role::Admin,
         namespace: None,
         label: "admin".into(),
+        host: None,
     };
     let init = Command::Init {
         tokens: vec![("h".into(), grant)],
@@ -284,7 +285,11 @@ fn hosts_register_and_change_state() {
             instances: 100,
         },
     };
-    s.apply(&Command::RegisterHost { info, at: 1 });
+    s.apply(&Command::RegisterHost {
+        info,
+        at: 1,
+        credential: None,
+    });
     assert_eq!(s.hosts["h1"].state, HostState::Ready);
     s.apply(&Command::SetHostState {
         name: "h1".into(),
@@ -583,4 +588,46 @@ fn a_fenced_write_applies_only_while_its_attempt_runs() {
         Some(b"2".to_vec()),
         "only the two writes of running attempts"
     );
+}
+
+/// A host registered with the join token gets a credential of its own; its name is not
+/// registered so again while it is Ready (the join token cannot take a live host's
+/// name), and once it is NotReady the new credential replaces the old one.
+#[test]
+fn a_host_credential_is_issued_once_per_life_of_the_host() {
+    let mut s = State::default();
+    let info = crate::reconcile::tests::host("h1", "z", 1 << 30, &[]);
+    let Command::RegisterHost { info, at, .. } = info else {
+        unreachable!()
+    };
+    let register = |s: &mut State, hash: &str| {
+        s.apply(&Command::RegisterHost {
+            info: info.clone(),
+            at,
+            credential: Some(hash.into()),
+        })
+    };
+    assert_eq!(register(&mut s, "first"), Reply::Ok);
+    assert_eq!(s.tokens["first"].host.as_deref(), Some("h1"));
+    assert_eq!(s.tokens["first"].role, Role::Host);
+    match register(&mut s, "second") {
+        Reply::Rejected { code, message } => {
+            assert_eq!(code, Rejection::Conflict);
+            assert!(message.contains("h1 is registered and Ready"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(!s.tokens.contains_key("second"), "nothing changed");
+    s.apply(&Command::SetHostState {
+        name: "h1".into(),
+        state: HostState::NotReady,
+        at: 5,
+    });
+    assert_eq!(register(&mut s, "second"), Reply::Ok);
+    assert!(
+        !s.tokens.contains_key("first"),
+        "the old credential is revoked"
+    );
+    assert_eq!(s.tokens["second"].host.as_deref(), Some("h1"));
+    assert_eq!(s.hosts["h1"].state, HostState::Ready);
 }

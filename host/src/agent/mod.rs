@@ -18,6 +18,7 @@
 
 mod activation;
 mod attempts;
+pub mod credential;
 mod heartbeat;
 mod pods;
 mod runs;
@@ -56,6 +57,9 @@ pub struct AgentOptions {
     /// What the ingress answers other hosts and the controllers: where the pods' and
     /// runs' logs are kept, and the read key.
     pub reads: Arc<PeerReads>,
+    /// The cluster's join token: registers this host when it has no credential of its
+    /// own yet (or its own stopped working).
+    pub join_token: String,
 }
 
 impl AgentOptions {
@@ -294,13 +298,32 @@ impl Agent {
         dir.log(dir.pod_path(app.namespace(), app.name(), pod.name()))
     }
 
+    /// Registers this host: with its own credential when it has one, else with the
+    /// join token — whose answer is the host's own credential, kept in the data
+    /// directory and used for every call from then on. A credential the controllers no
+    /// longer know (revoked, a restored cluster) falls back to the join token.
     async fn register(&self) {
         let mut pause = Duration::from_millis(100);
         loop {
             match self.api.register_host(&self.opts.info).await {
-                Ok(_) => {
+                Ok(registered) => {
+                    if let Some(token) = registered.token {
+                        if let Err(e) = credential::keep(&self.opts.data_dir, &token) {
+                            // Works until a restart, which registers with the join token
+                            // again (once this host is judged NotReady).
+                            tracing::warn!(error = %e, "keeping this host's credential");
+                        }
+                        self.api.set_token(&token);
+                    }
                     tracing::info!(host = %self.name(), "registered with the controllers");
                     return;
+                }
+                Err(e) if e.status() == Some(401) && *self.api.token() != *self.opts.join_token => {
+                    tracing::warn!(
+                        error = %e,
+                        "this host's credential no longer works; registering with the join token"
+                    );
+                    self.api.set_token(&self.opts.join_token);
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "registering with the controllers failed; retrying");
@@ -332,6 +355,10 @@ impl Agent {
                         self.register().await;
                     }
                     self.converge(view).await;
+                }
+                Err(e) if e.status() == Some(401) => {
+                    tracing::warn!(error = %e, "the controllers no longer know this host's credential");
+                    self.register().await;
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "watching assignments failed; retrying");

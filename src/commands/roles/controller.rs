@@ -113,6 +113,7 @@ pub fn controller(args: ControllerArgs) -> anyhow::Result<()> {
             snapshot_logs: args.raft.snapshot_logs()?,
             blob_bandwidth: args.raft.blob_bandwidth.as_u64(),
             kv_cache: args.raft.kv_cache.as_u64(),
+            audit_level: args.raft.audit_level,
             place: ControllerPlace {
                 region: args.region.clone(),
                 zone: args.zone.clone(),

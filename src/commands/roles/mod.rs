@@ -29,6 +29,7 @@ use dabba_host::peer::PeerReads;
 use dabba_host::reachability::ControlPlane;
 use dabba_host::runtime::{Runtime, RuntimeOptions};
 use dabba_host::server::{self, Handler};
+use dabba_spec::audit::AuditLevel;
 use dabba_spec::resources::{HostInfo, RestartBackoff};
 use dabba_spec::{ByteSize, HumanDuration};
 use hyper::body::Incoming;
@@ -71,6 +72,11 @@ pub struct RaftFlags {
         value_name = "SIZE"
     )]
     pub kv_cache: ByteSize,
+    /// How much of each audited request (every change, every refusal) the audit log
+    /// keeps: none, metadata (who, what, where, when, outcome) or request (and the
+    /// request's JSON body, secret-looking fields redacted).
+    #[arg(long, default_value_t = AuditLevel::default(), value_name = "LEVEL")]
+    pub audit_level: AuditLevel,
 }
 
 impl RaftFlags {
@@ -269,7 +275,13 @@ pub(super) struct HostSetup<'a> {
 
 /// Starts a host's agent and its ingress.
 pub(super) fn start_host(h: HostSetup<'_>) -> anyhow::Result<()> {
-    let api = Arc::new(ApiClient::new(h.controllers, h.join_token));
+    // Its own credential when it registered before; the join token otherwise.
+    let own = dabba_host::agent::credential::read(h.data_dir)
+        .with_context(|| format!("reading this host's credential in {}", h.data_dir.display()))?;
+    let api = Arc::new(ApiClient::new(
+        h.controllers,
+        own.unwrap_or_else(|| h.join_token.clone()),
+    ));
     // Cut off once no heartbeat was answered for longer than a leader failover takes.
     let patience = (h.heartbeat * 6).max(Duration::from_secs(3));
     let control_plane = Arc::new(ControlPlane::new(&h.info.region, patience));
@@ -294,6 +306,7 @@ pub(super) fn start_host(h: HostSetup<'_>) -> anyhow::Result<()> {
             heartbeat: h.heartbeat,
             local_leader: h.local_leader,
             reads,
+            join_token: h.join_token,
         },
         api,
         h.runtime,

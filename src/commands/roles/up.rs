@@ -89,6 +89,7 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
             snapshot_logs: args.raft.snapshot_logs()?,
             blob_bandwidth: args.raft.blob_bandwidth.as_u64(),
             kv_cache: args.raft.kv_cache.as_u64(),
+            audit_level: args.raft.audit_level,
             place: ControllerPlace {
                 region: "local".into(),
                 zone: "local-a".into(),

@@ -36,11 +36,15 @@ impl Sim {
     fn new(app: AppSpec) -> Sim {
         let mut s = with_blobs();
         for (name, region) in HOSTS {
-            let Command::RegisterHost { mut info, at } = host(name, "z", 64 * GIB, &[]) else {
+            let Command::RegisterHost { mut info, at, .. } = host(name, "z", 64 * GIB, &[]) else {
                 unreachable!()
             };
             info.region = region.into();
-            s.apply(&Command::RegisterHost { info, at });
+            s.apply(&Command::RegisterHost {
+                info,
+                at,
+                credential: None,
+            });
         }
         s.apply(&Command::ApplyApp {
             spec: Box::new(app),
