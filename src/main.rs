@@ -60,8 +60,9 @@ enum Command {
     /// Inspect and change the controller cluster.
     #[command(subcommand)]
     Cluster(commands::cluster::ClusterCommand),
-    /// Create an API token (admin only); prints it once.
-    Token(commands::token::TokenArgs),
+    /// Create, list and revoke API tokens (admin only).
+    #[command(subcommand)]
+    Token(commands::token::TokenCommand),
     /// Show who changed what and who was refused (admin only), from the replicated,
     /// hash-chained audit log.
     Audit(commands::audit::AuditArgs),
@@ -103,7 +104,7 @@ fn main() -> ExitCode {
         Command::Rollout(cmd) => commands::rollout::rollout(cmd),
         Command::Region(cmd) => commands::region::region(cmd).map(|()| ExitCode::SUCCESS),
         Command::Cluster(cmd) => commands::cluster::cluster(cmd).map(|()| ExitCode::SUCCESS),
-        Command::Token(args) => commands::token::token(args).map(|()| ExitCode::SUCCESS),
+        Command::Token(cmd) => commands::token::token(cmd).map(|()| ExitCode::SUCCESS),
         Command::Audit(args) => commands::audit::audit(args).map(|()| ExitCode::SUCCESS),
     };
     match result {

@@ -404,6 +404,18 @@ impl ApiClient {
         self.send_json(Method::POST, paths::TOKENS, req).await
     }
 
+    /// `GET /v1/tokens` (admins): every token, by id, without its secret.
+    pub async fn tokens(&self) -> Result<Vec<dabba_spec::api::TokenView>, ApiError> {
+        self.get(paths::TOKENS).await
+    }
+
+    /// `DELETE /v1/tokens/{id}` (admins).
+    pub async fn revoke_token(&self, id: &str) -> Result<(), ApiError> {
+        self.request(Method::DELETE, &paths::token(id), Bytes::new(), JSON)
+            .await
+            .map(drop)
+    }
+
     /// `GET /v1/cluster`.
     pub async fn cluster_status(&self) -> Result<ClusterStatus, ApiError> {
         self.get(paths::CLUSTER).await

@@ -61,6 +61,12 @@ pub const PEER_TOKEN: &str = "/v1/cluster/peer-token";
 pub const MEMBERS: &str = "/v1/cluster/members";
 pub const PREFERRED_LEADER_REGION: &str = "/v1/cluster/preferred-leader-region";
 pub const TOKENS: &str = "/v1/tokens";
+
+/// `/v1/tokens/{id}`.
+pub fn token(id: &str) -> String {
+    v1(&["tokens", id])
+}
+
 pub const HOSTS: &str = "/v1/hosts";
 pub const REGISTER_HOST: &str = "/v1/hosts/register";
 pub const KV_WRITE: &str = "/v1/kv/write";

@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::kv::{KvError, Outcome, Write};
 use crate::resources::{
-    App, AppSpec, Host, HostInfo, Pod, PodPhase, ReplicaSet, ResourceKey, Revision, Role, Route,
+    App, AppSpec, Grant, Host, HostInfo, Pod, PodPhase, ReplicaSet, ResourceKey, Revision, Role,
+    Route,
 };
 
 /// Every error the API answers with: `{"error": {"code", "message"}}`.
@@ -168,11 +169,26 @@ pub struct TokenRequest {
     #[serde(default)]
     pub namespace: Option<String>,
     pub label: String,
+    /// How long the token works, in ms (none: until revoked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenResponse {
     pub token: String,
+    /// What `dabba token list` shows for it, and `dabba token revoke` takes.
+    #[serde(default)]
+    pub id: String,
+}
+
+/// A token as `GET /v1/tokens` shows it: never the secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenView {
+    /// The first 16 hex digits of the secret's SHA-256.
+    pub id: String,
+    #[serde(flatten)]
+    pub grant: Grant,
 }
 
 /// The answer to `POST /v1/hosts/register`: registered with the join token, the host's

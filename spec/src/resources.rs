@@ -424,6 +424,9 @@ pub struct Grant {
     /// one is the cluster's join token, which may only register new hosts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
+    /// When the token stops working (ms since the epoch; none: until revoked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<Millis>,
 }
 
 /// Checks a name generated from resource names (a pod's, a run's), safe as one segment

@@ -41,8 +41,12 @@ fn render(header: &[&str], rows: Vec<Vec<String>>) -> String {
 
 /// How long ago `at_ms` (ms since the epoch) was.
 pub fn age(at_ms: u64) -> String {
-    let now = dabba_controller::node::now_millis();
-    let s = now.saturating_sub(at_ms) / 1000;
+    span(dabba_controller::node::now_millis().saturating_sub(at_ms))
+}
+
+/// A span of `ms` milliseconds, as kubectl shows ages.
+pub fn span(ms: u64) -> String {
+    let s = ms / 1000;
     match s {
         0..=119 => format!("{s}s"),
         120..=7199 => format!("{}m", s / 60),

@@ -96,6 +96,8 @@ fn expected() -> BTreeMap<(&'static str, &'static str), &'static str> {
         (("POST", "/v1/regions/{region}/drain"), "admin"),
         (("POST", "/v1/regions/{region}/restore"), "admin"),
         (("POST", "/v1/tokens"), "admin"),
+        (("GET", "/v1/tokens"), "admin"),
+        (("DELETE", "/v1/tokens/{id}"), "admin"),
         (("GET", "/v1/audit"), "admin"),
         (("POST", "/v1/audit"), "peer"),
         (("POST", "/v1/hosts/register"), "register"),
@@ -178,6 +180,7 @@ fn every_endpoint_answers_every_caller_as_its_rule_says_on_any_controller() {
             role,
             namespace: namespace.map(str::to_string),
             label: format!("{role:?}-{}", namespace.unwrap_or("all")),
+            ttl_ms: None,
         };
         block_on(c.api().create_token(&req))
             .expect("creating a token")
@@ -465,6 +468,7 @@ fn changes_and_refusals_are_audited_once_and_outlive_the_leader() {
             role,
             namespace: None,
             label: label.into(),
+            ttl_ms: None,
         };
         block_on(c.api().create_token(&req)).unwrap().token
     };
@@ -552,4 +556,93 @@ fn changes_and_refusals_are_audited_once_and_outlive_the_leader() {
         text.contains("apply") && text.contains("/v1/apps/default/payment"),
         "{text}"
     );
+}
+
+/// Tokens expire and are revoked: a token created with `--ttl` works until then and gets
+/// 401 after; a revoked one gets 401 at once on every controller; `dabba token list`
+/// shows ids, labels and expiries but no secret; the last admin token that does not
+/// expire cannot be revoked.
+#[test]
+fn tokens_expire_and_are_revoked_on_every_controller() {
+    use dabba_spec::api::TokenView;
+
+    let c = crate::cluster::Cluster::start(3, 0);
+    let created = |args: &[&str]| -> String {
+        let mut all = vec!["token", "create"];
+        all.extend_from_slice(args);
+        let out = c.cli(&all);
+        assert!(out.status.success(), "{}", crate::support::stderr(&out));
+        crate::support::stdout(&out).trim().to_string()
+    };
+    let short = created(&["--role", "viewer", "--label", "short-lived", "--ttl", "3s"]);
+    let revoked = created(&["--role", "deployer", "--label", "leaked"]);
+    let status = |node: usize, token: &str| -> (u16, String) {
+        let auth = format!("Bearer {token}");
+        let r = try_request(
+            c.controller_addrs[node],
+            "GET",
+            "/v1/apps",
+            &[("authorization", auth.as_str())],
+            b"",
+        )
+        .unwrap();
+        (r.status, r.text())
+    };
+    std::thread::sleep(Duration::from_secs(1));
+    for node in 0..3 {
+        assert_eq!(status(node, &short).0, 200, "controller {node}");
+        assert_eq!(status(node, &revoked).0, 200, "controller {node}");
+    }
+
+    let out = c.cli(&["token", "list", "-o", "json"]);
+    assert!(out.status.success(), "{}", crate::support::stderr(&out));
+    let text = crate::support::stdout(&out);
+    assert!(
+        !text.contains(&short) && !text.contains(&revoked),
+        "no secret listed"
+    );
+    let tokens: Vec<TokenView> = serde_json::from_str(&text).unwrap();
+    let leaked = tokens
+        .iter()
+        .find(|t| t.grant.label == "leaked")
+        .expect("the token is listed");
+    assert!(
+        tokens
+            .iter()
+            .find(|t| t.grant.label == "short-lived")
+            .is_some_and(|t| t.grant.expires.is_some())
+    );
+    let out = c.cli(&["token", "revoke", &leaked.id]);
+    assert!(out.status.success(), "{}", crate::support::stderr(&out));
+    eventually(
+        "the revocation on every controller",
+        Duration::from_secs(10),
+        || (0..3).all(|n| status(n, &revoked).0 == 401).then_some(()),
+    );
+
+    eventually(
+        "the short-lived token to expire",
+        Duration::from_secs(10),
+        || (0..3).all(|n| status(n, &short).0 == 401).then_some(()),
+    );
+    let (_, why) = status(0, &short);
+    assert!(
+        why.contains("short-lived") && why.contains("expired"),
+        "{why}"
+    );
+
+    // The admin token the cluster began with is its last lasting one.
+    let admin_id = tokens
+        .iter()
+        .find(|t| t.grant.role == Role::Admin && t.grant.expires.is_none())
+        .map(|t| t.id.clone())
+        .unwrap();
+    let out = c.cli(&["token", "revoke", &admin_id]);
+    assert!(!out.status.success());
+    assert!(
+        crate::support::stderr(&out).contains("last admin token"),
+        "{}",
+        crate::support::stderr(&out)
+    );
+    assert_eq!(status(0, &c.admin).0, 200);
 }

@@ -20,6 +20,7 @@
 use dabba_spec::resources::{Grant, Role};
 
 use super::{Api, Call, Failure, fail};
+use crate::node::now_millis;
 use crate::secrets::token_hash;
 
 /// What a request needs of its token.
@@ -262,6 +263,17 @@ impl Api {
             ));
         };
         seen.user = Some(grant.label.clone());
+        if let Some(expired) = grant.expires.filter(|at| *at <= now_millis()) {
+            return Err(fail(
+                401,
+                "unauthenticated",
+                format!(
+                    "token `{}` expired {} s ago",
+                    grant.label,
+                    now_millis().saturating_sub(expired) / 1000
+                ),
+            ));
+        }
         let need = rule.need(call);
         if allows(&grant, need) {
             Ok(Admitted::Grant(grant))
@@ -281,6 +293,7 @@ mod tests {
             namespace: namespace.map(Into::into),
             label: "t".into(),
             host: None,
+            expires: None,
         }
     }
 

@@ -272,6 +272,7 @@ impl Controller {
             namespace: None,
             label: label.into(),
             host: None,
+            expires: None,
         };
         let init = Command::Init {
             tokens: vec![

@@ -139,6 +139,18 @@ impl State {
                 Reply::Ok
             }
             Command::RevokeToken { hash } => {
+                let lasting_admin = |g: &Grant| {
+                    g.role == Role::Admin && g.namespace.is_none() && g.expires.is_none()
+                };
+                if self.tokens.get(hash).is_some_and(lasting_admin)
+                    && self.tokens.values().filter(|g| lasting_admin(g)).count() == 1
+                {
+                    return rejected(
+                        Rejection::Conflict,
+                        "this is the cluster's last admin token that does not expire: \
+                         create another first (`dabba token create --role admin`)",
+                    );
+                }
                 if self.tokens.remove(hash).is_none() {
                     return rejected(Rejection::NotFound, "no such token");
                 }
@@ -324,6 +336,7 @@ impl State {
                     namespace: None,
                     label: format!("host/{name}"),
                     host: Some(name.clone()),
+                    expires: None,
                 },
             );
         }

@@ -57,6 +57,7 @@ fn init_happens_once() {
         namespace: None,
         label: "admin".into(),
         host: None,
+        expires: None,
     };
     let init = Command::Init {
         tokens: vec![("h".into(), grant)],
@@ -630,4 +631,44 @@ fn a_host_credential_is_issued_once_per_life_of_the_host() {
     );
     assert_eq!(s.tokens["second"].host.as_deref(), Some("h1"));
     assert_eq!(s.hosts["h1"].state, HostState::Ready);
+}
+
+/// The cluster's last admin token that does not expire cannot be revoked (nobody could
+/// administer the cluster again); any other can.
+#[test]
+fn the_last_lasting_admin_token_is_not_revoked() {
+    let mut s = State::default();
+    let grant = |role, expires| Grant {
+        role,
+        namespace: None,
+        label: "t".into(),
+        host: None,
+        expires,
+    };
+    for (hash, g) in [
+        ("admin", grant(Role::Admin, None)),
+        ("brief-admin", grant(Role::Admin, Some(10))),
+        ("viewer", grant(Role::Viewer, None)),
+    ] {
+        s.apply(&Command::CreateToken {
+            hash: hash.into(),
+            grant: g,
+        });
+    }
+    let revoke = |s: &mut State, hash: &str| s.apply(&Command::RevokeToken { hash: hash.into() });
+    assert!(matches!(
+        revoke(&mut s, "admin"),
+        Reply::Rejected {
+            code: Rejection::Conflict,
+            ..
+        }
+    ));
+    assert_eq!(revoke(&mut s, "viewer"), Reply::Ok);
+    assert_eq!(revoke(&mut s, "brief-admin"), Reply::Ok);
+    s.apply(&Command::CreateToken {
+        hash: "second-admin".into(),
+        grant: grant(Role::Admin, None),
+    });
+    assert_eq!(revoke(&mut s, "admin"), Reply::Ok, "another admin remains");
+    assert!(s.tokens.contains_key("second-admin"));
 }
