@@ -4,7 +4,8 @@
 //!
 //! The routing table is rebuilt whole by the agent whenever the controller's view
 //! changes, and swapped in; requests read it without waiting on the agent. A proxied
-//! request carries [`HOP`], and a request that already hopped is never proxied again,
+//! request carries [`HOP`] with the cluster's read key (a hop without it is a client's
+//! forgery and is ignored), and a request that already hopped is never proxied again,
 //! so stale tables on two hosts cannot bounce a request between them. A host whose
 //! table is newer — the pod the sender chose has stopped — answers [`NOT_RUN`], and the
 //! sender tries another host, or waits for a newer table of its own.
@@ -690,7 +691,11 @@ impl Ingress {
         if let Some(r) = revision {
             out = out.header(REVISION, r);
         }
-        let Ok(out) = out.header(HOP, "1").body(body) else {
+        out = out.header(HOP, "1");
+        if let Some(peer) = &self.peer {
+            out = out.header(dabba_spec::api::READ_KEY_HEADER, peer.key());
+        }
+        let Ok(out) = out.body(body) else {
             return Ok(error_response(
                 400,
                 "bad_request",
@@ -858,7 +863,18 @@ impl Handler for Ingress {
             let (parts, _) = req.into_parts();
             return peer.answer(&parts).await;
         }
-        let hopped = req.headers().contains_key(HOP);
+        // A hop is believed only with the cluster's read key: a client cannot make a
+        // request look proxied (to pick a revision, or to skip the activator). What
+        // marks hops never reaches a guest.
+        let hopped = req.headers().contains_key(HOP)
+            && self.peer.as_ref().is_some_and(|p| p.vouches(req.headers()));
+        let mut req = req;
+        let headers = req.headers_mut();
+        headers.remove(dabba_spec::api::READ_KEY_HEADER);
+        if !hopped {
+            headers.remove(HOP);
+            headers.remove(REVISION);
+        }
         let Some((route, preview)) = table.route(host.as_deref(), req.uri().path()) else {
             if hopped {
                 return not_run(error_response(
@@ -1056,11 +1072,15 @@ impl Ingress {
     }
 
     /// Runs the request on one of `pods` (this host's, of one app), in turn.
-    async fn run_on<B>(&self, pods: &[Arc<LocalPod>], req: http::Request<B>) -> HttpResponse
+    async fn run_on<B>(&self, pods: &[Arc<LocalPod>], mut req: http::Request<B>) -> HttpResponse
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        // What hosts tell each other stays between them.
+        for internal in [HOP, REVISION] {
+            req.headers_mut().remove(internal);
+        }
         let pod = pods[self.next_turn() % pods.len()].clone();
         let mut resp = pod.function.handle(req).await;
         resp.headers_mut()
@@ -1443,7 +1463,14 @@ mod proxy_tests {
             Arc::new(ControlPlane::new("local", Duration::from_secs(60))),
         );
         ingress.replace_table(RoutingTable::new(vec![route.clone()], vec![]));
-        let ingress = Arc::new(ingress);
+        // Every test ingress knows the same read key: their hops are believed.
+        let dir = std::env::temp_dir().join("dabba-ingress-tests");
+        let reads = PeerReads::new(
+            crate::logs::LogService::new(crate::logs::LogDir::new(dir.clone(), 1 << 20), "h"),
+            dir,
+        );
+        reads.set_key("test-read-key");
+        let ingress = Arc::new(ingress.with_peer_reads(Arc::new(reads)));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(crate::server::serve(

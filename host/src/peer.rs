@@ -62,15 +62,20 @@ impl PeerReads {
         path.starts_with(logs::PREFIX) || path.starts_with(BLOBS)
     }
 
-    /// Answers a request [`PeerReads::handles`].
-    pub async fn answer(&self, parts: &http::request::Parts) -> HttpResponse {
-        let shown = parts
-            .headers
+    /// Whether `headers` show the cluster's read key: the request comes from a
+    /// controller or another host.
+    pub fn vouches(&self, headers: &http::HeaderMap) -> bool {
+        let shown = headers
             .get(READ_KEY_HEADER)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
         let key = self.key();
-        if key.is_empty() || !same(shown.as_bytes(), key.as_bytes()) {
+        !key.is_empty() && same(shown.as_bytes(), key.as_bytes())
+    }
+
+    /// Answers a request [`PeerReads::handles`].
+    pub async fn answer(&self, parts: &http::request::Parts) -> HttpResponse {
+        if !self.vouches(&parts.headers) {
             return error_response(
                 403,
                 "forbidden",

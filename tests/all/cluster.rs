@@ -932,3 +932,55 @@ fn an_upload_goes_on_without_a_controller_that_stalls_and_that_one_catches_up_af
         || std::fs::read(&file).ok().filter(|b| *b == big),
     );
 }
+
+/// What marks a request proxied between hosts (`x-dabba-hop`, with the cluster's read
+/// key) is believed only with that key and never reaches a guest: a request proxied to
+/// the host running the app arrives without either, and a client's forged hop is
+/// ignored — the request is proxied like any other instead of refused as "not run here",
+/// and a forged key does not reach the guest either.
+#[test]
+fn a_hop_is_believed_only_from_another_host_and_never_reaches_a_guest() {
+    let c = Cluster::start(3, 2);
+    let manifest = c.dir.path().join("hostile.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "[app]\nname = \"hostile\"\ncomponent = \"{}\"\nroute = \"/\"\nreplicas = 1\n",
+            guest("hostile").display()
+        ),
+    )
+    .unwrap();
+    let out = c.cli(&["apply", "-f", manifest.to_str().unwrap(), "--wait"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let on = c.pods().pop().and_then(|p| p.host).expect("a placed pod");
+    let runs: usize = on.trim_start_matches('h').parse::<usize>().unwrap() - 1;
+    let other = 1 - runs;
+    let seen = |host: usize, headers: &[(&str, &str)]| -> Vec<(String, String)> {
+        let r = crate::support::request(c.host_addrs[host], "GET", "/headers", headers, b"");
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.decode()
+    };
+    let leaked = |headers: &[(String, String)]| {
+        headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("x-dabba-read-key") || k == "x-dabba-hop")
+    };
+    // Proxied by the other host: the guest sees neither the hop nor the key.
+    let proxied = seen(other, &[("x-probe", "1")]);
+    assert!(proxied.iter().any(|(k, _)| k == "x-probe"), "{proxied:?}");
+    assert!(!leaked(&proxied), "{proxied:?}");
+    // A forged hop (and key) at either host: ignored, served or proxied as usual.
+    let forged = [("x-dabba-hop", "1"), ("x-dabba-read-key", "guess")];
+    for host in [other, runs] {
+        let headers = seen(host, &forged);
+        assert!(!leaked(&headers), "{headers:?}");
+    }
+    let r = crate::support::request(c.host_addrs[other], "GET", "/ok", &forged, b"");
+    assert_eq!(
+        r.status,
+        200,
+        "a forged hop is proxied, not refused: {}",
+        r.text()
+    );
+    assert_eq!(r.header("x-dabba-not-run"), None);
+}

@@ -17,6 +17,7 @@
 //! | `/echo` | answers with the request body |
 //! | `/big?kb=N` | answers with N KiB |
 //! | `/env` | the environment it sees, as JSON |
+//! | `/headers` | the request headers it sees, as JSON |
 //! | `/config?key=K` | a `wasi:config` value |
 //! | `/fs` | tries to list `/` |
 //! | `/kv?bucket=B` | increments `hits` in bucket B and returns it |
@@ -69,6 +70,14 @@ pub fn handle(req: Request) -> Response {
         (_, "/panic") => panic!("the guest panicked on purpose"),
         (Method::Post, "/echo") => Response::new(200).with_body(req.body.clone()),
         (_, "/big") => Response::new(200).with_body(vec![b'x'; (num("kb") * 1024) as usize]),
+        (_, "/headers") => {
+            let seen: Vec<(String, String)> = req
+                .headers
+                .iter()
+                .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
+                .collect();
+            Response::json(200, &seen)
+        }
         (_, "/env") => {
             let vars: Vec<(String, String)> = std::env::vars().collect();
             Response::json(200, &vars)
