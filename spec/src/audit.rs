@@ -144,20 +144,31 @@ pub fn verify(log: &AuditLog) -> Result<(), String> {
     Ok(())
 }
 
+/// The last words of field names whose values the audit log never keeps.
+const SECRET_WORDS: [&str; 7] = [
+    "token",
+    "secret",
+    "password",
+    "passwd",
+    "key",
+    "credential",
+    "credentials",
+];
+
 /// `body` as kept at [`AuditLevel::Request`]: JSON with the values of secret-looking
-/// fields (`token`, `secret`, `password`, `key`) replaced, cut to [`BODY_KEPT`] bytes;
+/// fields (whose name ends in one of [`SECRET_WORDS`]) replaced, cut to [`BODY_KEPT`]
+/// bytes;
 /// `None` for a body that is empty or not JSON (a component upload).
 pub fn kept_body(body: &[u8]) -> Option<String> {
     fn redact(v: &mut serde_json::Value) {
         match v {
             serde_json::Value::Object(map) => {
                 for (k, v) in map.iter_mut() {
+                    // By the last word of the name: `api_key`, `db_password`, `token`
+                    // — not `key_value_buckets`.
                     let k = k.to_ascii_lowercase();
-                    if ["token", "secret", "password", "key"]
-                        .iter()
-                        .any(|s| k.contains(s))
-                        && !v.is_null()
-                    {
+                    let last = k.rsplit(['_', '-', '.']).next().unwrap_or("");
+                    if SECRET_WORDS.contains(&last) && !v.is_null() {
                         *v = serde_json::Value::String("[redacted]".into());
                     } else {
                         redact(v);
@@ -251,17 +262,15 @@ mod tests {
     #[test]
     fn request_bodies_are_kept_redacted_and_cut() {
         let kept = kept_body(
-            br#"{"role":"admin","label":"x","token":"s3cret","nested":[{"api_key":"k"}]}"#,
+            br#"{"role":"admin","label":"x","token":"s3cret","nested":[{"api_key":"k"}],"config":{"db-password":"pw","max_amount":"9"},"key_value_buckets":["ledger"]}"#,
         )
         .unwrap();
-        assert!(
-            !kept.contains("s3cret") && !kept.contains("\"k\""),
-            "{kept}"
-        );
-        assert!(
-            kept.contains("[redacted]") && kept.contains("admin"),
-            "{kept}"
-        );
+        for secret in ["s3cret", "\"k\"", "\"pw\""] {
+            assert!(!kept.contains(secret), "{secret} in {kept}");
+        }
+        for as_is in ["admin", "ledger", "\"9\""] {
+            assert!(kept.contains(as_is), "{as_is} not in {kept}");
+        }
         assert_eq!(kept_body(b""), None);
         assert_eq!(kept_body(b"\x00asm"), None, "not JSON: a component");
         let long = format!("{{\"label\":\"{}\"}}", "é".repeat(5000));
