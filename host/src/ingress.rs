@@ -35,6 +35,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::function::{HttpFunction, HttpResponse, error_response};
+use crate::limiter::Limiter;
 use crate::peer::PeerReads;
 use crate::reachability::ControlPlane;
 use crate::server::Handler;
@@ -417,6 +418,8 @@ pub struct Ingress {
     ejected: Mutex<HashMap<String, std::time::Instant>>,
     /// What this host answers its peers (logs, cached components), in a cluster.
     peer: Option<Arc<PeerReads>>,
+    /// The apps' rate limits, this ingress's share.
+    limiter: Limiter,
 }
 
 impl Ingress {
@@ -441,6 +444,7 @@ impl Ingress {
             control_plane,
             region_rtts: RwLock::new(HashMap::new()),
             ejected: Mutex::new(HashMap::new()),
+            limiter: Limiter::new(),
             peer: None,
         };
         (ingress, demands)
@@ -892,6 +896,27 @@ impl Handler for Ingress {
             );
         };
         let app = route.key();
+        // Over the app's rate limit: refused before anything is done for it. (Counted
+        // where the client came in: a proxied request was counted by the first host.)
+        if !hopped
+            && let Some(limit) = &route.limit
+            && let Err(wait) = self.limiter.admit(&app, limit, req.headers())
+        {
+            let mut resp = error_response(
+                429,
+                "rate_limited",
+                &format!(
+                    "{app} takes at most {} requests a second; retry later",
+                    limit.app.requests_per_second
+                ),
+                None,
+            );
+            resp.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from(crate::limiter::retry_after(wait)),
+            );
+            return resp;
+        }
         if let Some(v) = table.region_states.get(&app)
             && v.degraded == Degraded::Refuse
             && let Err(why) = self.control_plane.check()
@@ -1107,6 +1132,7 @@ mod tests {
             autoscaled: false,
             serving: None,
             split: None,
+            limit: None,
         }
     }
 
@@ -1449,6 +1475,7 @@ mod proxy_tests {
             autoscaled: false,
             serving: None,
             split: None,
+            limit: None,
         }
     }
 

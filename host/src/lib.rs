@@ -28,6 +28,7 @@ pub mod ingress;
 pub mod interfaces;
 pub mod job;
 pub mod kv;
+pub mod limiter;
 mod linked;
 pub mod logs;
 pub mod metrics;

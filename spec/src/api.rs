@@ -594,6 +594,9 @@ pub struct RouteEntry {
     /// How requests are split while a canary (or a blue-green preview) is rolled out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub split: Option<Split>,
+    /// The app's rate limit, and how many ingresses share it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<crate::ratelimit::RouteLimit>,
 }
 
 /// A rollout's split of one app's requests between its stable revision (`serving`)

@@ -145,7 +145,7 @@ pub fn verify(log: &AuditLog) -> Result<(), String> {
 }
 
 /// The last words of field names whose values the audit log never keeps.
-const SECRET_WORDS: [&str; 7] = [
+pub const SECRET_WORDS: [&str; 7] = [
     "token",
     "secret",
     "password",

@@ -31,6 +31,9 @@
 //! min = 0
 //! max = 20
 //! target_concurrency = 10
+//!
+//! [rate_limit]                   # optional: see crate::ratelimit
+//! requests_per_second = 200
 //! ```
 //!
 //! Parsing does no I/O: the caller reads the file, and resolves `component` (reading the
@@ -74,6 +77,9 @@ pub struct Manifest {
     /// Analysis templates for the rollout; see `crate::analysis`.
     #[serde(default)]
     pub analysis: Vec<AnalysisTemplate>,
+    /// Requests a second let through; see `crate::ratelimit`.
+    #[serde(default)]
+    pub rate_limit: Option<crate::ratelimit::RateLimit>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -215,6 +221,7 @@ impl Manifest {
             rollout: self.rollout.clone(),
             analysis: self.analysis.clone(),
             regions: self.placement.regions.clone(),
+            rate_limit: self.rate_limit.clone(),
         }
     }
 }

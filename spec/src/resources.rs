@@ -48,12 +48,16 @@ pub struct AppSpec {
     /// anywhere.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub regions: Option<crate::regions::RegionPlacement>,
+    /// How many requests a second reach it (`crate::ratelimit`); without it, all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<crate::ratelimit::RateLimit>,
 }
 
 impl AppSpec {
     /// Whether two specs are the same revision: everything but the replica count, the
-    /// scaling rules, the rollout and the regions (which change how many pods run and
-    /// where, or how a revision takes over, not what runs).
+    /// scaling rules, the rollout, the regions and the rate limit (which change how many
+    /// pods run and where, how a revision takes over, or what the ingress lets through,
+    /// not what runs).
     pub fn same_revision(&self, other: &AppSpec) -> bool {
         let what_runs = |s: &AppSpec| AppSpec {
             replicas: 0,
@@ -61,6 +65,7 @@ impl AppSpec {
             rollout: None,
             analysis: Vec::new(),
             regions: None,
+            rate_limit: None,
             ..s.clone()
         };
         what_runs(self) == what_runs(other)

@@ -84,6 +84,9 @@ impl AppSpec {
             ));
         }
         self.route.validate()?;
+        if let Some(limit) = &self.rate_limit {
+            limit.validate()?;
+        }
         if self.replicas > MAX_REPLICAS {
             return Err(Invalid::new(
                 "app.replicas",

@@ -520,3 +520,70 @@ fn a_component_nothing_uses_is_deleted_after_its_grace_and_one_in_use_never_is()
     let r = try_request(up.ingress, "GET", "/hello", &[], b"").unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
 }
+
+/// An app's `[rate_limit]` lets a burst and then its rate through, one bucket per
+/// value of `per_header`, and answers the rest 429 with `Retry-After` — counted: no
+/// more passes than burst + rate × time, and every refusal says when to come back. A
+/// bad limit is refused at apply, naming its line and field.
+#[test]
+fn a_rate_limited_app_answers_429_with_retry_after_beyond_its_limit() {
+    let up = Up::start(false);
+    let manifest = |limit: &str| {
+        format!(
+            "[app]\nname = \"limited\"\ncomponent = \"{}\"\nroute = \"/\"\nreplicas = 1\n\n[rate_limit]\n{limit}",
+            guest("hostile").display()
+        )
+    };
+    let path = up.dir.path().join("limited.toml");
+    std::fs::write(&path, manifest("requests_per_second = 0\n")).unwrap();
+    let out = up.cli(&["apply", "-f", path.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("rate_limit.requests_per_second") && err.contains("limited.toml:8"),
+        "{err}"
+    );
+    std::fs::write(
+        &path,
+        manifest("requests_per_second = 4\nburst = 6\nper_header = \"x-merchant\"\n"),
+    )
+    .unwrap();
+    let out = up.cli(&["apply", "-f", path.to_str().unwrap(), "--wait"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let send = |merchant: &str| {
+        try_request(up.ingress, "GET", "/ok", &[("x-merchant", merchant)], b"").unwrap()
+    };
+    let started = std::time::Instant::now();
+    let (mut passed, mut limited) = (0u32, 0u32);
+    for _ in 0..40 {
+        let r = send("m1");
+        match r.status {
+            200 => passed += 1,
+            429 => {
+                limited += 1;
+                let after: u64 = r
+                    .header("retry-after")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or_else(|| panic!("no Retry-After: {r:?}"));
+                assert!(after >= 1, "{after}");
+                assert!(r.text().contains("rate_limited"), "{}", r.text());
+            }
+            other => panic!("{other}: {}", r.text()),
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let most = 6.0 + 4.0 * elapsed;
+    assert!(passed >= 6, "the burst passes: {passed}");
+    assert!(
+        f64::from(passed) <= most + 1.0,
+        "{passed} passed in {elapsed:.2} s: at most {most:.1}"
+    );
+    assert_eq!(passed + limited, 40);
+    assert!(limited > 0, "{passed} passed in {elapsed:.2} s");
+    // Another merchant has a bucket of its own.
+    assert_eq!(send("m2").status, 200);
+    // And the first one gets through again once its bucket refilled.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(send("m1").status, 200);
+}

@@ -123,6 +123,7 @@ fn spec(c: &ComponentBytes, name: &str, replicas: u32, scale: Option<Scale>) -> 
         rollout: None,
         analysis: Vec::new(),
         regions: None,
+        rate_limit: None,
     }
 }
 

@@ -3,6 +3,8 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
+use dabba_spec::ratelimit::RouteLimit;
+
 use dabba_spec::api::{
     AppDetail, AppSummary, Assignment, CheckAssignment, CronJobView, EventView, HostView,
     RegionStateView, RolloutView, RouteEntry, Split,
@@ -359,6 +361,12 @@ pub fn routes(state: &State) -> Vec<RouteEntry> {
             .map(|e| e.iter().map(|s| s.to_string()).collect())
             .unwrap_or_default()
     };
+    // Every Ready host runs an ingress, and a rate limit is shared between them.
+    let ingresses = state
+        .hosts
+        .values()
+        .filter(|h| h.state == HostState::Ready)
+        .count() as u32;
     state
         .apps
         .iter()
@@ -400,6 +408,10 @@ pub fn routes(state: &State) -> Vec<RouteEntry> {
                 autoscaled: a.spec.scale.is_some() || a.spec.regions.is_some(),
                 serving: rollout.map(|r| r.stable),
                 split,
+                limit: a.spec.rate_limit.clone().map(|app| RouteLimit {
+                    app,
+                    ingresses: ingresses.max(1),
+                }),
             }
         })
         .collect()

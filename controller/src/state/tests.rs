@@ -26,6 +26,7 @@ pub(crate) fn spec(name: &str, prefix: &str, replicas: u32) -> AppSpec {
         rollout: None,
         analysis: Vec::new(),
         regions: None,
+        rate_limit: None,
     }
 }
 

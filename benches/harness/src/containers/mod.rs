@@ -232,6 +232,7 @@ async fn measure(setup: &Setup<'_>, dir: &Path, docker_version: String) -> anyho
         rollout: None,
         analysis: Vec::new(),
         regions: None,
+        rate_limit: None,
     };
     let n = sizes.cold_starts;
     let cold: Vec<AppSpec> = (0..n)
