@@ -63,6 +63,22 @@ impl Up {
         run_dabba(&all, Duration::from_secs(60))
     }
 
+    /// The cluster's read key, which hosts show each other (on a proxied request, for
+    /// one), as the host's assignments carry it.
+    pub fn read_key(&self) -> String {
+        let auth = format!("Bearer {}", self.admin);
+        let view = try_request(
+            self.api_addr,
+            "GET",
+            "/v1/hosts/local/assignments?wait_ms=0",
+            &[("authorization", auth.as_str())],
+            b"",
+        )
+        .expect("the host's assignments")
+        .json();
+        view["read_key"].as_str().expect("a read key").to_string()
+    }
+
     /// `dabba get apps -o json`.
     pub fn apps(&self) -> Vec<AppSummary> {
         json_out(&self.cli(&["get", "apps", "-o", "json"]))
@@ -180,8 +196,10 @@ fn up_with_the_demo_serves_the_samples_and_keeps_everything_across_a_restart() {
             guest("hello").display()
         ),
     );
+    let key = up.read_key();
     for hop in [false, true] {
-        let headers: &[(&str, &str)] = if hop { &[("x-dabba-hop", "1")] } else { &[] };
+        let hopped = [("x-dabba-hop", "1"), ("x-dabba-read-key", key.as_str())];
+        let headers: &[(&str, &str)] = if hop { &hopped } else { &[] };
         let r = eventually("the fixed app's route", Duration::from_secs(30), || {
             let r = try_request(up.ingress, "GET", "/fixed", headers, b"").ok()?;
             (r.status == 503).then_some(r)
