@@ -8,8 +8,10 @@
 //! address and request id the follower saw (passed on with the peer token, so a client
 //! cannot make them up).
 //!
-//! How: the entry of a change is committed (`Command::Audit`) before the change is
-//! answered, so a crash cannot lose the entry of a change a client saw succeed.
+//! How: the entry of a change that succeeded is committed (`Command::Audit`) before
+//! the change is answered, so a crash cannot lose the entry of a change a client saw
+//! succeed (unless the cluster commits nothing for 5 s: the answer then goes and the
+//! entry follows when it can). A change that failed is recorded like a refusal.
 //! Refusals are collected in memory and, every 200 ms, the leader proposes them as one
 //! command; a follower sends its own to the leader (`POST /v1/audit`, peer token),
 //! keeping them while there is none. Held entries

@@ -68,6 +68,8 @@ pub type Response = http::Response<Body>;
 pub const MAX_BODY: usize = 64 << 20;
 /// The longest a watch or an assignments long-poll waits.
 pub const MAX_WAIT: Duration = Duration::from_secs(30);
+/// The longest a change's answer waits for its audit entry to commit.
+const AUDIT_WAIT: Duration = Duration::from_secs(5);
 /// Marks a request already forwarded once, so it is never forwarded in circles.
 const FORWARDED: &str = "x-dabba-forwarded";
 
@@ -198,7 +200,16 @@ impl Api {
             resp.status().as_u16(),
             kept.as_deref(),
         ) {
-            self.audit.commit(&self.node, entry).await;
+            if resp.status().is_success() {
+                // A change that took effect is answered once its entry is committed —
+                // or after AUDIT_WAIT, when the cluster commits nothing (the entry's
+                // proposal goes on, and is held again if it fails).
+                let (audit, node) = (self.audit.clone(), self.node.clone());
+                let commit = tokio::spawn(async move { audit.commit(&node, entry).await });
+                let _ = tokio::time::timeout(AUDIT_WAIT, commit).await;
+            } else {
+                self.audit.hold(entry);
+            }
         }
         if let Ok(v) = http::HeaderValue::from_str(&request_id) {
             resp.headers_mut().insert(audit::REQUEST_ID_HEADER, v);
