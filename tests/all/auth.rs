@@ -436,6 +436,13 @@ fn a_host_credential_reaches_only_what_its_host_runs() {
         "registering {on} again with the join token"
     );
     assert_eq!(read(&own, "default/default"), 200, "still its credential");
+    // Nor can a host's credential register another host.
+    let posing = block_on(c.api().with_token(&stolen).register_host(&info));
+    assert_eq!(
+        posing.err().and_then(|e| e.status()),
+        Some(403),
+        "{other} registering as {on}"
+    );
 
     // Restarted, the host comes back with the credential it kept.
     let index: usize = on.trim_start_matches('h').parse::<usize>().unwrap() - 1;
