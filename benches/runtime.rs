@@ -40,6 +40,7 @@ fn load(runtime: &Arc<Runtime>, guest: &str, fuel: Option<u64>) -> HttpFunction 
             key_value_buckets: vec!["default".into()],
             ..Default::default()
         },
+        secrets: Default::default(),
         kv: Arc::new(MemoryKv::new()),
         log: None,
     };

@@ -97,6 +97,7 @@ impl CapabilityFlags {
         Capabilities {
             env: self.env.iter().cloned().collect::<BTreeMap<_, _>>(),
             config: self.config.iter().cloned().collect::<BTreeMap<_, _>>(),
+            secrets: Default::default(),
             allowed_outbound_hosts: self.allow_outbound.clone(),
             key_value_buckets: buckets,
         }

@@ -63,6 +63,10 @@ enum Command {
     /// Create, list and revoke API tokens (admin only).
     #[command(subcommand)]
     Token(commands::token::TokenCommand),
+    /// Set and remove secrets' keys, and rotate the key that seals them. Values go in
+    /// and never come out; apps read them through wasi:config when they list them.
+    #[command(subcommand)]
+    Secret(commands::secret::SecretCommand),
     /// Show who changed what and who was refused (admin only), from the replicated,
     /// hash-chained audit log.
     Audit(commands::audit::AuditArgs),
@@ -105,6 +109,7 @@ fn main() -> ExitCode {
         Command::Region(cmd) => commands::region::region(cmd).map(|()| ExitCode::SUCCESS),
         Command::Cluster(cmd) => commands::cluster::cluster(cmd).map(|()| ExitCode::SUCCESS),
         Command::Token(cmd) => commands::token::token(cmd).map(|()| ExitCode::SUCCESS),
+        Command::Secret(cmd) => commands::secret::secret(cmd).map(|()| ExitCode::SUCCESS),
         Command::Audit(args) => commands::audit::audit(args).map(|()| ExitCode::SUCCESS),
     };
     match result {

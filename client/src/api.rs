@@ -416,6 +416,45 @@ impl ApiClient {
             .map(drop)
     }
 
+    /// `PUT /v1/secrets/{ns}/{name}`: sets (or removes) keys; answers the secret
+    /// without its values.
+    pub async fn put_secret(
+        &self,
+        key: &ResourceKey,
+        put: &dabba_spec::secret::SecretPut,
+    ) -> Result<dabba_spec::secret::SecretView, ApiError> {
+        self.send_json(Method::PUT, &paths::secret(key), put).await
+    }
+
+    /// `GET /v1/secrets[?namespace=NS]`: keys, versions and users, never a value.
+    pub async fn secrets(
+        &self,
+        namespace: Option<&str>,
+    ) -> Result<Vec<dabba_spec::secret::SecretView>, ApiError> {
+        self.get(&paths::listing("secrets", namespace, None)).await
+    }
+
+    /// `GET /v1/secrets/{ns}/{name}`.
+    pub async fn secret(
+        &self,
+        key: &ResourceKey,
+    ) -> Result<dabba_spec::secret::SecretView, ApiError> {
+        self.get(&paths::secret(key)).await
+    }
+
+    /// `DELETE /v1/secrets/{ns}/{name}` (refused while an app or cron job lists it).
+    pub async fn delete_secret(&self, key: &ResourceKey) -> Result<(), ApiError> {
+        self.request(Method::DELETE, &paths::secret(key), Bytes::new(), JSON)
+            .await
+            .map(drop)
+    }
+
+    /// `POST /v1/secrets/rotate-key` (admins): a new data key; every secret re-sealed.
+    pub async fn rotate_secret_key(&self) -> Result<dabba_spec::secret::KeyRotated, ApiError> {
+        self.send_json(Method::POST, paths::ROTATE_SECRET_KEY, &Empty {})
+            .await
+    }
+
     /// `GET /v1/cluster`.
     pub async fn cluster_status(&self) -> Result<ClusterStatus, ApiError> {
         self.get(paths::CLUSTER).await

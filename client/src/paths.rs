@@ -126,6 +126,13 @@ pub fn analysis_template(key: &ResourceKey) -> String {
     v1(&["analysistemplates", key.namespace(), key.name()])
 }
 
+/// `/v1/secrets/{ns}/{name}`.
+pub fn secret(key: &ResourceKey) -> String {
+    v1(&["secrets", key.namespace(), key.name()])
+}
+
+pub const ROTATE_SECRET_KEY: &str = "/v1/secrets/rotate-key";
+
 pub fn cron_job(key: &ResourceKey) -> String {
     v1(&["cronjobs", key.namespace(), key.name()])
 }

@@ -165,6 +165,28 @@ pub enum Command {
         to: Option<u64>,
         at: Millis,
     },
+    /// Set a secret's values: all of them, sealed by the leader with data key
+    /// `data_key`, if the secret is still at version `expect` (0: it does not exist).
+    PutSecret {
+        key: ResourceKey,
+        data: std::collections::BTreeMap<String, crate::vault::Sealed>,
+        data_key: u32,
+        expect: u64,
+        at: Millis,
+    },
+    /// Delete a secret nothing lists.
+    DeleteSecret {
+        key: ResourceKey,
+        at: Millis,
+    },
+    /// A new data key (wrapped with the key-encryption key), every secret re-sealed
+    /// with it; the old data keys are dropped.
+    RotateDataKey {
+        id: u32,
+        wrapped: crate::vault::WrappedKey,
+        resealed: Vec<crate::state::secrets::Resealed>,
+        at: Millis,
+    },
     /// Audited requests, appended to the audit log in this order (numbered and
     /// chained when applied).
     Audit {

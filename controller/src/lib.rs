@@ -6,6 +6,7 @@ pub mod api;
 mod background;
 pub mod blobs;
 pub mod command;
+pub mod credentials;
 pub mod node;
 #[allow(
     clippy::result_large_err,
@@ -13,5 +14,5 @@ pub mod node;
 )]
 pub mod raft;
 pub mod reconcile;
-pub mod secrets;
 pub mod state;
+pub mod vault;

@@ -25,6 +25,9 @@ pub struct AppConfig {
     pub revision: Option<u64>,
     pub limits: Limits,
     pub capabilities: Capabilities,
+    /// The values of the secrets it lists, served by `wasi:config` beside
+    /// `capabilities.config` (`Debug` shows their keys only).
+    pub secrets: dabba_spec::secret::Revealed,
     /// Where its buckets live.
     pub kv: Arc<dyn KvBackend>,
     /// The log its output goes to, when it runs as a pod (or a job run) of a cluster.

@@ -139,7 +139,13 @@ impl Runtime {
             backend: app.kv.clone(),
             scope: app.scope.clone(),
             buckets: app.capabilities.key_value_buckets.clone(),
-            config: app.capabilities.config.clone(),
+            config: app
+                .capabilities
+                .config
+                .iter()
+                .chain(app.secrets.0.iter())
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
         });
         Ok(Prepared {
             engine: engine.clone(),

@@ -283,6 +283,10 @@ pub struct ControllerPlace {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerToken {
     pub token: String,
+    /// The key that wraps the secrets' data keys, for a joining controller's
+    /// `secrets.key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets_key: Option<String>,
 }
 
 /// `GET /v1/watch?since=V`: the version once it is past `since` (or the wait ended).
@@ -573,6 +577,13 @@ pub struct CheckReport {
 pub struct Assignment {
     pub pod: Pod,
     pub spec: AppSpec,
+    /// The values of the secrets its spec lists, by config key (filled by the
+    /// controller that answers, never stored).
+    #[serde(default, skip_serializing_if = "crate::secret::Revealed::is_empty")]
+    pub secrets: crate::secret::Revealed,
+    /// Why the listed secrets could not be given (the pod must not start without them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unrevealed: Option<String>,
 }
 
 /// Where requests for one app go: the hosts running its pods.

@@ -160,8 +160,21 @@ pub const SECRET_WORDS: [&str; 7] = [
 /// bytes;
 /// `None` for a body that is empty or not JSON (a component upload).
 pub fn kept_body(body: &[u8]) -> Option<String> {
-    fn redact(v: &mut serde_json::Value) {
+    kept_body_as(body, false)
+}
+
+/// [`kept_body`] of a request about secrets: every string in it is replaced, so what
+/// is kept is which keys were set or removed, never a value.
+pub fn kept_secret_body(body: &[u8]) -> Option<String> {
+    kept_body_as(body, true)
+}
+
+fn kept_body_as(body: &[u8], all_secret: bool) -> Option<String> {
+    fn redact(v: &mut serde_json::Value, all: bool) {
         match v {
+            serde_json::Value::String(_) if all => {
+                *v = serde_json::Value::String("[redacted]".into());
+            }
             serde_json::Value::Object(map) => {
                 for (k, v) in map.iter_mut() {
                     // By the last word of the name: `api_key`, `db_password`, `token`
@@ -171,11 +184,11 @@ pub fn kept_body(body: &[u8]) -> Option<String> {
                     if SECRET_WORDS.contains(&last) && !v.is_null() {
                         *v = serde_json::Value::String("[redacted]".into());
                     } else {
-                        redact(v);
+                        redact(v, all);
                     }
                 }
             }
-            serde_json::Value::Array(items) => items.iter_mut().for_each(redact),
+            serde_json::Value::Array(items) => items.iter_mut().for_each(|v| redact(v, all)),
             _ => {}
         }
     }
@@ -183,7 +196,7 @@ pub fn kept_body(body: &[u8]) -> Option<String> {
         return None;
     }
     let mut v: serde_json::Value = serde_json::from_slice(body).ok()?;
-    redact(&mut v);
+    redact(&mut v, all_secret);
     let mut text = v.to_string();
     if text.len() > BODY_KEPT {
         let cut = (0..=BODY_KEPT)

@@ -22,6 +22,10 @@ pub struct Capabilities {
     /// Values served by `wasi:config/store`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub config: BTreeMap<String, String>,
+    /// Config keys served from the namespace's secrets (`crate::secret`): the listing,
+    /// never a value.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, crate::secret::SecretRef>,
     /// Destinations the guest may send HTTP requests to.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_outbound_hosts: Vec<OutboundRule>,

@@ -65,6 +65,9 @@ pub struct CronSection {
     pub env: BTreeMap<String, String>,
     #[serde(default)]
     pub config: BTreeMap<String, String>,
+    /// Config keys served from the namespace's secrets (`crate::secret`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, crate::secret::SecretRef>,
     #[serde(default)]
     pub key_value_buckets: Vec<String>,
     #[serde(default)]
@@ -192,6 +195,7 @@ impl CronSection {
                 format!("`{}` is not a valid namespace", self.namespace),
             ));
         }
+        crate::secret::check_listing("secrets", &self.secrets, &self.config)?;
         self.schedule
             .parse::<Schedule>()
             .map_err(|e| Invalid::new("schedule", e.to_string()))?;
@@ -489,6 +493,12 @@ pub struct RunAssignment {
     pub run: JobRun,
     pub spec: CronSection,
     pub component: crate::Digest,
+    /// The values of the secrets the job lists, by config key (never stored).
+    #[serde(default, skip_serializing_if = "crate::secret::Revealed::is_empty")]
+    pub secrets: crate::secret::Revealed,
+    /// Why the listed secrets could not be given (the attempt must not start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unrevealed: Option<String>,
 }
 
 impl JobRun {

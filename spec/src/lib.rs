@@ -28,6 +28,7 @@ pub mod regions;
 pub mod resources;
 pub mod rollout;
 pub mod scale;
+pub mod secret;
 pub mod units;
 pub mod validate;
 

@@ -19,6 +19,9 @@
 //! [config]                       # optional, served by wasi:config
 //! mdr_rules = '[{"up_to": null, "bps": 110}]'
 //!
+//! [secrets]                      # optional: config keys from the namespace's secrets
+//! gateway_key = "payment-keys/gateway"   # see crate::secret
+//!
 //! [capabilities]                 # optional
 //! allowed_outbound_hosts = ["https://api.example.com"]
 //! key_value_buckets = ["default"]
@@ -64,6 +67,9 @@ pub struct Manifest {
     pub env: BTreeMap<String, String>,
     #[serde(default)]
     pub config: BTreeMap<String, String>,
+    /// Config keys served from secrets (`crate::secret`).
+    #[serde(default)]
+    pub secrets: BTreeMap<String, crate::secret::SecretRef>,
     #[serde(default)]
     pub capabilities: CapabilitySection,
     #[serde(default)]
@@ -213,6 +219,7 @@ impl Manifest {
             capabilities: Capabilities {
                 env: self.env.clone(),
                 config: self.config.clone(),
+                secrets: self.secrets.clone(),
                 allowed_outbound_hosts: self.capabilities.allowed_outbound_hosts.clone(),
                 key_value_buckets: self.capabilities.key_value_buckets.clone(),
             },
@@ -353,6 +360,27 @@ node_selector = { region = "ap-south-1" }
             assert_eq!(e.field.as_deref(), Some(field), "{e}");
             assert_eq!(e.line, line, "{e}");
         }
+    }
+
+    #[test]
+    fn secrets_are_listed_by_reference_and_errors_name_their_line() {
+        let text = format!("{GOOD}\n[secrets]\ngateway_key = \"payment-keys/gateway\"\n");
+        let m = Manifest::parse("app.toml", &text).unwrap();
+        let spec = m.to_spec(Digest::from_bytes([1; 32]));
+        let r = &spec.capabilities.secrets["gateway_key"];
+        assert_eq!(
+            (r.secret.as_str(), r.key.as_str()),
+            ("payment-keys", "gateway")
+        );
+        // No key named.
+        let e = fails(&text.replace("payment-keys/gateway", "payment-keys"));
+        assert_eq!(e.field.as_deref(), Some("secrets.gateway_key"), "{e}");
+        assert_eq!(e.line, 26, "{e}");
+        assert!(e.message.contains("secret/key"), "{e}");
+        // The same config key from [config] and [secrets].
+        let e = fails(&text.replace("gateway_key =", "bucket ="));
+        assert_eq!(e.field.as_deref(), Some("secrets.bucket"), "{e}");
+        assert_eq!(e.line, 26, "{e}");
     }
 
     #[test]

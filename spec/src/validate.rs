@@ -103,6 +103,11 @@ impl AppSpec {
             };
             return Err(Invalid::new(format!("limits.{key}"), e.to_string()));
         }
+        crate::secret::check_listing(
+            "secrets",
+            &self.capabilities.secrets,
+            &self.capabilities.config,
+        )?;
         for k in self.capabilities.env.keys() {
             if k.is_empty() || k.contains('=') {
                 return Err(Invalid::new(

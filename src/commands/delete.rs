@@ -1,5 +1,6 @@
-//! `dabba delete app|cronjob|analysistemplate NAME`: an app with its revisions and pods,
-//! a cron job with its runs, or an analysis template (unless a rollout names it).
+//! `dabba delete app|cronjob|analysistemplate|secret NAME`: an app with its revisions and
+//! pods, a cron job with its runs, an analysis template (unless a rollout names it), or
+//! a secret (unless an app or cron job lists it).
 
 use clap::Args;
 
@@ -22,6 +23,12 @@ pub fn delete(args: DeleteArgs) -> anyhow::Result<()> {
             ObjectKind::App => api.delete_app(&key).await?,
             ObjectKind::Cronjob => api.delete_cron_job(&key).await?,
             ObjectKind::Analysistemplate => api.delete_analysis_template(&key).await?,
+            ObjectKind::Secret => {
+                let key = super::secret::secret_key(&args.cluster, &args.name);
+                api.delete_secret(&key).await?;
+                println!("secret {key} deleted");
+                return Ok(());
+            }
         }
         println!("{} {key} deleted", args.kind.noun());
         Ok(())

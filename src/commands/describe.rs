@@ -1,4 +1,4 @@
-//! `dabba describe app|cronjob|analysistemplate NAME`: everything about one object, or `-o json`.
+//! `dabba describe app|cronjob|analysistemplate|secret NAME`: everything about one object, or `-o json`.
 
 use anyhow::bail;
 use clap::Args;
@@ -47,6 +47,14 @@ pub fn describe(args: DescribeArgs) -> anyhow::Result<()> {
                 for m in &t.template.metrics {
                     println!("  {}", serde_json::to_string(m)?);
                 }
+            }
+            ObjectKind::Secret => {
+                let key = super::secret::secret_key(&args.cluster, &args.name);
+                let s = api.secret(&key).await?;
+                if args.output == Output::Json {
+                    return print_json(&s);
+                }
+                super::secret::print_secret(&s);
             }
             ObjectKind::App => {
                 let d = api.app(&key).await?;

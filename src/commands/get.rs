@@ -1,4 +1,4 @@
-//! `dabba get apps|revisions|pods|hosts|cronjobs|jobs|rollouts|analysistemplates|regions
+//! `dabba get apps|revisions|pods|hosts|cronjobs|jobs|rollouts|analysistemplates|regions|secrets
 //! [NAME]`: a table, or `-o json`.
 
 use clap::{Args, ValueEnum};
@@ -24,6 +24,8 @@ pub enum Kind {
     Analysistemplates,
     /// Regions: hosts, availability, voters, and where placed apps serve.
     Regions,
+    /// Secrets: their keys, versions and users (never a value).
+    Secrets,
 }
 
 #[derive(Debug, Args)]
@@ -49,6 +51,7 @@ pub fn get(args: GetArgs) -> anyhow::Result<()> {
             Kind::Hosts => hosts(&api, &args).await,
             Kind::Rollouts => rollouts(&api, &args).await,
             Kind::Analysistemplates => templates(&api, &args).await,
+            Kind::Secrets => secrets(&api, &args).await,
             Kind::Regions => {
                 let views = api.regions().await?;
                 if args.output == Output::Json {
@@ -59,6 +62,33 @@ pub fn get(args: GetArgs) -> anyhow::Result<()> {
             }
         }
     })
+}
+
+async fn secrets(api: &ApiClient, args: &GetArgs) -> anyhow::Result<()> {
+    let mut all = api.secrets(Some(&args.cluster.namespace)).await?;
+    all.retain(|s| args.name.as_ref().is_none_or(|n| *n == s.name));
+    if args.output == Output::Json {
+        return print_json(&all);
+    }
+    table(
+        &["NAME", "KEYS", "VERSION", "USED BY", "AGE"],
+        all.iter()
+            .map(|s| {
+                vec![
+                    s.name.clone(),
+                    s.keys.join(","),
+                    s.version.to_string(),
+                    if s.used_by.is_empty() {
+                        "-".into()
+                    } else {
+                        s.used_by.join(",")
+                    },
+                    age(s.created),
+                ]
+            })
+            .collect(),
+    );
+    Ok(())
 }
 
 async fn apps(api: &ApiClient, args: &GetArgs) -> anyhow::Result<()> {

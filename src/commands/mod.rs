@@ -17,6 +17,7 @@ pub mod roles;
 pub mod rollout;
 pub mod run;
 pub mod scale;
+pub mod secret;
 pub mod serve;
 pub mod target;
 pub mod token;
@@ -30,6 +31,8 @@ pub enum ObjectKind {
     Cronjob,
     /// An analysis template applied on its own to a namespace.
     Analysistemplate,
+    /// A secret (`describe` shows its keys and users, never a value).
+    Secret,
 }
 
 impl ObjectKind {
@@ -39,6 +42,7 @@ impl ObjectKind {
             ObjectKind::App => "app",
             ObjectKind::Cronjob => "cronjob",
             ObjectKind::Analysistemplate => "analysistemplate",
+            ObjectKind::Secret => "secret",
         }
     }
 }

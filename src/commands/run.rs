@@ -48,6 +48,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             scope: "default".into(),
             limits,
             capabilities: args.capabilities.capabilities(),
+            secrets: Default::default(),
             kv: args.capabilities.kv_backend()?,
             log: None,
         };

@@ -90,6 +90,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             scope: "default".into(),
             limits,
             capabilities: args.capabilities.capabilities(),
+            secrets: Default::default(),
             kv: args.capabilities.kv_backend()?,
             log: None,
         };

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::Args;
 use dabba_client::ApiClient;
-use dabba_controller::secrets::write_secret;
+use dabba_controller::credentials::write_secret;
 use serde::{Deserialize, Serialize};
 
 /// Where the CLI finds its cluster (`~/.config/dabba/config.json`).

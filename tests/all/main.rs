@@ -23,3 +23,4 @@ mod regions;
 mod rollouts;
 mod runtime;
 mod samples;
+mod secrets;

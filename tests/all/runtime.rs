@@ -28,6 +28,7 @@ fn app(name: &str, scope: &str, kv: &Arc<MemoryKv>, fuel: Option<u64>) -> AppCon
             key_value_buckets: vec!["default".into()],
             ..Default::default()
         },
+        secrets: Default::default(),
         kv: kv.clone() as Arc<dyn KvBackend>,
         log: None,
     }

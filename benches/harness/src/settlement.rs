@@ -203,6 +203,7 @@ async fn measure(
             key_value_buckets: vec![BUCKET.into()],
             ..Default::default()
         },
+        secrets: Default::default(),
         kv: store.clone(),
         log: None,
     };

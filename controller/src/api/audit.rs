@@ -162,6 +162,9 @@ impl Recorder {
             request_id: seen.request_id,
             controller: self.controller,
             body: match self.level {
+                AuditLevel::Request if path.starts_with("/v1/secrets") => {
+                    body.and_then(dabba_spec::audit::kept_secret_body)
+                }
                 AuditLevel::Request => body.and_then(dabba_spec::audit::kept_body),
                 _ => None,
             },

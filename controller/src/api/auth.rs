@@ -20,8 +20,8 @@
 use dabba_spec::resources::{Grant, Role};
 
 use super::{Api, Call, Failure, fail};
+use crate::credentials::token_hash;
 use crate::node::now_millis;
-use crate::secrets::token_hash;
 
 /// What a request needs of its token.
 #[derive(Debug, Clone, Copy)]

@@ -110,6 +110,7 @@ async fn peer_token(api: &Api, _: Call) -> Answer {
         200,
         &PeerToken {
             token: api.node.peer_token().to_string(),
+            secrets_key: Some(api.node.vault.export()),
         },
     )
 }

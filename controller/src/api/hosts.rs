@@ -11,8 +11,8 @@ use super::auth::{Access, Ns, Rule};
 use super::router::Router;
 use super::{Answer, Api, Call, fail, json, parse, reply, since_of, views, wait_of};
 use crate::command::Command;
+use crate::credentials::{new_token, token_hash};
 use crate::node::now_millis;
-use crate::secrets::{new_token, token_hash};
 
 pub(super) fn routes(r: &mut Router) {
     r.leader(
@@ -106,7 +106,11 @@ async fn assignments(api: &Api, call: Call) -> Answer {
     let node = &api.node;
     node.linearize().await?;
     let name = call.param("name");
-    let mut view = node.shared.read(|s| views::host_view(s, name));
+    let mut view = node.shared.read(|s| {
+        let mut view = views::host_view(s, name);
+        node.reveal_view(s, &mut view);
+        view
+    });
     view.read_key = node.read_key();
     json(200, &view)
 }

@@ -34,6 +34,7 @@ mod raft_rpc;
 mod regions;
 mod rollouts;
 mod router;
+mod secrets;
 mod tokens;
 pub mod views;
 
@@ -50,8 +51,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::command::Reply;
+use crate::credentials;
 use crate::node::{Controller, ProposeError};
-use crate::secrets;
 
 pub use auth::{Access, Ns, Rule};
 pub use router::Call;
@@ -229,7 +230,7 @@ impl Api {
         };
         let from_peer = parts.headers.contains_key(FORWARDED)
             && header(audit::FORWARDER_HEADER).is_some_and(|t| {
-                secrets::token_hash(&t) == secrets::token_hash(self.node.peer_token())
+                credentials::token_hash(&t) == credentials::token_hash(self.node.peer_token())
             });
         let (source, request_id) = match (
             from_peer,

@@ -7,8 +7,8 @@ use http::Method;
 use super::auth::Access;
 use super::router::Router;
 use super::{Api, Call, Failure, fail, json, parse};
+use crate::credentials::token_hash;
 use crate::raft::network::{PEER_TOKEN_HEADER, decode_snapshot_chunk};
-use crate::secrets::token_hash;
 
 pub(super) fn routes(r: &mut Router) {
     r.local(Method::POST, "/raft/append", Access::Peer, |api, call| {

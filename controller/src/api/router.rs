@@ -208,6 +208,7 @@ pub fn routes() -> Router {
     super::kv::routes(&mut r);
     super::logs::routes(&mut r);
     super::tokens::routes(&mut r);
+    super::secrets::routes(&mut r);
     super::audit::routes(&mut r);
     super::cluster::routes(&mut r);
     r

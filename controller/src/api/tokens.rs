@@ -12,8 +12,8 @@ use super::auth::{Access, Rule};
 use super::router::Router;
 use super::{Answer, Api, Call, fail, json, parse, reply};
 use crate::command::Command;
+use crate::credentials::{new_token, token_hash};
 use crate::node::now_millis;
-use crate::secrets::{new_token, token_hash};
 
 pub(super) fn routes(r: &mut Router) {
     r.leader(

@@ -205,6 +205,8 @@ pub fn host_view(state: &State, name: &str) -> HostView {
             Some(Assignment {
                 pod: p.clone(),
                 spec: rev.spec.clone(),
+                secrets: Default::default(),
+                unrevealed: None,
             })
         })
         .collect();
@@ -219,6 +221,8 @@ pub fn host_view(state: &State, name: &str) -> HostView {
                 run: r.clone(),
                 spec: job.spec.clone(),
                 component: job.component,
+                secrets: Default::default(),
+                unrevealed: None,
             })
         })
         .collect();

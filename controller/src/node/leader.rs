@@ -131,7 +131,17 @@ impl Controller {
                 .filter(|p| p.host.as_deref() == Some(host))
                 .and_then(|p| {
                     let spec = s.revision(&p.namespace, &p.app, p.revision)?.spec.clone();
-                    Some(Assignment { pod: *p, spec })
+                    let (secrets, unrevealed) =
+                        match self.reveal(s, &spec.namespace, &spec.capabilities.secrets) {
+                            Ok(v) => (v, None),
+                            Err(e) => (Default::default(), Some(e)),
+                        };
+                    Some(Assignment {
+                        pod: *p,
+                        spec,
+                        secrets,
+                        unrevealed,
+                    })
                 });
             (assignment, s.version)
         });

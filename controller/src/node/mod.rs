@@ -15,6 +15,7 @@ pub use blobs::{ReceiveError, SpreadError, peer_path};
 mod leader;
 mod proposals;
 mod regions;
+pub mod secrets;
 
 use leader::Soft;
 use proposals::{Proposal, spawn_batcher, spawn_read_batcher};
@@ -30,12 +31,12 @@ use openraft::{BasicNode, ChangeMembers, SnapshotPolicy};
 
 use crate::blobs::BlobStore;
 use crate::command::{Command, Reply};
+use crate::credentials::{new_token, token_hash, write_secret};
 use crate::raft::log_store::LogStore;
 use crate::raft::network::Network;
 use crate::raft::state_machine::{Shared, StateMachine};
 use crate::raft::{NodeId, Raft};
 use crate::reconcile::Tuning;
-use crate::secrets::{new_token, token_hash, write_secret};
 use dabba_client::transport::{self as http_client, HttpClient};
 
 #[derive(Debug, Clone)]
@@ -47,6 +48,9 @@ pub struct ControllerOptions {
     pub tuning: Tuning,
     /// The cluster's peer token, for a node joining an existing cluster.
     pub peer_token: Option<String>,
+    /// The cluster's key-encryption key for secrets (`crate::vault`), for a node
+    /// joining an existing cluster.
+    pub secrets_key: Option<String>,
     pub timing: RaftTiming,
     /// Log entries between snapshots ([`SNAPSHOT_LOGS`] unless told).
     pub snapshot_logs: u64,
@@ -119,6 +123,8 @@ pub struct Controller {
     /// The components this controller holds, by digest.
     pub blobs: Arc<BlobStore>,
     pub audit_level: dabba_spec::audit::AuditLevel,
+    /// The key that wraps the secrets' data keys (`secrets.key`).
+    pub vault: crate::vault::Vault,
     peer_token: String,
     data_dir: PathBuf,
     tuning: Tuning,
@@ -156,6 +162,10 @@ impl Controller {
                 t
             }
         };
+        let vault = crate::vault::Vault::open(
+            &opts.data_dir.join("secrets.key"),
+            opts.secrets_key.as_deref(),
+        )?;
         let log = LogStore::open(&opts.data_dir.join("raft.redb"))
             .map_err(|e| anyhow::anyhow!("opening the raft log: {e}"))?;
         let blobs = Arc::new(
@@ -209,6 +219,7 @@ impl Controller {
             client,
             blobs,
             audit_level: opts.audit_level,
+            vault,
             peer_token,
             data_dir: opts.data_dir,
             tuning: opts.tuning,

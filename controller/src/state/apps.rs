@@ -37,6 +37,9 @@ impl State {
         if let Some(conflict) = self.route_conflict(&key, spec) {
             return conflict;
         }
+        if let Some(missing) = self.missing_secret(&spec.namespace, &spec.capabilities.secrets) {
+            return missing;
+        }
         if let Err(e) = spec.check_templates(|name| {
             self.analysis_templates
                 .contains_key(&ResourceKey::new(&spec.namespace, name))

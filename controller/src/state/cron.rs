@@ -242,6 +242,9 @@ impl State {
                 format!("component {component} has not been uploaded"),
             );
         }
+        if let Some(missing) = self.missing_secret(&spec.namespace, &spec.secrets) {
+            return missing;
+        }
         let key = ResourceKey::new(&spec.namespace, &spec.name);
         let reason = match self.cron.jobs.get_mut(&key) {
             Some(job) => {

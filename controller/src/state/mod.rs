@@ -8,6 +8,7 @@ pub mod audit;
 pub mod cron;
 mod regions;
 mod rollout;
+pub mod secrets;
 mod templates;
 mod workload_kv;
 
@@ -86,6 +87,9 @@ pub struct State {
     /// The region the leader is kept in while it is healthy.
     #[serde(default)]
     pub preferred_leader_region: Option<String>,
+    /// Secrets, sealed (`crate::vault`).
+    #[serde(default)]
+    pub secrets: secrets::Secrets,
 }
 
 /// Something that happened to an object, for `dabba describe`.
@@ -285,6 +289,20 @@ impl State {
                 to,
                 at,
             } => self.undo(namespace, name, *to, *at),
+            Command::PutSecret {
+                key,
+                data,
+                data_key,
+                expect,
+                at,
+            } => self.put_secret(key, data, *data_key, *expect, *at),
+            Command::DeleteSecret { key, at } => self.delete_secret(key, *at),
+            Command::RotateDataKey {
+                id,
+                wrapped,
+                resealed,
+                at,
+            } => self.rotate_data_key(*id, wrapped, resealed, *at),
             Command::Audit { entries } => {
                 for e in entries {
                     self.audit.append(e.clone());

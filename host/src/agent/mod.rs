@@ -106,6 +106,9 @@ pub enum StartError {
     /// A rollout check that cannot be set up (no component, a bad ingress address).
     #[error("{0}")]
     Check(String),
+    /// The secrets it lists could not be given to it.
+    #[error("its secrets: {0}")]
+    Secrets(String),
 }
 
 /// One pod as the agent knows it.
@@ -120,6 +123,16 @@ struct Tracked {
     /// The state version it was assigned at: a view older than that does not know it
     /// yet and must not stop it.
     assigned_at: u64,
+    /// The secrets it was given (or why not): when they change, the pod is loaded
+    /// again with the new ones.
+    secrets: Secrets,
+}
+
+/// An assignment's secrets, as a pod was started with them.
+type Secrets = (dabba_spec::secret::Revealed, Option<String>);
+
+fn secrets_of(a: &Assignment) -> Secrets {
+    (a.secrets.clone(), a.unrevealed.clone())
 }
 
 pub struct Agent {
@@ -446,9 +459,11 @@ impl Agent {
                 }
                 keep
             });
+            // New pods, and pods whose secrets changed (loaded again beside the running
+            // one, which serves until the new one replaces it).
             wanted
                 .iter()
-                .filter(|(key, _)| !pods.contains_key(*key))
+                .filter(|(key, a)| pods.get(*key).is_none_or(|t| t.secrets != secrets_of(a)))
                 .map(|(_, a)| *a)
                 .collect()
         };

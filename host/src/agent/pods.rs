@@ -44,11 +44,26 @@ impl Agent {
             }
         };
         let mut pods = self.pods.lock().expect("pods lock");
-        pods.entry(a.pod.key()).or_insert(Tracked {
-            app: a.pod.app_key(),
-            state,
-            assigned_at: version,
-        });
+        let secrets = super::secrets_of(a);
+        match pods.get(&a.pod.key()) {
+            Some(t) if t.secrets == secrets => {}
+            earlier => {
+                if let Some(Local::Running(p)) = earlier.map(|t| &t.state) {
+                    p.function
+                        .log()
+                        .event("replaced: its secrets changed (the new values serve from now)");
+                }
+                pods.insert(
+                    a.pod.key(),
+                    Tracked {
+                        app: a.pod.app_key(),
+                        state,
+                        assigned_at: version,
+                        secrets,
+                    },
+                );
+            }
+        }
         self.publish_from(&pods);
     }
 
@@ -93,6 +108,9 @@ impl Agent {
 
     /// Fetches an assignment's component and loads it as a pod.
     async fn start(&self, a: &Assignment) -> Result<LocalPod, StartError> {
+        if let Some(why) = &a.unrevealed {
+            return Err(StartError::Secrets(why.clone()));
+        }
         let digest = a.spec.component;
         let bytes = self
             .component(&digest, &self.peers_running(&a.spec.key()))
@@ -104,6 +122,7 @@ impl Agent {
             revision: Some(a.pod.revision),
             limits,
             capabilities: a.spec.capabilities.clone(),
+            secrets: a.secrets.clone(),
             kv: self.kv.clone(),
             log: Some(self.pod_log(&a.pod.app_key(), &a.pod.key())),
         };

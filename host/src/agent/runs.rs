@@ -116,6 +116,9 @@ impl Agent {
     }
 
     async fn run_job(&self, a: &RunAssignment, log: LogPath) -> Result<RunReport, StartError> {
+        if let Some(why) = &a.unrevealed {
+            return Err(StartError::Secrets(why.clone()));
+        }
         let bytes = self.component(&a.component, &[]).await?;
         let s = &a.spec;
         let limits = s.limits.resolve(WorkloadKind::Job)?;
@@ -127,9 +130,11 @@ impl Agent {
             capabilities: dabba_spec::Capabilities {
                 env: s.env.clone(),
                 config: s.config.clone(),
+                secrets: s.secrets.clone(),
                 allowed_outbound_hosts: Vec::new(),
                 key_value_buckets: s.key_value_buckets.clone(),
             },
+            secrets: a.secrets.clone(),
             kv: self
                 .kv
                 .fenced(Fence {
@@ -236,9 +241,11 @@ impl Agent {
             capabilities: dabba_spec::Capabilities {
                 env: a.job.env.clone(),
                 config: Default::default(),
+                secrets: Default::default(),
                 allowed_outbound_hosts: vec![outbound],
                 key_value_buckets: a.job.key_value_buckets.clone(),
             },
+            secrets: Default::default(),
             kv: self.kv.clone(),
             log: None,
         };

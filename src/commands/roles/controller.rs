@@ -71,7 +71,7 @@ pub fn controller(args: ControllerArgs) -> anyhow::Result<()> {
             );
         }
         let joining = args.join.is_some() && (fresh || interrupted);
-        let peer_token = match (&args.join, fresh) {
+        let joined = match (&args.join, fresh) {
             (Some(url), true) => {
                 let token = args
                     .token
@@ -99,9 +99,13 @@ pub fn controller(args: ControllerArgs) -> anyhow::Result<()> {
                         dir = args.data_dir.display()
                     );
                 }
-                Some(p.token)
+                Some(p)
             }
             _ => None,
+        };
+        let (peer_token, secrets_key) = match joined {
+            Some(p) => (Some(p.token), p.secrets_key),
+            None => (None, None),
         };
         let opts = ControllerOptions {
             id: args.id,
@@ -109,6 +113,7 @@ pub fn controller(args: ControllerArgs) -> anyhow::Result<()> {
             data_dir: args.data_dir.clone(),
             tuning,
             peer_token,
+            secrets_key,
             timing: args.raft.timing()?,
             snapshot_logs: args.raft.snapshot_logs()?,
             blob_bandwidth: args.raft.blob_bandwidth.as_u64(),

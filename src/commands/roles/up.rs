@@ -85,6 +85,7 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
             data_dir: args.data_dir.join("controller"),
             tuning: args.tuning.tuning()?,
             peer_token: None,
+            secrets_key: None,
             timing: args.raft.timing()?,
             snapshot_logs: args.raft.snapshot_logs()?,
             blob_bandwidth: args.raft.blob_bandwidth.as_u64(),

@@ -4,6 +4,7 @@
 //! |---|---|
 //! | `echo A B…` | prints its arguments, one per line, and exits 0 |
 //! | `env` | prints the environment it sees |
+//! | `config K…` | prints `K=VALUE` for each `wasi:config` key (`K=` if it has none) |
 //! | `fail MSG` | prints MSG on stderr and exits 3 |
 //! | `spin` | loops forever |
 //! | `sleep MS` | sleeps MS milliseconds, then prints `slept` |
@@ -33,6 +34,12 @@ fn main() -> ExitCode {
         }
         Some("env") => {
             for (k, v) in std::env::vars() {
+                println!("{k}={v}");
+            }
+        }
+        Some("config") => {
+            for k in &args[1..] {
+                let v = dabba_sdk::config::get(k).ok().flatten().unwrap_or_default();
                 println!("{k}={v}");
             }
         }

@@ -1,5 +1,6 @@
-//! The cluster's secrets: API tokens (kept in the state only as SHA-256 hashes) and the
-//! files they are written to (readable by their owner alone).
+//! The cluster's credentials: API tokens (kept in the state only as SHA-256 hashes) and
+//! the files they and other keys are written to (readable by their owner alone). Secrets
+//! that apps use are another thing: `crate::vault`.
 
 use std::path::Path;
 
