@@ -455,6 +455,21 @@ impl ApiClient {
             .await
     }
 
+    /// `PUT /v1/namespaces/{ns}/policy` (admins): a namespace's quota and limit range.
+    pub async fn set_namespace_policy(
+        &self,
+        ns: &str,
+        policy: &dabba_spec::quota::NamespacePolicy,
+    ) -> Result<dabba_spec::quota::NamespaceView, ApiError> {
+        self.send_json(Method::PUT, &paths::namespace_policy(ns), policy)
+            .await
+    }
+
+    /// `GET /v1/namespaces/{ns}/policy`: the policy and what the namespace uses.
+    pub async fn namespace(&self, ns: &str) -> Result<dabba_spec::quota::NamespaceView, ApiError> {
+        self.get(&paths::namespace_policy(ns)).await
+    }
+
     /// `GET /v1/cluster`.
     pub async fn cluster_status(&self) -> Result<ClusterStatus, ApiError> {
         self.get(paths::CLUSTER).await

@@ -131,6 +131,11 @@ pub fn secret(key: &ResourceKey) -> String {
     v1(&["secrets", key.namespace(), key.name()])
 }
 
+/// `/v1/namespaces/{ns}/policy`.
+pub fn namespace_policy(ns: &str) -> String {
+    v1(&["namespaces", ns, "policy"])
+}
+
 pub const ROTATE_SECRET_KEY: &str = "/v1/secrets/rotate-key";
 
 pub fn cron_job(key: &ResourceKey) -> String {

@@ -174,6 +174,12 @@ pub enum Command {
         expect: u64,
         at: Millis,
     },
+    /// Set (`None`: remove) a namespace's quota and limit range; what runs stays.
+    SetNamespacePolicy {
+        namespace: String,
+        policy: Option<Box<dabba_spec::quota::NamespacePolicy>>,
+        at: Millis,
+    },
     /// Delete a secret nothing lists.
     DeleteSecret {
         key: ResourceKey,
@@ -478,6 +484,8 @@ pub enum Rejection {
     Invalid,
     /// The request conflicts with what is there (a live host's name).
     Conflict,
+    /// The change would take a namespace past its quota.
+    QuotaExceeded,
 }
 
 impl Rejection {
@@ -490,6 +498,7 @@ impl Rejection {
             Rejection::MissingComponent => "missing_component",
             Rejection::Invalid => "invalid",
             Rejection::Conflict => "conflict",
+            Rejection::QuotaExceeded => "quota_exceeded",
         }
     }
 
@@ -499,6 +508,7 @@ impl Rejection {
             Rejection::NotFound => 404,
             Rejection::RouteConflict | Rejection::AlreadyInitialized | Rejection::Conflict => 409,
             Rejection::MissingComponent | Rejection::Invalid => 422,
+            Rejection::QuotaExceeded => 403,
         }
     }
 }

@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cron::{Schedule, time_zone};
 use crate::locate::locate_field;
-use crate::manifest::{ManifestError, toml_error};
+use crate::manifest::ManifestError;
 use crate::resources::{ResourceKey, valid_name};
 use crate::validate::{Invalid, name_message};
 use crate::{HumanDuration, LimitOverrides, WorkloadKind};
@@ -130,12 +130,7 @@ pub fn retry_delay(retry: u32) -> Duration {
 impl CronManifest {
     /// Parses and validates a cron manifest. `file` is used only in errors.
     pub fn parse(file: &str, text: &str) -> Result<CronManifest, ManifestError> {
-        let de = toml::Deserializer::parse(text).map_err(|e| toml_error(file, text, &e, None))?;
-        let manifest: CronManifest = serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
-            let field = (path != "." && !path.is_empty()).then_some(path);
-            toml_error(file, text, e.inner(), field)
-        })?;
+        let manifest: CronManifest = crate::manifest::from_toml(file, text)?;
         for (i, job) in manifest.cron.iter().enumerate() {
             job.validate().map_err(|Invalid { field, message }| {
                 let (line, column) = locate_field(text, &format!("cron[{i}].{field}"));

@@ -23,6 +23,7 @@ pub mod latency;
 pub mod limits;
 mod locate;
 pub mod manifest;
+pub mod quota;
 pub mod ratelimit;
 pub mod regions;
 pub mod resources;

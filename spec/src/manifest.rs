@@ -160,38 +160,26 @@ impl std::error::Error for ManifestError {}
 impl Manifest {
     /// Parses and validates a manifest. `file` is used only in errors.
     pub fn parse(file: &str, text: &str) -> Result<Manifest, ManifestError> {
-        let de = toml::Deserializer::parse(text).map_err(|e| toml_error(file, text, &e, None))?;
-        let manifest: Manifest = serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
-            let field = (path != "." && !path.is_empty()).then_some(path);
-            toml_error(file, text, e.inner(), field)
-        })?;
+        let manifest: Manifest = from_toml(file, text)?;
         manifest.validate(file, text)?;
         Ok(manifest)
     }
 
     fn validate(&self, file: &str, text: &str) -> Result<(), ManifestError> {
-        let err = |field: String, message: String| {
-            let (line, column) = locate_field(text, &field);
-            ManifestError {
-                file: file.to_string(),
-                line,
-                column,
-                field: Some(field),
-                message,
-            }
-        };
         if self.app.component.trim().is_empty() {
-            return Err(err(
-                "app.component".into(),
-                "must name a .wasm file, relative to this manifest".into(),
+            return Err(located(
+                file,
+                text,
+                Invalid::new(
+                    "app.component",
+                    "must name a .wasm file, relative to this manifest",
+                ),
             ));
         }
         // Everything else is the spec's own rule (the API and the state machine check
         // the same); the component is not known yet, and not looked at.
         let spec = self.as_written(Digest::from_bytes([0; 32]));
-        spec.validate()
-            .map_err(|Invalid { field, message }| err(field, message))
+        spec.validate().map_err(|e| located(file, text, e))
     }
 
     /// The spec to apply, with the component resolved to `component`; an autoscaled
@@ -231,6 +219,31 @@ impl Manifest {
             rate_limit: self.rate_limit.clone(),
         }
     }
+}
+
+/// `e` (a field's dotted path and what is wrong with it) at its place in `text`.
+pub(crate) fn located(file: &str, text: &str, e: Invalid) -> ManifestError {
+    let (line, column) = locate_field(text, &e.field);
+    ManifestError {
+        file: file.to_string(),
+        line,
+        column,
+        field: Some(e.field),
+        message: e.message,
+    }
+}
+
+/// A TOML document as `T`; an error names the file, line and field.
+pub(crate) fn from_toml<T: serde::de::DeserializeOwned>(
+    file: &str,
+    text: &str,
+) -> Result<T, ManifestError> {
+    let de = toml::Deserializer::parse(text).map_err(|e| toml_error(file, text, &e, None))?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let field = (path != "." && !path.is_empty()).then_some(path);
+        toml_error(file, text, e.inner(), field)
+    })
 }
 
 pub(crate) fn toml_error(

@@ -1,5 +1,6 @@
-//! `dabba apply -f FILE`: an app manifest (`[app]`), cron jobs (`[[cron]]`), or analysis
-//! templates alone (`[[analysis]]`, applied to the namespace for any rollout there). The
+//! `dabba apply -f FILE`: an app manifest (`[app]`), cron jobs (`[[cron]]`), analysis
+//! templates alone (`[[analysis]]`, applied to the namespace for any rollout there), or
+//! a namespace's quota and limit range (`[namespace]`, `dabba_spec::quota`). The
 //! manifest is parsed and checked first (errors name the file, line and field, and
 //! nothing is sent); each component is uploaded if the cluster lacks its digest; then
 //! the app or jobs are applied. `--wait` follows the new revision until it runs.
@@ -62,6 +63,28 @@ pub async fn apply_file(
 ) -> anyhow::Result<()> {
     let shown = file.display().to_string();
     let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {shown}"))?;
+    if has_table(&text, "[namespace]") {
+        let m = dabba_spec::quota::NamespaceManifest::parse(&shown, &text)?;
+        let view = api
+            .set_namespace_policy(&m.namespace.name, &m.policy())
+            .await
+            .map_err(|e| anyhow::anyhow!("{shown}: {e}"))?;
+        println!(
+            "namespace {} configured: quota {}, limit range {}",
+            view.namespace,
+            if view.policy.quota.is_some() {
+                "set"
+            } else {
+                "none"
+            },
+            if view.policy.limit_range.is_some() {
+                "set"
+            } else {
+                "none"
+            },
+        );
+        return Ok(());
+    }
     if is_cron_manifest(&text) {
         return apply_cron_file(api, file, &text).await;
     }
@@ -161,16 +184,20 @@ fn read_component(manifest: &str, field: &str, path: &Path) -> anyhow::Result<Co
     Ok(wasm)
 }
 
+/// Whether `text` has a line that is exactly the table header `header`.
+fn has_table(text: &str, header: &str) -> bool {
+    text.lines().any(|l| l.trim() == header)
+}
+
 /// A manifest of `[[analysis]]` tables alone.
 fn is_analysis_manifest(text: &str) -> bool {
-    let has = |header: &str| text.lines().any(|l| l.trim() == header);
+    let has = |header: &str| has_table(text, header);
     has("[[analysis]]") && !has("[app]") && !has("[[cron]]")
 }
 
 /// A manifest of `[[cron]]` tables and no `[app]`.
 fn is_cron_manifest(text: &str) -> bool {
-    let has = |header: &str| text.lines().any(|l| l.trim() == header);
-    has("[[cron]]") && !has("[app]")
+    has_table(text, "[[cron]]") && !has_table(text, "[app]")
 }
 
 /// Uploads each cron job's component (if the cluster lacks it) and applies the job.

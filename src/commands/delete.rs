@@ -23,6 +23,10 @@ pub fn delete(args: DeleteArgs) -> anyhow::Result<()> {
             ObjectKind::App => api.delete_app(&key).await?,
             ObjectKind::Cronjob => api.delete_cron_job(&key).await?,
             ObjectKind::Analysistemplate => api.delete_analysis_template(&key).await?,
+            ObjectKind::Namespace => anyhow::bail!(
+                "a namespace is not deleted (delete what is in it); to lift its quota and \
+                 limit range, apply a [namespace] manifest without them"
+            ),
             ObjectKind::Secret => {
                 let key = super::secret::secret_key(&args.cluster, &args.name);
                 api.delete_secret(&key).await?;

@@ -1,4 +1,5 @@
-//! `dabba describe app|cronjob|analysistemplate|secret NAME`: everything about one object, or `-o json`.
+//! `dabba describe app|cronjob|analysistemplate|secret|namespace NAME`: everything about
+//! one object, or `-o json`.
 
 use anyhow::bail;
 use clap::Args;
@@ -47,6 +48,13 @@ pub fn describe(args: DescribeArgs) -> anyhow::Result<()> {
                 for m in &t.template.metrics {
                     println!("  {}", serde_json::to_string(m)?);
                 }
+            }
+            ObjectKind::Namespace => {
+                let v = api.namespace(&args.name).await?;
+                if args.output == Output::Json {
+                    return print_json(&v);
+                }
+                print_namespace(&v);
             }
             ObjectKind::Secret => {
                 let key = super::secret::secret_key(&args.cluster, &args.name);
@@ -210,5 +218,44 @@ fn print_cron_job(j: &CronJobView) {
                 .map(|x| format!("  ({x})"))
                 .unwrap_or_default()
         );
+    }
+}
+
+/// `dabba describe namespace`: the quota as `kubectl describe quota` shows it (used
+/// against allowed), then the limit range.
+fn print_namespace(v: &dabba_spec::quota::NamespaceView) {
+    use dabba_spec::ByteSize;
+    println!("Name:        {}", v.namespace);
+    let u = &v.used;
+    let fuel = u
+        .fuel_per_second
+        .map_or("unbounded".to_string(), |f| f.to_string());
+    let q = v.policy.quota.clone().unwrap_or_default();
+    let hard = |h: Option<u64>| h.map_or("-".to_string(), |h| h.to_string());
+    println!("Quota:       RESOURCE          USED          ALLOWED");
+    for (what, used, allowed) in [
+        ("apps", u.apps.to_string(), hard(q.apps)),
+        ("pods", u.pods.to_string(), hard(q.pods)),
+        ("cron_jobs", u.cron_jobs.to_string(), hard(q.cron_jobs)),
+        (
+            "memory",
+            ByteSize::bytes(u.memory).to_string(),
+            q.memory.map_or("-".to_string(), |m| m.to_string()),
+        ),
+        ("fuel_per_second", fuel, hard(q.fuel_per_second)),
+    ] {
+        println!("             {what:<17} {used:<13} {allowed}");
+    }
+    match &v.policy.limit_range {
+        None => println!("Limit range: none"),
+        Some(r) => {
+            println!("Limit range:");
+            for (name, o) in [("default", &r.default), ("min", &r.min), ("max", &r.max)] {
+                println!(
+                    "  {name:<8} {}",
+                    serde_json::to_string(o).unwrap_or_default()
+                );
+            }
+        }
     }
 }

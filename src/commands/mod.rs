@@ -33,6 +33,8 @@ pub enum ObjectKind {
     Analysistemplate,
     /// A secret (`describe` shows its keys and users, never a value).
     Secret,
+    /// A namespace: its quota (used and allowed) and limit range.
+    Namespace,
 }
 
 impl ObjectKind {
@@ -43,6 +45,7 @@ impl ObjectKind {
             ObjectKind::Cronjob => "cronjob",
             ObjectKind::Analysistemplate => "analysistemplate",
             ObjectKind::Secret => "secret",
+            ObjectKind::Namespace => "namespace",
         }
     }
 }

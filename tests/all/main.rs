@@ -19,6 +19,7 @@ mod jobs;
 mod limits;
 mod logs;
 mod platform;
+mod quota;
 mod regions;
 mod rollouts;
 mod runtime;

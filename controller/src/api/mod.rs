@@ -29,6 +29,7 @@ mod hosts;
 mod kv;
 mod logs;
 mod metrics;
+mod namespaces;
 mod pods;
 mod raft_rpc;
 mod regions;

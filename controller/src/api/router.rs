@@ -209,6 +209,7 @@ pub fn routes() -> Router {
     super::logs::routes(&mut r);
     super::tokens::routes(&mut r);
     super::secrets::routes(&mut r);
+    super::namespaces::routes(&mut r);
     super::audit::routes(&mut r);
     super::cluster::routes(&mut r);
     r

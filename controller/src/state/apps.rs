@@ -1,6 +1,7 @@
 //! Apps, their revisions and replica sets, and their pods: what `ApplyApp`, `DeleteApp`,
 //! `ScaleApp`, `Activate` and `Pods` do to the state.
 
+use dabba_spec::quota::Usage;
 use dabba_spec::resources::{
     App, AppSpec, Millis, Pod, PodPhase, ReplicaSet, ResourceKey, RestartBackoff, Revision,
 };
@@ -27,6 +28,10 @@ impl State {
         if let Err(e) = spec.validate() {
             return rejected(Rejection::Invalid, e.to_string());
         }
+        let spec = &match self.admit_app(spec) {
+            Ok(admitted) => admitted,
+            Err(refused) => return refused,
+        };
         let key = spec.key();
         if !self.blobs.contains_key(&spec.component.to_string()) {
             return rejected(
@@ -202,9 +207,20 @@ impl State {
         reason: Option<&str>,
     ) -> Reply {
         let key = ResourceKey::new(namespace, name);
-        let Some(app) = self.apps.get_mut(&key) else {
+        let Some(app) = self.apps.get(&key) else {
             return rejected(Rejection::NotFound, format!("no app {key}"));
         };
+        // The quota only: the limits were admitted with the revision (a limit range
+        // set since does not stop an app from scaling).
+        let scaled = AppSpec {
+            replicas,
+            ..app.spec.clone()
+        };
+        let (old, new) = (Usage::of_app(&app.spec), Usage::of_app(&scaled));
+        if let Err(refused) = self.admit_quota(namespace, &key, old, new) {
+            return refused;
+        }
+        let app = self.apps.get_mut(&key).expect("looked up above");
         let from = app.spec.replicas;
         app.spec.replicas = replicas;
         app.updated_at = at;

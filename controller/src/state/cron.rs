@@ -236,6 +236,10 @@ impl State {
         if let Err(e) = spec.validate() {
             return rejected(Rejection::Invalid, e.to_string());
         }
+        let spec = &match self.admit_cron_job(spec) {
+            Ok(admitted) => admitted,
+            Err(refused) => return refused,
+        };
         if !self.blobs.contains_key(&component.to_string()) {
             return rejected(
                 Rejection::MissingComponent,

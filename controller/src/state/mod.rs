@@ -6,6 +6,7 @@
 mod apps;
 pub mod audit;
 pub mod cron;
+mod quota;
 mod regions;
 mod rollout;
 pub mod secrets;
@@ -90,6 +91,9 @@ pub struct State {
     /// Secrets, sealed (`crate::vault`).
     #[serde(default)]
     pub secrets: secrets::Secrets,
+    /// Quotas and limit ranges, by namespace.
+    #[serde(default)]
+    pub namespaces: BTreeMap<String, dabba_spec::quota::NamespacePolicy>,
 }
 
 /// Something that happened to an object, for `dabba describe`.
@@ -297,6 +301,33 @@ impl State {
                 at,
             } => self.put_secret(key, data, *data_key, *expect, *at),
             Command::DeleteSecret { key, at } => self.delete_secret(key, *at),
+            Command::SetNamespacePolicy {
+                namespace,
+                policy,
+                at,
+            } => {
+                if let Some(p) = policy
+                    && let Err(e) = p.validate()
+                {
+                    return rejected(Rejection::Invalid, e.to_string());
+                }
+                match policy {
+                    Some(p) => self.namespaces.insert(namespace.clone(), (**p).clone()),
+                    None => self.namespaces.remove(namespace),
+                };
+                self.event(
+                    *at,
+                    format!("namespace/{namespace}"),
+                    "PolicySet",
+                    if policy.is_some() {
+                        "quota and limit range set"
+                    } else {
+                        "quota and limit range removed"
+                    },
+                );
+                self.version += 1;
+                Reply::Ok
+            }
             Command::RotateDataKey {
                 id,
                 wrapped,

@@ -51,24 +51,8 @@ impl AnalysisManifest {
     /// Parses and checks it; errors name the file, the line and the field, as an app
     /// manifest's do. `file` is used only in errors.
     pub fn parse(file: &str, text: &str) -> Result<AnalysisManifest, crate::ManifestError> {
-        use crate::locate::locate_field;
-        use crate::manifest::toml_error;
-        let de = toml::Deserializer::parse(text).map_err(|e| toml_error(file, text, &e, None))?;
-        let manifest: AnalysisManifest = serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
-            let field = (path != "." && !path.is_empty()).then_some(path);
-            toml_error(file, text, e.inner(), field)
-        })?;
-        let located = |Invalid { field, message }: Invalid| {
-            let (line, column) = locate_field(text, &field);
-            crate::ManifestError {
-                file: file.to_string(),
-                line,
-                column,
-                field: Some(field),
-                message,
-            }
-        };
+        let manifest: AnalysisManifest = crate::manifest::from_toml(file, text)?;
+        let located = |e: Invalid| crate::manifest::located(file, text, e);
         let mut names = std::collections::BTreeSet::new();
         for (i, t) in manifest.analysis.iter().enumerate() {
             t.validate(&format!("analysis[{i}]")).map_err(located)?;
