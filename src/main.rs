@@ -48,8 +48,13 @@ enum Command {
     Suspend(commands::cron::CronArgs),
     /// Let a suspended cron job start runs again.
     Resume(commands::cron::CronArgs),
-    /// Start a run of a cron job now: `dabba create job --from cronjob/NAME`.
-    Create(commands::cron::CreateArgs),
+    /// Create a run of a cron job now (`job --from cronjob/NAME`), a role or a role
+    /// binding.
+    #[command(subcommand)]
+    Create(commands::rbac::CreateCommand),
+    /// Ask what this token may do: `dabba auth can-i VERB RESOURCE [-n NS]`.
+    #[command(subcommand)]
+    Auth(commands::rbac::AuthCommand),
     /// Watch and steer canary and blue-green rollouts: status, promote, abort, retry,
     /// pause, resume, undo.
     #[command(subcommand)]
@@ -104,7 +109,14 @@ fn main() -> ExitCode {
         Command::Logs(args) => commands::logs::logs(args).map(|()| ExitCode::SUCCESS),
         Command::Suspend(args) => commands::cron::suspend(args).map(|()| ExitCode::SUCCESS),
         Command::Resume(args) => commands::cron::resume(args).map(|()| ExitCode::SUCCESS),
-        Command::Create(args) => commands::cron::create(args).map(|()| ExitCode::SUCCESS),
+        Command::Create(cmd) => commands::rbac::create(cmd).map(|()| ExitCode::SUCCESS),
+        Command::Auth(cmd) => commands::rbac::auth(cmd).map(|yes| {
+            if yes {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }),
         Command::Rollout(cmd) => commands::rollout::rollout(cmd),
         Command::Region(cmd) => commands::region::region(cmd).map(|()| ExitCode::SUCCESS),
         Command::Cluster(cmd) => commands::cluster::cluster(cmd).map(|()| ExitCode::SUCCESS),

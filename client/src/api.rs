@@ -470,6 +470,66 @@ impl ApiClient {
         self.get(&paths::namespace_policy(ns)).await
     }
 
+    /// `PUT /v1/roles` (admins).
+    pub async fn put_role(&self, role: &dabba_spec::rbac::RoleSpec) -> Result<(), ApiError> {
+        self.send_json::<_, Empty>(Method::PUT, paths::ROLES, role)
+            .await
+            .map(drop)
+    }
+
+    /// `GET /v1/roles` (admins): the cluster's own roles.
+    pub async fn roles(&self) -> Result<Vec<dabba_spec::rbac::RoleSpec>, ApiError> {
+        self.get(paths::ROLES).await
+    }
+
+    /// `PUT /v1/rolebindings` (admins).
+    pub async fn put_role_binding(
+        &self,
+        binding: &dabba_spec::rbac::RoleBinding,
+    ) -> Result<(), ApiError> {
+        self.send_json::<_, Empty>(Method::PUT, paths::ROLE_BINDINGS, binding)
+            .await
+            .map(drop)
+    }
+
+    /// `GET /v1/rolebindings` (admins).
+    pub async fn role_bindings(&self) -> Result<Vec<dabba_spec::rbac::RoleBinding>, ApiError> {
+        self.get(paths::ROLE_BINDINGS).await
+    }
+
+    /// `DELETE /v1/roles/{name}` or `/v1/rolebindings/{name}` (`binding`), in
+    /// `namespace` or cluster-wide.
+    pub async fn delete_rbac(
+        &self,
+        binding: bool,
+        name: &str,
+        namespace: Option<&str>,
+    ) -> Result<(), ApiError> {
+        let collection = if binding {
+            paths::ROLE_BINDINGS
+        } else {
+            paths::ROLES
+        };
+        self.request(
+            Method::DELETE,
+            &paths::rbac_object(collection, name, namespace),
+            Bytes::new(),
+            JSON,
+        )
+        .await
+        .map(drop)
+    }
+
+    /// `GET /v1/auth/can-i`: whether this client's token may `verb` `resource`.
+    pub async fn can_i(
+        &self,
+        verb: &str,
+        resource: &str,
+        namespace: Option<&str>,
+    ) -> Result<dabba_spec::rbac::CanI, ApiError> {
+        self.get(&paths::can_i(verb, resource, namespace)).await
+    }
+
     /// `GET /v1/cluster`.
     pub async fn cluster_status(&self) -> Result<ClusterStatus, ApiError> {
         self.get(paths::CLUSTER).await

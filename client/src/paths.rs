@@ -136,6 +136,29 @@ pub fn namespace_policy(ns: &str) -> String {
     v1(&["namespaces", ns, "policy"])
 }
 
+pub const ROLES: &str = "/v1/roles";
+pub const ROLE_BINDINGS: &str = "/v1/rolebindings";
+
+/// `/v1/roles/{name}` or `/v1/rolebindings/{name}`, with `?namespace=` when namespaced.
+pub fn rbac_object(collection: &str, name: &str, namespace: Option<&str>) -> String {
+    with_query(
+        v1(&[collection.trim_start_matches("/v1/"), name]),
+        &[("namespace", namespace)],
+    )
+}
+
+/// `/v1/auth/can-i?verb=V&resource=R[&namespace=NS]`.
+pub fn can_i(verb: &str, resource: &str, namespace: Option<&str>) -> String {
+    with_query(
+        v1(&["auth", "can-i"]),
+        &[
+            ("verb", Some(verb)),
+            ("resource", Some(resource)),
+            ("namespace", namespace),
+        ],
+    )
+}
+
 pub const ROTATE_SECRET_KEY: &str = "/v1/secrets/rotate-key";
 
 pub fn cron_job(key: &ResourceKey) -> String {

@@ -180,6 +180,25 @@ pub enum Command {
         policy: Option<Box<dabba_spec::quota::NamespacePolicy>>,
         at: Millis,
     },
+    /// Create or replace a role (`dabba_spec::rbac`).
+    PutRole {
+        role: Box<dabba_spec::rbac::RoleSpec>,
+        at: Millis,
+    },
+    /// Delete role `key` (`ns/name`, `*/name`) unless a binding gives it.
+    DeleteRole {
+        key: String,
+        at: Millis,
+    },
+    /// Create or replace a role binding.
+    PutRoleBinding {
+        binding: Box<dabba_spec::rbac::RoleBinding>,
+        at: Millis,
+    },
+    DeleteRoleBinding {
+        key: String,
+        at: Millis,
+    },
     /// Delete a secret nothing lists.
     DeleteSecret {
         key: ResourceKey,

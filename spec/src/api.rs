@@ -172,6 +172,10 @@ pub struct TokenRequest {
     /// How long the token works, in ms (none: until revoked).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_ms: Option<u64>,
+    /// With role `bound`: the role (the cluster's own, or built in) to bind the token
+    /// to, in `namespace` or cluster-wide (`crate::rbac`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bind: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -25,6 +25,7 @@ mod locate;
 pub mod manifest;
 pub mod quota;
 pub mod ratelimit;
+pub mod rbac;
 pub mod regions;
 pub mod resources;
 pub mod rollout;

@@ -415,6 +415,8 @@ pub enum Role {
     Admin,
     /// A host: register, heartbeat, read its assignments and blobs, use buckets.
     Host,
+    /// Nothing by itself: what its role bindings give (`crate::rbac`).
+    Bound,
 }
 
 /// A token's role, for one namespace or (`None`) all of them.

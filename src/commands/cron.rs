@@ -43,15 +43,9 @@ pub fn resume(args: CronArgs) -> anyhow::Result<()> {
     })
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum CreateKind {
-    Job,
-}
-
 /// `dabba create job --from cronjob/NAME`.
 #[derive(Debug, Args)]
 pub struct CreateArgs {
-    pub kind: CreateKind,
     /// The cron job to run now, as `cronjob/NAME`.
     #[arg(long, value_name = "cronjob/NAME")]
     pub from: String,

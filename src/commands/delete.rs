@@ -11,6 +11,9 @@ use super::{ObjectKind, block_on};
 pub struct DeleteArgs {
     pub kind: ObjectKind,
     pub name: String,
+    /// A cluster-wide role or role binding (else the one in -n's namespace).
+    #[arg(long)]
+    pub cluster_wide: bool,
     #[command(flatten)]
     pub cluster: ClusterArgs,
 }
@@ -23,6 +26,17 @@ pub fn delete(args: DeleteArgs) -> anyhow::Result<()> {
             ObjectKind::App => api.delete_app(&key).await?,
             ObjectKind::Cronjob => api.delete_cron_job(&key).await?,
             ObjectKind::Analysistemplate => api.delete_analysis_template(&key).await?,
+            ObjectKind::Role | ObjectKind::Rolebinding => {
+                let ns = (!args.cluster_wide).then_some(args.cluster.namespace.as_str());
+                let binding = matches!(args.kind, ObjectKind::Rolebinding);
+                api.delete_rbac(binding, &args.name, ns).await?;
+                println!(
+                    "{} {} deleted",
+                    args.kind.noun(),
+                    super::rbac::shown(ns, &args.name)
+                );
+                return Ok(());
+            }
             ObjectKind::Namespace => anyhow::bail!(
                 "a namespace is not deleted (delete what is in it); to lift its quota and \
                  limit range, apply a [namespace] manifest without them"

@@ -49,6 +49,9 @@ pub fn describe(args: DescribeArgs) -> anyhow::Result<()> {
                     println!("  {}", serde_json::to_string(m)?);
                 }
             }
+            ObjectKind::Role | ObjectKind::Rolebinding => {
+                bail!("`dabba get roles` and `dabba get rolebindings` show them whole")
+            }
             ObjectKind::Namespace => {
                 let v = api.namespace(&args.name).await?;
                 if args.output == Output::Json {

@@ -1,4 +1,4 @@
-//! `dabba get apps|revisions|pods|hosts|cronjobs|jobs|rollouts|analysistemplates|regions|secrets
+//! `dabba get apps|revisions|pods|hosts|cronjobs|jobs|rollouts|analysistemplates|regions|secrets|roles|rolebindings
 //! [NAME]`: a table, or `-o json`.
 
 use clap::{Args, ValueEnum};
@@ -26,6 +26,10 @@ pub enum Kind {
     Regions,
     /// Secrets: their keys, versions and users (never a value).
     Secrets,
+    /// Roles of the cluster's own (admins).
+    Roles,
+    /// Role bindings (admins).
+    Rolebindings,
 }
 
 #[derive(Debug, Args)]
@@ -52,6 +56,52 @@ pub fn get(args: GetArgs) -> anyhow::Result<()> {
             Kind::Rollouts => rollouts(&api, &args).await,
             Kind::Analysistemplates => templates(&api, &args).await,
             Kind::Secrets => secrets(&api, &args).await,
+            Kind::Roles => {
+                let roles = api.roles().await?;
+                if args.output == Output::Json {
+                    return print_json(&roles);
+                }
+                let rules = |r: &dabba_spec::rbac::RoleSpec| {
+                    r.rules
+                        .iter()
+                        .map(|p| format!("{} on {}", p.verbs.join(","), p.resources.join(",")))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                };
+                table(
+                    &["NAME", "RULES"],
+                    roles
+                        .iter()
+                        .map(|r| {
+                            vec![
+                                super::rbac::shown(r.namespace.as_deref(), &r.name),
+                                rules(r),
+                            ]
+                        })
+                        .collect(),
+                );
+                Ok(())
+            }
+            Kind::Rolebindings => {
+                let bindings = api.role_bindings().await?;
+                if args.output == Output::Json {
+                    return print_json(&bindings);
+                }
+                table(
+                    &["NAME", "ROLE", "TOKENS"],
+                    bindings
+                        .iter()
+                        .map(|b| {
+                            vec![
+                                super::rbac::shown(b.namespace.as_deref(), &b.name),
+                                b.role.clone(),
+                                b.tokens.join(","),
+                            ]
+                        })
+                        .collect(),
+                );
+                Ok(())
+            }
             Kind::Regions => {
                 let views = api.regions().await?;
                 if args.output == Output::Json {

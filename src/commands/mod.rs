@@ -12,6 +12,7 @@ pub mod describe;
 pub mod get;
 pub mod logs;
 pub mod output;
+pub mod rbac;
 pub mod region;
 pub mod roles;
 pub mod rollout;
@@ -35,6 +36,10 @@ pub enum ObjectKind {
     Secret,
     /// A namespace: its quota (used and allowed) and limit range.
     Namespace,
+    /// A role (`delete`; `--cluster-wide` for a cluster-wide one).
+    Role,
+    /// A role binding (`delete`; `--cluster-wide` for a cluster-wide one).
+    Rolebinding,
 }
 
 impl ObjectKind {
@@ -46,6 +51,8 @@ impl ObjectKind {
             ObjectKind::Analysistemplate => "analysistemplate",
             ObjectKind::Secret => "secret",
             ObjectKind::Namespace => "namespace",
+            ObjectKind::Role => "role",
+            ObjectKind::Rolebinding => "rolebinding",
         }
     }
 }

@@ -3,7 +3,7 @@
 //! SHA-256), which is enough to revoke it and useless to use it.
 
 use anyhow::bail;
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, Subcommand};
 use dabba_spec::HumanDuration;
 use dabba_spec::api::TokenRequest;
 use dabba_spec::resources::Role;
@@ -11,14 +11,6 @@ use dabba_spec::resources::Role;
 use super::block_on;
 use super::output::{Output, age, print_json, span, table};
 use super::target::ClusterArgs;
-
-/// The roles a person's token may have (hosts get the cluster's join token).
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum TokenRole {
-    Viewer,
-    Deployer,
-    Admin,
-}
 
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
@@ -32,8 +24,10 @@ pub enum TokenCommand {
 
 #[derive(Debug, Args)]
 pub struct CreateArgs {
-    #[arg(long, value_enum)]
-    pub role: TokenRole,
+    /// viewer, deployer, admin, or a role of the cluster's own (`dabba create role`):
+    /// the token is then bound to it, in --for-namespace or cluster-wide.
+    #[arg(long)]
+    pub role: String,
     /// Limit the token to one namespace. Default: all. (`-n` names the namespace a
     /// command acts in; a token's reach is its own flag.)
     #[arg(long = "for-namespace", value_name = "NS")]
@@ -79,10 +73,11 @@ pub fn token(cmd: TokenCommand) -> anyhow::Result<()> {
 }
 
 fn create(args: CreateArgs) -> anyhow::Result<()> {
-    let role = match args.role {
-        TokenRole::Viewer => Role::Viewer,
-        TokenRole::Deployer => Role::Deployer,
-        TokenRole::Admin => Role::Admin,
+    let (role, bind) = match args.role.as_str() {
+        "viewer" => (Role::Viewer, None),
+        "deployer" => (Role::Deployer, None),
+        "admin" => (Role::Admin, None),
+        other => (Role::Bound, Some(other.to_string())),
     };
     let ttl_ms = args.ttl.map(|t| t.get().as_millis() as u64);
     if ttl_ms == Some(0) {
@@ -96,6 +91,7 @@ fn create(args: CreateArgs) -> anyhow::Result<()> {
                 namespace: args.for_namespace,
                 label: args.label,
                 ttl_ms,
+                bind,
             })
             .await?;
         println!("{}", t.token);

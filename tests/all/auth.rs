@@ -10,7 +10,7 @@ use dabba_controller::api::{Access, Ns, Rule};
 use dabba_spec::api::TokenRequest;
 use dabba_spec::resources::Role;
 
-use crate::support::{block_on, eventually, try_request};
+use crate::support::{block_on, eventually, json_out, stderr, stdout, try_request};
 
 /// The callers tried against every endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,6 +104,13 @@ fn expected() -> BTreeMap<(&'static str, &'static str), &'static str> {
         (("DELETE", "/v1/secrets/{ns}/{name}"), "deploy"),
         (("POST", "/v1/secrets/rotate-key"), "admin"),
         (("GET", "/v1/namespaces/{ns}/policy"), "view ns"),
+        (("GET", "/v1/roles"), "admin"),
+        (("PUT", "/v1/roles"), "admin"),
+        (("DELETE", "/v1/roles/{name}"), "admin"),
+        (("GET", "/v1/rolebindings"), "admin"),
+        (("PUT", "/v1/rolebindings"), "admin"),
+        (("DELETE", "/v1/rolebindings/{name}"), "admin"),
+        (("GET", "/v1/auth/can-i"), "any token"),
         (("PUT", "/v1/namespaces/{ns}/policy"), "admin"),
         (("DELETE", "/v1/namespaces/{ns}/policy"), "admin"),
         (("GET", "/v1/audit"), "admin"),
@@ -143,6 +150,7 @@ fn may(kind: &str, caller: Caller, ns: Option<&str>, name: &str) -> bool {
         "host" => matches!(caller, H1 | Admin),
         "host as {name}" => caller == Admin || (caller == H1 && name == "h1"),
         "register" => matches!(caller, Join | H1 | Admin),
+        "any token" => !matches!(caller, NoToken | BadToken),
         other => panic!("no such kind {other}"),
     }
 }
@@ -164,6 +172,7 @@ fn declared(access: Access) -> &'static str {
         Access::Token(Rule::Host) => "host",
         Access::Token(Rule::HostAs) => "host as {name}",
         Access::Token(Rule::Register) => "register",
+        Access::Token(Rule::Authenticated) => "any token",
         other => panic!("an access the table has no word for: {other:?}"),
     }
 }
@@ -189,6 +198,7 @@ fn every_endpoint_answers_every_caller_as_its_rule_says_on_any_controller() {
             namespace: namespace.map(str::to_string),
             label: format!("{role:?}-{}", namespace.unwrap_or("all")),
             ttl_ms: None,
+            bind: None,
         };
         block_on(c.api().create_token(&req))
             .expect("creating a token")
@@ -484,6 +494,7 @@ fn changes_and_refusals_are_audited_once_and_outlive_the_leader() {
             namespace: None,
             label: label.into(),
             ttl_ms: None,
+            bind: None,
         };
         block_on(c.api().create_token(&req)).unwrap().token
     };
@@ -660,4 +671,145 @@ fn tokens_expire_and_are_revoked_on_every_controller() {
         crate::support::stderr(&out)
     );
     assert_eq!(status(0, &c.admin).0, 200);
+}
+
+/// A role of the cluster's own, given to a token: it may do exactly what the role says,
+/// in the namespace it was bound in — the requests themselves and `dabba auth can-i`
+/// agree — until a cluster-wide binding gives it more, and a revoked token leaves its
+/// bindings.
+#[test]
+fn a_token_bound_to_a_custom_role_may_do_exactly_what_the_role_says() {
+    let up = crate::platform::Up::start(false);
+    let hello = up.dir.path().join("hello.toml");
+    std::fs::write(
+        &hello,
+        format!(
+            "[app]\nname = \"hello\"\nnamespace = \"shop\"\ncomponent = \"{}\"\nroute = \"/hello\"\n",
+            crate::support::guest("hello").display()
+        ),
+    )
+    .unwrap();
+    let ok = |out: std::process::Output| {
+        assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+        stdout(&out)
+    };
+    ok(up.cli(&["apply", "-f", hello.to_str().unwrap()]));
+    ok(up.cli(&[
+        "create",
+        "role",
+        "scaler",
+        "--verb",
+        "get,list,scale",
+        "--resource",
+        "apps",
+        "-n",
+        "shop",
+    ]));
+    let out = up.cli(&[
+        "create",
+        "role",
+        "bad",
+        "--verb",
+        "read",
+        "--resource",
+        "apps",
+        "-n",
+        "shop",
+    ]);
+    assert!(
+        !out.status.success() && stderr(&out).contains("no verb `read`"),
+        "{}",
+        stderr(&out)
+    );
+    let token = ok(up.cli(&[
+        "token",
+        "create",
+        "--role",
+        "scaler",
+        "--for-namespace",
+        "shop",
+        "--label",
+        "scaler",
+    ]))
+    .trim()
+    .to_string();
+    let out = up.cli(&["token", "create", "--role", "nope", "--label", "x"]);
+    assert!(!out.status.success(), "a role that does not exist");
+    let as_scaler = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--token", token.as_str()]);
+        up.cli(&all)
+    };
+    // The requests.
+    ok(as_scaler(&["get", "apps", "-n", "shop"]));
+    ok(as_scaler(&[
+        "scale",
+        "app",
+        "hello",
+        "--replicas",
+        "2",
+        "-n",
+        "shop",
+    ]));
+    for refused in [
+        vec!["delete", "app", "hello", "-n", "shop"],
+        vec!["get", "pods", "-n", "shop"],
+        vec!["get", "apps", "-n", "bank"],
+        vec!["get", "secrets", "-n", "shop"],
+        vec!["token", "list"],
+    ] {
+        let out = as_scaler(&refused);
+        assert!(!out.status.success(), "{refused:?}: {}", stdout(&out));
+        assert!(
+            stderr(&out).contains("403") || stderr(&out).contains("may not"),
+            "{refused:?}: {}",
+            stderr(&out)
+        );
+    }
+    // can-i says the same, with the binding that decides.
+    let can = |verb: &str, resource: &str, ns: &str| {
+        let out = as_scaler(&["auth", "can-i", verb, resource, "-n", ns]);
+        (out.status.code(), stdout(&out))
+    };
+    let (code, text) = can("scale", "apps", "shop");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.starts_with("yes") && text.contains("role scaler"),
+        "{text}"
+    );
+    assert_eq!(can("delete", "apps", "shop").0, Some(1));
+    assert_eq!(can("scale", "apps", "bank").0, Some(1));
+    assert_eq!(can("list", "pods", "shop").0, Some(1));
+
+    // A cluster-wide binding of the built-in viewer role: pods everywhere, read only.
+    let tokens: Vec<dabba_spec::api::TokenView> =
+        json_out(&up.cli(&["token", "list", "-o", "json"]));
+    let id = tokens
+        .iter()
+        .find(|t| t.grant.label == "scaler")
+        .map(|t| t.id.clone())
+        .expect("the scaler token");
+    ok(up.cli(&[
+        "create",
+        "rolebinding",
+        "ops",
+        "--role",
+        "viewer",
+        "--token-id",
+        &id,
+        "--cluster-wide",
+    ]));
+    ok(as_scaler(&["get", "pods", "-n", "bank"]));
+    assert_eq!(can("list", "pods", "bank").0, Some(0));
+    assert_eq!(can("delete", "pods", "bank").0, Some(1));
+    // Revoked: it works no more, and no binding names it.
+    ok(up.cli(&["token", "revoke", &id]));
+    assert!(!as_scaler(&["get", "apps", "-n", "shop"]).status.success());
+    let bindings: Vec<dabba_spec::rbac::RoleBinding> =
+        json_out(&up.cli(&["get", "rolebindings", "-o", "json"]));
+    assert!(
+        bindings.iter().all(|b| !b.tokens.contains(&id)),
+        "{bindings:?}"
+    );
+    ok(up.cli(&["delete", "role", "scaler", "-n", "shop"]));
 }

@@ -3,7 +3,12 @@
 //! or one the cluster does not know: 401. A token whose role or namespace does not cover
 //! the request: 403.
 //!
-//! [`allows`] is the whole policy, a pure function of a grant and what a request needs.
+//! What a role can grant is decided by role-based access control
+//! (`dabba_spec::rbac`, `state::rbac`): the request's resource and verb, named by its
+//! route, must be covered by the token's built-in role (viewer, deployer, admin, within
+//! the grant's namespace) or by a role one of its bindings gives, where that binding
+//! holds. What no role grants — the hosts' own calls, the join token's registration,
+//! the peer token — is [`allows`], a pure function of a grant and what a request needs.
 //! Every endpoint declares who may call it ([`Access`]) where it is routed, and the
 //! controller that receives a request admits it ([`Api::admit`]) before anything else —
 //! before forwarding it to the leader, and when there is no leader — so an
@@ -17,11 +22,13 @@
 //! is judged there (a revocation reaches a follower as it reaches the leader, by the
 //! log; the leader admits forwarded requests again anyway).
 
+use dabba_spec::rbac::{Attributes, attributes};
 use dabba_spec::resources::{Grant, Role};
 
 use super::{Api, Call, Failure, fail};
 use crate::credentials::token_hash;
 use crate::node::now_millis;
+use crate::state::rbac::Scope;
 
 /// What a request needs of its token.
 #[derive(Debug, Clone, Copy)]
@@ -43,6 +50,8 @@ pub enum Need<'a> {
     /// Register a host: the join token's one power (and a host's own credential, for
     /// itself).
     Register,
+    /// Any valid token (asking what it may do).
+    Authenticated,
 }
 
 /// Who may call an endpoint.
@@ -72,6 +81,8 @@ pub enum Rule {
     /// Host `{name}` itself.
     HostAs,
     Register,
+    /// Any valid token.
+    Authenticated,
 }
 
 /// Which namespace a view is of.
@@ -99,6 +110,7 @@ impl Rule {
             Rule::Host => Need::Host,
             Rule::HostAs => Need::HostAs(call.param("name")),
             Rule::Register => Need::Register,
+            Rule::Authenticated => Need::Authenticated,
         }
     }
 }
@@ -131,7 +143,28 @@ pub fn allows(grant: &Grant, need: Need<'_>) -> bool {
             grant.role == Role::Admin || (is_a_host(grant) && grant.host.as_deref() == Some(name))
         }
         Need::Register => matches!(grant.role, Role::Host | Role::Admin),
+        Need::Authenticated => true,
     }
+}
+
+/// Where an endpoint of `rule` acts, for which bindings apply: the path's namespace, a
+/// listing's (else the token's own namespace, else all), shared state, or the cluster.
+/// `None`: no role grants it (hosts' and the join token's endpoints).
+pub(super) fn scope_of<'a>(
+    rule: Rule,
+    path_ns: Option<&'a str>,
+    query_ns: Option<&'a str>,
+    grant: &'a Grant,
+) -> Option<Scope<'a>> {
+    Some(match rule {
+        Rule::View(Ns::Path) | Rule::Deploy => path_ns.map_or(Scope::Cluster, Scope::In),
+        Rule::View(Ns::Query) => query_ns
+            .or(grant.namespace.as_deref())
+            .map_or(Scope::Cluster, Scope::In),
+        Rule::View(Ns::Any) | Rule::Upload | Rule::Download => Scope::Shared,
+        Rule::Admin => Scope::Cluster,
+        Rule::Host | Rule::HostAs | Rule::Register | Rule::Authenticated => return None,
+    })
 }
 
 /// Whether `grant` is one host's own credential (not the join token).
@@ -198,7 +231,7 @@ fn forbidden(grant: &Grant, need: Need<'_>) -> Failure {
 }
 
 /// The bearer token of a request.
-fn bearer(parts: &http::request::Parts) -> Result<&str, Failure> {
+pub(super) fn bearer(parts: &http::request::Parts) -> Result<&str, Failure> {
     parts
         .headers
         .get(http::header::AUTHORIZATION)
@@ -215,6 +248,21 @@ fn bearer(parts: &http::request::Parts) -> Result<&str, Failure> {
 }
 
 impl Api {
+    /// The resource, verb and scope a role must cover for `call` under `rule`, when a
+    /// role can grant it at all.
+    fn rbac_question<'c>(
+        &self,
+        rule: Rule,
+        call: &'c Call,
+        grant: &'c Grant,
+        pattern: Option<&str>,
+    ) -> Option<(Attributes, Scope<'c>)> {
+        let path_ns = matches!(rule, Rule::View(Ns::Path) | Rule::Deploy).then(|| call.param("ns"));
+        let scope = scope_of(rule, path_ns, call.query("namespace"), grant)?;
+        let what = attributes(call.parts.method.as_str(), pattern?)?;
+        Some((what, scope))
+    }
+
     /// For a listing (admitted with [`Ns::Query`]): confirms this node still leads, and
     /// says which namespace to list (`None`: all of them) — the one asked, or else the
     /// one the token is limited to.
@@ -275,7 +323,21 @@ impl Api {
             ));
         }
         let need = rule.need(call);
-        if allows(&grant, need) {
+        let allowed = match self.rbac_question(rule, call, &grant, seen.pattern) {
+            // What a role can grant: the token's built-in role or its bindings (and a
+            // host's own credential may read components).
+            Some((what, scope)) => {
+                let id = &super::tokens::token_id(&hash);
+                self.node
+                    .shared
+                    .read(|s| s.authorize(id, &grant, what, scope))
+                    .is_some()
+                    || (rule == Rule::Download && allows(&grant, need))
+            }
+            // What only hosts, the join token or a cluster admin do.
+            None => allows(&grant, need),
+        };
+        if allowed {
             Ok(Admitted::Grant(grant))
         } else {
             Err(forbidden(&grant, need))

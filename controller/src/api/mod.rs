@@ -32,6 +32,7 @@ mod metrics;
 mod namespaces;
 mod pods;
 mod raft_rpc;
+mod rbac;
 mod regions;
 mod rollouts;
 mod router;

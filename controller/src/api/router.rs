@@ -210,6 +210,7 @@ pub fn routes() -> Router {
     super::tokens::routes(&mut r);
     super::secrets::routes(&mut r);
     super::namespaces::routes(&mut r);
+    super::rbac::routes(&mut r);
     super::audit::routes(&mut r);
     super::cluster::routes(&mut r);
     r

@@ -5,7 +5,7 @@
 //! the state.
 
 use dabba_spec::api::{TokenRequest, TokenResponse, TokenView};
-use dabba_spec::resources::{Grant, valid_name};
+use dabba_spec::resources::{Grant, Role, valid_name};
 use http::Method;
 
 use super::auth::{Access, Rule};
@@ -87,8 +87,32 @@ async fn create(api: &Api, call: Call) -> Answer {
     if req.ttl_ms == Some(0) {
         return Err(fail(422, "invalid", "ttl: a token must work for some time"));
     }
+    if (req.role == Role::Bound) != req.bind.is_some() {
+        return Err(fail(
+            422,
+            "invalid",
+            "a token bound to a role of the cluster's own has role `bound` and names it in `bind`",
+        ));
+    }
     let token = new_token();
     let hash = token_hash(&token);
+    if let Some(role) = &req.bind {
+        // The binding first: a token whose role does not exist is never made.
+        let binding = dabba_spec::rbac::RoleBinding {
+            name: format!("token-{}", token_id(&hash)),
+            namespace: req.namespace.clone(),
+            role: role.clone(),
+            tokens: vec![token_id(&hash)],
+        };
+        reply(
+            api.node
+                .propose(Command::PutRoleBinding {
+                    binding: Box::new(binding),
+                    at: now_millis(),
+                })
+                .await?,
+        )?;
+    }
     reply(
         api.node
             .propose(Command::CreateToken {

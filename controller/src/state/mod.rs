@@ -7,6 +7,7 @@ mod apps;
 pub mod audit;
 pub mod cron;
 mod quota;
+pub mod rbac;
 mod regions;
 mod rollout;
 pub mod secrets;
@@ -91,6 +92,12 @@ pub struct State {
     /// Secrets, sealed (`crate::vault`).
     #[serde(default)]
     pub secrets: secrets::Secrets,
+    /// Roles of the cluster's own, by `ns/name` (`*/name`: cluster-wide).
+    #[serde(default)]
+    pub roles: BTreeMap<String, dabba_spec::rbac::RoleSpec>,
+    /// Role bindings, keyed as roles are.
+    #[serde(default)]
+    pub bindings: BTreeMap<String, dabba_spec::rbac::RoleBinding>,
     /// Quotas and limit ranges, by namespace.
     #[serde(default)]
     pub namespaces: BTreeMap<String, dabba_spec::quota::NamespacePolicy>,
@@ -162,6 +169,12 @@ impl State {
                 if self.tokens.remove(hash).is_none() {
                     return rejected(Rejection::NotFound, "no such token");
                 }
+                // Its bindings forget it (one left with no token goes).
+                let id: String = hash.chars().take(16).collect();
+                for b in self.bindings.values_mut() {
+                    b.tokens.retain(|t| *t != id);
+                }
+                self.bindings.retain(|_, b| !b.tokens.is_empty());
                 self.version += 1;
                 Reply::Ok
             }
@@ -301,6 +314,10 @@ impl State {
                 at,
             } => self.put_secret(key, data, *data_key, *expect, *at),
             Command::DeleteSecret { key, at } => self.delete_secret(key, *at),
+            Command::PutRole { role, at } => self.put_role(role, *at),
+            Command::DeleteRole { key, at } => self.delete_role(key, *at),
+            Command::PutRoleBinding { binding, at } => self.put_binding(binding, *at),
+            Command::DeleteRoleBinding { key, at } => self.delete_binding(key, *at),
             Command::SetNamespacePolicy {
                 namespace,
                 policy,
