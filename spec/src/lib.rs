@@ -18,6 +18,7 @@ pub mod condition;
 pub mod cron;
 pub mod cronjob;
 pub mod digest;
+pub mod fuzzing;
 pub mod kv;
 pub mod latency;
 pub mod limits;

@@ -612,31 +612,45 @@ fn a_host_cut_off_from_the_controllers_stops_its_attempt() {
     }
     let done = succeeded(&c);
     assert_eq!(done.name, first.name);
-    assert_eq!(done.attempt, 2, "{done:#?}");
     let out = c.cli(&["logs", "job", &done.name]);
     assert!(out.status.success(), "{}", stderr(&out));
     let log = stdout(&out);
     let lines: Vec<&str> = log.lines().collect();
-    let stopped = lines
-        .iter()
-        .position(|l| l.contains("attempt 1 stopped: cut off from the controllers"))
-        .unwrap_or_else(|| panic!("attempt 1 was not stopped by its host:\n{log}"));
-    let second = lines
-        .iter()
-        .position(|l| l.contains("attempt 2 started"))
-        .unwrap_or_else(|| panic!("no second attempt:\n{log}"));
-    assert!(stopped < second, "{log}");
-    let between = &lines[stopped..second];
-    assert!(
-        !between.iter().any(|l| l.contains("tick ")),
-        "attempt 1 went on after its host stopped it:\n{log}"
-    );
-    assert_eq!(log.matches("attempt 1 started").count(), 1, "{log}");
-    assert_eq!(
-        lines[second..]
+    // Attempt 1 is stopped by its host. On a loaded machine the host can lose the
+    // controllers again while they elect a leader after the freeze: a later attempt
+    // may be cut off the same way — each for that reason only, none going on after it
+    // was stopped, and the last one whole.
+    assert!(done.attempt >= 2, "{done:#?}");
+    for k in 1..done.attempt {
+        let stopped = lines
             .iter()
-            .filter(|l| l.contains("tick "))
-            .count(),
+            .position(|l| {
+                l.contains(&format!(
+                    "attempt {k} stopped: cut off from the controllers"
+                ))
+            })
+            .unwrap_or_else(|| panic!("attempt {k} was not stopped by its host:\n{log}"));
+        let next = lines
+            .iter()
+            .position(|l| l.contains(&format!("attempt {} started", k + 1)))
+            .unwrap_or_else(|| panic!("no attempt {}:\n{log}", k + 1));
+        assert!(stopped < next, "{log}");
+        assert!(
+            !lines[stopped..next].iter().any(|l| l.contains("tick ")),
+            "attempt {k} went on after its host stopped it:\n{log}"
+        );
+        assert_eq!(
+            log.matches(&format!("attempt {k} started")).count(),
+            1,
+            "{log}"
+        );
+    }
+    let last = lines
+        .iter()
+        .position(|l| l.contains(&format!("attempt {} started", done.attempt)))
+        .unwrap_or_else(|| panic!("no last attempt:\n{log}"));
+    assert_eq!(
+        lines[last..].iter().filter(|l| l.contains("tick ")).count(),
         40,
         "{log}"
     );

@@ -174,16 +174,19 @@ impl Controller {
                     at,
                 })
             })?;
-            let Command::PutSecret { expect, .. } = &command else {
+            let Command::PutSecret {
+                expect, data_key, ..
+            } = &command
+            else {
                 unreachable!("built above")
             };
-            let expect = *expect;
+            let (expect, sealed_with) = (*expect, *data_key);
             match self.propose(command).await? {
                 Reply::Ok => return Ok(()),
                 Reply::Rejected { code, message } => {
                     let moved = self.shared.read(|s| {
                         s.secrets.secrets.get(key).map_or(0, |s| s.version) != expect
-                            || s.secrets.current_key().is_none()
+                            || s.secrets.current_key() != Some(sealed_with)
                     });
                     if !(code == Rejection::Conflict && moved) {
                         return Err(SecretError::Rejected { code, message });

@@ -67,7 +67,11 @@ impl State {
             );
         }
         if !self.secrets.data_keys.contains_key(&data_key) {
-            return rejected(Rejection::Invalid, format!("no data key {data_key}"));
+            // Rotated away since the leader sealed it: sealed again, it goes through.
+            return rejected(
+                Rejection::Conflict,
+                format!("data key {data_key} was rotated away meanwhile"),
+            );
         }
         if let Some(current) = current {
             let removed: Vec<&String> = current
@@ -336,7 +340,7 @@ mod tests {
         let mut s = State::default();
         assert_eq!(
             code(&s.apply(&put(&["gateway"], 1, 0))),
-            Some(Rejection::Invalid)
+            Some(Rejection::Conflict)
         );
         assert_eq!(s.apply(&rotate(&s.clone(), 1)), Reply::Ok);
         assert_eq!(s.apply(&put(&["gateway"], 1, 0)), Reply::Ok);
