@@ -329,6 +329,18 @@ impl ApiClient {
         self.get(&paths::audit(since)).await
     }
 
+    /// `PUT /v1/audit/retention` (admins): keep audit entries at most `max_age_ms`
+    /// (`None`: the newest 10,000, whatever their age).
+    pub async fn set_audit_retention(&self, max_age_ms: Option<u64>) -> Result<(), ApiError> {
+        self.send_json::<_, Empty>(
+            Method::PUT,
+            "/v1/audit/retention",
+            &dabba_spec::audit::AuditRetention { max_age_ms },
+        )
+        .await
+        .map(drop)
+    }
+
     /// `DELETE /v1/cronjobs/{ns}/{name}`.
     pub async fn delete_cron_job(&self, key: &ResourceKey) -> Result<(), ApiError> {
         self.request(Method::DELETE, &paths::cron_job(key), Bytes::new(), JSON)

@@ -212,6 +212,10 @@ pub enum Command {
         resealed: Vec<crate::state::secrets::Resealed>,
         at: Millis,
     },
+    /// Keep audit entries at most this long (`None`: by count only).
+    AuditRetention {
+        max_age_ms: Option<u64>,
+    },
     /// Audited requests, appended to the audit log in this order (numbered and
     /// chained when applied).
     Audit {

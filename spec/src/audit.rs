@@ -291,3 +291,10 @@ mod tests {
         assert!(kept.len() <= BODY_KEPT + '…'.len_utf8(), "{}", kept.len());
     }
 }
+
+/// `PUT /v1/audit/retention`: how long entries are kept (`None`: the newest 10,000,
+/// whatever their age).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRetention {
+    pub max_age_ms: Option<u64>,
+}

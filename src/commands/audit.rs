@@ -1,5 +1,6 @@
 //! `dabba audit [--since 1h] [--user U] [--verb V] [-o json]`: who did what to the
-//! cluster, and who was refused — read from the replicated audit log, whose hash chain
+//! cluster, and who was refused; `dabba audit --retention 2160h|none` sets how long
+//! entries are kept — read from the replicated audit log, whose hash chain
 //! is verified before anything is shown (a log changed behind the controllers' backs is
 //! an error, not a table).
 
@@ -25,12 +26,35 @@ pub struct AuditArgs {
     pub verb: Option<String>,
     #[arg(long, short = 'o', value_enum, default_value = "table")]
     pub output: Output,
+    /// Instead of listing: keep entries this long, e.g. 2160h (`none`: the newest 10,000,
+    /// whatever their age).
+    #[arg(long, value_name = "DURATION|none")]
+    pub retention: Option<String>,
     #[command(flatten)]
     pub cluster: ClusterArgs,
 }
 
 pub fn audit(args: AuditArgs) -> anyhow::Result<()> {
     let api = args.cluster.client()?;
+    if let Some(r) = &args.retention {
+        let max_age_ms = match r.as_str() {
+            "none" => None,
+            d => Some(
+                d.parse::<HumanDuration>()
+                    .map_err(|e| anyhow::anyhow!("--retention: {e}"))?
+                    .get()
+                    .as_millis() as u64,
+            ),
+        };
+        if max_age_ms == Some(0) {
+            bail!("--retention must be longer than 0s (or `none`)");
+        }
+        return block_on(async move {
+            api.set_audit_retention(max_age_ms).await?;
+            println!("audit entries are kept {r}");
+            Ok(())
+        });
+    }
     let since = args.since.map_or(0, |d| {
         dabba_controller::node::now_millis().saturating_sub(d.get().as_millis() as u64)
     });

@@ -115,6 +115,7 @@ fn expected() -> BTreeMap<(&'static str, &'static str), &'static str> {
         (("DELETE", "/v1/namespaces/{ns}/policy"), "admin"),
         (("GET", "/v1/audit"), "admin"),
         (("POST", "/v1/audit"), "peer"),
+        (("PUT", "/v1/audit/retention"), "admin"),
         (("POST", "/v1/hosts/register"), "register"),
         (("POST", "/v1/hosts/{name}/heartbeat"), "host as {name}"),
         (("GET", "/v1/hosts/{name}/assignments"), "host as {name}"),
@@ -812,4 +813,39 @@ fn a_token_bound_to_a_custom_role_may_do_exactly_what_the_role_says() {
         "{bindings:?}"
     );
     ok(up.cli(&["delete", "role", "scaler", "-n", "shop"]));
+}
+
+/// With a retention set, entries older than it go as new ones come, and what is kept
+/// still verifies (`dabba audit` checks the chain before it shows anything).
+#[test]
+fn audit_entries_older_than_the_retention_go() {
+    let up = crate::platform::Up::start(false);
+    let out = up.cli(&["audit", "--retention", "0s"]);
+    assert!(!out.status.success(), "a zero retention is refused");
+    let out = up.cli(&["audit", "--retention", "3s"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let token = |label: &str| {
+        let out = up.cli(&["token", "create", "--role", "viewer", "--label", label]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    };
+    token("early");
+    let entries =
+        || -> Vec<dabba_spec::audit::AuditEntry> { json_out(&up.cli(&["audit", "-o", "json"])) };
+    assert!(
+        entries().iter().any(|e| e.verb == "tokens"),
+        "{:?}",
+        entries()
+    );
+    std::thread::sleep(Duration::from_millis(3500));
+    token("late");
+    let kept = entries();
+    let newest = kept.iter().map(|e| e.at).max().expect("entries");
+    assert!(kept.iter().all(|e| e.at + 3000 >= newest), "{kept:?}");
+    assert_eq!(
+        kept.iter().filter(|e| e.verb == "tokens").count(),
+        1,
+        "{kept:?}"
+    );
+    let out = up.cli(&["audit", "--retention", "none"]);
+    assert!(out.status.success(), "{}", stderr(&out));
 }

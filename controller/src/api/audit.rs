@@ -44,6 +44,31 @@ pub(super) fn routes(r: &mut Router) {
         handler!(list),
     );
     r.leader(Method::POST, "/v1/audit", Access::Peer, handler!(take));
+    r.leader(
+        Method::PUT,
+        "/v1/audit/retention",
+        Access::Token(Rule::Admin),
+        handler!(retention),
+    );
+}
+
+/// Sets how long entries are kept.
+async fn retention(api: &Api, call: Call) -> Answer {
+    let r: dabba_spec::audit::AuditRetention = parse(&call.body)?;
+    if r.max_age_ms == Some(0) {
+        return Err(super::fail(
+            422,
+            "invalid",
+            "max_age_ms: keep entries for some time (null: by count only)",
+        ));
+    }
+    super::reply(
+        api.node
+            .propose(Command::AuditRetention {
+                max_age_ms: r.max_age_ms,
+            })
+            .await?,
+    )
 }
 
 /// Entries a controller holds before they are committed; older ones are dropped.

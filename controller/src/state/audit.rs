@@ -1,4 +1,5 @@
-//! The audit log in the replicated state: the newest [`AUDIT_KEPT`] entries, each
+//! The audit log in the replicated state: the newest [`AUDIT_KEPT`] entries (and, with
+//! a retention set, none older than it), each
 //! numbered and chained to the one before when its command is applied (deterministic,
 //! so every controller holds the same hashes), and the hash before the oldest kept one.
 //! Appending changes no version: nobody waits for audit entries.
@@ -19,6 +20,10 @@ pub struct AuditTrail {
     entries: VecDeque<AuditEntry>,
     /// The number the next entry gets.
     next: u64,
+    /// Entries older than this (before the newest entry's time) go; `None`: kept
+    /// until [`AUDIT_KEPT`] newer ones push them out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_age: Option<Millis>,
 }
 
 impl Default for AuditTrail {
@@ -27,6 +32,7 @@ impl Default for AuditTrail {
             anchor: GENESIS.into(),
             entries: VecDeque::new(),
             next: 1,
+            max_age: None,
         }
     }
 }
@@ -39,12 +45,31 @@ impl AuditTrail {
         self.next += 1;
         let prev = self.entries.back().map_or(&self.anchor, |e| &e.hash);
         entry.hash = entry.chained(prev);
+        let newest = entry.at;
         self.entries.push_back(entry);
-        while self.entries.len() > AUDIT_KEPT {
+        let too_old = |e: &AuditEntry, max_age: Option<Millis>| {
+            max_age.is_some_and(|age| e.at < newest.saturating_sub(age))
+        };
+        while self.entries.len() > AUDIT_KEPT
+            || self
+                .entries
+                .front()
+                .is_some_and(|e| too_old(e, self.max_age))
+        {
             if let Some(old) = self.entries.pop_front() {
                 self.anchor = old.hash;
             }
         }
+    }
+
+    /// Keeps entries at most `max_age` ms older than the newest (`None`: by count only);
+    /// takes effect as the next entry is appended.
+    pub fn set_max_age(&mut self, max_age: Option<Millis>) {
+        self.max_age = max_age;
+    }
+
+    pub fn max_age(&self) -> Option<Millis> {
+        self.max_age
     }
 
     /// The entries recorded at or after `since`, with the hash before the first of them.
@@ -103,5 +128,28 @@ mod tests {
             again.append(entry(at));
         }
         assert_eq!(again, t);
+    }
+
+    #[test]
+    fn with_a_retention_entries_older_than_it_go_and_the_chain_still_verifies() {
+        let mut t = AuditTrail::default();
+        for at in [1_000, 2_000, 3_000] {
+            t.append(entry(at));
+        }
+        t.set_max_age(Some(1_500));
+        assert_eq!(
+            t.since(0).entries.len(),
+            3,
+            "nothing goes before the next entry"
+        );
+        t.append(entry(4_000));
+        let kept = t.since(0);
+        let times: Vec<Millis> = kept.entries.iter().map(|e| e.at).collect();
+        assert_eq!(times, [3_000, 4_000], "older than 4,000 - 1,500 went");
+        assert_eq!(kept.entries[0].seq, 3);
+        dabba_spec::audit::verify(&kept).unwrap();
+        t.set_max_age(None);
+        t.append(entry(100_000));
+        assert_eq!(t.since(0).entries.len(), 3, "by count only again");
     }
 }

@@ -351,6 +351,11 @@ impl State {
                 resealed,
                 at,
             } => self.rotate_data_key(*id, wrapped, resealed, *at),
+            Command::AuditRetention { max_age_ms } => {
+                self.audit.set_max_age(*max_age_ms);
+                self.version += 1;
+                Reply::Ok
+            }
             Command::Audit { entries } => {
                 for e in entries {
                     self.audit.append(e.clone());
