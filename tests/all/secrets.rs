@@ -38,6 +38,23 @@ fn set_from_stdin(up: &Up, args: &[&str], stdin: &str) -> std::process::Output {
     child.wait_with_output().unwrap()
 }
 
+/// Writes `gateway.toml` in `dir`: the hostile guest (which answers
+/// `/config?key=K`) on `/`, with `mode = "live"` in `[config]` and config key
+/// `gateway_key` from `secret` (`name/key`).
+fn gateway_manifest(dir: &std::path::Path, secret: &str) -> std::path::PathBuf {
+    let path = dir.join("gateway.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[app]\nname = \"gateway\"\ncomponent = \"{}\"\nroute = \"/\"\n\n\
+             [config]\nmode = \"live\"\n\n[secrets]\ngateway_key = \"{secret}\"\n",
+            guest("hostile").display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
 /// Every file under `dir`, with its bytes (to look for a value in the clear).
 fn files(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
     let mut out = Vec::new();
@@ -68,16 +85,7 @@ fn holds(bytes: &[u8], value: &str) -> bool {
 #[test]
 fn a_secret_reaches_only_the_app_that_lists_it_and_is_shown_nowhere_else() {
     let up = Up::start_with(false, &["--audit-level", "request"]);
-    let manifest = up.dir.path().join("gateway.toml");
-    std::fs::write(
-        &manifest,
-        format!(
-            "[app]\nname = \"gateway\"\ncomponent = \"{}\"\nroute = \"/\"\n\n\
-             [config]\nmode = \"live\"\n\n[secrets]\ngateway_key = \"payment-keys/gateway\"\n",
-            guest("hostile").display()
-        ),
-    )
-    .unwrap();
+    let manifest = gateway_manifest(up.dir.path(), "payment-keys/gateway");
     let apply = || up.cli(&["apply", "-f", manifest.to_str().unwrap(), "--wait"]);
 
     // Listed before it exists: refused, saying what to do.
@@ -334,16 +342,7 @@ fn a_new_leader_opens_the_secrets_the_old_one_sealed() {
     eventually("a new leader", Duration::from_secs(30), || {
         c.leader().filter(|l| *l != old)
     });
-    let manifest = c.dir.path().join("gateway.toml");
-    std::fs::write(
-        &manifest,
-        format!(
-            "[app]\nname = \"gateway\"\ncomponent = \"{}\"\nroute = \"/\"\n\n\
-             [secrets]\ngateway_key = \"keys/gateway\"\n",
-            guest("hostile").display()
-        ),
-    )
-    .unwrap();
+    let manifest = gateway_manifest(c.dir.path(), "keys/gateway");
     let out = c.cli(&["apply", "-f", manifest.to_str().unwrap(), "--wait"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let r = try_request(c.host_addrs[0], "GET", "/config?key=gateway_key", &[], b"").unwrap();

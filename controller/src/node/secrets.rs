@@ -35,7 +35,6 @@ impl Controller {
         ns: &str,
         listing: &BTreeMap<String, SecretRef>,
     ) -> Result<Revealed, String> {
-        let mut keys: BTreeMap<u32, DataKey> = BTreeMap::new();
         let mut out = BTreeMap::new();
         for (config_key, r) in listing {
             let secret = ResourceKey::new(ns, &r.secret);
@@ -44,28 +43,12 @@ impl Controller {
                 .secrets
                 .get(&secret)
                 .ok_or_else(|| format!("secret {secret} does not exist"))?;
-            let sealed = stored
-                .data
-                .get(&r.key)
-                .ok_or_else(|| format!("secret {secret} has no key `{}`", r.key))?;
-            let key = match keys.get(&stored.data_key) {
-                Some(k) => k.clone(),
-                None => {
-                    let k = self
-                        .data_key(s, stored.data_key)
-                        .map_err(|e| e.to_string())?;
-                    keys.insert(stored.data_key, k.clone());
-                    k
-                }
-            };
-            let value = key
-                .open(&value_aad(secret.as_str(), &r.key, stored.data_key), sealed)
-                .ok_or_else(|| {
-                    VaultError::Tampered {
-                        what: format!("key `{}` of secret {secret}", r.key),
-                    }
-                    .to_string()
-                })?;
+            if !stored.data.contains_key(&r.key) {
+                return Err(format!("secret {secret} has no key `{}`", r.key));
+            }
+            let value = self
+                .open_one(s, &secret, stored, &r.key)
+                .map_err(|e| e.to_string())?;
             let value = String::from_utf8(value)
                 .map_err(|_| format!("key `{}` of secret {secret} is not UTF-8", r.key))?;
             out.insert(config_key.clone(), value);
@@ -96,19 +79,28 @@ impl Controller {
         key: &ResourceKey,
         stored: &StoredSecret,
     ) -> Result<BTreeMap<String, Vec<u8>>, VaultError> {
-        let data_key = self.data_key(s, stored.data_key)?;
         stored
             .data
-            .iter()
-            .map(|(k, sealed)| {
-                let v = data_key
-                    .open(&value_aad(key.as_str(), k, stored.data_key), sealed)
-                    .ok_or_else(|| VaultError::Tampered {
-                        what: format!("key `{k}` of secret {key}"),
-                    })?;
-                Ok((k.clone(), v))
-            })
+            .keys()
+            .map(|k| Ok((k.clone(), self.open_one(s, key, stored, k)?)))
             .collect()
+    }
+
+    /// The value of key `k` of a stored secret (which has it), opened.
+    fn open_one(
+        &self,
+        s: &State,
+        key: &ResourceKey,
+        stored: &StoredSecret,
+        k: &str,
+    ) -> Result<Vec<u8>, VaultError> {
+        let tampered = || VaultError::Tampered {
+            what: format!("key `{k}` of secret {key}"),
+        };
+        let sealed = stored.data.get(k).ok_or_else(tampered)?;
+        self.data_key(s, stored.data_key)?
+            .open(&value_aad(key.as_str(), k, stored.data_key), sealed)
+            .ok_or_else(tampered)
     }
 
     fn data_key(&self, s: &State, id: u32) -> Result<DataKey, VaultError> {
@@ -192,12 +184,7 @@ impl Controller {
                         return Err(SecretError::Rejected { code, message });
                     }
                 }
-                other => {
-                    return Err(SecretError::Rejected {
-                        code: Rejection::Invalid,
-                        message: format!("unexpected reply {other:?}"),
-                    });
-                }
+                other => return Err(unexpected(other)),
             }
         }
         Err(SecretError::Rejected {
@@ -253,18 +240,21 @@ impl Controller {
                 Reply::Rejected { code, message } => {
                     return Err(SecretError::Rejected { code, message });
                 }
-                other => {
-                    return Err(SecretError::Rejected {
-                        code: Rejection::Invalid,
-                        message: format!("unexpected reply {other:?}"),
-                    });
-                }
+                other => return Err(unexpected(other)),
             }
         }
         Err(SecretError::Rejected {
             code: Rejection::Conflict,
             message: "the secrets kept changing during the rotation: try again".into(),
         })
+    }
+}
+
+/// A reply a secret command never gets.
+fn unexpected(reply: Reply) -> SecretError {
+    SecretError::Rejected {
+        code: Rejection::Invalid,
+        message: format!("unexpected reply {reply:?}"),
     }
 }
 
