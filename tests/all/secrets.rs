@@ -402,3 +402,53 @@ fn a_cron_job_run_reads_the_secrets_it_lists() {
     );
     assert!(run.output.contains("region=in"), "{}", run.output);
 }
+
+/// The limits of a secret hold after merging with what it has: at most 256 KiB in
+/// all (each value at most 64 KiB), and a secret is never left with no key; each
+/// refusal says which limit, and changes nothing.
+#[test]
+fn a_secret_stays_within_its_limits_after_every_change() {
+    let up = Up::start(false);
+    let dir = up.dir.path();
+    let big = "x".repeat(60 * 1024);
+    for k in 0..4 {
+        let file = dir.join(format!("v{k}"));
+        std::fs::write(&file, &big).unwrap();
+        let arg = format!("k{k}={}", file.display());
+        let out = up.cli(&["secret", "set", "bulk", "--from-file", &arg]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    // A fifth 60 KiB value takes it past 256 KiB in all: refused, nothing changed.
+    let file = dir.join("v4");
+    std::fs::write(&file, &big).unwrap();
+    let out = up.cli(&[
+        "secret",
+        "set",
+        "bulk",
+        "--from-file",
+        &format!("k4={}", file.display()),
+    ]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("at most 262144"), "{}", stderr(&out));
+    // One value past 64 KiB: refused before it is sent on.
+    std::fs::write(&file, "x".repeat(64 * 1024 + 1)).unwrap();
+    let out = up.cli(&[
+        "secret",
+        "set",
+        "other",
+        "--from-file",
+        &format!("k={}", file.display()),
+    ]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("at most 65536"), "{}", stderr(&out));
+    // Removing every key would leave nothing: refused, pointing at delete.
+    let out = up.cli(&["secret", "unset", "bulk", "k0", "k1", "k2", "k3"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("delete it instead"),
+        "{}",
+        stderr(&out)
+    );
+    let view: SecretView = json_out(&up.cli(&["describe", "secret", "bulk", "-o", "json"]));
+    assert_eq!((view.keys.len(), view.version), (4, 4), "{view:?}");
+}
